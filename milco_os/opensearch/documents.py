@@ -1,0 +1,36 @@
+"""Pure builders: an encoded document -> a bulk action with ``rank_features`` values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from milco_os.keys import encode_key
+from milco_os.types import Encoded, SparseVector
+
+
+def feature_map(vec: SparseVector) -> dict[str, float]:
+    """``{escaped key: weight}``. Five significant digits are plenty: Lucene keeps about three."""
+    return {encode_key(token): float(f"{weight:.5g}") for token, weight in vec.to_terms().items()}
+
+
+def document_source(
+    fields: dict[str, Any], encoded: Encoded, *, pivot_field: str, echo_field: str
+) -> dict[str, Any]:
+    source = dict(fields)
+    if len(encoded.pivot):
+        source[pivot_field] = feature_map(encoded.pivot)
+    if len(encoded.echo):
+        source[echo_field] = feature_map(encoded.echo)
+    return source
+
+
+def index_action(
+    index: str, doc_id: str, fields: dict[str, Any], encoded: Encoded, *, pivot_field: str, echo_field: str
+) -> dict[str, Any]:
+    """A bulk ``index`` action; writing by id makes a retried or repeated write idempotent."""
+    return {
+        "_op_type": "index",
+        "_index": index,
+        "_id": doc_id,
+        "_source": document_source(fields, encoded, pivot_field=pivot_field, echo_field=echo_field),
+    }

@@ -1,0 +1,154 @@
+"""Sparse-vector pruning: pure, vectorised, never mutates its input.
+
+Every rule first drops weights that OpenSearch ``rank_features`` rejects (<= 0, NaN, inf), then:
+
+- ``top_k:K``            keep the K largest weights.
+- ``mass:P``             MILCO §6: sort ascending and remove the longest low-weight prefix whose
+                         cumulative weight is at most P (a fraction, 0 <= P < 1) of the total; at least
+                         ``1 - P`` of the mass is kept. Applying it twice can prune further (the total
+                         shrinks), so it is not idempotent.
+- ``mass_percentile:P``  the per-document count reading of MILCO's Table 13: keep the top
+                         ``ceil((1 - P) * n)`` of the ``n`` non-zeros.
+- ``max_ratio:R``        OpenSearch semantics: keep ``w >= R * max(w)`` (0 <= R < 1).
+- ``abs_value:T``        OpenSearch semantics: keep ``w >= T`` (T > 0).
+- ``none``               only the invalid weights are dropped.
+
+Ties are broken by term id, so results do not depend on the input order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from milco_os.types import SparseVector
+
+PruneKind = Literal["none", "top_k", "mass", "mass_percentile", "max_ratio", "abs_value"]
+PRUNE_KINDS: tuple[str, ...] = ("none", "top_k", "mass", "mass_percentile", "max_ratio", "abs_value")
+
+
+def drop_invalid(vec: SparseVector) -> SparseVector:
+    """Remove weights that are not finite and strictly positive (rank_features rejects them)."""
+    keep = np.isfinite(vec.weights) & (vec.weights > 0)
+    if keep.all():
+        return vec
+    return SparseVector(vec.ids[keep], vec.weights[keep], vec.vocab)
+
+
+def _descending(vec: SparseVector) -> np.ndarray:
+    """Indices ordering ``vec`` by weight descending, id ascending on ties."""
+    return np.lexsort((vec.ids, -vec.weights))
+
+
+def _take(vec: SparseVector, idx: np.ndarray) -> SparseVector:
+    return SparseVector(vec.ids[idx], vec.weights[idx], vec.vocab)
+
+
+def top_k(vec: SparseVector, k: int) -> SparseVector:
+    vec = drop_invalid(vec)
+    if len(vec) <= k:
+        return vec
+    return _take(vec, _descending(vec)[:k])
+
+
+def mass(vec: SparseVector, p: float) -> SparseVector:
+    vec = drop_invalid(vec)
+    if len(vec) == 0 or p <= 0:
+        return vec
+    order = _descending(vec)[::-1]  # ascending weight
+    # float64 cumulative sums keep the boundary comparison stable for long vectors.
+    cumulative = np.cumsum(vec.weights[order].astype(np.float64))
+    budget = p * cumulative[-1]
+    removed = int(np.searchsorted(cumulative, budget, side="right"))
+    return _take(vec, order[removed:])
+
+
+def mass_percentile(vec: SparseVector, p: float) -> SparseVector:
+    vec = drop_invalid(vec)
+    keep = math.ceil((1.0 - p) * len(vec) - 1e-9)
+    return top_k(vec, max(keep, 0))
+
+
+def max_ratio(vec: SparseVector, r: float) -> SparseVector:
+    vec = drop_invalid(vec)
+    if len(vec) == 0:
+        return vec
+    return _take(vec, np.flatnonzero(vec.weights >= r * vec.weights.max()))
+
+
+def abs_value(vec: SparseVector, t: float) -> SparseVector:
+    vec = drop_invalid(vec)
+    return _take(vec, np.flatnonzero(vec.weights >= t))
+
+
+@dataclass(frozen=True)
+class Prune:
+    """One pruning rule, e.g. ``Prune.parse("mass:0.9")``."""
+
+    kind: PruneKind = "none"
+    value: float = 0.0
+
+    def __post_init__(self) -> None:
+        kind, v = self.kind, self.value
+        if kind not in PRUNE_KINDS:
+            msg = f"unknown pruning kind {kind!r}; expected one of {', '.join(PRUNE_KINDS)}"
+            raise ValueError(msg)
+        problem = None
+        if kind == "top_k" and (v < 1 or v != int(v)):
+            problem = "top_k needs a whole number >= 1"
+        elif kind in ("mass", "mass_percentile", "max_ratio") and not 0 <= v < 1:
+            problem = f"{kind} needs a fraction in [0, 1)"
+        elif kind == "abs_value" and not v > 0:
+            problem = "abs_value needs a threshold > 0"
+        if problem:
+            msg = f"invalid pruning {kind}:{v:g}: {problem}"
+            raise ValueError(msg)
+
+    @classmethod
+    def parse(cls, text: str) -> Prune:
+        """Parse ``KIND:VALUE`` (or ``none``)."""
+        text = text.strip()
+        if text in ("", "none"):
+            return cls()
+        kind, sep, value = text.partition(":")
+        if not sep:
+            msg = f"invalid pruning {text!r}: expected KIND:VALUE, e.g. top_k:64 or mass:0.9"
+            raise ValueError(msg)
+        try:
+            number = float(value)
+        except ValueError:
+            msg = f"invalid pruning {text!r}: {value!r} is not a number"
+            raise ValueError(msg) from None
+        return cls(kind.strip(), number)  # type: ignore[arg-type]
+
+    def __str__(self) -> str:
+        return "none" if self.kind == "none" else f"{self.kind}:{self.value:g}"
+
+    def apply(self, vec: SparseVector) -> SparseVector:
+        if self.kind == "none":
+            return drop_invalid(vec)
+        if self.kind == "top_k":
+            return top_k(vec, int(self.value))
+        rule = {"mass": mass, "mass_percentile": mass_percentile, "max_ratio": max_ratio, "abs_value": abs_value}
+        return rule[self.kind](vec, self.value)
+
+
+class PruningConfig(BaseModel):
+    """Pruning for one side (documents or queries): one rule per view."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pivot: str = "none"
+    echo: str = "none"
+
+    @field_validator("pivot", "echo")
+    @classmethod
+    def _valid(cls, v: str) -> str:
+        return str(Prune.parse(v))
+
+    def rules(self) -> tuple[Prune, Prune]:
+        return Prune.parse(self.pivot), Prune.parse(self.echo)

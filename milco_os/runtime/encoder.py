@@ -1,0 +1,199 @@
+"""The encoder interface: texts -> tokens -> model -> :class:`Encoded` (pivot + echo SparseVectors).
+
+Model families (SPLADE, MILCO, CSPLADE) and runtimes (torch, onnxruntime) differ only in
+:meth:`SparseEncoder._forward`; tokenisation, length-bucketed batching, windowing of long texts and
+the merge of windows are shared here. Long texts are never truncated: they are split into overlapping
+windows, the pivot view is max-merged over windows (SPLADE's own pooling) and the echo view is summed
+over token positions, each position counted once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from milco_os.errors import EncodingError
+from milco_os.types import Encoded, SparseVector, Vocab
+
+#: MILCO's released training scripts encode queries with 64 and passages with 256 tokens.
+DEFAULT_MAX_QUERY_LENGTH = 64
+DEFAULT_MAX_DOCUMENT_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What an index must know about the model that encoded it."""
+
+    name: str
+    family: str  # "splade" | "milco" | "csplade"
+    fingerprint: str
+    pivot_vocab: Vocab
+    echo_vocab: Vocab | None
+    max_query_length: int = DEFAULT_MAX_QUERY_LENGTH
+    max_document_length: int = DEFAULT_MAX_DOCUMENT_LENGTH
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def validate_texts(texts: Any) -> list[str]:
+    """Return ``texts`` as a list of str, or raise an error naming the first bad position."""
+    if isinstance(texts, str):
+        msg = "texts must be a list of strings, not a single string"
+        raise EncodingError(msg)
+    out = list(texts)
+    for i, text in enumerate(out):
+        if not isinstance(text, str):
+            kind = "null" if text is None else type(text).__name__
+            msg = f"texts[{i}] is {kind}; every text must be a string"
+            raise EncodingError(msg)
+    return out
+
+
+@dataclass
+class _Window:
+    text_index: int
+    input_ids: list[int]
+    owned: tuple[int, int]  # [start, end) positions whose echo weight this window contributes
+
+
+class SparseEncoder:
+    """Base class: subclasses implement :meth:`_forward` for one runtime."""
+
+    def __init__(
+        self,
+        info: ModelInfo,
+        tokenizer: Any,
+        *,
+        batch_size: int = 32,
+        window_overlap: float = 0.25,
+        echo_special_tokens: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            msg = f"batch_size must be >= 1, got {batch_size}"
+            raise ValueError(msg)
+        if not 0 <= window_overlap < 1:
+            msg = f"window_overlap must be in [0, 1), got {window_overlap}"
+            raise ValueError(msg)
+        self.info = info
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.window_overlap = window_overlap
+        self.echo_special_tokens = echo_special_tokens
+        # The special tokens the tokenizer wraps a text in ([CLS] .. [SEP], <s> .. </s>, <bos> ..), read
+        # off one encoding so that every window gets the same wrapping.
+        plain = list(tokenizer("a", add_special_tokens=False)["input_ids"])
+        wrapped = list(tokenizer("a")["input_ids"])
+        at = next(i for i in range(len(wrapped)) if wrapped[i : i + len(plain)] == plain)
+        self._prefix = wrapped[:at]
+        self._suffix = wrapped[at + len(plain) :]
+        self._prefix_len = len(self._prefix)
+        self._n_special = len(self._prefix) + len(self._suffix)
+        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def has_echo(self) -> bool:
+        return self.info.echo_vocab is not None
+
+    def encode_queries(self, texts: Sequence[str]) -> list[Encoded]:
+        return self._encode(validate_texts(texts), self.info.max_query_length)
+
+    def encode_documents(self, texts: Sequence[str]) -> list[Encoded]:
+        return self._encode(validate_texts(texts), self.info.max_document_length)
+
+    # ------------------------------------------------------------------ runtime hook
+    def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[B, L] int64 ids and mask -> (pivot [B, V_pivot] float32, echo [B, L] float32)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ internals
+    def _windows(self, text_index: int, ids: list[int], max_length: int) -> list[_Window]:
+        content = max(max_length - self._n_special, 1)
+        step = max(int(content * (1 - self.window_overlap)), 1)
+        starts = [0] if len(ids) <= content else list(range(0, len(ids) - content + step, step))
+        starts = [s for s in starts if s < len(ids)] or [0]
+        windows = []
+        for k, start in enumerate(starts):
+            piece = ids[start : start + content]
+            full = self._prefix + piece + self._suffix
+            is_first, is_last = k == 0, k == len(starts) - 1
+            owned_end = len(piece) if is_last else min(starts[k + 1] - start, len(piece))
+            lo = self._prefix_len
+            hi = self._prefix_len + owned_end
+            if self.echo_special_tokens:
+                # Special tokens count once per text: the prefix in the first window, the suffix in the last.
+                lo = 0 if is_first else lo
+                hi = len(full) if is_last else hi
+            windows.append(_Window(text_index, full, (lo, hi)))
+        return windows
+
+    def _encode(self, texts: list[str], max_length: int) -> list[Encoded]:
+        tokenized = self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        windows: list[_Window] = []
+        for i, ids in enumerate(tokenized):
+            if ids:  # an empty text encodes to empty vectors without running the model
+                windows.extend(self._windows(i, ids, max_length))
+
+        pivot_vocab, echo_vocab = self.info.pivot_vocab, self.info.echo_vocab
+        pivot_dense: dict[int, np.ndarray] = {}
+        echo_sums: dict[int, dict[int, float]] = {}
+        # Length-bucketed batches: sorting by length keeps padding (wasted compute) small.
+        order = sorted(range(len(windows)), key=lambda w: len(windows[w].input_ids))
+        for b in range(0, len(order), self.batch_size):
+            batch = [windows[w] for w in order[b : b + self.batch_size]]
+            width = max(len(w.input_ids) for w in batch)
+            ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
+            mask = np.zeros((len(batch), width), dtype=np.int64)
+            for r, w in enumerate(batch):
+                ids[r, : len(w.input_ids)] = w.input_ids
+                mask[r, : len(w.input_ids)] = 1
+            pivot, echo = self._forward(ids, mask)
+            for r, w in enumerate(batch):
+                acc = pivot_dense.get(w.text_index)
+                pivot_dense[w.text_index] = pivot[r].copy() if acc is None else np.maximum(acc, pivot[r])
+                if echo_vocab is not None:
+                    sums = echo_sums.setdefault(w.text_index, {})
+                    lo, hi = w.owned
+                    for token, weight in zip(w.input_ids[lo:hi], echo[r, lo:hi].tolist(), strict=True):
+                        if weight > 0:
+                            sums[token] = sums.get(token, 0.0) + weight
+
+        results = []
+        for i in range(len(texts)):
+            dense = pivot_dense.get(i)
+            if dense is None:
+                pivot_vec = SparseVector.empty(pivot_vocab)
+            else:
+                nz = np.flatnonzero(dense > 0)
+                pivot_vec = SparseVector(nz.astype(np.int64), dense[nz].astype(np.float32), pivot_vocab)
+            if echo_vocab is None or not echo_sums.get(i):
+                echo_vec = SparseVector.empty(echo_vocab or pivot_vocab)
+            else:
+                sums = echo_sums[i]
+                echo_vec = SparseVector(
+                    np.fromiter(sums.keys(), dtype=np.int64, count=len(sums)),
+                    np.fromiter(sums.values(), dtype=np.float32, count=len(sums)),
+                    echo_vocab,
+                )
+            results.append(Encoded(pivot_vec, echo_vec))
+        return results
+
+
+def vocab_from_tokenizer(tokenizer: Any, name: str) -> Vocab:
+    """The tokenizer's vocabulary as a :class:`Vocab` (ids without an entry get a placeholder)."""
+    mapping = tokenizer.get_vocab()
+    size = max(len(tokenizer), max(mapping.values()) + 1)
+    tokens = [f"[unused-id-{i}]" for i in range(size)]
+    for token, i in mapping.items():
+        tokens[i] = token
+    return Vocab(name=name, tokens=tuple(tokens))
+
+
+def pad_vocab(vocab: Vocab, size: int) -> Vocab:
+    """Extend ``vocab`` to ``size`` ids (models often have more output rows than tokenizer entries)."""
+    if len(vocab) >= size:
+        return vocab
+    extra = tuple(f"[unused-id-{i}]" for i in range(len(vocab), size))
+    return Vocab(name=vocab.name, tokens=vocab.tokens + extra)

@@ -1,0 +1,84 @@
+"""Settings from the environment (prefix ``MILCO_OS_``), overridable by CLI flags.
+
+Secrets (password, API key) come only from the environment or from files named by the ``*_FILE``
+variables; they are held as ``SecretStr`` so they never show up in logs or reprs.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from milco_os.errors import ConfigError
+
+#: The model used when none is named. A built-in name (see ``milco-os models``), a local directory or a
+#: Hugging Face hub id.
+DEFAULT_MODEL = "splade-tiny"
+
+
+def default_cache_dir() -> Path:
+    """Where downloads, built models and local OpenSearch nodes live.
+
+    Root gets ``/var/cache/milco-os`` rather than ``/root/.cache``: the local OpenSearch node runs as an
+    unprivileged user, which must be able to read its files, and ``/root`` is closed to other users.
+    """
+    if os.geteuid() == 0:
+        return Path("/var/cache/milco-os")
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "milco-os"
+
+
+class Settings(BaseSettings):
+    """Every knob milco-os reads from the environment. Field ``x`` is read from ``MILCO_OS_X``."""
+
+    model_config = SettingsConfigDict(env_prefix="MILCO_OS_", extra="ignore")
+
+    opensearch_url: str = Field(
+        "http://127.0.0.1:9200", description="OpenSearch URL; several may be given, comma-separated"
+    )
+    opensearch_username: str | None = None
+    opensearch_password: SecretStr | None = None
+    opensearch_password_file: Path | None = None
+    opensearch_api_key: SecretStr | None = None
+    opensearch_api_key_file: Path | None = None
+    opensearch_ca_certs: Path | None = Field(None, description="CA bundle for TLS verification")
+    opensearch_verify_certs: bool = Field(True, description="verify TLS certificates (keep on)")
+    opensearch_timeout: float = Field(30.0, gt=0, description="request timeout in seconds")
+
+    model: str = Field(DEFAULT_MODEL, description="default model: built-in name, directory or hub id")
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+
+    @model_validator(mode="after")
+    def _read_secret_files(self) -> Settings:
+        for value_field, file_field in (
+            ("opensearch_password", "opensearch_password_file"),
+            ("opensearch_api_key", "opensearch_api_key_file"),
+        ):
+            path = getattr(self, file_field)
+            if path is None:
+                continue
+            if getattr(self, value_field) is not None:
+                env = f"MILCO_OS_{value_field.upper()}"
+                msg = f"{env} and {env}_FILE are both set; set only one"
+                raise ConfigError(msg)
+            try:
+                secret = Path(path).read_text(encoding="utf-8").strip()
+            except OSError as e:
+                msg = f"MILCO_OS_{file_field.upper()}: cannot read {path}: {e.strerror}"
+                raise ConfigError(msg) from e
+            setattr(self, value_field, SecretStr(secret))
+        return self
+
+    @property
+    def opensearch_urls(self) -> list[str]:
+        return [u.strip() for u in self.opensearch_url.split(",") if u.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,100 @@
+"""The one sparse type that flows from the encoder to OpenSearch.
+
+A :class:`SparseVector` holds term ids and weights over one :class:`Vocab`. Conversion to a
+``{term: weight}`` mapping happens only at the edges (OpenSearch documents and queries, CLI output).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class Vocab:
+    """An ordered vocabulary: id ``i`` is the token ``tokens[i]``.
+
+    ``name`` is for people (e.g. ``bert-wordpiece``); ``fingerprint`` identifies the exact token list,
+    so two indexes (or an index and a model) can be compared without shipping the vocabulary.
+    """
+
+    name: str
+    tokens: tuple[str, ...]
+
+    @cached_property
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256("\n".join(self.tokens).encode("utf-8")).hexdigest()
+        return f"sha256:{digest[:16]}"
+
+    @cached_property
+    def index(self) -> dict[str, int]:
+        return {token: i for i, token in enumerate(self.tokens)}
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+@dataclass(frozen=True, eq=False)
+class SparseVector:
+    """Term ids (int64) and weights (float32) over ``vocab``; ids are unique, order carries no meaning."""
+
+    ids: np.ndarray
+    weights: np.ndarray
+    vocab: Vocab
+
+    def __post_init__(self) -> None:
+        if self.ids.shape != self.weights.shape or self.ids.ndim != 1:
+            msg = f"SparseVector: ids {self.ids.shape} and weights {self.weights.shape} must be equal 1-d shapes"
+            raise ValueError(msg)
+
+    @classmethod
+    def empty(cls, vocab: Vocab) -> SparseVector:
+        return cls(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), vocab)
+
+    @classmethod
+    def from_terms(cls, terms: dict[str, float], vocab: Vocab) -> SparseVector:
+        """Build from ``{token: weight}``; every token must be in ``vocab``."""
+        missing = [t for t in terms if t not in vocab.index]
+        if missing:
+            msg = f"tokens not in vocabulary {vocab.name!r}: {missing[:5]}"
+            raise ValueError(msg)
+        ids = np.fromiter((vocab.index[t] for t in terms), dtype=np.int64, count=len(terms))
+        weights = np.fromiter(terms.values(), dtype=np.float32, count=len(terms))
+        return cls(ids, weights, vocab)
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def sorted(self) -> SparseVector:
+        """Same vector, largest weight first (ties broken by id, so the order is deterministic)."""
+        order = np.lexsort((self.ids, -self.weights))
+        return SparseVector(self.ids[order], self.weights[order], self.vocab)
+
+    def to_terms(self) -> dict[str, float]:
+        """``{token: weight}``, largest weight first."""
+        s = self.sorted()
+        tokens = self.vocab.tokens
+        return {tokens[int(i)]: float(w) for i, w in zip(s.ids, s.weights, strict=True)}
+
+    def dot(self, other: SparseVector) -> float:
+        """Exact dot product; both vectors must share a vocabulary."""
+        if other.vocab.fingerprint != self.vocab.fingerprint:
+            msg = f"cannot take a dot product across vocabularies {self.vocab.name!r} and {other.vocab.name!r}"
+            raise ValueError(msg)
+        common, ia, ib = np.intersect1d(self.ids, other.ids, assume_unique=True, return_indices=True)
+        del common
+        return float(np.dot(self.weights[ia].astype(np.float64), other.weights[ib].astype(np.float64)))
+
+
+@dataclass(frozen=True, eq=False)
+class Encoded:
+    """One text encoded: the English ``pivot`` view and the source-token ``echo`` view.
+
+    Encoders without an echo view (plain English SPLADE) return an empty ``echo``.
+    """
+
+    pivot: SparseVector
+    echo: SparseVector

