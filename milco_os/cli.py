@@ -165,6 +165,93 @@ def cluster_status(
         raise typer.Exit(1)
 
 
+# ------------------------------------------------------------------------------------------ encode
+RuntimeOpt = Annotated[str, typer.Option("--runtime", help="torch, or onnx (exported once into the cache).")]
+QuantizeOpt = Annotated[
+    str | None, typer.Option("--quantize", help="With --runtime onnx: int8 or fp16 instead of fp32.")
+]
+
+
+def read_stdin_lines() -> list[str]:
+    """Texts from stdin, one per line; invalid UTF-8 is an error naming the line."""
+    from milco_os.errors import EncodingError
+
+    texts = []
+    for number, raw in enumerate(sys.stdin.buffer.read().splitlines(), 1):
+        try:
+            texts.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            msg = f"stdin line {number} is not valid UTF-8 (byte {e.start}); milco-os reads UTF-8 text"
+            raise EncodingError(msg) from None
+    return texts
+
+
+def rounded_terms(vec: Any) -> dict[str, float]:
+    return {term: float(f"{weight:.4g}") for term, weight in vec.to_terms().items()}
+
+
+@app.command()
+@handle_errors
+def encode(
+    texts: Annotated[list[str], typer.Argument(help="Texts to encode; '-' reads one text per line from stdin.")],
+    model: ModelOpt = None,
+    kind: Annotated[str, typer.Option("--kind", help="query or document (sets the max length).")] = "document",
+    runtime: RuntimeOpt = "torch",
+    quantize: QuantizeOpt = None,
+    prune: Annotated[
+        str, typer.Option("--prune", help="Pruning for both views: none, top_k:K, mass:P, mass_percentile:P, "
+                          "max_ratio:R or abs_value:T.")
+    ] = "none",
+    prune_echo: Annotated[
+        str | None, typer.Option("--prune-echo", help="Pruning for the echo view (default: same as --prune).")
+    ] = None,
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """Print one JSON object per text: {"pivot": {term: weight}, "echo": {piece: weight}}, largest first."""
+    from milco_os.errors import ConfigError
+    from milco_os.models.loading import load_encoder
+    from milco_os.pruning import Prune
+
+    if kind not in ("query", "document"):
+        msg = f"--kind {kind!r}: expected query or document"
+        raise ConfigError(msg)
+    try:
+        pivot_rule = Prune.parse(prune)
+        echo_rule = Prune.parse(prune_echo) if prune_echo is not None else pivot_rule
+    except ValueError as e:
+        raise ConfigError(f"--prune: {e}") from None
+    if texts == ["-"]:
+        texts = read_stdin_lines()
+    settings = settings_with(cache_dir, model=model)
+    encoder = load_encoder(settings.model, settings.cache_dir, runtime=runtime, quantize=quantize)
+    encode_fn = encoder.encode_queries if kind == "query" else encoder.encode_documents
+    for result in encode_fn(texts):
+        record = {
+            "pivot": rounded_terms(pivot_rule.apply(result.pivot)),
+            "echo": rounded_terms(echo_rule.apply(result.echo)),
+        }
+        sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+@app.command("export-onnx")
+@handle_errors
+def export_onnx_command(
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the ONNX model into.")],
+    model: ModelOpt = None,
+    quantize: QuantizeOpt = None,
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """Export a model to ONNX (dynamic batch and sequence axes), optionally quantised to int8 or fp16."""
+    from milco_os.models.loading import load_encoder
+    from milco_os.runtime.export import export_onnx
+
+    settings = settings_with(cache_dir, model=model)
+    encoder = load_encoder(settings.model, settings.cache_dir)
+    with err.status("exporting ..."):
+        path = export_onnx(encoder, out_dir, quantize=quantize)  # type: ignore[arg-type]
+    out.print(str(path), highlight=False)
+
+
 # ------------------------------------------------------------------------------------------ demo
 @app.command()
 @handle_errors

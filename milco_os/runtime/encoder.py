@@ -9,13 +9,15 @@ over token positions, each position counted once.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from milco_os.errors import EncodingError
+from milco_os.errors import EncodingError, ModelError
 from milco_os.types import Encoded, SparseVector, Vocab
 
 #: MILCO's released training scripts encode queries with 64 and passages with 256 tokens.
@@ -197,3 +199,61 @@ def pad_vocab(vocab: Vocab, size: int) -> Vocab:
         return vocab
     extra = tuple(f"[unused-id-{i}]" for i in range(len(vocab), size))
     return Vocab(name=vocab.name, tokens=vocab.tokens + extra)
+
+
+MODEL_INFO_FILE = "milco_os_model.json"
+VOCABS_FILE = "milco_os_vocabs.json"
+
+
+def save_model_info(info: ModelInfo, directory: Path) -> None:
+    """Write ``info`` (and its vocabularies) next to exported weights, so the directory is self-describing."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    record = {
+        "name": info.name,
+        "family": info.family,
+        "fingerprint": info.fingerprint,
+        "max_query_length": info.max_query_length,
+        "max_document_length": info.max_document_length,
+        "pivot_vocab": info.pivot_vocab.name,
+        "echo_vocab": info.echo_vocab.name if info.echo_vocab is not None else None,
+        "details": info.details,
+    }
+    (directory / MODEL_INFO_FILE).write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+    vocabs = {"pivot": list(info.pivot_vocab.tokens)}
+    if info.echo_vocab is not None:
+        vocabs["echo"] = list(info.echo_vocab.tokens)
+    (directory / VOCABS_FILE).write_text(json.dumps(vocabs, ensure_ascii=False), encoding="utf-8")
+
+
+def load_model_info(directory: Path) -> ModelInfo:
+    """Read what :func:`save_model_info` wrote; errors name the missing or broken file."""
+    directory = Path(directory)
+    files = {}
+    for name in (MODEL_INFO_FILE, VOCABS_FILE):
+        path = directory / name
+        if not path.is_file():
+            msg = f"{path}: missing; expected a directory written by milco-os (export-onnx or model build)"
+            raise ModelError(msg)
+        try:
+            files[name] = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            msg = f"{path}: not valid JSON ({e})"
+            raise ModelError(msg) from e
+    record, vocabs = files[MODEL_INFO_FILE], files[VOCABS_FILE]
+    try:
+        pivot = Vocab(record["pivot_vocab"], tuple(vocabs["pivot"]))
+        echo = Vocab(record["echo_vocab"], tuple(vocabs["echo"])) if record.get("echo_vocab") else None
+        return ModelInfo(
+            name=record["name"],
+            family=record["family"],
+            fingerprint=record["fingerprint"],
+            pivot_vocab=pivot,
+            echo_vocab=echo,
+            max_query_length=int(record["max_query_length"]),
+            max_document_length=int(record["max_document_length"]),
+            details=dict(record.get("details") or {}),
+        )
+    except KeyError as e:
+        msg = f"{directory / MODEL_INFO_FILE}: missing key {e}"
+        raise ModelError(msg) from e

@@ -1,0 +1,206 @@
+"""MILCO: the module's maths, both echo readings, and loading a checkpoint in the official layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertConfig, BertForMaskedLM
+
+from milco_os.errors import ModelError
+from milco_os.models.loading import load_dir
+from milco_os.models.milco import MilcoModule, dual_view_scores
+from tests.unit.tiny_models import save_tiny_bert_mlm, save_tiny_xlmr
+
+TEXTS = ["der Hund und Herzinfarkt", "green tea", "the heart attack and the heart", "Vulkan lava"]
+
+
+def write_official_checkpoint(root: Path, *, echo: bool = True, with_teacher: bool = True) -> dict:
+    """A tiny MILCO checkpoint written exactly as the official MILCOModel.save_pretrained does:
+    config.json (model_type "milco", MILCOConfig fields) + pytorch_model.bin with m_model.*, projector.*,
+    mlm_head.* (the English MLM head, BERT's ``cls``), echo.* and scale (and en_lsr.* for SAP checkpoints)."""
+    m_dir, en_dir, ckpt = root / "m_encoder", root / "en_lsr", root / "milco"
+    m_model, _ = save_tiny_xlmr(m_dir)
+    en_model, _ = save_tiny_bert_mlm(en_dir)
+    torch.manual_seed(3)
+    projector = torch.nn.Linear(m_model.config.hidden_size, en_model.config.hidden_size)
+    echo_layer = torch.nn.Linear(m_model.config.hidden_size, 1)
+    with torch.no_grad():
+        echo_layer.bias.fill_(0.5)  # most tokens get a positive echo weight
+    scale = torch.tensor([1.7])
+    state = {f"m_model.{k}": v for k, v in m_model.state_dict().items()}
+    state.update({f"mlm_head.{k}": v for k, v in en_model.cls.state_dict().items()})
+    state.update({f"projector.{k}": v for k, v in projector.state_dict().items()})
+    if echo:
+        state.update({f"echo.{k}": v for k, v in echo_layer.state_dict().items()})
+        state["scale"] = scale
+    if with_teacher:
+        state.update({f"en_lsr.{k}": v for k, v in en_model.state_dict().items()})
+    ckpt.mkdir()
+    torch.save(state, ckpt / "pytorch_model.bin")
+    config = {
+        "architectures": ["ContrastiveMILCOModel"],
+        "model_type": "milco",
+        "lsr_encoder_checkpoint": str(en_dir),
+        "multilingual_encoder_checkpoint": str(m_dir),
+        "model_variant": "bert",
+        "en_vocab_size": en_model.config.vocab_size,
+        "en_hidden_size": en_model.config.hidden_size,
+        "m_vocab_size": m_model.config.vocab_size,
+        "m_hidden_size": m_model.config.hidden_size,
+        "echo": echo,
+        "lambda_q": 0.001,
+        "lambda_d": 1e-05,
+        "sparse_reg": "l1",
+    }
+    (ckpt / "config.json").write_text(json.dumps(config))
+    return {"dir": ckpt, "m_model": m_model, "en": en_model, "projector": projector, "echo": echo_layer, "scale": scale}
+
+
+def reference_encode(parts: dict, tokenizer, text: str) -> tuple[dict[int, float], dict[int, float]]:  # noqa: ANN001
+    """MILCO's encode as the official code computes it, written out by hand."""
+    batch = tokenizer([text], return_tensors="pt")
+    with torch.no_grad():
+        h = parts["m_model"](**batch).last_hidden_state
+        logits = parts["en"].cls(torch.nn.functional.gelu(parts["projector"](h)))
+        pivot = torch.log1p(torch.relu(logits.max(dim=1).values))[0]
+        token_w = (torch.relu(parts["echo"](h).squeeze(-1)) * parts["scale"])[0]
+    echo: dict[int, float] = {}
+    for token, w in zip(batch["input_ids"][0].tolist(), token_w.tolist(), strict=True):
+        if w > 0:
+            echo[token] = echo.get(token, 0.0) + w
+    return {i: float(pivot[i]) for i in torch.nonzero(pivot).flatten().tolist()}, echo
+
+
+def as_dict(vec) -> dict[int, float]:  # noqa: ANN001
+    return {int(i): float(w) for i, w in zip(vec.ids, vec.weights, strict=True)}
+
+
+def test_official_layout_checkpoint_loads_and_matches_reference(tmp_path: Path) -> None:
+    parts = write_official_checkpoint(tmp_path)
+    encoder = load_dir(parts["dir"])
+    assert encoder.info.family == "milco"
+    assert encoder.info.pivot_vocab.name == "en-wordpiece" and len(encoder.info.pivot_vocab) == 26
+    assert encoder.info.echo_vocab is not None and len(encoder.info.echo_vocab) == 64
+    for text, got in zip(TEXTS, encoder.encode_documents(TEXTS), strict=True):
+        pivot, echo = reference_encode(parts, encoder.tokenizer, text)
+        assert as_dict(got.pivot).keys() == pivot.keys()
+        np.testing.assert_allclose([as_dict(got.pivot)[k] for k in pivot], list(pivot.values()), rtol=1e-5)
+        assert as_dict(got.echo).keys() == echo.keys()
+        np.testing.assert_allclose([as_dict(got.echo)[k] for k in echo], list(echo.values()), rtol=1e-5)
+    # Repeated source pieces are summed in the echo view; <s> and </s> are weighted, as in the official code.
+    repeated = encoder.encode_documents(["the heart attack and the heart"])[0]
+    terms = repeated.echo.to_terms()
+    assert "</s>" in terms and "▁heart" in terms
+
+
+def test_checkpoint_without_echo_has_no_echo_view(tmp_path: Path) -> None:
+    parts = write_official_checkpoint(tmp_path, echo=False, with_teacher=False)
+    encoder = load_dir(parts["dir"])
+    assert encoder.info.echo_vocab is None
+    assert len(encoder.encode_queries(["green tea"])[0].echo) == 0
+
+
+def test_inconsistent_checkpoints_are_refused_naming_the_file(tmp_path: Path) -> None:
+    parts = write_official_checkpoint(tmp_path)
+    config_path = parts["dir"] / "config.json"
+    config = json.loads(config_path.read_text())
+    config["m_hidden_size"] = 999
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="m_hidden_size is 999"):
+        load_dir(parts["dir"])
+
+    config["m_hidden_size"] = parts["m_model"].config.hidden_size
+    config_path.write_text(json.dumps(config))
+    state = torch.load(parts["dir"] / "pytorch_model.bin", weights_only=True)
+    del state["projector.weight"]
+    torch.save(state, parts["dir"] / "pytorch_model.bin")
+    with pytest.raises(ModelError, match=r"pytorch_model.bin does not match.*projector.weight"):
+        load_dir(parts["dir"])
+
+    (parts["dir"] / "pytorch_model.bin").unlink()
+    with pytest.raises(ModelError, match="no weights file"):
+        load_dir(parts["dir"])
+
+
+def test_missing_checkpoint_reference_is_named(tmp_path: Path) -> None:
+    parts = write_official_checkpoint(tmp_path)
+    config = json.loads((parts["dir"] / "config.json").read_text())
+    config["lsr_encoder_checkpoint"] = "not-a-dir"
+    (parts["dir"] / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="lsr_encoder_checkpoint 'not-a-dir'"):
+        load_dir(parts["dir"])
+
+
+def tiny_module(echo_impl: str | None, mask_special_tokens: bool = False) -> MilcoModule:
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    torch.manual_seed(0)
+    m = XLMRobertaModel(
+        XLMRobertaConfig(vocab_size=50, hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=40, pad_token_id=1)
+    ).eval()
+    en = BertForMaskedLM(BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                    intermediate_size=32)).eval()
+    return MilcoModule(m, en.cls, encoder_hidden=24, head_hidden=16, echo_impl=echo_impl,
+                       special_token_ids=[0, 2], mask_special_tokens=mask_special_tokens).eval()
+
+
+def test_paper_echo_is_a_decoder_row_on_the_connector_output() -> None:
+    module = tiny_module("paper")
+    with torch.no_grad():
+        module.echo_row.bias.fill_(0.3)
+    ids = torch.tensor([[0, 5, 6, 7, 2, 1]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0]])
+    with torch.no_grad():
+        _, echo = module(ids, mask)
+        h = module.m_model(input_ids=ids, attention_mask=mask).last_hidden_state
+        z = module.mlm_head.predictions.transform(torch.nn.functional.gelu(module.projector(h)))
+        expected = torch.log1p(torch.relu(module.echo_row(z).squeeze(-1))) * mask
+    torch.testing.assert_close(echo, expected)
+    assert echo[0, -1] == 0 and (echo >= 0).all() and echo.sum() > 0
+
+
+def test_invalid_echo_impl_is_refused() -> None:
+    with pytest.raises(ValueError, match="echo_impl"):
+        tiny_module("both")
+
+
+def test_special_tokens_can_be_masked_from_pivot_pooling() -> None:
+    ids = torch.tensor([[0, 5, 6, 2]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        kept, _ = tiny_module("code")(ids, mask)
+        masked, _ = tiny_module("code", mask_special_tokens=True)(ids, mask)
+        only_content, _ = tiny_module("code")(ids, mask)  # same weights (same seed)
+        module = tiny_module("code")
+        h = module.m_model(input_ids=ids, attention_mask=mask).last_hidden_state
+        logits = module.mlm_head(torch.nn.functional.gelu(module.projector(h)))[:, 1:3]
+        expected = torch.log1p(torch.relu(logits.max(dim=1).values))
+    torch.testing.assert_close(masked, expected)
+    torch.testing.assert_close(kept, only_content)
+    assert not torch.allclose(kept, masked)
+
+
+def test_dual_view_scores_equal_dot_products_of_summed_views() -> None:
+    module = tiny_module("code")
+    with torch.no_grad():
+        module.echo.bias.fill_(0.2)
+    q_ids = torch.tensor([[0, 5, 6, 5, 2], [0, 9, 2, 1, 1]])
+    d_ids = torch.tensor([[0, 6, 5, 7, 2, 1], [0, 8, 9, 9, 9, 2]])
+    q_mask, d_mask = (q_ids != 1).long(), (d_ids != 1).long()
+    with torch.no_grad():
+        qp, qe = module(q_ids, q_mask)
+        dp, de = module(d_ids, d_mask)
+        scores = dual_view_scores(qp, q_ids, qe, dp, d_ids, de)
+
+    def summed(ids: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(50).index_add_(0, ids, w)
+
+    for i in range(2):
+        for j in range(2):
+            expected = (qp[i] * dp[j]).sum() + (summed(q_ids[i], qe[i]) * summed(d_ids[j], de[j])).sum()
+            torch.testing.assert_close(scores[i, j], expected)

@@ -1,0 +1,128 @@
+"""Pruning rules: examples and property-based invariants."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from milco_os.pruning import Prune, PruningConfig, abs_value, drop_invalid, mass, mass_percentile, max_ratio, top_k
+from milco_os.types import SparseVector, Vocab
+
+VOCAB = Vocab("v", tuple(f"t{i}" for i in range(200)))
+
+
+def vec(weights: list[float], ids: list[int] | None = None) -> SparseVector:
+    ids = ids if ids is not None else list(range(len(weights)))
+    return SparseVector(np.array(ids, dtype=np.int64), np.array(weights, dtype=np.float32), VOCAB)
+
+
+vectors = st.lists(
+    st.floats(min_value=0.0001220703125, max_value=50.0, allow_nan=False, width=32), min_size=0, max_size=120
+).map(vec)
+fractions = st.floats(min_value=0.0, max_value=0.99)
+
+
+def test_invalid_weights_are_always_dropped() -> None:
+    v = vec([1.0, 0.0, -2.0, float("nan"), float("inf"), 0.5])
+    for rule in ["none", "top_k:10", "mass:0.1", "mass_percentile:0.1", "max_ratio:0.1", "abs_value:0.01"]:
+        kept = Prune.parse(rule).apply(v)
+        assert sorted(kept.weights.tolist()) == [0.5, 1.0], rule
+
+
+def test_examples() -> None:
+    v = vec([4.0, 3.0, 2.0, 1.0])  # total 10
+    assert sorted(top_k(v, 2).weights.tolist()) == [3.0, 4.0]
+    assert sorted(mass(v, 0.3).weights.tolist()) == [3.0, 4.0]  # removes 1 + 2 = 3 <= 0.3 * 10 (boundary included)
+    assert sorted(mass(v, 0.25).weights.tolist()) == [2.0, 3.0, 4.0]  # 1 + 2 > 2.5: only 1 goes
+    assert sorted(max_ratio(v, 0.5).weights.tolist()) == [2.0, 3.0, 4.0]
+    assert sorted(abs_value(v, 2.5).weights.tolist()) == [3.0, 4.0]
+    assert len(mass_percentile(v, 0.5)) == 2
+    assert len(mass_percentile(vec([1.0] * 10), 0.95)) == 1  # ceil(0.5)
+
+
+def test_parse_errors_name_the_problem() -> None:
+    for text, message in [
+        ("top_k:0", "whole number"),
+        ("top_k:2.5", "whole number"),
+        ("mass:1.0", r"\[0, 1\)"),
+        ("abs_value:0", "> 0"),
+        ("foo:1", "unknown pruning kind"),
+        ("mass", "expected KIND:VALUE"),
+        ("mass:x", "not a number"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            Prune.parse(text)
+    assert str(Prune.parse(" mass:0.9 ")) == "mass:0.9"
+    assert PruningConfig(pivot="top_k:64").rules()[0] == Prune("top_k", 64)
+
+
+@given(vectors, st.integers(min_value=1, max_value=130))
+def test_top_k_keeps_the_largest(v: SparseVector, k: int) -> None:
+    kept = top_k(v, k)
+    assert len(kept) == min(k, len(v))
+    dropped = np.setdiff1d(v.ids, kept.ids)
+    if len(kept) and len(dropped):
+        assert kept.weights.min() >= v.weights[np.isin(v.ids, dropped)].max()
+
+
+@given(vectors, fractions)
+def test_mass_keeps_at_least_the_asked_share_and_the_largest(v: SparseVector, p: float) -> None:
+    kept = mass(v, p)
+    total = float(v.weights.astype(np.float64).sum())
+    assert float(kept.weights.astype(np.float64).sum()) >= (1 - p) * total - 1e-6 * max(total, 1)
+    dropped = v.weights[~np.isin(v.ids, kept.ids)]
+    if len(kept) and len(dropped):
+        assert kept.weights.min() >= dropped.max()
+    # Maximal: adding back the next-smallest would exceed the removal budget.
+    if len(dropped):
+        removed = float(dropped.astype(np.float64).sum())
+        assert removed <= p * total + 1e-6 * max(total, 1)
+        assert removed + float(kept.weights.min()) > p * total - 1e-6 * max(total, 1)
+
+
+@given(vectors, fractions)
+def test_mass_percentile_keeps_the_top_share_of_terms(v: SparseVector, p: float) -> None:
+    kept = mass_percentile(v, p)
+    assert len(kept) == min(len(v), math.ceil((1 - p) * len(v) - 1e-9))
+
+
+@given(vectors, fractions)
+def test_max_ratio_and_abs_value_thresholds(v: SparseVector, r: float) -> None:
+    kept = max_ratio(v, r)
+    if len(v):
+        assert (kept.weights >= r * v.weights.max()).all()
+        assert len(kept) == int((v.weights >= r * v.weights.max()).sum())
+    t = r * 10 + 1e-3
+    assert (abs_value(v, t).weights >= t).all()
+
+
+RULES = ["top_k:5", "max_ratio:0.3", "abs_value:1.0", "none"]
+
+
+@settings(max_examples=50)
+@given(vectors, st.sampled_from(RULES))
+def test_idempotent_rules(v: SparseVector, rule: str) -> None:
+    once = Prune.parse(rule).apply(v)
+    twice = Prune.parse(rule).apply(once)
+    assert once.to_terms() == twice.to_terms()
+
+
+@settings(max_examples=50)
+@given(vectors, st.sampled_from(RULES + ["mass:0.5", "mass_percentile:0.5"]), st.randoms())
+def test_order_free(v: SparseVector, rule: str, rng) -> None:  # noqa: ANN001
+    perm = np.array(rng.sample(range(len(v)), len(v)), dtype=np.int64)
+    shuffled = SparseVector(v.ids[perm], v.weights[perm], VOCAB) if len(v) else v
+    assert Prune.parse(rule).apply(v).to_terms() == Prune.parse(rule).apply(shuffled).to_terms()
+
+
+def test_input_is_never_mutated() -> None:
+    v = vec([3.0, 0.0, 1.0])
+    before = (v.ids.copy(), v.weights.copy())
+    for rule in ["top_k:1", "mass:0.5", "none"]:
+        Prune.parse(rule).apply(v)
+    assert (v.ids == before[0]).all() and np.array_equal(v.weights, before[1])
+    assert drop_invalid(vec([1.0])).weights.tolist() == [1.0]
