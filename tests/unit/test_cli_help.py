@@ -13,12 +13,16 @@ runner = CliRunner()
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        ([], ["cluster", "demo", "models", "version"]),
+        ([], ["cluster", "demo", "models", "version", "encode", "export-onnx", "serve"]),
         (["cluster"], ["up", "down", "status"]),
         (["cluster", "up"], ["--port", "--version", "--archive", "--heap", "--fresh", "--cache-dir", "--timeout"]),
         (["cluster", "down"], ["--port", "--timeout"]),
         (["cluster", "status"], ["--port", "--json"]),
         (["demo"], ["--model", "--port", "--index"]),
+        (["encode"], ["--model", "--kind", "--runtime", "--quantize", "--prune", "--prune-echo"]),
+        (["export-onnx"], ["--model", "--out", "--quantize"]),
+        (["models", "fetch"], ["--cache-dir"]),
+        (["serve"], ["--host", "--port", "--model", "--url"]),
     ],
 )
 def test_help_lists_options(args: list[str], expected: list[str]) -> None:
