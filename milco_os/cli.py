@@ -33,13 +33,72 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 CacheDirOpt = Annotated[
     Path | None,
-    typer.Option("--cache-dir", help="Cache for downloads, models and local nodes [env: MILCO_OS_CACHE_DIR]."),
+    typer.Option("--cache-dir", help="Cache for downloads, models and local nodes (env MILCO_OS_CACHE_DIR)."),
 ]
 PortOpt = Annotated[int, typer.Option("--port", help="HTTP port of the local node (127.0.0.1).")]
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", help="Built-in model name, model directory or hub id [env: MILCO_OS_MODEL]."),
+    typer.Option("--model", help="Built-in model name, model directory or hub id (env MILCO_OS_MODEL)."),
 ]
+
+
+UrlOpt = Annotated[str | None, typer.Option("--url", help="OpenSearch URL(s), comma-separated (env MILCO_OS_OPENSEARCH_URL).")]
+UserOpt = Annotated[str | None, typer.Option("--username", help="Basic-auth user (env MILCO_OS_OPENSEARCH_USERNAME).")]
+PasswordFileOpt = Annotated[
+    Path | None,
+    typer.Option("--password-file", help="File holding the basic-auth password (env MILCO_OS_OPENSEARCH_PASSWORD(_FILE))."),
+]
+ApiKeyFileOpt = Annotated[
+    Path | None, typer.Option("--api-key-file", help="File holding an API key (env MILCO_OS_OPENSEARCH_API_KEY(_FILE)).")
+]
+CaCertsOpt = Annotated[Path | None, typer.Option("--ca-certs", help="CA bundle for TLS (env MILCO_OS_OPENSEARCH_CA_CERTS).")]
+InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Do not verify TLS certificates (not for production).")]
+TimeoutOpt = Annotated[float | None, typer.Option("--timeout", help="Request timeout in seconds (env MILCO_OS_OPENSEARCH_TIMEOUT).")]
+IndexOpt = Annotated[str, typer.Option("--index", help="Index (or alias) name.")]
+
+
+def connection(
+    url: str | None = None,
+    username: str | None = None,
+    password_file: Path | None = None,
+    api_key_file: Path | None = None,
+    ca_certs: Path | None = None,
+    insecure: bool = False,
+    timeout: float | None = None,
+    cache_dir: Path | None = None,
+    model: str | None = None,
+) -> Any:
+    """Settings from the environment, overridden by the connection flags that were given.
+    Secrets come from files (flags) or the environment, never from the command line itself."""
+    return settings_with(
+        cache_dir,
+        model=model,
+        opensearch_url=url,
+        opensearch_username=username,
+        opensearch_password_file=password_file,
+        opensearch_api_key_file=api_key_file,
+        opensearch_ca_certs=ca_certs,
+        opensearch_verify_certs=False if insecure else None,
+        opensearch_timeout=timeout,
+    )
+
+
+def connected_client(settings: Any) -> Any:
+    """A client that has answered a ping, or a clear error naming the URL."""
+    from milco_os.errors import ConfigError
+    from milco_os.opensearch.client import make_client
+
+    client = make_client(settings)
+    try:
+        client.info()
+    except Exception as e:  # noqa: BLE001 (any transport or auth failure: report it as one clear line)
+        status = getattr(e, "status_code", None)
+        what = f"HTTP {status}" if isinstance(status, int) else type(e).__name__
+        msg = f"cannot reach OpenSearch at {settings.opensearch_url} ({what}); check --url / MILCO_OS_OPENSEARCH_URL"
+        if status in (401, 403):
+            msg = f"OpenSearch at {settings.opensearch_url} refused the credentials ({what})"
+        raise ConfigError(msg) from None
+    return client
 
 
 def handle_errors(fn: F) -> F:
@@ -77,6 +136,9 @@ def main_callback(
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # opensearch-py logs every failed request (with a traceback) at WARNING; milco-os reports failures
+    # itself, once, as a clear message.
+    logging.getLogger("opensearch").setLevel(logging.INFO if verbose else logging.CRITICAL)
 
 
 @app.command()
@@ -276,6 +338,338 @@ def export_onnx_command(
     out.print(str(path), highlight=False)
 
 
+# ------------------------------------------------------------------------------------------ index
+index_app = typer.Typer(help="Create and inspect milco-os indices.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+
+
+@index_app.command("create")
+@handle_errors
+def index_create(
+    name: Annotated[str, typer.Argument(help="Index name.")],
+    text_field: Annotated[
+        list[str] | None, typer.Option("--text-field", help="Text field(s) to encode (repeatable; default: text).")
+    ] = None,
+    pivot_field: Annotated[str, typer.Option("--pivot-field", help="rank_features field for the pivot view.")] = "milco_pivot",
+    echo_field: Annotated[str, typer.Option("--echo-field", help="rank_features field for the echo view.")] = "milco_echo",
+    prune: Annotated[str, typer.Option("--prune", help="Document pruning of the pivot view, e.g. mass:0.8 or top_k:64.")] = "none",
+    prune_echo: Annotated[str, typer.Option("--prune-echo", help="Document pruning of the echo view.")] = "none",
+    bm25: Annotated[bool, typer.Option("--bm25/--no-bm25", help="Also index the text for BM25 (hybrid search).")] = True,
+    vectors_in_source: Annotated[
+        bool, typer.Option("--vectors-in-source/--no-vectors-in-source", help="Keep the sparse vectors in _source.")
+    ] = True,
+    shards: Annotated[int, typer.Option("--shards", min=1)] = 1,
+    replicas: Annotated[int, typer.Option("--replicas", min=0)] = 1,
+    model: ModelOpt = None,
+    url: UrlOpt = None, username: UserOpt = None, password_file: PasswordFileOpt = None,
+    api_key_file: ApiKeyFileOpt = None, ca_certs: CaCertsOpt = None, insecure: InsecureOpt = False,
+    timeout: TimeoutOpt = None, cache_dir: CacheDirOpt = None,
+) -> None:
+    """Create an index for the model: text fields, rank_features fields and the _meta contract."""
+    from milco_os.errors import ConfigError
+    from milco_os.models.loading import load_encoder
+    from milco_os.opensearch.indices import create_index
+    from milco_os.pruning import PruningConfig
+
+    settings = connection(url, username, password_file, api_key_file, ca_certs, insecure, timeout, cache_dir, model)
+    try:
+        pruning = PruningConfig(pivot=prune, echo=prune_echo)
+    except ValueError as e:
+        raise ConfigError(f"--prune: {e}") from None
+    client = connected_client(settings)
+    encoder = load_encoder(settings.model, settings.cache_dir)
+    create_index(
+        client, name, encoder.info, text_fields=text_field or ["text"], pivot_field=pivot_field,
+        echo_field=echo_field, doc_pruning=pruning, bm25=bm25, vectors_in_source=vectors_in_source,
+        shards=shards, replicas=replicas,
+    )
+    out.print(f"created index {name!r} for model {encoder.info.name} ({encoder.info.fingerprint})", highlight=False)
+
+
+@index_app.command("info")
+@handle_errors
+def index_info_command(
+    name: Annotated[str, typer.Argument(help="Index or alias name.")],
+    url: UrlOpt = None, username: UserOpt = None, password_file: PasswordFileOpt = None,
+    api_key_file: ApiKeyFileOpt = None, ca_certs: CaCertsOpt = None, insecure: InsecureOpt = False,
+    timeout: TimeoutOpt = None,
+) -> None:
+    """Print the index's milco-os _meta, document count and size as JSON."""
+    from milco_os.opensearch.indices import index_info
+
+    settings = connection(url, username, password_file, api_key_file, ca_certs, insecure, timeout)
+    out.print_json(json.dumps(index_info(connected_client(settings), name)))
+
+
+# ------------------------------------------------------------------------------------------ ingest
+def progress_bar(total: int | None, label: str) -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[rate]} docs/s"), TimeElapsedColumn()]
+    if total:
+        columns.append(TimeRemainingColumn())
+    return Progress(*columns, console=err, transient=False)
+
+
+def read_jsonl(path: Path | None, start_line: int = 0) -> Any:
+    """Yield (line number, parsed object) from a JSONL file or stdin; bad lines become error records."""
+    from milco_os.opensearch.ingest import unwrap_dead_letter
+
+    stream = sys.stdin.buffer if path is None else open(path, "rb")  # noqa: SIM115
+    try:
+        for number, raw in enumerate(stream, 1):
+            if number <= start_line or not raw.strip():
+                continue
+            try:
+                yield number, unwrap_dead_letter(json.loads(raw.decode("utf-8")))
+            except (UnicodeDecodeError, ValueError) as e:
+                yield number, {"_milco_os_invalid_line": number, "error": str(e)[:200], "raw": raw[:200].decode("utf-8", "replace")}
+    finally:
+        if path is not None:
+            stream.close()
+
+
+@app.command()
+@handle_errors
+def ingest(
+    file: Annotated[str, typer.Argument(help="JSONL file (one document per line: id, text fields, metadata) or '-'.")],
+    index: IndexOpt,
+    dead_letter: Annotated[
+        Path | None, typer.Option("--dead-letter", help="Where failed documents go (default: <file>.failed.jsonl).")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted ingest of this file.")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Documents encoded together.")] = 32,
+    bulk_docs: Annotated[int, typer.Option("--bulk-docs", min=1, help="Max documents per bulk request.")] = 500,
+    bulk_mb: Annotated[float, typer.Option("--bulk-mb", min=0.01, help="Max megabytes per bulk request.")] = 8.0,
+    max_retries: Annotated[int, typer.Option("--max-retries", min=0, help="Retries of failed items (429, 5xx, unreachable).")] = 5,
+    model: ModelOpt = None,
+    url: UrlOpt = None, username: UserOpt = None, password_file: PasswordFileOpt = None,
+    api_key_file: ApiKeyFileOpt = None, ca_certs: CaCertsOpt = None, insecure: InsecureOpt = False,
+    timeout: TimeoutOpt = None, cache_dir: CacheDirOpt = None,
+) -> None:
+    """Encode documents and index them; failed documents are reported and kept in a dead-letter file.
+
+    A file ingest writes a checkpoint after every acknowledged batch; --resume continues after a kill
+    (writes are by id, so nothing is duplicated). A dead-letter file can be ingested again as it is.
+    """
+    import time
+
+    from milco_os.errors import ConfigError, IngestError
+    from milco_os.models.loading import load_encoder
+    from milco_os.opensearch.ingest import BulkConfig, Ingester
+    from milco_os.paths import write_text_atomic
+
+    path = None if file == "-" else Path(file)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"{file}: no such file")
+    if resume and path is None:
+        raise ConfigError("--resume needs a file (stdin cannot be re-read)")
+    settings = connection(url, username, password_file, api_key_file, ca_certs, insecure, timeout, cache_dir, model)
+    client = connected_client(settings)
+    encoder = load_encoder(settings.model, settings.cache_dir)
+    dead = dead_letter or (Path(f"{file}.failed.jsonl") if path else Path(f"{index}.failed.jsonl"))
+    config = BulkConfig(encode_batch=batch_size, max_docs=bulk_docs, max_bytes=int(bulk_mb * 1024 * 1024),
+                        max_retries=max_retries)
+    ingester = Ingester(client, index, encoder, config=config, dead_letter=dead)
+
+    checkpoint = path.with_name(path.name + ".milco-os-checkpoint.json") if path else None
+    start_line = 0
+    if resume and checkpoint is not None:
+        if not checkpoint.exists():
+            raise ConfigError(f"--resume: no checkpoint {checkpoint}; nothing to resume")
+        state = json.loads(checkpoint.read_text(encoding="utf-8"))
+        if state.get("index") != index:
+            raise ConfigError(f"--resume: {checkpoint} is for index {state.get('index')!r}, not {index!r}")
+        start_line = int(state["line"])
+    elif checkpoint is not None and checkpoint.exists():
+        raise ConfigError(f"an interrupted ingest left {checkpoint}; continue with --resume or delete it")
+
+    total = None
+    if path is not None:
+        with open(path, "rb") as f:
+            total = sum(1 for line in f if line.strip())
+    lines: list[int] = []
+
+    def documents() -> Any:
+        for number, doc in read_jsonl(path, start_line):
+            lines.append(number)
+            yield doc
+
+    started = time.monotonic()
+    done = [0]
+    with progress_bar(total, "ingest") as progress:
+        task = progress.add_task("ingest", total=total, rate="-")
+        if start_line:
+            progress.update(task, completed=int(json.loads(checkpoint.read_text())["done"]))
+
+        def on_batch(n_docs: int, report: Any) -> None:
+            done[0] += n_docs
+            if checkpoint is not None:
+                state = {"index": index, "line": lines[done[0] - 1], "done": start_line + done[0]}
+                write_text_atomic(checkpoint, json.dumps(state))
+            rate = done[0] / max(time.monotonic() - started, 1e-9)
+            progress.update(task, advance=n_docs, rate=f"{rate:,.0f}")
+
+        report = ingester.run(documents(), on_batch=on_batch)
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
+    out.print(
+        f"indexed {report.indexed}, failed {report.failed}, retried {report.retried}, "
+        f"{report.elapsed_s:.1f}s ({report.docs_per_s:,.0f} docs/s)",
+        highlight=False,
+    )
+    if report.failed:
+        for doc_id, reason in report.failures[:5]:
+            err.print(f"  {doc_id}: {reason}", highlight=False, markup=False)
+        raise IngestError(f"{report.failed} documents failed; they are in {dead}", report.failures)
+
+
+# ------------------------------------------------------------------------------------------ search
+@app.command()
+@handle_errors
+def search(
+    query: Annotated[str, typer.Argument(help="Query text, any language.")],
+    index: IndexOpt,
+    size: Annotated[int, typer.Option("--size", min=1, help="Hits to return.")] = 10,
+    from_: Annotated[int, typer.Option("--from", min=0, help="Offset of the first hit.")] = 0,
+    explain: Annotated[bool, typer.Option("--explain", help="Show the matching terms of each hit.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts).")] = False,
+    alpha: Annotated[float, typer.Option("--alpha", min=0, max=1, help="Weight of the pivot view (echo: 1-alpha).")] = 0.5,
+    query_prune: Annotated[str, typer.Option("--query-prune", help="Query pruning, e.g. top_k:16 or mass:0.3.")] = "none",
+    two_phase: Annotated[bool, typer.Option("--two-phase", help="High-weight terms first, the rest in a rescore window.")] = False,
+    hybrid: Annotated[float | None, typer.Option("--hybrid", help="Add BM25 on the text fields with this weight.")] = None,
+    filter_json: Annotated[str | None, typer.Option("--filter", help="An OpenSearch filter clause as JSON.")] = None,
+    top_terms: Annotated[int, typer.Option("--top-terms", min=1, help="Terms shown per hit with --explain.")] = 8,
+    model: ModelOpt = None,
+    url: UrlOpt = None, username: UserOpt = None, password_file: PasswordFileOpt = None,
+    api_key_file: ApiKeyFileOpt = None, ca_certs: CaCertsOpt = None, insecure: InsecureOpt = False,
+    timeout: TimeoutOpt = None, cache_dir: CacheDirOpt = None,
+) -> None:
+    """Search an index with a query in any language; --explain shows which terms matched and how much."""
+    from milco_os.errors import ConfigError
+    from milco_os.models.loading import load_encoder
+    from milco_os.opensearch.query import TwoPhase
+    from milco_os.opensearch.search import SearchOptions
+    from milco_os.opensearch.search import search as run_search
+    from milco_os.pruning import Prune
+
+    try:
+        rule = Prune.parse(query_prune)
+        filters = (json.loads(filter_json),) if filter_json else ()
+        options = SearchOptions(
+            size=size, from_=from_, alpha=alpha, pivot_pruning=rule, echo_pruning=rule, filters=filters,
+            two_phase=TwoPhase() if two_phase else None, hybrid_weight=hybrid, explain=explain,
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    settings = connection(url, username, password_file, api_key_file, ca_certs, insecure, timeout, cache_dir, model)
+    client = connected_client(settings)
+    encoder = load_encoder(settings.model, settings.cache_dir)
+    result = run_search(client, index, query, encoder, options)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(top_terms if explain else None), ensure_ascii=False) + "\n")
+        return
+    print_hits(result, explain, top_terms)
+
+
+def print_hits(result: Any, explain: bool, top_terms: int) -> None:
+    from rich.table import Table
+
+    if not result.hits:
+        out.print("no hits")
+        return
+    for rank, hit in enumerate(result.hits, 1):
+        title = hit.source.get("title") or next((v for v in hit.source.values() if isinstance(v, str)), "")
+        out.print(f"[bold]{rank}. {hit.id}[/]  score {hit.score:.4f}  {str(title)[:100]}", highlight=False)
+        if explain and hit.terms:
+            table = Table(show_header=True, box=None, padding=(0, 2))
+            for col in ("view", "term", "query w", "doc w", "contribution", "share"):
+                table.add_column(col, justify="right" if col not in ("view", "term") else "left")
+            for t in hit.terms[:top_terms]:
+                share = t.contribution / hit.score if hit.score else 0.0
+                table.add_row(t.view, t.term, f"{t.query_weight:.3f}", f"{t.document_weight:.3f}",
+                              f"{t.contribution:.3f}", f"{share:.0%}")
+            out.print(table)
+    out.print(f"{len(result.hits)} hits in {result.took_ms} ms", highlight=False)
+
+
+# ------------------------------------------------------------------------------------------ reindex
+@app.command()
+@handle_errors
+def reindex(
+    source: Annotated[str, typer.Option("--source", help="Index to read.")],
+    dest: Annotated[str, typer.Option("--dest", help="Index to write (created with the model's mapping).")],
+    text_field: Annotated[list[str], typer.Option("--text-field", help="Text field(s) to encode (repeatable).")],
+    slices: Annotated[int, typer.Option("--slices", min=1, help="Parallel point-in-time slices.")] = 1,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted reindex from its checkpoint.")] = False,
+    alias: Annotated[str | None, typer.Option("--alias", help="Point this alias at DEST when done (atomic).")] = None,
+    page_size: Annotated[int, typer.Option("--page-size", min=1, help="Documents read per page and slice.")] = 64,
+    prune: Annotated[str, typer.Option("--prune", help="Document pruning of DEST's pivot view.")] = "none",
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Checkpoint file (default: in the cache).")] = None,
+    dead_letter: Annotated[Path | None, typer.Option("--dead-letter", help="Where failed documents go.")] = None,
+    replicas: Annotated[int, typer.Option("--replicas", min=0)] = 1,
+    model: ModelOpt = None,
+    url: UrlOpt = None, username: UserOpt = None, password_file: PasswordFileOpt = None,
+    api_key_file: ApiKeyFileOpt = None, ca_certs: CaCertsOpt = None, insecure: InsecureOpt = False,
+    timeout: TimeoutOpt = None, cache_dir: CacheDirOpt = None,
+) -> None:
+    """Re-encode an existing index into a new milco-os index (resumable; verifies counts; optional alias swap)."""
+    from milco_os.errors import ConfigError, IngestError
+    from milco_os.models.loading import load_encoder
+    from milco_os.opensearch.reindex import default_checkpoint_path
+    from milco_os.opensearch.reindex import reindex as run_reindex
+    from milco_os.pruning import PruningConfig
+
+    settings = connection(url, username, password_file, api_key_file, ca_certs, insecure, timeout, cache_dir, model)
+    try:
+        pruning = PruningConfig(pivot=prune)
+    except ValueError as e:
+        raise ConfigError(f"--prune: {e}") from None
+    client = connected_client(settings)
+    encoder = load_encoder(settings.model, settings.cache_dir)
+    checkpoint_path = checkpoint or default_checkpoint_path(settings.cache_dir, source, dest)
+    dead = dead_letter or Path(f"{dest}.failed.jsonl")
+    total = int(client.count(index=source)["count"]) if client.indices.exists(index=source) else None
+    import time
+
+    started = time.monotonic()
+    with progress_bar(total, "reindex") as progress:
+        task = progress.add_task("reindex", total=total, rate="-")
+        done = [0]
+
+        def on_progress(n: int) -> None:
+            done[0] += n
+            rate = done[0] / max(time.monotonic() - started, 1e-9)
+            progress.update(task, advance=n, rate=f"{rate:,.0f}")
+
+        report = run_reindex(
+            client, source, dest, encoder, text_fields=text_field, checkpoint_path=checkpoint_path, slices=slices,
+            resume=resume, alias=alias, page_size=page_size, dead_letter=dead, on_progress=on_progress,
+            index_options={"doc_pruning": pruning, "replicas": replicas},
+        )
+    out.print(
+        f"{source} -> {dest}: {report.dest_count} of {report.source_count} documents, "
+        f"failed {report.ingest.failed}, retried {report.ingest.retried}, {report.ingest.elapsed_s:.1f}s"
+        + (f"; alias {alias} -> {dest}" if report.alias else ""),
+        highlight=False,
+    )
+    if not report.verified or report.ingest.failed:
+        raise IngestError(
+            f"reindex incomplete: {report.ingest.failed} failed (see {dead}); counts source {report.source_count}, "
+            f"dest {report.dest_count}. Fix the cause and run again with --resume.",
+            report.ingest.failures,
+        )
+
+
 # ------------------------------------------------------------------------------------------ demo
 @app.command()
 @handle_errors
@@ -298,16 +692,20 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
     model: ModelOpt = None,
-    url: Annotated[str | None, typer.Option("--url", help="OpenSearch URL [env: MILCO_OS_OPENSEARCH_URL].")] = None,
+    url: Annotated[str | None, typer.Option("--url", help="OpenSearch URL (env MILCO_OS_OPENSEARCH_URL).")] = None,
     cache_dir: CacheDirOpt = None,
 ) -> None:
-    """Run the HTTP service (encode, search, health); OpenAPI docs at /docs."""
+    """Run the HTTP service: /v1/encode, /v1/indices/{name}/documents and /search, /healthz, /readyz; docs at /docs.
+
+    Set MILCO_OS_SERVICE_API_KEY (or _FILE) to require `Authorization: Bearer <key>` on /v1 routes.
+    """
     import uvicorn
 
     from milco_os.service.app import create_app
 
     settings = settings_with(cache_dir, model=model, opensearch_url=url)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    key = settings.service_api_key.get_secret_value() if settings.service_api_key else None
+    uvicorn.run(create_app(settings, service_api_key=key), host=host, port=port, log_level="info")
 
 
 def main() -> None:

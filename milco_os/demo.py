@@ -37,7 +37,7 @@ def run_demo(
     from milco_os.opensearch.indices import create_index
     from milco_os.opensearch.ingest import ingest
     from milco_os.opensearch.local import LocalNode
-    from milco_os.opensearch.search import search
+    from milco_os.opensearch.search import SearchOptions, search
 
     if start_node:
         with console.status(f"starting the local OpenSearch node on port {port} ..."):
@@ -72,7 +72,7 @@ def run_demo(
     on_topic = 0
     queries = sample_queries()
     for q in queries:
-        result = search(client, index, q["text"], encoder, size=size, explain=True)
+        result = search(client, index, q["text"], encoder, SearchOptions(size=size, explain=True))
         table = Table(title=f"[{q['lang']}] {q['text']}", title_justify="left", show_lines=False)
         table.add_column("#", justify="right")
         table.add_column("score", justify="right")

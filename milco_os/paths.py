@@ -15,3 +15,15 @@ def wheels_dir(cache_dir: Path) -> Path:
 
 def data_dir(cache_dir: Path) -> Path:
     return Path(cache_dir) / "data"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file and a rename, so a kill never leaves a half-written file
+    (checkpoints are read back after exactly such kills)."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

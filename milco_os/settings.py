@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     opensearch_verify_certs: bool = Field(True, description="verify TLS certificates (keep on)")
     opensearch_timeout: float = Field(30.0, gt=0, description="request timeout in seconds")
 
+    service_api_key: SecretStr | None = Field(None, description="if set, the HTTP service requires it")
+    service_api_key_file: Path | None = None
+
     model: str = Field(DEFAULT_MODEL, description="default model: built-in name, directory or hub id")
     cache_dir: Path = Field(default_factory=default_cache_dir)
 
@@ -57,6 +60,7 @@ class Settings(BaseSettings):
         for value_field, file_field in (
             ("opensearch_password", "opensearch_password_file"),
             ("opensearch_api_key", "opensearch_api_key_file"),
+            ("service_api_key", "service_api_key_file"),
         ):
             path = getattr(self, file_field)
             if path is None:

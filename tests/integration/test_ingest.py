@@ -1,0 +1,118 @@
+"""Ingest: invalid documents are reported and kept; retries are bounded; an OpenSearch outage mid-ingest
+loses nothing that was acknowledged; a model mismatch is refused."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from milco_os.errors import SearchIndexError
+from milco_os.opensearch.indices import create_index
+from milco_os.opensearch.ingest import BulkConfig, Ingester, unwrap_dead_letter
+from tests.fakes import FakeEncoder
+
+
+def docs(n: int, prefix: str = "d") -> list[dict]:
+    return [{"id": f"{prefix}{i}", "text": f"der Hund und Tee {i}", "n": i} for i in range(n)]
+
+
+def test_invalid_documents_go_to_the_dead_letter_file(client, index_name: str, tmp_path: Path) -> None:
+    encoder = FakeEncoder()
+    create_index(client, index_name, encoder.info, text_fields=["text"], replicas=0)
+    batch = docs(10) + [
+        {"text": "no id"},
+        {"id": "bad-type", "text": 42},
+        {"id": "empty", "text": ""},
+        ["not", "an", "object"],
+        {"id": "ok-extra", "text": "Vulkan", "lang": "de"},
+    ]
+    dead = tmp_path / "dead.jsonl"
+    report = Ingester(client, index_name, encoder, dead_letter=dead).run(batch, refresh=True)
+    assert report.indexed == 11 and report.failed == 4
+    assert client.count(index=index_name)["count"] == 11
+    reasons = dict(report.failures)
+    assert "field 'id': missing" in reasons["None"]
+    assert "field 'text': must be a string, got int" in reasons["bad-type"]
+    assert "no text" in reasons["empty"]
+    records = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert len(records) == 4 and {"text": 42, "id": "bad-type"} in [r["document"] for r in records]
+    assert client.get(index=index_name, id="ok-extra")["_source"]["lang"] == "de"
+
+
+def test_writes_are_idempotent_by_id(client, index_name: str) -> None:
+    encoder = FakeEncoder()
+    create_index(client, index_name, encoder.info, text_fields=["text"], replicas=0)
+    ingester = Ingester(client, index_name, encoder, config=BulkConfig(encode_batch=7, max_docs=5))
+    ingester.run(docs(40), refresh=True)
+    ingester.run(docs(40), refresh=True)
+    assert client.count(index=index_name)["count"] == 40
+
+
+def test_model_mismatch_is_refused(client, index_name: str) -> None:
+    create_index(client, index_name, FakeEncoder(fingerprint="sha256:one").info, text_fields=["text"], replicas=0)
+    with pytest.raises(SearchIndexError, match=r"was built with model 'fake' \(sha256:one\).*sha256:two"):
+        Ingester(client, index_name, FakeEncoder(fingerprint="sha256:two"))
+
+
+def test_bulk_requests_are_cut_by_count_and_bytes(client) -> None:  # noqa: ANN001
+    from milco_os.opensearch.ingest import BulkWriter
+
+    actions = [{"_index": "x", "_id": str(i), "_source": {"text": "y" * 1000}} for i in range(25)]
+    by_count = [len(c) for c in BulkWriter(client, BulkConfig(max_docs=10)).chunks(actions)]
+    by_bytes = [len(c) for c in BulkWriter(client, BulkConfig(max_docs=100, max_bytes=5000)).chunks(actions)]
+    assert by_count == [10, 10, 5]
+    assert max(by_bytes) <= 4 and sum(by_bytes) == 25
+
+
+def test_opensearch_stopped_mid_ingest_loses_nothing_acknowledged(cache_dir: Path, tmp_path: Path) -> None:
+    """A node of its own is stopped after the first acknowledged batch: the job retries (bounded), then
+    reports the rest as failed and keeps them; after a restart every acknowledged document is there."""
+    from milco_os.opensearch.client import make_client
+    from milco_os.opensearch.local import LocalNode
+    from milco_os.settings import Settings
+
+    node = LocalNode(cache_dir, 9264)
+    node.up(heap="512m", fresh=True)
+    try:
+        client = make_client(Settings(opensearch_url=node.url, opensearch_timeout=5))
+        encoder = FakeEncoder(delay=0.2)
+        create_index(client, "outage", encoder.info, text_fields=["text"], replicas=0)
+        sleeps: list[float] = []
+        config = BulkConfig(encode_batch=10, max_retries=3, initial_backoff=0.1, max_backoff=0.4)
+        ingester = Ingester(client, "outage", encoder, config=config, dead_letter=tmp_path / "dead.jsonl",
+                            sleep=lambda s: (sleeps.append(s), time.sleep(s)))
+        stopper: list[threading.Thread] = []
+
+        def on_batch(n: int, report) -> None:  # noqa: ANN001
+            if not stopper:
+                stopper.append(threading.Thread(target=node.down))
+                stopper[0].start()
+                stopper[0].join()  # the node is gone before the next bulk request is sent
+
+        all_docs = docs(60)
+        report = ingester.run(all_docs, on_batch=on_batch)
+        assert report.indexed >= 10 and report.failed > 0
+        assert report.indexed + report.failed == 60
+        assert report.retried > 0 and max(sleeps) <= 0.4  # bounded, capped backoff
+        failed_ids = {doc_id for doc_id, _ in report.failures}
+        assert all("gave up after 3 retries" in reason for _, reason in report.failures)
+        dead = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
+        assert {r["id"] for r in dead} == failed_ids
+        assert all(r["document"]["text"].startswith("der Hund") for r in dead)
+
+        node.up(heap="512m")
+        client.indices.refresh(index="outage")
+        stored = {h["_id"] for h in client.search(index="outage", body={"size": 100, "_source": False})["hits"]["hits"]}
+        assert stored == {d["id"] for d in all_docs} - failed_ids  # every acknowledged document is there
+
+        # Once OpenSearch is back, the kept documents go in from the dead-letter file as they are.
+        kept = [unwrap_dead_letter(json.loads(x)) for x in (tmp_path / "dead.jsonl").read_text().splitlines()]
+        again = Ingester(client, "outage", FakeEncoder()).run(kept, refresh=True)
+        assert again.failed == 0 and again.indexed == len(failed_ids)
+        assert client.count(index="outage")["count"] == 60
+    finally:
+        node.down()
