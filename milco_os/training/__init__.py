@@ -1,0 +1,1 @@
+"""Training milco-mini: sparse alignment pretraining (SAP) and sparse contrastive training (SCT)."""

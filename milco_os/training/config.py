@@ -1,0 +1,68 @@
+"""Training configurations, read from TOML files (``configs/train/*.toml``); every field is checked."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from milco_os.errors import ConfigError
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 42
+    languages: list[str] = Field(..., min_length=1, description="non-English help languages to train on")
+    lr: float = Field(2e-5, gt=0)
+    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    output: Path = Field(..., description="directory for the trained delta and the log")
+    init: Path | None = Field(None, description="a delta directory to start from (SCT starts from SAP's)")
+    threads: int = Field(0, ge=0, description="torch threads; 0 = torch's default")
+
+
+class SapConfig(_Config):
+    """Sparse Alignment Pretraining (spec A3.1): sparse-aware MSE of the student's raw max-pooled logits
+    against the English teacher's, on X text and on the English text itself (the code's second term)."""
+
+    stage: Literal["sap"] = "sap"
+    max_pairs: int = Field(20_000, ge=1, description="bitext pairs sampled (paragraphs + gettext)")
+    gettext_share: float = Field(0.3, ge=0, le=1, description="share of the pairs taken from gettext")
+    max_length: int = Field(64, ge=8)
+    english_term: bool = True
+
+
+class SctConfig(_Config):
+    """Sparse Contrastive Training (spec A3.2): KL(teacher || student) over 1 positive + hard negatives,
+    L1 on the pivot view (lambda_q, lambda_d), LexEcho trained here."""
+
+    stage: Literal["sct"] = "sct"
+    loss: Literal["kl", "infonce"] = "kl"
+    group_size: int = Field(8, ge=2, description="1 positive + group_size-1 hard negatives per query")
+    teacher_temperature: float = Field(0.02, gt=0, description="e5 cosine / T before the teacher softmax")
+    lambda_q: float = Field(1e-3, ge=0)
+    lambda_d: float = Field(1e-5, ge=0)
+    max_queries: int = Field(20_000, ge=1)
+    doc_languages: list[str] = Field(["en-us"], min_length=1, description="languages of the positive pages")
+    query_max_length: int = Field(64, ge=8)
+    passage_max_length: int = Field(128, ge=16)
+
+
+def load_config(path: Path, kind: type[_Config]) -> _Config:
+    """Read and check a TOML config; relative paths in it are taken relative to the working directory."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from e
+    try:
+        return kind.model_validate(raw)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise ConfigError(f"{path}: {problems}") from e

@@ -1,0 +1,145 @@
+"""What makes milco-mini trainable on a 2-core CPU: a frozen backbone whose states are computed once,
+and max-pooled vocabulary logits whose gradient is computed only where it is non-zero.
+
+The English head maps every token to 30,522 logits; max pooling keeps, per vocabulary entry, the value
+of one token. Its gradient therefore flows only through that (token, entry) pair. :func:`pooled_logits`
+finds the maxima without autograd (the full [B, n, V] product, chunked) and recomputes with autograd
+only the entries a loss needs: the result and its gradients equal those of the dense computation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from milco_os.models.milco import MilcoModule, head_decoder, head_transform
+
+
+@dataclass
+class CachedStates:
+    """Backbone states of many texts, unpadded: text i is ``states[offsets[i]:offsets[i+1]]``."""
+
+    ids: np.ndarray  # int64 [total tokens]
+    states: torch.Tensor  # float16 [total tokens, d]
+    offsets: np.ndarray  # int64 [n + 1]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def batch(self, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(input_ids [B, n], attention_mask [B, n], states float32 [B, n, d]), right-padded."""
+        lengths = [int(self.offsets[r + 1] - self.offsets[r]) for r in rows]
+        n = max(lengths)
+        d = self.states.shape[1]
+        ids = torch.zeros(len(rows), n, dtype=torch.long)
+        mask = torch.zeros(len(rows), n, dtype=torch.long)
+        states = torch.zeros(len(rows), n, d)
+        for b, (r, length) in enumerate(zip(rows, lengths, strict=True)):
+            start = int(self.offsets[r])
+            ids[b, :length] = torch.from_numpy(self.ids[start : start + length])
+            mask[b, :length] = 1
+            states[b, :length] = self.states[start : start + length].float()
+        return ids, mask, states
+
+
+def encode_states(
+    backbone: nn.Module,
+    tokenizer: object,
+    texts: Sequence[str],
+    max_length: int,
+    batch_size: int = 64,
+    on_progress: Callable[[int], None] | None = None,
+) -> CachedStates:
+    """Run the frozen backbone once over ``texts`` (sorted by length, so batches waste little padding)."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    per_text: list[tuple[np.ndarray, torch.Tensor]] = [None] * len(texts)  # type: ignore[list-item]
+    backbone.eval()
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            enc = tokenizer([texts[i] for i in rows], truncation=True, max_length=max_length, padding=True,
+                            return_tensors="pt")  # type: ignore[operator]
+            hidden = backbone(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+            for b, i in enumerate(rows):
+                length = int(enc["attention_mask"][b].sum())
+                per_text[i] = (enc["input_ids"][b, :length].numpy(), hidden[b, :length].to(torch.float16).clone())
+            if on_progress:
+                on_progress(len(rows))
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(ids) for ids, _ in per_text])
+    return CachedStates(
+        ids=np.concatenate([ids for ids, _ in per_text]) if texts else np.zeros(0, dtype=np.int64),
+        states=torch.cat([s for _, s in per_text]) if texts else torch.zeros(0, 1, dtype=torch.float16),
+        offsets=offsets,
+    )
+
+
+def head_inputs(module: MilcoModule, states: torch.Tensor) -> torch.Tensor:
+    """Z = transform(GELU(connector(H))): the per-token input of the decoder [B, n, d_head]."""
+    return head_transform(module.mlm_head)(module.activation(module.projector(states)))
+
+
+@torch.no_grad()
+def argmax_logits(z: torch.Tensor, mask: torch.Tensor, decoder: nn.Linear, chunk: int = 8) -> tuple[
+    torch.Tensor, torch.Tensor
+]:
+    """Max over non-pad tokens of the raw logits, and the token holding it: ([B, V], [B, V])."""
+    values, where = [], []
+    for start in range(0, z.shape[0], chunk):
+        logits = decoder(z[start : start + chunk].detach())
+        logits.masked_fill_(mask[start : start + chunk, :, None] == 0, float("-inf"))
+        v, i = logits.max(dim=1)
+        values.append(v)
+        where.append(i)
+    return torch.cat(values), torch.cat(where)
+
+
+def pooled_logits(
+    module: MilcoModule, states: torch.Tensor, mask: torch.Tensor, select: Callable[[torch.Tensor], torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Raw max-pooled logits with gradients on the entries ``select(values) -> bool [B, V]`` picks.
+
+    Returns (values without grad [B, V], rows, cols, ...) as ``(values, (rows, cols), selected)`` where
+    ``selected`` [N] carries the gradient for the entries ``(rows[k], cols[k])``.
+    """
+    decoder = head_decoder(module.mlm_head)
+    z = head_inputs(module, states)
+    values, where = argmax_logits(z, mask, decoder)
+    rows, cols = select(values).nonzero(as_tuple=True)
+    tokens = where[rows, cols]
+    z_sel = z[rows, tokens]  # [N, d_head]
+    selected = (z_sel * decoder.weight[cols]).sum(-1) + decoder.bias[cols]
+    return values, torch.stack([rows, cols]), selected
+
+
+def sparse_pivot(module: MilcoModule, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The pivot view log(1 + ReLU(max logits)) as a dense [B, V] tensor whose gradient matches the dense
+    computation (entries with a non-positive max are 0 with zero gradient either way)."""
+    values, idx, selected = pooled_logits(module, states, mask, lambda v: v > 0)
+    out = torch.zeros_like(values)
+    return out.index_put((idx[0], idx[1]), torch.log1p(torch.relu(selected)))
+
+
+@torch.no_grad()
+def teacher_logits(teacher: nn.Module, en_tokenizer: object, texts: Sequence[str], max_length: int) -> torch.Tensor:
+    """The English SPLADE teacher's raw max-pooled logits [B, V] (pads masked with -inf)."""
+    enc = en_tokenizer(list(texts), truncation=True, max_length=max_length, padding=True,
+                       return_tensors="pt")  # type: ignore[operator]
+    logits = teacher(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+    logits.masked_fill_(enc["attention_mask"][:, :, None] == 0, float("-inf"))
+    return logits.max(dim=1).values
+
+
+def sparse_mse(
+    module: MilcoModule, states: torch.Tensor, mask: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spec Eq. 8 over the flattened batch: mean squared error on the entries where the student's or the
+    teacher's raw logit is positive. Returns (loss, student values without grad)."""
+    values, idx, selected = pooled_logits(module, states, mask, lambda v: (v > 0) | (target > 0))
+    if selected.numel() == 0:
+        return selected.sum() * 0.0, values
+    return torch.mean((selected - target[idx[0], idx[1]]) ** 2), values

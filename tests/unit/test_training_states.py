@@ -1,0 +1,175 @@
+"""The training shortcuts are exact: sparse max-pool gradients equal the dense computation's, cached
+states batch back to what the backbone computes, SAP and SCT steps lower their losses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertConfig, BertForMaskedLM, BertModel
+
+from milco_os.errors import ConfigError
+from milco_os.models.milco import MilcoModule
+from milco_os.models.pooling import masked_max
+from milco_os.training.config import SapConfig, SctConfig, load_config
+from milco_os.training.states import encode_states, sparse_mse, sparse_pivot
+from milco_os.training.trainer import batch_scores, own_groups, ranking_loss, train_sct
+from tests.unit.tiny_models import multilingual_tokenizer
+
+
+def tiny_module(seed: int = 0) -> MilcoModule:
+    torch.manual_seed(seed)
+    backbone = BertModel(BertConfig(vocab_size=120, hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
+                                    intermediate_size=32), add_pooling_layer=False)
+    head = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                      intermediate_size=32)).cls
+    with torch.no_grad():
+        head.predictions.decoder.bias.normal_(0, 1)  # plenty of positive and negative logits
+    return MilcoModule(backbone, head, encoder_hidden=24, head_hidden=16, echo_impl="code")
+
+
+def batch(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    states = torch.randn(3, 7, 24, generator=g)
+    mask = torch.ones(3, 7, dtype=torch.long)
+    mask[1, 4:] = 0
+    mask[2, 2:] = 0
+    return states, mask
+
+
+def dense_raw(module: MilcoModule, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    logits = module.mlm_head(module.activation(module.projector(states)))
+    logits = logits.masked_fill(mask[:, :, None] == 0, float("-inf"))
+    return logits.max(dim=1).values
+
+
+def grads(module: MilcoModule) -> dict[str, torch.Tensor]:
+    out = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None and "m_model" not in n}
+    module.zero_grad(set_to_none=True)
+    return out
+
+
+def test_sparse_pivot_and_its_gradient_equal_the_dense_computation() -> None:
+    module = tiny_module()
+    states, mask = batch()
+    pivot = sparse_pivot(module, states, mask)
+    (pivot * torch.linspace(0.5, 2, pivot.shape[1])).sum().backward()
+    sparse = grads(module)
+    dense_pivot = torch.log1p(torch.relu(dense_raw(module, states, mask)))
+    (dense_pivot * torch.linspace(0.5, 2, pivot.shape[1])).sum().backward()
+    dense = grads(module)
+    assert torch.allclose(pivot, dense_pivot, atol=1e-6)
+    assert (pivot > 0).any() and (pivot == 0).any()
+    assert sparse.keys() == dense.keys() and sparse
+    for name in dense:
+        assert torch.allclose(sparse[name], dense[name], atol=1e-5), name
+
+
+def test_sparse_mse_equals_the_spec_formula_and_its_gradient() -> None:
+    module = tiny_module()
+    states, mask = batch()
+    target = torch.randn(3, 50)
+    loss, _ = sparse_mse(module, states, mask, target)
+    loss.backward()
+    sparse = grads(module)
+    raw = dense_raw(module, states, mask)
+    keep = (raw > 0) | (target > 0)
+    expected = ((raw - target)[keep] ** 2).mean()
+    expected.backward()
+    dense = grads(module)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    for name in dense:
+        assert torch.allclose(sparse[name], dense[name], atol=1e-5), name
+
+
+def test_cached_states_batch_back_to_the_backbone_output() -> None:
+    module = tiny_module()
+    tokenizer = multilingual_tokenizer()
+    texts = ["der Hund", "green tea and the heart attack", "", "lava"]
+    cached = encode_states(module.m_model, tokenizer, texts, max_length=16, batch_size=3)
+    assert len(cached) == 4
+    ids, mask, states = cached.batch([1, 0])
+    enc = tokenizer([texts[1], texts[0]], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = module.m_model(**enc).last_hidden_state
+    assert torch.equal(ids, enc["input_ids"] * enc["attention_mask"])
+    assert torch.equal(mask, enc["attention_mask"])
+    real = mask.bool()
+    assert torch.allclose(states[real], expected[real], atol=2e-3)  # float16 storage
+    assert float(masked_max(states, mask).abs().sum()) > 0
+
+
+def test_batch_scores_are_the_dual_view_dot_products() -> None:
+    module = tiny_module()
+    q_states, q_mask = batch(3)
+    d_states = torch.randn(6, 5, 24)
+    d_mask = torch.ones(6, 5, dtype=torch.long)
+    q_ids = torch.randint(0, 6, (3, 7))
+    d_ids = torch.randint(0, 6, (6, 5))
+    with torch.no_grad():
+        scores, q_pivot, d_pivot = batch_scores(module, (q_ids, q_mask, q_states), (d_ids, d_mask, d_states))
+        q_echo = module.echo_weights(q_states, q_mask)
+        d_echo = module.echo_weights(d_states, d_mask)
+    assert scores.shape == (3, 6)
+    for b in range(3):
+        for d in range(6):
+            echo = sum(float(q_echo[b, i] * d_echo[d, j]) for i in range(7) for j in range(5)
+                       if q_ids[b, i] == d_ids[d, j] and q_mask[b, i])
+            assert float(scores[b, d]) == pytest.approx(float(q_pivot[b] @ d_pivot[d]) + echo, rel=1e-4, abs=1e-5)
+
+
+def test_sct_steps_learn_to_rank_the_positive_first(tmp_path: Path) -> None:
+    module = tiny_module()
+    for p in module.m_model.parameters():
+        p.requires_grad_(False)
+    tokenizer = multilingual_tokenizer()
+    docs = ["green tea", "heart attack", "der Hund", "lava flow", "blue sky", "tea pot"]
+    queries = ["tea green", "attack heart", "Hund der", "flow lava"]
+    d_states = encode_states(module.m_model, tokenizer, docs, max_length=16)
+    q_states = encode_states(module.m_model, tokenizer, queries, max_length=16)
+    groups = np.array([[0, 4, 5], [1, 4, 2], [2, 3, 4], [3, 0, 1]])
+    config = SctConfig(languages=["de"], output=tmp_path, lr=5e-2, batch_size=4, epochs=30, loss="infonce",
+                       group_size=3, lambda_q=0.0, lambda_d=0.0, warmup_ratio=0.0)
+
+    def top1() -> float:
+        with torch.no_grad():
+            d = d_states.batch([int(p) for r in range(4) for p in groups[r]])
+            scores, _, _ = batch_scores(module, q_states.batch(range(4)), d)
+        return float((own_groups(scores, 3).argmax(-1) == 0).float().mean())
+
+    before = top1()
+    train_sct(module, q_states, d_states, groups, np.zeros(groups.shape), config)
+    assert top1() == 1.0 and before < 1.0
+    assert (tmp_path / "train.log.jsonl").read_text().count('"stage": "sct"') >= 1
+
+
+def test_config_errors_name_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "sap.toml"
+    bad.write_text('languages = []\noutput = "x"\nbatch_size = 0\n')
+    with pytest.raises(ConfigError, match="languages.*batch_size|batch_size.*languages"):
+        load_config(bad, SapConfig)
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.toml", SapConfig)
+    (tmp_path / "broken.toml").write_text("languages = [")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(tmp_path / "broken.toml", SapConfig)
+
+
+def test_ranking_losses_pick_each_querys_own_group() -> None:
+    scores = torch.tensor([[5.0, 1.0, 0.0, 9.0], [0.0, 9.0, 2.0, 1.0]])  # 2 queries, groups of 2
+    teacher = torch.tensor([[0.9, 0.1], [0.5, 0.5]])
+    kl = ranking_loss(scores, 2, "kl", teacher)
+    own = torch.tensor([[5.0, 1.0], [2.0, 1.0]])
+    expected = torch.nn.functional.kl_div(torch.log_softmax(own, -1), teacher, reduction="batchmean")
+    assert kl.item() == pytest.approx(expected.item())
+    nce = ranking_loss(scores, 2, "infonce", None)
+    expected = torch.nn.functional.cross_entropy(scores, torch.tensor([0, 2]))
+    assert nce.item() == pytest.approx(expected.item())
+    # Query 1's positive (doc 7) also sits in query 0's group (column 1): not a negative for query 1.
+    masked = ranking_loss(scores, 2, "infonce", None, doc_rows=torch.tensor([3, 7, 7, 5]))
+    expected = torch.nn.functional.cross_entropy(
+        torch.tensor([[5.0, 1.0, 0.0, 9.0], [0.0, float("-inf"), 2.0, 1.0]]), torch.tensor([0, 2])
+    )
+    assert masked.item() == pytest.approx(expected.item())
