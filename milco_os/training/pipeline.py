@@ -39,7 +39,9 @@ def _setup(config: SapConfig | SctConfig, cache_dir: Path) -> tuple[Any, Any, An
     if config.threads:
         torch.set_num_threads(config.threads)
     e5_dir, splade_dir = milco_mini.base_parts(cache_dir)
-    module, tokenizer, en_tokenizer = milco_mini.new_student(e5_dir, splade_dir)
+    module, tokenizer, en_tokenizer = milco_mini.new_student(
+        e5_dir, splade_dir, train_top_layers=config.train_top_layers
+    )
     if config.init is not None:
         milco_mini.load_delta(module, config.init)
         log.warning("starting from %s", config.init)
@@ -54,9 +56,10 @@ def _pages(languages: Sequence[str], cache_dir: Path) -> dict[str, dict[str, Any
 
 
 def _states(module: Any, tokenizer: Any, texts: Sequence[str], max_length: int, label: str,
-            progress: ProgressFactory) -> CachedStates:
+            progress: ProgressFactory, below_top: int) -> CachedStates:
     start = time.monotonic()
-    states = encode_states(module.m_model, tokenizer, texts, max_length, on_progress=progress(label, len(texts)))
+    states = encode_states(module.m_model, tokenizer, texts, max_length, on_progress=progress(label, len(texts)),
+                           below_top=below_top)
     log.warning("%s: backbone states of %d texts in %.0fs", label, len(texts), time.monotonic() - start)
     return states
 
@@ -103,11 +106,12 @@ def run_sap(config: SapConfig, cache_dir: Path, progress: ProgressFactory = _no_
     module, tokenizer, en_tokenizer, _, splade_dir = _setup(config, cache_dir)
     teacher = AutoModelForMaskedLM.from_pretrained(str(splade_dir)).eval()
     pairs = sap_pairs(config, cache_dir)
-    x_states = _states(module, tokenizer, [x for x, _ in pairs], config.max_length, "source texts", progress)
+    k = config.train_top_layers
+    x_states = _states(module, tokenizer, [x for x, _ in pairs], config.max_length, "source texts", progress, k)
     en_texts = [en for _, en in pairs]
     en_states = None
     if config.english_term:
-        en_states = _states(module, tokenizer, en_texts, config.max_length, "English texts", progress)
+        en_states = _states(module, tokenizer, en_texts, config.max_length, "English texts", progress, k)
     start = time.monotonic()
     steps = -(-len(pairs) // config.batch_size) * config.epochs
     train_sap(module, teacher, en_tokenizer, x_states, en_states, en_texts, config, on_step=progress("SAP", steps))
@@ -144,7 +148,8 @@ def sct_data(config: SctConfig, cache_dir: Path) -> tuple[list[str], list[str], 
 
 
 def mean_pooled(states: CachedStates) -> np.ndarray:
-    """L2-normalised mean of each text's backbone states: e5's own embedding (without its prefixes)."""
+    """L2-normalised mean of each text's cached states: e5's own embedding (without its prefixes; from the
+    layer below the trained ones when some train)."""
     sums = np.add.reduceat(states.states.float().numpy(), states.offsets[:-1], axis=0)
     counts = np.diff(states.offsets)[:, None]
     emb = sums / np.maximum(counts, 1)
@@ -175,8 +180,9 @@ def hard_negative_groups(
 def run_sct(config: SctConfig, cache_dir: Path, progress: ProgressFactory = _no_progress) -> Path:
     module, tokenizer, _, _, _ = _setup(config, cache_dir)
     queries, passages, positives = sct_data(config, cache_dir)
-    q_states = _states(module, tokenizer, queries, config.query_max_length, "queries", progress)
-    d_states = _states(module, tokenizer, passages, config.passage_max_length, "passages", progress)
+    k = config.train_top_layers
+    q_states = _states(module, tokenizer, queries, config.query_max_length, "queries", progress, k)
+    d_states = _states(module, tokenizer, passages, config.passage_max_length, "passages", progress, k)
     groups, teacher = hard_negative_groups(mean_pooled(q_states), mean_pooled(d_states), positives, config.group_size)
     teacher_top1 = float(np.mean(np.argmax(teacher, axis=1) == 0))
     log.warning("dense teacher ranks the positive first in its group for %.1f%% of the queries", 100 * teacher_top1)

