@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test unit lint clean
+.PHONY: setup demo test unit lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -20,6 +20,10 @@ test: setup  ## lint, unit tests and integration tests against a real local Open
 
 unit: setup  ## unit tests only (no OpenSearch)
 	$(BIN)/pytest tests/unit -q
+
+bench: setup  ## benchmarks (not tests): encoding throughput and memory, torch vs onnxruntime
+	$(BIN)/python bench/encode.py --model milco-mini --batch-sizes 1,8,32
+	$(BIN)/python bench/encode.py --model splade-tiny --batch-sizes 1,8,32 --out results/bench/encode-splade-tiny.json
 
 lint: setup
 	$(BIN)/ruff check milco_os tests

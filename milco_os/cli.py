@@ -845,7 +845,7 @@ def eval_command(
     systems: Annotated[str, typer.Option("--systems", help="Comma-separated: bm25, dense (multilingual-e5-small), sparse.")] = "bm25,dense,sparse",
     models: Annotated[list[str] | None, typer.Option("--model", help="Model(s) for the sparse system: built-in name, directory or hub id (repeatable; default: MILCO_OS_MODEL).")] = None,
     doc_prune: Annotated[list[str] | None, typer.Option("--doc-prune", help="Document pruning of both views for the sparse system, e.g. mass:0.9 or top_k:128 (repeatable).")] = None,
-    alpha: Annotated[float, typer.Option("--alpha", min=0, max=1, help="Weight of the pivot view in sparse search (1.0: pivot only).")] = 0.5,
+    alpha: Annotated[list[float] | None, typer.Option("--alpha", min=0, max=1, help="Weight of the pivot view in sparse search (1.0: pivot only; repeatable). [default: 0.5]")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Report directory (default: results/eval/<dataset>-<split>/).")] = None,
     max_queries: Annotated[int | None, typer.Option("--max-queries", min=1, help="Evaluate at most this many queries (spread over the languages).")] = None,
     keep_indices: Annotated[bool, typer.Option("--keep-indices", help="Keep the evaluation indices instead of deleting them.")] = False,
@@ -871,7 +871,7 @@ def eval_command(
 
     check_dataset(dataset, split)
     settings = connection(url, username, password_file, api_key_file, ca_certs, insecure, timeout, cache_dir)
-    specs = plan_systems(systems.split(","), models=models or [], doc_prunes=doc_prune or [], alpha=alpha,
+    specs = plan_systems(systems.split(","), models=models or [], doc_prunes=doc_prune or [], alpha=alpha or [0.5],
                          default_model=settings.model)
     client = connected_client(settings) if any(s.kind in ("bm25", "sparse") for s in specs) else None
     with err.status(f"preparing {dataset} ({split}) ..."):

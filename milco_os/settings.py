@@ -17,7 +17,7 @@ from milco_os.errors import ConfigError
 
 #: The model used when none is named. A built-in name (see ``milco-os models``), a local directory or a
 #: Hugging Face hub id.
-DEFAULT_MODEL = "splade-tiny"
+DEFAULT_MODEL = "milco-mini"
 
 
 def default_cache_dir() -> Path:

@@ -27,8 +27,8 @@ fi
 
 "$PYTHON" - <<'PY'
 import sys
-if sys.version_info < (3, 10):
-    sys.exit(f"setup: milco-os needs Python 3.10 or newer, found {sys.version.split()[0]}")
+if sys.version_info < (3, 11):
+    sys.exit(f"setup: milco-os needs Python 3.11 or newer, found {sys.version.split()[0]}")
 PY
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip

@@ -58,7 +58,9 @@ def opensearch_url(cache_dir: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def settings(opensearch_url: str, cache_dir: Path) -> Settings:
-    return Settings(opensearch_url=opensearch_url, cache_dir=cache_dir)
+    # The fast English splade-tiny: the tests check the product's paths, not the default model's
+    # quality (the demo test and `milco-os eval` do that with the default model).
+    return Settings(opensearch_url=opensearch_url, cache_dir=cache_dir, model="splade-tiny")
 
 
 @pytest.fixture(scope="session")

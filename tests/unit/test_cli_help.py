@@ -35,4 +35,4 @@ def test_help_lists_options(args: list[str], expected: list[str]) -> None:
 def test_models_lists_the_default() -> None:
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0
-    assert "splade-tiny (default)" in result.output
+    assert "milco-mini (default)" in result.output and "splade-tiny" in result.output

