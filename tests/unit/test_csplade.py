@@ -302,7 +302,7 @@ def test_load_lora_adapter_dir(tmp_path: Path) -> None:
 
 def write_tiny_gguf(lm: LlamaForCausalLM, file: Path) -> None:
     """``lm`` as a float32 llama GGUF, written the way llama.cpp's converter does (q/k rows permuted)."""
-    gguf = pytest.importorskip("gguf")
+    import gguf
 
     def permute(w: np.ndarray, heads: int) -> np.ndarray:
         return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
@@ -361,7 +361,6 @@ def test_load_gguf_dir(tmp_path: Path) -> None:
 @pytest.mark.parametrize("variant", ["echo", "bi"])
 def test_onnx_export_matches_torch_at_every_length(tmp_path: Path, variant: str) -> None:
     """The traced graph takes the one-chunk path (a traced chunk loop would be unrolled for one length)."""
-    pytest.importorskip("onnxruntime")
     from milco_os.runtime.export import export_onnx
     from milco_os.runtime.onnx_runtime import load_onnx_dir
 
