@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from milco_os.errors import DataError
-from milco_os.paths import data_dir, write_text_atomic
+from milco_os.paths import data_dir, sha256_file, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def fetch_help(languages: Sequence[str], cache_dir: Path) -> Path:
         proc = _run(["dpkg-deb", "-x", str(deb), str(root)])
         if proc.returncode != 0:
             raise DataError(f"{deb.name}: dpkg-deb -x failed: {proc.stderr.strip()[-300:]}")
-        manifest[lang] = {"deb": deb.name, "sha256": _sha256(deb)}
+        manifest[lang] = {"deb": deb.name, "sha256": sha256_file(deb)}
         # The manifest first, then the marker: a language marked complete is always in the manifest.
         write_text_atomic(manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
         (root / f".complete-{lang}").write_text(deb.name + "\n", encoding="utf-8")
@@ -134,14 +134,6 @@ def _download_deb(package: str, debs: Path, updated: list[bool]) -> Path:
             f"with package sources is needed): {tail}"
         )
     return found()[-1]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------ parsing

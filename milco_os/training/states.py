@@ -121,8 +121,8 @@ def pooled_logits(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Raw max-pooled logits with gradients on the entries ``select(values) -> bool [B, V]`` picks.
 
-    Returns (values without grad [B, V], rows, cols, ...) as ``(values, (rows, cols), selected)`` where
-    ``selected`` [N] carries the gradient for the entries ``(rows[k], cols[k])``.
+    Returns ``(values, idx, selected)``: all values without grad [B, V], the picked entries as
+    ``idx = [rows; cols]`` [2, N], and their values with grad [N].
     """
     decoder = head_decoder(module.mlm_head)
     z = head_inputs(module, states)

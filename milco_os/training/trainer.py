@@ -96,7 +96,7 @@ def train_sap(
     en_texts: Sequence[str],
     config: SapConfig,
     on_step: Callable[[], None] | None = None,
-) -> list[dict[str, float]]:
+) -> None:
     """``x_states[i]`` (source text) and ``en_states[i]`` (the same English text through the student's
     tokenizer, for the code's second term) both align to the teacher on ``en_texts[i]``."""
     rng = random.Random(config.seed)
@@ -128,7 +128,6 @@ def train_sap(
             if on_step:
                 on_step()
     steps.close()
-    return []
 
 
 # --------------------------------------------------------------------------------------------- SCT

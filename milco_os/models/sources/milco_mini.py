@@ -132,14 +132,15 @@ def load_delta(module: torch.nn.Module, delta_dir: Path) -> None:
 def build_model(cache_dir: Path, delta_dir: Path = DELTA_DIR, force: bool = False) -> Path:
     """Assemble milco-mini into ``<cache>/models/milco-mini-<delta digest>/`` (official MILCO layout:
     config.json naming the backbone and head directories, model.safetensors, tokenizer) and return it."""
-    from milco_os.models.sources.packaged import sha256_file
+    from milco_os.paths import sha256_file
 
     delta_path = Path(delta_dir) / DELTA_FILE
     manifest = read_manifest(delta_dir)
     if not delta_path.is_file():
         msg = f"{delta_path}: missing; expected the trained milco-mini parameters"
         raise ModelError(msg)
-    digest = sha256_file(delta_path)[:12]
+    delta_sha256 = sha256_file(delta_path)
+    digest = delta_sha256[:12]
     target = models_dir(cache_dir) / f"{NAME}-{digest}"
     if (target / ".complete").exists() and not force:
         return target
@@ -169,7 +170,7 @@ def build_model(cache_dir: Path, delta_dir: Path = DELTA_DIR, force: bool = Fals
         "echo_impl": manifest.get("echo_impl", "code"),
         "query_max_length": QUERY_MAX_LENGTH,
         "passage_max_length": PASSAGE_MAX_LENGTH,
-        "milco_os_delta_sha256": sha256_file(delta_path),
+        "milco_os_delta_sha256": delta_sha256,
     }
     (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     (staging / ".complete").write_text(f"{NAME} {digest}\n", encoding="utf-8")

