@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test unit lint bench clean
+.PHONY: setup demo test unit lint bench bench-quick clean
 
 setup: $(VENV)/.installed
 
@@ -21,12 +21,14 @@ test: setup  ## lint, unit tests and integration tests against a real local Open
 unit: setup  ## unit tests only (no OpenSearch)
 	$(BIN)/pytest tests/unit -q
 
-bench: setup  ## benchmarks (not tests): encoding throughput and memory, torch vs onnxruntime
-	$(BIN)/python bench/encode.py --model milco-mini --batch-sizes 1,8,32
-	$(BIN)/python bench/encode.py --model splade-tiny --batch-sizes 1,8,32 --out results/bench/encode-splade-tiny.json
+bench: setup  ## benchmarks (not tests), ~40 min on 2 cores: encoding, latency vs BM25, index size, ingest, quality vs cost
+	bash scripts/bench.sh
+
+bench-quick: setup  ## the same scripts on small samples (a smoke run, a few minutes)
+	bash scripts/bench.sh --quick
 
 lint: setup
-	$(BIN)/ruff check milco_os tests
+	$(BIN)/ruff check milco_os tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

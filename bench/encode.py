@@ -302,7 +302,35 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.write_text(json.dumps(record, indent=2), encoding="utf-8")
     print(f"wrote {args.out}", file=sys.stderr)
+    plot(rows, args.model, args.out.with_suffix(".png"))
     return 0
+
+
+def plot(rows: list[dict[str, Any]], model: str, path: Path) -> None:
+    """texts/s per runtime, one panel per text kind, bars grouped by batch size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    runtimes = list(dict.fromkeys(r["runtime"] for r in rows))
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        batches = sorted({r["batch_size"] for r in rows if r["kind"] == kind})
+        width = 0.8 / max(len(runtimes), 1)
+        for j, name in enumerate(runtimes):
+            values = [next((r["texts_per_s"] for r in rows if r["kind"] == kind and r["runtime"] == name
+                            and r["batch_size"] == b), 0.0) for b in batches]
+            ax.bar([i + (j - (len(runtimes) - 1) / 2) * width for i in range(len(batches))], values, width,
+                   label=name)
+        ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
+        ax.set_ylabel(f"{kind} per second")
+        ax.set_title(f"{model}: {kind}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

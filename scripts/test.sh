@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 BIN=.venv/bin
 PORT=${MILCO_OS_TEST_PORT:-9250}
 
-$BIN/ruff check milco_os tests
+$BIN/ruff check milco_os tests bench
 $BIN/milco-os models fetch   # real small weights the tests use, downloaded once into the cache
 $BIN/milco-os cluster up --port "$PORT"
 trap '$BIN/milco-os cluster down --port "$PORT"' EXIT

@@ -1,0 +1,398 @@
+"""What the benchmark scripts share: machine facts, the LibreOffice-help corpus, cached encodings,
+bulk loading of precomputed vectors, timed searches at a given concurrency, and result files.
+
+Benchmarks are not part of the package: they import milco-os like any user would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from milco_os.types import Encoded, SparseVector
+
+if TYPE_CHECKING:
+    from opensearchpy import OpenSearch
+
+    from milco_os.runtime.encoder import SparseEncoder
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results" / "bench"
+#: Languages of the benchmark corpus and queries: one download each (~10 MB), scripts of four kinds.
+CORPUS_LANGUAGES = ["en-us", "de", "fr", "es", "ja", "zh-cn", "ru"]
+#: Paragraphs shorter than this are menu labels and headings repeated on many pages.
+MIN_PARAGRAPH_CHARS = 20
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------ machine
+def machine() -> dict[str, Any]:
+    import onnxruntime
+    import psutil
+    import torch
+
+    model_name = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model_name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": model_name, "logical_cores": os.cpu_count(), "physical_cores": psutil.cpu_count(logical=False),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "loadavg_start": os.getloadavg(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def opensearch_facts(client: OpenSearch) -> dict[str, Any]:
+    info = client.info()
+    nodes = client.nodes.info(metric="jvm")["nodes"]
+    heap = [n["jvm"]["mem"]["heap_max_in_bytes"] for n in nodes.values()]
+    return {"version": info["version"]["number"], "nodes": len(nodes), "heap_max_mb": [h // 2**20 for h in heap]}
+
+
+# ------------------------------------------------------------------------------------------ results
+def write_json(name: str, record: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    log(f"wrote {path.relative_to(ROOT)}")
+    return path
+
+
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A fixed-width table; numbers right-aligned."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    numeric = [all(isinstance(row[i], (int, float)) or row[i] is None for row in rows) for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True))
+
+    return "\n".join([line(list(headers)), "  ".join("-" * w for w in widths), *(line(r) for r in cells)])
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:#.3g}" if abs(value) < 100 else f"{value:.1f}"
+    return str(value)
+
+
+def save_chart(fig: Any, name: str) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    log(f"wrote {path.relative_to(ROOT)}")
+    return path
+
+
+def pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# ------------------------------------------------------------------------------------------ corpus
+@dataclass(frozen=True)
+class Doc:
+    id: str
+    text: str
+    lang: str
+
+
+def help_pages(cache_dir: Path, langs: Sequence[str]) -> dict[str, dict[str, Any]]:
+    from milco_os.datasets import libreoffice
+
+    root = libreoffice.fetch_help(langs, cache_dir)
+    return {lang: libreoffice.load_pages(root, lang) for lang in langs}
+
+
+def paragraph_corpus(pages_by_lang: dict[str, dict[str, Any]], n_docs: int, seed: int = 7) -> list[Doc]:
+    """``n_docs`` distinct help paragraphs, drawn round-robin over the languages in a seeded order."""
+    pools = []
+    for lang in sorted(pages_by_lang):
+        seen: dict[str, Doc] = {}
+        for path, page in sorted(pages_by_lang[lang].items()):
+            for pid, text in page.paragraphs.items():
+                if len(text) >= MIN_PARAGRAPH_CHARS and text not in seen:
+                    seen[text] = Doc(f"{lang}:{path}#{pid}", text, lang)
+        pool = list(seen.values())
+        random.Random(f"{seed}:{lang}").shuffle(pool)
+        pools.append(pool)
+    available = sum(len(p) for p in pools)
+    if n_docs > available:
+        msg = f"--docs {n_docs}: only {available} distinct paragraphs in {', '.join(sorted(pages_by_lang))}"
+        raise SystemExit(msg)
+    docs: list[Doc] = []
+    depth = 0
+    while len(docs) < n_docs:
+        for pool in pools:
+            if depth < len(pool) and len(docs) < n_docs:
+                docs.append(pool[depth])
+        depth += 1
+    return docs
+
+
+def title_queries(pages_by_lang: dict[str, dict[str, Any]], n_queries: int, seed: int = 11) -> list[Doc]:
+    """Page titles (what users type) of the held-out test split, in every corpus language."""
+    from milco_os.datasets.libreoffice import split_of
+
+    titles = sorted(
+        {(lang, page.title) for lang, pages in pages_by_lang.items() for path, page in pages.items()
+         if page.title and split_of(path) == "test"}
+    )
+    random.Random(seed).shuffle(titles)
+    return [Doc(f"q{i}", title, lang) for i, (lang, title) in enumerate(titles[:n_queries])]
+
+
+# ------------------------------------------------------------------------------------------ encodings
+def load_bench_encoder(model: str, cache_dir: Path, runtime: str, batch_size: int = 32) -> SparseEncoder:
+    from milco_os.models.loading import load_encoder
+
+    quantize = {"onnx": None, "onnx-int8": "int8"}.get(runtime)
+    base = "onnx" if runtime.startswith("onnx") else "torch"
+    encoder = load_encoder(model, cache_dir, runtime=base, quantize=quantize)
+    encoder.batch_size = batch_size
+    return encoder
+
+
+def encodings_digest(encoder: SparseEncoder, runtime: str, texts: Sequence[str]) -> str:
+    h = hashlib.sha256(f"{encoder.info.fingerprint}\n{runtime}\n".encode())
+    for t in texts:
+        h.update(t.encode("utf-8") + b"\0")
+    return h.hexdigest()[:16]
+
+
+def encode_cached(
+    encoder: SparseEncoder, runtime: str, texts: Sequence[str], cache_dir: Path, label: str, chunk: int = 1024
+) -> tuple[list[Encoded], float | None]:
+    """Encode documents once; later runs read ``<cache>/bench/<label>-<digest>.npz``.
+
+    Returns the encodings and the seconds encoding took (None when read from the cache)."""
+    path = cache_dir / "bench" / f"{label}-{encodings_digest(encoder, runtime, texts)}.npz"
+    if path.is_file():
+        log(f"{label}: reusing {len(texts)} encodings from {path}")
+        return unpack(np.load(path), encoder), None
+    from tqdm import tqdm
+
+    out: list[Encoded] = []
+    start = time.perf_counter()
+    with tqdm(total=len(texts), desc=f"encoding {label}", unit="doc", file=sys.stderr) as bar:
+        for i in range(0, len(texts), chunk):
+            part = encoder.encode_documents(list(texts[i : i + chunk]))
+            out.extend(part)
+            bar.update(len(part))
+    seconds = time.perf_counter() - start
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **pack(out))
+    tmp.replace(path)
+    return out, seconds
+
+
+def pack(encoded: Sequence[Encoded]) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    for view in ("pivot", "echo"):
+        vecs = [getattr(e, view) for e in encoded]
+        arrays[f"{view}_offsets"] = np.cumsum([0, *(len(v) for v in vecs)]).astype(np.int64)
+        arrays[f"{view}_ids"] = np.concatenate([v.ids for v in vecs] or [np.zeros(0)]).astype(np.int32)
+        arrays[f"{view}_weights"] = np.concatenate([v.weights for v in vecs] or [np.zeros(0)]).astype(np.float32)
+    return arrays
+
+
+def unpack(arrays: Any, encoder: SparseEncoder) -> list[Encoded]:
+    vocabs = {"pivot": encoder.info.pivot_vocab, "echo": encoder.info.echo_vocab or encoder.info.pivot_vocab}
+    views: dict[str, list[SparseVector]] = {}
+    for view, vocab in vocabs.items():
+        off, ids, weights = arrays[f"{view}_offsets"], arrays[f"{view}_ids"], arrays[f"{view}_weights"]
+        views[view] = [
+            SparseVector(ids[a:b].astype(np.int64), weights[a:b], vocab) for a, b in zip(off[:-1], off[1:], strict=True)
+        ]
+    return [Encoded(p, e) for p, e in zip(views["pivot"], views["echo"], strict=True)]
+
+
+def prune_all(encoded: Sequence[Encoded], rule: str) -> list[Encoded]:
+    from milco_os.pruning import Prune
+
+    prune = Prune.parse(rule)
+    return [Encoded(prune.apply(e.pivot), prune.apply(e.echo)) for e in encoded]
+
+
+def mean_terms(encoded: Sequence[Encoded]) -> dict[str, float]:
+    n = max(len(encoded), 1)
+    pivot = sum(len(e.pivot) for e in encoded) / n
+    echo = sum(len(e.echo) for e in encoded) / n
+    return {"pivot": round(pivot, 1), "echo": round(echo, 1), "total": round(pivot + echo, 1)}
+
+
+# ------------------------------------------------------------------------------------------ indexing
+def bench_client(url: str) -> OpenSearch:
+    from opensearchpy import OpenSearch
+
+    from milco_os.opensearch.client import client_kwargs
+    from milco_os.settings import Settings
+
+    kwargs = client_kwargs(Settings(opensearch_url=url, opensearch_timeout=300))
+    kwargs["http_compress"] = False  # on one machine compression only adds client CPU to every request
+    return OpenSearch(**kwargs)
+
+
+def drop(client: OpenSearch, index: str) -> None:
+    client.indices.delete(index=index, ignore_unavailable=True)
+
+
+def bulk_load(
+    client: OpenSearch,
+    index: str,
+    docs: Sequence[Doc],
+    encoded: Sequence[Encoded] | None,
+    *,
+    pivot_field: str = "milco_pivot",
+    echo_field: str = "milco_echo",
+    source_fields: Callable[[Doc], dict[str, Any]] | None = None,
+    chunk: int = 1000,
+    label: str = "",
+) -> float:
+    """Write documents (with their precomputed vectors, when given) and refresh; returns seconds.
+
+    Any failed item stops the benchmark: a benchmark of a partial index would be meaningless."""
+    from tqdm import tqdm
+
+    from milco_os.opensearch.documents import document_source
+
+    fields = source_fields or (lambda d: {"text": d.text, "lang": d.lang})
+    start = time.perf_counter()
+    with tqdm(total=len(docs), desc=f"indexing {label or index}", unit="doc", file=sys.stderr) as bar:
+        for i in range(0, len(docs), chunk):
+            lines = []
+            for j in range(i, min(i + chunk, len(docs))):
+                doc = docs[j]
+                source = fields(doc)
+                if encoded is not None:
+                    source = document_source(source, encoded[j], pivot_field=pivot_field, echo_field=echo_field)
+                lines.append(json.dumps({"index": {"_index": index, "_id": doc.id}}))
+                lines.append(json.dumps(source, ensure_ascii=False))
+            resp = client.bulk(body="\n".join(lines) + "\n", request_timeout=300)
+            if resp.get("errors"):
+                bad = next(next(iter(it.values())) for it in resp["items"] if next(iter(it.values())).get("error"))
+                raise SystemExit(f"bulk indexing into {index} failed: {bad.get('error')}")
+            bar.update(len(lines) // 2)
+    client.indices.refresh(index=index)
+    return time.perf_counter() - start
+
+
+def force_merge(client: OpenSearch, index: str, *, source_filtered: bool = False, wait_s: float = 180) -> None:
+    """Merge to one segment. With a filtered ``_source`` OpenSearch also keeps the whole original source
+    (``_recovery_source``) until its peer-recovery retention lease passes those operations (synced every
+    ~30 s) and a merge runs after a flush; ``source_filtered`` waits for that, so the size read afterwards
+    is the steady state rather than the transient one."""
+    if source_filtered:
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            shard = client.indices.stats(index=index, level="shards")["indices"][index]["shards"]["0"][0]
+            leases = shard.get("retention_leases", {}).get("leases", [])
+            if leases and min(lease["retaining_seq_no"] for lease in leases) > shard["seq_no"]["max_seq_no"]:
+                break
+            time.sleep(1)
+        else:
+            log(f"{index}: retention lease did not advance in {wait_s:.0f}s; size includes _recovery_source")
+        client.indices.flush(index=index)
+    client.indices.forcemerge(index=index, max_num_segments=1, request_timeout=1800)
+    client.indices.refresh(index=index)
+
+
+def store_bytes(client: OpenSearch, index: str) -> int:
+    stats = client.indices.stats(index=index, metric="store")
+    return int(stats["indices"][index]["primaries"]["store"]["size_in_bytes"])
+
+
+# ------------------------------------------------------------------------------------------ searching
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100) of a non-empty sample."""
+    if not values:
+        msg = "percentile of an empty sample"
+        raise ValueError(msg)
+    ordered = sorted(values)
+    rank = max(1, int(np.ceil(p / 100 * len(ordered))))
+    return float(ordered[rank - 1])
+
+
+def summary_ms(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "p50": round(percentile(values, 50), 2), "p95": round(percentile(values, 95), 2),
+        "p99": round(percentile(values, 99), 2), "mean": round(float(np.mean(values)), 2),
+    }
+
+
+@dataclass
+class LoadResult:
+    client_ms: list[float]  # request sent -> response parsed, per query
+    took_ms: list[float]  # OpenSearch's own "took", per query
+    ranked: list[list[str]]  # top hits' ids, per query (in query order)
+    wall_s: float
+
+    @property
+    def qps(self) -> float:
+        return len(self.client_ms) / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def run_queries(client: OpenSearch, index: str, bodies: Sequence[str], concurrency: int) -> LoadResult:
+    """Send every (pre-serialised) body once, ``concurrency`` at a time, and time each request."""
+    n = len(bodies)
+    client_ms = [0.0] * n
+    took_ms = [0.0] * n
+    ranked: list[list[str]] = [[] for _ in range(n)]
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    next_item = iter(range(n))
+
+    def worker() -> None:
+        while True:
+            with lock:
+                i = next(next_item, None)
+            if i is None or errors:
+                return
+            try:
+                t0 = time.perf_counter()
+                resp = client.search(index=index, body=bodies[i], filter_path="took,hits.hits._id")
+                client_ms[i] = (time.perf_counter() - t0) * 1000
+            except BaseException as e:  # surfaced below
+                errors.append(e)
+                return
+            took_ms[i] = float(resp["took"])
+            ranked[i] = [h["_id"] for h in resp.get("hits", {}).get("hits", [])]
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        for _ in range(concurrency):
+            pool.submit(worker)
+    wall = time.perf_counter() - start
+    if errors:
+        raise errors[0]
+    return LoadResult(client_ms, took_ms, ranked, wall)

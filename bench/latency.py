@@ -1,0 +1,239 @@
+"""Query latency and throughput: BM25 ``match`` against milco-os expansions, on one node, in one run.
+
+    .venv/bin/python bench/latency.py --url http://127.0.0.1:9260              # 100k paragraphs
+    .venv/bin/python bench/latency.py --url http://127.0.0.1:9260 --docs 5000  # a quick run
+
+Corpus: distinct LibreOffice-help paragraphs in seven languages (en, de, fr, es, ja, zh-cn, ru), encoded
+once (cached under ``<cache>/bench``) and indexed with both a BM25 text field and the milco-os
+``rank_features`` fields (document pruning ``--doc-prune``), force-merged to one segment. Queries:
+page titles of the held-out split, in the same languages. Every variant runs every query at each
+concurrency, variants interleaved; query encoding is timed on its own (batch 1), so OpenSearch time
+and encoding time are reported separately. Results: a table, ``results/bench/latency.json`` and
+``latency.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from common import (
+    CORPUS_LANGUAGES,
+    LoadResult,
+    bench_client,
+    bulk_load,
+    drop,
+    encode_cached,
+    force_merge,
+    help_pages,
+    load_bench_encoder,
+    log,
+    machine,
+    mean_terms,
+    opensearch_facts,
+    paragraph_corpus,
+    prune_all,
+    pyplot,
+    run_queries,
+    save_chart,
+    store_bytes,
+    summary_ms,
+    text_table,
+    title_queries,
+    write_json,
+)
+
+#: Query pruning variants of the milco-os expansion (both views pruned alike).
+QUERY_PRUNING = ["none", "top_k:8", "top_k:16", "top_k:32", "mass:0.5"]
+
+
+def variant_bodies(
+    queries: list[Any], encoded: list[Any], *, size: int
+) -> tuple[dict[str, list[str]], dict[str, dict[str, float]]]:
+    """Every variant's request bodies (serialised once, so the client spends no time on them while
+    timed) and the mean number of query terms per view."""
+    from milco_os.opensearch.query import Hybrid, TwoPhase, search_body
+    from milco_os.opensearch.search import prune_query
+    from milco_os.pruning import Prune
+
+    def dump(body: dict[str, Any]) -> str:
+        body["_source"] = False
+        return json.dumps(body, ensure_ascii=False)
+
+    fields = {"pivot_field": "milco_pivot", "echo_field": "milco_echo", "size": size}
+    bodies: dict[str, list[str]] = {
+        "bm25 match": [
+            dump({"query": {"match": {"text": q.text}}, "size": size, "track_total_hits": False}) for q in queries
+        ]
+    }
+    terms: dict[str, dict[str, float]] = {"bm25 match": {}}
+    for rule in QUERY_PRUNING:
+        name = "milco full" if rule == "none" else f"milco q-{rule}"
+        pruned = [prune_query(e, Prune.parse(rule), Prune.parse(rule)) for e in encoded]
+        bodies[name] = [dump(search_body(e, **fields)) for e in pruned]
+        terms[name] = mean_terms(pruned)
+    bodies["milco two-phase"] = [dump(search_body(e, two_phase=TwoPhase(), **fields)) for e in encoded]
+    terms["milco two-phase"] = terms["milco full"]
+    bodies["milco hybrid"] = [
+        dump(search_body(e, hybrid=Hybrid(q.text, ("text",)), **fields)) for q, e in zip(queries, encoded, strict=True)
+    ]
+    terms["milco hybrid"] = terms["milco full"]
+    return bodies, terms
+
+
+def time_query_encoding(encoder: Any, texts: list[str]) -> tuple[list[Any], list[float]]:
+    """Encode each query alone (batch 1, as a search service does); returns encodings and ms per query."""
+    encoder.encode_queries(texts[:8])  # warm-up
+    out, ms = [], []
+    for text in texts:
+        t0 = time.perf_counter()
+        out.append(encoder.encode_queries([text])[0])
+        ms.append((time.perf_counter() - t0) * 1000)
+    return out, ms
+
+
+def overlap_at(a: list[str], b: list[str], k: int = 10) -> float:
+    return len(set(a[:k]) & set(b[:k])) / max(min(k, len(b)), 1) if b else float(not a)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default=os.environ.get("MILCO_OS_OPENSEARCH_URL", "http://127.0.0.1:9260"))
+    parser.add_argument("--docs", type=int, default=100_000, help="corpus size (paragraphs)")
+    parser.add_argument("--queries", type=int, default=200, help="queries per variant and concurrency")
+    parser.add_argument("--model", default="milco-mini")
+    parser.add_argument("--runtime", default="onnx", choices=["torch", "onnx", "onnx-int8"],
+                        help="encoder runtime for documents and queries (onnx = fp32 onnxruntime, exact)")
+    parser.add_argument("--doc-prune", default="top_k:40", help="document pruning of both views")
+    parser.add_argument("--concurrency", default="1,4,16")
+    parser.add_argument("--size", type=int, default=10, help="hits per query")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="milco-os cache (default: the usual one)")
+    parser.add_argument("--keep-index", action="store_true", help="leave the benchmark index in place")
+    args = parser.parse_args(argv)
+
+    from milco_os.opensearch.indices import create_index
+    from milco_os.pruning import PruningConfig
+    from milco_os.settings import get_settings
+
+    cache_dir = args.cache_dir or get_settings().cache_dir
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    client = bench_client(args.url)
+    facts = {"machine": machine(), "opensearch": opensearch_facts(client)}
+
+    pages = help_pages(cache_dir, CORPUS_LANGUAGES)
+    docs = paragraph_corpus(pages, args.docs)
+    queries = title_queries(pages, args.queries)
+    del pages
+    encoder = load_bench_encoder(args.model, cache_dir, args.runtime)
+    encoded, encode_s = encode_cached(encoder, args.runtime, [d.text for d in docs], cache_dir, "paragraphs")
+    full_terms = mean_terms(encoded)
+    encoded = prune_all(encoded, args.doc_prune)
+    indexed_terms = mean_terms(encoded)
+    log(f"corpus: {len(docs)} paragraphs; terms/doc {full_terms} before and {indexed_terms} after {args.doc_prune}")
+
+    index = "bench-latency"
+    drop(client, index)
+    create_index(client, index, encoder.info, text_fields=["text"], replicas=0, vectors_in_source=False,
+                 doc_pruning=PruningConfig(pivot=args.doc_prune, echo=args.doc_prune))
+    index_s = bulk_load(client, index, docs, encoded, source_fields=lambda d: {"text": d.text}, label="corpus")
+    force_merge(client, index, source_filtered=True)
+    del encoded
+
+    q_encoded, q_encode_ms = time_query_encoding(encoder, [q.text for q in queries])
+    bodies, q_terms = variant_bodies(queries, q_encoded, size=args.size)
+    log("warm-up: every variant once")
+    for variant in bodies.values():
+        run_queries(client, index, variant, 4)
+
+    results: dict[str, dict[int, LoadResult]] = {name: {} for name in bodies}
+    for c in concurrencies:
+        for name, variant in bodies.items():
+            res = run_queries(client, index, variant, c)
+            results[name][c] = res
+            log(f"c={c:<2} {name:<18} p50 {summary_ms(res.client_ms)['p50']:7.1f} ms  {res.qps:7.1f} qps")
+
+    c1 = min(concurrencies)
+    full = results["milco full"][c1].ranked
+    # Ratios compare variants at the same concurrency.
+    bm25_p50 = {c: summary_ms(results["bm25 match"][c].client_ms)["p50"] for c in concurrencies}
+    full_p99 = {c: summary_ms(results["milco full"][c].client_ms)["p99"] for c in concurrencies}
+    rows, records = [], []
+    for name in bodies:
+        ranked = results[name][c1].ranked
+        same_top10 = sum(r[:10] == f[:10] for r, f in zip(ranked, full, strict=True)) / len(full)
+        top10 = sum(overlap_at(r, f) for r, f in zip(ranked, full, strict=True)) / len(full)
+        for c in concurrencies:
+            res = results[name][c]
+            client_ms, took_ms = summary_ms(res.client_ms), summary_ms(res.took_ms)
+            record = {
+                "variant": name, "concurrency": c, "client_ms": client_ms, "opensearch_took_ms": took_ms,
+                "qps": round(res.qps, 1), "query_terms": q_terms[name],
+                "p50_vs_bm25": round(client_ms["p50"] / bm25_p50[c], 2) if bm25_p50[c] else None,
+                "p99_vs_full": round(client_ms["p99"] / full_p99[c], 2) if full_p99[c] else None,
+                "top10_overlap_with_full": round(top10, 3), "identical_top10_with_full": round(same_top10, 3),
+            }
+            records.append(record)
+            rows.append([name, c, q_terms[name].get("total"), client_ms["p50"], client_ms["p95"], client_ms["p99"],
+                         took_ms["p50"], record["qps"], record["p50_vs_bm25"], record["p99_vs_full"],
+                         record["top10_overlap_with_full"], record["identical_top10_with_full"]])
+    headers = ["variant", "conc", "q terms", "p50 ms", "p95 ms", "p99 ms", "took p50", "QPS", "p50/BM25",
+               "p99/full", "top10 ovl", "same top10"]
+    table = text_table(headers, rows)
+    encoding = summary_ms(q_encode_ms)
+    print(f"\nQuery latency on {len(docs)} paragraphs ({args.doc_prune} per view), {len(queries)} queries, "
+          f"OpenSearch {facts['opensearch']['version']}; client ms = request sent -> response parsed, "
+          f"excluding query encoding")
+    print(table)
+    print(f"\nquery encoding ({args.model}, {args.runtime}, batch 1): p50 {encoding['p50']} ms, "
+          f"p95 {encoding['p95']} ms, p99 {encoding['p99']} ms")
+
+    size_bytes = store_bytes(client, index)
+    if not args.keep_index:
+        drop(client, index)
+    record = {
+        **facts,
+        "settings": {**vars(args), "query_pruning": QUERY_PRUNING},
+        "corpus": {"documents": len(docs), "languages": CORPUS_LANGUAGES, "terms_per_doc_unpruned": full_terms,
+                   "terms_per_doc_indexed": indexed_terms,
+                   "encode_s": encode_s, "index_s": round(index_s, 1), "store_bytes": size_bytes},
+        "query_encoding_ms": encoding,
+        "results": records,
+        "table": table,
+    }
+    write_json("latency", record)
+    plot(records, concurrencies, len(docs))
+    return 0
+
+
+def plot(records: list[dict[str, Any]], concurrencies: list[int], n_docs: int) -> None:
+    plt = pyplot()
+    variants = list(dict.fromkeys(r["variant"] for r in records))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    c1 = min(concurrencies)
+    at_c1 = [next(r for r in records if r["variant"] == v and r["concurrency"] == c1) for v in variants]
+    x = range(len(variants))
+    for offset, key, colour in ((-0.2, "p50", "tab:blue"), (0.2, "p99", "tab:red")):
+        left.bar([i + offset for i in x], [r["client_ms"][key] for r in at_c1], width=0.4, label=key, color=colour)
+    left.set_xticks(list(x), variants, rotation=30, ha="right")
+    left.set_ylabel("ms per query (client side)")
+    left.set_title(f"Latency at concurrency {c1}, {n_docs:,} docs")
+    left.legend()
+    for v in variants:
+        rs = [r for r in records if r["variant"] == v]
+        right.plot([r["concurrency"] for r in rs], [r["qps"] for r in rs], marker="o", label=v)
+    right.set_xscale("log", base=2)
+    right.set_xticks(concurrencies, [str(c) for c in concurrencies])
+    right.set_xlabel("concurrent clients")
+    right.set_ylabel("queries per second")
+    right.set_title("Throughput")
+    right.legend(fontsize=8)
+    save_chart(fig, "latency")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

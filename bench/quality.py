@@ -1,0 +1,227 @@
+"""Quality against cost: nDCG@10 of every (document pruning, query pruning) pair against the average
+number of terms per document and against p50 query latency, with BM25 as the reference; one Pareto
+chart per evaluation set.
+
+    .venv/bin/python bench/quality.py --url http://127.0.0.1:9260
+    .venv/bin/python bench/quality.py --url http://127.0.0.1:9260 --max-queries 60   # a quick run
+
+Evaluation sets: the LibreOffice-help known-item sets of ``milco-os eval`` (test split) over the
+benchmark's seven languages: libreoffice-clir (non-English titles -> English pages) and libreoffice-mlir
+(titles in every language -> pages in mixed languages). Each configuration gets its own force-merged
+index (vectors not in ``_source``); queries run one at a time, so p50 is a single-client latency.
+Results: a table, ``results/bench/quality.json`` and ``quality-<dataset>.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from common import (
+    CORPUS_LANGUAGES,
+    Doc,
+    bench_client,
+    bulk_load,
+    drop,
+    encode_cached,
+    force_merge,
+    load_bench_encoder,
+    log,
+    machine,
+    mean_terms,
+    opensearch_facts,
+    prune_all,
+    pyplot,
+    run_queries,
+    save_chart,
+    store_bytes,
+    summary_ms,
+    text_table,
+    write_json,
+)
+from index_size import DOC_PRUNING
+from latency import QUERY_PRUNING
+
+DATASETS = ["libreoffice-clir", "libreoffice-mlir"]
+
+
+def mean_ndcg(ranked: list[list[str]], queries: list[dict[str, Any]], qrels: dict[str, dict[str, int]]) -> float:
+    from milco_os.evaluation.metrics import ndcg_at_k
+
+    scores = [ndcg_at_k(r, qrels[q["id"]], 10) for r, q in zip(ranked, queries, strict=True)]
+    return sum(scores) / max(len(scores), 1)
+
+
+def bm25_point(client: Any, evalset: Any, langs: list[str]) -> dict[str, Any]:
+    import json
+
+    from milco_os.evaluation.systems import (
+        bm25_document,
+        bm25_index_body,
+        bm25_query_body,
+        resolve_analyzers,
+        unavailable_analyzers,
+    )
+
+    doc_langs = sorted({d["lang"] for d in evalset.corpus})
+    analyzers, _ = resolve_analyzers(
+        doc_langs, unavailable_analyzers(client, [a for a in resolve_analyzers(doc_langs)[0].values()])
+    )
+    index = "bench-quality-bm25"
+    drop(client, index)
+    client.indices.create(index=index, body=bm25_index_body(analyzers))
+    docs = [Doc(str(d["id"]), d["text"], d["lang"]) for d in evalset.corpus]
+    bulk_load(client, index, docs, None, source_fields=lambda d: bm25_document(vars(d)), label="bm25")
+    force_merge(client, index)
+    bodies = [json.dumps({**bm25_query_body(q["text"], doc_langs, size=10), "track_total_hits": False},
+                         ensure_ascii=False) for q in evalset.queries]
+    run_queries(client, index, bodies, 1)  # warm-up
+    res = run_queries(client, index, bodies, 1)
+    size = store_bytes(client, index)
+    drop(client, index)
+    return {"system": "bm25", "doc_pruning": None, "query_pruning": None, "doc_terms": None,
+            "ndcg@10": mean_ndcg(res.ranked, evalset.queries, evalset.qrels), "latency_ms": summary_ms(res.client_ms),
+            "store_bytes": size}
+
+
+def milco_points(
+    client: Any, evalset: Any, encoder: Any, runtime: str, cache_dir: Path, doc_levels: list[str], label: str
+) -> list[dict[str, Any]]:
+    import json
+
+    from milco_os.opensearch.indices import create_index
+    from milco_os.opensearch.query import search_body
+    from milco_os.opensearch.search import prune_query
+    from milco_os.pruning import Prune, PruningConfig
+
+    docs = [Doc(str(d["id"]), d["text"], d["lang"]) for d in evalset.corpus]
+    encoded, _ = encode_cached(encoder, runtime, [d.text for d in docs], cache_dir, label)
+    queries = encoder.encode_queries([q["text"] for q in evalset.queries])
+    index = "bench-quality-milco"
+    points = []
+    for level in doc_levels:
+        pruned = prune_all(encoded, level)
+        drop(client, index)
+        create_index(client, index, encoder.info, text_fields=["text"], bm25=False, replicas=0,
+                     vectors_in_source=False, doc_pruning=PruningConfig(pivot=level, echo=level))
+        bulk_load(client, index, docs, pruned, source_fields=lambda d: {"text": d.text}, label=f"docs {level}")
+        force_merge(client, index)
+        for rule in QUERY_PRUNING:
+            qs = [prune_query(q, Prune.parse(rule), Prune.parse(rule)) for q in queries]
+            bodies = [json.dumps({**search_body(q, pivot_field="milco_pivot", echo_field="milco_echo", size=10),
+                                  "_source": False}) for q in qs]
+            run_queries(client, index, bodies, 1)  # warm-up
+            res = run_queries(client, index, bodies, 1)
+            point = {"system": "milco", "doc_pruning": level, "query_pruning": rule, "doc_terms": mean_terms(pruned),
+                     "query_terms": mean_terms(qs), "ndcg@10": mean_ndcg(res.ranked, evalset.queries, evalset.qrels),
+                     "latency_ms": summary_ms(res.client_ms)}
+            points.append(point)
+            log(f"docs {level:<9} queries {rule:<9} nDCG@10 {point['ndcg@10']:.3f}  "
+                f"p50 {point['latency_ms']['p50']:.1f} ms")
+    drop(client, index)
+    return points
+
+
+def pareto(points: list[dict[str, Any]], cost: str) -> list[dict[str, Any]]:
+    """Points no other point beats on both cost (lower) and nDCG@10 (higher), cheapest first."""
+    ordered = sorted(points, key=lambda p: (cost_of(p, cost), -p["ndcg@10"]))
+    front, best = [], -1.0
+    for p in ordered:
+        if p["ndcg@10"] > best:
+            front.append(p)
+            best = p["ndcg@10"]
+    return front
+
+
+def cost_of(point: dict[str, Any], cost: str) -> float:
+    return point["doc_terms"]["total"] if cost == "doc_terms" else point["latency_ms"]["p50"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default=os.environ.get("MILCO_OS_OPENSEARCH_URL", "http://127.0.0.1:9260"))
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--split", default="test", choices=["dev", "test"])
+    parser.add_argument("--max-queries", type=int, default=300, help="judged queries per set (all languages)")
+    parser.add_argument("--model", default="milco-mini")
+    parser.add_argument("--runtime", default="onnx", choices=["torch", "onnx", "onnx-int8"])
+    parser.add_argument("--doc-levels", default=",".join([*DOC_PRUNING, "top_k:40"]))
+    parser.add_argument("--cache-dir", type=Path, default=None, help="milco-os cache (default: the usual one)")
+    args = parser.parse_args(argv)
+
+    from milco_os.evaluation.runner import judged_queries, load_eval_set
+    from milco_os.settings import get_settings
+
+    cache_dir = args.cache_dir or get_settings().cache_dir
+    client = bench_client(args.url)
+    facts = {"machine": machine(), "opensearch": opensearch_facts(client)}
+    encoder = load_bench_encoder(args.model, cache_dir, args.runtime, batch_size=4)
+    doc_levels = args.doc_levels.split(",")
+    record: dict[str, Any] = {**facts, "settings": {**vars(args), "query_pruning": QUERY_PRUNING}, "datasets": {}}
+    for dataset in args.datasets.split(","):
+        full, langs = load_eval_set(dataset, args.split, CORPUS_LANGUAGES, cache_dir)
+        evalset, _ = judged_queries(full, args.max_queries)
+        log(f"{dataset}: {len(evalset.corpus)} documents, {len(evalset.queries)} queries")
+        points = [bm25_point(client, evalset, langs)]
+        points += milco_points(client, evalset, encoder, args.runtime, cache_dir, doc_levels, f"{dataset}-{args.split}")
+        record["datasets"][dataset] = {"documents": len(evalset.corpus), "queries": len(evalset.queries),
+                                       "points": points}
+        plot(dataset, points)
+
+    tables = []
+    for dataset, data in record["datasets"].items():
+        points = data["points"]
+        full_ndcg = {p["doc_pruning"]: p["ndcg@10"] for p in points if p["query_pruning"] == "none"}
+        rows = []
+        for p in points:
+            ref = full_ndcg.get(p["doc_pruning"])
+            p["vs_full_query"] = round(p["ndcg@10"] / ref - 1, 4) if ref else None
+            change = f"{100 * p['vs_full_query']:+.1f}%" if p["vs_full_query"] is not None else None
+            rows.append([p["system"], p["doc_pruning"] or "-", p["query_pruning"] or "-",
+                         (p["doc_terms"] or {}).get("total"), (p.get("query_terms") or {}).get("total"),
+                         round(p["ndcg@10"], 3), change, p["latency_ms"]["p50"], p["latency_ms"]["p99"]])
+        table = text_table(["system", "doc pruning", "query pruning", "doc terms", "query terms", "nDCG@10",
+                            "vs full query", "p50 ms", "p99 ms"], rows)
+        print(f"\n{dataset} ({args.split}): {data['documents']} documents, {data['queries']} queries")
+        print(table)
+        tables.append(table)
+    record["tables"] = tables
+    write_json("quality", record)
+    return 0
+
+
+def plot(dataset: str, points: list[dict[str, Any]]) -> None:
+    plt = pyplot()
+    bm25 = points[0]
+    milco = points[1:]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    rules = list(dict.fromkeys(p["query_pruning"] for p in milco))
+    markers = dict(zip(rules, "os^vDP*X", strict=False))
+    for ax, cost, xlabel in ((axes[0], "doc_terms", "average terms per document (pivot + echo)"),
+                             (axes[1], "latency", "p50 query latency, ms (one client)")):
+        for rule in rules:
+            ps = [p for p in milco if p["query_pruning"] == rule]
+            ax.scatter([cost_of(p, cost) for p in ps], [p["ndcg@10"] for p in ps], marker=markers[rule],
+                       label=f"query {rule}", alpha=0.8)
+        front = pareto(milco, cost)
+        ax.plot([cost_of(p, cost) for p in front], [p["ndcg@10"] for p in front], color="black", linewidth=1,
+                label="Pareto front")
+        for p in front:
+            ax.annotate(f"d {p['doc_pruning']} / q {p['query_pruning']}", (cost_of(p, cost), p["ndcg@10"]),
+                        fontsize=7, xytext=(4, -9), textcoords="offset points")
+        ax.axhline(bm25["ndcg@10"], color="grey", linestyle="--", label="BM25")
+        if cost == "latency":
+            ax.axvline(bm25["latency_ms"]["p50"], color="grey", linestyle=":", label="BM25 p50")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("nDCG@10")
+        ax.legend(fontsize=7)
+    axes[0].set_xscale("log")
+    fig.suptitle(f"{dataset}: quality against cost (milco-mini, each point a document x query pruning pair)")
+    save_chart(fig, f"quality-{dataset}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

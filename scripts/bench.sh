@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The benchmark command (`make bench`; not part of the tests): starts its own OpenSearch node on
+# BENCH_PORT, runs every bench/ script against it, stops the node on exit. Results: results/bench/.
+#   scripts/bench.sh           # the full run: a 100k-paragraph corpus (about 40 minutes on 2 cores)
+#   scripts/bench.sh --quick   # a smoke run on small samples (a few minutes)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+PORT=${BENCH_PORT:-9260}
+URL="http://127.0.0.1:$PORT"
+MODEL=${BENCH_MODEL:-milco-mini}
+
+if [ "${1:-}" = "--quick" ]; then
+  DOCS=${BENCH_DOCS:-5000}; SIZE_DOCS=5000; QUERIES=50; PAGES=64; EVAL_QUERIES=50
+  ENCODE=(--batch-sizes 1,8 --queries 32 --documents 8 --min-seconds 1)
+else
+  DOCS=${BENCH_DOCS:-100000}; SIZE_DOCS=20000; QUERIES=200; PAGES=300; EVAL_QUERIES=300
+  ENCODE=(--batch-sizes 1,8,32 --queries 128 --documents 32)
+fi
+
+$BIN/milco-os models fetch
+$BIN/milco-os cluster up --port "$PORT"
+trap '$BIN/milco-os cluster down --port "$PORT"' EXIT
+started=$(date +%s)
+step() { echo; echo "=== $* ($(( ($(date +%s) - started) / 60 )) min so far)"; }
+
+step "1/5 encoding throughput and memory"
+$BIN/python bench/encode.py --model "$MODEL" "${ENCODE[@]}"
+step "2/5 query latency"
+$BIN/python bench/latency.py --url "$URL" --model "$MODEL" --docs "$DOCS" --queries "$QUERIES"
+step "3/5 index size"
+$BIN/python bench/index_size.py --url "$URL" --model "$MODEL" --corpus-docs "$DOCS" --docs "$SIZE_DOCS"
+step "4/5 ingest and reindex throughput"
+$BIN/python bench/throughput.py --url "$URL" --model "$MODEL" --docs "$PAGES"
+step "5/5 quality against cost"
+$BIN/python bench/quality.py --url "$URL" --model "$MODEL" --max-queries "$EVAL_QUERIES"
+step "done: results in results/bench/"

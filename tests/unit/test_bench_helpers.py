@@ -1,0 +1,88 @@
+"""The benchmark scripts' pure parts: percentiles, the corpus sampler, the encodings cache format,
+request bodies per latency variant, and the Pareto front of the quality chart."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import common  # noqa: E402
+import latency  # noqa: E402
+import quality  # noqa: E402
+
+from milco_os.datasets.libreoffice import Page  # noqa: E402
+from milco_os.types import Encoded, SparseVector, Vocab  # noqa: E402
+
+VOCAB = Vocab("test", tuple(f"t{i}" for i in range(100)))
+
+
+def vec(weights: dict[int, float]) -> SparseVector:
+    return SparseVector(np.array(list(weights), dtype=np.int64), np.array(list(weights.values()), np.float32), VOCAB)
+
+
+def test_nearest_rank_percentiles() -> None:
+    values = [float(v) for v in range(100, 0, -1)]  # 1..100, unsorted
+    assert common.percentile(values, 50) == 50
+    assert common.percentile(values, 99) == 99
+    assert common.percentile(values, 100) == 100
+    assert common.percentile([7.0], 99) == 7
+    summary = common.summary_ms(values)
+    assert summary["p50"] <= summary["p95"] <= summary["p99"]
+    with pytest.raises(ValueError, match="empty"):
+        common.percentile([], 50)
+
+
+def test_paragraph_corpus_is_distinct_round_robin_and_deterministic() -> None:
+    long = "a paragraph long enough to count"
+    pages = {
+        "de": {"a.html": Page("a.html", "de", "T", {"p1": long + " de1", "p2": long + " de1", "p3": "short"}),
+               "b.html": Page("b.html", "de", "T", {"p1": long + " de2"})},
+        "fr": {"a.html": Page("a.html", "fr", "T", {"p1": long + " fr1", "p2": long + " fr2"})},
+    }
+    docs = common.paragraph_corpus(pages, 4)
+    assert len({d.text for d in docs}) == 4  # duplicates and short labels left out
+    assert [d.lang for d in docs] == ["de", "fr", "de", "fr"]
+    assert docs == common.paragraph_corpus(pages, 4)
+    assert all(d.id.startswith(f"{d.lang}:") and "#" in d.id for d in docs)
+    with pytest.raises(SystemExit, match="only 4 distinct paragraphs"):
+        common.paragraph_corpus(pages, 5)
+
+
+def test_encodings_survive_the_cache_format() -> None:
+    encoded = [Encoded(vec({3: 0.5, 7: 1.25}), vec({1: 2.0})), Encoded(vec({}), vec({}))]
+    encoder = SimpleNamespace(info=SimpleNamespace(pivot_vocab=VOCAB, echo_vocab=VOCAB))
+    back = common.unpack(common.pack(encoded), encoder)
+    assert [e.pivot.to_terms() for e in back] == [e.pivot.to_terms() for e in encoded]
+    assert [e.echo.to_terms() for e in back] == [e.echo.to_terms() for e in encoded]
+    assert common.mean_terms(encoded) == {"pivot": 1.0, "echo": 0.5, "total": 1.5}
+
+
+def test_latency_variants_build_the_intended_requests() -> None:
+    weights = {i: float(i + 1) for i in range(40)}
+    query = Encoded(vec(weights), vec({1: 1.0, 2: 0.2}))
+    bodies, terms = latency.variant_bodies([common.Doc("q0", "some words", "en-us")], [query], size=10)
+    parsed = {name: json.loads(b[0]) for name, b in bodies.items()}
+    assert parsed["bm25 match"]["query"] == {"match": {"text": "some words"}}
+    assert all(body["_source"] is False and body["size"] == 10 for body in parsed.values())
+    assert len(parsed["milco full"]["query"]["bool"]["should"]) == 42
+    assert len(parsed["milco q-top_k:8"]["query"]["bool"]["should"]) == 8 + 2
+    assert terms["milco q-top_k:8"] == {"pivot": 8.0, "echo": 2.0, "total": 10.0}
+    assert "rescore" in parsed["milco two-phase"] and "rescore" not in parsed["milco full"]
+    hybrid_clauses = parsed["milco hybrid"]["query"]["bool"]["should"]
+    assert {"multi_match": {"query": "some words", "fields": ["text"], "boost": 1.0}} in hybrid_clauses
+
+
+def test_pareto_front_keeps_only_undominated_points() -> None:
+    def point(terms: float, ms: float, ndcg: float) -> dict:
+        return {"doc_terms": {"total": terms}, "latency_ms": {"p50": ms}, "ndcg@10": ndcg}
+
+    a, b, c, d = point(10, 5, 0.30), point(20, 1, 0.35), point(30, 2, 0.32), point(40, 3, 0.40)
+    assert quality.pareto([d, c, b, a], "doc_terms") == [a, b, d]
+    assert quality.pareto([d, c, b, a], "latency") == [b, d]
