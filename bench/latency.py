@@ -52,14 +52,41 @@ from common import (
 QUERY_PRUNING = ["none", "top_k:8", "top_k:16", "top_k:32", "mass:0.5"]
 
 
+def pruned_queries(encoded: list[Any]) -> dict[str, list[Any]]:
+    """The milco-os query variants that differ in their terms: the full expansion and each pruning."""
+    from milco_os.opensearch.search import prune_query
+    from milco_os.pruning import Prune
+
+    return {
+        "milco full" if rule == "none" else f"milco q-{rule}": [
+            prune_query(e, Prune.parse(rule), Prune.parse(rule)) for e in encoded
+        ]
+        for rule in QUERY_PRUNING
+    }
+
+
+def document_frequencies(encoded: list[Any], pivot_size: int, echo_size: int) -> tuple[Any, Any]:
+    """How many indexed documents hold each term (the posting list lengths), per view."""
+    import numpy as np
+
+    def df(ids: list[Any], size: int) -> Any:
+        return np.bincount(np.concatenate([*ids, np.zeros(0, np.int64)]).astype(np.int64), minlength=size)
+
+    return df([e.pivot.ids for e in encoded], pivot_size), df([e.echo.ids for e in encoded], echo_size)
+
+
+def mean_postings(queries: list[Any], pivot_df: Any, echo_df: Any) -> float:
+    """Average number of postings a query's terms point at: the work before any skipping."""
+    total = sum(int(pivot_df[q.pivot.ids].sum()) + int(echo_df[q.echo.ids].sum()) for q in queries)
+    return total / max(len(queries), 1)
+
+
 def variant_bodies(
     queries: list[Any], encoded: list[Any], *, size: int
 ) -> tuple[dict[str, list[str]], dict[str, dict[str, float]]]:
     """Every variant's request bodies (serialised once, so the client spends no time on them while
     timed) and the mean number of query terms per view."""
     from milco_os.opensearch.query import Hybrid, TwoPhase, search_body
-    from milco_os.opensearch.search import prune_query
-    from milco_os.pruning import Prune
 
     def dump(body: dict[str, Any]) -> str:
         body["_source"] = False
@@ -72,9 +99,7 @@ def variant_bodies(
         ]
     }
     terms: dict[str, dict[str, float]] = {"bm25 match": {}}
-    for rule in QUERY_PRUNING:
-        name = "milco full" if rule == "none" else f"milco q-{rule}"
-        pruned = [prune_query(e, Prune.parse(rule), Prune.parse(rule)) for e in encoded]
+    for name, pruned in pruned_queries(encoded).items():
         bodies[name] = [dump(search_body(e, **fields)) for e in pruned]
         terms[name] = mean_terms(pruned)
     bodies["milco two-phase"] = [dump(search_body(e, two_phase=TwoPhase(), **fields)) for e in encoded]
@@ -134,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     full_terms = mean_terms(encoded)
     encoded = prune_all(encoded, args.doc_prune)
     indexed_terms = mean_terms(encoded)
+    info = encoder.info
+    pivot_df, echo_df = document_frequencies(encoded, len(info.pivot_vocab), len(info.echo_vocab or info.pivot_vocab))
     log(f"corpus: {len(docs)} paragraphs; terms/doc {full_terms} before and {indexed_terms} after {args.doc_prune}")
 
     index = "bench-latency"
@@ -146,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
 
     q_encoded, q_encode_ms = time_query_encoding(encoder, [q.text for q in queries])
     bodies, q_terms = variant_bodies(queries, q_encoded, size=args.size)
+    postings = {name: mean_postings(qs, pivot_df, echo_df) for name, qs in pruned_queries(q_encoded).items()}
+    for name in ("milco two-phase", "milco hybrid"):
+        postings[name] = postings["milco full"]
     log("warm-up: every variant once")
     for variant in bodies.values():
         run_queries(client, index, variant, 4)
@@ -173,15 +203,17 @@ def main(argv: list[str] | None = None) -> int:
             record = {
                 "variant": name, "concurrency": c, "client_ms": client_ms, "opensearch_took_ms": took_ms,
                 "qps": round(res.qps, 1), "query_terms": q_terms[name],
+                "postings_per_query": round(postings[name]) if name in postings else None,
                 "p50_vs_bm25": round(client_ms["p50"] / bm25_p50[c], 2) if bm25_p50[c] else None,
                 "p99_vs_full": round(client_ms["p99"] / full_p99[c], 2) if full_p99[c] else None,
                 "top10_overlap_with_full": round(top10, 3), "identical_top10_with_full": round(same_top10, 3),
             }
             records.append(record)
-            rows.append([name, c, q_terms[name].get("total"), client_ms["p50"], client_ms["p95"], client_ms["p99"],
+            rows.append([name, c, q_terms[name].get("total"), record["postings_per_query"], client_ms["p50"],
+                         client_ms["p95"], client_ms["p99"],
                          took_ms["p50"], record["qps"], record["p50_vs_bm25"], record["p99_vs_full"],
                          record["top10_overlap_with_full"], record["identical_top10_with_full"]])
-    headers = ["variant", "conc", "q terms", "p50 ms", "p95 ms", "p99 ms", "took p50", "QPS", "p50/BM25",
+    headers = ["variant", "conc", "q terms", "postings", "p50 ms", "p95 ms", "p99 ms", "took p50", "QPS", "p50/BM25",
                "p99/full", "top10 ovl", "same top10"]
     table = text_table(headers, rows)
     encoding = summary_ms(q_encode_ms)

@@ -208,10 +208,18 @@ def plot(dataset: str, points: list[dict[str, Any]]) -> None:
                        label=f"query {rule}", alpha=0.8)
         front = pareto(milco, cost)
         ax.plot([cost_of(p, cost) for p in front], [p["ndcg@10"] for p in front], color="black", linewidth=1,
-                label="Pareto front")
-        for p in front:
-            ax.annotate(f"d {p['doc_pruning']} / q {p['query_pruning']}", (cost_of(p, cost), p["ndcg@10"]),
-                        fontsize=7, xytext=(4, -9), textcoords="offset points")
+                label="Pareto front (labels: d = document, q = query pruning)")
+        xs, ys = [cost_of(p, cost) for p in milco], [p["ndcg@10"] for p in milco]
+        labelled: list[tuple[float, float]] = []
+        for p in reversed(front):  # best first; skip labels that would overlap one already drawn
+            x, y = cost_of(p, cost), p["ndcg@10"]
+            near = any(abs(y - ly) < 0.04 * (max(ys) - min(ys) or 1) and
+                       abs(x - lx) < (0.25 * lx if cost == "doc_terms" else 0.08 * (max(xs) - min(xs) or 1))
+                       for lx, ly in labelled)
+            if not near:
+                ax.annotate(f"d {p['doc_pruning']} / q {p['query_pruning']}", (x, y), fontsize=7, xytext=(4, -9),
+                            textcoords="offset points")
+                labelled.append((x, y))
         ax.axhline(bm25["ndcg@10"], color="grey", linestyle="--", label="BM25")
         if cost == "latency":
             ax.axvline(bm25["latency_ms"]["p50"], color="grey", linestyle=":", label="BM25 p50")
@@ -219,6 +227,8 @@ def plot(dataset: str, points: list[dict[str, Any]]) -> None:
         ax.set_ylabel("nDCG@10")
         ax.legend(fontsize=7)
     axes[0].set_xscale("log")
+    axes[0].xaxis.set_minor_formatter(plt.NullFormatter())
+    axes[0].xaxis.set_major_formatter(plt.ScalarFormatter())
     fig.suptitle(f"{dataset}: quality against cost (milco-mini, each point a document x query pruning pair)")
     save_chart(fig, f"quality-{dataset}")
 

@@ -1,0 +1,216 @@
+"""Write the measured sections of BENCHMARKS.md from ``results/bench/*.json`` and copy the charts to
+``docs/bench/``, so the document shows exactly what the last run printed.
+
+    .venv/bin/python bench/report.py            # update BENCHMARKS.md in place
+    .venv/bin/python bench/report.py --print    # print the sections instead
+
+Each generated section sits between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->``; the prose
+around them is written by people and left alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results" / "bench"
+DOC = ROOT / "BENCHMARKS.md"
+CHARTS = ROOT / "docs" / "bench"
+CHART_FILES = ["encode.png", "latency.png", "index_size.png", "throughput.png", "quality-libreoffice-clir.png",
+               "quality-libreoffice-mlir.png"]
+
+
+def load(name: str) -> dict[str, Any]:
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        raise SystemExit(f"{path}: missing; run `make bench` (or the bench/{name}.py script) first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:#.3g}" if abs(v) < 100 else f"{v:,.0f}"
+        return str(v)
+
+    align = ["---:" if all(isinstance(r[i], (int, float)) or r[i] is None for r in rows) else "---"
+             for i in range(len(headers))]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:+.1f}%"
+
+
+# ------------------------------------------------------------------------------------------ sections
+def machine_section() -> str:
+    m = load("latency")["machine"]
+    os_facts = load("latency")["opensearch"]
+    return (f"{m['logical_cores']} logical CPUs ({m['cpu']}), {m['memory_gb']} GiB RAM, "
+            f"{'GPU ' + m['gpu'] if m['gpu'] else 'no GPU'}; Python {m['python']}, torch {m['torch']}, "
+            f"onnxruntime {m['onnxruntime']}; OpenSearch {os_facts['version']} (one node, heap "
+            f"{os_facts['heap_max_mb'][0]} MB) on the same machine as the benchmark client.")
+
+
+def encode_section() -> str:
+    r = load("encode")
+    rows = [[x["kind"], x["batch_size"], x["runtime"], round(x["texts_per_s"], 1), x["speedup"], x["peak_rss_mb"],
+             x["top10_overlap"]] for x in r["results"]]
+    t = r["texts"]
+    head = (f"{r['model']}: {t['queries']} queries of {t['mean_tokens']['queries']} tokens, {t['documents']} "
+            f"documents of {t['mean_tokens']['documents']} tokens on average.\n\n")
+    return head + md_table(["texts", "batch", "runtime", "texts/s", "× torch fp32", "peak RSS MB",
+                            "top-10 overlap"], rows)
+
+
+def latency_section() -> str:
+    r = load("latency")
+    c = r["corpus"]
+    rows = [[x["variant"], x["concurrency"], x["query_terms"].get("total"), x.get("postings_per_query"),
+             x["client_ms"]["p50"],
+             x["client_ms"]["p95"], x["client_ms"]["p99"], x["opensearch_took_ms"]["p50"], x["qps"],
+             x["p50_vs_bm25"], x["p99_vs_full"], x["top10_overlap_with_full"], x["identical_top10_with_full"]]
+            for x in sorted(r["results"], key=lambda x: x["concurrency"])]
+    enc = r["query_encoding_ms"]
+    s = r["settings"]
+    head = (f"{c['documents']:,} paragraphs in {len(c['languages'])} languages; document pruning "
+            f"`{s['doc_prune']}` per view ({c['terms_per_doc_indexed']['total']} terms/doc indexed, "
+            f"{c['terms_per_doc_unpruned']['total']} before pruning); {s['queries']} title queries; index "
+            f"{c['store_bytes'] / 2**20:.0f} MiB after force-merge. Milliseconds are client-side (request sent "
+            f"to response parsed) and exclude query encoding; \"took\" is OpenSearch's own time; \"postings / query\" "
+            f"is how many (document, term) entries the query's terms point at, the work before any skipping.\n\n")
+    tail = (f"\n\nQuery encoding, measured separately ({s['model']}, {s['runtime']}, one query at a time): "
+            f"p50 {enc['p50']} ms, p95 {enc['p95']} ms, p99 {enc['p99']} ms.")
+    return head + md_table(["variant", "clients", "query terms", "postings / query", "p50 ms", "p95 ms", "p99 ms",
+                            "took p50 ms", "QPS",
+                            "p50 / BM25", "p99 / full", "top-10 overlap with full", "identical top-10"],
+                           rows) + tail
+
+
+def index_size_section() -> str:
+    r = load("index_size")
+    rows = []
+    for x in r["results"]:
+        terms = x["terms_per_doc"] or {}
+        in_source = x["vectors_in_source"]
+        rows.append([x["level"], "-" if in_source is None else ("yes" if in_source else "no"), terms.get("total"),
+                     terms.get("pivot"), terms.get("echo"), round(x["bytes"] / 2**20, 2),
+                     round(x["bytes"] / r["documents"]), x["vs_bm25"]])
+    head = f"{r['documents']:,} paragraphs (the first of the latency corpus), one shard, force-merged.\n\n"
+    return head + md_table(["document pruning", "vectors in _source", "terms/doc", "pivot", "echo", "MiB",
+                            "bytes/doc", "× BM25 only"], rows)
+
+
+def throughput_section() -> str:
+    r = load("throughput")
+    rows = [[k, round(v, 1), round(r["docs_per_s"][k], 1), round(r["docs_per_s"][k] / r["encode_only_docs_per_s"], 2)]
+            for k, v in r["seconds"].items()]
+    serial = r["serial_estimate_docs_per_s"]
+    rows.append(["serial estimate (encode, then write)", None, round(serial, 1),
+                 round(serial / r["encode_only_docs_per_s"], 2)])
+    s = r["settings"]
+    head = (f"{r['documents']} help pages (~150 tokens), {s['model']} ({s['runtime']}), encode batch "
+            f"{s['encode_batch']}, bulk requests of up to {s['bulk_docs']} documents, document pruning "
+            f"`{s['doc_prune']}`. \"× encoding only\" divides by the mean of the two encoding-only runs.\n\n")
+    return head + md_table(["phase", "seconds", "docs/s", "× encoding only"], rows)
+
+
+def quality_section() -> str:
+    r = load("quality")
+    parts = []
+    for dataset, data in r["datasets"].items():
+        rows = [[p["system"], p["doc_pruning"] or "-", p["query_pruning"] or "-",
+                 (p["doc_terms"] or {}).get("total"), (p.get("query_terms") or {}).get("total"),
+                 round(p["ndcg@10"], 3), pct(p["vs_full_query"]) if p.get("vs_full_query") is not None else "-",
+                 p["latency_ms"]["p50"], p["latency_ms"]["p99"]] for p in data["points"]]
+        parts.append(f"**{dataset}** (test split, {data['documents']:,} documents, {data['queries']} queries)\n\n"
+                     + md_table(["system", "document pruning", "query pruning", "doc terms", "query terms",
+                                 "nDCG@10", "vs full query", "p50 ms", "p99 ms"], rows))
+    return "\n\n".join(parts)
+
+
+def targets_section() -> str:
+    lat, enc, size, thr, qual = (load(n) for n in ("latency", "encode", "index_size", "throughput", "quality"))
+    rows = []
+    c1 = min(x["concurrency"] for x in lat["results"])
+    at = {x["variant"]: x for x in lat["results"] if x["concurrency"] == c1}
+    doc_level = lat["settings"]["doc_prune"]
+    for variant, x in at.items():
+        if not variant.startswith("milco q-"):
+            continue
+        rule = variant.removeprefix("milco q-")
+        changes = []
+        for dataset, data in qual["datasets"].items():
+            point = next((p for p in data["points"] if p["doc_pruning"] == doc_level and p["query_pruning"] == rule),
+                         None)
+            if point is not None:
+                changes.append((dataset.removeprefix("libreoffice-"), point["vs_full_query"]))
+        ok = x["p50_vs_bm25"] <= 2 and all(ch >= -0.02 for _, ch in changes)
+        rows.append([f"query-pruned `{rule}`: p50 ≤ 2× BM25, nDCG@10 within 2% of full",
+                     f"{x['p50_vs_bm25']}× BM25; nDCG " + ", ".join(f"{d} {pct(ch)}" for d, ch in changes),
+                     "met" if ok else "missed"])
+    tp = [x for x in lat["results"] if x["variant"] == "milco two-phase"]
+    for x in tp:
+        ok = x["p99_vs_full"] <= 0.5 and x["identical_top10_with_full"] == 1
+        rows.append([f"two-phase at {x['concurrency']} client(s): p99 ≤ ½ full, identical top-10",
+                     f"p99 {x['p99_vs_full']}× full; identical top-10 for "
+                     f"{100 * x['identical_top10_with_full']:.1f}% of queries", "met" if ok else "missed"])
+    for x in enc["results"]:
+        if x["runtime"] == "ort-int8":
+            ok = (x["speedup"] or 0) >= 2
+            rows.append([f"ORT int8 ≥ 2× torch fp32 ({x['kind']}, batch {x['batch_size']})",
+                         f"{x['speedup']:.2f}×, top-10 overlap {x['top10_overlap']:.2f}", "met" if ok else "missed"])
+    ratio = thr["ratios"]["reindex"]
+    rows.append(["reindex ≥ 85% of encoding-only throughput", f"{100 * ratio:.0f}%",
+                 "met" if ratio >= 0.85 else "missed"])
+    for x in size["results"]:
+        terms = (x["terms_per_doc"] or {}).get("total")
+        if x["level"].startswith("mass") and x["vectors_in_source"] is False and terms is not None and terms <= 40:
+            rows.append([f"pruned index `{x['level']}` ({terms} terms/doc, vectors not in _source) ≤ 1.5× BM25 only",
+                         f"{x['vs_bm25']}×", "met" if x["vs_bm25"] <= 1.5 else "missed"])
+    return md_table(["target", "measured", ""], rows)
+
+
+SECTIONS: dict[str, Callable[[], str]] = {
+    "machine": machine_section, "encode": encode_section, "latency": latency_section,
+    "index_size": index_size_section, "throughput": throughput_section, "quality": quality_section,
+    "targets": targets_section,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--print", action="store_true", help="print the sections, change nothing")
+    args = parser.parse_args(argv)
+    sections = {name: build() for name, build in SECTIONS.items()}
+    if args.print:
+        for name, text in sections.items():
+            print(f"<!-- bench:{name} -->\n{text}\n<!-- /bench:{name} -->\n")
+        return 0
+    doc = DOC.read_text(encoding="utf-8")
+    for name, text in sections.items():
+        pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(<!-- /bench:{name} -->)", re.S)
+        if not pattern.search(doc):
+            raise SystemExit(f"{DOC.name}: no <!-- bench:{name} --> ... <!-- /bench:{name} --> section")
+        doc = pattern.sub(lambda m, text=text: m.group(1) + text + "\n" + m.group(2), doc)
+    DOC.write_text(doc, encoding="utf-8")
+    CHARTS.mkdir(parents=True, exist_ok=True)
+    for chart in CHART_FILES:
+        shutil.copyfile(RESULTS / chart, CHARTS / chart)
+    print(f"updated {DOC.name} and {CHARTS.relative_to(ROOT)}/", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
