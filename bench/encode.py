@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import resource
 import subprocess
@@ -24,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from common import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "milco_os" / "data"
@@ -143,28 +144,6 @@ def run_child(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- parent
-def machine() -> dict[str, Any]:
-    import onnxruntime
-    import psutil
-    import torch
-
-    model_name = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model_name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": model_name, "logical_cores": os.cpu_count(), "physical_cores": psutil.cpu_count(logical=False),
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "loadavg_start": os.getloadavg(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-        "torch_threads": torch.get_num_threads(),
-    }
-
-
 def prepare_onnx(encoder: Any, onnx_dir: Path, variants: set[str], reuse: bool) -> None:
     from milco_os.runtime.export import VARIANT_FILES, export_onnx, read_manifest
 
