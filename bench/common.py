@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from milco_os.opensearch.mapping import ECHO_FIELD, PIVOT_FIELD
 from milco_os.types import Encoded, SparseVector
 
 if TYPE_CHECKING:
@@ -273,20 +274,21 @@ def bulk_load(
     docs: Sequence[Doc],
     encoded: Sequence[Encoded] | None,
     *,
-    pivot_field: str = "milco_pivot",
-    echo_field: str = "milco_echo",
+    pivot_field: str = PIVOT_FIELD,
+    echo_field: str = ECHO_FIELD,
     source_fields: Callable[[Doc], dict[str, Any]] | None = None,
     chunk: int = 1000,
     label: str = "",
 ) -> float:
-    """Write documents (with their precomputed vectors, when given) and refresh; returns seconds.
+    """Write documents (``{"text": ...}`` unless ``source_fields`` says otherwise, plus their precomputed
+    vectors when given) and refresh; returns seconds.
 
     Any failed item stops the benchmark: a benchmark of a partial index would be meaningless."""
     from tqdm import tqdm
 
     from milco_os.opensearch.documents import document_source
 
-    fields = source_fields or (lambda d: {"text": d.text, "lang": d.lang})
+    fields = source_fields or (lambda d: {"text": d.text})
     start = time.perf_counter()
     with tqdm(total=len(docs), desc=f"indexing {label or index}", unit="doc", file=sys.stderr) as bar:
         for i in range(0, len(docs), chunk):

@@ -20,7 +20,6 @@ from typing import Any
 
 from common import (
     CORPUS_LANGUAGES,
-    Doc,
     bench_client,
     bulk_load,
     drop,
@@ -40,11 +39,6 @@ from common import (
     text_table,
     write_json,
 )
-
-
-def text_only(doc: Doc) -> dict[str, Any]:
-    return {"text": doc.text}
-
 
 DOC_PRUNING = ["none", "mass:0.5", "mass:0.8", "mass:0.9", "top_k:64", "top_k:32"]
 
@@ -79,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"index": {"number_of_shards": 1, "number_of_replicas": 0}},
         "mappings": {"properties": {"text": {"type": "text"}}},
     })
-    bulk_load(client, index, docs, None, source_fields=text_only, label="bm25 only")
+    bulk_load(client, index, docs, None, label="bm25 only")
     force_merge(client, index)
     bm25_bytes = store_bytes(client, index)
     drop(client, index)
@@ -94,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             label = f"{level} {'with' if in_source else 'without'} vectors in _source"
             # Two halves, two segments: the final merge then rewrites (and drops _recovery_source).
             half = len(docs) // 2
-            bulk_load(client, index, docs[:half], pruned[:half], source_fields=text_only, label=label)
-            bulk_load(client, index, docs[half:], pruned[half:], source_fields=text_only, label=label)
+            bulk_load(client, index, docs[:half], pruned[:half], label=label)
+            bulk_load(client, index, docs[half:], pruned[half:], label=label)
             force_merge(client, index, source_filtered=not in_source)
             size = store_bytes(client, index)
             drop(client, index)

@@ -53,16 +53,28 @@ QUERY_PRUNING = ["none", "top_k:8", "top_k:16", "top_k:32", "mass:0.5"]
 
 
 def pruned_queries(encoded: list[Any]) -> dict[str, list[Any]]:
-    """The milco-os query variants that differ in their terms: the full expansion and each pruning."""
+    """``{rule: queries}`` for each rule of QUERY_PRUNING (``none``: the full expansion)."""
     from milco_os.opensearch.search import prune_query
     from milco_os.pruning import Prune
 
-    return {
-        "milco full" if rule == "none" else f"milco q-{rule}": [
-            prune_query(e, Prune.parse(rule), Prune.parse(rule)) for e in encoded
-        ]
-        for rule in QUERY_PRUNING
-    }
+    return {rule: [prune_query(e, Prune.parse(rule), Prune.parse(rule)) for e in encoded] for rule in QUERY_PRUNING}
+
+
+def variant_name(rule: str) -> str:
+    return "milco full" if rule == "none" else f"milco q-{rule}"
+
+
+def request(body: dict[str, Any]) -> str:
+    """A search body serialised once, asking for ids only and no hit count (which would stop Lucene
+    from skipping), so a timed request costs the client as little as possible."""
+    return json.dumps({**body, "_source": False, "track_total_hits": False}, ensure_ascii=False)
+
+
+def milco_body(query: Any, size: int, **options: Any) -> dict[str, Any]:
+    from milco_os.opensearch.mapping import ECHO_FIELD, PIVOT_FIELD
+    from milco_os.opensearch.query import search_body
+
+    return search_body(query, pivot_field=PIVOT_FIELD, echo_field=ECHO_FIELD, size=size, **options)
 
 
 def document_frequencies(encoded: list[Any], pivot_size: int, echo_size: int) -> tuple[Any, Any]:
@@ -86,26 +98,19 @@ def variant_bodies(
 ) -> tuple[dict[str, list[str]], dict[str, dict[str, float]]]:
     """Every variant's request bodies (serialised once, so the client spends no time on them while
     timed) and the mean number of query terms per view."""
-    from milco_os.opensearch.query import Hybrid, TwoPhase, search_body
+    from milco_os.opensearch.query import Hybrid, TwoPhase
 
-    def dump(body: dict[str, Any]) -> str:
-        body["_source"] = False
-        return json.dumps(body, ensure_ascii=False)
-
-    fields = {"pivot_field": "milco_pivot", "echo_field": "milco_echo", "size": size}
     bodies: dict[str, list[str]] = {
-        "bm25 match": [
-            dump({"query": {"match": {"text": q.text}}, "size": size, "track_total_hits": False}) for q in queries
-        ]
+        "bm25 match": [request({"query": {"match": {"text": q.text}}, "size": size}) for q in queries]
     }
     terms: dict[str, dict[str, float]] = {"bm25 match": {}}
-    for name, pruned in pruned_queries(encoded).items():
-        bodies[name] = [dump(search_body(e, **fields)) for e in pruned]
-        terms[name] = mean_terms(pruned)
-    bodies["milco two-phase"] = [dump(search_body(e, two_phase=TwoPhase(), **fields)) for e in encoded]
+    for rule, pruned in pruned_queries(encoded).items():
+        bodies[variant_name(rule)] = [request(milco_body(e, size)) for e in pruned]
+        terms[variant_name(rule)] = mean_terms(pruned)
+    bodies["milco two-phase"] = [request(milco_body(e, size, two_phase=TwoPhase())) for e in encoded]
     terms["milco two-phase"] = terms["milco full"]
     bodies["milco hybrid"] = [
-        dump(search_body(e, hybrid=Hybrid(q.text, ("text",)), **fields)) for q, e in zip(queries, encoded, strict=True)
+        request(milco_body(e, size, hybrid=Hybrid(q.text, ("text",)))) for q, e in zip(queries, encoded, strict=True)
     ]
     terms["milco hybrid"] = terms["milco full"]
     return bodies, terms
@@ -167,13 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     drop(client, index)
     create_index(client, index, encoder.info, text_fields=["text"], replicas=0, vectors_in_source=False,
                  doc_pruning=PruningConfig(pivot=args.doc_prune, echo=args.doc_prune))
-    index_s = bulk_load(client, index, docs, encoded, source_fields=lambda d: {"text": d.text}, label="corpus")
+    index_s = bulk_load(client, index, docs, encoded, label="corpus")
     force_merge(client, index, source_filtered=True)
     del encoded
 
     q_encoded, q_encode_ms = time_query_encoding(encoder, [q.text for q in queries])
     bodies, q_terms = variant_bodies(queries, q_encoded, size=args.size)
-    postings = {name: mean_postings(qs, pivot_df, echo_df) for name, qs in pruned_queries(q_encoded).items()}
+    postings = {variant_name(rule): mean_postings(qs, pivot_df, echo_df)
+                for rule, qs in pruned_queries(q_encoded).items()}
     for name in ("milco two-phase", "milco hybrid"):
         postings[name] = postings["milco full"]
     log("warm-up: every variant once")

@@ -43,7 +43,7 @@ from common import (
     write_json,
 )
 from index_size import DOC_PRUNING
-from latency import QUERY_PRUNING
+from latency import QUERY_PRUNING, milco_body, pruned_queries, request
 
 DATASETS = ["libreoffice-clir", "libreoffice-mlir"]
 
@@ -56,28 +56,17 @@ def mean_ndcg(ranked: list[list[str]], queries: list[dict[str, Any]], qrels: dic
 
 
 def bm25_point(client: Any, evalset: Any, langs: list[str]) -> dict[str, Any]:
-    import json
-
-    from milco_os.evaluation.systems import (
-        bm25_document,
-        bm25_index_body,
-        bm25_query_body,
-        resolve_analyzers,
-        unavailable_analyzers,
-    )
+    from milco_os.evaluation.systems import bm25_document, bm25_index_body, bm25_query_body, choose_analyzers
 
     doc_langs = sorted({d["lang"] for d in evalset.corpus})
-    analyzers, _ = resolve_analyzers(
-        doc_langs, unavailable_analyzers(client, [a for a in resolve_analyzers(doc_langs)[0].values()])
-    )
+    analyzers, _ = choose_analyzers(client, doc_langs)
     index = "bench-quality-bm25"
     drop(client, index)
     client.indices.create(index=index, body=bm25_index_body(analyzers))
     docs = [Doc(str(d["id"]), d["text"], d["lang"]) for d in evalset.corpus]
     bulk_load(client, index, docs, None, source_fields=lambda d: bm25_document(vars(d)), label="bm25")
     force_merge(client, index)
-    bodies = [json.dumps({**bm25_query_body(q["text"], doc_langs, size=10), "track_total_hits": False},
-                         ensure_ascii=False) for q in evalset.queries]
+    bodies = [request(bm25_query_body(q["text"], doc_langs, size=10)) for q in evalset.queries]
     run_queries(client, index, bodies, 1)  # warm-up
     res = run_queries(client, index, bodies, 1)
     size = store_bytes(client, index)
@@ -90,12 +79,8 @@ def bm25_point(client: Any, evalset: Any, langs: list[str]) -> dict[str, Any]:
 def milco_points(
     client: Any, evalset: Any, encoder: Any, runtime: str, cache_dir: Path, doc_levels: list[str], label: str
 ) -> list[dict[str, Any]]:
-    import json
-
     from milco_os.opensearch.indices import create_index
-    from milco_os.opensearch.query import search_body
-    from milco_os.opensearch.search import prune_query
-    from milco_os.pruning import Prune, PruningConfig
+    from milco_os.pruning import PruningConfig
 
     docs = [Doc(str(d["id"]), d["text"], d["lang"]) for d in evalset.corpus]
     encoded, _ = encode_cached(encoder, runtime, [d.text for d in docs], cache_dir, label)
@@ -107,12 +92,10 @@ def milco_points(
         drop(client, index)
         create_index(client, index, encoder.info, text_fields=["text"], bm25=False, replicas=0,
                      vectors_in_source=False, doc_pruning=PruningConfig(pivot=level, echo=level))
-        bulk_load(client, index, docs, pruned, source_fields=lambda d: {"text": d.text}, label=f"docs {level}")
+        bulk_load(client, index, docs, pruned, label=f"docs {level}")
         force_merge(client, index)
-        for rule in QUERY_PRUNING:
-            qs = [prune_query(q, Prune.parse(rule), Prune.parse(rule)) for q in queries]
-            bodies = [json.dumps({**search_body(q, pivot_field="milco_pivot", echo_field="milco_echo", size=10),
-                                  "_source": False}) for q in qs]
+        for rule, qs in pruned_queries(queries).items():
+            bodies = [request(milco_body(q, 10)) for q in qs]
             run_queries(client, index, bodies, 1)  # warm-up
             res = run_queries(client, index, bodies, 1)
             point = {"system": "milco", "doc_pruning": level, "query_pruning": rule, "doc_terms": mean_terms(pruned),

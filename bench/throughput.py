@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     drop(client, "bench-write")
     create_index(client, "bench-write", encoder.info, text_fields=["text"], **index_options)
     seconds["bulk write only"] = bulk_load(client, "bench-write", docs, encoded,
-                                           source_fields=lambda d: {"text": d.text}, chunk=config.max_docs)
+                                           chunk=config.max_docs)
     drop(client, "bench-write")
 
     log("ingest: encode + bulk write, pipelined")
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         drop(client, name)
     client.indices.create(index="bench-src", body={"settings": {"index": {"number_of_replicas": 0}},
                                                    "mappings": {"properties": {"text": {"type": "text"}}}})
-    bulk_load(client, "bench-src", docs, None, source_fields=lambda d: {"text": d.text})
+    bulk_load(client, "bench-src", docs, None)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         # Pages of one encode batch, so reindex encodes in the same chunks as the other phases (the CLI's

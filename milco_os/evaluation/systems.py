@@ -172,6 +172,12 @@ def unavailable_analyzers(client: OpenSearch, names: Sequence[str]) -> dict[str,
     return missing
 
 
+def choose_analyzers(client: OpenSearch, langs: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """:func:`resolve_analyzers` for ``langs`` against what this node has."""
+    wanted = {analyzer_for(lang) for lang in langs}
+    return resolve_analyzers(langs, unavailable_analyzers(client, sorted(wanted)))
+
+
 def _create_plain(client: OpenSearch, index: str, body: dict[str, Any]) -> None:
     from opensearchpy.exceptions import TransportError
 
@@ -221,8 +227,7 @@ def run_bm25(
     msearch_batch: int = 50,
 ) -> SystemResult:
     langs = sorted({d["lang"] for d in evalset.corpus} | {q["lang"] for q in evalset.queries})
-    wanted = {analyzer_for(lang) for lang in langs}
-    analyzers, fallbacks = resolve_analyzers(langs, unavailable_analyzers(client, sorted(wanted)))
+    analyzers, fallbacks = choose_analyzers(client, langs)
     index = eval_index_name(evalset.name, "bm25")
     config: dict[str, Any] = {
         "analyzer": "language" if any(a != STANDARD for a in analyzers.values()) else STANDARD,

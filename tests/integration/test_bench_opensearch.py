@@ -21,7 +21,7 @@ from milco_os.types import Encoded, SparseVector  # noqa: E402
 def test_concurrent_queries_keep_each_querys_hits(client, index_name: str) -> None:
     docs = [common.Doc(f"d{i}", f"word{i} shared text", "en-us") for i in range(20)]
     client.indices.create(index=index_name, body={"mappings": {"properties": {"text": {"type": "text"}}}})
-    common.bulk_load(client, index_name, docs, None, source_fields=lambda d: {"text": d.text})
+    common.bulk_load(client, index_name, docs, None)
     bodies = [json.dumps({"query": {"match": {"text": f"word{i}"}}, "size": 3}) for i in range(20)]
     result = common.run_queries(client, index_name, bodies, concurrency=4)
     assert [r[0] for r in result.ranked] == [f"d{i}" for i in range(20)]
@@ -44,7 +44,7 @@ def test_steady_state_size_excludes_the_recovery_copy_of_vectors(client, splade_
         create_index(client, name, splade_tiny.info, text_fields=["text"], replicas=0, vectors_in_source=in_source)
         try:
             for part in (slice(0, 200), slice(200, 400)):  # two segments, so the merge rewrites
-                common.bulk_load(client, name, docs[part], encoded[part], source_fields=lambda d: {"text": d.text})
+                common.bulk_load(client, name, docs[part], encoded[part])
             common.force_merge(client, name, source_filtered=not in_source)
             sizes[in_source] = common.store_bytes(client, name)
             hit = client.get(index=name, id="d0")["_source"]
