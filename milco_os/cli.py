@@ -849,6 +849,7 @@ def eval_command(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Report directory (default: results/eval/<dataset>-<split>/).")] = None,
     max_queries: Annotated[int | None, typer.Option("--max-queries", min=1, help="Evaluate at most this many queries (spread over the languages).")] = None,
     keep_indices: Annotated[bool, typer.Option("--keep-indices", help="Keep the evaluation indices instead of deleting them.")] = False,
+    whole_pages: Annotated[bool, typer.Option("--whole-pages", help="Index whole help pages (default: each page's first 600 characters).")] = False,
     device: Annotated[str | None, typer.Option("--device", help="Torch device for the dense system (default: cuda if available).")] = None,
     url: UrlOpt = None, username: UserOpt = None, password_file: PasswordFileOpt = None,
     api_key_file: ApiKeyFileOpt = None, ca_certs: CaCertsOpt = None, insecure: InsecureOpt = False,
@@ -875,7 +876,7 @@ def eval_command(
                          default_model=settings.model)
     client = connected_client(settings) if any(s.kind in ("bm25", "sparse") for s in specs) else None
     with err.status(f"preparing {dataset} ({split}) ..."):
-        evalset, langs = load_eval_set(dataset, split, parse_languages(languages), settings.cache_dir)
+        evalset, langs = load_eval_set(dataset, split, parse_languages(languages), settings.cache_dir, whole_pages)
     subset, skipped = judged_queries(evalset, max_queries)
     if not subset.queries:
         from milco_os.errors import ConfigError
@@ -889,7 +890,7 @@ def eval_command(
                               progress=progress, device=device)
     report, per_query = build_report(
         subset, results, dataset=dataset, split=split, languages=langs, opensearch=opensearch_info(client),
-        extra={"max_queries": max_queries, "unjudged_queries_skipped": skipped},
+        extra={"max_queries": max_queries, "unjudged_queries_skipped": skipped, "whole_pages": whole_pages},
     )
     paths = write_report(report, per_query, out_dir or Path("results") / "eval" / f"{dataset}-{split}")
     print_eval_table(report)

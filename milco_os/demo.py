@@ -113,7 +113,7 @@ def run_demo(
         highlight=False,
     )
 
-    found, top1 = 0, 0
+    found, top1, shown, other_language = 0, 0, 0, 0
     for q in queries:
         result = search(client, index, q["text"], encoder, SearchOptions(size=size, explain=True))
         table = Table(title=f"[{q['lang']}] {q['text']}", title_justify="left", show_lines=False)
@@ -127,6 +127,8 @@ def run_demo(
             table.add_row(str(rank), f"{hit.score:.2f}", hit.id, hit.source.get("title", ""), terms)
         console.print(table)
         ranks = [rank for rank, hit in enumerate(result.hits, 1) if is_answer(hit.source, q)]
+        shown += len(result.hits)
+        other_language += sum(hit.source.get("lang") != q["lang"] for hit in result.hits)
         found += bool(ranks)
         top1 += ranks[:1] == [1]
     summary = {
@@ -136,10 +138,12 @@ def run_demo(
         "queries": len(queries),
         "found": found,
         "top1_found": top1,
+        "hits_shown": shown,
+        "hits_in_another_language": other_language,
     }
     console.print(
         f"the page a query looks for is among the top {size} hits for {found} of {len(queries)} queries, "
-        f"the top hit for {top1} "
+        f"the top hit for {top1}; {other_language} of {shown} hits shown are in another language than the query "
         "(* marks echo-view terms)."
         + (f" The node keeps running at {settings.opensearch_url}; stop it with `milco-os cluster down --port {port}`."
            if start_node else ""),

@@ -150,16 +150,18 @@ def check_languages(langs: Sequence[str], known: Sequence[str]) -> None:
         raise ConfigError(msg)
 
 
-def eval_set_dir(cache_dir: Path, dataset: str, split: str, langs: Sequence[str]) -> Path:
+def eval_set_dir(cache_dir: Path, dataset: str, split: str, langs: Sequence[str], whole_pages: bool = False) -> Path:
     from milco_os.paths import data_dir
 
     key = ",".join(langs)
     tag = key.replace(",", "_") if len(key) <= 40 else hashlib.sha256(key.encode()).hexdigest()[:12]
-    return data_dir(cache_dir) / "eval" / f"{dataset}-{split}-{tag}"
+    return data_dir(cache_dir) / "eval" / f"{dataset}-{split}-{tag}{'-whole' if whole_pages else ''}"
 
 
-def load_eval_set(dataset: str, split: str, languages: Sequence[str] | None, cache_dir: Path) -> tuple[Any, list[str]]:
-    """The eval set (built once from the LibreOffice help, then read back from the cache) and its languages."""
+def load_eval_set(dataset: str, split: str, languages: Sequence[str] | None, cache_dir: Path,
+                  whole_pages: bool = False) -> tuple[Any, list[str]]:
+    """The eval set (built once from the LibreOffice help, then read back from the cache) and its languages.
+    Documents are the head of each page (``DOC_CHARS`` characters) or, with ``whole_pages``, all of it."""
     check_dataset(dataset, split)
     try:
         from milco_os.datasets import libreoffice
@@ -172,15 +174,16 @@ def load_eval_set(dataset: str, split: str, languages: Sequence[str] | None, cac
     english = getattr(libreoffice, "ENGLISH", "en-us")
     if english not in langs:  # both sets need the English pages (the CLIR corpus, the MLIR page list)
         langs = [english, *langs]
-    target = eval_set_dir(cache_dir, dataset, split, langs)
+    target = eval_set_dir(cache_dir, dataset, split, langs, whole_pages)
     if (target / ".complete").exists():
         return libreoffice.read_eval_set(target), langs
     root = libreoffice.fetch_help(langs, cache_dir)
     pages_by_lang = {lang: libreoffice.load_pages(root, lang) for lang in langs}
+    max_chars = None if whole_pages else libreoffice.DOC_CHARS
     if dataset == "libreoffice-clir":
-        evalset = libreoffice.clir_eval(pages_by_lang, split, langs)
+        evalset = libreoffice.clir_eval(pages_by_lang, split, langs, max_chars=max_chars)
     else:
-        evalset = libreoffice.mlir_eval(pages_by_lang, split, langs)
+        evalset = libreoffice.mlir_eval(pages_by_lang, split, langs, max_chars=max_chars)
     libreoffice.write_eval_set(evalset, target)
     (target / ".complete").touch()
     return evalset, langs

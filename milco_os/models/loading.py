@@ -181,6 +181,7 @@ def load_milco_dir(path: Path, name: str, **encoder_kwargs: Any) -> SparseEncode
         echo_impl=echo_impl,
         special_token_ids=list(tokenizer.all_special_ids),
         mask_special_tokens=bool(config.get("mask_special_tokens", False)),
+        connector_hidden=int(config.get("connector_hidden", 0)),
     )
     state, weights_file = _load_state_dict(path)
     state = {k: v for k, v in state.items() if not k.startswith("en_lsr.")}  # the SAP teacher; unused
@@ -215,7 +216,7 @@ def load_milco_dir(path: Path, name: str, **encoder_kwargs: Any) -> SparseEncode
         max_document_length=int(config.get("passage_max_length", 256)),
         details={"path": str(path), "echo_impl": echo_impl},
     )
-    kwargs = {"echo_special_tokens": not config.get("mask_special_tokens", False), **encoder_kwargs}
+    kwargs = {"echo_special_tokens": bool(config.get("echo_special_tokens", False)), **encoder_kwargs}
     return TorchEncoder(info, tokenizer, module, **kwargs)
 
 

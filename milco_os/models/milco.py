@@ -1,7 +1,8 @@
 """MILCO (arXiv 2510.00671): a multilingual encoder, a connector into an English MLM head, LexEcho.
 
     H = Enc(x)                                  [B, n, d_enc]   any Hugging Face encoder backbone
-    Hc = GELU(connector(H))                     [B, n, d_head]  connector: one Linear (spec A2.1)
+    Hc = GELU(connector(H))                     [B, n, d_head]  connector: one Linear (spec A2.1), or an
+                                                                MLP Linear-GELU-Linear (``connector_hidden``)
     logits = mlm_head(Hc)                       [B, n, V_en]    BERT MLM head: transform + decoder
     pivot = max_i log(1 + ReLU(logits_i))       [B, V_en]       over non-pad tokens (spec A2.2)
 
@@ -56,13 +57,21 @@ class MilcoModule(nn.Module):
         echo_impl: EchoImpl | None = "code",
         special_token_ids: list[int] | None = None,
         mask_special_tokens: bool = False,
+        connector_hidden: int = 0,
     ) -> None:
         super().__init__()
         if echo_impl is not None and echo_impl not in ECHO_IMPLS:
             msg = f"echo_impl must be one of {ECHO_IMPLS} or None, got {echo_impl!r}"
             raise ValueError(msg)
         self.m_model = m_model
-        self.projector = nn.Linear(encoder_hidden, head_hidden)
+        if connector_hidden:
+            # A wider connector where one Linear is too small a bridge (a small backbone into a small head).
+            self.projector: nn.Module = nn.Sequential(
+                nn.Linear(encoder_hidden, connector_hidden), nn.GELU(), nn.Linear(connector_hidden, head_hidden)
+            )
+        else:
+            self.projector = nn.Linear(encoder_hidden, head_hidden)
+        self.connector_hidden = connector_hidden
         self.activation = nn.GELU()
         self.mlm_head = mlm_head
         self.echo_impl = echo_impl

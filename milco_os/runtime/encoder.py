@@ -3,8 +3,11 @@
 Model families (SPLADE, MILCO, CSPLADE) and runtimes (torch, onnxruntime) differ only in
 :meth:`SparseEncoder._forward`; tokenisation, length-bucketed batching, windowing of long texts and
 the merge of windows are shared here. Long texts are never truncated: they are split into overlapping
-windows, the pivot view is max-merged over windows (SPLADE's own pooling) and the echo view is summed
-over token positions, each position counted once.
+windows, the pivot view is max-merged over windows (SPLADE's own pooling). The echo view sums a piece's
+weights within a window (MILCO's LexEcho) and, by default, takes the largest such sum over windows
+(``window_merge="max"``), so that a page's echo weights do not grow with its length: with a sum over all
+windows, long pages outscored the right page for any query (issue 11). ``window_merge="sum"`` counts
+every position once over the whole text instead.
 """
 
 from __future__ import annotations
@@ -70,7 +73,8 @@ class SparseEncoder:
         *,
         batch_size: int = 32,
         window_overlap: float = 0.25,
-        echo_special_tokens: bool = True,
+        echo_special_tokens: bool = False,
+        window_merge: str = "max",
     ) -> None:
         if batch_size < 1:
             msg = f"batch_size must be >= 1, got {batch_size}"
@@ -78,6 +82,10 @@ class SparseEncoder:
         if not 0 <= window_overlap < 1:
             msg = f"window_overlap must be in [0, 1), got {window_overlap}"
             raise ValueError(msg)
+        if window_merge not in ("max", "sum"):
+            msg = f"window_merge must be 'max' or 'sum', got {window_merge!r}"
+            raise ValueError(msg)
+        self.window_merge = window_merge
         self.info = info
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -121,13 +129,16 @@ class SparseEncoder:
             piece = ids[start : start + content]
             full = self._prefix + piece + self._suffix
             is_first, is_last = k == 0, k == len(starts) - 1
-            owned_end = len(piece) if is_last else min(starts[k + 1] - start, len(piece))
+            # Summed over windows, each position counts once (the part before the next window starts);
+            # merged by max, each window scores its whole content.
+            last_owned = is_last or self.window_merge == "max"
+            owned_end = len(piece) if last_owned else min(starts[k + 1] - start, len(piece))
             lo = self._prefix_len
             hi = self._prefix_len + owned_end
             if self.echo_special_tokens:
                 # Special tokens count once per text: the prefix in the first window, the suffix in the last.
-                lo = 0 if is_first else lo
-                hi = len(full) if is_last else hi
+                lo = 0 if is_first or self.window_merge == "max" else lo
+                hi = len(full) if last_owned else hi
             windows.append(_Window(text_index, full, (lo, hi)))
         return windows
 
@@ -158,11 +169,15 @@ class SparseEncoder:
                 acc = pivot_dense.get(w.text_index)
                 pivot_dense[w.text_index] = pivot[r].copy() if acc is None else np.maximum(acc, pivot[r])
                 if echo_vocab is not None:
-                    sums = echo_sums.setdefault(w.text_index, {})
                     lo, hi = w.owned
+                    window: dict[int, float] = {}
                     for token, weight in zip(w.input_ids[lo:hi], echo[r, lo:hi].tolist(), strict=True):
                         if weight > 0:
-                            sums[token] = sums.get(token, 0.0) + weight
+                            window[token] = window.get(token, 0.0) + weight
+                    sums = echo_sums.setdefault(w.text_index, {})
+                    for token, weight in window.items():
+                        old = sums.get(token, 0.0)
+                        sums[token] = max(old, weight) if self.window_merge == "max" else old + weight
 
         results = []
         for i in range(len(texts)):

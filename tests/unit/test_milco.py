@@ -69,8 +69,9 @@ def reference_encode(parts: dict, tokenizer, text: str) -> tuple[dict[int, float
         pivot = torch.log1p(torch.relu(logits.max(dim=1).values))[0]
         token_w = (torch.relu(parts["echo"](h).squeeze(-1)) * parts["scale"])[0]
     echo: dict[int, float] = {}
+    specials = set(tokenizer.all_special_ids)  # milco-os leaves <s>, </s> out of the echo view
     for token, w in zip(batch["input_ids"][0].tolist(), token_w.tolist(), strict=True):
-        if w > 0:
+        if w > 0 and token not in specials:
             echo[token] = echo.get(token, 0.0) + w
     return {i: float(pivot[i]) for i in torch.nonzero(pivot).flatten().tolist()}, echo
 
@@ -91,10 +92,33 @@ def test_official_layout_checkpoint_loads_and_matches_reference(tmp_path: Path) 
         np.testing.assert_allclose([as_dict(got.pivot)[k] for k in pivot], list(pivot.values()), rtol=1e-5)
         assert as_dict(got.echo).keys() == echo.keys()
         np.testing.assert_allclose([as_dict(got.echo)[k] for k in echo], list(echo.values()), rtol=1e-5)
-    # Repeated source pieces are summed in the echo view; <s> and </s> are weighted, as in the official code.
+    # Repeated source pieces are summed in the echo view; unlike the official code, <s> and </s> are left
+    # out (they would add an almost constant bonus to every pair), unless the config asks for them.
     repeated = encoder.encode_documents(["the heart attack and the heart"])[0]
     terms = repeated.echo.to_terms()
-    assert "</s>" in terms and "▁heart" in terms
+    assert "</s>" not in terms and "<s>" not in terms and "▁heart" in terms
+    config = json.loads((parts["dir"] / "config.json").read_text())
+    (parts["dir"] / "config.json").write_text(json.dumps({**config, "echo_special_tokens": True}))
+    assert "</s>" in load_dir(parts["dir"]).encode_documents(["the heart attack and the heart"])[0].echo.to_terms()
+
+
+def test_mlp_connector_checkpoint_loads(tmp_path: Path) -> None:
+    parts = write_official_checkpoint(tmp_path)
+    state = torch.load(parts["dir"] / "pytorch_model.bin", weights_only=True)
+    h_m, h_en = parts["m_model"].config.hidden_size, parts["en"].config.hidden_size
+    torch.manual_seed(5)
+    mlp = torch.nn.Sequential(torch.nn.Linear(h_m, 32), torch.nn.GELU(), torch.nn.Linear(32, h_en))
+    state = {k: v for k, v in state.items() if not k.startswith("projector.")}
+    state.update({f"projector.{k}": v for k, v in mlp.state_dict().items()})
+    torch.save(state, parts["dir"] / "pytorch_model.bin")
+    config = json.loads((parts["dir"] / "config.json").read_text())
+    (parts["dir"] / "config.json").write_text(json.dumps({**config, "connector_hidden": 32}))
+    encoder = load_dir(parts["dir"])
+    parts["projector"] = mlp
+    for text, got in zip(TEXTS, encoder.encode_documents(TEXTS), strict=True):
+        pivot, _ = reference_encode(parts, encoder.tokenizer, text)
+        assert as_dict(got.pivot).keys() == pivot.keys()
+        np.testing.assert_allclose([as_dict(got.pivot)[k] for k in pivot], list(pivot.values()), rtol=1e-5)
 
 
 def test_checkpoint_without_echo_has_no_echo_view(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ LONG = " ".join(["der Hund und der Tee"] * 13 + ["Vulkan"])
 @pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5])
 @pytest.mark.parametrize("max_length", [6, 9, 64])
 def test_long_text_is_windowed_and_every_position_counted_once(overlap: float, max_length: int) -> None:
-    enc = CountingEncoder(max_length, window_overlap=overlap)
+    enc = CountingEncoder(max_length, window_overlap=overlap, window_merge="sum", echo_special_tokens=True)
     tokens = enc.tokenizer(LONG)["input_ids"]  # with <s> and </s>
     expected = Counter(enc.tokenizer.convert_ids_to_tokens(tokens))
     out = enc.encode_documents([LONG])[0]
@@ -47,10 +47,25 @@ def test_long_text_is_windowed_and_every_position_counted_once(overlap: float, m
     assert all(width <= max_length for _, width in enc.batches)
 
 
-def test_special_tokens_can_be_left_out_of_the_echo_view() -> None:
-    enc = CountingEncoder(8, echo_special_tokens=False)
+def test_special_tokens_are_left_out_of_the_echo_view_by_default() -> None:
+    enc = CountingEncoder(8, window_merge="sum")
     terms = enc.encode_documents([LONG])[0].echo.to_terms()
     assert "<s>" not in terms and "</s>" not in terms and terms["▁Hund"] == 13.0
+
+
+@pytest.mark.parametrize("max_length", [9, 16])
+def test_max_merged_echo_weights_do_not_grow_with_length(max_length: int) -> None:
+    enc = CountingEncoder(max_length)
+    short = enc.encode_documents(["der Hund und der Tee"])[0].echo.to_terms()
+    longer = enc.encode_documents([LONG])[0].echo.to_terms()
+    much_longer = enc.encode_documents([" ".join([LONG] * 5)])[0].echo.to_terms()
+    content = max_length - 2  # <s> and </s> wrap every window
+    # A piece weighs at most what one window holds of it, however often the page repeats it ...
+    assert max(much_longer.values()) <= content and much_longer["▁der"] < 2 * longer["▁der"]
+    assert 2.0 <= longer["▁der"] and longer["▁Hund"] >= short["▁Hund"] == 1.0 and "▁Vulkan" in longer
+    # ... where a sum over windows grows with the length.
+    summed = CountingEncoder(max_length, window_merge="sum").encode_documents([" ".join([LONG] * 5)])[0]
+    assert summed.echo.to_terms()["▁der"] == 5 * 26.0
 
 
 def test_batches_are_length_sorted_and_order_is_restored() -> None:

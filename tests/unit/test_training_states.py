@@ -14,8 +14,16 @@ from milco_os.errors import ConfigError
 from milco_os.models.milco import MilcoModule
 from milco_os.models.pooling import masked_max
 from milco_os.training.config import SapConfig, SctConfig, load_config
-from milco_os.training.states import encode_states, sparse_mse, sparse_pivot, top_layers
-from milco_os.training.trainer import batch_scores, own_groups, ranking_loss, train_sct
+from milco_os.training.states import (
+    align_pieces,
+    encode_states,
+    sparse_mse,
+    sparse_pivot,
+    teacher_token_targets,
+    token_loss,
+    top_layers,
+)
+from milco_os.training.trainer import batch_scores, own_groups, ranking_loss, sparsity, train_sap, train_sct
 from tests.unit.tiny_models import multilingual_tokenizer
 
 
@@ -109,7 +117,7 @@ def test_batch_scores_are_the_dual_view_dot_products() -> None:
     q_ids = torch.randint(0, 6, (3, 7))
     d_ids = torch.randint(0, 6, (6, 5))
     with torch.no_grad():
-        scores, q_pivot, d_pivot = batch_scores(module, (q_ids, q_mask, q_states), (d_ids, d_mask, d_states))
+        scores, _, q_pivot, d_pivot = batch_scores(module, (q_ids, q_mask, q_states), (d_ids, d_mask, d_states))
         q_echo = module.echo_weights(q_states, q_mask)
         d_echo = module.echo_weights(d_states, d_mask)
     assert scores.shape == (3, 6)
@@ -136,7 +144,7 @@ def test_sct_steps_learn_to_rank_the_positive_first(tmp_path: Path) -> None:
     def top1() -> float:
         with torch.no_grad():
             d = d_states.batch([int(p) for r in range(4) for p in groups[r]])
-            scores, _, _ = batch_scores(module, q_states.batch(range(4)), d)
+            scores, _, _, _ = batch_scores(module, q_states.batch(range(4)), d)
         return float((own_groups(scores, 3).argmax(-1) == 0).float().mean())
 
     before = top1()
@@ -188,3 +196,106 @@ def test_cached_states_below_the_top_layers_rebuild_the_last_hidden_states() -> 
     rebuilt = top_layers(module, states, mask, 1)
     assert torch.allclose(rebuilt[mask.bool()], expected[mask.bool()], atol=5e-3)
     assert not torch.allclose(states[mask.bool()], expected[mask.bool()], atol=5e-3)
+
+
+def test_sap_resumes_from_its_checkpoint_on_the_same_batches(tmp_path: Path) -> None:
+    tokenizer = multilingual_tokenizer()
+    texts = ["der Hund", "green tea", "heart attack", "lava flow", "blue sky", "tea pot", "der Tee", "Vulkan"]
+
+    def run(output: Path, stop_at: int | None = None) -> dict[str, torch.Tensor]:
+        module = tiny_module()
+        for p in module.m_model.parameters():
+            p.requires_grad_(False)
+        states = encode_states(module.m_model, tokenizer, texts, max_length=16)
+        targets = torch.randn(len(texts), 50, generator=torch.Generator().manual_seed(4)).half()
+        config = SapConfig(languages=["de"], output=output, lr=1e-2, batch_size=3, epochs=2, checkpoint_every=2,
+                           english_term=False)
+        calls = [0]
+
+        def on_step() -> None:
+            calls[0] += 1
+            if calls[0] == stop_at:
+                raise KeyboardInterrupt
+
+        try:
+            train_sap(module, targets, states, None, config, on_step=on_step)
+        except KeyboardInterrupt:
+            return {}
+        return {k: v.clone() for k, v in module.state_dict().items()}
+
+    straight = run(tmp_path / "a")
+    assert run(tmp_path / "b", stop_at=3) == {}  # killed after step 3; the checkpoint holds step 2
+    resumed = run(tmp_path / "b")
+    assert straight.keys() == resumed.keys()
+    for k in straight:
+        torch.testing.assert_close(straight[k], resumed[k], msg=k)
+    log = (tmp_path / "b" / "train.log.jsonl").read_text()
+    assert '"step": 6' in log
+
+
+def test_sparsity_terms() -> None:
+    pivot = torch.tensor([[2.0, 0.0, 1.0], [2.0, 1.0, 0.0]])
+    assert sparsity(pivot, "l1").item() == pytest.approx(3.0)
+    # FLOPS: the always-on term 0 dominates (mean 2 -> 4), the rare ones add 0.25 each.
+    assert sparsity(pivot, "flops").item() == pytest.approx(4.5)
+
+
+def test_hard_negatives_skip_translations_of_the_positive() -> None:
+    from milco_os.training.pipeline import hard_negative_groups
+
+    q = np.array([[1.0, 0.0]])
+    d = np.array([[1.0, 0.0], [0.99, 0.14], [0.9, 0.43], [0.0, 1.0]])
+    groups, _ = hard_negative_groups(q, d, [0], 2, doc_pages=np.array([7, 7, 8, 9]))
+    assert groups.tolist() == [[0, 2]]  # row 1 is the same page in another language
+    groups, _ = hard_negative_groups(q, d, [0], 2)
+    assert groups.tolist() == [[0, 1]]
+
+
+def test_align_pieces_pairs_overlapping_spans_and_special_tokens() -> None:
+    # student: <s> "▁Libre" "Office" "▁help" </s>; teacher: [CLS] "libre" "##off" "##ice" "help" [SEP]
+    student = [(0, 0), (0, 5), (5, 11), (12, 16), (0, 0)]
+    teacher = [(0, 0), (0, 5), (5, 8), (8, 11), (12, 16), (0, 0)]
+    assert align_pieces(student, teacher) == [[0], [1], [2, 3], [4], [5]]
+    # A teacher cut short by truncation leaves the rest of the student's tokens without a target.
+    assert align_pieces(student, [(0, 0), (0, 5), (0, 0)]) == [[0], [1], [], [], [2]]
+
+
+def test_token_targets_follow_the_student_tokens_and_train_the_connector() -> None:
+    from transformers import BertConfig, BertForMaskedLM
+
+    from tests.unit.tiny_models import english_tokenizer
+
+    torch.manual_seed(0)
+    teacher = BertForMaskedLM(BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=32)).eval()
+    tokenizer, en_tokenizer = multilingual_tokenizer(), english_tokenizer()
+    texts = ["the heart attack", "green tea and hot water", "solar panel"]
+    targets = teacher_token_targets(teacher, en_tokenizer, tokenizer, texts, max_length=16)
+    module = tiny_module()
+    states = encode_states(module.m_model, tokenizer, texts, max_length=16)
+    assert (targets.ids == states.ids).all() and targets.states.shape[1] == 16
+    first = targets.states[: targets.offsets[1]].float()
+    assert not torch.isnan(first[0]).any() and not torch.isnan(first[-1]).any()  # <s> and </s> have targets
+    _, mask, hidden = states.batch([0, 1, 2])
+    aligned = targets.batch([0, 1, 2])[2]
+    before = token_loss(module, hidden, mask, aligned).item()
+    optimizer = torch.optim.Adam([*module.projector.parameters(), *module.mlm_head.parameters()], lr=1e-2)
+    for _ in range(100):
+        loss = token_loss(module, hidden, mask, aligned)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.5 * before
+
+
+def test_sct_refuses_a_sap_delta_that_failed_its_gates(tmp_path: Path) -> None:
+    import json
+
+    from milco_os.training.pipeline import run_sct
+
+    sap = tmp_path / "sap"
+    sap.mkdir()
+    (sap / "manifest.json").write_text(json.dumps({"gates": {"sap": {"overlap_en": 0.1, "passed": False}}}))
+    config = SctConfig(languages=["de"], output=tmp_path / "sct", init=sap)
+    with pytest.raises(ConfigError, match="did not pass the SAP gates.*allow_failed_init"):
+        run_sct(config, tmp_path / "cache")

@@ -52,7 +52,7 @@ def base_parts(cache_dir: Path) -> tuple[Path, Path]:
 
 
 def new_student(
-    e5_dir: Path, splade_dir: Path, echo_impl: str = "code", train_top_layers: int = 0
+    e5_dir: Path, splade_dir: Path, echo_impl: str = "code", train_top_layers: int = 0, connector_hidden: int = 0
 ) -> tuple[MilcoModule, Any, Any]:
     """A MILCO module on the base parts, connector and echo freshly initialised; with both tokenizers
     (XLM-R for the student, WordPiece for the English teacher). The backbone is frozen but for its last
@@ -76,6 +76,7 @@ def new_student(
         head_hidden=splade.config.hidden_size,
         echo_impl=echo_impl,  # type: ignore[arg-type]
         special_token_ids=list(tokenizer.all_special_ids),
+        connector_hidden=connector_hidden,
     )
     for p in module.m_model.parameters():
         p.requires_grad_(False)
@@ -89,7 +90,7 @@ def trained_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Everything training changes: the head parts, and the backbone layers that were unfrozen."""
     trained = {name for name, p in module.named_parameters() if p.requires_grad}
     return {
-        k: v.detach().contiguous().clone()
+        k: v.detach().cpu().contiguous().clone()
         for k, v in module.state_dict().items()
         if k.startswith(TRAINED_PREFIXES) or k in trained
     }
@@ -109,7 +110,7 @@ def save_delta(module: torch.nn.Module, out_dir: Path, manifest: dict[str, Any])
 def read_manifest(delta_dir: Path = DELTA_DIR) -> dict[str, Any]:
     path = Path(delta_dir) / MANIFEST_FILE
     if not path.is_file():
-        msg = f"{path}: missing; the milco-mini delta is incomplete (train it with `milco-os train sct`)"
+        msg = f"{path}: missing; not a milco-mini delta (train one with `milco-os train sap|sct`)"
         raise ModelError(msg)
     return json.loads(path.read_text(encoding="utf-8"))
 
@@ -145,7 +146,9 @@ def build_model(cache_dir: Path, delta_dir: Path = DELTA_DIR, force: bool = Fals
     if (target / ".complete").exists() and not force:
         return target
     e5_dir, splade_dir = base_parts(cache_dir)
-    module, tokenizer, _ = new_student(e5_dir, splade_dir, echo_impl=manifest.get("echo_impl", "code"))
+    connector_hidden = int(manifest.get("connector_hidden", 0))
+    module, tokenizer, _ = new_student(e5_dir, splade_dir, echo_impl=manifest.get("echo_impl", "code"),
+                                       connector_hidden=connector_hidden)
     load_delta(module, delta_dir)
 
     from safetensors.torch import save_file
@@ -163,7 +166,8 @@ def build_model(cache_dir: Path, delta_dir: Path = DELTA_DIR, force: bool = Fals
         "multilingual_encoder_checkpoint": os.path.relpath(e5_dir, target),
         "lsr_encoder_checkpoint": os.path.relpath(splade_dir, target),
         "m_hidden_size": module.m_model.config.hidden_size,
-        "en_hidden_size": module.projector.out_features,
+        "en_hidden_size": module.mlm_head.predictions.transform.dense.in_features,
+        "connector_hidden": connector_hidden,
         "m_vocab_size": module.m_model.config.vocab_size,
         "en_vocab_size": module.mlm_head.predictions.decoder.out_features,
         "echo": True,
