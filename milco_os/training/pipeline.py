@@ -68,14 +68,16 @@ def _gate_fn(config: SapConfig | SctConfig, module: Any, tokenizer: Any, en_toke
 
 
 def _cached(path: Path, compute: Callable[[], Any]) -> Any:
-    """``compute()`` once, kept in ``path`` so that a resumed run skips it."""
+    """``compute()`` (a tensor or :class:`CachedStates`) once, kept in ``path`` so that a resumed run skips
+    it; read back with ``weights_only`` (tensors only, no pickled objects)."""
     if path.is_file():
         log.warning("reading %s", path)
-        return torch.load(path, weights_only=False)
+        saved = torch.load(path, weights_only=True)
+        return CachedStates.from_tensors(saved) if isinstance(saved, dict) else saved
     value = compute()
     tmp = path.with_name(path.name + ".tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(value, tmp)
+    torch.save(value.to_tensors() if isinstance(value, CachedStates) else value, tmp)
     tmp.replace(path)
     return value
 

@@ -30,6 +30,13 @@ class CachedStates:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        return {"ids": torch.from_numpy(self.ids), "states": self.states, "offsets": torch.from_numpy(self.offsets)}
+
+    @classmethod
+    def from_tensors(cls, saved: dict[str, torch.Tensor]) -> CachedStates:
+        return cls(ids=saved["ids"].numpy(), states=saved["states"], offsets=saved["offsets"].numpy())
+
     def batch(self, rows: Sequence[int], device: torch.device | str = "cpu"
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(input_ids [B, n], attention_mask [B, n], states float32 [B, n, d]), right-padded, on ``device``."""

@@ -121,9 +121,6 @@ class Checkpoint:
         log.warning("resuming from %s at step %d", self.path, saved["step"])
         return int(saved["step"])
 
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
-
 
 GateFn = Callable[[], dict[str, Any]]
 

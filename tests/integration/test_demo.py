@@ -25,6 +25,8 @@ def test_demo_indexes_help_pages_and_finds_them_across_languages(settings, clien
     for q in queries:
         assert q["text"] in printed  # every query prints its table of hits and matched terms
     # Each query's page is indexed in another language than the query's: finding it is cross-lingual.
-    # milco-mini is small (docs/evaluation.md): measured 5 of 6 within the 4 hits shown, 0 of 6 first.
+    # milco-mini is small (docs/evaluation.md); on this 120-page sample most pages are still found.
     assert summary["found"] >= 3
     assert 0 <= summary["top1_found"] <= summary["found"]
+    # Its grounded pivot reaches pages in other languages than the query's (the echo view cannot).
+    assert 0 < summary["hits_in_another_language"] <= summary["hits_shown"] == 4 * len(queries)

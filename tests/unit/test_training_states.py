@@ -299,3 +299,14 @@ def test_sct_refuses_a_sap_delta_that_failed_its_gates(tmp_path: Path) -> None:
     config = SctConfig(languages=["de"], output=tmp_path / "sct", init=sap)
     with pytest.raises(ConfigError, match="did not pass the SAP gates.*allow_failed_init"):
         run_sct(config, tmp_path / "cache")
+
+
+def test_cached_states_round_trip_through_a_weights_only_file(tmp_path: Path) -> None:
+    from milco_os.training.pipeline import _cached
+
+    module = tiny_module()
+    states = encode_states(module.m_model, multilingual_tokenizer(), ["der Hund", "green tea"], max_length=16)
+    first = _cached(tmp_path / "s.pt", lambda: states)
+    again = _cached(tmp_path / "s.pt", lambda: pytest.fail("computed twice"))
+    assert (again.ids == first.ids).all() and (again.offsets == first.offsets).all()
+    assert torch.equal(again.states, first.states)
