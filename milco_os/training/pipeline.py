@@ -62,8 +62,9 @@ def _gate_fn(config: SapConfig | SctConfig, module: Any, tokenizer: Any, en_toke
 
     teacher = AutoModelForMaskedLM.from_pretrained(str(splade_dir)).eval()
     data = gates.gate_set(_pages([ENGLISH, *config.gate_languages], cache_dir), config.gate_languages)
+    reference = gates.teacher_reference(teacher, en_tokenizer, data, milco_mini.PASSAGE_MAX_LENGTH)
     vocab = [en_tokenizer.convert_ids_to_tokens(i) for i in range(len(en_tokenizer))]
-    return lambda: gates.measure(module, tokenizer, teacher, en_tokenizer, data, vocab,
+    return lambda: gates.measure(module, tokenizer, data, reference, vocab,
                                  milco_mini.QUERY_MAX_LENGTH, milco_mini.PASSAGE_MAX_LENGTH)
 
 

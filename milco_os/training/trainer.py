@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from milco_os.models.milco import MilcoModule, dual_view_scores
+from milco_os.models.milco import MilcoModule, dual_view_scores, head_transform
 from milco_os.training.config import SapConfig, SctConfig
 from milco_os.training.states import CachedStates, head_inputs, sparse_mse, sparse_pivot, token_loss, top_layers
 
@@ -96,43 +96,72 @@ def plan(n: int, size: int, epochs: int, seed: int) -> list[list[int]]:
     return [rows for _ in range(epochs) for rows in batches_of(n, size, rng)]
 
 
-class Checkpoint:
-    """``<output>/checkpoint.pt``: trained parameters, optimiser and schedule state, and the next step."""
-
-    def __init__(self, output: Path) -> None:
-        self.path = Path(output) / "checkpoint.pt"
-
-    def save(self, step: int, module: torch.nn.Module, optimizer: Any, schedule: Any) -> None:
-        from milco_os.models.sources.milco_mini import trained_state
-
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        torch.save({"step": step, "state": trained_state(module), "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict()}, tmp)
-        os.replace(tmp, self.path)
-
-    def resume(self, module: torch.nn.Module, optimizer: Any, schedule: Any) -> int:
-        """Load the checkpoint if there is one; returns the step to continue from (0 without one)."""
-        if not self.path.is_file():
-            return 0
-        saved = torch.load(self.path, map_location="cpu", weights_only=True)
-        module.load_state_dict(saved["state"], strict=False)
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
-        log.warning("resuming from %s at step %d", self.path, saved["step"])
-        return int(saved["step"])
-
-
 GateFn = Callable[[], dict[str, Any]]
 
 
-def _log_gates(steps: StepLog, step: int, gate_fn: GateFn | None) -> dict[str, Any] | None:
-    if gate_fn is None:
-        return None
-    result = gate_fn()
-    steps.file.write(json.dumps({"stage": steps.stage, "step": step, "gates": result}) + "\n")
-    steps.file.flush()
-    log.warning("%s gates at step %d: %s", steps.stage, step, result)
-    return result
+class Run:
+    """What one training stage keeps besides the model: optimiser and schedule, the step log, and
+    ``<output>/checkpoint.pt`` (trained parameters, optimiser and schedule state, next step), read back
+    at start so that ``first`` is where a killed run continues. Every ``checkpoint_every`` steps it saves,
+    every ``gate_every`` steps it measures the gates."""
+
+    def __init__(self, module: MilcoModule, config: SapConfig | SctConfig, stage: str, total: int,
+                 gate_fn: GateFn | None = None, on_step: Callable[[], None] | None = None) -> None:
+        self.module, self.config, self.total, self.gate_fn, self.on_step = module, config, total, gate_fn, on_step
+        self.optimizer, self.schedule = optimizer_and_schedule(module, config.lr, total, config.warmup_ratio,
+                                                               config.backbone_lr)
+        self.path = Path(config.output) / "checkpoint.pt"
+        self.resumed = self.path.is_file()
+        self.first = 0
+        if self.resumed:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+            module.load_state_dict(saved["state"], strict=False)
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.schedule.load_state_dict(saved["schedule"])
+            self.first = int(saved["step"])
+            log.warning("resuming from %s at step %d", self.path, self.first)
+        self.log = StepLog(config.output, stage, total)
+
+    def save(self, step: int) -> None:
+        from milco_os.models.sources.milco_mini import trained_state
+
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        torch.save({"step": step, "state": trained_state(self.module), "optimizer": self.optimizer.state_dict(),
+                    "schedule": self.schedule.state_dict()}, tmp)
+        os.replace(tmp, self.path)
+
+    def gates(self, step: int) -> dict[str, Any] | None:
+        if self.gate_fn is None:
+            return None
+        result = self.gate_fn()
+        self.log.file.write(json.dumps({"stage": self.log.stage, "step": step, "gates": result}) + "\n")
+        self.log.file.flush()
+        log.warning("%s gates at step %d: %s", self.log.stage, step, result)
+        return result
+
+    def update(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.schedule.step()
+
+    def step_done(self, step: int) -> None:
+        done = step + 1
+        if done % self.config.checkpoint_every == 0:
+            self.save(done)
+        if self.config.gate_every and done % self.config.gate_every == 0 and done < self.total:
+            self.gates(done)
+        if self.on_step:
+            self.on_step()
+
+    def finish(self) -> dict[str, Any] | None:
+        """The final gates, and a checkpoint of the finished stage."""
+        result = self.gates(self.total)
+        self.save(self.total)
+        return result
+
+    def close(self) -> None:
+        self.log.close()
 
 
 # --------------------------------------------------------------------------------------------- SAP
@@ -155,7 +184,7 @@ def align_tokens(
             hidden.append(states[valid])
             targets.append(target[valid])
         x, z = torch.cat(hidden), torch.cat(targets)
-    params = [*module.projector.parameters(), *head_inputs_params(module)]
+    params = [*module.projector.parameters(), *head_transform(module.mlm_head).parameters()]
     optimizer = torch.optim.Adam(params, lr=config.lr)
     generator = torch.Generator().manual_seed(config.seed)
     steps = StepLog(config.output, "sap-tokens", config.token_epochs * -(-len(x) // config.token_batch), every=50)
@@ -177,12 +206,6 @@ def align_tokens(
         steps.close()
 
 
-def head_inputs_params(module: MilcoModule) -> list[torch.nn.Parameter]:
-    from milco_os.models.milco import head_transform
-
-    return list(head_transform(module.mlm_head).parameters())
-
-
 def train_sap(
     module: MilcoModule,
     targets: torch.Tensor,
@@ -201,20 +224,16 @@ def train_sap(
     :func:`~milco_os.training.states.teacher_token_targets`) a token-level alignment runs first and stays
     on as a second loss. Returns the final gates (when ``gate_fn`` is given)."""
     batches = plan(len(x_states), config.batch_size, config.epochs, config.seed)
-    optimizer, schedule = optimizer_and_schedule(module, config.lr, len(batches), config.warmup_ratio,
-                                                 config.backbone_lr)
-    checkpoint = Checkpoint(config.output)
-    first = checkpoint.resume(module, optimizer, schedule)
+    run = Run(module, config, "sap", len(batches), gate_fn, on_step)
     use_tokens = token_targets is not None and en_states is not None
-    steps = StepLog(config.output, "sap", len(batches))
-    if use_tokens and config.token_epochs and not checkpoint.path.is_file():
-        align_tokens(module, en_states, token_targets, config, on_token_step)  # type: ignore[arg-type]
-        checkpoint.save(0, module, optimizer, schedule)
-        _log_gates(steps, 0, gate_fn)
     device = torch.device(config.device)
-    module.train()
     try:
-        for step in range(first, len(batches)):
+        if use_tokens and config.token_epochs and not run.resumed:
+            align_tokens(module, en_states, token_targets, config, on_token_step)  # type: ignore[arg-type]
+            run.save(0)
+            run.gates(0)
+        module.train()
+        for step in range(run.first, len(batches)):
             rows = batches[step]
             target = targets[rows].float().to(device)
             ids, mask, states = x_states.batch(rows, device)
@@ -230,22 +249,13 @@ def train_sap(
                     aligned = token_targets.batch(rows, device)[2]  # type: ignore[union-attr]
                     tok = token_loss(module, en_hidden, en_mask, aligned)
                     loss = loss + config.token_weight * tok
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            steps.add(step, loss=loss.item(), terms=terms.item(), teacher_terms=(target > 0).sum(1).float().mean())
-            if (step + 1) % config.checkpoint_every == 0:
-                checkpoint.save(step + 1, module, optimizer, schedule)
-            if config.gate_every and (step + 1) % config.gate_every == 0 and step + 1 < len(batches):
-                _log_gates(steps, step + 1, gate_fn)
-            if on_step:
-                on_step()
-        gates = _log_gates(steps, len(batches), gate_fn)
+            run.update(loss)
+            run.log.add(step, loss=loss.item(), terms=terms.item(),
+                        teacher_terms=(target > 0).sum(1).float().mean())
+            run.step_done(step)
+        return run.finish()
     finally:
-        steps.close()
-    checkpoint.save(len(batches), module, optimizer, schedule)
-    return gates
+        run.close()
 
 
 # --------------------------------------------------------------------------------------------- SCT
@@ -329,18 +339,14 @@ def train_sct(
     scores of those passages (used by ``kl``; ``infonce`` needs only the positive); ``doc_pages[row]``: the
     page a passage row shows (translations of the positive are not negatives). Returns the final gates."""
     batches = plan(len(q_states), config.batch_size, config.epochs, config.seed)
-    optimizer, schedule = optimizer_and_schedule(module, config.lr, len(batches), config.warmup_ratio,
-                                                 config.backbone_lr)
-    checkpoint = Checkpoint(config.output)
-    first = checkpoint.resume(module, optimizer, schedule)
-    steps = StepLog(config.output, "sct", len(batches))
+    run = Run(module, config, "sct", len(batches), gate_fn, on_step)
     warmup = max(1, int(len(batches) * config.regulariser_warmup))
     module.train()
     g = groups.shape[1]
     pages = doc_pages if doc_pages is not None else np.arange(len(d_states))
     device = torch.device(config.device)
     try:
-        for step in range(first, len(batches)):
+        for step in range(run.first, len(batches)):
             rows = batches[step]
             q = q_states.batch(rows, device)
             doc_rows = [int(p) for r in rows for p in groups[r]]
@@ -355,24 +361,14 @@ def train_sct(
             ramp = min(1.0, ((step + 1) / warmup) ** 2)  # quadratic warm-up of lambda (SPLADE)
             reg_q, reg_d = sparsity(q_pivot, config.regulariser), sparsity(d_pivot, config.regulariser)
             loss = loss + ramp * (config.lambda_q * reg_q + config.lambda_d * reg_d)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            steps.add(
+            run.update(loss)
+            run.log.add(
                 step, loss=loss.item(), rank_loss=rank_loss.item(),
                 q_terms=(q_pivot > 0).sum(1).float().mean().item(), d_terms=(d_pivot > 0).sum(1).float().mean().item(),
                 top1=(own_groups(scores, g).argmax(-1) == 0).float().mean().item(),
                 pivot_top1=(own_groups(pivot_scores, g).argmax(-1) == 0).float().mean().item(),
             )
-            if (step + 1) % config.checkpoint_every == 0:
-                checkpoint.save(step + 1, module, optimizer, schedule)
-            if config.gate_every and (step + 1) % config.gate_every == 0 and step + 1 < len(batches):
-                _log_gates(steps, step + 1, gate_fn)
-            if on_step:
-                on_step()
-        gates = _log_gates(steps, len(batches), gate_fn)
+            run.step_done(step)
+        return run.finish()
     finally:
-        steps.close()
-    checkpoint.save(len(batches), module, optimizer, schedule)
-    return gates
+        run.close()
