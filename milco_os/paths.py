@@ -30,11 +30,18 @@ def sha256_file(path: Path) -> str:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write through a temporary file and a rename, so a kill never leaves a half-written file
-    (checkpoints are read back after exactly such kills)."""
+    (checkpoints are read back after exactly such kills). The temporary file gets a fresh random name,
+    created exclusively, so a symlink planted at a predictable name is never followed."""
     import os
+    import tempfile
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -38,3 +38,35 @@ def make_client(settings: Settings) -> OpenSearch:
     from opensearchpy import OpenSearch
 
     return OpenSearch(**client_kwargs(settings))
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its user:password part, for messages (a URL may carry credentials)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+def redact_urls_in(text: str) -> str:
+    """``text`` with the credentials of every URL in it replaced (errors may quote a URL)."""
+    import re
+
+    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@", r"\1***@", text)
+
+
+def describe_transport_error(e: Exception) -> str:
+    """One line from an opensearch-py error: OpenSearch's own ``type: reason`` where it gave one."""
+    info = getattr(e, "info", None)
+    error = info.get("error") if isinstance(info, dict) else None
+    if isinstance(error, dict):
+        root = (error.get("root_cause") or [error])[0]
+        text = f"{root.get('type', 'error')}: {root.get('reason', '')}"
+    else:
+        text = str(getattr(e, "error", None) or e)
+    text = " ".join(text.split())
+    # Reasons quote the offending value (an id, a query); keep both ends, where the explanation is.
+    return text if len(text) <= 500 else f"{text[:240]} ... {text[-240:]}"

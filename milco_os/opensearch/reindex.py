@@ -3,7 +3,10 @@
 Each slice reads its documents in ``_id`` order (slices are assigned by ``_id`` too, so the assignment
 is the same for every point in time). After each batch is acknowledged the checkpoint records, per
 slice, the last ``_id`` written. A killed job resumes from there with a fresh point in time: documents
-after the checkpoint are read again and rewritten by id, so nothing is lost or duplicated.
+after the checkpoint are read again and rewritten by id, so nothing is lost or duplicated. When OpenSearch
+goes away (reading SRC or writing DEST), the job stops with :class:`OpenSearchUnavailable` before the
+checkpoint moves past anything unacknowledged; ``--resume`` continues. DEST is verified by count, and the
+checkpoint is removed and the alias moved only when DEST holds every document of SRC.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from milco_os.errors import SearchIndexError
+from milco_os.opensearch.client import describe_transport_error
 from milco_os.opensearch.indices import create_index
-from milco_os.opensearch.ingest import BulkConfig, Ingester, IngestReport
+from milco_os.opensearch.ingest import BulkConfig, Ingester, IngestReport, OpenSearchUnavailable
 from milco_os.paths import write_text_atomic
 
 if TYPE_CHECKING:
@@ -39,13 +43,18 @@ class ReindexReport:
     source_count: int
     dest_count: int = 0
     ingest: IngestReport = field(default_factory=IngestReport)
+    failed_total: int = 0  # documents that failed over every run of this job (all in the dead-letter file)
     resumed: bool = False
     alias: str | None = None
 
     @property
     def verified(self) -> bool:
-        """Every source document is in DEST, or was reported as failed (and is in the dead-letter file)."""
-        return self.dest_count + self.ingest.failed == self.source_count and self.dest_count <= self.source_count
+        """DEST holds as many documents as SRC (written by SRC's ids, so: all of them)."""
+        return self.dest_count == self.source_count
+
+
+class _ReadFailed(OpenSearchUnavailable):
+    """Reading SRC failed (raised from the reader, so it is not re-labelled as a write failure)."""
 
 
 class Checkpoint:
@@ -60,6 +69,7 @@ class Checkpoint:
             "after": [None] * slices,  # last _id written, per slice
             "done": [False] * slices,
             "written": 0,
+            "failed": 0,  # over every run of this job
         }
 
     @classmethod
@@ -76,7 +86,7 @@ class Checkpoint:
                 f"{state.get('slices')} slices, not {source} -> {dest} with {slices}"
             )
             raise SearchIndexError(msg)
-        cp.state = state
+        cp.state = {**cp.state, **state}
         return cp
 
     def save(self) -> None:
@@ -133,7 +143,7 @@ def reindex(
     on_progress: Callable[[int], None] | None = None,
 ) -> ReindexReport:
     """Reindex SRC into DEST (created when missing) with ``encoder``; see the module docstring."""
-    from opensearchpy.exceptions import NotFoundError
+    from opensearchpy.exceptions import NotFoundError, TransportError
 
     if slices < 1 or page_size < 1:
         msg = f"slices and page size must be >= 1, got {slices} and {page_size}"
@@ -162,13 +172,20 @@ def reindex(
         if client.indices.exists(index=dest):
             msg = f"destination index {dest!r} already exists; reindex writes a new index (or use --resume)"
             raise SearchIndexError(msg)
-        create_index(client, dest, encoder.info, text_fields=text_fields, **(index_options or {}))
         checkpoint = Checkpoint(checkpoint_path, source, dest, slices)
-        checkpoint.save()
+        checkpoint.save()  # first, so that a kill right after creating DEST still leaves a resumable job
+    if not client.indices.exists(index=dest):
+        create_index(client, dest, encoder.info, text_fields=text_fields, **(index_options or {}))
 
-    ingester = Ingester(client, dest, encoder, config=config, dead_letter=dead_letter, id_field=_ID_KEY)
+    ingester = Ingester(client, dest, encoder, config=config, dead_letter=dead_letter, id_field=_ID_KEY,
+                        stop_when_unavailable=True, append_dead_letter=resume)
     exclude = [ingester.pivot_field, ingester.echo_field]
-    pit_id = client.create_pit(index=source, keep_alive="10m")["pit_id"]
+    failed_before = int(checkpoint.state["failed"])
+    try:
+        pit_id = client.create_pit(index=source, keep_alive="10m")["pit_id"]
+    except TransportError as e:
+        msg = f"cannot open a point in time on {source!r}: {describe_transport_error(e)}"
+        raise OpenSearchUnavailable(msg) from None
     pages: queue.Queue[tuple[int, list[dict[str, Any]] | None] | BaseException] = queue.Queue(maxsize=2 * slices)
 
     def reader(slice_id: int) -> None:
@@ -187,6 +204,9 @@ def reindex(
             t.start()
         while open_slices:
             item = pages.get()
+            if isinstance(item, TransportError):
+                msg = f"reading {source!r} failed: {describe_transport_error(item)}"
+                raise _ReadFailed(msg)
             if isinstance(item, BaseException):
                 raise item
             slice_id, hits = item
@@ -204,27 +224,34 @@ def reindex(
         else:
             checkpoint.state["after"][slice_id] = last_id
             checkpoint.state["written"] += n_docs
+        checkpoint.state["failed"] = failed_before + report.failed
         checkpoint.save()
         if on_progress and n_docs:
             on_progress(n_docs)
 
     try:
         ingest_report = ingester.run_batches(tagged_batches(), on_batch=acknowledged, refresh=True)
+    except _ReadFailed:
+        raise
+    except OpenSearchUnavailable as e:
+        raise OpenSearchUnavailable(f"writing {dest!r}: {e}", e.failures) from None
     finally:
         try:
             client.delete_pit(body={"pit_id": [pit_id]})
         except Exception:  # noqa: BLE001 (the PIT expires on its own; never mask the real error)
             log.warning("could not delete point in time %s", pit_id[:16])
 
-    report = ReindexReport(source_count=source_count, ingest=ingest_report, resumed=resume)
+    report = ReindexReport(source_count=source_count, ingest=ingest_report, resumed=resume,
+                           failed_total=int(checkpoint.state["failed"]))
     report.dest_count = int(client.count(index=dest)["count"])
-    if report.verified and ingest_report.failed == 0:
-        checkpoint_path.unlink(missing_ok=True)
+    if report.verified:
         if alias:
             swap_alias(client, alias, dest)
             report.alias = alias
+        checkpoint_path.unlink(missing_ok=True)
     elif alias:
-        log.warning("not moving alias %s: %d documents failed or counts differ", alias, ingest_report.failed)
+        log.warning("not moving alias %s: %s holds %d of %d documents", alias, dest, report.dest_count,
+                    report.source_count)
     return report
 
 

@@ -75,6 +75,7 @@ class SparseEncoder:
         window_overlap: float = 0.25,
         echo_special_tokens: bool = False,
         window_merge: str = "max",
+        max_windows: int = 256,
     ) -> None:
         if batch_size < 1:
             msg = f"batch_size must be >= 1, got {batch_size}"
@@ -86,6 +87,9 @@ class SparseEncoder:
             msg = f"window_merge must be 'max' or 'sum', got {window_merge!r}"
             raise ValueError(msg)
         self.window_merge = window_merge
+        # A bound on the work one text can cause (~100k tokens at 512-token windows); the text after the
+        # last window is not encoded. Ingest refuses such texts before they get here (MAX_DOCUMENT_CHARS).
+        self.max_windows = max_windows
         self.info = info
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -123,7 +127,7 @@ class SparseEncoder:
         content = max(max_length - self._n_special, 1)
         step = max(int(content * (1 - self.window_overlap)), 1)
         starts = [0] if len(ids) <= content else list(range(0, len(ids) - content + step, step))
-        starts = [s for s in starts if s < len(ids)] or [0]
+        starts = [s for s in starts if s < len(ids)][: self.max_windows] or [0]
         windows = []
         for k, start in enumerate(starts):
             piece = ids[start : start + content]

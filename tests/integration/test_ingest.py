@@ -116,3 +116,29 @@ def test_opensearch_stopped_mid_ingest_loses_nothing_acknowledged(cache_dir: Pat
         assert client.count(index="outage")["count"] == 60
     finally:
         node.down()
+
+
+def test_one_bad_document_does_not_sink_its_bulk_request(client, index_name: str) -> None:
+    """OpenSearch refuses a whole bulk request for one _id over 512 bytes; the writer halves the request
+    until the bad document is alone, so the others are written and the bad one's reason is OpenSearch's."""
+    from milco_os.opensearch.ingest import BulkWriter
+
+    client.indices.create(index=index_name, body={"settings": {"number_of_replicas": 0}})
+    long_id = "x" * 600
+    actions = [{"_index": index_name, "_id": i, "_source": {"text": "t"}} for i in ("a", "b", long_id, "c", "d")]
+    outcome = BulkWriter(client, BulkConfig()).write(actions)
+    assert sorted(outcome.written) == ["a", "b", "c", "d"] and not outcome.unavailable
+    ((bad_id, reason),) = outcome.failed
+    assert bad_id == long_id and "HTTP 400" in reason and "512" in reason
+
+
+def test_ingest_refuses_overlong_ids_and_texts_and_keeps_the_rest(client, index_name: str, tmp_path: Path) -> None:
+    encoder = FakeEncoder()
+    create_index(client, index_name, encoder.info, text_fields=["text"], replicas=0)
+    batch = [*docs(3), {"id": "y" * 600, "text": "ok"}, {"id": "huge", "text": "z " * 60}]
+    ingester = Ingester(client, index_name, encoder, dead_letter=tmp_path / "dead.jsonl", max_chars=100)
+    report = ingester.run(batch, refresh=True)
+    assert report.indexed == 3
+    reasons = dict(report.failures)
+    assert "512 bytes" in reasons["y" * 600] and "over the limit of 100" in reasons["huge"]
+    assert client.count(index=index_name)["count"] == 3

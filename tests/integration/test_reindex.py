@@ -87,3 +87,72 @@ def test_sigkill_mid_run_then_resume(client, index_name: str, dest_name: str, se
     assert len(ids) == 400 and set(ids) == {f"doc-{i:04d}" for i in range(400)}
     assert client.count(index=dest_name)["count"] == 400
     assert not checkpoint.exists()
+
+
+def test_writes_refused_mid_run_stop_the_job_and_resume_converges(client, index_name: str, dest_name: str,
+                                                                 tmp_path: Path) -> None:
+    """DEST refuses writes (429: a read-only-allow-delete block, as on a full disk) after the first batch:
+    the job stops without moving its checkpoint past the refused batch; --resume then brings every id."""
+    from milco_os.opensearch.ingest import BulkConfig, OpenSearchUnavailable
+    from tests.fakes import FakeEncoder
+
+    fill_source(client, index_name, 120)
+    checkpoint = tmp_path / "cp.json"
+    alias = index_name + "-live"
+    blocked: list[int] = []
+
+    def block_after_first_batch(n: int) -> None:
+        if not blocked:
+            blocked.append(n)
+            client.indices.put_settings(index=dest_name, body={"index.blocks.read_only_allow_delete": True})
+
+    config = BulkConfig(encode_batch=10, max_retries=1, initial_backoff=0.05)
+    with pytest.raises(OpenSearchUnavailable, match="gave up after 1 retries"):
+        reindex(client, index_name, dest_name, FakeEncoder(), text_fields=["text"], checkpoint_path=checkpoint,
+                alias=alias, page_size=10, config=config, dead_letter=tmp_path / "dead.jsonl",
+                index_options={"replicas": 0}, on_progress=block_after_first_batch)
+    state = json.loads(checkpoint.read_text())
+    assert state["written"] == 10 and state["after"] == ["doc-0009"]  # not a document further
+    assert not (tmp_path / "dead.jsonl").exists()  # --resume reads the refused documents again
+    assert not client.indices.exists_alias(name=alias)
+
+    client.indices.put_settings(index=dest_name, body={"index.blocks.read_only_allow_delete": None})
+    report = reindex(client, index_name, dest_name, FakeEncoder(), text_fields=["text"], checkpoint_path=checkpoint,
+                     alias=alias, page_size=10, config=config, resume=True)
+    assert report.verified and report.dest_count == 120
+    ids = {h["_id"] for h in client.search(index=dest_name, body={"size": 200, "_source": False})["hits"]["hits"]}
+    assert ids == {f"doc-{i:04d}" for i in range(120)}
+    assert list(client.indices.get_alias(name=alias)) == [dest_name] and not checkpoint.exists()
+
+
+def test_failed_documents_come_back_through_ingest_and_resume_verifies(client, index_name: str, dest_name: str,
+                                                                      tmp_path: Path) -> None:
+    """Dead-letter lines of a reindex carry the source _id as ``id`` (what `milco-os ingest` reads); the
+    job stays incomplete (checkpoint kept, alias not moved) until they are in; then --resume verifies."""
+    from milco_os.opensearch.ingest import Ingester
+    from tests.fakes import FakeEncoder
+
+    fill_source(client, index_name, 30)
+    client.index(index=index_name, id="bad-one", body={"text": 42, "id": "its-own-field"}, refresh=True)
+    checkpoint, dead = tmp_path / "cp.json", tmp_path / "dead.jsonl"
+    alias = index_name + "-live"
+    kwargs = {"text_fields": ["text"], "checkpoint_path": checkpoint, "alias": alias, "page_size": 8}
+    report = reindex(client, index_name, dest_name, FakeEncoder(), dead_letter=dead, index_options={"replicas": 0},
+                     **kwargs)
+    assert not report.verified and report.failed_total == 1 and report.dest_count == 30
+    assert checkpoint.exists() and not client.indices.exists_alias(name=alias)
+    (line,) = [json.loads(x) for x in dead.read_text().splitlines()]
+    assert line["id"] == "bad-one" and line["document"]["id"] == "bad-one"
+    assert "_milco_os_source_id" not in line["document"]
+
+    fixed = {**unwrap(line), "text": "forty-two"}
+    assert Ingester(client, dest_name, FakeEncoder()).run([fixed], refresh=True).indexed == 1
+    again = reindex(client, index_name, dest_name, FakeEncoder(), resume=True, **kwargs)
+    assert again.verified and again.dest_count == 31
+    assert list(client.indices.get_alias(name=alias)) == [dest_name] and not checkpoint.exists()
+
+
+def unwrap(line: dict) -> dict:
+    from milco_os.opensearch.ingest import unwrap_dead_letter
+
+    return unwrap_dead_letter(line)
