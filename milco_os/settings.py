@@ -10,7 +10,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from milco_os.errors import ConfigError
@@ -51,9 +51,38 @@ class Settings(BaseSettings):
 
     service_api_key: SecretStr | None = Field(None, description="if set, the HTTP service requires it")
     service_api_key_file: Path | None = None
+    allow_script_filters: bool = Field(
+        False, description="let search filters contain `script` clauses (arbitrary code on the cluster); off by default"
+    )
 
     model: str = Field(DEFAULT_MODEL, description="default model: built-in name, directory or hub id")
     cache_dir: Path = Field(default_factory=default_cache_dir)
+
+    @field_validator("opensearch_url")
+    @classmethod
+    def _valid_urls(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        from milco_os.opensearch.client import redact_url as _shown  # URLs in messages lose their user:password
+
+        urls = [u.strip() for u in value.split(",") if u.strip()]
+        if not urls:
+            msg = "no URL given"
+            raise ValueError(msg)
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https"):
+                msg = f"{_shown(url)}: expected an http:// or https:// URL"
+                raise ValueError(msg)
+            try:
+                parts.port  # noqa: B018 (raises for a port outside 0-65535 or not a number)
+            except ValueError:
+                msg = f"{_shown(url)}: the port must be a number between 1 and 65535"
+                raise ValueError(msg) from None
+            if not parts.hostname or parts.port == 0:
+                msg = f"{_shown(url)}: expected scheme://host[:port]"
+                raise ValueError(msg)
+        return value
 
     @model_validator(mode="after")
     def _read_secret_files(self) -> Settings:
