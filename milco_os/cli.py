@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from milco_os import __version__
 from milco_os.errors import MilcoError
@@ -84,38 +85,131 @@ def connection(
 
 
 def connected_client(settings: Any) -> Any:
-    """A client that has answered a ping, or a clear error naming the URL."""
+    """A client that has answered a ping, or a clear error naming the URL (without its credentials)."""
     from milco_os.errors import ConfigError
-    from milco_os.opensearch.client import make_client
+    from milco_os.opensearch.client import make_client, redact_url
 
     client = make_client(settings)
+    where = redact_url(settings.opensearch_url)
     try:
         client.info()
     except Exception as e:  # noqa: BLE001 (any transport or auth failure: report it as one clear line)
         status = getattr(e, "status_code", None)
         what = f"HTTP {status}" if isinstance(status, int) else type(e).__name__
-        msg = f"cannot reach OpenSearch at {settings.opensearch_url} ({what}); check --url / MILCO_OS_OPENSEARCH_URL"
+        detail = str(e)
+        msg = f"cannot reach OpenSearch at {where} ({what}); check --url / MILCO_OS_OPENSEARCH_URL"
         if status in (401, 403):
-            msg = f"OpenSearch at {settings.opensearch_url} refused the credentials ({what})"
+            msg = f"OpenSearch at {where} refused the credentials ({what})"
+        elif "CERTIFICATE_VERIFY_FAILED" in detail:
+            msg = (
+                f"TLS certificate verification failed for {where}; pass --ca-certs / MILCO_OS_OPENSEARCH_CA_CERTS "
+                "with the CA that signed the cluster's certificate"
+            )
+        elif "SSL" in what or "ssl" in detail.lower():
+            msg = f"TLS handshake with OpenSearch at {where} failed ({what}); check the URL's scheme and --ca-certs"
+        elif where.startswith("http://") and "RemoteDisconnected" in detail:
+            # A TLS port closes a plain-HTTP connection without a response.
+            msg = f"OpenSearch at {where} closed the connection without a response; if it uses TLS, use an https:// URL"
         raise ConfigError(msg) from None
     return client
 
 
+def checked_index_name(option: str, name: str | None) -> None:
+    """A one-line ConfigError naming the option when ``name`` is not a valid OpenSearch index name."""
+    from milco_os.errors import ConfigError
+    from milco_os.opensearch.validation import check_index_name
+
+    if name is not None:
+        try:
+            check_index_name(name)
+        except ValueError as e:
+            raise ConfigError(f"{option}: {e}") from None
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+#: Settings fields -> the flag and environment variable that set them, for error messages.
+_SETTING_NAMES = {
+    "opensearch_url": "--url / MILCO_OS_OPENSEARCH_URL",
+    "opensearch_timeout": "--timeout / MILCO_OS_OPENSEARCH_TIMEOUT",
+    "opensearch_verify_certs": "--insecure / MILCO_OS_OPENSEARCH_VERIFY_CERTS",
+    "opensearch_ca_certs": "--ca-certs / MILCO_OS_OPENSEARCH_CA_CERTS",
+    "cache_dir": "--cache-dir / MILCO_OS_CACHE_DIR",
+    "model": "--model / MILCO_OS_MODEL",
+}
+
+
+def describe_validation_error(e: Any, names: dict[str, str] | None = None) -> str:
+    """A pydantic ValidationError as one line: ``name: problem`` for its first error."""
+    first = e.errors()[0]
+    field = ".".join(str(p) for p in first.get("loc", ())) or "value"
+    name = (names or {}).get(field, field)
+    extra = f" ({len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+    given = first.get("input")
+    shown = f" (got {given!r})" if isinstance(given, (str, int, float)) and str(given) not in first["msg"] else ""
+    return one_line(f"{name}: {first['msg'].removeprefix('Value error, ')}{shown}{extra}")
+
+
+def parse_pruning(option: str, **rules: str) -> Any:
+    """A PruningConfig from CLI options, or a one-line ConfigError naming the option."""
+    from pydantic import ValidationError
+
+    from milco_os.errors import ConfigError
+    from milco_os.pruning import PruningConfig
+
+    try:
+        return PruningConfig(**rules)
+    except ValidationError as e:
+        raise ConfigError(describe_validation_error(e, {"pivot": option, "echo": option})) from None
+
+
 def handle_errors(fn: F) -> F:
-    """Print milco-os errors as one clear message and exit non-zero, without a traceback."""
+    """Print errors as one line on stderr and exit non-zero, without a traceback (``-v`` shows it for
+    unexpected ones). OpenSearch's refusals are reported with its own reason, URLs without credentials."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from pydantic import ValidationError
+
         try:
             return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
         except MilcoError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
-            raise typer.Exit(1) from None
+            fail(str(e))
+        except ValidationError as e:
+            fail(describe_validation_error(e, _SETTING_NAMES))
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(130) from None
+        except Exception as e:  # noqa: BLE001 (one line instead of a traceback; -v shows the traceback)
+            fail(describe_unexpected(e))
 
     return wrapper  # type: ignore[return-value]
+
+
+def describe_unexpected(e: Exception) -> str:
+    """One line for an error no command turned into a MilcoError (with -v, the traceback is logged)."""
+    from opensearchpy.exceptions import ConnectionError as TransportConnectionError
+    from opensearchpy.exceptions import TransportError
+
+    from milco_os.opensearch.client import describe_transport_error
+
+    logging.getLogger("milco_os").info("details", exc_info=e)
+    if isinstance(e, TransportConnectionError):
+        return f"OpenSearch unreachable ({type(e).__name__}); check --url / MILCO_OS_OPENSEARCH_URL and that it is up"
+    if isinstance(e, TransportError):
+        return f"OpenSearch refused the request (HTTP {e.status_code}): {describe_transport_error(e)}"
+    return f"unexpected {type(e).__name__}: {e} (run with -v for the traceback)"
+
+
+def fail(message: str) -> None:
+    from milco_os.opensearch.client import redact_urls_in
+
+    err.print(f"[bold red]error:[/] {escape(one_line(redact_urls_in(message)))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
 
 
 def settings_with(cache_dir: Path | None = None, **overrides: Any) -> Any:
@@ -271,16 +365,41 @@ def cluster_up(
     heap: Annotated[str, typer.Option("--heap", help="JVM heap size, e.g. 512m or 2g.")] = DEFAULT_HEAP,
     fresh: Annotated[bool, typer.Option("--fresh", help="Wipe the node's data before starting.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for a healthy cluster.")] = 180.0,
+    secure: Annotated[
+        bool, typer.Option("--secure", help="With the security plugin: TLS (generated certificates) and basic auth.")
+    ] = False,
+    admin_password_file: Annotated[
+        Path | None,
+        typer.Option("--admin-password-file", help="With --secure: file holding the admin password (default: generated)."),
+    ] = None,
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Download (once), configure and start a local OpenSearch node; prints its URL."""
-    from milco_os.opensearch.local import LocalNode
+    import shlex
+
+    from milco_os.opensearch.local import ADMIN_USER, LocalNode
 
     settings = settings_with(cache_dir)
     node = LocalNode(settings.cache_dir, port)
     with err.status(f"starting OpenSearch on port {port} (first run downloads it) ..."):
-        info = node.up(version=version, archive=archive, heap=heap, fresh=fresh, timeout=timeout)
-    err.print(f"OpenSearch {info.version} is up (pid {info.pid}, data in {info.node_dir}/data)", highlight=False)
+        info = node.up(
+            version=version, archive=archive, heap=heap, fresh=fresh, timeout=timeout,
+            secure=secure, admin_password_file=admin_password_file,
+        )
+    if info.secure:
+        # Paths, never the password itself; soft_wrap keeps long paths copy-pasteable.
+        lines = [
+            f"OpenSearch {info.version} is up with TLS and basic auth (pid {info.pid}, data in {info.node_dir}/data)",
+            f"CA certificate: {info.ca_certs}",
+            "connect with:",
+            f"  export MILCO_OS_OPENSEARCH_URL={info.url}",
+            f"  export MILCO_OS_OPENSEARCH_USERNAME={ADMIN_USER}",
+            f"  export MILCO_OS_OPENSEARCH_PASSWORD_FILE={shlex.quote(str(info.password_file))}",
+            f"  export MILCO_OS_OPENSEARCH_CA_CERTS={shlex.quote(str(info.ca_certs))}",
+        ]
+        err.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)
+    else:
+        err.print(f"OpenSearch {info.version} is up (pid {info.pid}, data in {info.node_dir}/data)", highlight=False)
     out.print(info.url, highlight=False)
 
 
@@ -318,9 +437,10 @@ def cluster_status(
     elif not status["running"]:
         out.print(f"no milco-os OpenSearch node is running on port {port} (start one: milco-os cluster up)")
     else:
+        tls = f"; TLS, CA {status['ca_certs']}" if status.get("secure") else ""
         out.print(
-            f"OpenSearch {status['version']} at {status['url']}: {status['health']} (pid {status['pid']})",
-            highlight=False,
+            f"OpenSearch {status['version']} at {status['url']}: {status['health']} (pid {status['pid']}{tls})",
+            highlight=False, markup=False, soft_wrap=True,
         )
     if not healthy:
         raise typer.Exit(1)
@@ -441,16 +561,12 @@ def index_create(
     timeout: TimeoutOpt = None, cache_dir: CacheDirOpt = None,
 ) -> None:
     """Create an index for the model: text fields, rank_features fields and the _meta contract."""
-    from milco_os.errors import ConfigError
     from milco_os.models.loading import load_encoder
     from milco_os.opensearch.indices import create_index
-    from milco_os.pruning import PruningConfig
 
+    checked_index_name("NAME", name)
     settings = connection(url, username, password_file, api_key_file, ca_certs, insecure, timeout, cache_dir, model)
-    try:
-        pruning = PruningConfig(pivot=prune, echo=prune_echo)
-    except ValueError as e:
-        raise ConfigError(f"--prune: {e}") from None
+    pruning = parse_pruning("--prune/--prune-echo", pivot=prune, echo=prune_echo)
     client = connected_client(settings)
     encoder = load_encoder(settings.model, settings.cache_dir)
     create_index(
@@ -496,8 +612,9 @@ def progress_bar(total: int | None, label: str) -> Any:
 
 
 def read_jsonl(path: Path | None, start_line: int = 0) -> Any:
-    """Yield (line number, parsed object) from a JSONL file or stdin; bad lines become error records."""
-    from milco_os.opensearch.ingest import unwrap_dead_letter
+    """Yield (line number, document) from a JSONL file or stdin; a line that is not valid UTF-8 JSON becomes
+    an ``UnreadableLine`` (reported and dead-lettered with its own reason)."""
+    from milco_os.opensearch.ingest import UnreadableLine, unwrap_dead_letter
 
     stream = sys.stdin.buffer if path is None else open(path, "rb")  # noqa: SIM115
     try:
@@ -505,12 +622,24 @@ def read_jsonl(path: Path | None, start_line: int = 0) -> Any:
             if number <= start_line or not raw.strip():
                 continue
             try:
-                yield number, unwrap_dead_letter(json.loads(raw.decode("utf-8")))
-            except (UnicodeDecodeError, ValueError) as e:
-                yield number, {"_milco_os_invalid_line": number, "error": str(e)[:200], "raw": raw[:200].decode("utf-8", "replace")}
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield number, UnreadableLine(number, f"not valid UTF-8 (byte {e.start})", raw.decode("utf-8", "replace"))
+                continue
+            try:
+                yield number, unwrap_dead_letter(json.loads(text))
+            except ValueError as e:
+                yield number, UnreadableLine(number, f"invalid JSON ({e})", text.rstrip("\n"))
     finally:
         if path is not None:
             stream.close()
+
+
+def _finished_run(checkpoint: Path) -> bool:
+    try:
+        return json.loads(checkpoint.read_text(encoding="utf-8")).get("finished") is True
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 @app.command()
@@ -519,13 +648,14 @@ def ingest(
     file: Annotated[str, typer.Argument(help="JSONL file (one document per line: id, text fields, metadata) or '-'.")],
     index: IndexOpt,
     dead_letter: Annotated[
-        Path | None, typer.Option("--dead-letter", help="Where failed documents go (default: <file>.failed.jsonl).")
+        Path | None, typer.Option("--dead-letter", help="Where failed documents go (default: <file>.failed.jsonl; an existing one is rotated to .1).")
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted ingest of this file.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Documents encoded together.")] = 32,
     bulk_docs: Annotated[int, typer.Option("--bulk-docs", min=1, help="Max documents per bulk request.")] = 500,
     bulk_mb: Annotated[float, typer.Option("--bulk-mb", min=0.01, help="Max megabytes per bulk request.")] = 8.0,
     max_retries: Annotated[int, typer.Option("--max-retries", min=0, help="Retries of failed items (429, 5xx, unreachable).")] = 5,
+    max_chars: Annotated[int, typer.Option("--max-chars", min=1, help="Longest text per document, in characters; longer ones fail (split them).")] = 200_000,
     model: ModelOpt = None,
     url: UrlOpt = None, username: UserOpt = None, password_file: PasswordFileOpt = None,
     api_key_file: ApiKeyFileOpt = None, ca_certs: CaCertsOpt = None, insecure: InsecureOpt = False,
@@ -533,40 +663,54 @@ def ingest(
 ) -> None:
     """Encode documents and index them; failed documents are reported and kept in a dead-letter file.
 
-    A file ingest writes a checkpoint after every acknowledged batch; --resume continues after a kill
-    (writes are by id, so nothing is duplicated). A dead-letter file can be ingested again as it is.
+    A file ingest writes a checkpoint after every acknowledged batch. If OpenSearch stays unreachable after
+    the retries, the job stops and --resume continues after the last acknowledged batch (also after a kill;
+    writes are by id, so nothing is duplicated). The checkpoint is removed only when every document is in.
+    A dead-letter file can be ingested again as it is.
     """
     import time
 
     from milco_os.errors import ConfigError, IngestError
     from milco_os.models.loading import load_encoder
-    from milco_os.opensearch.ingest import BulkConfig, Ingester
+    from milco_os.opensearch.ingest import BulkConfig, Ingester, OpenSearchUnavailable
     from milco_os.paths import write_text_atomic
 
+    checked_index_name("--index", index)
     path = None if file == "-" else Path(file)
     if path is not None and not path.is_file():
         raise ConfigError(f"{file}: no such file")
     if resume and path is None:
         raise ConfigError("--resume needs a file (stdin cannot be re-read)")
-    settings = connection(url, username, password_file, api_key_file, ca_certs, insecure, timeout, cache_dir, model)
-    client = connected_client(settings)
-    encoder = load_encoder(settings.model, settings.cache_dir)
     dead = dead_letter or (Path(f"{file}.failed.jsonl") if path else Path(f"{index}.failed.jsonl"))
-    config = BulkConfig(encode_batch=batch_size, max_docs=bulk_docs, max_bytes=int(bulk_mb * 1024 * 1024),
-                        max_retries=max_retries)
-    ingester = Ingester(client, index, encoder, config=config, dead_letter=dead)
-
+    if path is not None and dead.resolve() == path.resolve():
+        raise ConfigError(f"--dead-letter {dead}: is the input file; name another file")
     checkpoint = path.with_name(path.name + ".milco-os-checkpoint.json") if path else None
-    start_line = 0
+    state: dict[str, Any] = {"index": index, "line": 0, "done": 0, "failed": 0}
     if resume and checkpoint is not None:
         if not checkpoint.exists():
             raise ConfigError(f"--resume: no checkpoint {checkpoint}; nothing to resume")
-        state = json.loads(checkpoint.read_text(encoding="utf-8"))
+        try:
+            state = {**state, **json.loads(checkpoint.read_text(encoding="utf-8"))}
+            int(state["line"]), int(state["done"]), int(state["failed"])
+        except (OSError, ValueError, TypeError) as e:
+            raise ConfigError(f"--resume: cannot read the checkpoint {checkpoint}: {e}") from None
         if state.get("index") != index:
             raise ConfigError(f"--resume: {checkpoint} is for index {state.get('index')!r}, not {index!r}")
-        start_line = int(state["line"])
     elif checkpoint is not None and checkpoint.exists():
-        raise ConfigError(f"an interrupted ingest left {checkpoint}; continue with --resume or delete it")
+        if not _finished_run(checkpoint):
+            raise ConfigError(f"an interrupted ingest left {checkpoint}; continue with --resume or delete it")
+        checkpoint.unlink()  # a finished run's record (kept because documents failed): this run starts over
+    start_line, done_before, failed_before = int(state["line"]), int(state["done"]), int(state["failed"])
+
+    settings = connection(url, username, password_file, api_key_file, ca_certs, insecure, timeout, cache_dir, model)
+    client = connected_client(settings)
+    encoder = load_encoder(settings.model, settings.cache_dir)
+    config = BulkConfig(encode_batch=batch_size, max_docs=bulk_docs, max_bytes=int(bulk_mb * 1024 * 1024),
+                        max_retries=max_retries)
+    # From a file the job can stop and resume, so an outage stops it; stdin cannot be re-read, so there
+    # every document that cannot be written goes to the dead-letter file instead.
+    ingester = Ingester(client, index, encoder, config=config, dead_letter=dead, max_chars=max_chars,
+                        stop_when_unavailable=path is not None, append_dead_letter=resume)
 
     total = None
     if path is not None:
@@ -582,30 +726,38 @@ def ingest(
     started = time.monotonic()
     done = [0]
     with progress_bar(total, "ingest") as progress:
-        task = progress.add_task("ingest", total=total, rate="-")
-        if start_line:
-            progress.update(task, completed=int(json.loads(checkpoint.read_text())["done"]))
+        task = progress.add_task("ingest", total=total, completed=done_before, rate="-")
 
         def on_batch(n_docs: int, report: Any) -> None:
             done[0] += n_docs
             if checkpoint is not None:
-                state = {"index": index, "line": lines[done[0] - 1], "done": start_line + done[0]}
+                state.update(line=lines[done[0] - 1], done=done_before + done[0], failed=failed_before + report.failed)
                 write_text_atomic(checkpoint, json.dumps(state))
             rate = done[0] / max(time.monotonic() - started, 1e-9)
             progress.update(task, advance=n_docs, rate=f"{rate:,.0f}")
 
-        report = ingester.run(documents(), on_batch=on_batch)
-    if checkpoint is not None:
+        try:
+            report = ingester.run(documents(), on_batch=on_batch)
+        except OpenSearchUnavailable as e:
+            where = (f"progress is saved in {checkpoint}; once OpenSearch is back, run the same command with --resume"
+                     if checkpoint else f"documents that were not written are in {dead}")
+            raise IngestError(f"ingest stopped, OpenSearch unavailable ({e}); {where}", e.failures) from None
+    failed_total = failed_before + report.failed
+    if checkpoint is not None and failed_total == 0:
         checkpoint.unlink(missing_ok=True)
+    elif checkpoint is not None:
+        write_text_atomic(checkpoint, json.dumps({**state, "finished": True}))
     out.print(
         f"indexed {report.indexed}, failed {report.failed}, retried {report.retried}, "
         f"{report.elapsed_s:.1f}s ({report.docs_per_s:,.0f} docs/s)",
         highlight=False,
     )
-    if report.failed:
+    if failed_total:
         for doc_id, reason in report.failures[:5]:
-            err.print(f"  {doc_id}: {reason}", highlight=False, markup=False)
-        raise IngestError(f"{report.failed} documents failed; they are in {dead}", report.failures)
+            err.print(f"  {doc_id}: {reason}", highlight=False, markup=False, soft_wrap=True)
+        kept = f"; the checkpoint {checkpoint} records the run" if checkpoint else ""
+        raise IngestError(f"{failed_total} documents failed; they are in {dead} (fix them, then ingest that file){kept}",
+                          report.failures)
 
 
 # ------------------------------------------------------------------------------------------ search
@@ -635,18 +787,27 @@ def search(
     from milco_os.opensearch.query import TwoPhase
     from milco_os.opensearch.search import SearchOptions
     from milco_os.opensearch.search import search as run_search
+    from milco_os.opensearch.validation import check_filters
     from milco_os.pruning import Prune
 
+    settings = connection(url, username, password_file, api_key_file, ca_certs, insecure, timeout, cache_dir, model)
+    checked_index_name("--index", index)
     try:
         rule = Prune.parse(query_prune)
-        filters = (json.loads(filter_json),) if filter_json else ()
+    except ValueError as e:
+        raise ConfigError(f"--query-prune: {e}") from None
+    try:
+        filters = check_filters([json.loads(filter_json)] if filter_json else [],
+                                allow_scripts=settings.allow_script_filters)
+    except ValueError as e:  # json.JSONDecodeError is a ValueError too
+        raise ConfigError(f"--filter: {e}") from None
+    try:
         options = SearchOptions(
             size=size, from_=from_, alpha=alpha, pivot_pruning=rule, echo_pruning=rule, filters=filters,
             two_phase=TwoPhase() if two_phase else None, hybrid_weight=hybrid, explain=explain,
         )
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    settings = connection(url, username, password_file, api_key_file, ca_certs, insecure, timeout, cache_dir, model)
     client = connected_client(settings)
     encoder = load_encoder(settings.model, settings.cache_dir)
     result = run_search(client, index, query, encoder, options)
@@ -698,17 +859,16 @@ def reindex(
     timeout: TimeoutOpt = None, cache_dir: CacheDirOpt = None,
 ) -> None:
     """Re-encode an existing index into a new milco-os index (resumable; verifies counts; optional alias swap)."""
-    from milco_os.errors import ConfigError, IngestError
+    from milco_os.errors import IngestError
     from milco_os.models.loading import load_encoder
+    from milco_os.opensearch.ingest import OpenSearchUnavailable
     from milco_os.opensearch.reindex import default_checkpoint_path
     from milco_os.opensearch.reindex import reindex as run_reindex
-    from milco_os.pruning import PruningConfig
 
+    for option, name in (("--source", source), ("--dest", dest), ("--alias", alias)):
+        checked_index_name(option, name)
     settings = connection(url, username, password_file, api_key_file, ca_certs, insecure, timeout, cache_dir, model)
-    try:
-        pruning = PruningConfig(pivot=prune)
-    except ValueError as e:
-        raise ConfigError(f"--prune: {e}") from None
+    pruning = parse_pruning("--prune", pivot=prune)
     client = connected_client(settings)
     encoder = load_encoder(settings.model, settings.cache_dir)
     checkpoint_path = checkpoint or default_checkpoint_path(settings.cache_dir, source, dest)
@@ -726,21 +886,26 @@ def reindex(
             rate = done[0] / max(time.monotonic() - started, 1e-9)
             progress.update(task, advance=n, rate=f"{rate:,.0f}")
 
-        report = run_reindex(
-            client, source, dest, encoder, text_fields=text_field, checkpoint_path=checkpoint_path, slices=slices,
-            resume=resume, alias=alias, page_size=page_size, dead_letter=dead, on_progress=on_progress,
-            index_options={"doc_pruning": pruning, "replicas": replicas},
-        )
+        try:
+            report = run_reindex(
+                client, source, dest, encoder, text_fields=text_field, checkpoint_path=checkpoint_path,
+                slices=slices, resume=resume, alias=alias, page_size=page_size, dead_letter=dead,
+                on_progress=on_progress, index_options={"doc_pruning": pruning, "replicas": replicas},
+            )
+        except OpenSearchUnavailable as e:
+            raise IngestError(f"reindex stopped, OpenSearch unavailable ({e}); progress is saved in {checkpoint_path}; "
+                              "once OpenSearch is back, run the same command with --resume", e.failures) from None
     out.print(
         f"{source} -> {dest}: {report.dest_count} of {report.source_count} documents, "
         f"failed {report.ingest.failed}, retried {report.ingest.retried}, {report.ingest.elapsed_s:.1f}s"
         + (f"; alias {alias} -> {dest}" if report.alias else ""),
         highlight=False,
     )
-    if not report.verified or report.ingest.failed:
+    if not report.verified:
         raise IngestError(
-            f"reindex incomplete: {report.ingest.failed} failed (see {dead}); counts source {report.source_count}, "
-            f"dest {report.dest_count}. Fix the cause and run again with --resume.",
+            f"reindex incomplete: {dest} holds {report.dest_count} of {report.source_count} documents; "
+            f"{report.failed_total} failed (see {dead}); fix them (ingest that file into {dest}), then run again "
+            f"with --resume to verify{' and move the alias' if alias else ''}",
             report.ingest.failures,
         )
 
@@ -898,7 +1063,24 @@ def eval_command(
 
 
 def main() -> None:
-    app()
+    """The console entry point: usage errors (a missing option, a value out of range) get one line too."""
+    try:  # typer >= 0.20 vendors click and exports only BadParameter of its usage errors
+        from typer._click.exceptions import UsageError
+    except ImportError:  # pragma: no cover (older typer: click itself)
+        from click.exceptions import UsageError
+
+    try:
+        code = app(standalone_mode=False)
+    except UsageError as e:
+        if not e.format_message():  # no arguments at all: the help was printed, nothing more to say
+            sys.exit(e.exit_code)
+        where = e.ctx.command_path if e.ctx else "milco-os"
+        err.print(f"error: {escape(one_line(e.format_message()))} (see {where} --help)", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err.print("interrupted")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -14,19 +14,30 @@ Layout under ``<cache>/opensearch/``::
 
 OpenSearch refuses to run as root; when milco-os runs as root it starts the node as the unprivileged
 system user ``milco-os`` (created on first use).
+
+A secure node (``up(secure=True)``, ``cluster up --secure``) runs from its own copy of the distribution,
+``dist/opensearch-<version>-secure/``, which adds the security plugin from Maven Central, so the plain
+distribution stays security-free. It gets TLS on HTTP and transport with certificates generated for it
+(``nodes/<port>/certs/``: a root CA, the node's certificate and an admin client certificate) and one
+basic-auth user, ``admin``, whose password is read from a file (generated into ``nodes/<port>/admin-password``
+when none is given).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tarfile
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -34,7 +45,7 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from milco_os.errors import ClusterError
+from milco_os.errors import ClusterError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +92,18 @@ DEFAULT_PORT = 9200
 DEFAULT_HEAP = "1g"
 _READY_MARK = ".milco-os-ready"
 _MAIN_CLASS = "org.opensearch.bootstrap.OpenSearch"
+
+SECURITY_PLUGIN = "opensearch-security"
+SECURITY_PLUGIN_ARTIFACT = "org.opensearch.plugin:opensearch-security:{version}:zip"
+#: Node versions for which Maven Central has no security plugin build of their own, mapped to the nearest
+#: earlier patch release it has (checked with mvn: for 2.19 it has 2.19.3.0 and 2.19.4.0, not 2.19.6.0).
+#: The plugin's descriptor is then widened to a same-minor "~" range, which OpenSearch 2.x honours.
+SECURITY_PLUGIN_FALLBACK = {"2.19.6": "2.19.4.0"}
+ADMIN_USER = "admin"
+#: Distinguished names of the generated certificates, as the security plugin writes them (RFC 2253).
+NODE_DN = "CN=localhost,OU=node,O=milco-os"
+ADMIN_DN = "CN=admin,OU=client,O=milco-os"
+CA_FILE = "root-ca.pem"
 
 
 def required_java(version: str) -> int:
@@ -150,8 +173,11 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
-def http_json(url: str, timeout: float = 5.0) -> dict:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback URL we built)
+def http_json(
+    url: str, timeout: float = 5.0, context: ssl.SSLContext | None = None, headers: dict | None = None
+) -> dict:
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:  # noqa: S310 (loopback URL)
         return json.loads(resp.read().decode("utf-8"))
 
 
@@ -205,17 +231,28 @@ def _maven_copy(artifact: str, dest: Path) -> None:
         raise ClusterError(msg)
 
 
+def _unzip(archive: Path, dest: Path) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            target = zf.extract(info, dest)
+            mode = (info.external_attr >> 16) & 0o777
+            if mode:  # zipfile drops permission bits; bin/opensearch must stay executable
+                os.chmod(target, mode)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(src, dst)
+
+
 def _extract(archive: Path, dest: Path) -> Path:
     """Unpack a zip or tarball into ``dest`` and return the directory holding ``bin/opensearch``."""
     dest.mkdir(parents=True, exist_ok=True)
     name = archive.name
     if name.endswith(".zip"):
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                target = zf.extract(info, dest)
-                mode = (info.external_attr >> 16) & 0o777
-                if mode:  # zipfile drops permission bits; bin/opensearch must stay executable
-                    os.chmod(target, mode)
+        _unzip(archive, dest)
     elif name.endswith((".tar.gz", ".tgz", ".tar")):
         with tarfile.open(archive) as tf:
             tf.extractall(dest, filter="data")
@@ -275,6 +312,167 @@ def plugin_descriptor(spec: ModuleSpec, version: str) -> str:
     )
 
 
+# ------------------------------------------------------------------------------ security (cluster up --secure)
+def security_plugin_version(version: str) -> str:
+    """The security plugin release to install on OpenSearch ``version`` (plugins add a fourth number)."""
+    return SECURITY_PLUGIN_FALLBACK.get(version, f"{version}.0")
+
+
+def widen_descriptor(text: str, node_version: str) -> str:
+    """A plugin descriptor that also accepts ``node_version`` when the plugin was built for an earlier patch
+    release of the same minor version (OpenSearch otherwise refuses any plugin not built for it exactly)."""
+    m = re.search(r"^opensearch\.version=(\S+)$", text, re.MULTILINE)
+    if not m or m.group(1) == node_version:
+        return text
+    built = m.group(1)
+    same_minor = built.split(".")[:2] == node_version.split(".")[:2]
+    if not same_minor or tuple(map(int, built.split("."))) > tuple(map(int, node_version.split("."))):
+        msg = f"the security plugin was built for OpenSearch {built}, which cannot run on {node_version}"
+        raise ClusterError(msg)
+    return text.replace(m.group(0), f'dependencies={{ opensearch: "~{built}" }}')
+
+
+def _openssl(*args: str) -> None:
+    openssl = shutil.which("openssl")
+    if not openssl:
+        msg = "openssl is needed to generate the secure node's certificates; install it (apt-get install openssl)"
+        raise ClusterError(msg)
+    proc = subprocess.run([openssl, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        msg = f"openssl {args[0]} failed: {' '.join(proc.stderr.split())[:300]}"
+        raise ClusterError(msg)
+
+
+def _openssl_config(dn: dict[str, str], extensions: dict[str, str]) -> str:
+    """An openssl config of our own, so the system's openssl.cnf defaults cannot add or clash with extensions."""
+    lines = ["[req]", "distinguished_name = dn", "x509_extensions = ext", "prompt = no", "[dn]"]
+    lines += [f"{k} = {v}" for k, v in dn.items()]
+    lines += ["[ext]"] + [f"{k} = {v}" for k, v in extensions.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _new_key(path: Path) -> None:
+    # genpkey writes PKCS#8 ("BEGIN PRIVATE KEY"), the only PEM key format the security plugin reads.
+    _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(path))
+    os.chmod(path, 0o600)
+
+
+def generate_certs(cert_dir: Path, days: int = 3650) -> Path:
+    """A self-signed root CA plus, signed by it, the node's certificate (SAN localhost / 127.0.0.1 / ::1) and an
+    admin client certificate, as PEM files in ``cert_dir``. Returns the CA certificate's path.
+
+    Keys are mode 0600. Strict verifiers (Python 3.13+) want key usages and key identifiers: all are set."""
+    cert_dir.mkdir(parents=True, exist_ok=True)
+    ca_key, ca = cert_dir / "root-ca-key.pem", cert_dir / CA_FILE
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        _new_key(ca_key)
+        (work / "ca.cnf").write_text(
+            _openssl_config(
+                {"O": "milco-os", "CN": "milco-os local root CA"},
+                {
+                    "basicConstraints": "critical, CA:TRUE",
+                    "keyUsage": "critical, keyCertSign, cRLSign",
+                    "subjectKeyIdentifier": "hash",
+                },
+            ),
+            encoding="utf-8",
+        )
+        _openssl("req", "-x509", "-new", "-config", str(work / "ca.cnf"), "-key", str(ca_key),
+                 "-sha256", "-days", str(days), "-out", str(ca))
+        leaves = {
+            # (O, OU, CN) in this order print as NODE_DN / ADMIN_DN in RFC 2253 (most specific first).
+            "node": ({"O": "milco-os", "OU": "node", "CN": "localhost"},
+                     "serverAuth, clientAuth", "DNS:localhost, IP:127.0.0.1, IP:::1"),
+            "admin": ({"O": "milco-os", "OU": "client", "CN": "admin"}, "clientAuth", None),
+        }
+        for name, (dn, usage, san) in leaves.items():
+            ext = {
+                "basicConstraints": "critical, CA:FALSE",
+                "keyUsage": "critical, digitalSignature, keyEncipherment",
+                "extendedKeyUsage": usage,
+                "subjectKeyIdentifier": "hash",
+                "authorityKeyIdentifier": "keyid",
+            }
+            if san:
+                ext["subjectAltName"] = san
+            cnf, csr, key = work / f"{name}.cnf", work / f"{name}.csr", cert_dir / f"{name}-key.pem"
+            cnf.write_text(_openssl_config(dn, ext), encoding="utf-8")
+            _new_key(key)
+            _openssl("req", "-new", "-config", str(cnf), "-key", str(key), "-out", str(csr))
+            _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+                     "-set_serial", str(secrets.randbits(63)), "-sha256", "-days", str(days),
+                     "-extfile", str(cnf), "-extensions", "ext", "-out", str(cert_dir / f"{name}.pem"))
+    return ca
+
+
+def read_password(path: Path) -> str:
+    """The password in ``path`` (surrounding whitespace stripped); the message never quotes it."""
+    try:
+        password = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as e:
+        msg = f"admin password file {path}: cannot read it: {e.strerror}"
+        raise ConfigError(msg) from None
+    if not password:
+        msg = f"admin password file {path}: the file is empty"
+        raise ConfigError(msg)
+    return password
+
+
+def hash_password(home: Path, java_home: Path, password: str) -> str:
+    """A bcrypt hash of ``password`` for internal_users.yml, made offline by the plugin's own Hasher (what its
+    tools/hash.sh runs). The password goes through the environment, not the command line (visible in ps)."""
+    classpath = f"{home / 'plugins' / SECURITY_PLUGIN}/*:{home / 'lib'}/*"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MILCO_OS_ADMIN_PASSWORD": password}
+    cmd = [str(java_home / "bin" / "java"), "-cp", classpath, "org.opensearch.security.tools.Hasher",
+           "-env", "MILCO_OS_ADMIN_PASSWORD"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        msg = f"cannot hash the admin password with the security plugin's Hasher: {type(e).__name__}"
+        raise ClusterError(msg) from None
+    hashes = re.findall(r"^\$2[aby]\$\d+\$\S{53}$", proc.stdout, re.MULTILINE)
+    if proc.returncode != 0 or not hashes:
+        msg = f"cannot hash the admin password with the security plugin's Hasher: {' '.join(proc.stderr.split())[:300]}"
+        raise ClusterError(msg)
+    return hashes[-1]
+
+
+def internal_users_yml(password_hash: str) -> str:
+    """The security plugin's user database: only ``admin`` (the plugin's demo users have well-known passwords)."""
+    return (
+        "# Written by milco-os (cluster up --secure). Read once, when the security index is first created.\n"
+        "_meta:\n  type: \"internalusers\"\n  config_version: 2\n"
+        f"{ADMIN_USER}:\n"
+        f"  hash: \"{password_hash}\"\n"
+        "  reserved: true\n"
+        "  backend_roles: [\"admin\"]\n"  # the plugin's roles_mapping.yml maps it to all_access
+        "  description: \"milco-os local admin\"\n"
+    )
+
+
+def security_settings() -> str:
+    """The opensearch.yml lines of a secure node (certificate paths are relative to its config directory)."""
+    return (
+        "# Security plugin: TLS on HTTP and transport with the generated certificates, basic auth for admin.\n"
+        "plugins.security.ssl.transport.pemcert_filepath: certs/node.pem\n"
+        "plugins.security.ssl.transport.pemkey_filepath: certs/node-key.pem\n"
+        f"plugins.security.ssl.transport.pemtrustedcas_filepath: certs/{CA_FILE}\n"
+        "plugins.security.ssl.transport.enforce_hostname_verification: false\n"
+        "plugins.security.ssl.http.enabled: true\n"
+        "plugins.security.ssl.http.pemcert_filepath: certs/node.pem\n"
+        "plugins.security.ssl.http.pemkey_filepath: certs/node-key.pem\n"
+        f"plugins.security.ssl.http.pemtrustedcas_filepath: certs/{CA_FILE}\n"
+        # Create the security index from config/opensearch-security/ on first start (no securityadmin.sh run).
+        "plugins.security.allow_default_init_securityindex: true\n"
+        f'plugins.security.authcz.admin_dn: ["{ADMIN_DN}"]\n'
+        f'plugins.security.nodes_dn: ["{NODE_DN}"]\n'
+        'plugins.security.restapi.roles_enabled: ["all_access", "security_rest_api_access"]\n'
+        # No audit sink is configured: say so, rather than have the plugin log an error on every start.
+        "plugins.security.audit.type: noop\n"
+    )
+
+
 @dataclass
 class NodeInfo:
     """What ``up`` started; saved as ``nodes/<port>/node.json``."""
@@ -287,6 +485,10 @@ class NodeInfo:
     node_dir: str
     user: str
     started_at: float
+    # Secure nodes only (defaults keep node.json files written before these fields loadable).
+    secure: bool = False
+    ca_certs: str | None = None  # the CA certificate clients verify the node with
+    password_file: str | None = None  # holds the admin password (the password itself is never stored here)
 
 
 class LocalNode:
@@ -299,7 +501,9 @@ class LocalNode:
         self.root = Path(cache_dir) / "opensearch"
         self.port = port
         self.node_dir = self.root / "nodes" / str(port)
-        self.url = f"http://127.0.0.1:{port}"
+        info = self.info()
+        scheme = "https" if info and info.secure else "http"  # as the node was last started
+        self.url = f"{scheme}://127.0.0.1:{port}"
 
     # ---------------------------------------------------------------- provisioning
     def install(self, version: str = OPENSEARCH_VERSION, archive: Path | None = None) -> tuple[Path, str]:
@@ -336,6 +540,40 @@ class LocalNode:
         (home / _READY_MARK).touch()
         return home, archive_version(home)
 
+    def install_secure(self, version: str = OPENSEARCH_VERSION, archive: Path | None = None) -> tuple[Path, str]:
+        """Like ``install``, plus the security plugin, in a copy of its own (``<home>-secure``): the plain
+        distribution must stay free of it, since the plugin refuses to start without TLS configured."""
+        base, version = self.install(version, archive)
+        home = base.with_name(f"{base.name}-secure")
+        if (home / _READY_MARK).exists() and archive is None:  # an --archive is unpacked anew every time
+            return home, version
+        staging = base.with_name(f".stage-{home.name}")
+        shutil.rmtree(staging, ignore_errors=True)
+        # Hard links: the copy costs no space and is fast (both are read-only at run time).
+        shutil.copytree(base, staging, symlinks=True, copy_function=_link_or_copy)
+        (staging / _READY_MARK).unlink(missing_ok=True)
+        plugin = staging / "plugins" / SECURITY_PLUGIN
+        if not (plugin / "plugin-descriptor.properties").exists():  # the official tarball already has it
+            plugin_version = security_plugin_version(version)
+            archives = self.root / "archives"
+            zip_path = archives / f"{SECURITY_PLUGIN}-{plugin_version}.zip"
+            if not zip_path.exists():
+                try:
+                    _maven_copy(SECURITY_PLUGIN_ARTIFACT.format(version=plugin_version), archives)
+                except ClusterError as e:
+                    msg = (
+                        f"the security plugin {plugin_version} for OpenSearch {version} is not on Maven Central; "
+                        f"use an OpenSearch version it has, or --archive with the official tarball ({e})"
+                    )
+                    raise ClusterError(msg) from None
+            _unzip(zip_path, plugin)
+            descriptor = plugin / "plugin-descriptor.properties"
+            descriptor.write_text(widen_descriptor(descriptor.read_text(encoding="utf-8"), version), encoding="utf-8")
+        shutil.rmtree(home, ignore_errors=True)
+        staging.rename(home)
+        (home / _READY_MARK).touch()
+        return home, version
+
     def _add_module(self, home: Path, version: str, spec: ModuleSpec) -> None:
         module = home / "modules" / spec.name
         if module.is_dir() and any(module.glob("*.jar")):
@@ -348,7 +586,7 @@ class LocalNode:
         shutil.copy2(jar, module / jar.name)
         (module / "plugin-descriptor.properties").write_text(plugin_descriptor(spec, version), encoding="utf-8")
 
-    def _write_config(self, home: Path, heap: str) -> Path:
+    def _write_config(self, home: Path, heap: str, secure: bool = False) -> Path:
         conf = self.node_dir / "config"
         conf.mkdir(parents=True, exist_ok=True)
         for item in (home / "config").iterdir():
@@ -381,11 +619,64 @@ class LocalNode:
             # A laptop's disk is often > 90% full; watermarks would then refuse shard allocation.
             "cluster.routing.allocation.disk.threshold_enabled: false\n"
             # Expanded queries are long disjunctions (one clause per query term and view).
-            "indices.query.bool.max_clause_count: 8192\n",
+            "indices.query.bool.max_clause_count: 8192\n" + (security_settings() if secure else ""),
             encoding="utf-8",
         )
         (conf / "heap").write_text(heap, encoding="utf-8")
         return conf
+
+    @property
+    def cert_dir(self) -> Path:
+        return self.node_dir / "certs"
+
+    def _admin_password_file(self, given: Path | None) -> Path:
+        """The file holding the admin password: ``given``, or one generated on first use (mode 0600)."""
+        if given is not None:
+            read_password(given)  # fail now, with a clear message, if it is unreadable or empty
+            return Path(given).resolve()
+        path = self.node_dir / "admin-password"
+        if not path.exists():
+            self.node_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(secrets.token_urlsafe(24) + "\n")
+        return path
+
+    def _write_security(self, home: Path, conf: Path, java_home: Path, password_file: Path) -> Path:
+        """Certificates (generated once, kept across restarts so clients keep trusting the same CA) and the
+        security plugin's configuration. Returns the CA certificate's path."""
+        ca = self.cert_dir / CA_FILE
+        if not all((self.cert_dir / name).exists() for name in (CA_FILE, "node.pem", "node-key.pem", "admin.pem")):
+            ca = generate_certs(self.cert_dir)
+        # The node reads only its own certificate and key; the CA key and the admin key stay in certs/.
+        (conf / "certs").mkdir(exist_ok=True)
+        for name in (CA_FILE, "node.pem", "node-key.pem"):
+            shutil.copy2(self.cert_dir / name, conf / "certs" / name)
+        security_conf = conf / "opensearch-security"
+        security_conf.mkdir(exist_ok=True)
+        for item in (home / "plugins" / SECURITY_PLUGIN / "config").glob("*.yml"):
+            shutil.copy2(item, security_conf / item.name)
+        password_hash = hash_password(home, java_home, read_password(password_file))
+        (security_conf / "internal_users.yml").write_text(internal_users_yml(password_hash), encoding="utf-8")
+        # The plugin warns about every config file other users could read; keep them private to the node.
+        for root, _dirs, files in os.walk(conf):
+            os.chmod(root, 0o700)
+            for name in files:
+                os.chmod(os.path.join(root, name), 0o600)
+        return ca
+
+    def _auth(self) -> tuple[ssl.SSLContext | None, dict]:
+        """TLS context and headers for talking to this node as it was started (plain: none)."""
+        info = self.info()
+        if info is None or not info.secure:
+            return None, {}
+        context = ssl.create_default_context(cafile=info.ca_certs)
+        token = base64.b64encode(f"{ADMIN_USER}:{read_password(Path(info.password_file or ''))}".encode()).decode()
+        return context, {"Authorization": f"Basic {token}"}
+
+    def _get(self, path: str, timeout: float) -> dict:
+        context, headers = self._auth()
+        return http_json(self.url + path, timeout=timeout, context=context, headers=headers)
 
     # ---------------------------------------------------------------- lifecycle
     def info(self) -> NodeInfo | None:
@@ -409,7 +700,7 @@ class LocalNode:
 
     def health(self, timeout: float = 5.0) -> dict | None:
         try:
-            return http_json(f"{self.url}/_cluster/health", timeout=timeout)
+            return self._get("/_cluster/health", timeout=timeout)
         except (urllib.error.URLError, OSError, ValueError):
             return None
 
@@ -420,17 +711,32 @@ class LocalNode:
         heap: str = DEFAULT_HEAP,
         fresh: bool = False,
         timeout: float = 180.0,
+        secure: bool = False,
+        admin_password_file: Path | None = None,
     ) -> NodeInfo:
-        """Start the node (provisioning it first) and wait until it is healthy."""
+        """Start the node (provisioning it first) and wait until it is healthy.
+
+        ``secure``: with the security plugin, TLS (certificates generated under the node directory) and basic
+        auth for ``admin``, whose password is read from ``admin_password_file`` (generated when None)."""
         if not re.fullmatch(r"\d+[mMgG]", heap):
             msg = f"--heap {heap!r}: expected a size such as 512m or 2g"
             raise ClusterError(msg)
+        if admin_password_file is not None and not secure:
+            msg = "--admin-password-file is for a secure node; add --secure"
+            raise ConfigError(msg)
         if self.running_pid() is not None:
             if fresh:
                 msg = f"--fresh: the node on port {self.port} is running; stop it first (milco-os cluster down)"
                 raise ClusterError(msg)
             info = self.info()
             assert info is not None
+            if info.secure != secure:
+                now = "with" if info.secure else "without"
+                msg = (
+                    f"the node on port {self.port} is running {now} security; stop it first "
+                    f"(milco-os cluster down --port {self.port})"
+                )
+                raise ClusterError(msg)
             self._wait_healthy(info.pid, timeout)
             return info
         if port_in_use(self.port):
@@ -439,12 +745,16 @@ class LocalNode:
                 "stop it or choose another port with --port"
             )
             raise ClusterError(msg)
-        home, version = self.install(version, archive)
+        home, version = self.install_secure(version, archive) if secure else self.install(version, archive)
         java_home = find_java_home(required_java(version))
         if fresh:
             for sub in ("data", "logs"):
                 shutil.rmtree(self.node_dir / sub, ignore_errors=True)
-        conf = self._write_config(home, heap)
+        conf = self._write_config(home, heap, secure)
+        ca_certs = password_file = None
+        if secure:
+            password_file = self._admin_password_file(admin_password_file)
+            ca_certs = self._write_security(home, conf, java_home, password_file)
         for sub in ("data", "logs", "tmp"):
             (self.node_dir / sub).mkdir(parents=True, exist_ok=True)
 
@@ -453,6 +763,10 @@ class LocalNode:
         if os.geteuid() == 0:
             uid, gid = _ensure_service_user()
             _chown_tree(self.node_dir, uid, gid)
+            # The CA key, the admin key and the admin password are the user's, not the node's.
+            for path in (self.cert_dir, self.node_dir / "admin-password"):
+                if path.exists():
+                    _chown_tree(path, os.geteuid(), os.getegid())
             user_kwargs = {"user": uid, "group": gid, "extra_groups": []}
             user = SERVICE_USER
         env = {
@@ -478,6 +792,7 @@ class LocalNode:
         finally:
             console.close()
         _STARTED[proc.pid] = proc
+        self.url = f"{'https' if secure else 'http'}://127.0.0.1:{self.port}"
         info = NodeInfo(
             version=version,
             port=self.port,
@@ -487,6 +802,9 @@ class LocalNode:
             node_dir=str(self.node_dir),
             user=user,
             started_at=time.time(),
+            secure=secure,
+            ca_certs=str(ca_certs) if ca_certs else None,
+            password_file=str(password_file) if password_file else None,
         )
         (self.node_dir / "node.json").write_text(json.dumps(asdict(info), indent=2), encoding="utf-8")
         self._wait_healthy(proc.pid, timeout)
@@ -498,7 +816,22 @@ class LocalNode:
             if not _pid_alive(pid):
                 msg = f"OpenSearch on port {self.port} exited during start-up. Last log lines:\n{self.log_tail()}"
                 raise ClusterError(msg)
-            health = self.health(timeout=2.0)
+            try:
+                health = self._get("/_cluster/health", timeout=2.0)
+            except urllib.error.HTTPError as e:
+                # A secure node answers 503 until its security index exists, then 401 only for a wrong
+                # password: its security index was made, on an earlier start, with another one.
+                if e.code == 401:
+                    msg = (
+                        f"OpenSearch on port {self.port} refused the admin password (HTTP 401): its security index "
+                        "was created with another password. Use that password file, or --fresh to wipe the "
+                        f"node's data and start over (it is still running as pid {pid}; `milco-os cluster down "
+                        f"--port {self.port}` stops it)"
+                    )
+                    raise ClusterError(msg) from None
+                health = None
+            except (urllib.error.URLError, OSError, ValueError):
+                health = None
             if health and health.get("status") in ("green", "yellow"):
                 return
             time.sleep(0.5)
@@ -534,15 +867,18 @@ class LocalNode:
         return True
 
     def status(self) -> dict:
-        """``{"running": bool, "url", "version", "health", "pid"}``."""
+        """``{"running": bool, "url", "version", "health", "pid", "port", "secure", "ca_certs", "password_file"}``."""
         pid = self.running_pid()
         info = self.info()
         result: dict = {"running": pid is not None, "url": self.url, "pid": pid, "port": self.port}
+        result["secure"] = bool(info and info.secure)
+        result["ca_certs"] = info.ca_certs if info else None
+        result["password_file"] = info.password_file if info else None
         if pid is None:
             return result
         result["version"] = info.version if info else None
         try:
-            root = http_json(self.url + "/", timeout=5.0)
+            root = self._get("/", timeout=5.0)
             result["version"] = root.get("version", {}).get("number", result["version"])
         except (urllib.error.URLError, OSError, ValueError):
             result["health"] = "unreachable"
