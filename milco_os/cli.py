@@ -28,8 +28,9 @@ app = typer.Typer(
 cluster_app = typer.Typer(help="Run a local single-node OpenSearch (no Docker needed).", no_args_is_help=True)
 app.add_typer(cluster_app, name="cluster")
 
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: a line stays one line when the output is not a terminal (scripts read it).
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 CacheDirOpt = Annotated[
@@ -853,6 +854,7 @@ def reindex(
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Checkpoint file (default: in the cache).")] = None,
     dead_letter: Annotated[Path | None, typer.Option("--dead-letter", help="Where failed documents go.")] = None,
     replicas: Annotated[int, typer.Option("--replicas", min=0)] = 1,
+    max_retries: Annotated[int, typer.Option("--max-retries", min=0, help="Retries of failed writes (429, 5xx, unreachable) before the job stops.")] = 5,
     model: ModelOpt = None,
     url: UrlOpt = None, username: UserOpt = None, password_file: PasswordFileOpt = None,
     api_key_file: ApiKeyFileOpt = None, ca_certs: CaCertsOpt = None, insecure: InsecureOpt = False,
@@ -861,7 +863,7 @@ def reindex(
     """Re-encode an existing index into a new milco-os index (resumable; verifies counts; optional alias swap)."""
     from milco_os.errors import IngestError
     from milco_os.models.loading import load_encoder
-    from milco_os.opensearch.ingest import OpenSearchUnavailable
+    from milco_os.opensearch.ingest import BulkConfig, OpenSearchUnavailable
     from milco_os.opensearch.reindex import default_checkpoint_path
     from milco_os.opensearch.reindex import reindex as run_reindex
 
@@ -890,6 +892,7 @@ def reindex(
             report = run_reindex(
                 client, source, dest, encoder, text_fields=text_field, checkpoint_path=checkpoint_path,
                 slices=slices, resume=resume, alias=alias, page_size=page_size, dead_letter=dead,
+                config=BulkConfig(max_retries=max_retries),
                 on_progress=on_progress, index_options={"doc_pruning": pruning, "replicas": replicas},
             )
         except OpenSearchUnavailable as e:

@@ -98,7 +98,9 @@ class Prune:
             msg = f"unknown pruning kind {kind!r}; expected one of {', '.join(PRUNE_KINDS)}"
             raise ValueError(msg)
         problem = None
-        if kind == "top_k" and (v < 1 or v != int(v)):
+        if not math.isfinite(v):  # checked first: int(inf) raises OverflowError, and NaN compares false
+            problem = f"{kind} needs a finite number"
+        elif kind == "top_k" and (v < 1 or v != int(v)):
             problem = "top_k needs a whole number >= 1"
         elif kind in ("mass", "mass_percentile", "max_ratio") and not 0 <= v < 1:
             problem = f"{kind} needs a fraction in [0, 1)"

@@ -50,6 +50,11 @@ class SearchResult:
         }
 
 
+#: Upper bound of the BM25 weight: far above any useful value, and far below where OpenSearch's boost (a
+#: 32-bit float) becomes infinite and the request is refused, or scores overflow.
+MAX_HYBRID_WEIGHT = 1000.0
+
+
 @dataclass(frozen=True)
 class SearchOptions:
     """Per-request knobs. Query pruning is MILCO's "dynamic efficiency": fewer query terms, faster search,
@@ -72,8 +77,8 @@ class SearchOptions:
         if not 0 <= self.alpha <= 1:
             msg = f"alpha must be in [0, 1], got {self.alpha}"
             raise ValueError(msg)
-        if self.hybrid_weight is not None and self.hybrid_weight <= 0:
-            msg = f"hybrid weight must be > 0, got {self.hybrid_weight}"
+        if self.hybrid_weight is not None and not 0 < self.hybrid_weight <= MAX_HYBRID_WEIGHT:
+            msg = f"hybrid weight must be in (0, {MAX_HYBRID_WEIGHT}], got {self.hybrid_weight}"
             raise ValueError(msg)
 
 
