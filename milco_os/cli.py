@@ -88,10 +88,10 @@ def connection(
 def connected_client(settings: Any) -> Any:
     """A client that has answered a ping, or a clear error naming the URL (without its credentials)."""
     from milco_os.errors import ConfigError
-    from milco_os.opensearch.client import make_client, redact_url
+    from milco_os.opensearch.client import make_client, redact_urls_in
 
     client = make_client(settings)
-    where = redact_url(settings.opensearch_url)
+    where = redact_urls_in(settings.opensearch_url)
     try:
         client.info()
     except Exception as e:  # noqa: BLE001 (any transport or auth failure: report it as one clear line)

@@ -28,13 +28,11 @@ class SearchIndexError(MilcoError):
 
 
 class IngestError(MilcoError):
-    """Documents could not be written; ``failures`` lists (id, reason) for each one, ``report`` (when set)
-    what was acknowledged before the job stopped."""
+    """Documents could not be written; ``failures`` lists (id, reason) for each one."""
 
     def __init__(self, msg: str, failures: list[tuple[str, str]] | None = None) -> None:
         super().__init__(msg)
         self.failures = failures or []
-        self.report = None
 
 
 class DataError(MilcoError):

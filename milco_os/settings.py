@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     def _valid_urls(cls, value: str) -> str:
         from urllib.parse import urlsplit
 
-        from milco_os.opensearch.client import redact_url as _shown  # URLs in messages lose their user:password
+        from milco_os.opensearch.client import redact_urls_in as _shown  # URLs in messages lose their user:password
 
         urls = [u.strip() for u in value.split(",") if u.strip()]
         if not urls:

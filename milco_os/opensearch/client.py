@@ -40,17 +40,6 @@ def make_client(settings: Settings) -> OpenSearch:
     return OpenSearch(**client_kwargs(settings))
 
 
-def redact_url(url: str) -> str:
-    """``url`` without its user:password part, for messages (a URL may carry credentials)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
-
-
 def redact_urls_in(text: str) -> str:
     """``text`` with the credentials of every URL in it replaced (errors may quote a URL)."""
     import re

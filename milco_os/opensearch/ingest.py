@@ -395,7 +395,7 @@ class Ingester:
                     outcome = self.writer.write(actions)
                     if outcome.unavailable and self.stop_when_unavailable:
                         # Not acknowledged: the checkpoint stays before this batch and --resume reads it again.
-                        msg = outcome.unavailable[0][1]
+                        msg = f"writing {self.index!r}: {outcome.unavailable[0][1]}"
                         raise OpenSearchUnavailable(msg, outcome.unavailable)
                     with lock:  # the batch is acknowledged: account for every document of it, in order
                         for doc, reason in invalid:
@@ -423,10 +423,7 @@ class Ingester:
             work.put(None)
             thread.join()
             self.dead_letter.close()
-        report.elapsed_s = time.monotonic() - start
         if errors:
-            if isinstance(errors[0], IngestError):
-                errors[0].report = report  # what was acknowledged before the stop
             raise errors[0]
         if refresh:
             self.client.indices.refresh(index=self.index)

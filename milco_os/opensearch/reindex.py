@@ -53,10 +53,6 @@ class ReindexReport:
         return self.dest_count == self.source_count
 
 
-class _ReadFailed(OpenSearchUnavailable):
-    """Reading SRC failed (raised from the reader, so it is not re-labelled as a write failure)."""
-
-
 class Checkpoint:
     """Per-slice progress, written atomically (temp file + rename) after each acknowledged batch."""
 
@@ -206,7 +202,7 @@ def reindex(
             item = pages.get()
             if isinstance(item, TransportError):
                 msg = f"reading {source!r} failed: {describe_transport_error(item)}"
-                raise _ReadFailed(msg)
+                raise OpenSearchUnavailable(msg)
             if isinstance(item, BaseException):
                 raise item
             slice_id, hits = item
@@ -231,10 +227,6 @@ def reindex(
 
     try:
         ingest_report = ingester.run_batches(tagged_batches(), on_batch=acknowledged, refresh=True)
-    except _ReadFailed:
-        raise
-    except OpenSearchUnavailable as e:
-        raise OpenSearchUnavailable(f"writing {dest!r}: {e}", e.failures) from None
     finally:
         try:
             client.delete_pit(body={"pit_id": [pit_id]})

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,25 +224,12 @@ def assert_converged(client: Any, index: str, expected: Iterable[str]) -> None:
 
 
 def slice_ids(client: Any, index: str, slice_id: int, slices: int) -> list[str]:
-    """The ids of one ``_id`` slice of ``index`` in ``_id`` order, read the way reindex reads them."""
+    """The ids of one ``_id`` slice of ``index`` in ``_id`` order, read by reindex's own slice reader."""
+    from milco_os.opensearch.reindex import _read_slice
+
     pit = client.create_pit(index=index, keep_alive="2m")["pit_id"]
-    ids: list[str] = []
-    after = None
     try:
-        while True:
-            body: dict[str, Any] = {"size": 500, "pit": {"id": pit, "keep_alive": "2m"}, "sort": [{"_id": "asc"}],
-                                    "_source": False, "track_total_hits": False}
-            if slices > 1:
-                body["slice"] = {"field": "_id", "id": slice_id, "max": slices}
-            if after is not None:
-                body["search_after"] = [after]
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Loading the fielddata on the _id field")
-                hits = client.search(body=body)["hits"]["hits"]
-            if not hits:
-                return ids
-            ids += [h["_id"] for h in hits]
-            after = hits[-1]["sort"][0]
+        return [h["_id"] for hits in _read_slice(client, pit, slice_id, slices, None, 500, []) for h in hits]
     finally:
         client.delete_pit(body={"pit_id": [pit]})
 

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from milco_os.errors import ConfigError
-from milco_os.opensearch.client import describe_transport_error, redact_url, redact_urls_in
+from milco_os.opensearch.client import describe_transport_error, redact_urls_in
 from milco_os.opensearch.ingest import (
     DEAD_LETTER_MARK,
     MAX_ID_BYTES,
@@ -97,8 +97,8 @@ def test_documents_within_the_limits_pass() -> None:
 
 
 def test_credentials_are_removed_from_urls_and_messages() -> None:
-    assert redact_url("http://admin:s3cret@host:9200/x") == "http://***@host:9200/x"
-    assert redact_url("https://host:9200") == "https://host:9200"
+    assert redact_urls_in("http://admin:s3cret@host:9200/x") == "http://***@host:9200/x"
+    assert redact_urls_in("https://host:9200") == "https://host:9200"
     text = "cannot reach https://u:p%40ss@a:1 or http://v:w@b:2/path"
     assert "p%40ss" not in redact_urls_in(text) and "v:w" not in redact_urls_in(text)
     assert redact_urls_in(text) == "cannot reach https://***@a:1 or http://***@b:2/path"
