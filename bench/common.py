@@ -1,7 +1,8 @@
 """What the benchmark scripts share: machine facts, the LibreOffice-help corpus, cached encodings,
-bulk loading of precomputed vectors, timed searches at a given concurrency, and result files.
+bulk loading of precomputed vectors, latency statistics and result files.
 
-Benchmarks are not part of the package: they import milco-os like any user would.
+Benchmarks are not part of the package: they import milco-os like any user would. All their OpenSearch IO
+goes through the library (``milco_os.opensearch``, its benchmark helpers in ``milco_os.opensearch.measure``).
 """
 
 from __future__ import annotations
@@ -12,17 +13,15 @@ import os
 import platform
 import random
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from milco_os.opensearch.mapping import ECHO_FIELD, PIVOT_FIELD
+from milco_os.specs import ECHO_FIELD, PIVOT_FIELD
 from milco_os.types import Encoded, SparseVector
 
 if TYPE_CHECKING:
@@ -63,13 +62,6 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
         "torch_threads": torch.get_num_threads(),
     }
-
-
-def opensearch_facts(client: OpenSearch) -> dict[str, Any]:
-    info = client.info()
-    nodes = client.nodes.info(metric="jvm")["nodes"]
-    heap = [n["jvm"]["mem"]["heap_max_in_bytes"] for n in nodes.values()]
-    return {"version": info["version"]["number"], "nodes": len(nodes), "heap_max_mb": [h // 2**20 for h in heap]}
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -174,7 +166,7 @@ def title_queries(pages_by_lang: dict[str, dict[str, Any]], n_queries: int, seed
 
 # ------------------------------------------------------------------------------------------ encodings
 def load_bench_encoder(model: str, cache_dir: Path, runtime: str, batch_size: int = 32) -> SparseEncoder:
-    from milco_os.models.loading import load_encoder
+    from milco_os.loading import load_encoder
 
     quantize = {"onnx": None, "onnx-int8": "int8"}.get(runtime)
     base = "onnx" if runtime.startswith("onnx") else "torch"
@@ -239,10 +231,11 @@ def unpack(arrays: Any, encoder: SparseEncoder) -> list[Encoded]:
 
 
 def prune_all(encoded: Sequence[Encoded], rule: str) -> list[Encoded]:
-    from milco_os.pruning import Prune
+    """``rule`` is ``PIVOT[,ECHO]`` (one rule alone prunes both views), as ``--doc-prune`` takes it."""
+    from milco_os.pruning import Pruning
 
-    prune = Prune.parse(rule)
-    return [Encoded(prune.apply(e.pivot), prune.apply(e.echo)) for e in encoded]
+    pruning = Pruning.parse(rule)
+    return [pruning.apply(e) for e in encoded]
 
 
 def mean_terms(encoded: Sequence[Encoded]) -> dict[str, float]:
@@ -253,21 +246,6 @@ def mean_terms(encoded: Sequence[Encoded]) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------------ indexing
-def bench_client(url: str) -> OpenSearch:
-    from opensearchpy import OpenSearch
-
-    from milco_os.opensearch.client import client_kwargs
-    from milco_os.settings import Settings
-
-    kwargs = client_kwargs(Settings(opensearch_url=url, opensearch_timeout=300))
-    kwargs["http_compress"] = False  # on one machine compression only adds client CPU to every request
-    return OpenSearch(**kwargs)
-
-
-def drop(client: OpenSearch, index: str) -> None:
-    client.indices.delete(index=index, ignore_unavailable=True)
-
-
 def bulk_load(
     client: OpenSearch,
     index: str,
@@ -281,60 +259,38 @@ def bulk_load(
     label: str = "",
 ) -> float:
     """Write documents (``{"text": ...}`` unless ``source_fields`` says otherwise, plus their precomputed
-    vectors when given) and refresh; returns seconds.
+    vectors when given), ``chunk`` per bulk request, and refresh; returns seconds.
 
-    Any failed item stops the benchmark: a benchmark of a partial index would be meaningless."""
+    Any document not written stops the benchmark: a benchmark of a partial index would be meaningless."""
     from tqdm import tqdm
 
+    from milco_os.opensearch.bulk import BulkConfig, write_documents
     from milco_os.opensearch.documents import document_source
+    from milco_os.opensearch.indices import refresh
+    from milco_os.opensearch.ingest import batches
 
     fields = source_fields or (lambda d: {"text": d.text})
+    config = BulkConfig(max_docs=chunk)
     start = time.perf_counter()
     with tqdm(total=len(docs), desc=f"indexing {label or index}", unit="doc", file=sys.stderr) as bar:
-        for i in range(0, len(docs), chunk):
-            lines = []
-            for j in range(i, min(i + chunk, len(docs))):
-                doc = docs[j]
-                source = fields(doc)
+        for part in batches(range(len(docs)), chunk):
+            sources = []
+            for j in part:
+                source = fields(docs[j])
                 if encoded is not None:
                     source = document_source(source, encoded[j], pivot_field=pivot_field, echo_field=echo_field)
-                lines.append(json.dumps({"index": {"_index": index, "_id": doc.id}}))
-                lines.append(json.dumps(source, ensure_ascii=False))
-            resp = client.bulk(body="\n".join(lines) + "\n", request_timeout=300)
-            if resp.get("errors"):
-                bad = next(next(iter(it.values())) for it in resp["items"] if next(iter(it.values())).get("error"))
-                raise SystemExit(f"bulk indexing into {index} failed: {bad.get('error')}")
-            bar.update(len(lines) // 2)
-    client.indices.refresh(index=index)
+                sources.append((docs[j].id, source))
+            outcome = write_documents(client, index, sources, config)
+            lost = outcome.failed + outcome.unavailable
+            if lost:
+                raise SystemExit(f"bulk indexing into {index} failed for {len(lost)} documents, "
+                                 f"first {lost[0][0]}: {lost[0][1]}")
+            bar.update(len(part))
+    refresh(client, index)
     return time.perf_counter() - start
 
 
-def force_merge(client: OpenSearch, index: str, *, source_filtered: bool = False, wait_s: float = 180) -> None:
-    """Merge to one segment. With a filtered ``_source`` OpenSearch also keeps the whole original source
-    (``_recovery_source``) until its peer-recovery retention lease passes those operations (synced every
-    ~30 s) and a merge runs after a flush; ``source_filtered`` waits for that, so the size read afterwards
-    is the steady state rather than the transient one."""
-    if source_filtered:
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            shard = client.indices.stats(index=index, level="shards")["indices"][index]["shards"]["0"][0]
-            leases = shard.get("retention_leases", {}).get("leases", [])
-            if leases and min(lease["retaining_seq_no"] for lease in leases) > shard["seq_no"]["max_seq_no"]:
-                break
-            time.sleep(1)
-        else:
-            log(f"{index}: retention lease did not advance in {wait_s:.0f}s; size includes _recovery_source")
-        client.indices.flush(index=index)
-    client.indices.forcemerge(index=index, max_num_segments=1, request_timeout=1800)
-    client.indices.refresh(index=index)
-
-
-def store_bytes(client: OpenSearch, index: str) -> int:
-    stats = client.indices.stats(index=index, metric="store")
-    return int(stats["indices"][index]["primaries"]["store"]["size_in_bytes"])
-
-
-# ------------------------------------------------------------------------------------------ searching
+# ------------------------------------------------------------------------------------------ latency statistics
 def percentile(values: Sequence[float], p: float) -> float:
     """Nearest-rank percentile (p in 0..100) of a non-empty sample."""
     if not values:
@@ -350,51 +306,3 @@ def summary_ms(values: Sequence[float]) -> dict[str, float]:
         "p50": round(percentile(values, 50), 2), "p95": round(percentile(values, 95), 2),
         "p99": round(percentile(values, 99), 2), "mean": round(float(np.mean(values)), 2),
     }
-
-
-@dataclass
-class LoadResult:
-    client_ms: list[float]  # request sent -> response parsed, per query
-    took_ms: list[float]  # OpenSearch's own "took", per query
-    ranked: list[list[str]]  # top hits' ids, per query (in query order)
-    wall_s: float
-
-    @property
-    def qps(self) -> float:
-        return len(self.client_ms) / self.wall_s if self.wall_s > 0 else 0.0
-
-
-def run_queries(client: OpenSearch, index: str, bodies: Sequence[str], concurrency: int) -> LoadResult:
-    """Send every (pre-serialised) body once, ``concurrency`` at a time, and time each request."""
-    n = len(bodies)
-    client_ms = [0.0] * n
-    took_ms = [0.0] * n
-    ranked: list[list[str]] = [[] for _ in range(n)]
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-    next_item = iter(range(n))
-
-    def worker() -> None:
-        while True:
-            with lock:
-                i = next(next_item, None)
-            if i is None or errors:
-                return
-            try:
-                t0 = time.perf_counter()
-                resp = client.search(index=index, body=bodies[i], filter_path="took,hits.hits._id")
-                client_ms[i] = (time.perf_counter() - t0) * 1000
-            except BaseException as e:  # surfaced below
-                errors.append(e)
-                return
-            took_ms[i] = float(resp["took"])
-            ranked[i] = [h["_id"] for h in resp.get("hits", {}).get("hits", [])]
-
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        for _ in range(concurrency):
-            pool.submit(worker)
-    wall = time.perf_counter() - start
-    if errors:
-        raise errors[0]
-    return LoadResult(client_ms, took_ms, ranked, wall)

@@ -111,7 +111,7 @@ def run_child(cfg: dict[str, Any]) -> dict[str, Any]:
     if runtime == "torch":
         import torch
 
-        from milco_os.models.loading import load_encoder
+        from milco_os.loading import load_encoder
 
         if threads > 0:
             torch.set_num_threads(threads)
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from milco_os.models.loading import load_encoder
+    from milco_os.loading import load_encoder
     from milco_os.settings import default_cache_dir
 
     cache_dir = args.cache_dir or default_cache_dir()

@@ -20,25 +20,31 @@ from typing import Any
 
 from common import (
     CORPUS_LANGUAGES,
-    bench_client,
     bulk_load,
-    drop,
     encode_cached,
-    force_merge,
     help_pages,
     load_bench_encoder,
     log,
     machine,
     mean_terms,
-    opensearch_facts,
     paragraph_corpus,
     prune_all,
     pyplot,
     save_chart,
-    store_bytes,
     text_table,
     write_json,
 )
+
+from milco_os.opensearch.indices import create_index, create_plain_index, delete_index
+from milco_os.opensearch.measure import (
+    bench_client,
+    force_merge,
+    opensearch_facts,
+    store_bytes,
+    text_index_body,
+)
+from milco_os.pruning import Pruning
+from milco_os.specs import IndexSpec
 
 DOC_PRUNING = ["none", "mass:0.5", "mass:0.8", "mass:0.9", "top_k:64", "top_k:32"]
 
@@ -54,8 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=None, help="milco-os cache (default: the usual one)")
     args = parser.parse_args(argv)
 
-    from milco_os.opensearch.indices import create_index
-    from milco_os.pruning import PruningConfig
     from milco_os.settings import get_settings
 
     cache_dir = args.cache_dir or get_settings().cache_dir
@@ -68,23 +72,20 @@ def main(argv: list[str] | None = None) -> int:
     docs, encoded = docs[:n], encoded[:n]
 
     index = "bench-size"
-    drop(client, index)
-    client.indices.create(index=index, body={
-        "settings": {"index": {"number_of_shards": 1, "number_of_replicas": 0}},
-        "mappings": {"properties": {"text": {"type": "text"}}},
-    })
+    delete_index(client, index)
+    create_plain_index(client, index, text_index_body())
     bulk_load(client, index, docs, None, label="bm25 only")
     force_merge(client, index)
     bm25_bytes = store_bytes(client, index)
-    drop(client, index)
+    delete_index(client, index)
     records: list[dict[str, Any]] = [{"level": "bm25 only", "vectors_in_source": None, "bytes": bm25_bytes,
                                       "terms_per_doc": None, "vs_bm25": 1.0}]
     for level in args.levels.split(","):
         pruned = prune_all(encoded, level)
         terms = mean_terms(pruned)
         for in_source in (True, False):
-            create_index(client, index, encoder.info, text_fields=["text"], replicas=0,
-                         vectors_in_source=in_source, doc_pruning=PruningConfig(pivot=level, echo=level))
+            spec = IndexSpec(replicas=0, vectors_in_source=in_source, doc_pruning=Pruning.parse(level))
+            create_index(client, index, encoder.info, spec)
             label = f"{level} {'with' if in_source else 'without'} vectors in _source"
             # Two halves, two segments: the final merge then rewrites (and drops _recovery_source).
             half = len(docs) // 2
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             bulk_load(client, index, docs[half:], pruned[half:], label=label)
             force_merge(client, index, source_filtered=not in_source)
             size = store_bytes(client, index)
-            drop(client, index)
+            delete_index(client, index)
             records.append({"level": level, "vectors_in_source": in_source, "bytes": size, "terms_per_doc": terms,
                             "vs_bm25": round(size / bm25_bytes, 2)})
             log(f"{level:<10} source={in_source!s:<5} {size / 2**20:8.1f} MiB  {size / bm25_bytes:5.2f}x BM25")

@@ -15,7 +15,6 @@ and encoding time are reported separately. Results: a table, ``results/bench/lat
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -24,29 +23,37 @@ from typing import Any
 
 from common import (
     CORPUS_LANGUAGES,
-    LoadResult,
-    bench_client,
     bulk_load,
-    drop,
     encode_cached,
-    force_merge,
     help_pages,
     load_bench_encoder,
     log,
     machine,
     mean_terms,
-    opensearch_facts,
     paragraph_corpus,
     prune_all,
     pyplot,
-    run_queries,
     save_chart,
-    store_bytes,
     summary_ms,
     text_table,
     title_queries,
     write_json,
 )
+
+from milco_os.opensearch.indices import create_index, delete_index
+from milco_os.opensearch.measure import (
+    LoadResult,
+    bench_client,
+    force_merge,
+    match_body,
+    opensearch_facts,
+    run_queries,
+    store_bytes,
+    timed_request,
+)
+from milco_os.opensearch.query import Hybrid, search_body
+from milco_os.pruning import Pruning
+from milco_os.specs import ECHO_FIELD, PIVOT_FIELD, IndexSpec, TwoPhase
 
 #: Query pruning variants of the milco-os expansion (both views pruned alike).
 QUERY_PRUNING = ["none", "top_k:8", "top_k:16", "top_k:32", "mass:0.5"]
@@ -54,26 +61,14 @@ QUERY_PRUNING = ["none", "top_k:8", "top_k:16", "top_k:32", "mass:0.5"]
 
 def pruned_queries(encoded: list[Any]) -> dict[str, list[Any]]:
     """``{rule: queries}`` for each rule of QUERY_PRUNING (``none``: the full expansion)."""
-    from milco_os.opensearch.search import prune_query
-    from milco_os.pruning import Prune
-
-    return {rule: [prune_query(e, Prune.parse(rule), Prune.parse(rule)) for e in encoded] for rule in QUERY_PRUNING}
+    return {rule: [Pruning.parse(rule).apply(e) for e in encoded] for rule in QUERY_PRUNING}
 
 
 def variant_name(rule: str) -> str:
     return "milco full" if rule == "none" else f"milco q-{rule}"
 
 
-def request(body: dict[str, Any]) -> str:
-    """A search body serialised once, asking for ids only and no hit count (which would stop Lucene
-    from skipping), so a timed request costs the client as little as possible."""
-    return json.dumps({**body, "_source": False, "track_total_hits": False}, ensure_ascii=False)
-
-
 def milco_body(query: Any, size: int, **options: Any) -> dict[str, Any]:
-    from milco_os.opensearch.mapping import ECHO_FIELD, PIVOT_FIELD
-    from milco_os.opensearch.query import search_body
-
     return search_body(query, pivot_field=PIVOT_FIELD, echo_field=ECHO_FIELD, size=size, **options)
 
 
@@ -98,19 +93,16 @@ def variant_bodies(
 ) -> tuple[dict[str, list[str]], dict[str, dict[str, float]]]:
     """Every variant's request bodies (serialised once, so the client spends no time on them while
     timed) and the mean number of query terms per view."""
-    from milco_os.opensearch.query import Hybrid, TwoPhase
-
-    bodies: dict[str, list[str]] = {
-        "bm25 match": [request({"query": {"match": {"text": q.text}}, "size": size}) for q in queries]
-    }
+    bodies: dict[str, list[str]] = {"bm25 match": [timed_request(match_body(q.text, size)) for q in queries]}
     terms: dict[str, dict[str, float]] = {"bm25 match": {}}
     for rule, pruned in pruned_queries(encoded).items():
-        bodies[variant_name(rule)] = [request(milco_body(e, size)) for e in pruned]
+        bodies[variant_name(rule)] = [timed_request(milco_body(e, size)) for e in pruned]
         terms[variant_name(rule)] = mean_terms(pruned)
-    bodies["milco two-phase"] = [request(milco_body(e, size, two_phase=TwoPhase())) for e in encoded]
+    bodies["milco two-phase"] = [timed_request(milco_body(e, size, two_phase=TwoPhase())) for e in encoded]
     terms["milco two-phase"] = terms["milco full"]
     bodies["milco hybrid"] = [
-        request(milco_body(e, size, hybrid=Hybrid(q.text, ("text",)))) for q, e in zip(queries, encoded, strict=True)
+        timed_request(milco_body(e, size, hybrid=Hybrid(q.text, ("text",))))
+        for q, e in zip(queries, encoded, strict=True)
     ]
     terms["milco hybrid"] = terms["milco full"]
     return bodies, terms
@@ -139,15 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="milco-mini")
     parser.add_argument("--runtime", default="onnx", choices=["torch", "onnx", "onnx-int8"],
                         help="encoder runtime for documents and queries (onnx = fp32 onnxruntime, exact)")
-    parser.add_argument("--doc-prune", default="top_k:40", help="document pruning of both views")
+    parser.add_argument("--doc-prune", default="top_k:40", help="document pruning, PIVOT[,ECHO]")
     parser.add_argument("--concurrency", default="1,4,16")
     parser.add_argument("--size", type=int, default=10, help="hits per query")
     parser.add_argument("--cache-dir", type=Path, default=None, help="milco-os cache (default: the usual one)")
     parser.add_argument("--keep-index", action="store_true", help="leave the benchmark index in place")
     args = parser.parse_args(argv)
 
-    from milco_os.opensearch.indices import create_index
-    from milco_os.pruning import PruningConfig
     from milco_os.settings import get_settings
 
     cache_dir = args.cache_dir or get_settings().cache_dir
@@ -169,9 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     log(f"corpus: {len(docs)} paragraphs; terms/doc {full_terms} before and {indexed_terms} after {args.doc_prune}")
 
     index = "bench-latency"
-    drop(client, index)
-    create_index(client, index, encoder.info, text_fields=["text"], replicas=0, vectors_in_source=False,
-                 doc_pruning=PruningConfig(pivot=args.doc_prune, echo=args.doc_prune))
+    delete_index(client, index)
+    spec = IndexSpec(replicas=0, vectors_in_source=False, doc_pruning=Pruning.parse(args.doc_prune))
+    create_index(client, index, encoder.info, spec)
     index_s = bulk_load(client, index, docs, encoded, label="corpus")
     force_merge(client, index, source_filtered=True)
     del encoded
@@ -232,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
 
     size_bytes = store_bytes(client, index)
     if not args.keep_index:
-        drop(client, index)
+        delete_index(client, index)
     record = {
         **facts,
         "settings": {**vars(args), "query_pruning": QUERY_PRUNING},

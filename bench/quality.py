@@ -23,27 +23,34 @@ from typing import Any
 from common import (
     CORPUS_LANGUAGES,
     Doc,
-    bench_client,
     bulk_load,
-    drop,
     encode_cached,
-    force_merge,
     load_bench_encoder,
     log,
     machine,
     mean_terms,
-    opensearch_facts,
     prune_all,
     pyplot,
-    run_queries,
     save_chart,
-    store_bytes,
     summary_ms,
     text_table,
     write_json,
 )
 from index_size import DOC_PRUNING
-from latency import QUERY_PRUNING, milco_body, pruned_queries, request
+from latency import QUERY_PRUNING, milco_body, pruned_queries
+
+from milco_os.opensearch.bm25 import bm25_document, bm25_index_body, bm25_query_body, choose_analyzers
+from milco_os.opensearch.indices import create_index, create_plain_index, delete_index
+from milco_os.opensearch.measure import (
+    bench_client,
+    force_merge,
+    opensearch_facts,
+    run_queries,
+    store_bytes,
+    timed_request,
+)
+from milco_os.pruning import Pruning
+from milco_os.specs import IndexSpec
 
 DATASETS = ["libreoffice-clir", "libreoffice-mlir"]
 
@@ -56,21 +63,19 @@ def mean_ndcg(ranked: list[list[str]], queries: list[dict[str, Any]], qrels: dic
 
 
 def bm25_point(client: Any, evalset: Any, langs: list[str]) -> dict[str, Any]:
-    from milco_os.evaluation.systems import bm25_document, bm25_index_body, bm25_query_body, choose_analyzers
-
     doc_langs = sorted({d["lang"] for d in evalset.corpus})
     analyzers, _ = choose_analyzers(client, doc_langs)
     index = "bench-quality-bm25"
-    drop(client, index)
-    client.indices.create(index=index, body=bm25_index_body(analyzers))
+    delete_index(client, index)
+    create_plain_index(client, index, bm25_index_body(analyzers))
     docs = [Doc(str(d["id"]), d["text"], d["lang"]) for d in evalset.corpus]
     bulk_load(client, index, docs, None, source_fields=lambda d: bm25_document(vars(d)), label="bm25")
     force_merge(client, index)
-    bodies = [request(bm25_query_body(q["text"], doc_langs, size=10)) for q in evalset.queries]
+    bodies = [timed_request(bm25_query_body(q["text"], doc_langs, size=10)) for q in evalset.queries]
     run_queries(client, index, bodies, 1)  # warm-up
     res = run_queries(client, index, bodies, 1)
     size = store_bytes(client, index)
-    drop(client, index)
+    delete_index(client, index)
     return {"system": "bm25", "doc_pruning": None, "query_pruning": None, "doc_terms": None,
             "ndcg@10": mean_ndcg(res.ranked, evalset.queries, evalset.qrels), "latency_ms": summary_ms(res.client_ms),
             "store_bytes": size}
@@ -79,9 +84,6 @@ def bm25_point(client: Any, evalset: Any, langs: list[str]) -> dict[str, Any]:
 def milco_points(
     client: Any, evalset: Any, encoder: Any, runtime: str, cache_dir: Path, doc_levels: list[str], label: str
 ) -> list[dict[str, Any]]:
-    from milco_os.opensearch.indices import create_index
-    from milco_os.pruning import PruningConfig
-
     docs = [Doc(str(d["id"]), d["text"], d["lang"]) for d in evalset.corpus]
     encoded, _ = encode_cached(encoder, runtime, [d.text for d in docs], cache_dir, label)
     queries = encoder.encode_queries([q["text"] for q in evalset.queries])
@@ -89,13 +91,13 @@ def milco_points(
     points = []
     for level in doc_levels:
         pruned = prune_all(encoded, level)
-        drop(client, index)
-        create_index(client, index, encoder.info, text_fields=["text"], bm25=False, replicas=0,
-                     vectors_in_source=False, doc_pruning=PruningConfig(pivot=level, echo=level))
+        delete_index(client, index)
+        spec = IndexSpec(bm25=False, replicas=0, vectors_in_source=False, doc_pruning=Pruning.parse(level))
+        create_index(client, index, encoder.info, spec)
         bulk_load(client, index, docs, pruned, label=f"docs {level}")
         force_merge(client, index)
         for rule, qs in pruned_queries(queries).items():
-            bodies = [request(milco_body(q, 10)) for q in qs]
+            bodies = [timed_request(milco_body(q, 10)) for q in qs]
             run_queries(client, index, bodies, 1)  # warm-up
             res = run_queries(client, index, bodies, 1)
             point = {"system": "milco", "doc_pruning": level, "query_pruning": rule, "doc_terms": mean_terms(pruned),
@@ -104,7 +106,7 @@ def milco_points(
             points.append(point)
             log(f"docs {level:<9} queries {rule:<9} nDCG@10 {point['ndcg@10']:.3f}  "
                 f"p50 {point['latency_ms']['p50']:.1f} ms")
-    drop(client, index)
+    delete_index(client, index)
     return points
 
 

@@ -25,20 +25,22 @@ from typing import Any
 from common import (
     CORPUS_LANGUAGES,
     Doc,
-    bench_client,
     bulk_load,
-    drop,
     help_pages,
     load_bench_encoder,
     log,
     machine,
-    opensearch_facts,
     prune_all,
     pyplot,
     save_chart,
     text_table,
     write_json,
 )
+
+from milco_os.opensearch.indices import create_index, create_plain_index, delete_index
+from milco_os.opensearch.measure import bench_client, opensearch_facts, text_index_body
+from milco_os.pruning import Pruning
+from milco_os.specs import IndexSpec
 
 
 def page_documents(cache_dir: Path, n_docs: int, seed: int = 5) -> list[Doc]:
@@ -66,14 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", type=int, default=1000, help="help pages (~150 tokens each)")
     parser.add_argument("--model", default="milco-mini")
     parser.add_argument("--runtime", default="onnx", choices=["torch", "onnx", "onnx-int8"])
-    parser.add_argument("--doc-prune", default="top_k:40", help="document pruning of both views")
+    parser.add_argument("--doc-prune", default="top_k:40", help="document pruning, PIVOT[,ECHO]")
     parser.add_argument("--cache-dir", type=Path, default=None, help="milco-os cache (default: the usual one)")
     args = parser.parse_args(argv)
 
-    from milco_os.opensearch.indices import create_index
-    from milco_os.opensearch.ingest import BulkConfig, Ingester
+    from milco_os.opensearch.bulk import BulkConfig
+    from milco_os.opensearch.ingest import Ingester
     from milco_os.opensearch.reindex import reindex
-    from milco_os.pruning import PruningConfig
     from milco_os.settings import get_settings
 
     cache_dir = args.cache_dir or get_settings().cache_dir
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = [d.text for d in docs]
     config = BulkConfig()  # the library's and the CLI's defaults
     encoder = load_bench_encoder(args.model, cache_dir, args.runtime, batch_size=config.encode_batch)
-    index_options = {"replicas": 0, "doc_pruning": PruningConfig(pivot=args.doc_prune, echo=args.doc_prune)}
+    spec = IndexSpec(replicas=0, doc_pruning=Pruning.parse(args.doc_prune))
     # Two whole untimed passes first: onnxruntime needs about two passes over new batch shapes to reach
     # its steady speed (measured: 11.6, 14.0, 18.7, 18.8 pages/s for passes 1-4).
     log(f"warm-up: encoding {len(docs)} pages twice")
@@ -95,39 +96,37 @@ def main(argv: list[str] | None = None) -> int:
     seconds["encode only (before)"] = encode_only(encoder, texts, config.encode_batch)[0]
 
     log("bulk write only (the vectors of the warm-up pass)")
-    drop(client, "bench-write")
-    create_index(client, "bench-write", encoder.info, text_fields=["text"], **index_options)
+    delete_index(client, "bench-write")
+    create_index(client, "bench-write", encoder.info, spec)
     seconds["bulk write only"] = bulk_load(client, "bench-write", docs, encoded,
                                            chunk=config.max_docs)
-    drop(client, "bench-write")
+    delete_index(client, "bench-write")
 
     log("ingest: encode + bulk write, pipelined")
-    drop(client, "bench-ingest")
-    create_index(client, "bench-ingest", encoder.info, text_fields=["text"], **index_options)
+    delete_index(client, "bench-ingest")
+    create_index(client, "bench-ingest", encoder.info, spec)
     report = Ingester(client, "bench-ingest", encoder, config=config).run(
         ({"id": d.id, "text": d.text} for d in docs), refresh=True
     )
     assert report.failed == 0, report.failures[:3]
     seconds["ingest"] = report.elapsed_s
-    drop(client, "bench-ingest")
+    delete_index(client, "bench-ingest")
 
     log("reindex: text-only index -> milco-os index")
     for name in ("bench-src", "bench-dest"):
-        drop(client, name)
-    client.indices.create(index="bench-src", body={"settings": {"index": {"number_of_replicas": 0}},
-                                                   "mappings": {"properties": {"text": {"type": "text"}}}})
+        delete_index(client, name)
+    create_plain_index(client, "bench-src", text_index_body())
     bulk_load(client, "bench-src", docs, None)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         # Pages of one encode batch, so reindex encodes in the same chunks as the other phases (the CLI's
         # default page of 64 would sort twice as many texts by length and pad less).
-        result = reindex(client, "bench-src", "bench-dest", encoder, text_fields=["text"],
-                         checkpoint_path=Path(tmp) / "checkpoint.json", config=config, index_options=index_options,
-                         page_size=config.encode_batch)
+        result = reindex(client, "bench-src", "bench-dest", encoder, spec=spec,
+                         checkpoint_path=Path(tmp) / "checkpoint.json", config=config, page_size=config.encode_batch)
         seconds["reindex"] = time.perf_counter() - start
     assert result.verified and result.ingest.failed == 0, result
     for name in ("bench-src", "bench-dest"):
-        drop(client, name)
+        delete_index(client, name)
 
     log("encoding only, again")
     seconds["encode only (after)"] = encode_only(encoder, texts, config.encode_batch)[0]

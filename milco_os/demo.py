@@ -11,14 +11,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from milco_os.pruning import PruningConfig
+from milco_os.pruning import Pruning
 from milco_os.settings import Settings
 
-TEXT_FIELDS = ["title", "text"]
+TEXT_FIELDS = ("title", "text")
 HELP_LANGUAGES = ["en-us", "de", "fr", "es", "ja", "zh-cn"]
 #: Keep each document's 40 strongest terms per view: smaller and, for milco-mini, better than unpruned
 #: (docs/evaluation.md).
-DOC_PRUNING = PruningConfig(pivot="top_k:40", echo="top_k:40")
+DOC_PRUNING = Pruning.parse("top_k:40")
 #: Pages per language in the default demo: ~1,800 pages, a few minutes of encoding on 2 CPU cores.
 PAGES_PER_LANGUAGE = 300
 
@@ -69,18 +69,19 @@ def run_demo(
     With ``start_node`` the local node on ``port`` is started (or found running); otherwise the demo
     uses whatever OpenSearch ``settings.opensearch_url`` points at.
     """
-    from milco_os.models.loading import load_encoder
+    from milco_os.loading import load_encoder
+    from milco_os.localnode import LocalNode
     from milco_os.opensearch.client import make_client
-    from milco_os.opensearch.indices import create_index
+    from milco_os.opensearch.indices import create_index, delete_index, server_version
     from milco_os.opensearch.ingest import ingest
-    from milco_os.opensearch.local import LocalNode
-    from milco_os.opensearch.search import SearchOptions, search
+    from milco_os.opensearch.search import search
+    from milco_os.specs import IndexSpec, SearchOptions
 
     if start_node:
         with console.status(f"starting the local OpenSearch node on port {port} ..."):
             LocalNode(settings.cache_dir, port).up()
     client = make_client(settings)
-    os_version = client.info()["version"]["number"]
+    os_version = server_version(client)
     console.print(f"OpenSearch {os_version} at {settings.opensearch_url}", highlight=False)
     with console.status(f"loading model {settings.model!r} ..."):
         encoder = load_encoder(settings.model, settings.cache_dir)
@@ -88,9 +89,8 @@ def run_demo(
     echo = "with" if info.echo_vocab is not None else "without"
     console.print(f"model {info.name} ({info.family}, {echo} echo view, {info.fingerprint})", highlight=False)
 
-    if client.indices.exists(index=index):
-        client.indices.delete(index=index)
-    create_index(client, index, info, text_fields=TEXT_FIELDS, replicas=0, doc_pruning=DOC_PRUNING)
+    delete_index(client, index)
+    create_index(client, index, info, IndexSpec(text_fields=TEXT_FIELDS, replicas=0, doc_pruning=DOC_PRUNING))
     from milco_os.errors import DataError
 
     try:

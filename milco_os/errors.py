@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class MilcoError(Exception):
     """Base class of every error milco-os raises on purpose."""
@@ -27,12 +29,45 @@ class SearchIndexError(MilcoError):
     """An OpenSearch index operation failed (missing index, mapping or _meta mismatch, ...)."""
 
 
+class IndexNotFound(SearchIndexError):
+    """The index (or alias) does not exist."""
+
+    def __init__(self, index: str) -> None:
+        super().__init__(f"index {index!r} does not exist")
+        self.index = index
+
+
+class IndexExists(SearchIndexError):
+    """An index that a job would create exists already."""
+
+    def __init__(self, index: str) -> None:
+        super().__init__(f"index {index!r} already exists")
+        self.index = index
+
+
+class ModelMismatch(SearchIndexError):
+    """The index was not built by milco-os, or by another model or term-key scheme than the loaded one."""
+
+    def __init__(self, msg: str, index: str, index_model: str | None = None) -> None:
+        super().__init__(msg)
+        self.index = index
+        self.index_model = index_model  # the model that built the index, when it is a milco-os index
+
+
 class IngestError(MilcoError):
     """Documents could not be written; ``failures`` lists (id, reason) for each one."""
 
     def __init__(self, msg: str, failures: list[tuple[str, str]] | None = None) -> None:
         super().__init__(msg)
         self.failures = failures or []
+
+
+class OpenSearchUnavailable(IngestError):
+    """OpenSearch stayed unreachable (or kept answering 429/5xx) after the bounded retries. A job that stops
+    for it names where its progress is saved (``checkpoint``) or where unwritten documents went."""
+
+    checkpoint: Path | None = None
+    dead_letter: Path | None = None
 
 
 class DataError(MilcoError):

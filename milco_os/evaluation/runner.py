@@ -22,7 +22,7 @@ from milco_os.evaluation.systems import (
     run_dense,
     run_sparse,
 )
-from milco_os.pruning import PruningConfig
+from milco_os.pruning import Pruning
 
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
@@ -50,7 +50,7 @@ class SystemSpec:
     kind: str  # bm25 | dense | sparse
     name: str
     model: str | None = None
-    doc_pruning: PruningConfig = field(default_factory=PruningConfig)
+    doc_pruning: Pruning = field(default_factory=Pruning)
     alpha: float = 0.5
 
 
@@ -66,8 +66,9 @@ def plan_systems(
     alpha: float | Sequence[float] = 0.5,
     default_model: str = "splade-tiny",
 ) -> list[SystemSpec]:
-    """One spec per system; ``sparse`` becomes one per (model, document pruning, alpha). Sparse systems are
-    named ``sparse`` when there is one, else ``sparse:<model>``, ``[<pruning>]`` and/or ``a=<alpha>``."""
+    """One spec per system; ``sparse`` becomes one per (model, document pruning, alpha). Each ``doc_prunes``
+    value is ``PIVOT[,ECHO]`` (one rule alone prunes both views). Sparse systems are named ``sparse`` when
+    there is one, else ``sparse:<model>``, ``[<pruning>]`` and/or ``a=<alpha>``."""
     alphas = list(dict.fromkeys([alpha] if isinstance(alpha, (int, float)) else alpha)) or [0.5]
     kinds = [s.strip().lower() for s in systems if s.strip()]
     unknown = [k for k in kinds if k not in SYSTEM_KINDS]
@@ -87,7 +88,7 @@ def plan_systems(
     prunings = []
     for text in doc_prunes or ["none"]:
         try:
-            prunings.append(PruningConfig(pivot=text, echo=text))
+            prunings.append(Pruning.parse(text))
         except ValueError as e:
             raise ConfigError(f"--doc-prune {text!r}: {e}") from None
     model_list = list(dict.fromkeys(models)) or [default_model]
@@ -104,7 +105,7 @@ def plan_systems(
                     if len(model_list) > 1:
                         name += f":{_short_model(model)}"
                     if len(prunings) > 1:
-                        name += f"[{pruning.pivot}]"
+                        name += f"[{pruning}]"
                     if len(alphas) > 1:
                         name += f" a={a:g}"
                     specs.append(SystemSpec(kind="sparse", name=name, model=model, doc_pruning=pruning, alpha=a))
@@ -238,7 +239,7 @@ def run_systems(
 ) -> list[SystemResult]:
     """Run every planned system; ``load_encoder(model, cache_dir)`` defaults to milco-os's own."""
     if load_encoder is None:
-        from milco_os.models.loading import load_encoder
+        from milco_os.loading import load_encoder
     encoders: dict[str, Any] = {}
     results = []
     for spec in specs:
@@ -267,10 +268,12 @@ def run_systems(
 
 
 def opensearch_info(client: OpenSearch | None) -> dict[str, Any]:
+    """What the report records about OpenSearch: its version (nothing without a client or an answer)."""
+    from milco_os.opensearch.indices import server_version
+
     if client is None:
         return {}
     try:
-        version = client.info()["version"]
+        return {"version": server_version(client)}
     except Exception:  # noqa: BLE001 (informational only)
         return {}
-    return {"version": version.get("number"), "distribution": version.get("distribution", "opensearch")}

@@ -1,15 +1,12 @@
 """Retrieval systems under evaluation. Each turns an eval set into a run (top ``size`` documents per query).
 
-- ``bm25``: OpenSearch full text. Every document goes into the text field of its own language, analysed by
-  that language's built-in analyzer (``german``, ``cjk``, ...; ``standard`` where OpenSearch has none);
-  a query is a ``multi_match`` over all those fields, so each document is matched by the query analysed
-  the way its own language is.
+- ``bm25``: OpenSearch full text, one analyzed text field per language (the requests are built by
+  :mod:`milco_os.opensearch.bm25`).
 - ``dense``: multilingual-e5-small, exact cosine over the whole corpus in numpy (no index).
 - ``sparse``: a milco-os model through the product path: :func:`create_index`, :class:`Ingester`,
   :func:`search`.
 
-The pure request builders (analyzer choice, index body, query body) are separate from the IO so tests can
-check them without a node.
+All OpenSearch IO goes through :mod:`milco_os.opensearch`: nothing here builds requests or calls the client directly.
 """
 
 from __future__ import annotations
@@ -18,15 +15,28 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from milco_os.errors import SearchIndexError
-from milco_os.pruning import PruningConfig
+from milco_os.errors import OpenSearchUnavailable, SearchIndexError
+from milco_os.opensearch.bm25 import (
+    DEFAULT_SIZE,
+    STANDARD,
+    bm25_documents,
+    bm25_index_body,
+    bm25_query_body,
+    choose_analyzers,
+)
+from milco_os.opensearch.bulk import BulkConfig, write_documents
+from milco_os.opensearch.indices import create_index, create_plain_index, delete_index, refresh
+from milco_os.opensearch.ingest import Ingester, batches
+from milco_os.opensearch.search import msearch_ids, search
+from milco_os.pruning import Pruning
+from milco_os.specs import IndexSpec, SearchOptions
 from milco_os.types import Encoded
 
 if TYPE_CHECKING:
@@ -35,10 +45,6 @@ if TYPE_CHECKING:
     from milco_os.runtime.encoder import SparseEncoder
 
 log = logging.getLogger(__name__)
-
-#: Documents retrieved per query; Recall@100 needs 100.
-DEFAULT_SIZE = 100
-
 
 class EvalSetLike(Protocol):
     """What the systems need from :class:`milco_os.datasets.libreoffice.EvalSet`."""
@@ -75,146 +81,18 @@ def eval_index_name(dataset: str, system: str) -> str:
     return f"{base[:200]}-{uuid.uuid4().hex[:8]}"
 
 
-def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 # ------------------------------------------------------------------------------------------ BM25
-#: milco-os language codes -> OpenSearch built-in language analyzers (module analysis-common). A code
-#: is looked up as given (lower case), then by its part before "-" (``de-ch`` -> ``de``).
-LANGUAGE_ANALYZERS: dict[str, str] = {
-    "ar": "arabic", "hy": "armenian", "eu": "basque", "bn": "bengali", "pt-br": "brazilian",
-    "bg": "bulgarian", "ca": "catalan", "cs": "czech", "da": "danish", "nl": "dutch", "en": "english",
-    "et": "estonian", "fi": "finnish", "fr": "french", "gl": "galician", "de": "german", "el": "greek",
-    "hi": "hindi", "hu": "hungarian", "id": "indonesian", "ga": "irish", "it": "italian", "lv": "latvian",
-    "lt": "lithuanian", "nb": "norwegian", "nn": "norwegian", "no": "norwegian", "fa": "persian",
-    "pt": "portuguese", "ro": "romanian", "ru": "russian", "ckb": "sorani", "es": "spanish",
-    "sv": "swedish", "tr": "turkish", "th": "thai",
-    # CJK: overlapping character bigrams (no dictionary segmenter is built in).
-    "ja": "cjk", "ko": "cjk", "zh": "cjk", "zh-cn": "cjk", "zh-tw": "cjk",
-}  # fmt: skip
-STANDARD = "standard"
-
-
-def analyzer_for(lang: str) -> str:
-    """The built-in analyzer for a language code, ``standard`` when OpenSearch has none."""
-    code = lang.strip().lower().replace("_", "-")
-    return LANGUAGE_ANALYZERS.get(code) or LANGUAGE_ANALYZERS.get(code.split("-")[0]) or STANDARD
-
-
-def language_field(lang: str) -> str:
-    """The text field holding documents of ``lang``: ``text_de``, ``text_zh_cn``, ..."""
-    return "text_" + re.sub(r"[^a-z0-9]+", "_", lang.strip().lower())
-
-
-def resolve_analyzers(
-    langs: Sequence[str], unavailable: Mapping[str, str] | None = None
-) -> tuple[dict[str, str], dict[str, str]]:
-    """``({lang: analyzer}, {lang: why it fell back to standard})``; ``unavailable`` maps analyzer names
-    the node lacks to the reason."""
-    unavailable = unavailable or {}
-    chosen: dict[str, str] = {}
-    fallbacks: dict[str, str] = {}
-    for lang in sorted(set(langs)):
-        analyzer = analyzer_for(lang)
-        if analyzer != STANDARD and analyzer in unavailable:
-            fallbacks[lang] = f"analyzer {analyzer!r} unavailable: {unavailable[analyzer]}"
-            analyzer = STANDARD
-        chosen[lang] = analyzer
-    return chosen, fallbacks
-
-
-def bm25_index_body(analyzers: Mapping[str, str], *, shards: int = 1, replicas: int = 0) -> dict[str, Any]:
-    """One text field per language with its analyzer, plus the language as a keyword."""
-    properties: dict[str, Any] = {"lang": {"type": "keyword"}}
-    for lang, analyzer in sorted(analyzers.items()):
-        properties[language_field(lang)] = {"type": "text", "analyzer": analyzer}
-    return {
-        "settings": {"index": {"number_of_shards": shards, "number_of_replicas": replicas}},
-        "mappings": {"dynamic": "strict", "properties": properties},
-    }
-
-
-def bm25_document(doc: Mapping[str, Any]) -> dict[str, Any]:
-    return {"lang": doc["lang"], language_field(doc["lang"]): doc["text"]}
-
-
-def bm25_query_body(text: str, langs: Sequence[str], size: int = DEFAULT_SIZE) -> dict[str, Any]:
-    """``multi_match`` over every language field (each analyses the query its own way); a document has
-    exactly one of them, so ``best_fields`` scores it by BM25 in its own language."""
-    return {
-        "size": size,
-        "_source": False,
-        "query": {
-            "multi_match": {
-                "query": text,
-                "fields": sorted({language_field(lang) for lang in langs}),
-                "type": "best_fields",
-            }
-        },
-    }
-
-
-def unavailable_analyzers(client: OpenSearch, names: Sequence[str]) -> dict[str, str]:
-    """Analyzers the node does not know (e.g. a distribution without the analysis-common module)."""
-    from opensearchpy.exceptions import TransportError
-
-    missing: dict[str, str] = {}
-    for name in sorted(set(names) - {STANDARD}):
-        try:
-            client.indices.analyze(body={"analyzer": name, "text": "probe"})
-        except TransportError as e:
-            if e.status_code != 400:
-                raise
-            reason = e.info.get("error", {}).get("reason") if isinstance(e.info, dict) else None
-            missing[name] = str(reason or e.error)
-    return missing
-
-
-def choose_analyzers(client: OpenSearch, langs: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
-    """:func:`resolve_analyzers` for ``langs`` against what this node has."""
-    wanted = {analyzer_for(lang) for lang in langs}
-    return resolve_analyzers(langs, unavailable_analyzers(client, sorted(wanted)))
-
-
-def _create_plain(client: OpenSearch, index: str, body: dict[str, Any]) -> None:
-    from opensearchpy.exceptions import TransportError
-
-    try:
-        client.indices.create(index=index, body=body)
-    except TransportError as e:
-        msg = f"OpenSearch refused to create the BM25 index {index!r}: {e.info if e.info else e.error}"
-        raise SearchIndexError(msg) from e
-
-
-def _bulk_plain(client: OpenSearch, index: str, docs: Sequence[Mapping[str, Any]], chunk: int = 500) -> None:
-    import json
-
-    for part in _batches(docs, chunk):
-        lines = []
-        for doc in part:
-            lines.append(json.dumps({"index": {"_index": index, "_id": str(doc["id"])}}))
-            lines.append(json.dumps(bm25_document(doc), ensure_ascii=False))
-        resp = client.bulk(body="\n".join(lines) + "\n")
-        if resp.get("errors"):
-            bad = [next(iter(i.values())) for i in resp["items"] if next(iter(i.values())).get("error")]
-            msg = f"BM25 indexing into {index!r} failed for {len(bad)} documents, first: {bad[0].get('error')}"
-            raise SearchIndexError(msg)
-
-
-def _msearch_ids(client: OpenSearch, index: str, bodies: Sequence[dict[str, Any]]) -> list[list[str]]:
-    lines: list[dict[str, Any]] = []
-    for body in bodies:
-        lines += [{"index": index}, body]
-    resp = client.msearch(body=lines)
-    out = []
-    for item in resp["responses"]:
-        if "error" in item:
-            msg = f"search on {index!r} failed: {item['error']}"
-            raise SearchIndexError(msg)
-        out.append([h["_id"] for h in item["hits"]["hits"]])
-    return out
+def _write_or_raise(client: OpenSearch, index: str, docs: Sequence[Mapping[str, Any]]) -> None:
+    """Write BM25 documents; any document not written stops the run (an incomplete index would skew it)."""
+    outcome = write_documents(client, index, bm25_documents(docs))
+    if outcome.failed:
+        first_id, reason = outcome.failed[0]
+        first_id = first_id if len(first_id) <= 80 else first_id[:77] + "..."
+        msg = f"BM25 indexing into {index!r} failed for {len(outcome.failed)} documents, first: {first_id}: {reason}"
+        raise SearchIndexError(msg)
+    if outcome.unavailable:
+        msg = f"BM25 indexing into {index!r}: {outcome.unavailable[0][1]}"
+        raise OpenSearchUnavailable(msg, outcome.unavailable)
 
 
 def run_bm25(
@@ -241,26 +119,26 @@ def run_bm25(
         log.warning("BM25 falls back to the standard analyzer for %s", ", ".join(fallbacks))
     corpus = [d for d in evalset.corpus if d.get("text")]
     start = time.monotonic()
-    _create_plain(client, index, bm25_index_body(analyzers))
+    create_plain_index(client, index, bm25_index_body(analyzers))
     try:
         advance = progress("bm25 index", len(corpus))
-        for part in _batches(corpus, 500):
-            _bulk_plain(client, index, part)
+        for part in batches(corpus, 500):
+            _write_or_raise(client, index, part)
             advance(len(part))
-        client.indices.refresh(index=index)
+        refresh(client, index)
         index_s = time.monotonic() - start
         start = time.monotonic()
         run: dict[str, list[str]] = {}
         advance = progress("bm25 search", len(evalset.queries))
-        for part in _batches(evalset.queries, msearch_batch):
-            ranked = _msearch_ids(client, index, [bm25_query_body(q["text"], langs, size) for q in part])
+        for part in batches(evalset.queries, msearch_batch):
+            ranked = msearch_ids(client, index, [bm25_query_body(q["text"], langs, size) for q in part])
             for q, ids in zip(part, ranked, strict=True):
                 run[q["id"]] = ids
             advance(len(part))
         search_s = time.monotonic() - start
     finally:
         if not keep_index:
-            client.indices.delete(index=index, ignore_unavailable=True)
+            delete_index(client, index)
     return SystemResult(
         name="bm25", kind="bm25", run=run, config=config,
         timing={"index_s": index_s, "search_s": search_s},
@@ -279,10 +157,10 @@ class E5Encoder:
     def __init__(self, path: Path, *, device: str | None = None, batch_size: int = 64) -> None:
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-        from milco_os.models.loading import _quiet_transformers
+        from milco_os.models.files import quiet_transformers
         from milco_os.runtime.torch_runtime import pick_device
 
-        _quiet_transformers()
+        quiet_transformers()
         self.path = Path(path)
         self.device = pick_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
@@ -304,10 +182,10 @@ class E5Encoder:
 
     @property
     def fingerprint(self) -> str:
-        from milco_os.models.loading import WEIGHT_FILES, fingerprint_dir
+        from milco_os.models.files import fingerprint_dir, weight_file
 
-        weights = [f for f in WEIGHT_FILES if (self.path / f).is_file()][:1]
-        return fingerprint_dir(self.path, ["config.json", *weights])
+        weights = weight_file(self.path)
+        return fingerprint_dir(self.path, ["config.json", *([weights] if weights else [])])
 
     def encode(
         self, texts: Sequence[str], prefix: str, max_length: int, advance: Callable[[int], None] | None = None
@@ -319,7 +197,7 @@ class E5Encoder:
         out = np.zeros((len(texts), dim), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths batch together
         with torch.inference_mode():
-            for part in _batches(order, self.batch_size):
+            for part in batches(order, self.batch_size):
                 batch = self.tokenizer(
                     [prefix + texts[i] for i in part], max_length=max_length, truncation=True, padding=True,
                     return_tensors="pt",
@@ -328,7 +206,7 @@ class E5Encoder:
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=-1)
-                out[list(part)] = pooled.float().cpu().numpy()
+                out[part] = pooled.float().cpu().numpy()
                 if advance:
                     advance(len(part))
         return out
@@ -394,6 +272,9 @@ def run_dense(
 
 
 # ------------------------------------------------------------------------------------------ sparse
+NO_PRUNING = Pruning()
+
+
 class MemoEncoder:
     """Remembers every encoding, so the sparse systems of one run (document pruning levels, pivot-only vs
     pivot + echo) encode the corpus and the queries once. Pruning happens after encoding, so sharing is exact."""
@@ -425,9 +306,9 @@ class MemoEncoder:
 class _CountingEncoder:
     """Passes documents through unchanged, counting their terms after the index's document pruning."""
 
-    def __init__(self, inner: SparseEncoder, pruning: PruningConfig) -> None:
+    def __init__(self, inner: SparseEncoder, pruning: Pruning) -> None:
         self._inner = inner
-        self._rules = pruning.rules()
+        self._pruning = pruning
         self.documents = 0
         self.pivot_terms = 0
         self.echo_terms = 0
@@ -437,11 +318,11 @@ class _CountingEncoder:
 
     def encode_documents(self, texts: Sequence[str]) -> list[Encoded]:
         encoded = self._inner.encode_documents(texts)
-        pivot_rule, echo_rule = self._rules
         for enc in encoded:
+            pruned = self._pruning.apply(enc)
             self.documents += 1
-            self.pivot_terms += len(pivot_rule.apply(enc.pivot))
-            self.echo_terms += len(echo_rule.apply(enc.echo))
+            self.pivot_terms += len(pruned.pivot)
+            self.echo_terms += len(pruned.echo)
         return encoded
 
     def averages(self) -> dict[str, float]:
@@ -461,7 +342,7 @@ def run_sparse(
     encoder: SparseEncoder,
     *,
     name: str = "sparse",
-    doc_pruning: PruningConfig | None = None,
+    doc_pruning: Pruning = NO_PRUNING,
     alpha: float = 0.5,
     size: int = DEFAULT_SIZE,
     keep_index: bool = False,
@@ -470,19 +351,14 @@ def run_sparse(
 ) -> SystemResult:
     """Index the corpus with ``encoder`` (documents pruned by ``doc_pruning``) and search every query with
     :func:`milco_os.opensearch.search.search` (``alpha`` weighs the pivot view; 1.0 is pivot only)."""
-    from milco_os.opensearch.indices import create_index
-    from milco_os.opensearch.ingest import BulkConfig, Ingester
-    from milco_os.opensearch.search import SearchOptions, search
-
-    pruning = doc_pruning or PruningConfig()
     options = SearchOptions(size=size, alpha=alpha)
     info = encoder.info
     index = eval_index_name(evalset.name, name)
-    counting = _CountingEncoder(encoder, pruning)
+    counting = _CountingEncoder(encoder, doc_pruning)
     corpus = [{"id": str(d["id"]), "text": d["text"], "lang": d["lang"]} for d in evalset.corpus if d.get("text")]
     start = time.monotonic()
-    create_index(client, index, info, text_fields=["text"], doc_pruning=pruning, bm25=False, replicas=0,
-                 vectors_in_source=False)
+    spec = IndexSpec(bm25=False, replicas=0, vectors_in_source=False, doc_pruning=doc_pruning)
+    create_index(client, index, info, spec)
     try:
         ingester = Ingester(client, index, counting, config=BulkConfig())  # type: ignore[arg-type]
         advance = progress(f"{name} index", len(corpus))
@@ -502,11 +378,11 @@ def run_sparse(
         search_s = time.monotonic() - start
     finally:
         if not keep_index:
-            client.indices.delete(index=index, ignore_unavailable=True)
+            delete_index(client, index)
     config = {
         "model": {"name": info.name, "reference": model_ref or info.name, "family": info.family,
                   "fingerprint": info.fingerprint, "echo": info.echo_vocab is not None},
-        "document_pruning": pruning.model_dump(),
+        "document_pruning": doc_pruning.to_meta(),
         "alpha": alpha,
         "views": _views(alpha, info.echo_vocab is not None),
         "size": size,

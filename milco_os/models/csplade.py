@@ -14,8 +14,6 @@ gigabytes (spec B7), so the LM head runs over chunks of positions with a running
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -25,24 +23,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from milco_os.errors import ModelError
+from milco_os.models.files import quiet_transformers
+from milco_os.models.layouts import (
+    CSPLADE_DEFAULT_CHUNK_SIZE,
+    CSPLADE_DEFAULT_VARIANT,
+    CSPLADE_VARIANTS,
+    csplade_layout,
+)
 from milco_os.models.pooling import log_saturate
-from milco_os.runtime.encoder import ModelInfo, SparseEncoder, pad_vocab, vocab_from_tokenizer
+from milco_os.runtime.encoder import SparseEncoder
+from milco_os.types import ModelInfo, pad_vocab, vocab_from_tokenizer
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("causal", "echo", "bi")
-DEFAULT_VARIANT = "causal"
+VARIANTS = CSPLADE_VARIANTS
+DEFAULT_VARIANT = CSPLADE_DEFAULT_VARIANT
 #: Positions per LM-head chunk: [B, 32, 128k] fp32 logits for B = 32 is ~0.5 GB.
-DEFAULT_CHUNK_SIZE = 32
-#: The paper states no lengths (spec B2); these match the rest of milco-os.
-DEFAULT_MAX_QUERY_LENGTH = 64
-DEFAULT_MAX_DOCUMENT_LENGTH = 256
-SIDECAR_FILE = "csplade_config.json"
-SIDECAR_KEYS = ("variant", "chunk_size", "max_query_length", "max_document_length")
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+DEFAULT_CHUNK_SIZE = CSPLADE_DEFAULT_CHUNK_SIZE
+# The paper states no lengths (spec B2): milco-os's defaults apply. The directory layout (sidecar, LoRA
+# adapters, shards, gguf) and the fingerprint are read by milco_os.models.layouts, without torch.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
@@ -213,95 +212,6 @@ def adaptation_loss(
 
 
 # ---------------------------------------------------------------------------------------------- loading
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        msg = f"{path}: not valid JSON ({e})"
-        raise ModelError(msg) from e
-    if not isinstance(data, dict):
-        msg = f"{path}: expected a JSON object"
-        raise ModelError(msg)
-    return data
-
-
-def _read_sidecar(path: Path) -> dict[str, Any]:
-    sidecar = path / SIDECAR_FILE
-    if not sidecar.is_file():
-        return {}
-    data = _read_json(sidecar)
-    unknown = sorted(set(data) - set(SIDECAR_KEYS))
-    if unknown:
-        msg = f"{sidecar}: unknown keys {unknown}; expected only {', '.join(SIDECAR_KEYS)}"
-        raise ModelError(msg)
-    for key in SIDECAR_KEYS[1:]:
-        value = data.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            msg = f"{sidecar}: {key} is {value!r}; expected a positive integer"
-            raise ModelError(msg)
-    return data
-
-
-def _weight_files(path: Path) -> list[str]:
-    """Weight files of a HF directory, relative to it: one file, or an index and its shards."""
-    for name in WEIGHT_FILES:
-        if (path / name).is_file():
-            return [name]
-    for index in WEIGHT_INDEXES:
-        if (path / index).is_file():
-            shards = sorted(set(_read_json(path / index).get("weight_map", {}).values()))
-            missing = [s for s in shards if not (path / s).is_file()]
-            if missing or not shards:
-                msg = f"{path}/{index}: shard files missing: {missing[:3] or 'none listed'}"
-                raise ModelError(msg)
-            return [index, *shards]
-    return []
-
-
-def _model_files(path: Path) -> tuple[list[str], str | None]:
-    """(files to fingerprint, gguf file name or None) of a causal-LM directory; ModelError when it has none."""
-    has_config = (path / "config.json").is_file()
-    ggufs = sorted(p.name for p in path.glob("*.gguf"))
-    weights = _weight_files(path) if has_config else []
-    if has_config and weights:
-        return ["config.json", *weights], None
-    if len(ggufs) == 1:
-        return (["config.json"] if has_config else []) + ggufs, ggufs[0]
-    if len(ggufs) > 1:
-        msg = f"{path}: several *.gguf files ({', '.join(ggufs)}); expected exactly one"
-        raise ModelError(msg)
-    if not has_config:
-        msg = (
-            f"{path}: no config.json; expected a Hugging Face causal-LM directory (config.json + "
-            f"{' / '.join(WEIGHT_FILES)}) or a single *.gguf file"
-        )
-        raise ModelError(msg)
-    msg = f"{path}: no weights file; expected one of {', '.join(WEIGHT_FILES + WEIGHT_INDEXES)} or a *.gguf file"
-    raise ModelError(msg)
-
-
-def _adapter_base(path: Path) -> Path:
-    """The base model directory a LoRA adapter names (local only: milco-os never downloads a base here)."""
-    config = _read_json(path / ADAPTER_CONFIG)
-    reference = config.get("base_model_name_or_path")
-    if not reference:
-        msg = f"{path}/{ADAPTER_CONFIG}: missing base_model_name_or_path"
-        raise ModelError(msg)
-    for candidate in (Path(reference).expanduser(), path / reference):
-        if candidate.is_dir():
-            return candidate
-    msg = (
-        f"{path}/{ADAPTER_CONFIG}: base_model_name_or_path {reference!r} is not a local directory; expected the "
-        "path of the base causal LM (absolute or relative to the adapter directory)"
-    )
-    raise ModelError(msg)
-
-
-def _combine(*parts: str) -> str:
-    h = hashlib.sha256("\0".join(parts).encode("utf-8"))
-    return f"sha256:{h.hexdigest()[:32]}"
-
-
 def load_csplade_dir(path: Path, name: str, variant: str | None = None, **encoder_kwargs: Any) -> SparseEncoder:
     """A Hugging Face causal-LM directory (config.json + weights, or one ``*.gguf``), optionally a LoRA
     adapter directory (``adapter_config.json``) over a local base, as a CSPLADE :class:`TorchEncoder`.
@@ -309,35 +219,12 @@ def load_csplade_dir(path: Path, name: str, variant: str | None = None, **encode
     ``csplade_config.json`` next to the weights may set ``variant``, ``chunk_size``, ``max_query_length`` and
     ``max_document_length``; the ``variant`` argument overrides the file (default ``causal``).
     """
-    from milco_os.models.loading import _quiet_transformers, fingerprint_dir
     from milco_os.runtime.torch_runtime import TorchEncoder
 
-    path = Path(path)
-    if not path.is_dir():
-        msg = f"{path}: not a directory"
-        raise ModelError(msg)
-    sidecar = _read_sidecar(path)
-    chosen = variant if variant is not None else sidecar.get("variant", DEFAULT_VARIANT)
-    if chosen not in VARIANTS:
-        source = "variant argument" if variant is not None else f"{path / SIDECAR_FILE}: variant"
-        msg = f"{source} {chosen!r}: expected one of {', '.join(VARIANTS)}"
-        raise ModelError(msg)
-    chunk_size = int(sidecar.get("chunk_size") or DEFAULT_CHUNK_SIZE)
-    max_query_length = int(sidecar.get("max_query_length") or DEFAULT_MAX_QUERY_LENGTH)
-    max_document_length = int(sidecar.get("max_document_length") or DEFAULT_MAX_DOCUMENT_LENGTH)
-
-    adapter = (path / ADAPTER_CONFIG).is_file()
-    model_dir = _adapter_base(path) if adapter else path
-    files, gguf_file = _model_files(model_dir)
-    fingerprints = [fingerprint_dir(model_dir, files)]
-    if adapter:
-        adapter_weights = [f for f in ADAPTER_WEIGHTS if (path / f).is_file()]
-        if not adapter_weights:
-            msg = f"{path}: {ADAPTER_CONFIG} but no adapter weights; expected one of {', '.join(ADAPTER_WEIGHTS)}"
-            raise ModelError(msg)
-        fingerprints.append(fingerprint_dir(path, [ADAPTER_CONFIG, adapter_weights[0]]))
-
-    _quiet_transformers()
+    layout = csplade_layout(path, variant)
+    path = layout.path
+    model_dir, gguf_file, adapter = layout.model_dir, layout.gguf_file, layout.adapter
+    quiet_transformers()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_kwargs = {"gguf_file": gguf_file} if gguf_file else {}
@@ -370,7 +257,7 @@ def load_csplade_dir(path: Path, name: str, variant: str | None = None, **encode
     tokenizer.padding_side = "right"
 
     try:
-        module = CSpladeModule(lm, variant=chosen, chunk_size=chunk_size)
+        module = CSpladeModule(lm, variant=layout.variant, chunk_size=layout.chunk_size)
     except ValueError as e:
         msg = f"{model_dir}: {e}"
         raise ModelError(msg) from e
@@ -380,15 +267,14 @@ def load_csplade_dir(path: Path, name: str, variant: str | None = None, **encode
     info = ModelInfo(
         name=name,
         family="csplade",
-        # The variant and lengths change the vectors, not the files: they are part of the identity.
-        fingerprint=_combine(*fingerprints, f"variant={chosen}", f"lengths={max_query_length}/{max_document_length}"),
+        fingerprint=layout.fingerprint,
         pivot_vocab=vocab,
         echo_vocab=None,
-        max_query_length=max_query_length,
-        max_document_length=max_document_length,
+        max_query_length=layout.max_query_length,
+        max_document_length=layout.max_document_length,
         details={
             "path": str(path),
-            "variant": chosen,
+            "variant": layout.variant,
             "base_model": str(model_dir) if adapter else None,
             "gguf_file": gguf_file,
         },

@@ -19,12 +19,20 @@ Attribute names follow the official ``MILCOModel`` (``m_model``, ``projector``, 
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
 
+from milco_os.errors import ModelError
+from milco_os.models.files import load_state_dict, quiet_transformers, read_config, weight_file
+from milco_os.models.layouts import milco_fingerprint, milco_layout
 from milco_os.models.pooling import log_saturate, masked_max
+from milco_os.types import ModelInfo, pad_vocab, vocab_from_tokenizer
+
+if TYPE_CHECKING:
+    from milco_os.runtime.encoder import SparseEncoder
 
 EchoImpl = Literal["code", "paper"]
 ECHO_IMPLS: tuple[str, ...] = ("code", "paper")
@@ -141,3 +149,111 @@ def dual_view_scores(
     match = (q_ids[:, None, :, None] == d_ids[None, :, None, :]).to(q_echo.dtype)  # [Bq, Bd, nq, nd]
     echo = torch.einsum("qi,dj,qdij->qd", q_echo, d_echo, match)
     return pivot + echo
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def load_milco_dir(path: Path, name: str, **encoder_kwargs: Any) -> SparseEncoder:
+    """A MILCO checkpoint in the official layout (github thongnt99/milco: ``MILCOConfig`` +
+    ``pytorch_model.bin``/``model.safetensors`` with ``m_model.*``, ``projector.*``, ``mlm_head.*``,
+    ``echo.*``, ``scale`` weights); the backbone and English head configurations (and tokenizers) come from
+    the checkpoints its config names, local paths first.
+
+    BERT backbones and heads with ``model.safetensors`` (milco-mini) take the fast path: the plain-torch
+    modules of :mod:`milco_os.models.bert` built on the meta device, the weights memory-mapped, tokenizers
+    without transformers (:mod:`milco_os.models.tokenizer`); the outputs are bit-identical to the
+    transformers path, which every other checkpoint takes.
+    """
+    from milco_os.models import bert
+    from milco_os.models.tokenizer import load_tokenizer
+    from milco_os.runtime.torch_runtime import TorchEncoder
+
+    path = Path(path)
+    layout = milco_layout(path)
+    config, m_dir, en_dir = layout.config, layout.m_dir, layout.en_dir
+    m_raw, en_raw = read_config(m_dir), read_config(en_dir)
+    fast = bert.supported(m_raw) and bert.supported(en_raw) and weight_file(path) == "model.safetensors"
+    if fast:
+        m_config: Any = bert.BertShape.from_config(m_raw)
+        en_config: Any = bert.BertShape.from_config(en_raw)
+    else:
+        from transformers import AutoConfig
+
+        quiet_transformers()
+        m_config = AutoConfig.from_pretrained(str(m_dir))
+        en_config = AutoConfig.from_pretrained(str(en_dir))
+    expected = {
+        "m_hidden_size": m_config.hidden_size,
+        "en_hidden_size": en_config.hidden_size,
+        "m_vocab_size": m_config.vocab_size,
+        "en_vocab_size": en_config.vocab_size,
+    }
+    for key, value in expected.items():
+        if config.get(key) not in (None, value):
+            msg = f"{path}/config.json: {key} is {config[key]} but the referenced checkpoint has {value}"
+            raise ModelError(msg)
+
+    echo_impl = config.get("echo_impl", "code") if config.get("echo") else None
+    tokenizer = load_tokenizer(layout.tokenizer_dir)
+    en_tokenizer = load_tokenizer(en_dir)
+    if fast:
+        # No random initialisation: the parameters stay on the meta device until the checkpoint's
+        # tensors are assigned to them.
+        with torch.device("meta"):
+            m_model: nn.Module = bert.BertModel(m_config)
+            head: nn.Module = bert.BertOnlyMLMHead(en_config)
+    else:
+        from transformers import AutoModel, AutoModelForMaskedLM
+        from transformers.models.bert.modeling_bert import BertOnlyMLMHead
+
+        m_model = AutoModel.from_config(m_config)
+        head = BertOnlyMLMHead(en_config) if en_config.model_type == "bert" else AutoModelForMaskedLM.from_config(
+            en_config).cls
+    module = MilcoModule(
+        m_model,
+        head,
+        encoder_hidden=m_config.hidden_size,
+        head_hidden=en_config.hidden_size,
+        echo_impl=echo_impl,
+        special_token_ids=list(tokenizer.all_special_ids),
+        mask_special_tokens=bool(config.get("mask_special_tokens", False)),
+        connector_hidden=int(config.get("connector_hidden", 0)),
+    )
+    state, weights_file = load_state_dict(path)
+    state = {k: v for k, v in state.items() if not k.startswith("en_lsr.")}  # the SAP teacher; unused
+    # BERT ties the decoder bias to predictions.bias; checkpoints may carry either name.
+    decoder_bias, bias = "mlm_head.predictions.decoder.bias", "mlm_head.predictions.bias"
+    if decoder_bias not in state and bias in state:
+        state[decoder_bias] = state[bias]
+    if bias not in state and decoder_bias in state:
+        state[bias] = state[decoder_bias]
+    if "m_model.pooler.dense.weight" in state and not hasattr(m_model, "pooler"):
+        state = {k: v for k, v in state.items() if not k.startswith("m_model.pooler.")}
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False, assign=fast)
+    except RuntimeError as e:  # shape mismatches
+        msg = f"{path}/{weights_file} does not match the MILCO architecture in config.json: {e}"
+        raise ModelError(msg) from e
+    # MILCO reads last_hidden_state only: a backbone saved without its (unused) pooler is complete.
+    missing = [k for k in missing if not k.endswith("position_ids") and not k.startswith("m_model.pooler.")]
+    if missing or unexpected:
+        msg = (
+            f"{path}/{weights_file} does not match the MILCO architecture in config.json: "
+            f"missing {missing[:6]}{' ...' if len(missing) > 6 else ''}, "
+            f"unexpected {unexpected[:6]}{' ...' if len(unexpected) > 6 else ''}"
+        )
+        raise ModelError(msg)
+
+    pivot_vocab = pad_vocab(vocab_from_tokenizer(en_tokenizer, name="en-wordpiece"), en_config.vocab_size)
+    echo_vocab = pad_vocab(vocab_from_tokenizer(tokenizer, name="source-pieces"), m_config.vocab_size)
+    info = ModelInfo(
+        name=name,
+        family="milco",
+        fingerprint=milco_fingerprint(path),
+        pivot_vocab=pivot_vocab,
+        echo_vocab=echo_vocab if echo_impl else None,
+        max_query_length=int(config.get("query_max_length", 64)),
+        max_document_length=int(config.get("passage_max_length", 256)),
+        details={"path": str(path), "echo_impl": echo_impl},
+    )
+    kwargs = {"echo_special_tokens": bool(config.get("echo_special_tokens", False)), **encoder_kwargs}
+    return TorchEncoder(info, tokenizer, module, **kwargs)

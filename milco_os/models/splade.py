@@ -3,10 +3,20 @@ neural-sparse models, the packaged splade-tiny). No echo view."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import nn
 
+from milco_os.errors import ModelError
+from milco_os.models.files import quiet_transformers, read_config
+from milco_os.models.layouts import splade_fingerprint
 from milco_os.models.pooling import splade_pool
+from milco_os.types import ModelInfo, pad_vocab, vocab_from_tokenizer
+
+if TYPE_CHECKING:
+    from milco_os.runtime.encoder import SparseEncoder
 
 
 class SpladeMLM(nn.Module):
@@ -26,3 +36,34 @@ class SpladeMLM(nn.Module):
         logits = self.mlm(input_ids=input_ids, attention_mask=attention_mask).logits
         pivot = splade_pool(logits, attention_mask)
         return pivot, torch.zeros_like(input_ids, dtype=pivot.dtype)
+
+
+def load_splade_dir(path: Path, name: str, **encoder_kwargs: Any) -> SparseEncoder:
+    """A Hugging Face ``*ForMaskedLM`` directory as an English-only SPLADE encoder."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from milco_os.runtime.torch_runtime import TorchEncoder
+
+    path = Path(path)
+    quiet_transformers()
+    config = read_config(path)
+    fingerprint = splade_fingerprint(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        mlm = AutoModelForMaskedLM.from_pretrained(str(path))
+    except (OSError, ValueError) as e:
+        msg = f"{path}: cannot load the masked-LM model or its tokenizer: {e}"
+        raise ModelError(msg) from e
+    vocab = pad_vocab(vocab_from_tokenizer(tokenizer, name=f"{config.get('model_type', 'mlm')}-vocab"),
+                      int(config.get("vocab_size", len(tokenizer))))
+    info = ModelInfo(
+        name=name,
+        family="splade",
+        fingerprint=fingerprint,
+        pivot_vocab=vocab,
+        echo_vocab=None,
+        max_query_length=min(64, tokenizer.model_max_length),
+        max_document_length=min(256, tokenizer.model_max_length),
+        details={"path": str(path)},
+    )
+    return TorchEncoder(info, tokenizer, SpladeMLM(mlm), **encoder_kwargs)

@@ -1,18 +1,13 @@
 """Ingest (IO): documents -> encode -> bulk write. Failed documents are reported and kept, never lost.
 
-The encoder (this thread) works on the next batch while a writer thread has the previous bulk request in
-flight. Bulk requests are cut by document count and by bytes. Items that fail with 429 or 5xx, and
-whole requests that fail with a connection error, 429 or 5xx, are retried (only those items) with capped
-exponential backoff, a bounded number of times; what still fails is reported (id + reason) and written
-to the dead-letter file. Writes are idempotent (by ``_id``), so a retried or resumed write never
-duplicates a document.
+The encoder (this thread) works on the next batch while a writer thread has the previous batch in flight
+(:mod:`milco_os.opensearch.bulk` does the writing and its retries). Documents that cannot be indexed are
+reported (id + reason) and written to the dead-letter file, which can be ingested again as it is.
 
-A whole request that OpenSearch rejects (400, e.g. one id over 512 bytes) is split in halves until the
-bad document is alone, so one bad item never sinks the valid documents sent with it. With
-``stop_when_unavailable`` (file ingest, reindex), a batch that still cannot reach OpenSearch after the
-retries stops the job with :class:`OpenSearchUnavailable` instead: that batch is not acknowledged (so a
-checkpoint never moves past it) and nothing of it goes to the dead-letter file, because ``--resume``
-reads it again.
+With ``stop_when_unavailable`` (file ingest, reindex), a batch that still cannot reach OpenSearch after the
+retries stops the job with :class:`~milco_os.errors.OpenSearchUnavailable` instead: that batch is not
+acknowledged (so a checkpoint never moves past it) and nothing of it goes to the dead-letter file, because a
+resumed run reads it again. :func:`ingest_file` is the resumable job over a JSONL file.
 """
 
 from __future__ import annotations
@@ -20,19 +15,20 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from milco_os.errors import ConfigError, IngestError
-from milco_os.opensearch.client import describe_transport_error
+from milco_os.errors import ConfigError, OpenSearchUnavailable
+from milco_os.opensearch.bulk import BulkConfig, BulkWriter
+from milco_os.opensearch.checkpoint import Checkpoint
 from milco_os.opensearch.documents import index_action
 from milco_os.opensearch.indices import checked_record
-from milco_os.pruning import PruningConfig
-from milco_os.types import Encoded
+from milco_os.pruning import Pruning
 
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
@@ -52,10 +48,6 @@ MAX_ID_BYTES = 512
 MAX_DOCUMENT_CHARS = 200_000
 
 
-class OpenSearchUnavailable(IngestError):
-    """OpenSearch stayed unreachable (or kept answering 429/5xx) after the bounded retries."""
-
-
 @dataclass(frozen=True)
 class UnreadableLine:
     """An input line that is not a JSON document (invalid JSON or invalid UTF-8)."""
@@ -65,21 +57,6 @@ class UnreadableLine:
     raw: str
 
 
-@dataclass(frozen=True)
-class BulkConfig:
-    """How documents are grouped and retried."""
-
-    encode_batch: int = 32  # documents encoded together
-    max_docs: int = 500  # per bulk request
-    max_bytes: int = 8 * 1024 * 1024  # per bulk request
-    max_retries: int = 5
-    initial_backoff: float = 1.0  # seconds; doubles per attempt ...
-    max_backoff: float = 30.0  # ... up to this
-
-    def backoff(self, attempt: int) -> float:
-        return min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
-
-
 @dataclass
 class IngestReport:
     indexed: int = 0
@@ -87,6 +64,7 @@ class IngestReport:
     retried: int = 0
     elapsed_s: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    unavailable: list[str] = field(default_factory=list)  # ids that failed only because OpenSearch was down
 
     @property
     def docs_per_s(self) -> float:
@@ -133,110 +111,6 @@ def validate_document(
 
 def document_text(doc: dict[str, Any], text_fields: list[str]) -> str:
     return "\n".join(str(doc[f]) for f in text_fields if doc.get(f))
-
-
-def is_retryable_status(status: int) -> bool:
-    return status == 429 or status >= 500
-
-
-@dataclass
-class BulkOutcome:
-    """What became of the documents of one write."""
-
-    written: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (id, reason): the document is at fault
-    unavailable: list[tuple[str, str]] = field(default_factory=list)  # (id, reason): OpenSearch was
-
-    def add(self, other: BulkOutcome) -> None:
-        self.written += other.written
-        self.failed += other.failed
-        self.unavailable += other.unavailable
-
-
-class BulkWriter:
-    """Sends bulk requests with bounded, capped-backoff retries of the failed items only."""
-
-    def __init__(self, client: OpenSearch, config: BulkConfig, sleep: Callable[[float], None] = time.sleep) -> None:
-        self.client = client
-        self.config = config
-        self.sleep = sleep
-        self.retried = 0
-
-    def chunks(self, actions: list[dict[str, Any]]) -> Iterator[list[tuple[dict[str, Any], str]]]:
-        """Split into bulk bodies by count and bytes; each action is paired with its NDJSON lines."""
-        chunk: list[tuple[dict[str, Any], str]] = []
-        size = 0
-        for action in actions:
-            header = {"index": {"_index": action["_index"], "_id": action["_id"]}}
-            lines = json.dumps(header) + "\n" + json.dumps(action["_source"], ensure_ascii=False) + "\n"
-            n = len(lines.encode("utf-8"))
-            if chunk and (len(chunk) >= self.config.max_docs or size + n > self.config.max_bytes):
-                yield chunk
-                chunk, size = [], 0
-            chunk.append((action, lines))
-            size += n
-        if chunk:
-            yield chunk
-
-    def write(self, actions: list[dict[str, Any]]) -> BulkOutcome:
-        """Write ``actions``, retrying what failed for OpenSearch's reasons (bounded)."""
-        outcome = BulkOutcome()
-        for chunk in self.chunks(actions):
-            outcome.add(self._write_chunk(chunk))
-        return outcome
-
-    def _write_chunk(self, chunk: list[tuple[dict[str, Any], str]]) -> BulkOutcome:
-        from opensearchpy.exceptions import ConnectionError as TransportConnectionError
-        from opensearchpy.exceptions import TransportError
-
-        outcome = BulkOutcome()
-        pending = chunk
-        attempt = 0
-        while pending:
-            retry: list[tuple[dict[str, Any], str]] = []
-            reason = ""
-            try:
-                resp = self.client.bulk(body="".join(lines for _, lines in pending))
-            except TransportConnectionError as e:  # includes timeouts: nothing (or not all) was written
-                retry, reason = pending, f"OpenSearch unreachable: {e.__class__.__name__}: {e.info or e.error}"
-            except TransportError as e:
-                status = e.status_code if isinstance(e.status_code, int) else 0
-                reason = f"bulk request failed with HTTP {status}: {describe_transport_error(e)}"
-                if is_retryable_status(status):
-                    retry = pending
-                elif len(pending) > 1:
-                    # OpenSearch refused the whole request for one bad document: halve until it is alone,
-                    # so the valid documents sent with it are still written.
-                    half = len(pending) // 2
-                    outcome.add(self._write_chunk(pending[:half]))
-                    outcome.add(self._write_chunk(pending[half:]))
-                else:
-                    outcome.failed.append((str(pending[0][0]["_id"]), reason))
-            else:
-                for (action, lines), item in zip(pending, resp["items"], strict=True):
-                    result = next(iter(item.values()))
-                    status = int(result.get("status", 0))
-                    if 200 <= status < 300:
-                        outcome.written.append(str(action["_id"]))
-                    elif is_retryable_status(status):
-                        retry.append((action, lines))
-                        reason = f"HTTP {status}: {json.dumps(result.get('error'))}"
-                    else:
-                        outcome.failed.append((str(action["_id"]), f"HTTP {status}: {json.dumps(result.get('error'))}"))
-            if not retry:
-                break
-            attempt += 1
-            if attempt > self.config.max_retries:
-                outcome.unavailable += [
-                    (str(a["_id"]), f"{reason} (gave up after {self.config.max_retries} retries)") for a, _ in retry
-                ]
-                break
-            delay = self.config.backoff(attempt)
-            log.warning("retrying %d documents in %.1fs (attempt %d): %s", len(retry), delay, attempt, reason)
-            self.retried += len(retry)
-            self.sleep(delay)
-            pending = retry
-        return outcome
 
 
 class DeadLetter:
@@ -329,7 +203,7 @@ class Ingester:
         self.text_fields: list[str] = self.record["fields"]["text"]
         self.pivot_field = self.record["fields"]["pivot"]
         self.echo_field = self.record["fields"]["echo"]
-        self.pivot_rule, self.echo_rule = PruningConfig(**self.record["document_pruning"]).rules()
+        self.pruning = Pruning.from_meta(self.record["document_pruning"])
         self.writer = BulkWriter(client, self.config, sleep=sleep)
         self.dead_letter = DeadLetter(dead_letter, append=append_dead_letter)
 
@@ -347,7 +221,7 @@ class Ingester:
         encoded = self.encoder.encode_documents([document_text(d, self.text_fields) for d in valid])
         actions, originals = [], {}
         for doc, enc in zip(valid, encoded, strict=True):
-            pruned = Encoded(self.pivot_rule.apply(enc.pivot), self.echo_rule.apply(enc.echo))
+            pruned = self.pruning.apply(enc)
             doc_id = str(doc[self.id_field])
             fields = {k: v for k, v in doc.items() if k != self.id_field}
             actions.append(
@@ -403,6 +277,7 @@ class Ingester:
                         report.indexed += len(outcome.written)
                         for doc_id, reason in outcome.failed + outcome.unavailable:
                             self._fail(report, originals.get(doc_id, {self.id_field: doc_id}), reason)
+                        report.unavailable += [doc_id for doc_id, _ in outcome.unavailable]
                         report.retried = self.writer.retried
                         if on_batch:
                             on_batch(tag, n_docs, report)
@@ -461,3 +336,131 @@ def ingest(
     return ingester.run(
         documents, on_batch=(lambda n, _report: on_progress(n)) if on_progress else None, refresh=refresh
     )
+
+
+class JobProgress(Protocol):
+    """What a long job reports as it goes (the CLI draws a bar; the library never prints)."""
+
+    def start(self, total: int | None, completed: int) -> None: ...
+
+    def advance(self, n: int) -> None: ...
+
+
+def read_jsonl(path: Path | None, start_line: int = 0) -> Iterator[tuple[int, Any]]:
+    """Yield (line number, document) from a JSONL file or stdin (``None``), after ``start_line``; a line that
+    is not valid UTF-8 JSON becomes an :class:`UnreadableLine` (reported and dead-lettered with its reason).
+    Dead-letter lines come back as the documents they kept."""
+    stream = sys.stdin.buffer if path is None else open(path, "rb")  # noqa: SIM115
+    try:
+        for number, raw in enumerate(stream, 1):
+            if number <= start_line or not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raw_text = raw.decode("utf-8", "replace")
+                yield number, UnreadableLine(number, f"not valid UTF-8 (byte {e.start})", raw_text)
+                continue
+            try:
+                yield number, unwrap_dead_letter(json.loads(text))
+            except ValueError as e:
+                yield number, UnreadableLine(number, f"invalid JSON ({e})", text.rstrip("\n"))
+    finally:
+        if path is not None:
+            stream.close()
+
+
+@dataclass
+class FileIngestReport:
+    """A file (or stdin) ingest: this run's report, and the failures of every run of the job."""
+
+    report: IngestReport
+    failed_total: int
+    dead_letter: Path
+    checkpoint: Path | None  # kept (marked finished) when documents failed; None for stdin or when all went in
+
+
+def default_dead_letter(path: Path | None, index: str) -> Path:
+    return Path(f"{path}.failed.jsonl") if path is not None else Path(f"{index}.failed.jsonl")
+
+
+def checkpoint_path(path: Path) -> Path:
+    return path.with_name(path.name + ".milco-os-checkpoint.json")
+
+
+def ingest_file(
+    client: OpenSearch,
+    index: str,
+    encoder: SparseEncoder,
+    path: Path | None,
+    *,
+    resume: bool = False,
+    dead_letter: Path | None = None,
+    config: BulkConfig | None = None,
+    max_chars: int = MAX_DOCUMENT_CHARS,
+    progress: JobProgress | None = None,
+) -> FileIngestReport:
+    """Ingest a JSONL file (``None``: stdin), one document per line.
+
+    From a file the job is resumable: a checkpoint records the last line of every acknowledged batch, an
+    outage stops the job (:class:`~milco_os.errors.OpenSearchUnavailable`, its ``checkpoint`` set) and
+    ``resume=True`` continues after the last acknowledged batch (writes are by id, so nothing is
+    duplicated). The checkpoint is removed when every document is in, and kept (marked finished) when some
+    failed. Stdin cannot be re-read, so there every document that cannot be written is dead-lettered.
+    """
+    if path is not None and not path.is_file():
+        msg = f"{path}: no such file"
+        raise ConfigError(msg)
+    if resume and path is None:
+        msg = "stdin cannot be resumed (it cannot be read again); resume needs a file"
+        raise ConfigError(msg)
+    dead = dead_letter or default_dead_letter(path, index)
+    if path is not None and dead.resolve() == path.resolve():
+        msg = f"dead-letter file {dead}: is the input file"
+        raise ConfigError(msg)
+    ingester = Ingester(client, index, encoder, config=config, dead_letter=dead, max_chars=max_chars,
+                        stop_when_unavailable=path is not None, append_dead_letter=resume)
+    checkpoint = None
+    start = {"line": 0, "done": 0, "failed": 0}
+    if path is not None:
+        job = {"kind": "ingest", "file": str(path.resolve()), "index": index}
+        checkpoint = Checkpoint.open(checkpoint_path(path), job, start, resume=resume)
+        start = dict(checkpoint.progress)
+    lines: list[int] = []
+
+    def documents() -> Iterator[Any]:
+        for number, doc in read_jsonl(path, start["line"]):
+            lines.append(number)
+            yield doc
+
+    done = [0]
+
+    def acknowledged(n_docs: int, report: IngestReport) -> None:
+        done[0] += n_docs
+        if checkpoint is not None:
+            checkpoint.progress.update(line=lines[done[0] - 1], done=start["done"] + done[0],
+                                       failed=start["failed"] + report.failed)
+            checkpoint.save()
+        if progress is not None:
+            progress.advance(n_docs)
+
+    if progress is not None:
+        progress.start(_count_lines(path) if path is not None else None, start["done"])
+    try:
+        report = ingester.run(documents(), on_batch=acknowledged)
+    except OpenSearchUnavailable as e:
+        e.checkpoint = checkpoint.path if checkpoint else None
+        e.dead_letter = dead
+        raise
+    failed_total = start["failed"] + report.failed
+    if checkpoint is not None and failed_total == 0:
+        checkpoint.remove()
+        checkpoint = None
+    elif checkpoint is not None:
+        checkpoint.finish()
+    return FileIngestReport(report, failed_total, dead, checkpoint.path if checkpoint else None)
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from milco_os.keys import decode_key, encode_key
+from milco_os.specs import TwoPhase
 from milco_os.types import Encoded, SparseVector
 
 
@@ -56,25 +57,6 @@ def split_by_weight(vec: SparseVector, ratio: float) -> tuple[SparseVector, Spar
         SparseVector(vec.ids[high], vec.weights[high], vec.vocab),
         SparseVector(vec.ids[~high], vec.weights[~high], vec.vocab),
     )
-
-
-@dataclass(frozen=True)
-class TwoPhase:
-    """Retrieve with the high-weight query terms, then add the rest inside a rescore window.
-
-    Defaults follow OpenSearch's neural_sparse_two_phase_processor (prune_ratio 0.4, expansion 5,
-    max window 10000). Scores inside the window equal the full query's exactly (first + rescore
-    query, ``score_mode: total``); only documents outside the window can differ.
-    """
-
-    ratio: float = 0.4
-    expansion: float = 5.0
-    max_window: int = 10_000
-
-    def __post_init__(self) -> None:
-        if not 0 < self.ratio < 1 or self.expansion < 1 or self.max_window < 1:
-            msg = f"two-phase needs 0 < ratio < 1, expansion >= 1, max_window >= 1; got {self}"
-            raise ValueError(msg)
 
 
 @dataclass(frozen=True)

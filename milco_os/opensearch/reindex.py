@@ -11,21 +11,23 @@ checkpoint is removed and the alias moved only when DEST holds every document of
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from milco_os.errors import SearchIndexError
+from milco_os.errors import ConfigError, IndexExists, OpenSearchUnavailable, SearchIndexError
+from milco_os.opensearch.bulk import BulkConfig
+from milco_os.opensearch.checkpoint import Checkpoint, InterruptedJob
 from milco_os.opensearch.client import describe_transport_error
-from milco_os.opensearch.indices import create_index
-from milco_os.opensearch.ingest import BulkConfig, Ingester, IngestReport, OpenSearchUnavailable
-from milco_os.paths import write_text_atomic
+from milco_os.opensearch.indices import create_index, document_count, index_exists, index_record
+from milco_os.opensearch.ingest import Ingester, IngestReport, JobProgress
+from milco_os.opensearch.mapping import index_meta
+from milco_os.specs import IndexSpec
 
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
@@ -53,44 +55,26 @@ class ReindexReport:
         return self.dest_count == self.source_count
 
 
-class Checkpoint:
-    """Per-slice progress, written atomically (temp file + rename) after each acknowledged batch."""
-
-    def __init__(self, path: Path, source: str, dest: str, slices: int) -> None:
-        self.path = path
-        self.state: dict[str, Any] = {
-            "source": source,
-            "dest": dest,
-            "slices": slices,
-            "after": [None] * slices,  # last _id written, per slice
-            "done": [False] * slices,
-            "written": 0,
-            "failed": 0,  # over every run of this job
-        }
-
-    @classmethod
-    def load(cls, path: Path, source: str, dest: str, slices: int) -> Checkpoint:
-        cp = cls(path, source, dest, slices)
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            msg = f"--resume: cannot read the checkpoint {path}: {e}"
-            raise SearchIndexError(msg) from e
-        if (state.get("source"), state.get("dest"), state.get("slices")) != (source, dest, slices):
-            msg = (
-                f"--resume: checkpoint {path} is for {state.get('source')} -> {state.get('dest')} with "
-                f"{state.get('slices')} slices, not {source} -> {dest} with {slices}"
-            )
-            raise SearchIndexError(msg)
-        cp.state = {**cp.state, **state}
-        return cp
-
-    def save(self) -> None:
-        write_text_atomic(self.path, json.dumps(self.state))
-
-
 def default_checkpoint_path(cache_dir: Path, source: str, dest: str) -> Path:
     return Path(cache_dir) / "jobs" / f"reindex-{source}-to-{dest}.json"
+
+
+def scan_body(
+    pit_id: str, slice_id: int, slices: int, after: str | None, page_size: int, exclude: list[str]
+) -> dict[str, Any]:
+    """One page of a slice of SRC, in ``_id`` order after ``after``."""
+    body: dict[str, Any] = {
+        "size": page_size,
+        "pit": {"id": pit_id, "keep_alive": "10m"},
+        "sort": [{"_id": "asc"}],
+        "track_total_hits": False,
+        "_source": {"excludes": exclude} if exclude else True,
+    }
+    if slices > 1:
+        body["slice"] = {"field": "_id", "id": slice_id, "max": slices}
+    if after is not None:
+        body["search_after"] = [after]
+    return body
 
 
 def _read_slice(
@@ -98,17 +82,7 @@ def _read_slice(
     exclude: list[str],
 ) -> Iterator[list[dict[str, Any]]]:
     while True:
-        body: dict[str, Any] = {
-            "size": page_size,
-            "pit": {"id": pit_id, "keep_alive": "10m"},
-            "sort": [{"_id": "asc"}],
-            "track_total_hits": False,
-            "_source": {"excludes": exclude} if exclude else True,
-        }
-        if slices > 1:
-            body["slice"] = {"field": "_id", "id": slice_id, "max": slices}
-        if after is not None:
-            body["search_after"] = [after]
+        body = scan_body(pit_id, slice_id, slices, after, page_size, exclude)
         with warnings.catch_warnings():
             # Sorting on _id loads its fielddata, which OpenSearch flags as deprecated. It is the only
             # unique key every index has that stays stable across points in time (2.x has no _shard_doc),
@@ -127,7 +101,7 @@ def reindex(
     dest: str,
     encoder: SparseEncoder,
     *,
-    text_fields: list[str],
+    spec: IndexSpec,
     checkpoint_path: Path,
     slices: int = 1,
     resume: bool = False,
@@ -135,48 +109,33 @@ def reindex(
     page_size: int = 64,
     config: BulkConfig | None = None,
     dead_letter: Path | None = None,
-    index_options: dict[str, Any] | None = None,
-    on_progress: Callable[[int], None] | None = None,
+    progress: JobProgress | None = None,
 ) -> ReindexReport:
-    """Reindex SRC into DEST (created when missing) with ``encoder``; see the module docstring."""
-    from opensearchpy.exceptions import NotFoundError, TransportError
+    """Reindex SRC into DEST (created from ``spec`` when missing) with ``encoder``; see the module docstring.
+    When it stops for an outage, the :class:`~milco_os.errors.OpenSearchUnavailable` names the checkpoint."""
+    from opensearchpy.exceptions import TransportError
 
     if slices < 1 or page_size < 1:
         msg = f"slices and page size must be >= 1, got {slices} and {page_size}"
-        raise SearchIndexError(msg)
+        raise ConfigError(msg)
     if source == dest:
-        msg = "--source and --dest must differ"
-        raise SearchIndexError(msg)
-    try:
-        source_count = int(client.count(index=source)["count"])
-    except NotFoundError as e:
-        msg = f"source index {source!r} does not exist"
-        raise SearchIndexError(msg) from e
-
-    if resume:
-        if not checkpoint_path.exists():
-            msg = f"--resume: no checkpoint at {checkpoint_path}; nothing to resume"
-            raise SearchIndexError(msg)
-        checkpoint = Checkpoint.load(checkpoint_path, source, dest, slices)
+        msg = "the source and destination indices must differ"
+        raise ConfigError(msg)
+    source_count = document_count(client, source)
+    if not resume and index_exists(client, dest):
+        raise InterruptedJob(checkpoint_path) if checkpoint_path.exists() else IndexExists(dest)
+    job = {"kind": "reindex", "source": source, "dest": dest, "slices": slices}
+    start = {"after": [None] * slices, "done": [False] * slices, "written": 0, "failed": 0}
+    checkpoint = Checkpoint.open(checkpoint_path, job, start, resume=resume)
+    if not index_exists(client, dest):
+        create_index(client, dest, encoder.info, spec)
     else:
-        if checkpoint_path.exists():
-            msg = (
-                f"an interrupted reindex {source} -> {dest} left a checkpoint ({checkpoint_path}); "
-                "continue it with --resume, or delete the file to start over"
-            )
-            raise SearchIndexError(msg)
-        if client.indices.exists(index=dest):
-            msg = f"destination index {dest!r} already exists; reindex writes a new index (or use --resume)"
-            raise SearchIndexError(msg)
-        checkpoint = Checkpoint(checkpoint_path, source, dest, slices)
-        checkpoint.save()  # first, so that a kill right after creating DEST still leaves a resumable job
-    if not client.indices.exists(index=dest):
-        create_index(client, dest, encoder.info, text_fields=text_fields, **(index_options or {}))
+        _check_same_layout(index_record(client, dest), index_meta(encoder.info, spec), dest)
 
     ingester = Ingester(client, dest, encoder, config=config, dead_letter=dead_letter, id_field=_ID_KEY,
                         stop_when_unavailable=True, append_dead_letter=resume)
     exclude = [ingester.pivot_field, ingester.echo_field]
-    failed_before = int(checkpoint.state["failed"])
+    failed_before = int(checkpoint.progress["failed"])
     try:
         pit_id = client.create_pit(index=source, keep_alive="10m")["pit_id"]
     except TransportError as e:
@@ -186,7 +145,7 @@ def reindex(
 
     def reader(slice_id: int) -> None:
         try:
-            after = checkpoint.state["after"][slice_id]
+            after = checkpoint.progress["after"][slice_id]
             for hits in _read_slice(client, pit_id, slice_id, slices, after, page_size, exclude):
                 pages.put((slice_id, hits))
             pages.put((slice_id, None))
@@ -194,7 +153,7 @@ def reindex(
             pages.put(e)
 
     def tagged_batches() -> Iterator[tuple[list[dict[str, Any]], tuple[int, str | None]]]:
-        open_slices = {i for i in range(slices) if not checkpoint.state["done"][i]}
+        open_slices = {i for i in range(slices) if not checkpoint.progress["done"][i]}
         threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in sorted(open_slices)]
         for t in threads:
             t.start()
@@ -216,17 +175,22 @@ def reindex(
     def acknowledged(tag: tuple[int, str | None], n_docs: int, report: IngestReport) -> None:
         slice_id, last_id = tag
         if last_id is None:
-            checkpoint.state["done"][slice_id] = True
+            checkpoint.progress["done"][slice_id] = True
         else:
-            checkpoint.state["after"][slice_id] = last_id
-            checkpoint.state["written"] += n_docs
-        checkpoint.state["failed"] = failed_before + report.failed
+            checkpoint.progress["after"][slice_id] = last_id
+            checkpoint.progress["written"] += n_docs
+        checkpoint.progress["failed"] = failed_before + report.failed
         checkpoint.save()
-        if on_progress and n_docs:
-            on_progress(n_docs)
+        if progress is not None and n_docs:
+            progress.advance(n_docs)
 
+    if progress is not None:
+        progress.start(source_count, int(checkpoint.progress["written"]))
     try:
         ingest_report = ingester.run_batches(tagged_batches(), on_batch=acknowledged, refresh=True)
+    except OpenSearchUnavailable as e:
+        e.checkpoint = checkpoint_path
+        raise
     finally:
         try:
             client.delete_pit(body={"pit_id": [pit_id]})
@@ -234,17 +198,25 @@ def reindex(
             log.warning("could not delete point in time %s", pit_id[:16])
 
     report = ReindexReport(source_count=source_count, ingest=ingest_report, resumed=resume,
-                           failed_total=int(checkpoint.state["failed"]))
-    report.dest_count = int(client.count(index=dest)["count"])
+                           failed_total=int(checkpoint.progress["failed"]))
+    report.dest_count = document_count(client, dest)
     if report.verified:
         if alias:
             swap_alias(client, alias, dest)
             report.alias = alias
-        checkpoint_path.unlink(missing_ok=True)
+        checkpoint.remove()
     elif alias:
         log.warning("not moving alias %s: %s holds %d of %d documents", alias, dest, report.dest_count,
                     report.source_count)
     return report
+
+
+def _check_same_layout(record: dict[str, Any], wanted: dict[str, Any], dest: str) -> None:
+    """A resumed reindex writes DEST as it was created: refuse index options that say otherwise."""
+    for key in ("fields", "document_pruning", "vectors_in_source"):
+        if record.get(key) != wanted[key]:
+            msg = f"{dest!r} was created with {key} {record.get(key)}, not {wanted[key]}"
+            raise ConfigError(msg)
 
 
 def swap_alias(client: OpenSearch, alias: str, index: str) -> None:
@@ -255,7 +227,7 @@ def swap_alias(client: OpenSearch, alias: str, index: str) -> None:
             if holder != index:
                 actions.append({"remove": {"index": holder, "alias": alias}})
     elif client.indices.exists(index=alias):
-        msg = f"--alias {alias!r} is the name of an existing index, not an alias"
+        msg = f"alias {alias!r} is the name of an existing index, not an alias"
         raise SearchIndexError(msg)
     actions.append({"add": {"index": index, "alias": alias}})
     client.indices.update_aliases(body={"actions": actions})

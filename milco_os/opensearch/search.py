@@ -9,12 +9,11 @@ from milco_os.opensearch.indices import checked_record
 from milco_os.opensearch.query import (
     Hybrid,
     TermContribution,
-    TwoPhase,
     contributions_from_explanation,
     search_body,
     term_contributions,
 )
-from milco_os.pruning import Prune
+from milco_os.specs import SearchOptions
 from milco_os.types import Encoded
 
 if TYPE_CHECKING:
@@ -50,42 +49,6 @@ class SearchResult:
         }
 
 
-#: Upper bound of the BM25 weight: far above any useful value, and far below where OpenSearch's boost (a
-#: 32-bit float) becomes infinite and the request is refused, or scores overflow.
-MAX_HYBRID_WEIGHT = 1000.0
-
-
-@dataclass(frozen=True)
-class SearchOptions:
-    """Per-request knobs. Query pruning is MILCO's "dynamic efficiency": fewer query terms, faster search,
-    no reindexing (document pruning is fixed at index time)."""
-
-    size: int = 10
-    from_: int = 0
-    alpha: float = 0.5
-    pivot_pruning: Prune = Prune()
-    echo_pruning: Prune = Prune()
-    filters: tuple[dict[str, Any], ...] = ()
-    two_phase: TwoPhase | None = None
-    hybrid_weight: float | None = None  # BM25 weight; None = no BM25 clause
-    explain: bool = False
-
-    def __post_init__(self) -> None:
-        if self.size < 1 or self.from_ < 0:
-            msg = f"size must be >= 1 and from >= 0, got size={self.size}, from={self.from_}"
-            raise ValueError(msg)
-        if not 0 <= self.alpha <= 1:
-            msg = f"alpha must be in [0, 1], got {self.alpha}"
-            raise ValueError(msg)
-        if self.hybrid_weight is not None and not 0 < self.hybrid_weight <= MAX_HYBRID_WEIGHT:
-            msg = f"hybrid weight must be in (0, {MAX_HYBRID_WEIGHT}], got {self.hybrid_weight}"
-            raise ValueError(msg)
-
-
-def prune_query(query: Encoded, pivot: Prune, echo: Prune) -> Encoded:
-    return Encoded(pivot.apply(query.pivot), echo.apply(query.echo))
-
-
 def search(
     client: OpenSearch,
     index: str,
@@ -97,7 +60,7 @@ def search(
     record = checked_record(client, index, encoder.info)
     pivot_field, echo_field = record["fields"]["pivot"], record["fields"]["echo"]
     from_source = record.get("vectors_in_source", True)
-    query = prune_query(encoder.encode_queries([text])[0], options.pivot_pruning, options.echo_pruning)
+    query = options.query_pruning.apply(encoder.encode_queries([text])[0])
     hybrid = (
         Hybrid(text=text, fields=tuple(record["fields"]["text"]), weight=options.hybrid_weight)
         if options.hybrid_weight is not None
@@ -135,3 +98,20 @@ def search(
         shown = {k: v for k, v in source.items() if k not in (pivot_field, echo_field)}
         hits.append(Hit(id=h["_id"], score=float(h["_score"]), source=shown, terms=terms))
     return SearchResult(query=query, hits=hits, took_ms=int(resp.get("took", 0)), body=body)
+
+
+def msearch_ids(client: OpenSearch, index: str, bodies: list[dict[str, Any]]) -> list[list[str]]:
+    """The hit ids of several searches on ``index``, in one ``_msearch`` round trip."""
+    from milco_os.errors import SearchIndexError
+
+    lines: list[dict[str, Any]] = []
+    for body in bodies:
+        lines += [{"index": index}, body]
+    resp = client.msearch(body=lines)
+    out = []
+    for item in resp["responses"]:
+        if "error" in item:
+            msg = f"search on {index!r} failed: {item['error']}"
+            raise SearchIndexError(msg)
+        out.append([h["_id"] for h in item["hits"]["hits"]])
+    return out

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from milco_os.errors import ModelError
-from milco_os.runtime.encoder import ModelInfo, save_model_info
+from milco_os.runtime.encoder import save_model_info
+from milco_os.types import ModelInfo
 
 if TYPE_CHECKING:
     from milco_os.runtime.torch_runtime import TorchEncoder

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from milco_os.errors import ModelError
-from milco_os.runtime.encoder import ModelInfo, SparseEncoder, load_model_info
+from milco_os.runtime.encoder import SparseEncoder, load_model_info
 from milco_os.runtime.export import MANIFEST_FILE, VARIANT_FILES, read_manifest, variant_name
+from milco_os.types import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +24,24 @@ CUDA = "CUDAExecutionProvider"
 
 
 def _cuda_device_present() -> bool:
-    """Whether a CUDA device exists at all; saves a failing (and loud) CUDA session attempt on CPU machines."""
-    try:
-        import torch
+    """Whether a CUDA device exists at all; saves a failing (and loud) CUDA session attempt on CPU machines.
 
-        return bool(torch.cuda.is_available())
-    except Exception:  # a broken torch install must not stop the CPU path
-        return False
+    Asked of the CUDA driver itself (``cuInit`` + ``cuDeviceGetCount`` through ctypes), not of torch, whose
+    import alone costs seconds on the onnx runtime's path."""
+    import ctypes
+
+    # Plain names: the dynamic loader searches its usual paths (ctypes.util.find_library would run ldconfig).
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll", "libcuda.dylib"):
+        try:
+            driver = ctypes.CDLL(name)
+        except OSError:
+            continue
+        try:
+            count = ctypes.c_int(0)
+            return driver.cuInit(0) == 0 and driver.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+        except (AttributeError, OSError):  # not the driver library after all
+            return False
+    return False
 
 
 def make_session(
@@ -88,11 +100,14 @@ class OnnxEncoder(SparseEncoder):
         *,
         device: str | None = None,
         intra_op_num_threads: int = 0,
+        session: tuple[Any, str] | None = None,
         **kwargs: Any,
     ) -> None:
+        """``session``: an ``(InferenceSession, provider)`` pair made by :func:`make_session` for
+        ``model_path`` (``device`` and ``intra_op_num_threads`` are then ignored); made here when None."""
         super().__init__(info, tokenizer, **kwargs)
         self.model_path = Path(model_path)
-        self.session, self.provider = make_session(
+        self.session, self.provider = session or make_session(
             self.model_path, device=device, intra_op_num_threads=intra_op_num_threads
         )
         names = [i.name for i in self.session.get_inputs()]
@@ -133,11 +148,11 @@ def load_onnx_dir(path: Path, quantize: str | None = None, **encoder_kwargs: Any
         log.debug("%s: no %s; assuming a plain export", path, MANIFEST_FILE)
     info = load_model_info(path)
     info = dataclasses.replace(info, details={**info.details, "runtime": "onnx", "quantize": variant})
-    from transformers import AutoTokenizer
+    from milco_os.models.tokenizer import load_tokenizer, prefetch
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-    except (OSError, ValueError) as e:
-        msg = f"{path}: cannot load the tokenizer saved next to the ONNX model: {e}"
-        raise ModelError(msg) from e
-    return OnnxEncoder(info, tokenizer, model_file, **encoder_kwargs)
+    # The tokenizer is read while onnxruntime builds the session: both release the GIL.
+    prefetch(path)
+    session = make_session(model_file, device=encoder_kwargs.pop("device", None),
+                           intra_op_num_threads=encoder_kwargs.pop("intra_op_num_threads", 0))
+    tokenizer = load_tokenizer(path)  # ModelError names the directory
+    return OnnxEncoder(info, tokenizer, model_file, session=session, **encoder_kwargs)

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from milco_os.runtime.encoder import ModelInfo, SparseEncoder
+from milco_os.runtime.encoder import SparseEncoder
+from milco_os.types import ModelInfo
 
 
 def pick_device(device: str | None = None) -> torch.device:

@@ -24,8 +24,8 @@ class FaultNode:
     """The local node the tests break on purpose; its data survives kills and restarts."""
 
     def __init__(self, cache_dir: Path) -> None:
+        from milco_os.localnode import LocalNode
         from milco_os.opensearch.client import make_client
-        from milco_os.opensearch.local import LocalNode
         from milco_os.settings import Settings
 
         self.node = LocalNode(cache_dir, PORT)
@@ -43,7 +43,7 @@ class FaultNode:
 
     def kill(self) -> None:
         """SIGKILL the node's java process and wait (bounded) until it is gone."""
-        from milco_os.opensearch.local import _pid_alive
+        from milco_os.localnode import _pid_alive
 
         pid = self.pid()
         os.kill(pid, signal.SIGKILL)
@@ -122,6 +122,6 @@ def cli(node: FaultNode, cache_dir: Path, tmp_path: Path) -> Iterator[Cli]:
 @pytest.fixture(scope="session")
 def splade_info(cache_dir: Path) -> Any:
     """splade-tiny's ModelInfo (what `milco-os index create --model splade-tiny` builds the index for)."""
-    from milco_os.models.loading import load_encoder
+    from milco_os.loading import load_encoder
 
     return load_encoder("splade-tiny", cache_dir).info

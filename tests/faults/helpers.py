@@ -136,10 +136,10 @@ def wait_until(
         time.sleep(interval)
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A checkpoint, or None while it does not exist (it is replaced atomically, never half-written)."""
+def read_checkpoint(path: Path) -> dict[str, Any] | None:
+    """A checkpoint's progress, or None while it does not exist (it is replaced atomically, never half-written)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))["progress"]
     except (OSError, ValueError):
         return None
 
@@ -168,7 +168,7 @@ def check_clean_stop(result: Result, checkpoint: Path) -> dict[str, Any]:
         problems.append("stderr does not say to re-run with --resume")
     if not re.search(r"saved|checkpoint|progress", text, re.IGNORECASE):
         problems.append("stderr does not say that the progress is saved")
-    state = read_json(checkpoint)
+    state = read_checkpoint(checkpoint)
     if state is None:
         problems.append(f"checkpoint {checkpoint.name} was not kept")
     if problems:

@@ -22,7 +22,7 @@ from tests.faults.helpers import (
     check_clean_stop,
     check_success,
     dead_letter_ids,
-    read_json,
+    read_checkpoint,
     wait_until,
     write_docs,
 )
@@ -37,9 +37,10 @@ GIVE_UP_S = 120  # bounded retries must end the run well within this
 @pytest.fixture
 def index(node: FaultNode, splade_info: Any) -> Any:
     from milco_os.opensearch.indices import create_index
+    from milco_os.specs import IndexSpec
 
     name = f"faults-{uuid.uuid4().hex[:10]}"
-    create_index(node.client, name, splade_info, text_fields=["text"], replicas=0)
+    create_index(node.client, name, splade_info, IndexSpec(replicas=0))
     yield name
     node.delete_index(name)
 
@@ -62,7 +63,7 @@ class Ingest:
 
     def progress(self, after: int = 0) -> dict[str, Any] | None:
         """The checkpoint once it records more than ``after`` documents done."""
-        state = read_json(self.checkpoint)
+        state = read_checkpoint(self.checkpoint)
         return state if state and int(state["done"]) > after else None
 
     def check_acknowledged(self, client: Any, state: dict[str, Any]) -> None:
@@ -112,7 +113,7 @@ def test_ingest_sigkill_three_times_right_after_checkpoints(node: FaultNode, cli
         assert int(state["done"]) > done
         done = int(state["done"])
         assert done < len(job.ids), f"the ingest was done before kill {kill + 1}: {state}"
-        assert read_json(job.checkpoint) is not None, "a killed run must leave its checkpoint"
+        assert read_checkpoint(job.checkpoint) is not None, "a killed run must leave its checkpoint"
         job.check_acknowledged(node.client, state)
     assert not dead_letter_ids(job.dead), "nothing failed: the kills were of the ingest, not of OpenSearch"
     job.finish(node.client)

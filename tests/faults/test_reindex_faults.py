@@ -23,7 +23,7 @@ from tests.faults.helpers import (
     check_clean_stop,
     check_success,
     dead_letter_ids,
-    read_json,
+    read_checkpoint,
     slice_ids,
     wait_until,
 )
@@ -73,7 +73,7 @@ class Reindex:
         return self.cli.start(*self.args, *(["--resume"] if resume else []))
 
     def progress(self, at_least: int) -> dict[str, Any] | None:
-        state = read_json(self.checkpoint)
+        state = read_checkpoint(self.checkpoint)
         return state if state and int(state.get("written", 0)) >= at_least else None
 
     def check_interrupted(self, state: dict[str, Any]) -> None:
@@ -134,7 +134,7 @@ def test_reindex_sigkill_right_after_a_checkpoint_then_resume(node: FaultNode, j
     run = job.start()
     state = wait_until(lambda: job.progress(1), FIRST_CHECKPOINT_S, "the first acknowledged batch", watch=run)
     run.kill()  # SIGKILL, right after the checkpoint write
-    state = read_json(job.checkpoint) or state
+    state = read_checkpoint(job.checkpoint) or state
     assert int(state["written"]) < N_DOCS
     job.check_interrupted(state)
     job.resume_to_the_end()

@@ -27,6 +27,7 @@ from milco_os.opensearch.indices import create_index
 from milco_os.opensearch.ingest import ingest
 from milco_os.opensearch.validation import check_index_name
 from milco_os.service.app import create_app
+from milco_os.specs import IndexSpec
 
 pytestmark = pytest.mark.integration  # needs the real node, like tests/integration
 
@@ -56,7 +57,7 @@ schemathesis.serializer.alias("application/x-ndjson", "text/plain")
 def fuzz_index(client, splade_tiny) -> Iterator[str]:  # noqa: ANN001
     """A real index with a few documents, so generated searches and uploads reach OpenSearch."""
     name = f"fuzz-{uuid.uuid4().hex[:12]}"
-    create_index(client, name, splade_tiny.info, text_fields=["text"], replicas=0)
+    create_index(client, name, splade_tiny.info, IndexSpec(replicas=0))
     docs = [{"id": "a", "text": "heart attack"}, {"id": "b", "text": "green tea", "lang": "en"}]
     ingest(client, name, docs, splade_tiny, refresh=True)
     yield name

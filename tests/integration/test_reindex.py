@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from milco_os.errors import SearchIndexError
+from milco_os.errors import ConfigError, IndexExists, OpenSearchUnavailable
+from milco_os.opensearch.bulk import BulkConfig
 from milco_os.opensearch.reindex import reindex
+from milco_os.pruning import Pruning
+from milco_os.specs import IndexSpec
 
 
 def fill_source(client, name: str, n: int) -> None:  # noqa: ANN001
@@ -39,8 +42,8 @@ def test_reindex_into_a_new_index_with_alias(client, splade_tiny, index_name: st
     fill_source(client, index_name, 57)
     alias = index_name + "-live"
     report = reindex(
-        client, index_name, dest_name, splade_tiny, text_fields=["text"], checkpoint_path=tmp_path / "cp.json",
-        slices=slices, alias=alias, page_size=10, index_options={"replicas": 0},
+        client, index_name, dest_name, splade_tiny, spec=IndexSpec(replicas=0), checkpoint_path=tmp_path / "cp.json",
+        slices=slices, alias=alias, page_size=10,
     )
     assert report.verified and report.dest_count == 57 and report.ingest.failed == 0
     assert not (tmp_path / "cp.json").exists()  # removed once the job is complete
@@ -48,8 +51,9 @@ def test_reindex_into_a_new_index_with_alias(client, splade_tiny, index_name: st
     doc = client.get(index=dest_name, id="doc-0007")["_source"]
     assert doc["id"] == "field-7" and doc["n"] == 7  # a source field named "id" survives
     assert "heart" in doc["milco_pivot"]
-    with pytest.raises(SearchIndexError, match="already exists"):
-        reindex(client, index_name, dest_name, splade_tiny, text_fields=["text"], checkpoint_path=tmp_path / "x")
+    with pytest.raises(IndexExists, match="already exists"):
+        reindex(client, index_name, dest_name, splade_tiny, spec=IndexSpec(), checkpoint_path=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
 
 
 def test_sigkill_mid_run_then_resume(client, index_name: str, dest_name: str, settings, tmp_path: Path) -> None:
@@ -67,7 +71,7 @@ def test_sigkill_mid_run_then_resume(client, index_name: str, dest_name: str, se
     while time.monotonic() < deadline and proc.poll() is None:
         if checkpoint.exists():
             try:
-                written = json.loads(checkpoint.read_text())["written"]
+                written = json.loads(checkpoint.read_text())["progress"]["written"]
             except (ValueError, KeyError):
                 written = 0
             if written >= 60:
@@ -76,7 +80,7 @@ def test_sigkill_mid_run_then_resume(client, index_name: str, dest_name: str, se
     assert proc.poll() is None, f"reindex ended before it could be killed: {proc.communicate()}"
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    state = json.loads(checkpoint.read_text())
+    state = json.loads(checkpoint.read_text())["progress"]
     assert 0 < state["written"] < 400 and not all(state["done"])
 
     resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=600)
@@ -93,7 +97,6 @@ def test_writes_refused_mid_run_stop_the_job_and_resume_converges(client, index_
                                                                  tmp_path: Path) -> None:
     """DEST refuses writes (429: a read-only-allow-delete block, as on a full disk) after the first batch:
     the job stops without moving its checkpoint past the refused batch; --resume then brings every id."""
-    from milco_os.opensearch.ingest import BulkConfig, OpenSearchUnavailable
     from tests.fakes import FakeEncoder
 
     fill_source(client, index_name, 120)
@@ -101,24 +104,28 @@ def test_writes_refused_mid_run_stop_the_job_and_resume_converges(client, index_
     alias = index_name + "-live"
     blocked: list[int] = []
 
-    def block_after_first_batch(n: int) -> None:
-        if not blocked:
-            blocked.append(n)
-            client.indices.put_settings(index=dest_name, body={"index.blocks.read_only_allow_delete": True})
+    class BlockAfterFirstBatch:
+        def start(self, total: int | None, completed: int) -> None:
+            assert (total, completed) == (120, 0)
+
+        def advance(self, n: int) -> None:
+            if not blocked:
+                blocked.append(n)
+                client.indices.put_settings(index=dest_name, body={"index.blocks.read_only_allow_delete": True})
 
     config = BulkConfig(encode_batch=10, max_retries=1, initial_backoff=0.05)
     with pytest.raises(OpenSearchUnavailable, match="gave up after 1 retries"):
-        reindex(client, index_name, dest_name, FakeEncoder(), text_fields=["text"], checkpoint_path=checkpoint,
+        reindex(client, index_name, dest_name, FakeEncoder(), spec=IndexSpec(replicas=0), checkpoint_path=checkpoint,
                 alias=alias, page_size=10, config=config, dead_letter=tmp_path / "dead.jsonl",
-                index_options={"replicas": 0}, on_progress=block_after_first_batch)
-    state = json.loads(checkpoint.read_text())
+                progress=BlockAfterFirstBatch())
+    state = json.loads(checkpoint.read_text())["progress"]
     assert state["written"] == 10 and state["after"] == ["doc-0009"]  # not a document further
     assert not (tmp_path / "dead.jsonl").exists()  # --resume reads the refused documents again
     assert not client.indices.exists_alias(name=alias)
 
     client.indices.put_settings(index=dest_name, body={"index.blocks.read_only_allow_delete": None})
-    report = reindex(client, index_name, dest_name, FakeEncoder(), text_fields=["text"], checkpoint_path=checkpoint,
-                     alias=alias, page_size=10, config=config, resume=True)
+    report = reindex(client, index_name, dest_name, FakeEncoder(), spec=IndexSpec(replicas=0),
+                     checkpoint_path=checkpoint, alias=alias, page_size=10, config=config, resume=True)
     assert report.verified and report.dest_count == 120
     ids = {h["_id"] for h in client.search(index=dest_name, body={"size": 200, "_source": False})["hits"]["hits"]}
     assert ids == {f"doc-{i:04d}" for i in range(120)}
@@ -136,9 +143,8 @@ def test_failed_documents_come_back_through_ingest_and_resume_verifies(client, i
     client.index(index=index_name, id="bad-one", body={"text": 42, "id": "its-own-field"}, refresh=True)
     checkpoint, dead = tmp_path / "cp.json", tmp_path / "dead.jsonl"
     alias = index_name + "-live"
-    kwargs = {"text_fields": ["text"], "checkpoint_path": checkpoint, "alias": alias, "page_size": 8}
-    report = reindex(client, index_name, dest_name, FakeEncoder(), dead_letter=dead, index_options={"replicas": 0},
-                     **kwargs)
+    kwargs = {"spec": IndexSpec(replicas=0), "checkpoint_path": checkpoint, "alias": alias, "page_size": 8}
+    report = reindex(client, index_name, dest_name, FakeEncoder(), dead_letter=dead, **kwargs)
     assert not report.verified and report.failed_total == 1 and report.dest_count == 30
     assert checkpoint.exists() and not client.indices.exists_alias(name=alias)
     (line,) = [json.loads(x) for x in dead.read_text().splitlines()]
@@ -147,6 +153,9 @@ def test_failed_documents_come_back_through_ingest_and_resume_verifies(client, i
 
     fixed = {**unwrap(line), "text": "forty-two"}
     assert Ingester(client, dest_name, FakeEncoder()).run([fixed], refresh=True).indexed == 1
+    other_layout = {**kwargs, "spec": IndexSpec(replicas=0, doc_pruning=Pruning.parse("top_k:5"))}
+    with pytest.raises(ConfigError, match="was created with document_pruning"):
+        reindex(client, index_name, dest_name, FakeEncoder(), resume=True, **other_layout)
     again = reindex(client, index_name, dest_name, FakeEncoder(), resume=True, **kwargs)
     assert again.verified and again.dest_count == 31
     assert list(client.indices.get_alias(name=alias)) == [dest_name] and not checkpoint.exists()

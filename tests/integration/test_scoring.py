@@ -16,8 +16,8 @@ from milco_os.opensearch.query import (
     search_body,
     term_contributions,
 )
-from milco_os.runtime.encoder import ModelInfo
-from milco_os.types import Encoded, SparseVector, Vocab
+from milco_os.specs import IndexSpec
+from milco_os.types import Encoded, ModelInfo, SparseVector, Vocab
 
 PRECISION = 0.005  # Lucene keeps 9 significant bits of a feature value
 PIVOT = Vocab("pivot", tuple([f"w{i}" for i in range(300)] + ["u.s.", "##.", ".net", "100%", "a%2Eb"]))
@@ -32,7 +32,7 @@ def random_vector(rng: random.Random, vocab: Vocab, n: int) -> SparseVector:
 
 
 def build_index(client, name: str, rng: random.Random, n_docs: int = 150) -> dict[str, Encoded]:  # noqa: ANN001
-    client.indices.create(index=name, body=index_body(INFO, text_fields=["text"], replicas=0))
+    client.indices.create(index=name, body=index_body(INFO, IndexSpec(replicas=0)))
     docs = {
         f"d{i}": Encoded(random_vector(rng, PIVOT, rng.randint(5, 60)), random_vector(rng, ECHO, rng.randint(0, 20)))
         for i in range(n_docs)

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from milco_os.opensearch.local import LocalNode, generate_certs
+from milco_os.localnode import LocalNode, generate_certs
 from milco_os.settings import Settings
+from milco_os.specs import IndexSpec
 
 PORT = 9260
 #: Every CLI output of this module, checked for the password at the end.
@@ -94,7 +95,7 @@ def test_python_api_over_tls_with_basic_auth(secure_node: SecureNode, splade_tin
 
     client = make_client(secure_settings(secure_node))
     name = f"secure-{uuid.uuid4().hex[:8]}"
-    create_index(client, name, splade_tiny.info, text_fields=["text"], replicas=0)
+    create_index(client, name, splade_tiny.info, IndexSpec(replicas=0))
     docs = [
         {"id": "tea", "text": "green tea is brewed from the leaves of the tea plant"},
         {"id": "volcano", "text": "a volcano erupts molten lava and ash"},
@@ -178,7 +179,7 @@ def test_insecure_works_without_ca_but_is_not_the_default(secure_node: SecureNod
     from milco_os.opensearch.indices import create_index
 
     name = f"secure-info-{uuid.uuid4().hex[:8]}"
-    create_index(make_client(secure_settings(secure_node)), name, splade_tiny.info, text_fields=["text"], replicas=0)
+    create_index(make_client(secure_settings(secure_node)), name, splade_tiny.info, IndexSpec(replicas=0))
     verified_by_default = milco_os("index", "info", name, *connect_flags(secure_node), cache_dir=cache_dir)
     assert_one_line_error(verified_by_default, "TLS certificate verification failed")
     insecure = milco_os("index", "info", name, *connect_flags(secure_node), "--insecure", cache_dir=cache_dir)

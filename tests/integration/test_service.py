@@ -15,10 +15,12 @@ from fastapi.testclient import TestClient
 from milco_os.opensearch.indices import create_index
 from milco_os.opensearch.ingest import ingest
 from milco_os.service.app import MAX_BODY_BYTES, MAX_JSON_BYTES, create_app
+from milco_os.service.routes import get_client
+from milco_os.specs import IndexSpec
 
 
 def test_health_encode_and_search(settings, client, splade_tiny, index_name: str) -> None:
-    create_index(client, index_name, splade_tiny.info, text_fields=["text"], replicas=0)
+    create_index(client, index_name, splade_tiny.info, IndexSpec(replicas=0))
     docs = [
         {"id": "a", "text": "A heart attack is caused by a blocked coronary artery."},
         {"id": "b", "text": "Green tea should be brewed with water below boiling."},
@@ -51,7 +53,7 @@ def test_health_encode_and_search(settings, client, splade_tiny, index_name: str
 
 
 def test_documents_endpoint_validation_and_auth(settings, client, splade_tiny, index_name: str) -> None:
-    create_index(client, index_name, splade_tiny.info, text_fields=["text"], replicas=0)
+    create_index(client, index_name, splade_tiny.info, IndexSpec(replicas=0))
     with TestClient(create_app(settings, service_api_key="s3cret")) as http:
         auth = {"Authorization": "Bearer s3cret"}
         assert http.post(f"/v1/indices/{index_name}/documents", json=[]).status_code == 401
@@ -100,7 +102,7 @@ def _problems(response) -> str:  # noqa: ANN001 (httpx.Response)
 
 
 def test_client_mistakes_are_4xx_never_500(settings, client, splade_tiny, index_name: str) -> None:
-    create_index(client, index_name, splade_tiny.info, text_fields=["text"], replicas=0)
+    create_index(client, index_name, splade_tiny.info, IndexSpec(replicas=0))
     ingest(client, index_name, [{"id": "a", "text": "heart attack"}], splade_tiny, refresh=True)
     with TestClient(create_app(settings), raise_server_exceptions=False) as http:
         def search(**body: object):  # noqa: ANN202
@@ -132,7 +134,7 @@ def test_client_mistakes_are_4xx_never_500(settings, client, splade_tiny, index_
 
 
 def test_script_filters_pass_when_allowed(settings, client, splade_tiny, index_name: str) -> None:
-    create_index(client, index_name, splade_tiny.info, text_fields=["text"], replicas=0)
+    create_index(client, index_name, splade_tiny.info, IndexSpec(replicas=0))
     ingest(client, index_name, [{"id": "a", "text": "heart attack"}], splade_tiny, refresh=True)
     allowed = settings.model_copy(update={"allow_script_filters": True})
     with TestClient(create_app(allowed)) as http:
@@ -146,7 +148,7 @@ def test_script_filters_pass_when_allowed(settings, client, splade_tiny, index_n
 
 
 def test_documents_report_written_ids_and_refuse_duplicates(settings, client, splade_tiny, index_name: str) -> None:
-    create_index(client, index_name, splade_tiny.info, text_fields=["text"], replicas=0)
+    create_index(client, index_name, splade_tiny.info, IndexSpec(replicas=0))
     with TestClient(create_app(settings)) as http:
         url = f"/v1/indices/{index_name}/documents"
         ok = http.post(url, json=[{"id": "x", "text": "green tea"}, {"id": 7, "text": "black tea"}])
@@ -282,3 +284,109 @@ def test_opensearch_failures_that_are_not_the_clients_are_503(settings) -> None:
             found = http.post("/v1/indices/docs/search", json={"query": "x"})
             assert found.status_code == 503 and found.headers["retry-after"] == "5", found.text
             assert f"HTTP {exc.status_code}" in found.json()["detail"]
+
+
+def test_index_errors_are_mapped_by_type(settings, client, splade_tiny, index_name: str) -> None:
+    """IndexNotFound -> 404; ModelMismatch (another model's index, or not a milco-os index) -> 409, on both
+    index routes, each with the library's one-line message."""
+    from dataclasses import replace
+
+    other_model = replace(splade_tiny.info, name="other-model", fingerprint="0" * 16)
+    create_index(client, index_name, other_model, IndexSpec(replicas=0))
+    plain = f"{index_name}-plain"
+    client.indices.create(index=plain, body={"settings": {"number_of_replicas": 0}})
+    try:
+        with TestClient(create_app(settings)) as http:
+            for route, body in (("search", {"query": "x"}), ("documents", [{"id": "1", "text": "x"}])):
+                missing = http.post(f"/v1/indices/{index_name}-missing/{route}", json=body)
+                assert missing.status_code == 404, missing.text
+                assert missing.json()["detail"] == f"index '{index_name}-missing' does not exist"
+
+                mismatch = http.post(f"/v1/indices/{index_name}/{route}", json=body)
+                assert mismatch.status_code == 409, mismatch.text
+                assert "was built with model 'other-model'" in mismatch.json()["detail"]
+
+                foreign = http.post(f"/v1/indices/{plain}/{route}", json=body)
+                assert foreign.status_code == 409, foreign.text
+                assert "was not created by milco-os" in foreign.json()["detail"]
+    finally:
+        client.indices.delete(index=plain, ignore_unavailable=True)
+    assert client.count(index=index_name)["count"] == 0  # nothing written into another model's index
+
+
+class BulkDown:
+    """The real client, except that every bulk request finds OpenSearch unreachable."""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+    def bulk(self, *_: object, **__: object) -> None:
+        from opensearchpy.exceptions import ConnectionError as TransportConnectionError
+
+        raise TransportConnectionError("N/A", "connection refused (test)", None)
+
+
+def test_documents_when_opensearch_is_unavailable_are_503(settings, client, splade_tiny, index_name: str) -> None:
+    """Every failed document failed only because OpenSearch was unavailable (IngestReport.unavailable): 503
+    with Retry-After, and the body says nothing was written."""
+    create_index(client, index_name, splade_tiny.info, IndexSpec(replicas=0))
+    url = f"/v1/indices/{index_name}/documents"
+    with TestClient(create_app(settings)) as http:
+        http.app.dependency_overrides[get_client] = lambda: BulkDown(client)
+        down = http.post(url, json=[{"id": "1", "text": "heart attack"}, {"id": 2, "text": "green tea"}])
+        assert down.status_code == 503 and down.headers["retry-after"] == "5", down.text
+        body = down.json()
+        assert body["indexed"] == [] and [f["id"] for f in body["failed"]] == ["1", "2"]
+        assert all("OpenSearch unreachable" in f["reason"] for f in body["failed"]) and body["retried"] > 0
+    client.indices.refresh(index=index_name)
+    assert client.count(index=index_name)["count"] == 0
+
+
+def test_documents_refused_by_opensearch_are_207(settings, client, splade_tiny, index_name: str) -> None:
+    """A document OpenSearch refuses (its field does not fit the mapping) is the document's fault: 207 with
+    its reason, the others written, and no Retry-After."""
+    create_index(client, index_name, splade_tiny.info, IndexSpec(replicas=0))
+    url = f"/v1/indices/{index_name}/documents"
+    with TestClient(create_app(settings)) as http:
+        assert http.post(url, json=[{"id": "1", "text": "heart", "year": 2020}]).status_code == 200
+        mixed = http.post(url, json=[{"id": "2", "text": "tea", "year": 2021}, {"id": "3", "text": "x", "year": "y"}])
+        assert mixed.status_code == 207 and "retry-after" not in mixed.headers, mixed.text
+        assert mixed.json()["indexed"] == ["2"] and [f["id"] for f in mixed.json()["failed"]] == ["3"]
+        assert "year" in mixed.json()["failed"][0]["reason"]
+
+
+def test_query_prune_takes_pivot_and_echo_rules(settings, client, splade_tiny, index_name: str) -> None:
+    """``query_prune`` is PIVOT[,ECHO], as ``milco-os search --query-prune``: one rule prunes both views."""
+    import re
+
+    from milco_os.service.schemas import PRUNE_PATTERN
+
+    create_index(client, index_name, splade_tiny.info, IndexSpec(replicas=0))
+    ingest(client, index_name, [{"id": "a", "text": "heart attack symptoms and causes"}], splade_tiny, refresh=True)
+    query = "what are the symptoms of a heart attack"
+    with TestClient(create_app(settings)) as http:
+        def search(prune: str):  # noqa: ANN202
+            return http.post(f"/v1/indices/{index_name}/search", json={"query": query, "query_prune": prune})
+
+        full = search("none").json()["query"]
+        both = search("top_k:2").json()["query"]
+        pivot_only = search("top_k:2,none").json()["query"]
+        assert len(full["pivot"]) > 2 and len(both["pivot"]) == 2 and len(pivot_only["pivot"]) == 2
+        if len(full["echo"]) > 2:  # splade-tiny's echo view may be empty
+            assert len(both["echo"]) == 2
+        assert pivot_only["echo"] == full["echo"]
+
+        for bad, why in (("top_k:2,none,none", "expected PIVOT[,ECHO]"), ("none,top_k:0", "top_k")):
+            refused = search(bad)
+            assert why in _problems(refused), refused.text
+            assert refused.json()["detail"][0]["loc"] == ["body", "query_prune"]
+
+    pattern = create_app(settings).openapi()["components"]["schemas"]["SearchRequest"]["properties"]
+    assert pattern["query_prune"]["pattern"] == PRUNE_PATTERN
+    for ok in ("none", "top_k:16", "top_k:16,none", "mass:0.9,max_ratio:0.1"):
+        assert re.match(PRUNE_PATTERN, ok), ok
+    for bad in ("top_k:16,", ",none", "top_k:1,none,none", "bogus:1"):
+        assert not re.match(PRUNE_PATTERN, bad), bad

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from milco_os.runtime.encoder import ModelInfo
-from milco_os.types import Encoded, SparseVector, Vocab
+from milco_os.types import Encoded, ModelInfo, SparseVector, Vocab
 
 PIVOT = Vocab("test-pivot", ("heart", "attack", "u.s.", "##ing", "blood", "tea"))
 ECHO = Vocab("test-echo", ("<s>", "</s>", "▁Herz", "infarkt", "▁Tee"))

@@ -18,6 +18,7 @@ import latency  # noqa: E402
 import quality  # noqa: E402
 
 from milco_os.datasets.libreoffice import Page  # noqa: E402
+from milco_os.opensearch import measure  # noqa: E402
 from milco_os.types import Encoded, SparseVector, Vocab  # noqa: E402
 
 VOCAB = Vocab("test", tuple(f"t{i}" for i in range(100)))
@@ -62,6 +63,27 @@ def test_encodings_survive_the_cache_format() -> None:
     assert [e.pivot.to_terms() for e in back] == [e.pivot.to_terms() for e in encoded]
     assert [e.echo.to_terms() for e in back] == [e.echo.to_terms() for e in encoded]
     assert common.mean_terms(encoded) == {"pivot": 1.0, "echo": 0.5, "total": 1.5}
+
+
+def test_prune_all_takes_one_rule_or_one_per_view() -> None:
+    encoded = [Encoded(vec({1: 1.0, 2: 2.0, 3: 3.0}), vec({4: 1.0, 5: 0.5}))]
+    both = common.prune_all(encoded, "top_k:1")
+    assert both[0].pivot.to_terms() == {"t3": 3.0} and both[0].echo.to_terms() == {"t4": 1.0}
+    pivot_only = common.prune_all(encoded, "top_k:2,none")
+    assert set(pivot_only[0].pivot.to_terms()) == {"t2", "t3"} and len(pivot_only[0].echo) == 2
+    with pytest.raises(ValueError, match="invalid pruning"):
+        common.prune_all(encoded, "top_k:0")
+
+
+def test_measure_request_builders() -> None:
+    body = measure.text_index_body()
+    assert body == {"settings": {"index": {"number_of_shards": 1, "number_of_replicas": 0}},
+                    "mappings": {"properties": {"text": {"type": "text"}}}}
+    assert set(measure.text_index_body(["title", "text"])["mappings"]["properties"]) == {"title", "text"}
+    assert measure.match_body("words", 5) == {"query": {"match": {"text": "words"}}, "size": 5}
+    sent = json.loads(measure.timed_request({"query": {"match_all": {}}, "size": 3, "_source": True}))
+    assert sent == {"query": {"match_all": {}}, "size": 3, "_source": False, "track_total_hits": False}
+    assert "ü" in measure.timed_request(measure.match_body("Tabelle einfügen", 1))  # sent as UTF-8, not escaped
 
 
 def test_latency_variants_build_the_intended_requests() -> None:

@@ -19,7 +19,11 @@ runner = CliRunner()
         (["cluster", "down"], ["--port", "--timeout"]),
         (["cluster", "status"], ["--port", "--json"]),
         (["demo"], ["--model", "--port", "--index"]),
-        (["encode"], ["--model", "--kind", "--runtime", "--quantize", "--prune", "--prune-echo"]),
+        (["encode"], ["--model", "--kind", "--runtime", "--quantize", "--doc-prune", "--query-prune"]),
+        (["index", "create"], ["--text-field", "--doc-prune", "--bm25", "--replicas"]),
+        (["reindex"], ["--source", "--dest", "--text-field", "--doc-prune", "--resume", "--alias"]),
+        (["search"], ["--index", "--query-prune", "--alpha", "--two-phase", "--hybrid", "--filter", "--explain"]),
+        (["eval"], ["--dataset", "--doc-prune", "--alpha", "--model"]),
         (["export-onnx"], ["--model", "--out", "--quantize"]),
         (["models", "fetch"], ["--cache-dir"]),
         (["serve"], ["--host", "--port", "--model", "--url"]),
@@ -36,3 +40,36 @@ def test_models_lists_the_default() -> None:
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0
     assert "milco-mini (default)" in result.output and "splade-tiny" in result.output
+
+
+CONNECTION_FLAGS = ["--url", "--username", "--password-file", "--api-key-file", "--ca-certs", "--insecure", "--timeout"]
+TALKS_TO_OPENSEARCH = [["index", "create"], ["index", "info"], ["ingest"], ["search"], ["reindex"], ["serve"], ["eval"]]
+
+
+def options_of(path: list[str]) -> dict[str, object]:
+    """The command's options as click sees them: each flag -> its default."""
+    from typer.main import get_command
+
+    command = get_command(app)
+    for name in path:
+        command = command.commands[name]  # type: ignore[attr-defined]
+    return {flag: param.default for param in command.params for flag in param.opts}
+
+
+@pytest.mark.parametrize("command", TALKS_TO_OPENSEARCH)
+def test_every_command_that_talks_to_opensearch_takes_the_same_connection_flags(command: list[str]) -> None:
+    options = options_of(command)
+    for flag in CONNECTION_FLAGS:
+        assert flag in options, (command, flag)
+    assert options["--insecure"] is False and options["--url"] is None
+
+
+def test_shared_options_have_one_name_and_one_default_everywhere() -> None:
+    for command in (["index", "create"], ["reindex"]):
+        options = options_of(command)
+        assert options["--doc-prune"] == "none" and options["--text-field"] is None
+        assert options["--replicas"] == 1 and options["--pivot-field"] == "milco_pivot"
+    assert options_of(["search"])["--query-prune"] == "none"
+    assert options_of(["search"])["--alpha"] == 0.5
+    assert options_of(["encode"])["--doc-prune"] == options_of(["encode"])["--query-prune"] == "none"
+    assert "--prune" not in options_of(["encode"]) and "--prune" not in options_of(["reindex"])

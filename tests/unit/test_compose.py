@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from milco_os.opensearch.local import OPENSEARCH_VERSION
+from milco_os.localnode import OPENSEARCH_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,6 +13,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from milco_os.errors import ModelError
+from milco_os.loading import load_dir
+from milco_os.models import layouts
 from milco_os.models.csplade import (
     VARIANTS,
     CSpladeModule,
@@ -21,7 +23,6 @@ from milco_os.models.csplade import (
     make_bidirectional,
     merge_lora,
 )
-from milco_os.models.loading import load_dir
 from milco_os.models.pooling import splade_pool
 
 VOCAB = 300
@@ -235,7 +236,7 @@ def test_load_dir_encodes_over_the_lm_vocabulary(tmp_path: Path) -> None:
     dense = np.zeros(VOCAB, dtype=np.float32)
     dense[encoded[0].pivot.ids] = encoded[0].pivot.weights
     np.testing.assert_allclose(dense, expected, rtol=1e-5, atol=1e-6)
-    # loading.py routes *ForCausalLM directories here
+    # milco_os.loading routes *ForCausalLM directories here
     assert load_dir(tmp_path / "lm").info.family == "csplade"
 
 
@@ -252,6 +253,10 @@ def test_sidecar_and_variant_override(tmp_path: Path) -> None:
     fingerprints = {e.info.fingerprint for e in (echo, bi, causal)}
     assert len(fingerprints) == 3 and all(f.startswith("sha256:") for f in fingerprints)
     assert load_csplade_dir(tmp_path, "m", variant="bi").info.fingerprint == bi.info.fingerprint
+    # the fingerprint the loading factory reads off the files, without loading, is the loaded one
+    assert layouts.fingerprint(tmp_path) == echo.info.fingerprint == load_dir(tmp_path).info.fingerprint
+    assert layouts.fingerprint(tmp_path, variant="bi") == bi.info.fingerprint
+    assert layouts.fingerprint(tmp_path, variant="causal") == causal.info.fingerprint
     a, b = (e.encode_queries(["hot green tea"])[0].pivot for e in (echo, causal))
     assert not (np.array_equal(a.ids, b.ids) and np.allclose(a.weights, b.weights))
 
@@ -293,6 +298,7 @@ def test_load_lora_adapter_dir(tmp_path: Path) -> None:
     dense[got.ids] = got.weights
     np.testing.assert_allclose(dense, expected, rtol=1e-4, atol=1e-5)
     assert encoder.info.fingerprint != load_csplade_dir(tmp_path / "base", "b", variant="bi").info.fingerprint
+    assert layouts.csplade_layout(tmp_path / "adapter", "bi").fingerprint == encoder.info.fingerprint
 
     config["base_model_name_or_path"] = "org/not-here"
     config_file.write_text(json.dumps(config))

@@ -11,7 +11,14 @@ from typer.testing import CliRunner
 
 from milco_os.cli import app
 from milco_os.errors import ConfigError
-from milco_os.evaluation.report import build_report, chart_groups, markdown_table, read_report, write_report
+from milco_os.evaluation.report import (
+    build_report,
+    chart_groups,
+    eval_tables,
+    markdown_table,
+    read_report,
+    write_report,
+)
 from milco_os.evaluation.runner import (
     SimpleEvalSet,
     check_dataset,
@@ -21,18 +28,17 @@ from milco_os.evaluation.runner import (
     parse_languages,
     plan_systems,
 )
-from milco_os.evaluation.systems import (
-    SystemResult,
+from milco_os.evaluation.systems import SystemResult, eval_index_name, top_k_cosine
+from milco_os.opensearch.bm25 import (
     analyzer_for,
     bm25_document,
+    bm25_documents,
     bm25_index_body,
     bm25_query_body,
-    eval_index_name,
     language_field,
     resolve_analyzers,
-    top_k_cosine,
 )
-from milco_os.pruning import PruningConfig
+from milco_os.pruning import Prune, Pruning
 
 
 @pytest.mark.parametrize(
@@ -65,6 +71,8 @@ def test_bm25_index_body_and_document() -> None:
     assert props["lang"] == {"type": "keyword"}
     assert body["settings"]["index"]["number_of_replicas"] == 0
     assert bm25_document({"id": "1", "text": "Haus", "lang": "de"}) == {"lang": "de", "text_de": "Haus"}
+    pairs = list(bm25_documents([{"id": 7, "text": "maison", "lang": "fr"}]))
+    assert pairs == [("7", {"lang": "fr", "text_fr": "maison"})]  # ids become strings (OpenSearch _ids)
 
 
 def test_bm25_query_body() -> None:
@@ -94,8 +102,20 @@ def test_plan_systems() -> None:
     assert [(s.kind, s.name, s.model) for s in specs] == [("bm25", "bm25", None), ("sparse", "sparse", "splade-tiny")]
     specs = plan_systems(["sparse"], models=["/m/a", "b"], doc_prunes=["none", "top_k:64"], alpha=1.0)
     assert [s.name for s in specs] == ["sparse:a[none]", "sparse:a[top_k:64]", "sparse:b[none]", "sparse:b[top_k:64]"]
-    assert specs[1].doc_pruning == PruningConfig(pivot="top_k:64", echo="top_k:64")
+    assert specs[1].doc_pruning == Pruning(Prune("top_k", 64), Prune("top_k", 64))
+    assert specs[0].doc_pruning == Pruning()
     assert all(s.alpha == 1.0 for s in specs)
+
+
+def test_plan_systems_doc_prune_per_view() -> None:
+    """``--doc-prune PIVOT,ECHO`` prunes the views apart; one rule prunes both; repeats collapse."""
+    specs = plan_systems(["sparse"], doc_prunes=["top_k:64,none", "mass:0.9", "mass:0.9,mass:0.9"])
+    assert [s.doc_pruning for s in specs] == [
+        Pruning(Prune("top_k", 64), Prune()),
+        Pruning(Prune("mass", 0.9), Prune("mass", 0.9)),
+    ]
+    assert [s.name for s in specs] == ["sparse[top_k:64,none]", "sparse[mass:0.9]"]
+    assert specs[0].doc_pruning.to_meta() == {"pivot": "top_k:64", "echo": "none"}
 
 
 @pytest.mark.parametrize(
@@ -105,6 +125,8 @@ def test_plan_systems() -> None:
         ({"systems": ["bm25", "bm25"]}, "named twice"),
         ({"systems": ["bm25"], "models": ["x"]}, "add sparse"),
         ({"systems": ["sparse"], "doc_prunes": ["mass:2"]}, "--doc-prune 'mass:2'"),
+        ({"systems": ["sparse"], "doc_prunes": ["top_k:8,top_k:4,none"]}, "--doc-prune 'top_k:8,top_k:4,none'"),
+        ({"systems": ["sparse"], "doc_prunes": ["top_k"]}, "--doc-prune 'top_k': invalid pruning"),
         ({"systems": ["sparse"], "alpha": 1.5}, "--alpha"),
     ],
 )
@@ -176,6 +198,50 @@ def test_report_json_chart_and_markdown(tmp_path: Path) -> None:
     assert "| bm25 (language analyzers) | 1.000 | 1.000 | 1.000 | - | 0.5 | 0.2 |" in table
     assert "sparse (m, α=1.0, prune top_k:64) | 0.000" in table and "60 / 12" in table
     assert "| system | de | fr | ja |" in table
+
+    overall, per_lang = eval_tables(report)
+    text = _render(overall, per_lang)
+    assert "libreoffice-clir (dev): 7 queries, 8 documents" in text
+    assert [c.header for c in overall.columns] == ["system", "ndcg@10", "mrr@10", "recall@100", "terms p/e",
+                                                   "index s", "search s"]
+    assert list(overall.columns[0].cells) == ["bm25", "sparse"]
+    assert list(overall.columns[1].cells) == ["1.000", "0.000"]
+    assert list(overall.columns[4].cells) == ["-", "60/12"]
+    assert list(overall.columns[5].cells) == ["0.5", "1.0"] and list(overall.columns[6].cells) == ["0.2", "2.0"]
+    assert [c.header for c in per_lang.columns] == ["language", "queries", "bm25", "sparse"]
+    assert list(per_lang.columns[0].cells) == ["de", "fr", "ja"]
+    assert list(per_lang.columns[1].cells) == ["3", "3", "1"]
+    assert list(per_lang.columns[2].cells) == ["1.000", "1.000", "1.000"]
+
+
+def _render(*tables: object) -> str:
+    import io
+
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=200)
+    for table in tables:
+        console.print(table)
+    return console.file.getvalue()
+
+
+def test_eval_tables_escape_markup_and_mark_missing_languages() -> None:
+    """System names such as ``sparse[top_k:32]`` are shown as they are (not read as rich markup); a language
+    a system has no queries for shows "-"."""
+    def system(name: str, per_language: dict) -> dict:
+        return {"name": name, "stats": {}, "timing": {"index_s": 1.0, "search_s": 2.0},
+                "metrics": {"overall": {"ndcg@10": 0.5}, "per_language": per_language}}
+
+    report = {"dataset": "set[x]", "split": "test", "counts": {"judged_queries": 2, "documents": 3},
+              "metrics": ["ndcg@10"],
+              "systems": [system("sparse[top_k:32]", {"de": {"ndcg@10": 0.25, "queries": 2}}),
+                          system("bm25", {"fr": {"ndcg@10": 0.75, "queries": 1}})]}
+    overall, per_lang = eval_tables(report)
+    text = _render(overall, per_lang)
+    assert "sparse[top_k:32]" in text and "set[x] (test): 2 queries, 3 documents" in text
+    assert list(per_lang.columns[0].cells) == ["de", "fr"]
+    assert list(per_lang.columns[1].cells) == ["2", "1"]
+    assert list(per_lang.columns[2].cells) == ["0.250", "-"] and list(per_lang.columns[3].cells) == ["-", "0.750"]
 
 
 def test_eval_cli_rejects_a_bad_dataset() -> None:

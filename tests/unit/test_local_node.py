@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from milco_os.errors import ClusterError
-from milco_os.opensearch.local import LocalNode, _extract, archive_version, java_major, required_java
+from milco_os.localnode import LocalNode, _extract, archive_version, java_major, required_java
 
 
 def test_required_java() -> None:
@@ -53,7 +53,7 @@ def test_invalid_port_is_refused(tmp_path: Path) -> None:
 
 
 def test_missing_modules_are_added_from_cached_jars(tmp_path: Path) -> None:
-    from milco_os.opensearch.local import EXTRA_MODULES
+    from milco_os.localnode import EXTRA_MODULES
 
     node = LocalNode(tmp_path, 9299)
     home = tmp_path / "home"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,9 +12,9 @@ import torch
 from transformers import BertConfig, BertForMaskedLM
 
 from milco_os.errors import ModelError
-from milco_os.models.loading import load_dir
+from milco_os.loading import load_dir
 from milco_os.models.milco import MilcoModule, dual_view_scores
-from tests.unit.tiny_models import save_tiny_bert_mlm, save_tiny_xlmr
+from tests.unit.tiny_models import save_tiny_bert_milco, save_tiny_bert_mlm, save_tiny_xlmr
 
 TEXTS = ["der Hund und Herzinfarkt", "green tea", "the heart attack and the heart", "Vulkan lava"]
 
@@ -228,3 +229,147 @@ def test_dual_view_scores_equal_dot_products_of_summed_views() -> None:
         for j in range(2):
             expected = (qp[i] * dp[j]).sum() + (summed(q_ids[i], qe[i]) * summed(d_ids[j], de[j])).sum()
             torch.testing.assert_close(scores[i, j], expected)
+
+
+# ------------------------------------------------------------------------------ fast path (milco-mini layout)
+LONG_TEXT = " ".join(["der Hund und der Tee", "the heart attack", "Vulkan lava sun"] * 6)
+
+
+def slow_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make load_dir take the transformers path: transformers modules and transformers tokenizers."""
+    import milco_os.models.bert as bert_modules
+    import milco_os.models.tokenizer as tokenizer_module
+
+    monkeypatch.setattr(bert_modules, "supported", lambda config: False)
+    monkeypatch.setattr(tokenizer_module, "_fast_verdict", lambda directory: None)
+
+
+def assert_identical(a, b) -> None:  # noqa: ANN001
+    """Same ids and bit-identical weights, both views."""
+    for x, y in ((a.pivot, b.pivot), (a.echo, b.echo)):
+        order_x, order_y = np.argsort(x.ids), np.argsort(y.ids)
+        np.testing.assert_array_equal(x.ids[order_x], y.ids[order_y])
+        np.testing.assert_array_equal(x.weights[order_x], y.weights[order_y])
+
+
+def test_bert_modules_are_bit_identical_to_transformers() -> None:
+    from transformers import BertModel
+    from transformers.models.bert.modeling_bert import BertOnlyMLMHead
+
+    from milco_os.models import bert
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=24, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=40, max_position_embeddings=64, pad_token_id=1)
+    reference, reference_head = BertModel(config, add_pooling_layer=False).eval(), BertOnlyMLMHead(config).eval()
+    assert bert.supported(config.to_dict())
+    shape = bert.BertShape.from_config(config.to_dict())
+    with torch.device("meta"):
+        ours, head = bert.BertModel(shape), bert.BertOnlyMLMHead(shape)
+    ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
+    head.load_state_dict(reference_head.state_dict(), strict=True, assign=True)
+    for batch, length, padded in [(1, 1, False), (1, 9, False), (3, 9, True), (4, 33, True), (2, 64, True)]:
+        ids = torch.randint(0, 50, (batch, length))
+        mask = torch.ones_like(ids)
+        if padded:
+            mask[0, length // 2 :] = 0
+            ids[0, length // 2 :] = 1
+        with torch.inference_mode():
+            want = reference(input_ids=ids, attention_mask=mask).last_hidden_state
+            got = ours(input_ids=ids, attention_mask=mask).last_hidden_state
+            assert torch.equal(want, got), (batch, length, (want - got).abs().max())
+            assert torch.equal(reference_head(want), head(got))
+
+
+def test_unsupported_bert_configs_take_the_transformers_path() -> None:
+    from milco_os.models import bert
+
+    config = BertConfig(hidden_size=24, num_attention_heads=4).to_dict()
+    assert bert.supported(config)
+    for change in ({"hidden_act": "gelu_new"}, {"position_embedding_type": "relative_key"}, {"is_decoder": True},
+                   {"dtype": "bfloat16"}, {"model_type": "xlm-roberta"}, {"hidden_size": None}):
+        assert not bert.supported({**config, **change}), change
+
+
+def test_fast_path_is_bit_identical_to_the_transformers_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from milco_os.models import bert
+    from milco_os.models.tokenizer import FastTokenizer
+
+    ckpt = save_tiny_bert_milco(tmp_path)
+    first = load_dir(ckpt)  # the tokenizers' verdicts are recorded on this first load
+    fast = load_dir(ckpt)
+    assert isinstance(fast.model.m_model, bert.BertModel) and isinstance(fast.tokenizer, FastTokenizer)
+    assert not any(p.is_meta for p in fast.model.parameters())
+    with monkeypatch.context() as m:
+        slow_path(m)
+        slow = load_dir(ckpt)
+    assert type(slow.model.m_model).__module__.startswith("transformers.")
+    assert not isinstance(slow.tokenizer, FastTokenizer)
+
+    for info in (slow.info, first.info):
+        assert dataclasses.replace(info, pivot_vocab=None, echo_vocab=None) == dataclasses.replace(
+            fast.info, pivot_vocab=None, echo_vocab=None)  # name, family, fingerprint, lengths, details
+        assert info.pivot_vocab.tokens == fast.info.pivot_vocab.tokens
+        assert info.echo_vocab.tokens == fast.info.echo_vocab.tokens
+    assert fast.model.special_token_ids.tolist() == slow.model.special_token_ids.tolist()
+    texts = [*TEXTS, LONG_TEXT, "", "Herzinfarkt"]  # LONG_TEXT is windowed (24-token documents)
+    for kind in ("encode_queries", "encode_documents"):
+        for a, b in zip(getattr(fast, kind)(texts), getattr(slow, kind)(texts), strict=True):
+            assert_identical(a, b)
+    assert len(fast.encode_documents([LONG_TEXT])[0].echo) > 0
+
+
+def test_fast_path_refuses_inconsistent_checkpoints(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    ckpt = save_tiny_bert_milco(tmp_path)
+    state = load_file(str(ckpt / "model.safetensors"))
+    save_file({k: v for k, v in state.items() if k != "projector.0.weight"}, str(ckpt / "model.safetensors"))
+    with pytest.raises(ModelError, match=r"model.safetensors does not match.*projector.0.weight"):
+        load_dir(ckpt)
+    state["projector.0.weight"] = torch.zeros(3, 3)
+    save_file(state, str(ckpt / "model.safetensors"))
+    with pytest.raises(ModelError, match=r"model.safetensors does not match"):
+        load_dir(ckpt)
+
+
+# ------------------------------------------------------------------------------------------ fingerprints
+def test_fingerprints_are_read_from_the_files_without_loading(tmp_path: Path) -> None:
+    from milco_os.models import layouts
+
+    official = write_official_checkpoint(tmp_path / "official")["dir"]
+    assembled = save_tiny_bert_milco(tmp_path / "assembled")
+    save_tiny_bert_mlm(tmp_path / "mlm")
+    for path in (official, assembled, tmp_path / "mlm"):
+        assert layouts.fingerprint(path) == load_dir(path).info.fingerprint, path
+    assert layouts.family_of(official) == layouts.family_of(assembled) == "milco"
+    assert layouts.family_of(tmp_path / "mlm") == "splade"
+
+
+def test_fingerprints_are_remembered_until_a_file_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from milco_os.models import files
+
+    save_tiny_bert_mlm(tmp_path / "mlm")
+    path, names = tmp_path / "mlm", ["config.json", "model.safetensors"]
+    value = files.fingerprint_dir(path, names)
+    assert (path / files.FINGERPRINT_CACHE_FILE).is_file()
+    files._memo.clear()
+
+    def no_hashing(*args: object) -> str:
+        raise AssertionError("hashed again")
+
+    with monkeypatch.context() as m:
+        m.setattr(files, "_hash_files", no_hashing)
+        assert files.fingerprint_dir(path, names) == value  # from the file, not hashed
+        files._memo.clear()
+        config = json.loads((path / "config.json").read_text())
+        (path / "config.json").write_text(json.dumps({**config, "note": "changed"}))
+        with pytest.raises(AssertionError, match="hashed again"):
+            files.fingerprint_dir(path, names)
+    changed = files.fingerprint_dir(path, names)
+    assert changed != value and changed == files._hash_files(path, names)
+    # a read-only directory is hashed every time, without an error
+    files._memo.clear()
+    (path / files.FINGERPRINT_CACHE_FILE).unlink()
+    monkeypatch.setattr(files, "_write_fingerprint_cache", lambda *a: None)
+    assert files.fingerprint_dir(path, names) == changed

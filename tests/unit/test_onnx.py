@@ -15,11 +15,11 @@ import torch
 
 from milco_os.errors import ModelError
 from milco_os.models.splade import SpladeMLM
-from milco_os.runtime.encoder import ModelInfo, load_model_info, pad_vocab, vocab_from_tokenizer
+from milco_os.runtime.encoder import load_model_info
 from milco_os.runtime.export import MANIFEST_FILE, export_onnx
 from milco_os.runtime.onnx_runtime import OnnxEncoder, load_onnx_dir
 from milco_os.runtime.torch_runtime import TorchEncoder
-from milco_os.types import SparseVector
+from milco_os.types import ModelInfo, SparseVector, pad_vocab, vocab_from_tokenizer
 from tests.unit.tiny_models import english_tokenizer, multilingual_tokenizer
 
 DATA = Path(__file__).resolve().parents[2] / "milco_os" / "data"
@@ -179,7 +179,7 @@ def test_cpu_is_used_when_cuda_cannot_start(exported: Path, monkeypatch: pytest.
 
 def test_onnx_is_not_imported_with_milco_os() -> None:
     code = (
-        "import sys, milco_os, milco_os.models.loading, milco_os.runtime.export, milco_os.runtime.onnx_runtime\n"
+        "import sys, milco_os, milco_os.loading, milco_os.runtime.export, milco_os.runtime.onnx_runtime\n"
         "assert 'onnxruntime' not in sys.modules and 'onnx' not in sys.modules, 'imported at import time'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -298,3 +298,104 @@ def test_onnx_encoder_refuses_a_foreign_graph(exported: Path, tmp_path: Path) ->
     info = load_model_info(exported)
     with pytest.raises(ModelError, match="expected input_ids, attention_mask"):
         OnnxEncoder(info, english_tokenizer(), tmp_path / "m.onnx")
+
+
+# ------------------------------------------------------------------ --runtime onnx: the export cache
+def count_calls(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list:
+    calls: list = []
+    real = getattr(module, name)
+
+    def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def refuse_torch_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    import milco_os.loading as loading
+    import milco_os.models.milco as milco
+    import milco_os.models.splade as splade
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the torch model was loaded")
+
+    for module, name in ((loading, "load_dir"), (splade, "load_splade_dir"), (milco, "load_milco_dir")):
+        monkeypatch.setattr(module, name, refuse)
+
+
+def test_a_cached_export_is_used_without_loading_the_torch_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import milco_os.runtime.onnx_runtime as onnx_runtime
+    from milco_os.loading import load_dir, load_encoder, onnx_export_dir
+    from milco_os.models import layouts
+    from tests.unit.tiny_models import save_tiny_bert_mlm
+
+    model_dir, cache = tmp_path / "mlm", tmp_path / "cache"
+    save_tiny_bert_mlm(model_dir)
+    torch_encoder = load_dir(model_dir)
+    first = load_encoder(str(model_dir), cache, runtime="onnx", batch_size=2)  # exports once
+    target = onnx_export_dir(cache, "mlm", layouts.fingerprint(model_dir), None)
+    assert (target / ".complete").is_file() and first.model_path.parent == target
+    assert first.info.fingerprint == torch_encoder.info.fingerprint == layouts.fingerprint(model_dir)
+
+    with monkeypatch.context() as m:
+        refuse_torch_loading(m)
+        onnx_loads = count_calls(m, onnx_runtime, "load_onnx_dir")
+        again = load_encoder(str(model_dir), cache, runtime="onnx", batch_size=2)
+        assert len(onnx_loads) == 1 and again.model_path == first.model_path
+        texts = ["the heart attack", "green tea and hot water " * 8, ""]  # < 64 positions
+        for a, b in zip(first.encode_documents(texts), again.encode_documents(texts), strict=True):
+            assert a.pivot.to_terms() == b.pivot.to_terms()
+        # an exported directory with --quantize: loaded once, never through torch
+        onnx_loads.clear()
+        chosen = load_encoder(str(target), cache, runtime="onnx", quantize="fp32")
+        assert len(onnx_loads) == 1 and chosen.info.details["quantize"] == "fp32"
+        # a variant that was never exported needs the torch model
+        with pytest.raises(AssertionError, match="torch model was loaded"):
+            load_encoder(str(model_dir), cache, runtime="onnx", quantize="int8")
+    int8 = load_encoder(str(model_dir), cache, runtime="onnx", quantize="int8")
+    assert int8.model_path.name == "model.int8.onnx"
+    assert int8.model_path.parent == onnx_export_dir(cache, "mlm", torch_encoder.info.fingerprint, "int8")
+    with pytest.raises(ModelError, match="quantize 'int4'"):
+        load_encoder(str(model_dir), cache, runtime="onnx", quantize="int4")
+
+
+def test_the_onnx_runtime_needs_no_torch_for_a_cached_export(tmp_path: Path) -> None:
+    from milco_os.loading import load_encoder
+    from tests.unit.tiny_models import save_tiny_bert_mlm
+
+    model_dir, cache = tmp_path / "mlm", tmp_path / "cache"
+    save_tiny_bert_mlm(model_dir)
+    load_encoder(str(model_dir), cache, runtime="onnx")
+    load_encoder(str(model_dir), cache, runtime="onnx")  # records the tokenizer check for the fast path
+    code = (
+        "import sys\n"
+        "from milco_os.loading import load_encoder\n"
+        f"enc = load_encoder({str(model_dir)!r}, {str(cache)!r}, runtime='onnx', device='cpu')\n"
+        "assert len(enc.encode_queries(['heart attack'])[0].pivot) > 0\n"
+        "heavy = sorted({'torch', 'transformers'} & set(sys.modules))\n"
+        "assert not heavy, heavy"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+
+
+def test_fast_path_milco_exports_with_dynamic_axes(tmp_path: Path) -> None:
+    from milco_os.loading import load_dir
+    from milco_os.models import bert
+    from tests.unit.tiny_models import save_tiny_bert_milco
+
+    ckpt = save_tiny_bert_milco(tmp_path)
+    load_dir(ckpt)
+    encoder = load_dir(ckpt)
+    assert isinstance(encoder.model.m_model, bert.BertModel)
+    path = export_onnx(encoder, tmp_path / "onnx")
+    run_both(encoder.model, path, len(encoder.tokenizer), encoder.tokenizer.pad_token_id)
+    texts = ["der Hund und Herzinfarkt", "green tea", "Vulkan lava " * 40, ""]
+    got = load_onnx_dir(tmp_path / "onnx").encode_documents(texts)
+    for r, g in zip(encoder.encode_documents(texts), got, strict=True):
+        assert_same_top(r.pivot, g.pivot, k=10, atol=1e-4)
+        assert_same_top(r.echo, g.echo, k=10, atol=1e-4)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from milco_os.pruning import Prune, PruningConfig, abs_value, drop_invalid, mass, mass_percentile, max_ratio, top_k
+from milco_os.pruning import Prune, Pruning, abs_value, drop_invalid, mass, mass_percentile, max_ratio, top_k
 from milco_os.types import SparseVector, Vocab
 
 VOCAB = Vocab("v", tuple(f"t{i}" for i in range(200)))
@@ -57,7 +57,20 @@ def test_parse_errors_name_the_problem() -> None:
         with pytest.raises(ValueError, match=message):
             Prune.parse(text)
     assert str(Prune.parse(" mass:0.9 ")) == "mass:0.9"
-    assert PruningConfig(pivot="top_k:64").rules()[0] == Prune("top_k", 64)
+
+
+def test_pruning_per_view_parses_pivot_then_echo() -> None:
+    assert Pruning.parse("top_k:64") == Pruning(Prune("top_k", 64), Prune("top_k", 64))
+    assert Pruning.parse("top_k:64,none") == Pruning(Prune("top_k", 64), Prune())
+    assert Pruning.parse("mass:0.8, top_k:32").echo == Prune("top_k", 32)
+    assert str(Pruning.parse("top_k:64,top_k:64")) == "top_k:64"
+    assert str(Pruning.parse("top_k:64,none")) == "top_k:64,none"
+    meta = Pruning.parse("mass:0.8,none").to_meta()
+    assert meta == {"pivot": "mass:0.8", "echo": "none"}
+    assert Pruning.from_meta(meta) == Pruning.parse("mass:0.8,none")
+    for bad in ("top_k:1,top_k:2,top_k:3", "top_k:0,none", "none,mass:2"):
+        with pytest.raises(ValueError, match="invalid pruning"):
+            Pruning.parse(bad)
 
 
 @given(vectors, st.integers(min_value=1, max_value=130))

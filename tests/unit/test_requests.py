@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from milco_os.errors import SearchIndexError
+from milco_os.errors import ModelMismatch
 from milco_os.keys import KEY_SCHEME_VERSION
 from milco_os.opensearch.documents import index_action
 from milco_os.opensearch.mapping import check_meta, index_body
 from milco_os.opensearch.query import expansion_query, search_body, term_contributions
-from milco_os.pruning import PruningConfig
+from milco_os.pruning import Pruning
+from milco_os.specs import IndexSpec
 from tests.unit.helpers import ECHO, PIVOT, encoded, model_info
 
 
 def test_index_body_has_rank_features_and_meta() -> None:
-    body = index_body(model_info(), text_fields=["title", "text"], doc_pruning=PruningConfig(pivot="top_k:64"))
+    spec = IndexSpec(text_fields=("title", "text"), doc_pruning=Pruning.parse("top_k:64,none"))
+    body = index_body(model_info(), spec)
     props = body["mappings"]["properties"]
     assert props["milco_pivot"] == {"type": "rank_features"}
     assert props["milco_echo"] == {"type": "rank_features"}
@@ -29,19 +31,22 @@ def test_index_body_has_rank_features_and_meta() -> None:
 
 
 def test_vectors_can_be_kept_out_of_source() -> None:
-    body = index_body(model_info(), text_fields=["text"], vectors_in_source=False)
+    body = index_body(model_info(), IndexSpec(vectors_in_source=False))
     assert body["mappings"]["_source"] == {"excludes": ["milco_pivot", "milco_echo"]}
 
 
 def test_field_name_clash_is_refused() -> None:
-    with pytest.raises(SearchIndexError, match="must differ"):
-        index_body(model_info(), text_fields=["milco_pivot"])
+    with pytest.raises(ValueError, match="must differ"):
+        IndexSpec(text_fields=("milco_pivot",))
+    with pytest.raises(ValueError, match="at least one"):
+        IndexSpec(text_fields=())
 
 
 def test_meta_mismatch_is_refused_with_the_fix() -> None:
-    meta = index_body(model_info("sha256:old"), text_fields=["text"])["mappings"]["_meta"]
-    with pytest.raises(SearchIndexError, match="was built with model 'test-model' \\(sha256:old\\)"):
+    meta = index_body(model_info("sha256:old"), IndexSpec())["mappings"]["_meta"]
+    with pytest.raises(ModelMismatch, match="was built with model 'test-model' \\(sha256:old\\)") as refused:
         check_meta(meta, model_info("sha256:new"), "docs")
+    assert refused.value.index_model == "test-model" and refused.value.index == "docs"
     assert check_meta(meta, model_info("sha256:old"), "docs")["model"]["name"] == "test-model"
 
 

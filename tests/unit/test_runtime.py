@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from milco_os.errors import EncodingError
-from milco_os.runtime.encoder import ModelInfo, SparseEncoder, vocab_from_tokenizer
-from tests.unit.tiny_models import multilingual_tokenizer
+from milco_os.runtime.encoder import SparseEncoder
+from milco_os.types import ModelInfo, vocab_from_tokenizer
+from tests.unit.tiny_models import english_tokenizer, multilingual_tokenizer
 
 
 class CountingEncoder(SparseEncoder):
     """A fake runtime: pivot marks every id present in a window; echo gives every real token weight 1.
     Merged echo weights are then exact token counts, which shows each position is counted once."""
 
-    def __init__(self, max_length: int, **kwargs) -> None:  # noqa: ANN003
-        tok = multilingual_tokenizer()
+    def __init__(self, max_length: int, tokenizer=None, **kwargs) -> None:  # noqa: ANN001, ANN003
+        tok = tokenizer if tokenizer is not None else multilingual_tokenizer()
         vocab = vocab_from_tokenizer(tok, "pieces")
         info = ModelInfo("fake", "milco", "sha256:fake", vocab, vocab, max_length, max_length)
         super().__init__(info, tok, **kwargs)
@@ -93,3 +96,72 @@ def test_invalid_runtime_options_are_refused() -> None:
         CountingEncoder(16, batch_size=0)
     with pytest.raises(ValueError, match="window_overlap"):
         CountingEncoder(16, window_overlap=1.0)
+
+
+# ------------------------------------------------------------------ tokenizers without transformers
+TOKENIZER_TEXTS = [
+    "der Hund und der Tee", "The HEART attack, u.s. blood!", "  spaces   around  ", "", "Vulkan\tlava\nsun",
+    "<s> in the text </s>", "[CLS] green [SEP] tea", "ünïcödé Herzinfarkt ½ ﬁ", "dogs cats energy" * 5,
+]
+
+
+@pytest.mark.parametrize("make", [english_tokenizer, multilingual_tokenizer], ids=["wordpiece", "unigram"])
+def test_fast_tokenizer_is_transformers_tokenizer(make, tmp_path: Path) -> None:  # noqa: ANN001
+    from milco_os.models.tokenizer import VERDICT_FILE, FastTokenizer, load_tokenizer
+
+    make().save_pretrained(tmp_path)
+    hf = load_tokenizer(tmp_path)  # first load: transformers' tokenizer, and the verdict is recorded
+    assert not isinstance(hf, FastTokenizer)
+    assert json.loads((tmp_path / VERDICT_FILE).read_text())["identical"] is True
+    fast = load_tokenizer(tmp_path)
+    assert isinstance(fast, FastTokenizer)
+    for add in (True, False):
+        assert fast(TOKENIZER_TEXTS, add_special_tokens=add)["input_ids"] == hf(
+            TOKENIZER_TEXTS, add_special_tokens=add)["input_ids"]
+        assert fast(TOKENIZER_TEXTS[1], add_special_tokens=add)["input_ids"] == hf(
+            TOKENIZER_TEXTS[1], add_special_tokens=add)["input_ids"]
+    assert fast.get_vocab() == hf.get_vocab() and len(fast) == len(hf)
+    assert fast.all_special_ids == hf.all_special_ids and fast.pad_token_id == hf.pad_token_id
+    assert (fast.bos_token, fast.eos_token, fast.unk_token) == (hf.bos_token, hf.eos_token, hf.unk_token)
+    assert fast.convert_ids_to_tokens([0, 3, 5]) == hf.convert_ids_to_tokens([0, 3, 5])
+    assert vocab_from_tokenizer(fast, "v").tokens == vocab_from_tokenizer(hf, "v").tokens
+    ids = hf("green tea")["input_ids"]
+    assert fast.decode(ids) == hf.decode(ids)  # anything else is transformers' own answer
+    batch = fast(["green tea", "sun"], padding=True, return_tensors="np")
+    assert batch["input_ids"].shape[0] == 2
+
+    copy = tmp_path / "copy"
+    fast.save_pretrained(copy)
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(str(copy))(TOKENIZER_TEXTS)["input_ids"] == hf(TOKENIZER_TEXTS)["input_ids"]
+
+
+def test_a_changed_tokenizer_file_invalidates_the_verdict(tmp_path: Path) -> None:
+    from milco_os.models.tokenizer import VERDICT_FILE, FastTokenizer, load_tokenizer, prefetch
+
+    multilingual_tokenizer().save_pretrained(tmp_path)
+    load_tokenizer(tmp_path)
+    prefetch(tmp_path)  # read in a background thread, picked up by the next load
+    assert isinstance(load_tokenizer(tmp_path), FastTokenizer)
+    config = tmp_path / "tokenizer_config.json"
+    config.write_text(config.read_text())  # same content, new file: not trusted until checked again
+    prefetch(tmp_path)  # no verdict that applies: nothing is started
+    assert not isinstance(load_tokenizer(tmp_path), FastTokenizer)
+    assert isinstance(load_tokenizer(tmp_path), FastTokenizer)
+    verdict = json.loads((tmp_path / VERDICT_FILE).read_text())
+    (tmp_path / VERDICT_FILE).write_text(json.dumps({**verdict, "identical": False}))
+    assert not isinstance(load_tokenizer(tmp_path), FastTokenizer)
+
+
+def test_encoders_on_either_tokenizer_agree(tmp_path: Path) -> None:
+    from milco_os.models.tokenizer import FastTokenizer, load_tokenizer
+
+    multilingual_tokenizer().save_pretrained(tmp_path)
+    hf = load_tokenizer(tmp_path)
+    fast = load_tokenizer(tmp_path)
+    assert isinstance(fast, FastTokenizer)
+    texts = [LONG, *TOKENIZER_TEXTS]
+    for a, b in zip(CountingEncoder(9, tokenizer=hf).encode_documents(texts),
+                    CountingEncoder(9, tokenizer=fast).encode_documents(texts), strict=True):
+        assert a.pivot.to_terms() == b.pivot.to_terms() and a.echo.to_terms() == b.echo.to_terms()

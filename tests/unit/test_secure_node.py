@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from milco_os.errors import ClusterError, ConfigError
-from milco_os.opensearch.local import (
+from milco_os.localnode import (
     ADMIN_DN,
     NODE_DN,
     LocalNode,

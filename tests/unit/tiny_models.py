@@ -75,3 +75,67 @@ def save_tiny_xlmr(directory: Path, hidden: int = 24, seed: int = 1):  # noqa: A
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return model, tokenizer
+
+
+def save_tiny_bert_backbone(directory: Path, hidden: int = 24, seed: int = 2):  # noqa: ANN201
+    """A random BertModel (no pooler) with the XLM-R-like unigram tokenizer: milco-mini's backbone layout."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    tokenizer = multilingual_tokenizer()
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer) + 3, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=40, max_position_embeddings=64, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+    )
+    config.architectures = ["BertModel"]
+    model = BertModel(config, add_pooling_layer=False).eval()
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return model, tokenizer
+
+
+def save_tiny_bert_milco(root: Path, connector_hidden: int = 32, seed: int = 4) -> Path:
+    """A tiny MILCO checkpoint assembled the way milco-mini is (``build_model``): a BertModel backbone and a
+    BERT MLM head referenced by relative paths, ``model.safetensors`` with every parameter but the tied decoder
+    bias, the backbone's tokenizer saved next to it. Returns the checkpoint directory."""
+    import json
+    import os
+
+    import torch
+    from safetensors.torch import save_file
+
+    from milco_os.models.milco import MilcoModule
+
+    m_dir, en_dir, ckpt = root / "backbone", root / "head", root / "milco"
+    backbone, tokenizer = save_tiny_bert_backbone(m_dir)
+    en_model, _ = save_tiny_bert_mlm(en_dir)
+    torch.manual_seed(seed)
+    head = en_model.cls
+    head.predictions.decoder.weight = torch.nn.Parameter(head.predictions.decoder.weight.detach().clone())
+    module = MilcoModule(backbone, head, encoder_hidden=backbone.config.hidden_size,
+                         head_hidden=en_model.config.hidden_size, echo_impl="code",
+                         special_token_ids=list(tokenizer.all_special_ids), connector_hidden=connector_hidden)
+    with torch.no_grad():
+        module.echo.bias.fill_(0.5)  # most tokens get a positive echo weight
+        module.scale.fill_(1.3)
+    ckpt.mkdir(parents=True)
+    state = {k: v.contiguous() for k, v in module.state_dict().items() if k != "mlm_head.predictions.decoder.bias"}
+    save_file(state, str(ckpt / "model.safetensors"))
+    tokenizer.save_pretrained(ckpt)
+    config = {
+        "model_type": "milco",
+        "multilingual_encoder_checkpoint": os.path.relpath(m_dir, ckpt),
+        "lsr_encoder_checkpoint": os.path.relpath(en_dir, ckpt),
+        "m_hidden_size": backbone.config.hidden_size,
+        "en_hidden_size": en_model.config.hidden_size,
+        "connector_hidden": connector_hidden,
+        "m_vocab_size": backbone.config.vocab_size,
+        "en_vocab_size": en_model.config.vocab_size,
+        "echo": True,
+        "echo_impl": "code",
+        "query_max_length": 16,
+        "passage_max_length": 24,
+    }
+    (ckpt / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return ckpt

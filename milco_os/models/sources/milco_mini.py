@@ -7,7 +7,7 @@
 
 The trained parts (the "delta", a few MB) are committed under ``milco_os/models/milco_mini/`` with a
 manifest; :func:`build_model` joins them with the base parts into an official-layout MILCO directory in
-the cache, which :func:`milco_os.models.loading.load_dir` loads like any released MILCO checkpoint.
+the cache, which :func:`milco_os.loading.load_dir` loads like any released MILCO checkpoint.
 """
 
 from __future__ import annotations
@@ -130,6 +130,21 @@ def load_delta(module: torch.nn.Module, delta_dir: Path) -> None:
         raise ModelError(msg)
 
 
+def _prime_fast_loading(model_dir: Path, splade_dir: Path) -> None:
+    """Remember the fingerprint and the tokenizer checks now, so that the first load is already fast
+    (see :func:`milco_os.models.files.fingerprint_dir` and :mod:`milco_os.models.tokenizer`). Best effort:
+    the first load does the same when this fails."""
+    from milco_os.models.files import fingerprint_dir
+    from milco_os.models.tokenizer import check_tokenizer
+
+    try:
+        fingerprint_dir(model_dir, ["config.json", "model.safetensors"])
+        check_tokenizer(model_dir)
+        check_tokenizer(splade_dir)
+    except Exception as e:  # noqa: BLE001 - only an optimisation
+        log.debug("%s: not primed for fast loading (%s)", model_dir, e)
+
+
 def build_model(cache_dir: Path, delta_dir: Path = DELTA_DIR, force: bool = False) -> Path:
     """Assemble milco-mini into ``<cache>/models/milco-mini-<delta digest>/`` (official MILCO layout:
     config.json naming the backbone and head directories, model.safetensors, tokenizer) and return it."""
@@ -177,6 +192,7 @@ def build_model(cache_dir: Path, delta_dir: Path = DELTA_DIR, force: bool = Fals
         "milco_os_delta_sha256": delta_sha256,
     }
     (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    _prime_fast_loading(staging, splade_dir)
     (staging / ".complete").write_text(f"{NAME} {digest}\n", encoding="utf-8")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)

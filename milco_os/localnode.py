@@ -25,27 +25,21 @@ when none is given).
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
 import re
-import secrets
 import shutil
 import signal
-import socket
-import ssl
-import subprocess
-import tarfile
-import tempfile
 import time
-import urllib.error
-import urllib.request
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from milco_os.errors import ClusterError, ConfigError
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +108,8 @@ def required_java(version: str) -> int:
 
 def java_major(java: Path) -> int | None:
     """Major version of a ``java`` binary, or None if it does not run."""
+    import subprocess
+
     try:
         out = subprocess.run([str(java), "-version"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
@@ -164,6 +160,8 @@ def find_java_home(min_major: int) -> Path:
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    import socket
+
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -176,6 +174,8 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 def http_json(
     url: str, timeout: float = 5.0, context: ssl.SSLContext | None = None, headers: dict | None = None
 ) -> dict:
+    import urllib.request
+
     request = urllib.request.Request(url, headers=headers or {})
     with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:  # noqa: S310 (loopback URL)
         return json.loads(resp.read().decode("utf-8"))
@@ -183,7 +183,7 @@ def http_json(
 
 #: Nodes this process started. Holding the Popen objects keeps Python from warning that a child is
 #: "still running" when they are garbage-collected, and lets us reap them when they exit.
-_STARTED: dict[int, subprocess.Popen] = {}
+_STARTED: dict[int, Any] = {}  # pid -> subprocess.Popen
 
 
 def _pid_alive(pid: int) -> bool:
@@ -214,6 +214,8 @@ def _cmdline(pid: int) -> str:
 
 
 def _maven_copy(artifact: str, dest: Path) -> None:
+    import subprocess
+
     mvn = shutil.which("mvn")
     if not mvn:
         msg = (
@@ -232,6 +234,8 @@ def _maven_copy(artifact: str, dest: Path) -> None:
 
 
 def _unzip(archive: Path, dest: Path) -> None:
+    import zipfile
+
     with zipfile.ZipFile(archive) as zf:
         for info in zf.infolist():
             target = zf.extract(info, dest)
@@ -249,6 +253,8 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 def _extract(archive: Path, dest: Path) -> Path:
     """Unpack a zip or tarball into ``dest`` and return the directory holding ``bin/opensearch``."""
+    import tarfile
+
     dest.mkdir(parents=True, exist_ok=True)
     name = archive.name
     if name.endswith(".zip"):
@@ -280,6 +286,7 @@ def archive_version(home: Path) -> str:
 
 def _ensure_service_user() -> tuple[int, int]:
     import pwd
+    import subprocess
 
     try:
         entry = pwd.getpwnam(SERVICE_USER)
@@ -333,6 +340,8 @@ def widen_descriptor(text: str, node_version: str) -> str:
 
 
 def _openssl(*args: str) -> None:
+    import subprocess
+
     openssl = shutil.which("openssl")
     if not openssl:
         msg = "openssl is needed to generate the secure node's certificates; install it (apt-get install openssl)"
@@ -362,6 +371,9 @@ def generate_certs(cert_dir: Path, days: int = 3650) -> Path:
     admin client certificate, as PEM files in ``cert_dir``. Returns the CA certificate's path.
 
     Keys are mode 0600. Strict verifiers (Python 3.13+) want key usages and key identifiers: all are set."""
+    import secrets
+    import tempfile
+
     cert_dir.mkdir(parents=True, exist_ok=True)
     ca_key, ca = cert_dir / "root-ca-key.pem", cert_dir / CA_FILE
     with tempfile.TemporaryDirectory() as tmp:
@@ -422,6 +434,8 @@ def read_password(path: Path) -> str:
 def hash_password(home: Path, java_home: Path, password: str) -> str:
     """A bcrypt hash of ``password`` for internal_users.yml, made offline by the plugin's own Hasher (what its
     tools/hash.sh runs). The password goes through the environment, not the command line (visible in ps)."""
+    import subprocess
+
     classpath = f"{home / 'plugins' / SECURITY_PLUGIN}/*:{home / 'lib'}/*"
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MILCO_OS_ADMIN_PASSWORD": password}
     cmd = [str(java_home / "bin" / "java"), "-cp", classpath, "org.opensearch.security.tools.Hasher",
@@ -631,6 +645,8 @@ class LocalNode:
 
     def _admin_password_file(self, given: Path | None) -> Path:
         """The file holding the admin password: ``given``, or one generated on first use (mode 0600)."""
+        import secrets
+
         if given is not None:
             read_password(given)  # fail now, with a clear message, if it is unreadable or empty
             return Path(given).resolve()
@@ -667,6 +683,9 @@ class LocalNode:
 
     def _auth(self) -> tuple[ssl.SSLContext | None, dict]:
         """TLS context and headers for talking to this node as it was started (plain: none)."""
+        import base64
+        import ssl
+
         info = self.info()
         if info is None or not info.secure:
             return None, {}
@@ -699,6 +718,8 @@ class LocalNode:
         return info.pid
 
     def health(self, timeout: float = 5.0) -> dict | None:
+        import urllib.error
+
         try:
             return self._get("/_cluster/health", timeout=timeout)
         except (urllib.error.URLError, OSError, ValueError):
@@ -718,6 +739,8 @@ class LocalNode:
 
         ``secure``: with the security plugin, TLS (certificates generated under the node directory) and basic
         auth for ``admin``, whose password is read from ``admin_password_file`` (generated when None)."""
+        import subprocess
+
         if not re.fullmatch(r"\d+[mMgG]", heap):
             msg = f"--heap {heap!r}: expected a size such as 512m or 2g"
             raise ClusterError(msg)
@@ -811,6 +834,8 @@ class LocalNode:
         return info
 
     def _wait_healthy(self, pid: int, timeout: float) -> None:
+        import urllib.error
+
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not _pid_alive(pid):
@@ -868,6 +893,8 @@ class LocalNode:
 
     def status(self) -> dict:
         """``{"running": bool, "url", "version", "health", "pid", "port", "secure", "ca_certs", "password_file"}``."""
+        import urllib.error
+
         pid = self.running_pid()
         info = self.info()
         result: dict = {"running": pid is not None, "url": self.url, "pid": pid, "port": self.port}

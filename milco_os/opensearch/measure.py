@@ -1,0 +1,150 @@
+"""Measuring OpenSearch (IO) for the benchmarks: a client tuned for them, cluster facts, force-merge and
+store size, plain text indices and queries, and timed concurrent searches.
+
+The benchmark scripts (``bench/``) are a front end like the CLI: they build no request and call no client
+method themselves; what they need of OpenSearch beyond the product's own operations lives here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from milco_os.opensearch.indices import refresh, server_version
+
+if TYPE_CHECKING:
+    from opensearchpy import OpenSearch
+
+log = logging.getLogger(__name__)
+
+#: Seconds a benchmark request may take (bulk writes of large chunks, force-merges use their own).
+BENCH_TIMEOUT = 300
+#: Force-merging a large index to one segment can take many minutes.
+MERGE_TIMEOUT = 1800
+
+
+# ------------------------------------------------------------------------------------------ client
+def bench_client(url: str, timeout: int = BENCH_TIMEOUT) -> OpenSearch:
+    """The product's client settings for ``url`` with a long timeout and no compression (on one machine
+    compression only adds client CPU to every request)."""
+    from opensearchpy import OpenSearch
+
+    from milco_os.opensearch.client import client_kwargs
+    from milco_os.settings import Settings
+
+    kwargs = client_kwargs(Settings(opensearch_url=url, opensearch_timeout=timeout))
+    kwargs["http_compress"] = False
+    return OpenSearch(**kwargs)
+
+
+def opensearch_facts(client: OpenSearch) -> dict[str, Any]:
+    """Version, number of nodes and each node's maximum heap (MiB)."""
+    nodes = client.nodes.info(metric="jvm")["nodes"]
+    heap = [n["jvm"]["mem"]["heap_max_in_bytes"] for n in nodes.values()]
+    return {"version": server_version(client), "nodes": len(nodes), "heap_max_mb": [h // 2**20 for h in heap]}
+
+
+# ------------------------------------------------------------------------------------------ indices
+def text_index_body(fields: Sequence[str] = ("text",), *, shards: int = 1, replicas: int = 0) -> dict[str, Any]:
+    """A plain full-text index (standard analyzer): the BM25-only baseline, or a reindex source."""
+    return {
+        "settings": {"index": {"number_of_shards": shards, "number_of_replicas": replicas}},
+        "mappings": {"properties": {field: {"type": "text"} for field in fields}},
+    }
+
+
+def force_merge(client: OpenSearch, index: str, *, source_filtered: bool = False, wait_s: float = 180) -> bool:
+    """Merge to one segment. With a filtered ``_source`` OpenSearch also keeps the whole original source
+    (``_recovery_source``) until its peer-recovery retention lease passes those operations (synced every
+    ~30 s) and a merge runs after a flush; ``source_filtered`` waits for that, so the size read afterwards
+    is the steady state rather than the transient one. Returns False when that wait timed out (the size
+    then still includes ``_recovery_source``)."""
+    steady = True
+    if source_filtered:
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            shard = client.indices.stats(index=index, level="shards")["indices"][index]["shards"]["0"][0]
+            leases = shard.get("retention_leases", {}).get("leases", [])
+            if leases and min(lease["retaining_seq_no"] for lease in leases) > shard["seq_no"]["max_seq_no"]:
+                break
+            time.sleep(1)
+        else:
+            steady = False
+            log.warning("%s: retention lease did not advance in %.0fs; size includes _recovery_source", index, wait_s)
+        client.indices.flush(index=index)
+    client.indices.forcemerge(index=index, max_num_segments=1, request_timeout=MERGE_TIMEOUT)
+    refresh(client, index)
+    return steady
+
+
+def store_bytes(client: OpenSearch, index: str) -> int:
+    """The primary store size of ``index`` in bytes."""
+    stats = client.indices.stats(index=index, metric="store")
+    return int(stats["indices"][index]["primaries"]["store"]["size_in_bytes"])
+
+
+# ------------------------------------------------------------------------------------------ searching
+def match_body(text: str, size: int, field: str = "text") -> dict[str, Any]:
+    """A BM25 ``match`` query on one text field."""
+    return {"query": {"match": {field: text}}, "size": size}
+
+
+def timed_request(body: dict[str, Any]) -> str:
+    """A search body serialised once, asking for ids only and no hit count (which would stop Lucene
+    from skipping), so a timed request costs the client as little as possible."""
+    return json.dumps({**body, "_source": False, "track_total_hits": False}, ensure_ascii=False)
+
+
+@dataclass
+class LoadResult:
+    client_ms: list[float]  # request sent -> response parsed, per query
+    took_ms: list[float]  # OpenSearch's own "took", per query
+    ranked: list[list[str]]  # top hits' ids, per query (in query order)
+    wall_s: float
+
+    @property
+    def qps(self) -> float:
+        return len(self.client_ms) / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def run_queries(client: OpenSearch, index: str, bodies: Sequence[str], concurrency: int) -> LoadResult:
+    """Send every (pre-serialised, see :func:`timed_request`) body once, ``concurrency`` at a time, and time
+    each request: client time runs from sending the request to the parsed response."""
+    n = len(bodies)
+    client_ms = [0.0] * n
+    took_ms = [0.0] * n
+    ranked: list[list[str]] = [[] for _ in range(n)]
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    next_item = iter(range(n))
+
+    def worker() -> None:
+        while True:
+            with lock:
+                i = next(next_item, None)
+            if i is None or errors:
+                return
+            try:
+                t0 = time.perf_counter()
+                resp = client.search(index=index, body=bodies[i], filter_path="took,hits.hits._id")
+                client_ms[i] = (time.perf_counter() - t0) * 1000
+            except BaseException as e:  # surfaced below
+                errors.append(e)
+                return
+            took_ms[i] = float(resp["took"])
+            ranked[i] = [h["_id"] for h in resp.get("hits", {}).get("hits", [])]
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        for _ in range(concurrency):
+            pool.submit(worker)
+    wall = time.perf_counter() - start
+    if errors:
+        raise errors[0]
+    return LoadResult(client_ms, took_ms, ranked, wall)

@@ -1,0 +1,221 @@
+"""The routes: each parses its body into the library's specs and calls :mod:`milco_os.opensearch`.
+
+The encoder, the OpenSearch client and the settings come from ``app.state`` (set by the app's lifespan)
+through the dependencies below, so a test can swap any of them (``app.dependency_overrides``). Routes are
+plain ``def`` (FastAPI runs them in its thread pool) because encoding is blocking work; the documents
+route reads its body itself (JSON array or NDJSON) and then hands the work to the thread pool. Routes raise
+the library's exceptions as they are: the app maps each type to its HTTP status.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from milco_os.opensearch.client import reachable as opensearch_reachable
+from milco_os.opensearch.validation import check_filters, check_index_name
+from milco_os.pruning import Pruning
+from milco_os.runtime.encoder import SparseEncoder
+from milco_os.service.schemas import (
+    DOCUMENTS_BODY,
+    ERROR_MEANINGS,
+    MAX_DOCUMENTS,
+    RETRY_AFTER,
+    EncodeRequest,
+    EncodeResponse,
+    ErrorResponse,
+    IngestResponse,
+    Readiness,
+    SearchRequest,
+    SearchResponse,
+    errors,
+    invalid,
+    problem,
+)
+from milco_os.settings import Settings
+from milco_os.specs import SearchOptions, TwoPhase
+
+if TYPE_CHECKING:
+    from opensearchpy import OpenSearch
+
+# Dependencies. Plain attribute reads, so ``async``: no trip through the thread pool.
+
+
+async def get_encoder(request: Request) -> SparseEncoder:
+    return request.app.state.encoder
+
+
+async def get_client(request: Request) -> OpenSearch:
+    return request.app.state.client
+
+
+async def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+async def index_name(name: str) -> str:
+    """The ``{name}`` path parameter, checked (422 naming ``["path", "name"]``)."""
+    try:
+        return check_index_name(name)
+    except ValueError as e:
+        raise invalid(["path", "name"], str(e)) from None
+
+
+async def documents_body(request: Request) -> list[Any]:
+    """The documents route's body, read and parsed here (FastAPI solves dependencies in parameter order, so
+    a body that is too large or unreadable is refused before the client or encoder is asked for)."""
+    body = await request.body()  # at most MAX_BODY_BYTES: GuardV1 refuses more while it arrives
+    return parse_documents(body, request.headers.get("content-type", ""))
+
+
+Encoder = Annotated[SparseEncoder, Depends(get_encoder)]
+Client = Annotated[Any, Depends(get_client)]  # opensearchpy.OpenSearch, used only through the library
+ServiceSettings = Annotated[Settings, Depends(get_settings)]
+IndexName = Annotated[str, Depends(index_name)]
+Documents = Annotated[list[Any], Depends(documents_body)]
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=Readiness,
+            responses={503: {"model": Readiness, "description": "not ready (Retry-After)"}})
+def readyz(request: Request) -> JSONResponse:
+    # Not the dependencies: readiness reports a missing encoder or client instead of failing on it.
+    encoder = getattr(request.app.state, "encoder", None)
+    client = getattr(request.app.state, "client", None)
+    reachable = client is not None and opensearch_reachable(client)
+    body = {"model_loaded": encoder is not None, "opensearch_reachable": reachable}
+    if encoder is not None and reachable:
+        return JSONResponse(status_code=200, content=body)
+    return JSONResponse(status_code=503, content=body, headers=RETRY_AFTER)
+
+
+@router.post("/v1/encode", response_model=EncodeResponse, responses=errors(400, 401, 413, 422))
+def encode(req: EncodeRequest, encoder: Encoder) -> dict[str, Any]:
+    encode_fn = encoder.encode_queries if req.kind == "query" else encoder.encode_documents
+    return {
+        "model": encoder.info.name,
+        "results": [{"pivot": e.pivot.to_terms(), "echo": e.echo.to_terms()} for e in encode_fn(req.texts)],
+    }
+
+
+@router.post(
+    "/v1/indices/{name}/documents",
+    response_model=IngestResponse,
+    responses={
+        207: {"model": IngestResponse, "description": "some documents failed; they are in `failed`"},
+        **errors(400, 401, 404, 409, 413, 422),
+        503: {
+            "model": IngestResponse | ErrorResponse,
+            "description": ERROR_MEANINGS[503] + " (after some documents were sent: what was written and what not)",
+        },
+    },
+    openapi_extra=DOCUMENTS_BODY,
+)
+async def add_documents(name: IndexName, docs: Documents, client: Client, encoder: Encoder) -> JSONResponse:
+    """Index a JSON array of documents, or NDJSON (one document per line)."""
+    return await run_in_threadpool(ingest_documents, client, encoder, name, docs)
+
+
+@router.post(
+    "/v1/indices/{name}/search",
+    response_model=SearchResponse,
+    responses=errors(400, 401, 404, 409, 413, 422, 503),
+)
+def search_index(
+    name: IndexName, req: SearchRequest, client: Client, encoder: Encoder, settings: ServiceSettings
+) -> dict[str, Any]:
+    from milco_os.opensearch.search import search
+
+    return search(client, name, req.query, encoder, search_options(req, settings)).to_dict()
+
+
+def search_options(req: SearchRequest, settings: Settings) -> SearchOptions:
+    """The request's options as the library's spec; a bad value is a 422 naming its field."""
+    try:
+        pruning = Pruning.parse(req.query_prune)
+    except ValueError as e:
+        raise invalid(["body", "query_prune"], str(e)) from None
+    try:
+        filters = check_filters(req.filters, allow_scripts=settings.allow_script_filters)
+    except ValueError as e:
+        raise invalid(["body", "filters"], str(e)) from None
+    try:
+        return SearchOptions(
+            size=req.size, from_=req.from_, alpha=req.alpha, query_pruning=pruning, filters=tuple(filters),
+            two_phase=TwoPhase() if req.two_phase else None, hybrid_weight=req.hybrid, explain=req.explain,
+        )
+    except ValueError as e:
+        raise invalid(["body"], str(e)) from None
+
+
+def ingest_documents(client: OpenSearch, encoder: SparseEncoder, name: str, docs: list[Any]) -> JSONResponse:
+    """Validate every document first (422 listing the problems, nothing written), then ingest them all.
+
+    200 when all were written, 207 when some failed (``failed`` says why), 503 with Retry-After when every
+    failed document failed only because OpenSearch was unavailable. ``indexed`` lists exactly the ids written.
+    """
+    from milco_os.opensearch.bulk import BulkConfig
+    from milco_os.opensearch.ingest import Ingester, validate_document
+
+    ingester = Ingester(client, name, encoder, config=BulkConfig(max_retries=2, initial_backoff=0.5))
+    problems = []
+    first_at: dict[str, int] = {}  # id -> position of the first document with it
+    for i, doc in enumerate(docs):
+        if reason := validate_document(doc, ingester.text_fields):
+            problems.append(problem(["body", i], reason))
+        elif (doc_id := str(doc["id"])) in first_at:
+            # A second write of one id would overwrite the first yet count twice.
+            msg = f"duplicate id {doc_id!r}: documents {first_at[doc_id]} and {i} both use it"
+            problems.append(problem(["body", i, "id"], msg))
+        else:
+            first_at[doc_id] = i
+    if problems:
+        raise HTTPException(422, problems)
+    report = ingester.run(docs)
+    failed_ids = {doc_id for doc_id, _ in report.failures}
+    content = {
+        "indexed": [doc_id for doc_id in first_at if doc_id not in failed_ids],
+        "failed": [{"id": doc_id, "reason": reason} for doc_id, reason in report.failures],
+        "retried": report.retried,
+    }
+    if failed_ids and failed_ids <= set(report.unavailable):
+        return JSONResponse(status_code=503, content=content, headers=RETRY_AFTER)
+    return JSONResponse(status_code=207 if failed_ids else 200, content=content)
+
+
+def parse_documents(body: bytes, content_type: str) -> list[Any]:
+    """A documents body (a JSON array, or NDJSON) -> its documents; 422 if it cannot be read, 413 if too many."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise invalid(["body"], f"not valid UTF-8 (byte {e.start})") from None
+    if "ndjson" in content_type or "jsonlines" in content_type:
+        docs = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    docs.append(json.loads(line))
+                except (ValueError, RecursionError) as e:  # RecursionError: nested too deeply
+                    raise invalid(["body"], f"line {number}: invalid JSON ({e})") from None
+    else:
+        try:
+            docs = json.loads(text)
+        except (ValueError, RecursionError) as e:
+            raise invalid(["body"], f"invalid JSON ({e})") from None
+        if not isinstance(docs, list):
+            raise invalid(["body"], "expected a JSON array of documents (or NDJSON)")
+    if not docs:
+        raise invalid(["body"], "no documents")
+    if len(docs) > MAX_DOCUMENTS:
+        raise HTTPException(413, f"{len(docs)} documents; at most {MAX_DOCUMENTS} per request")
+    return docs

@@ -1,0 +1,177 @@
+"""The HTTP contract: limits, request and response bodies, and the error body every failure answers with.
+
+Everything here is declared so that /docs (and the fuzz suite) know each route's input and every answer's
+shape; the routes (:mod:`milco_os.service.routes`) only translate these bodies to the library's specs.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import HTTPException
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from milco_os.opensearch.validation import QUERY_CLAUSES
+from milco_os.specs import MAX_HYBRID_WEIGHT
+
+MAX_TEXTS = 256
+MAX_TEXT_CHARS = 100_000
+MAX_BODY_BYTES = 32 * 1024 * 1024  # a documents request (bulk upload)
+MAX_JSON_BYTES = 1024 * 1024  # an encode or search request
+MAX_DOCUMENTS = 5_000
+_RULE = r"(none|(top_k|mass|mass_percentile|max_ratio|abs_value):[0-9.eE+-]+)"
+#: ``PIVOT[,ECHO]`` (see :meth:`milco_os.pruning.Pruning.parse`): one rule prunes both views alike.
+PRUNE_PATTERN = rf"^{_RULE}(,{_RULE})?$"
+
+
+class EncodeRequest(BaseModel):
+    texts: list[Annotated[str, Field(max_length=MAX_TEXT_CHARS)]] = Field(..., min_length=1, max_length=MAX_TEXTS)
+    kind: str = Field("document", pattern="^(query|document)$")
+
+
+class SearchRequest(BaseModel):
+    """The options of ``milco-os search``, with the same names and defaults."""
+
+    query: str = Field(..., max_length=MAX_TEXT_CHARS)
+    size: int = Field(10, ge=1, le=1000)
+    from_: int = Field(0, ge=0, alias="from")
+    alpha: float = Field(0.5, ge=0, le=1)
+    # The schema extras document the formats; the checks (with their one-line reasons) are in the route.
+    query_prune: str = Field(
+        "none",
+        description="query pruning PIVOT[,ECHO], each KIND:VALUE or none (see milco_os.pruning): one rule "
+                    "prunes both views, e.g. top_k:64 or mass:0.9; top_k:64,none prunes only the pivot view",
+        json_schema_extra={"pattern": PRUNE_PATTERN},
+    )
+    two_phase: bool = False
+    hybrid: float | None = Field(None, gt=0, le=MAX_HYBRID_WEIGHT)
+    filters: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="OpenSearch query clauses, all of which a hit must match; `script` clauses only with "
+                    "MILCO_OS_ALLOW_SCRIPT_FILTERS=true",
+        json_schema_extra={"items": {
+            "type": "object", "minProperties": 1, "maxProperties": 1,
+            "propertyNames": {"enum": sorted(QUERY_CLAUSES)},
+        }},
+    )
+    explain: bool = False
+
+
+class Problem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    """Every error. ``detail`` is one line, or for a 422 the list of problems, each naming its field."""
+
+    detail: str | list[Problem]
+
+
+class Terms(BaseModel):
+    pivot: dict[str, float]
+    echo: dict[str, float]
+
+
+class EncodeResponse(BaseModel):
+    model: str
+    results: list[Terms]
+
+
+class TermContribution(BaseModel):
+    view: str
+    term: str
+    query_weight: float
+    document_weight: float
+    contribution: float
+
+
+class Hit(BaseModel):
+    id: str
+    score: float
+    source: dict[str, Any]
+    terms: list[TermContribution]
+
+
+class SearchResponse(BaseModel):
+    took_ms: int
+    query: Terms
+    hits: list[Hit]
+
+
+class FailedDocument(BaseModel):
+    id: str
+    reason: str
+
+
+class IngestResponse(BaseModel):
+    indexed: list[str] = Field(description="ids written, in request order")
+    failed: list[FailedDocument]
+    retried: int
+
+
+class Readiness(BaseModel):
+    model_loaded: bool
+    opensearch_reachable: bool
+
+
+ERROR_MEANINGS = {
+    400: "OpenSearch refused the request (its reason in detail), or the body could not be parsed",
+    401: "missing or wrong API key (Authorization: Bearer <key>)",
+    404: "the index does not exist",
+    409: "the index was not built by milco-os, or with another model or term-key scheme (or the name is an "
+         "alias of several indices)",
+    413: "request body too large",
+    422: "invalid request: detail lists the problems, each naming its field in loc",
+    503: "OpenSearch is unavailable or overloaded; try again after Retry-After seconds",
+}
+RETRY_AFTER = {"Retry-After": "5"}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorResponse, "description": ERROR_MEANINGS[code]} for code in codes}
+
+
+DOCUMENTS_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": f"at most {MAX_DOCUMENTS} documents and {MAX_BODY_BYTES} bytes",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["id"],
+                        "properties": {
+                            "id": {"anyOf": [{"type": "string", "minLength": 1}, {"type": "integer"}]},
+                            "text": {"type": "string", "description": "the index's text field(s); `text` unless "
+                                                                      "the index was created with others"},
+                        },
+                        "additionalProperties": True,
+                    },
+                },
+                "example": [{"id": "1", "text": "A heart attack is caused by a blocked coronary artery."}],
+            },
+            "application/x-ndjson": {
+                "schema": {"type": "string", "description": "one JSON document per line"},
+            },
+        },
+    }
+}
+
+
+def error_response(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": detail}, headers=headers)
+
+
+def problem(loc: list[str | int], msg: str) -> dict[str, Any]:
+    """One entry of a 422's list, in the form of FastAPI's own validation errors."""
+    return {"loc": loc, "msg": msg, "type": "value_error"}
+
+
+def invalid(loc: list[str | int], msg: str) -> HTTPException:
+    """A 422 naming one problem."""
+    return HTTPException(422, [problem(loc, msg)])

@@ -1,0 +1,105 @@
+"""Typed, frozen specs, parsed once at the edge (CLI flags, service bodies, eval plans) and passed down as is.
+
+- :class:`IndexSpec`: what ``index create`` (and reindex's destination) builds: fields, document pruning,
+  BM25, whether the vectors stay in ``_source``, shards and replicas.
+- :class:`SearchOptions`: per-request knobs: size, alpha, query pruning, filters, two-phase, hybrid, explain.
+
+Both are plain frozen dataclasses that check themselves; every front end uses the same defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from milco_os.pruning import Pruning
+
+PIVOT_FIELD = "milco_pivot"
+ECHO_FIELD = "milco_echo"
+#: Upper bound of the BM25 weight: far above any useful value, and far below where OpenSearch's boost (a
+#: 32-bit float) becomes infinite and the request is refused, or scores overflow.
+MAX_HYBRID_WEIGHT = 1000.0
+
+
+def _no_pruning() -> Pruning:
+    # Imported here so that the specs (and the CLI's option declarations) stay free of numpy.
+    from milco_os.pruning import Pruning
+
+    return Pruning()
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """A milco-os index: ``bm25`` also indexes the text fields for full-text (hybrid) search;
+    ``vectors_in_source=False`` keeps the sparse vectors out of ``_source`` (a smaller index; explain then
+    asks OpenSearch rather than reading the stored vectors)."""
+
+    text_fields: tuple[str, ...] = ("text",)
+    pivot_field: str = PIVOT_FIELD
+    echo_field: str = ECHO_FIELD
+    doc_pruning: Pruning = field(default_factory=_no_pruning)
+    bm25: bool = True
+    vectors_in_source: bool = True
+    shards: int = 1
+    replicas: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text_fields", tuple(self.text_fields))
+        if not self.text_fields:
+            msg = "text fields: at least one is needed (e.g. text)"
+            raise ValueError(msg)
+        names = [*self.text_fields, self.pivot_field, self.echo_field]
+        if len(set(names)) != len(names):
+            msg = (f"field names must differ: text fields {list(self.text_fields)}, pivot {self.pivot_field!r}, "
+                   f"echo {self.echo_field!r}")
+            raise ValueError(msg)
+        if self.shards < 1 or self.replicas < 0:
+            msg = f"shards must be >= 1 and replicas >= 0, got {self.shards} and {self.replicas}"
+            raise ValueError(msg)
+
+
+@dataclass(frozen=True)
+class TwoPhase:
+    """Retrieve with the high-weight query terms, then add the rest inside a rescore window.
+
+    Defaults follow OpenSearch's neural_sparse_two_phase_processor (prune_ratio 0.4, expansion 5,
+    max window 10000). Scores inside the window equal the full query's exactly (first + rescore
+    query, ``score_mode: total``); only documents outside the window can differ.
+    """
+
+    ratio: float = 0.4
+    expansion: float = 5.0
+    max_window: int = 10_000
+
+    def __post_init__(self) -> None:
+        if not 0 < self.ratio < 1 or self.expansion < 1 or self.max_window < 1:
+            msg = f"two-phase needs 0 < ratio < 1, expansion >= 1, max_window >= 1; got {self}"
+            raise ValueError(msg)
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Per-request knobs. Query pruning is MILCO's "dynamic efficiency": fewer query terms, faster search,
+    no reindexing (document pruning is fixed at index time)."""
+
+    size: int = 10
+    from_: int = 0
+    alpha: float = 0.5
+    query_pruning: Pruning = field(default_factory=_no_pruning)
+    filters: tuple[dict[str, Any], ...] = ()
+    two_phase: TwoPhase | None = None
+    hybrid_weight: float | None = None  # BM25 weight; None = no BM25 clause
+    explain: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "filters", tuple(self.filters))
+        if self.size < 1 or self.from_ < 0:
+            msg = f"size must be >= 1 and from >= 0, got size={self.size}, from={self.from_}"
+            raise ValueError(msg)
+        if not 0 <= self.alpha <= 1:
+            msg = f"alpha must be in [0, 1], got {self.alpha}"
+            raise ValueError(msg)
+        if self.hybrid_weight is not None and not 0 < self.hybrid_weight <= MAX_HYBRID_WEIGHT:
+            msg = f"hybrid weight must be in (0, {MAX_HYBRID_WEIGHT:g}], got {self.hybrid_weight}"
+            raise ValueError(msg)

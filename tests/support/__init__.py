@@ -1,0 +1,1 @@
+"""Test-only helpers that real users never need (reference engines, harnesses)."""

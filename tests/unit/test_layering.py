@@ -1,0 +1,65 @@
+"""One owner for OpenSearch IO: only ``milco_os/opensearch/`` (and the local node) talk to the client. Front
+ends (CLI, service, eval, demo, bench) pass a client through to the layer's functions, never call it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LAYER = ROOT / "milco_os" / "opensearch"
+ALLOWED = {ROOT / "milco_os" / "localnode.py"}
+
+
+def front_end_files() -> list[Path]:
+    files = [*(ROOT / "milco_os").rglob("*.py"), *(ROOT / "bench").rglob("*.py")]
+    return sorted(f for f in files if LAYER not in f.parents and f not in ALLOWED)
+
+
+def client_calls(tree: ast.AST) -> list[tuple[int, str]]:
+    """``client.x(...)``, ``client.indices.x(...)``, ``something.client.x(...)``: any call made on a client."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            chain, target = [], node.func
+            while isinstance(target, ast.Attribute):
+                chain.append(target.attr)
+                target = target.value
+            if isinstance(target, ast.Name):
+                chain.append(target.id)
+            if "client" in chain[1:]:  # the call goes through an object named client
+                found.append((node.lineno, ".".join(reversed(chain))))
+    return found
+
+
+def opensearchpy_imports(tree: ast.AST) -> list[tuple[int, str]]:
+    """Imports of opensearch-py other than its exception types (which front ends may catch) and the
+    ``OpenSearch`` type for annotations (under ``if TYPE_CHECKING:``)."""
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING"
+                   for n in ast.walk(block)}
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("opensearchpy"):
+            if node.module != "opensearchpy.exceptions":
+                found.append((node.lineno, node.module or ""))
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.startswith("opensearchpy")]
+    return found
+
+
+def test_front_ends_never_call_the_client() -> None:
+    problems = []
+    for path in front_end_files():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for line, what in client_calls(tree) + opensearchpy_imports(tree):
+            problems.append(f"{path.relative_to(ROOT)}:{line}: {what}")
+    assert not problems, "OpenSearch IO outside milco_os/opensearch/:\n" + "\n".join(problems)
+
+
+def test_the_check_finds_a_client_call() -> None:
+    tree = ast.parse("def f(request):\n    request.app.state.client.indices.refresh(index='x')\n    client.info()\n")
+    assert [what for _, what in client_calls(tree)] == ["request.app.state.client.indices.refresh", "client.info"]
+    assert opensearchpy_imports(ast.parse("from opensearchpy.helpers import bulk")) == [(1, "opensearchpy.helpers")]
