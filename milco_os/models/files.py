@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from milco_os.errors import ModelError
+from milco_os.paths import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -102,16 +103,10 @@ def _still_current(path: Path, record_key: str) -> bool:
 
 def _write_fingerprint_cache(cache_file: Path, records: dict[str, str]) -> None:
     """Atomic and best effort: a directory milco-os may not write to is not an error."""
-    tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        tmp.write_text(json.dumps(records, indent=0) + "\n", encoding="utf-8")
-        os.replace(tmp, cache_file)
+        write_text_atomic(cache_file, json.dumps(records, indent=0) + "\n")
     except OSError as e:
         log.debug("%s: not written (%s); the fingerprint is recomputed on the next load", cache_file, e)
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
 
 
 def read_json(path: Path) -> dict[str, Any]:

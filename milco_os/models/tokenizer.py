@@ -20,7 +20,6 @@ import collections
 import functools
 import json
 import logging
-import os
 import shutil
 import threading
 from concurrent.futures import Future
@@ -29,6 +28,7 @@ from typing import Any
 
 from milco_os.errors import ModelError
 from milco_os.models.files import file_signature, quiet_transformers
+from milco_os.paths import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -208,16 +208,10 @@ def _read_verdict(directory: Path) -> dict[str, Any] | None:
 
 def _write_verdict(directory: Path, verdict: dict[str, Any]) -> None:
     path = directory / VERDICT_FILE
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        tmp.write_text(json.dumps(verdict, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(verdict, indent=1) + "\n")
     except OSError as e:
         log.debug("%s: not written (%s)", path, e)
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
 
 
 def check_tokenizer(directory: Path, hf: Any | None = None) -> dict[str, Any]:
