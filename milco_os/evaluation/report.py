@@ -167,6 +167,12 @@ def _system_label(system: Mapping[str, Any]) -> str:
     return f"{system['name']} ({config.get('model', {}).get('name', '')})"
 
 
+def _optional(system: Mapping[str, Any], stat: str, unit: float, fmt: str) -> str:
+    """A stat cell, ``-`` where the system or an older report has none."""
+    value = system.get("stats", {}).get(stat)
+    return "-" if value is None else format(value / unit, fmt)
+
+
 def markdown_table(report: Mapping[str, Any]) -> str:
     """Two Markdown tables: every metric overall (with document terms and timing), then nDCG@10 per language."""
     metrics = report.get("metrics", list(METRICS))
@@ -174,8 +180,9 @@ def markdown_table(report: Mapping[str, Any]) -> str:
         f"**{report['dataset']}**, split {report['split']}: {report['counts']['judged_queries']} queries, "
         f"{report['counts']['documents']} documents, languages {', '.join(report['languages'])}.",
         "",
-        "| system | " + " | ".join(metrics) + " | doc terms (pivot / echo) | index s | search s |",
-        "|---|" + "---:|" * (len(metrics) + 3),
+        "| system | " + " | ".join(metrics)
+        + " | doc terms (pivot / echo) | query terms | index MB | index s | search s |",
+        "|---|" + "---:|" * (len(metrics) + 5),
     ]
     for s in report["systems"]:
         overall = s["metrics"]["overall"]
@@ -184,7 +191,9 @@ def markdown_table(report: Mapping[str, Any]) -> str:
         timing = s.get("timing", {})
         lines.append(
             f"| {_system_label(s)} | " + " | ".join(f"{overall[m]:.3f}" for m in metrics)
-            + f" | {terms_cell} | {timing.get('index_s', 0):.1f} | {timing.get('search_s', 0):.1f} |"
+            + f" | {terms_cell} | {_optional(s, 'avg_query_terms', 1, '.0f')}"
+            + f" | {_optional(s, 'index_bytes', 1e6, '.2f')}"
+            + f" | {timing.get('index_s', 0):.1f} | {timing.get('search_s', 0):.1f} |"
         )
     groups, values = chart_groups(report, "ndcg@10")
     langs = groups[1:]

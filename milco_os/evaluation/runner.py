@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("libreoffice-clir", "libreoffice-mlir")
+DATASETS = ("libreoffice-clir", "libreoffice-mlir", "libreoffice-en")
+#: Datasets built from the English pages alone (``--languages`` does not apply to them).
+ENGLISH_ONLY = ("libreoffice-en",)
 SPLITS = ("dev", "test")
 SYSTEM_KINDS = ("bm25", "dense", "sparse")
 
@@ -162,7 +164,8 @@ def eval_set_dir(cache_dir: Path, dataset: str, split: str, langs: Sequence[str]
 def load_eval_set(dataset: str, split: str, languages: Sequence[str] | None, cache_dir: Path,
                   whole_pages: bool = False) -> tuple[Any, list[str]]:
     """The eval set (built once from the LibreOffice help, then read back from the cache) and its languages.
-    Documents are the head of each page (``DOC_CHARS`` characters) or, with ``whole_pages``, all of it."""
+    Documents are the head of each page (``DOC_CHARS`` characters) or, with ``whole_pages``, all of it.
+    ``libreoffice-en`` needs the English pages only (``languages`` must be None or just English)."""
     check_dataset(dataset, split)
     try:
         from milco_os.datasets import libreoffice
@@ -170,9 +173,14 @@ def load_eval_set(dataset: str, split: str, languages: Sequence[str] | None, cac
         msg = f"--dataset {dataset}: the LibreOffice datasets module cannot be loaded ({e})"
         raise ConfigError(msg) from e
 
+    english = getattr(libreoffice, "ENGLISH", "en-us")
+    if dataset in ENGLISH_ONLY:
+        if languages and [lang.lower() for lang in languages] != [english]:
+            msg = f"--dataset {dataset} is English only ({english}); leave out --languages"
+            raise ConfigError(msg)
+        languages = [english]
     langs = list(languages) if languages else list(libreoffice.DEFAULT_LANGUAGES)
     check_languages(langs, known_languages(libreoffice))
-    english = getattr(libreoffice, "ENGLISH", "en-us")
     if english not in langs:  # both sets need the English pages (the CLIR corpus, the MLIR page list)
         langs = [english, *langs]
     target = eval_set_dir(cache_dir, dataset, split, langs, whole_pages)
@@ -183,6 +191,8 @@ def load_eval_set(dataset: str, split: str, languages: Sequence[str] | None, cac
     max_chars = None if whole_pages else libreoffice.DOC_CHARS
     if dataset == "libreoffice-clir":
         evalset = libreoffice.clir_eval(pages_by_lang, split, langs, max_chars=max_chars)
+    elif dataset == "libreoffice-en":
+        evalset = libreoffice.en_eval(pages_by_lang, split, max_chars=max_chars)
     else:
         evalset = libreoffice.mlir_eval(pages_by_lang, split, langs, max_chars=max_chars)
     libreoffice.write_eval_set(evalset, target)

@@ -34,6 +34,7 @@ from milco_os.opensearch.bm25 import (
 from milco_os.opensearch.bulk import BulkConfig, write_documents
 from milco_os.opensearch.indices import create_index, create_plain_index, delete_index, refresh
 from milco_os.opensearch.ingest import Ingester, batches
+from milco_os.opensearch.measure import force_merge, store_bytes
 from milco_os.opensearch.search import msearch_ids, search
 from milco_os.pruning import Pruning
 from milco_os.specs import IndexSpec, SearchOptions
@@ -127,6 +128,7 @@ def run_bm25(
             advance(len(part))
         refresh(client, index)
         index_s = time.monotonic() - start
+        index_bytes = merged_size(client, index)
         start = time.monotonic()
         run: dict[str, list[str]] = {}
         advance = progress("bm25 search", len(evalset.queries))
@@ -142,8 +144,15 @@ def run_bm25(
     return SystemResult(
         name="bm25", kind="bm25", run=run, config=config,
         timing={"index_s": index_s, "search_s": search_s},
-        stats={"documents": len(corpus)},
+        stats={"documents": len(corpus), "index_bytes": index_bytes},
     )
+
+
+def merged_size(client: OpenSearch, index: str, source_filtered: bool = False) -> int:
+    """The index's primary store in bytes after a merge to one segment (comparable across systems; with a
+    filtered ``_source``, after OpenSearch dropped its transient recovery copy: see ``force_merge``)."""
+    force_merge(client, index, source_filtered=source_filtered, wait_s=90)
+    return store_bytes(client, index)
 
 
 # ------------------------------------------------------------------------------------------ dense
@@ -312,6 +321,8 @@ class _CountingEncoder:
         self.documents = 0
         self.pivot_terms = 0
         self.echo_terms = 0
+        self.queries = 0
+        self.query_terms = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -325,9 +336,19 @@ class _CountingEncoder:
             self.echo_terms += len(pruned.echo)
         return encoded
 
+    def encode_queries(self, texts: Sequence[str]) -> list[Encoded]:
+        encoded = self._inner.encode_queries(texts)
+        self.queries += len(encoded)
+        self.query_terms += sum(len(enc.pivot) + len(enc.echo) for enc in encoded)
+        return encoded
+
     def averages(self) -> dict[str, float]:
         n = max(self.documents, 1)
         return {"pivot": self.pivot_terms / n, "echo": self.echo_terms / n}
+
+    def query_average(self) -> float:
+        """Terms per query as encoded (both views; the search's query pruning, if any, comes after)."""
+        return self.query_terms / max(self.queries, 1)
 
 
 def _views(alpha: float, has_echo: bool) -> str:
@@ -364,6 +385,7 @@ def run_sparse(
         advance = progress(f"{name} index", len(corpus))
         report = ingester.run(corpus, on_batch=lambda n, _r: advance(n), refresh=True)
         index_s = time.monotonic() - start
+        index_bytes = merged_size(client, index)
         if report.failed:
             first = report.failures[0]
             msg = f"{name}: {report.failed} documents could not be indexed (first: {first[0]}: {first[1]})"
@@ -372,7 +394,7 @@ def run_sparse(
         run: dict[str, list[str]] = {}
         advance = progress(f"{name} search", len(evalset.queries))
         for q in evalset.queries:
-            result = search(client, index, q["text"], encoder, options)
+            result = search(client, index, q["text"], counting, options)  # type: ignore[arg-type]
             run[q["id"]] = [h.id for h in result.hits]
             advance(1)
         search_s = time.monotonic() - start
@@ -391,5 +413,6 @@ def run_sparse(
     return SystemResult(
         name=name, kind="sparse", run=run, config=config,
         timing={"index_s": index_s, "search_s": search_s},
-        stats={"documents": report.indexed, "avg_document_terms": counting.averages()},
+        stats={"documents": report.indexed, "avg_document_terms": counting.averages(),
+               "avg_query_terms": counting.query_average(), "index_bytes": index_bytes},
     )

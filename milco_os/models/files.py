@@ -140,7 +140,11 @@ def weight_file(path: Path) -> str | None:
 
 
 def quiet_transformers() -> None:
-    """Silence transformers' warnings and progress bars (milco-os reports problems itself)."""
+    """Silence transformers' warnings and progress bars (milco-os reports problems itself), and torch's
+    deprecation notices that importing torchao (the optional quantisation extra) would print."""
+    import logging
+
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()

@@ -76,7 +76,60 @@ class SctConfig(_Config):
     passage_max_length: int = Field(128, ge=16)
 
 
-def load_config(path: Path, kind: type[_Config]) -> _Config:
+class _CspladeConfig(BaseModel):
+    """What both CSPLADE stages share (spec PART B): SmolLM2-135M with LoRA adapters, English help pages of
+    the train split, a cosine schedule with linear warm-up, resumable checkpoints in ``output``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 42
+    output: Path = Field(..., description="directory for the adapter, the manifest and the log")
+    lr: float = Field(2e-4, gt=0)
+    steps: int = Field(100, ge=1)
+    batch_size: int = Field(8, ge=1)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    lora_rank: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1, description="LoRA scale alpha / rank (alpha = 2r as in the reference code)")
+    lora_layers: int = Field(0, ge=0, description="LoRA on the top N decoder layers only (0: all); the layers "
+                                                  "below run without autograd, which makes a CPU step cheaper")
+    threads: int = Field(0, ge=0, description="torch threads; 0 = torch's default")
+    device: str = Field("cpu", description="torch device, e.g. cuda on a GPU machine")
+    checkpoint_every: int = Field(10, ge=1, description="steps between resumable checkpoints")
+    log_every: int = Field(1, ge=1, description="steps averaged per log record")
+
+
+class CspladeAdaptConfig(_CspladeConfig):
+    """Adaptation phase (spec B3.1): next-token CE on the logits plus lambda_relu x CE on log(1 + ReLU(logits)),
+    on packed sequences of unlabelled English help text."""
+
+    stage: Literal["csplade-adapt"] = "csplade-adapt"
+    sequence_length: int = Field(128, ge=8, description="tokens per packed sequence")
+    lambda_relu: float = Field(1.0, ge=0)
+    probe_texts: int = Field(32, ge=1, description="held-out pages whose pooled vectors measure alive terms")
+
+
+class CspladeConfig(_CspladeConfig):
+    """Contrastive fine-tuning (spec B3.2): InfoNCE over 1 positive + hard negatives + in-batch negatives,
+    FLOPS on queries and documents with a quadratic warm-up of lambda, LoRA on attention and MLP projections,
+    LM head not adapted. Queries: titles of train-split English pages; documents: the pages without their title."""
+
+    stage: Literal["csplade"] = "csplade"
+    variant: Literal["causal", "echo", "bi"] = "causal"
+    init: Path | None = Field(None, description="an adaptation output directory (its adapter is merged first); "
+                                                "none: the raw LM")
+    group_size: int = Field(2, ge=2, description="1 positive + group_size-1 hard negatives per query")
+    negatives: Literal["dense", "random"] = Field("dense", description="hard negatives mined with e5-small")
+    temperature: float = Field(1.0, gt=0)
+    lambda_q: float = Field(3e-3, ge=0)
+    lambda_d: float = Field(3e-3, ge=0)
+    flops_warmup: float = Field(0.3, ge=0, le=1, description="share of steps over which lambda grows quadratically")
+    query_max_length: int = Field(24, ge=4)
+    passage_max_length: int = Field(64, ge=8, description="document tokens in training")
+    document_max_length: int = Field(128, ge=8, description="document tokens at inference (the manifest's)")
+    max_queries: int = Field(2000, ge=1)
+
+
+def load_config(path: Path, kind: type[BaseModel]) -> BaseModel:
     """Read and check a TOML config; relative paths in it are taken relative to the working directory."""
     path = Path(path)
     if not path.is_file():

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from milco_os import loading
 from milco_os.errors import ModelError
 from milco_os.loading import load_dir
 from milco_os.models import layouts
@@ -265,6 +266,8 @@ def test_load_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="config.json"):
         load_csplade_dir(tmp_path / "empty", "m")
+    with pytest.raises(ModelError, match="no config.json"):  # neither a gguf nor an adapter: not CSPLADE
+        loading.family_of(tmp_path / "empty")
     save_tiny(tmp_path / "lm")
     with pytest.raises(ModelError, match="'sideways'.*causal, echo, bi"):
         load_csplade_dir(tmp_path / "lm", "m", variant="sideways")
@@ -299,6 +302,10 @@ def test_load_lora_adapter_dir(tmp_path: Path) -> None:
     np.testing.assert_allclose(dense, expected, rtol=1e-4, atol=1e-5)
     assert encoder.info.fingerprint != load_csplade_dir(tmp_path / "base", "b", variant="bi").info.fingerprint
     assert layouts.csplade_layout(tmp_path / "adapter", "bi").fingerprint == encoder.info.fingerprint
+    # An adapter directory has no config.json of its own: the loading factory routes it here too.
+    assert loading.family_of(tmp_path / "adapter") == "csplade"
+    assert loading.fingerprint(tmp_path / "adapter", variant="bi") == encoder.info.fingerprint
+    assert load_dir(tmp_path / "adapter", variant="bi").info.fingerprint == encoder.info.fingerprint
 
     config["base_model_name_or_path"] = "org/not-here"
     config_file.write_text(json.dumps(config))
@@ -359,6 +366,13 @@ def test_load_gguf_dir(tmp_path: Path) -> None:
         expected = CSpladeModule(lm, "echo")(ids, mask)[0]
         got = encoder.model(ids, mask)[0]
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    # No config.json: the loading factory still routes the directory to CSPLADE, with the same fingerprint.
+    assert not (tmp_path / "config.json").exists() and loading.family_of(tmp_path) == "csplade"
+    assert loading.fingerprint(tmp_path, variant="echo") == encoder.info.fingerprint
+    routed = load_dir(tmp_path, variant="echo")
+    assert routed.info.fingerprint == encoder.info.fingerprint and routed.info.details["gguf_file"] == "tiny-f32.gguf"
+    with torch.no_grad():
+        torch.testing.assert_close(routed.model(ids, mask)[0], expected, rtol=1e-5, atol=1e-6)
     write_tiny_gguf(lm, tmp_path / "second.gguf")
     with pytest.raises(ModelError, match="several"):
         load_csplade_dir(tmp_path, "gguf")

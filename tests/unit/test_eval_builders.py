@@ -178,7 +178,8 @@ def test_report_json_chart_and_markdown(tmp_path: Path) -> None:
         SystemResult("bm25", "bm25", perfect, {"analyzer": "language"}, {"index_s": 0.5, "search_s": 0.25}),
         SystemResult("sparse", "sparse", {}, {"model": {"name": "m", "fingerprint": "sha256:x"}, "alpha": 1.0,
                                               "document_pruning": {"pivot": "top_k:64", "echo": "top_k:64"}},
-                     {"index_s": 1.0, "search_s": 2.0}, {"avg_document_terms": {"pivot": 60.4, "echo": 12.0}}),
+                     {"index_s": 1.0, "search_s": 2.0}, {"avg_document_terms": {"pivot": 60.4, "echo": 12.0},
+                                                         "avg_query_terms": 17.6, "index_bytes": 2_500_000}),
     ]
     report, per_query = build_report(evalset, results, dataset="libreoffice-clir", split="dev", languages=["de", "fr"])
     bm25, sparse = report["systems"]
@@ -195,8 +196,8 @@ def test_report_json_chart_and_markdown(tmp_path: Path) -> None:
     assert json.loads(paths["per_query"].read_text())["bm25"]["de0"]["mrr@10"] == 1.0
 
     table = markdown_table(report)
-    assert "| bm25 (language analyzers) | 1.000 | 1.000 | 1.000 | - | 0.5 | 0.2 |" in table
-    assert "sparse (m, α=1.0, prune top_k:64) | 0.000" in table and "60 / 12" in table
+    assert "| bm25 (language analyzers) | 1.000 | 1.000 | 1.000 | - | - | - | 0.5 | 0.2 |" in table
+    assert "sparse (m, α=1.0, prune top_k:64) | 0.000" in table and "| 60 / 12 | 18 | 2.50 | 1.0 | 2.0 |" in table
     assert "| system | de | fr | ja |" in table
 
     overall, per_lang = eval_tables(report)
@@ -285,3 +286,64 @@ def test_judged_queries_makes_ids_strings() -> None:
     subset, skipped = judged_queries(evalset)
     assert skipped == 0 and subset.qrels == {"1": {"7": 1}}
     assert subset.queries[0]["id"] == "1" and subset.corpus[0]["id"] == "7"
+
+
+# ------------------------------------------------------------------------------------------ libreoffice-en
+def _paths_in(split: str, n: int) -> list[str]:
+    from milco_os.datasets.libreoffice import split_of
+
+    found = [p for p in (f"swriter/guide/page{i}.html" for i in range(500)) if split_of(p) == split]
+    return found[:n]
+
+
+def _english_pages() -> dict[str, dict]:
+    from milco_os.datasets.libreoffice import Page
+
+    test, dev = _paths_in("test", 4), _paths_in("dev", 1)
+    pages = {
+        test[0]: Page(test[0], "en-us", "Insert Table",
+                      {"h": "Insert Table", "p1": "Choose Table - Insert to add rows."}),
+        test[1]: Page(test[1], "en-us", "Page Orientation", {"p1": "Portrait or landscape.", "p2": "Format - Page."}),
+        test[2]: Page(test[2], "en-us", "Only A Title", {"h": "Only A Title"}),  # no text besides the title
+        test[3]: Page(test[3], "en-us", " ", {"p1": "A page without a title."}),
+        dev[0]: Page(dev[0], "en-us", "Dev Page", {"p1": "Held out for dev."}),
+    }
+    return {"en-us": pages}
+
+
+def test_libreoffice_en_queries_corpus_and_qrels() -> None:
+    from milco_os.datasets.libreoffice import en_eval
+
+    pages = _english_pages()
+    test = _paths_in("test", 4)
+    evalset = en_eval(pages, "test")
+    assert evalset.name == "libreoffice-en-test"
+    # The split's pages only; no title copied into the text; empty pages and untitled pages left out.
+    assert [d["id"] for d in evalset.corpus] == sorted(test[:2])
+    texts = {d["id"]: d["text"] for d in evalset.corpus}
+    assert texts[test[0]] == "Choose Table - Insert to add rows."
+    assert texts[test[1]] == "Portrait or landscape. Format - Page."
+    assert {d["lang"] for d in evalset.corpus} == {"en-us"}
+    assert {q["text"] for q in evalset.queries} == {"Insert Table", "Page Orientation"}
+    assert all(q["text"] not in texts[q["id"].split(":", 1)[1]] for q in evalset.queries)
+    assert evalset.qrels == {f"en-us:{p}": {p: 1} for p in test[:2]}
+    dev = _paths_in("dev", 1)[0]
+    assert en_eval(pages, "dev").corpus == [{"id": dev, "text": "Held out for dev.", "lang": "en-us"}]
+    assert en_eval(pages, "test", max_chars=10).corpus[0]["text"] == "Choose"
+
+
+def test_load_eval_set_builds_libreoffice_en_from_english_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from milco_os.datasets import libreoffice
+    from milco_os.evaluation.runner import load_eval_set
+
+    fetched: list[list[str]] = []
+    monkeypatch.setattr(libreoffice, "fetch_help", lambda langs, cache: fetched.append(list(langs)) or tmp_path)
+    monkeypatch.setattr(libreoffice, "load_pages", lambda root, lang: _english_pages()[lang])
+    check_dataset("libreoffice-en", "test")
+    evalset, langs = load_eval_set("libreoffice-en", "test", None, tmp_path)
+    assert fetched == [["en-us"]] and langs == ["en-us"]
+    assert len(evalset.corpus) == len(evalset.queries) == 2
+    again, _ = load_eval_set("libreoffice-en", "test", ["en-us"], tmp_path)  # read back from the cache
+    assert fetched == [["en-us"]] and again.qrels == evalset.qrels
+    with pytest.raises(ConfigError, match="English only"):
+        load_eval_set("libreoffice-en", "test", ["de"], tmp_path)

