@@ -118,6 +118,17 @@ class ModelInfo:
     max_query_length: int = DEFAULT_MAX_QUERY_LENGTH
     max_document_length: int = DEFAULT_MAX_DOCUMENT_LENGTH
     details: dict[str, Any] = field(default_factory=dict)
+    #: When set, the encoder keeps only this many pivot terms per query / document (the heaviest, ties by
+    #: term id): for models trained with top-k masking (csplade-mini). None keeps every non-zero term.
+    query_top_k: int | None = None
+    document_top_k: int | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("query_top_k", "document_top_k"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                msg = f"ModelInfo: {key} is {value!r}; expected a positive integer or None"
+                raise ValueError(msg)
 
 
 def vocab_from_tokenizer(tokenizer: Any, name: str) -> Vocab:

@@ -216,8 +216,13 @@ def load_csplade_dir(path: Path, name: str, variant: str | None = None, **encode
     """A Hugging Face causal-LM directory (config.json + weights, or one ``*.gguf``), optionally a LoRA
     adapter directory (``adapter_config.json``) over a local base, as a CSPLADE :class:`TorchEncoder`.
 
-    ``csplade_config.json`` next to the weights may set ``variant``, ``chunk_size``, ``max_query_length`` and
-    ``max_document_length``; the ``variant`` argument overrides the file (default ``causal``).
+    ``csplade_config.json`` next to the weights may set ``variant``, ``chunk_size``, ``max_query_length``,
+    ``max_document_length``, ``query_top_k`` and ``document_top_k``; the ``variant`` argument overrides the
+    file (default ``causal``). The two top-k keys are for a model trained with top-k masking (csplade-mini
+    keeps the 16 / 64 heaviest terms): every query / document vector it encodes then holds at most that many
+    pivot terms, its heaviest (ties by term id), wherever it is used (search, ingest, the service, ONNX
+    exports, which record them in ``milco_os_model.json``); without them every non-zero term is kept. They
+    are part of the fingerprint, so an index built with one setting refuses a model loaded with another.
     """
     from milco_os.runtime.torch_runtime import TorchEncoder
 
@@ -272,6 +277,8 @@ def load_csplade_dir(path: Path, name: str, variant: str | None = None, **encode
         echo_vocab=None,
         max_query_length=layout.max_query_length,
         max_document_length=layout.max_document_length,
+        query_top_k=layout.query_top_k,
+        document_top_k=layout.document_top_k,
         details={
             "path": str(path),
             "variant": layout.variant,

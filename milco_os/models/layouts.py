@@ -150,7 +150,9 @@ CSPLADE_DEFAULT_VARIANT = "causal"
 #: Positions per LM-head chunk: [B, 32, 128k] fp32 logits for B = 32 is ~0.5 GB.
 CSPLADE_DEFAULT_CHUNK_SIZE = 32
 SIDECAR_FILE = "csplade_config.json"
-SIDECAR_KEYS = ("variant", "chunk_size", "max_query_length", "max_document_length")
+#: Every key but ``variant`` is an optional positive integer; ``query_top_k`` / ``document_top_k`` (for a
+#: model trained with top-k masking) make the encoder keep only that many pivot terms per text.
+SIDECAR_KEYS = ("variant", "chunk_size", "max_query_length", "max_document_length", "query_top_k", "document_top_k")
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -165,6 +167,9 @@ class CSpladeLayout:
     chunk_size: int
     max_query_length: int
     max_document_length: int
+    #: None: every non-zero term is kept.
+    query_top_k: int | None
+    document_top_k: int | None
     #: The causal-LM directory: ``path`` itself, or the base a LoRA adapter directory names.
     model_dir: Path
     adapter: bool
@@ -265,6 +270,7 @@ def csplade_layout(path: Path, variant: str | None = None) -> CSpladeLayout:
     chunk_size = int(sidecar.get("chunk_size") or CSPLADE_DEFAULT_CHUNK_SIZE)
     max_query_length = int(sidecar.get("max_query_length") or DEFAULT_MAX_QUERY_LENGTH)
     max_document_length = int(sidecar.get("max_document_length") or DEFAULT_MAX_DOCUMENT_LENGTH)
+    query_top_k, document_top_k = sidecar.get("query_top_k"), sidecar.get("document_top_k")
 
     adapter = (path / ADAPTER_CONFIG).is_file()
     model_dir = adapter_base(path) if adapter else path
@@ -276,15 +282,21 @@ def csplade_layout(path: Path, variant: str | None = None) -> CSpladeLayout:
             msg = f"{path}: {ADAPTER_CONFIG} but no adapter weights; expected one of {', '.join(ADAPTER_WEIGHTS)}"
             raise ModelError(msg)
         fingerprints.append(fingerprint_dir(path, [ADAPTER_CONFIG, adapter_weights[0]]))
+    # The variant, lengths and top-k change the vectors, not the files: they are part of the identity. The
+    # top-k part is added only when set, so directories without it keep the fingerprints they had.
+    identity = [f"variant={chosen}", f"lengths={max_query_length}/{max_document_length}"]
+    if query_top_k is not None or document_top_k is not None:
+        identity.append(f"top_k={query_top_k}/{document_top_k}")
     return CSpladeLayout(
         path=path,
         variant=chosen,
         chunk_size=chunk_size,
         max_query_length=max_query_length,
         max_document_length=max_document_length,
+        query_top_k=query_top_k,
+        document_top_k=document_top_k,
         model_dir=model_dir,
         adapter=adapter,
         gguf_file=gguf_file,
-        # The variant and lengths change the vectors, not the files: they are part of the identity.
-        fingerprint=combine(*fingerprints, f"variant={chosen}", f"lengths={max_query_length}/{max_document_length}"),
+        fingerprint=combine(*fingerprints, *identity),
     )

@@ -7,7 +7,8 @@ windows, the pivot view is max-merged over windows (SPLADE's own pooling). The e
 weights within a window (MILCO's LexEcho) and, by default, takes the largest such sum over windows
 (``window_merge="max"``), so that a page's echo weights do not grow with its length: with a sum over all
 windows, long pages outscored the right page for any query (issue 11). ``window_merge="sum"`` counts
-every position once over the whole text instead.
+every position once over the whole text instead. A model trained with top-k masking says so in its
+:class:`ModelInfo` (``query_top_k`` / ``document_top_k``): its merged pivot view is then cut to that many terms.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from milco_os.errors import EncodingError, ModelError
+from milco_os.pruning import Prune
 from milco_os.types import (
     Encoded,
     ModelInfo,
@@ -41,6 +43,16 @@ def validate_texts(texts: Any) -> list[str]:
             msg = f"texts[{i}] is {kind}; every text must be a string"
             raise EncodingError(msg)
     return out
+
+
+def keep_top_k(encoded: list[Encoded], k: int | None) -> list[Encoded]:
+    """The model's own top-k (``ModelInfo.query_top_k`` / ``document_top_k``): each pivot view cut to its
+    ``k`` heaviest terms (ties by term id, :func:`milco_os.pruning.top_k`), after the windows are merged; the
+    echo view is left as it is. ``k = None``: unchanged."""
+    if k is None:
+        return encoded
+    rule = Prune("top_k", k)
+    return [Encoded(rule.apply(e.pivot), e.echo) for e in encoded]
 
 
 @dataclass
@@ -99,10 +111,12 @@ class SparseEncoder:
         return self.info.echo_vocab is not None
 
     def encode_queries(self, texts: Sequence[str]) -> list[Encoded]:
-        return self._encode(validate_texts(texts), self.info.max_query_length)
+        encoded = self._encode(validate_texts(texts), self.info.max_query_length)
+        return keep_top_k(encoded, self.info.query_top_k)
 
     def encode_documents(self, texts: Sequence[str]) -> list[Encoded]:
-        return self._encode(validate_texts(texts), self.info.max_document_length)
+        encoded = self._encode(validate_texts(texts), self.info.max_document_length)
+        return keep_top_k(encoded, self.info.document_top_k)
 
     # ------------------------------------------------------------------ runtime hook
     def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -205,6 +219,8 @@ def save_model_info(info: ModelInfo, directory: Path) -> None:
         "fingerprint": info.fingerprint,
         "max_query_length": info.max_query_length,
         "max_document_length": info.max_document_length,
+        "query_top_k": info.query_top_k,
+        "document_top_k": info.document_top_k,
         "pivot_vocab": info.pivot_vocab.name,
         "echo_vocab": info.echo_vocab.name if info.echo_vocab is not None else None,
         "details": info.details,
@@ -243,7 +259,13 @@ def load_model_info(directory: Path) -> ModelInfo:
             max_query_length=int(record["max_query_length"]),
             max_document_length=int(record["max_document_length"]),
             details=dict(record.get("details") or {}),
+            # Absent in exports written before these keys existed: no top-k.
+            query_top_k=record.get("query_top_k"),
+            document_top_k=record.get("document_top_k"),
         )
     except KeyError as e:
         msg = f"{directory / MODEL_INFO_FILE}: missing key {e}"
+        raise ModelError(msg) from e
+    except ValueError as e:
+        msg = f"{directory / MODEL_INFO_FILE}: {e}"
         raise ModelError(msg) from e

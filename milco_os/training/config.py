@@ -127,6 +127,9 @@ class CspladeConfig(_CspladeConfig):
     passage_max_length: int = Field(64, ge=8, description="document tokens in training")
     document_max_length: int = Field(128, ge=8, description="document tokens at inference (the manifest's)")
     max_queries: int = Field(2000, ge=1)
+    query_top_k: int = Field(0, ge=0, description="keep the k heaviest terms of each query in training (0: all); "
+                                                  "the manifest makes it the model's query pruning")
+    document_top_k: int = Field(0, ge=0, description="the same for documents")
 
 
 def load_config(path: Path, kind: type[BaseModel]) -> BaseModel:

@@ -233,6 +233,20 @@ def run_adapt(config: CspladeAdaptConfig, cache_dir: Path, progress: Progress = 
 
 
 # ------------------------------------------------------------------------------------- contrastive
+def alive(x: torch.Tensor) -> float:
+    """Mean number of terms with a positive weight per row."""
+    return float((x > 0).sum(1).float().mean())
+
+
+def keep_top_k(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``x`` [B, V] with all but the ``k`` largest entries of each row set to 0 (``k = 0``: unchanged); the
+    gradient flows through the kept entries only, as it would through an index pruned to top-k."""
+    if k <= 0 or k >= x.shape[1]:
+        return x
+    values, ids = x.topk(k, dim=1)
+    return torch.zeros_like(x).scatter(1, ids, values)
+
+
 def flops(x: torch.Tensor) -> torch.Tensor:
     """FLOPS regulariser (Paria et al. 2020): sum over terms of the squared batch-mean weight."""
     return (x.abs().mean(0) ** 2).sum()
@@ -311,8 +325,9 @@ def run_contrastive(config: CspladeConfig, cache_dir: Path, progress: Progress =
             q_ids, q_mask = _tokens(tokenizer, [queries[r] for r in rows], config.query_max_length, config.device)
             docs = [passages[int(p)] for r in rows for p in groups[r]]
             d_ids, d_mask = _tokens(tokenizer, docs, config.passage_max_length, config.device)
-            q, _ = module(q_ids, q_mask)
-            d, _ = module(d_ids, d_mask)
+            q_all, _ = module(q_ids, q_mask)
+            d_all, _ = module(d_ids, d_mask)
+            q, d = keep_top_k(q_all, config.query_top_k), keep_top_k(d_all, config.document_top_k)
             scores = q @ d.T / config.temperature  # [B, B*g]: own group + every other query's passages
             target = torch.arange(len(rows), device=scores.device) * g
             rank_loss = F.cross_entropy(scores, target)
@@ -324,7 +339,7 @@ def run_contrastive(config: CspladeConfig, cache_dir: Path, progress: Progress =
             optimizer.step()
             schedule.step()
             steps.add(step, loss=loss.item(), rank_loss=rank_loss.item(), flops_q=reg_q.item(), flops_d=reg_d.item(),
-                      q_terms=float((q > 0).sum(1).float().mean()), d_terms=float((d > 0).sum(1).float().mean()),
+                      q_terms=alive(q_all), d_terms=alive(d_all), q_kept=alive(q), d_kept=alive(d),
                       top1=float((scores.argmax(1) == target).float().mean()))
             if (step + 1) % config.checkpoint_every == 0:
                 checkpoint.save(step + 1)
@@ -340,6 +355,7 @@ def run_contrastive(config: CspladeConfig, cache_dir: Path, progress: Progress =
     _write_json(output / "manifest.json", {
         "name": csplade_mini.NAME, "variant": config.variant, "base": _base_record(),
         "max_query_length": config.query_max_length, "max_document_length": config.document_max_length,
+        "query_top_k": config.query_top_k or None, "document_top_k": config.document_top_k or None,
         "training": {**init_manifest.get("training", {}), config.stage: config.model_dump(mode="json")},
         "contrastive": {"queries": len(queries), "seconds": round(time.monotonic() - start)},
         "hardware": {**init_manifest.get("hardware", {}), config.stage: _hardware(config)},

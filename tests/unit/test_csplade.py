@@ -25,6 +25,8 @@ from milco_os.models.csplade import (
     merge_lora,
 )
 from milco_os.models.pooling import splade_pool
+from milco_os.models.sources import csplade_mini
+from milco_os.types import ModelInfo, Vocab
 
 VOCAB = 300
 ATTN = ("sdpa", "eager")
@@ -262,6 +264,72 @@ def test_sidecar_and_variant_override(tmp_path: Path) -> None:
     assert not (np.array_equal(a.ids, b.ids) and np.allclose(a.weights, b.weights))
 
 
+def write_sidecar(directory: Path, **keys: object) -> None:
+    (directory / "csplade_config.json").write_text(json.dumps(keys))
+
+
+def test_sidecar_top_k_keeps_the_heaviest_pivot_terms(tmp_path: Path) -> None:
+    """query_top_k / document_top_k (a model trained with top-k masking): every vector holds at most k pivot
+    terms, the k heaviest of the unpruned model's vector (ties by id), also for a document split into windows."""
+    save_tiny(tmp_path)
+    write_sidecar(tmp_path, max_document_length=6)  # short windows: the long text below spans several
+    full = load_csplade_dir(tmp_path, "m")
+    assert (full.info.query_top_k, full.info.document_top_k) == (None, None)
+    write_sidecar(tmp_path, max_document_length=6, query_top_k=None, document_top_k=None)  # null = absent
+    assert layouts.fingerprint(tmp_path) == full.info.fingerprint
+    write_sidecar(tmp_path, max_document_length=6, query_top_k=2, document_top_k=3)
+    pruned = load_csplade_dir(tmp_path, "m")
+    assert (pruned.info.query_top_k, pruned.info.document_top_k) == (2, 3)
+    # the top-k changes the vectors, so it changes the fingerprint (index _meta checks), read off the files too
+    assert pruned.info.fingerprint != full.info.fingerprint
+    assert layouts.fingerprint(tmp_path) == pruned.info.fingerprint == load_dir(tmp_path).info.fingerprint
+    texts = ["hot green tea", "the dog and the cat sun solar panel volcano lava water heart attack blood"]
+    for k, got, want in (
+        (2, pruned.encode_queries(texts), full.encode_queries(texts)),
+        (3, pruned.encode_documents(texts), full.encode_documents(texts)),
+    ):
+        for g, w in zip(got, want, strict=True):
+            assert len(w.pivot) > 10 and len(g.pivot) == k
+            top = w.pivot.sorted()
+            np.testing.assert_array_equal(np.sort(g.pivot.ids), np.sort(top.ids[:k]))
+            assert g.pivot.to_terms() == dict(list(w.pivot.to_terms().items())[:k])
+            assert len(g.echo) == len(w.echo) == 0  # no echo view here; the rule never touches it
+    assert pruned.encode_documents([""])[0].pivot.ids.size == 0
+
+
+@pytest.mark.parametrize("key", ["query_top_k", "document_top_k"])
+@pytest.mark.parametrize("value", [0, -1, "x", 2.5, True])
+def test_sidecar_rejects_bad_top_k(tmp_path: Path, key: str, value: object) -> None:
+    save_tiny(tmp_path)
+    write_sidecar(tmp_path, **{key: value})
+    with pytest.raises(ModelError, match=f"csplade_config.json: {key} is {value!r}; expected a positive integer"):
+        load_csplade_dir(tmp_path, "m")
+    with pytest.raises(ModelError, match=key):
+        layouts.fingerprint(tmp_path)
+
+
+def test_model_info_top_k_must_be_positive() -> None:
+    vocab = Vocab("v", ("a", "b"))
+    assert ModelInfo("m", "csplade", "sha256:0", vocab, None, query_top_k=1).query_top_k == 1
+    with pytest.raises(ValueError, match="document_top_k is 0"):
+        ModelInfo("m", "csplade", "sha256:0", vocab, None, document_top_k=0)
+
+
+def test_csplade_mini_manifest_passes_top_k_to_the_sidecar(tmp_path: Path) -> None:
+    """The training driver writes query_top_k / document_top_k into manifest.json (null: no masking)."""
+    keys = {"variant": "bi", "max_query_length": 8, "max_document_length": 16}
+    manifest = {"name": "csplade-mini", **keys}
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "query_top_k": 16, "document_top_k": 64}))
+    read = csplade_mini.read_manifest(tmp_path)
+    assert csplade_mini.sidecar(read) == {**keys, "query_top_k": 16, "document_top_k": 64}
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "query_top_k": None, "document_top_k": None}))
+    assert csplade_mini.sidecar(csplade_mini.read_manifest(tmp_path)) == keys
+    for key, value in (("query_top_k", 0), ("document_top_k", "64")):
+        (tmp_path / "manifest.json").write_text(json.dumps({**manifest, key: value}))
+        with pytest.raises(ModelError, match=f"{key} is {value!r}"):
+            csplade_mini.read_manifest(tmp_path)
+
+
 def test_load_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="config.json"):
@@ -393,6 +461,35 @@ def test_onnx_export_matches_torch_at_every_length(tmp_path: Path, variant: str)
         dense = np.zeros((2, VOCAB), dtype=np.float32)
         dense[0, a.ids], dense[1, b.ids] = a.weights, b.weights
         np.testing.assert_allclose(dense[1], dense[0], rtol=1e-4, atol=1e-5)
+
+
+def test_onnx_export_keeps_the_top_k(tmp_path: Path) -> None:
+    from milco_os.runtime.export import export_onnx
+    from milco_os.runtime.onnx_runtime import load_onnx_dir
+
+    save_tiny(tmp_path / "lm")
+    write_sidecar(tmp_path / "lm", query_top_k=2, document_top_k=3)
+    encoder = load_csplade_dir(tmp_path / "lm", "t")
+    export_onnx(encoder, tmp_path / "onnx")
+    record = json.loads((tmp_path / "onnx" / "milco_os_model.json").read_text())
+    assert (record["query_top_k"], record["document_top_k"]) == (2, 3)
+    onnx = load_onnx_dir(tmp_path / "onnx")
+    assert (onnx.info.query_top_k, onnx.info.document_top_k) == (2, 3)
+    assert onnx.info.fingerprint == encoder.info.fingerprint
+    texts = ["hot green tea", "the dog and the cat sun solar panel volcano lava water heart attack"]
+    for k, a, b in ((2, encoder.encode_queries(texts), onnx.encode_queries(texts)),
+                    (3, encoder.encode_documents(texts), onnx.encode_documents(texts))):
+        for x, y in zip(a, b, strict=True):
+            assert len(x.pivot) == len(y.pivot) == k
+            np.testing.assert_array_equal(x.pivot.sorted().ids, y.pivot.sorted().ids)
+            np.testing.assert_allclose(x.pivot.sorted().weights, y.pivot.sorted().weights, rtol=1e-4, atol=1e-5)
+    # an export written before these keys existed loads without a top-k
+    for key in ("query_top_k", "document_top_k"):
+        del record[key]
+    (tmp_path / "onnx" / "milco_os_model.json").write_text(json.dumps(record))
+    old = load_onnx_dir(tmp_path / "onnx")
+    assert (old.info.query_top_k, old.info.document_top_k) == (None, None)
+    assert len(old.encode_documents(texts[:1])[0].pivot) > 10
 
 
 # ------------------------------------------------------------------------------------------ adaptation

@@ -321,14 +321,20 @@ def test_assemble_after_running_as_bi_saves_a_causal_config(base: Base, tmp_path
     with torch.no_grad():
         bi = CSpladeModule(lm, "bi")(ids, mask)[0]
     assert lm.config.is_causal is False
-    manifest = {"name": "csplade-mini", "variant": "bi", "max_query_length": 16, "max_document_length": 32}
+    manifest = {"name": "csplade-mini", "variant": "bi", "max_query_length": 16, "max_document_length": 32,
+                "query_top_k": None, "document_top_k": 5}  # as the training driver writes them
     target = csplade_mini.assemble(lm, base.tokenizer, manifest, tmp_path / "bi")
+    sidecar = json.loads((target / layouts.SIDECAR_FILE).read_text())
+    assert sidecar == {"variant": "bi", "max_query_length": 16, "max_document_length": 32, "document_top_k": 5}
     assert lm.config.is_causal is False  # the caller's model is left as it was
     assert "is_causal" not in json.loads((target / "config.json").read_text())
     assert (target / ".complete").is_file() and not (tmp_path / "bi.partial").exists()
     with torch.no_grad():
         loaded_bi = loading.load_dir(target)
         assert loaded_bi.info.details["variant"] == "bi"
+        assert (loaded_bi.info.query_top_k, loaded_bi.info.document_top_k) == (None, 5)
+        assert len(loaded_bi.encode_documents([TEXTS[1]])[0].pivot) == 5
+        assert len(loaded_bi.encode_queries([TEXTS[1]])[0].pivot) > 100
         torch.testing.assert_close(loaded_bi.model(ids, mask)[0], bi, rtol=1e-4, atol=1e-4)
         causal = loading.load_dir(target, variant="causal")
         want = CSpladeModule(base.fresh(), "causal")(ids, mask)[0]
@@ -353,6 +359,8 @@ def test_delta_without_adaptation_and_malformed_deltas(base: Base, tmp_path: Pat
         ({"variant": "sideways"}, "variant is 'sideways'"),
         ({"max_query_length": 0}, "max_query_length is 0"),
         ({"max_document_length": None}, "max_document_length is None"),
+        ({"document_top_k": 0}, "document_top_k is 0"),
+        ({"query_top_k": "16"}, "query_top_k is '16'"),
         ({"name": "milco-mini"}, "name is 'milco-mini'"),
     ):
         (bad / "manifest.json").write_text(json.dumps({**good, **change}))

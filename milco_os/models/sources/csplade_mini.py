@@ -6,11 +6,11 @@
     contrastive/ LoRA adapter of the contrastive phase (spec B3.2), trained on the base with adapt merged
 
 The delta (the two adapter directories and ``manifest.json``: name, variant, max query / document lengths,
-base and training records) is committed under ``milco_os/models/csplade_mini/`` by the training driver
-(:mod:`milco_os.training.csplade`). :func:`build_model` merges the adapters into the base, in that order,
-and writes a plain Hugging Face causal-LM directory (config.json, fp32 model.safetensors, tokenizer files,
-``csplade_config.json``) into the cache, which :func:`milco_os.loading.load_dir` loads as a CSPLADE model
-without peft.
+the query / document top-k of its top-k masked training (null: none), base and training records) is
+committed under ``milco_os/models/csplade_mini/`` by the training driver (:mod:`milco_os.training.csplade`).
+:func:`build_model` merges the adapters into the base, in that order, and writes a plain Hugging Face
+causal-LM directory (config.json, fp32 model.safetensors, tokenizer files, ``csplade_config.json``) into the
+cache, which :func:`milco_os.loading.load_dir` loads as a CSPLADE model without peft.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ REQUIRED_PHASES = ("contrastive",)
 #: Written next to the assembled model: where it came from (not read by the loader).
 PROVENANCE_FILE = "csplade_mini.json"
 _LENGTH_KEYS = ("max_query_length", "max_document_length")
+#: Optional (absent or null: every term is kept); carried into the sidecar, where the encoder applies them.
+_TOP_K_KEYS = ("query_top_k", "document_top_k")
 
 
 def load_base(cache_dir: Path) -> tuple[Any, Any]:
@@ -109,6 +111,11 @@ def read_manifest(delta_dir: Path = DELTA_DIR) -> dict[str, Any]:
         value = manifest.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             msg = f"{path}: {key} is {value!r}; expected a positive integer"
+            raise ModelError(msg)
+    for key in _TOP_K_KEYS:
+        value = manifest.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            msg = f"{path}: {key} is {value!r}; expected a positive integer or null"
             raise ModelError(msg)
     return manifest
 
@@ -207,7 +214,8 @@ def merge_delta(lm: Any, delta_dir: Path = DELTA_DIR) -> Any:
 
 # ---------------------------------------------------------------------------------------------- assembly
 def sidecar(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The ``csplade_config.json`` of the assembled model (the keys :func:`layouts.read_sidecar` reads)."""
+    """The ``csplade_config.json`` of the assembled model (the keys :func:`layouts.read_sidecar` reads, among
+    them ``query_top_k`` / ``document_top_k``; null or absent ones are left out)."""
     return {key: manifest[key] for key in SIDECAR_KEYS if manifest.get(key) is not None}
 
 

@@ -1,0 +1,62 @@
+"""Alive terms per step of CSPLADE contrastive runs (the dying-ReLU reading of spec B3.1 / B6), from their
+``train.log.jsonl``: one chart with the mean number of positive-weight terms per query and per document,
+and a Markdown table of each run's first, middle and last records.
+
+    .venv/bin/python bench/csplade_runs.py docs/csplade/runs/*.jsonl --out docs/csplade/runs.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def read_log(path: Path) -> list[dict]:
+    """The per-step records of a contrastive run (those with ``q_terms``)."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r for r in rows if "q_terms" in r]
+
+
+def summary(name: str, rows: list[dict]) -> str:
+    picks = [rows[0], rows[len(rows) // 2], rows[-1]]
+    cells = [f"step {r['step']}: {r['q_terms']:.0f} / {r['d_terms']:.0f}, loss {r['rank_loss']:.2f}" for r in picks]
+    return f"| {name} | " + " | ".join(cells) + " |"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("logs", nargs="+", type=Path, help="train.log.jsonl files (the name is the file's stem)")
+    parser.add_argument("--out", type=Path, required=True, help="chart (PNG)")
+    args = parser.parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    print("| run | first (query / document terms) | middle | last |\n|---|---|---|---|")
+    for path in args.logs:
+        rows = read_log(path)
+        if not rows:
+            continue
+        name = path.stem.removesuffix(".log")
+        steps = [r["step"] for r in rows]
+        for ax, key in zip(axes, ("q_terms", "d_terms"), strict=True):
+            ax.plot(steps, [max(r[key], 0.5) for r in rows], label=name)
+        print(summary(name, rows))
+    for ax, title in zip(axes, ("queries", "documents"), strict=True):
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(f"alive terms per {title[:-1]} (log; 0 drawn at 0.5)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("terms with a positive weight (of 49,152)")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=110)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
