@@ -18,9 +18,15 @@ def read_log(path: Path) -> list[dict]:
     return [r for r in rows if "q_terms" in r]
 
 
-def summary(name: str, rows: list[dict]) -> str:
-    picks = [rows[0], rows[len(rows) // 2], rows[-1]]
-    cells = [f"step {r['step']}: {r['q_terms']:.0f} / {r['d_terms']:.0f}, loss {r['rank_loss']:.2f}" for r in picks]
+def summary(name: str, rows: list[dict], window: int = 10) -> str:
+    """A table row: mean query / document terms and ranking loss over the first, middle and last
+    ``window`` logged steps (single steps are noisy at batch size 4)."""
+    middle = max(0, len(rows) // 2 - window // 2)
+    cells = []
+    for part in (rows[:window], rows[middle : middle + window], rows[-window:]):
+        mean = {k: sum(r[k] for r in part) / len(part) for k in ("q_terms", "d_terms", "rank_loss")}
+        steps = f"{part[0]['step']}-{part[-1]['step']}"
+        cells.append(f"{steps}: {mean['q_terms']:.0f} / {mean['d_terms']:.0f}, loss {mean['rank_loss']:.2f}")
     return f"| {name} | " + " | ".join(cells) + " |"
 
 
@@ -35,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    print("| run | first (query / document terms) | middle | last |\n|---|---|---|---|")
+    print("| run | first steps: query / document terms, ranking loss | middle | last |\n|---|---|---|---|")
     for path in args.logs:
         rows = read_log(path)
         if not rows:

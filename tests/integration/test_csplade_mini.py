@@ -1,0 +1,60 @@
+"""csplade-mini (CSPLADE on the package-shipped SmolLM2-135M + the committed LoRA delta) end to end: the CLI
+prints English terms, its own default pruning holds, and OpenSearch's inverted index retrieves with it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from milco_os.opensearch.indices import create_index
+from milco_os.opensearch.ingest import Ingester
+from milco_os.opensearch.search import search
+from milco_os.specs import SearchOptions
+
+DOCS = [
+    {"id": "toc", "text": "To insert a table of contents, choose Insert - Table of Contents and Index. The table of "
+                          "contents lists the headings of the document with their page numbers."},
+    {"id": "chart", "text": "A chart shows the values of a spreadsheet range as bars, lines or pie slices. Double-click "
+                            "the chart to edit its axes, legend and colours."},
+    {"id": "print", "text": "Printing a document: choose File - Print, select the printer and the page range, and set "
+                            "the number of copies."},
+]
+
+
+def _word(term: str) -> str:
+    """A byte-level BPE term without its word-initial marker ("Ġtable" -> "table")."""
+    return term.removeprefix("\u0120").lower()
+
+
+@pytest.fixture(scope="module")
+def csplade_mini(cache_dir):  # noqa: ANN001, ANN201
+    from milco_os.loading import load_encoder
+
+    return load_encoder("csplade-mini", cache_dir)
+
+
+def test_encode_cli_prints_english_terms(cache_dir) -> None:  # noqa: ANN001
+    result = subprocess.run(
+        [sys.executable, "-m", "milco_os.cli", "encode", "--model", "csplade-mini", "--cache-dir", str(cache_dir),
+         "--kind", "document", DOCS[0]["text"]],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    terms = [_word(t) for t in json.loads(result.stdout.strip())["pivot"]]
+    assert len({"table", "contents", "headings", "insert", "index"} & set(terms[:20])) >= 2, terms[:20]
+
+
+def test_default_pruning_and_retrieval_through_opensearch(csplade_mini, client, index_name) -> None:  # noqa: ANN001
+    info = csplade_mini.info
+    assert info.family == "csplade" and info.document_top_k and info.query_top_k
+    encoded = csplade_mini.encode_documents([d["text"] for d in DOCS])
+    assert all(0 < len(e.pivot) <= info.document_top_k for e in encoded)
+    create_index(client, index_name, info)
+    report = Ingester(client, index_name, csplade_mini).run(DOCS, refresh=True)
+    assert report.indexed == len(DOCS) and not report.failed
+    for query, wanted in (("table of contents", "toc"), ("bar chart legend", "chart"), ("print copies", "print")):
+        hits = search(client, index_name, query, csplade_mini, SearchOptions(size=3)).hits
+        assert hits and hits[0].id == wanted, (query, [h.id for h in hits])
