@@ -539,9 +539,12 @@ def save_snapshot(encoder: Any, directory: Path) -> None:
     clean.save_pretrained(str(tmp))
     del clean
     encoder.tokenizer.save_pretrained(str(tmp))
+    info = encoder.info
     sidecar = {"variant": module.variant, "chunk_size": module.chunk_size,
-               "max_query_length": encoder.info.max_query_length,
-               "max_document_length": encoder.info.max_document_length}
+               "max_query_length": info.max_query_length, "max_document_length": info.max_document_length}
+    # The model's own pruning (csplade-mini emits its top 16 / 64 terms): every format is measured as deployed.
+    sidecar.update({k: v for k, v in (("query_top_k", info.query_top_k), ("document_top_k", info.document_top_k))
+                    if v is not None})
     (tmp / "csplade_config.json").write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
     tmp.replace(directory)
 

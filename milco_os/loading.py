@@ -53,27 +53,10 @@ def builtin_models() -> dict[str, str]:
     return models
 
 
-def family_of(path: Path) -> str:
-    """:func:`milco_os.models.layouts.family_of`, plus the two CSPLADE directories that have no config.json
-    of their own: a single ``*.gguf`` causal LM (e.g. the packaged SmolLM2) and a LoRA adapter directory."""
-    path = Path(path)
-    if path.is_dir() and not layouts.is_onnx_dir(path) and not (path / "config.json").is_file():
-        if (path / layouts.ADAPTER_CONFIG).is_file() or any(path.glob("*.gguf")):
-            return "csplade"
-    return layouts.family_of(path)
-
-
-def fingerprint(path: Path, *, variant: str | None = None) -> str:
-    """:func:`milco_os.models.layouts.fingerprint` for every directory :func:`family_of` accepts."""
-    if family_of(path) == "csplade":
-        return layouts.csplade_layout(Path(path), variant).fingerprint
-    return layouts.fingerprint(path, variant=variant)
-
-
 def load_dir(path: Path, name: str | None = None, **encoder_kwargs: Any) -> SparseEncoder:
     """Load a local model directory, choosing the model family from its files."""
     path = Path(path)
-    family = family_of(path)
+    family = layouts.family_of(path)
     if family == "onnx":
         from milco_os.runtime.onnx_runtime import load_onnx_dir
 
@@ -113,7 +96,7 @@ def load_encoder(
         msg = f"quantize {quantize!r} needs the onnx runtime (--runtime onnx)"
         raise ModelError(msg)
     path, name = resolve_model(model, cache_dir)
-    family = family_of(path)
+    family = layouts.family_of(path)
     if family == "onnx":
         if runtime == "torch":
             msg = f"model {model!r} is an ONNX export; load it with --runtime onnx"
@@ -140,7 +123,7 @@ def _load_exported(
 
     variant_name(quantize)  # an unknown quantization fails before anything is loaded
     model_kwargs = {k: v for k, v in encoder_kwargs.items() if k in _MODEL_KWARGS}
-    target = onnx_export_dir(cache_dir, name, fingerprint(path, **model_kwargs), quantize)
+    target = onnx_export_dir(cache_dir, name, layouts.fingerprint(path, **model_kwargs), quantize)
     if not (target / ".complete").exists():
         from milco_os.runtime.export import export_onnx
 

@@ -17,7 +17,7 @@ if [ "${1:-}" = "--quick" ]; then
 else
   DOCS=${BENCH_DOCS:-100000}; SIZE_DOCS=20000; QUERIES=200; PAGES=300; EVAL_QUERIES=300
   ENCODE=(--batch-sizes 1,8,32 --queries 128 --documents 32)
-  QUANT=()
+  QUANT=(--formats fp32,bf16,torchao-int8wo,torchao-int4wo,torchao-intx4wo,ort-int8,bnb-int8,bnb-nf4)  # int8dq: see BENCHMARKS.md §6
 fi
 
 $BIN/milco-os models fetch

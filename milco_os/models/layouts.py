@@ -40,6 +40,8 @@ def family_of(path: Path) -> str:
         raise ModelError(msg)
     if is_onnx_dir(path):
         return "onnx"
+    if not (path / "config.json").is_file() and ((path / ADAPTER_CONFIG).is_file() or any(path.glob("*.gguf"))):
+        return "csplade"  # a LoRA adapter directory, or one *.gguf causal LM (e.g. the packaged SmolLM2)
     config = read_config(path)
     if config.get("model_type") == "milco":
         return "milco"

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from milco_os import loading
 from milco_os.errors import ModelError
 from milco_os.loading import load_dir
 from milco_os.models import layouts
@@ -335,7 +334,7 @@ def test_load_errors(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="config.json"):
         load_csplade_dir(tmp_path / "empty", "m")
     with pytest.raises(ModelError, match="no config.json"):  # neither a gguf nor an adapter: not CSPLADE
-        loading.family_of(tmp_path / "empty")
+        layouts.family_of(tmp_path / "empty")
     save_tiny(tmp_path / "lm")
     with pytest.raises(ModelError, match="'sideways'.*causal, echo, bi"):
         load_csplade_dir(tmp_path / "lm", "m", variant="sideways")
@@ -371,8 +370,8 @@ def test_load_lora_adapter_dir(tmp_path: Path) -> None:
     assert encoder.info.fingerprint != load_csplade_dir(tmp_path / "base", "b", variant="bi").info.fingerprint
     assert layouts.csplade_layout(tmp_path / "adapter", "bi").fingerprint == encoder.info.fingerprint
     # An adapter directory has no config.json of its own: the loading factory routes it here too.
-    assert loading.family_of(tmp_path / "adapter") == "csplade"
-    assert loading.fingerprint(tmp_path / "adapter", variant="bi") == encoder.info.fingerprint
+    assert layouts.family_of(tmp_path / "adapter") == "csplade"
+    assert layouts.fingerprint(tmp_path / "adapter", variant="bi") == encoder.info.fingerprint
     assert load_dir(tmp_path / "adapter", variant="bi").info.fingerprint == encoder.info.fingerprint
 
     config["base_model_name_or_path"] = "org/not-here"
@@ -435,8 +434,8 @@ def test_load_gguf_dir(tmp_path: Path) -> None:
         got = encoder.model(ids, mask)[0]
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     # No config.json: the loading factory still routes the directory to CSPLADE, with the same fingerprint.
-    assert not (tmp_path / "config.json").exists() and loading.family_of(tmp_path) == "csplade"
-    assert loading.fingerprint(tmp_path, variant="echo") == encoder.info.fingerprint
+    assert not (tmp_path / "config.json").exists() and layouts.family_of(tmp_path) == "csplade"
+    assert layouts.fingerprint(tmp_path, variant="echo") == encoder.info.fingerprint
     routed = load_dir(tmp_path, variant="echo")
     assert routed.info.fingerprint == encoder.info.fingerprint and routed.info.details["gguf_file"] == "tiny-f32.gguf"
     with torch.no_grad():

@@ -284,14 +284,14 @@ def test_build_model_assembles_a_plain_causal_lm_directory(
     sidecar = json.loads((target / layouts.SIDECAR_FILE).read_text())
     assert sidecar == {"variant": "echo", "max_query_length": 24, "max_document_length": 96}
 
-    assert loading.family_of(target) == "csplade"
+    assert layouts.family_of(target) == "csplade"
     encoder = loading.load_dir(target)
     info = encoder.info
     assert info.family == "csplade" and info.name == target.name and len(info.pivot_vocab) == VOCAB
     assert info.details["variant"] == "echo" and encoder.model.variant == "echo"
     assert info.details["base_model"] is None and info.details["gguf_file"] is None
     assert (info.max_query_length, info.max_document_length) == (24, 96)
-    assert info.fingerprint == loading.fingerprint(target)
+    assert info.fingerprint == layouts.fingerprint(target)
     assert type(encoder.model.lm) is LlamaForCausalLM and not has_lora(encoder.model.lm)
     assert encoder.tokenizer.pad_token == base.tokenizer.eos_token
     got = encoder.encode_queries(texts)  # batched: the shorter texts are padded
@@ -407,9 +407,9 @@ def test_packaged_smollm2_resolves_to_a_gguf_csplade_directory(cache_dir: Path) 
     the factory routes to the CSPLADE loader (loading it is what load_base does, through the same call)."""
     path, name = loading.resolve_model("smollm2-135m", cache_dir)
     assert name == "smollm2-135m" and not (path / "config.json").exists()
-    assert loading.family_of(path) == "csplade"
+    assert layouts.family_of(path) == "csplade"
     layout = layouts.csplade_layout(path)
     assert layout.gguf_file == csplade_mini.GGUF_FILE and layout.variant == "causal" and not layout.adapter
-    assert loading.fingerprint(path) == layout.fingerprint
-    bi = loading.fingerprint(path, variant="bi")
+    assert layouts.fingerprint(path) == layout.fingerprint
+    bi = layouts.fingerprint(path, variant="bi")
     assert bi == layouts.csplade_layout(path, "bi").fingerprint and bi != layout.fingerprint

@@ -41,7 +41,7 @@ def test_random_negatives_put_the_positive_first_and_never_repeat_it() -> None:
 
 
 @pytest.mark.parametrize("name", ["csplade-adapt", "csplade-causal", "csplade-echo", "csplade-bi",
-                                  "csplade-causal-raw"])
+                                  "csplade-causal-raw", "csplade-echo-t1", "csplade-echo-t1-raw"])
 def test_committed_configs_parse(name: str) -> None:
     kind = CspladeAdaptConfig if name == "csplade-adapt" else CspladeConfig
     config = load_config(ROOT / "configs" / "train" / f"{name}.toml", kind)
