@@ -144,7 +144,7 @@ def test_cut_to_tokens() -> None:
 
 # ------------------------------------------------------------------------------------------ memory, table
 def test_module_bytes_counts_shared_tensors_once() -> None:
-    torch = pytest.importorskip("torch")
+    import torch
     lin = torch.nn.Linear(64, 32)
     assert qz.module_bytes(lin) == (64 * 32 + 32) * 4
     tied = torch.nn.Module()
@@ -154,9 +154,8 @@ def test_module_bytes_counts_shared_tensors_once() -> None:
 
 
 def test_module_bytes_of_a_torchao_int8_linear_is_its_quantised_size() -> None:
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("torchao")
-    from torchao.quantization import quantize_
+    import torch
+    from torchao.quantization import quantize_  # a dev dependency
 
     lin = torch.nn.Sequential(torch.nn.Linear(64, 32, bias=False))
     quantize_(lin, qz.torchao_config("torchao-int8wo"))
