@@ -179,6 +179,11 @@ class CSpladeLayout:
     fingerprint: str
 
 
+def is_positive_int(value: Any) -> bool:
+    """An int >= 1 (JSON ``true`` is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def read_sidecar(path: Path) -> dict[str, Any]:
     sidecar = Path(path) / SIDECAR_FILE
     if not sidecar.is_file():
@@ -190,7 +195,7 @@ def read_sidecar(path: Path) -> dict[str, Any]:
         raise ModelError(msg)
     for key in SIDECAR_KEYS[1:]:
         value = data.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        if value is not None and not is_positive_int(value):
             msg = f"{sidecar}: {key} is {value!r}; expected a positive integer"
             raise ModelError(msg)
     return data

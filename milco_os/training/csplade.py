@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from milco_os.models.csplade import CSpladeModule, adaptation_loss
 from milco_os.models.sources import csplade_mini
 from milco_os.training.config import CspladeAdaptConfig, CspladeConfig
-from milco_os.training.trainer import StepLog, optimizer_and_schedule, plan, seed_everything
+from milco_os.training.trainer import StepLog, hardware_facts, optimizer_and_schedule, plan, seed_everything, update
 
 log = logging.getLogger(__name__)
 
@@ -133,16 +133,6 @@ def _setup(config: CspladeAdaptConfig | CspladeConfig) -> None:
     Path(config.output).mkdir(parents=True, exist_ok=True)
 
 
-def _hardware(config: CspladeAdaptConfig | CspladeConfig) -> dict[str, Any]:
-    import platform
-
-    hardware: dict[str, Any] = {"device": config.device, "cpu": platform.processor() or platform.machine(),
-                                "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
-    if config.device.startswith("cuda"):
-        hardware["gpu"] = torch.cuda.get_device_name(0)
-    return hardware
-
-
 def _write_json(path: Path, value: Any) -> None:
     from milco_os.paths import write_text_atomic
 
@@ -164,7 +154,7 @@ def alive_terms(module: CSpladeModule, ids: torch.Tensor, mask: torch.Tensor) ->
     module.eval()
     pivot, _ = module(ids, mask)
     module.train(was_training)
-    return float((pivot > 0).sum(1).float().mean())
+    return alive(pivot)
 
 
 # -------------------------------------------------------------------------------------- adaptation
@@ -207,10 +197,7 @@ def run_adapt(config: CspladeAdaptConfig, cache_dir: Path, progress: Progress = 
             mask = torch.ones_like(ids)
             logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
             loss = adaptation_loss(logits, ids, mask, config.lambda_relu)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+            update(optimizer, schedule, loss)
             steps.add(step, loss=loss.item(), positive_share=float((logits.detach() > 0).float().mean()))
             if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
                 probe_record(step + 1)
@@ -227,7 +214,7 @@ def run_adapt(config: CspladeAdaptConfig, cache_dir: Path, progress: Progress = 
         "training": {config.stage: config.model_dump(mode="json")},
         "adapt": {"packed_rows": len(rows), "seconds": round(time.monotonic() - start),
                   "probe_terms_after": round(final_terms, 1)},
-        "hardware": {config.stage: _hardware(config)}, "torch": torch.__version__,
+        "hardware": {config.stage: hardware_facts(config.device)}, "torch": torch.__version__,
     })
     return output
 
@@ -334,10 +321,7 @@ def run_contrastive(config: CspladeConfig, cache_dir: Path, progress: Progress =
             ramp = min(1.0, ((step + 1) / warmup) ** 2)  # quadratic warm-up of lambda (SPLADE)
             reg_q, reg_d = flops(q), flops(d)
             loss = rank_loss + ramp * (config.lambda_q * reg_q + config.lambda_d * reg_d)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+            update(optimizer, schedule, loss)
             steps.add(step, loss=loss.item(), rank_loss=rank_loss.item(), flops_q=reg_q.item(), flops_d=reg_d.item(),
                       q_terms=alive(q_all), d_terms=alive(d_all), q_kept=alive(q), d_kept=alive(d),
                       top1=float((scores.argmax(1) == target).float().mean()))
@@ -358,7 +342,7 @@ def run_contrastive(config: CspladeConfig, cache_dir: Path, progress: Progress =
         "query_top_k": config.query_top_k or None, "document_top_k": config.document_top_k or None,
         "training": {**init_manifest.get("training", {}), config.stage: config.model_dump(mode="json")},
         "contrastive": {"queries": len(queries), "seconds": round(time.monotonic() - start)},
-        "hardware": {**init_manifest.get("hardware", {}), config.stage: _hardware(config)},
+        "hardware": {**init_manifest.get("hardware", {}), config.stage: hardware_facts(config.device)},
         "torch": torch.__version__,
     })
     return output

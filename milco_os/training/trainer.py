@@ -57,6 +57,26 @@ def optimizer_and_schedule(
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def update(optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler,
+           loss: torch.Tensor) -> None:
+    """One optimiser step on ``loss``, then one schedule step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    schedule.step()
+
+
+def hardware_facts(device: str) -> dict[str, Any]:
+    """Where a stage ran, for its manifest."""
+    import platform
+
+    facts: dict[str, Any] = {"device": device, "cpu": platform.processor() or platform.machine(),
+                             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if device.startswith("cuda"):
+        facts["gpu"] = torch.cuda.get_device_name(0)
+    return facts
+
+
 class StepLog:
     def __init__(self, output: Path, stage: str, total_steps: int, every: int = 20) -> None:
         output.mkdir(parents=True, exist_ok=True)
@@ -140,10 +160,7 @@ class Run:
         return result
 
     def update(self, loss: torch.Tensor) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.schedule.step()
+        update(self.optimizer, self.schedule, loss)
 
     def step_done(self, step: int) -> None:
         done = step + 1

@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from milco_os.errors import ModelError
-from milco_os.models.layouts import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CSPLADE_VARIANTS, SIDECAR_FILE, SIDECAR_KEYS
+from milco_os.models.layouts import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    CSPLADE_VARIANTS,
+    SIDECAR_FILE,
+    SIDECAR_KEYS,
+    is_positive_int,
+)
 from milco_os.paths import models_dir
 
 log = logging.getLogger(__name__)
@@ -109,12 +116,12 @@ def read_manifest(delta_dir: Path = DELTA_DIR) -> dict[str, Any]:
         raise ModelError(msg)
     for key in _LENGTH_KEYS:
         value = manifest.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not is_positive_int(value):
             msg = f"{path}: {key} is {value!r}; expected a positive integer"
             raise ModelError(msg)
     for key in _TOP_K_KEYS:
         value = manifest.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        if value is not None and not is_positive_int(value):
             msg = f"{path}: {key} is {value!r}; expected a positive integer or null"
             raise ModelError(msg)
     return manifest
