@@ -45,6 +45,12 @@ app.add_typer(models_app, name="model", hidden=True)  # `milco-os model build` r
 app.add_typer(train_app, name="train")
 index_app = typer.Typer(help="Create and inspect milco-os indices.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
+ml_app = typer.Typer(
+    help="Let OpenSearch itself call milco-os: ml-commons remote models behind neural-search's sparse_encoding "
+         "processor and neural_sparse query (needs `milco-os serve` and the plugins).",
+    no_args_is_help=True,
+)
+app.add_typer(ml_app, name="ml-commons")
 
 IndexOpt = Annotated[str, typer.Option("--index", help="Index (or alias) name.")]
 RuntimeOpt = Annotated[str, typer.Option("--runtime", help="torch, or onnx (exported once into the cache).")]
@@ -103,9 +109,17 @@ def encode(
     quantize: QuantizeOpt = None,
     doc_prune: Annotated[str, typer.Option("--doc-prune", help="With --kind document: pruning PIVOT[,ECHO].")] = "none",
     query_prune: Annotated[str, typer.Option("--query-prune", help="With --kind query: pruning PIVOT[,ECHO].")] = "none",
+    index_keys: Annotated[bool, typer.Option(
+        "--index-keys", help="Print terms as the index stores them ('.' escaped as %2E) instead of as the "
+                             "vocabulary spells them.")] = False,
     settings: Any = None,
 ) -> None:
-    """Print one JSON object per text: {"pivot": {term: weight}, "echo": {piece: weight}}, largest first."""
+    """Print one JSON object per text: {"pivot": {term: weight}, "echo": {piece: weight}}, largest first.
+
+    Terms are display keys (vocabulary entries, weights to 4 digits). To send vectors to OpenSearch yourself,
+    use --index-keys, and weight the views as search does (alpha, 1 - alpha): `milco-os search --print-query
+    neural_sparse` prints the whole query."""
+    from milco_os.keys import encode_key
     from milco_os.pruning import Pruning
 
     if kind not in ("query", "document"):
@@ -119,7 +133,8 @@ def encode(
     encoder = load_model(settings, runtime=runtime, quantize=quantize)
     for result in (encoder.encode_queries if kind == "query" else encoder.encode_documents)(texts):
         pruned = pruning.apply(result)
-        record = {view: {t: float(f"{w:.4g}") for t, w in getattr(pruned, view).to_terms().items()}
+        record = {view: {encode_key(t) if index_keys else t: float(f"{w:.4g}")
+                          for t, w in getattr(pruned, view).to_terms().items()}
                   for view in ("pivot", "echo")}
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
 
@@ -230,14 +245,26 @@ def search(
     index: IndexOpt,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per query (for scripts).")] = False,
     top_terms: Annotated[int, typer.Option("--top-terms", min=1, help="Terms shown per hit with --explain.")] = 8,
+    print_query: Annotated[str | None, typer.Option(
+        "--print-query", metavar="FORM",
+        help="Print the search body instead of searching: rank_feature (what search sends), neural_sparse "
+             "(query_tokens, keys as the index stores them, alpha applied) or model (neural_sparse with the "
+             "index's ml-commons models; OpenSearch encodes).")] = None,
     settings: Any = None,
     options: Any = None,
 ) -> None:
     """Search an index with queries in any language; --explain shows which terms matched and how much."""
+    from milco_os.opensearch.search import query_request
     from milco_os.opensearch.search import search as run_search
 
     checked_index_name("--index", index)
     client = connect(settings)
+    if print_query is not None:
+        encoder = None if print_query == "model" else load_model(settings)
+        for text in [query] if query is not None else typed_queries():
+            body = query_request(client, index, text, encoder, options, form=print_query)
+            sys.stdout.write(json.dumps(body, ensure_ascii=False) + "\n")
+        return
     encoder = load_model(settings)
     for text in [query] if query is not None else typed_queries():
         result = run_search(client, index, text, encoder, options)
@@ -329,6 +356,66 @@ def demo(
 
     local = settings.model_copy(update={"opensearch_url": f"http://127.0.0.1:{port}"})
     run_demo(local, port=port, index=index, console=out, pages_per_language=pages_per_language)
+
+
+# ------------------------------------------------------------------------------------------ ml-commons
+@ml_app.command("register")
+@handle_errors
+@with_settings(opensearch=True)
+def ml_register(
+    index: IndexOpt,
+    service_url: Annotated[str, typer.Option(
+        "--service-url", help="Where OpenSearch reaches `milco-os serve` (its key: MILCO_OS_SERVICE_API_KEY[_FILE]).")
+    ] = "http://127.0.0.1:8080",
+    query_prune: Annotated[str, typer.Option("--query-prune", help="Query pruning of the query models, PIVOT[,ECHO].")
+                           ] = "none",
+    two_phase: Annotated[bool, typer.Option(
+        "--two-phase", help="Add neural_sparse_two_phase_processor to the search pipeline (as search --two-phase).")
+    ] = False,
+    configure_cluster: Annotated[bool, typer.Option(
+        "--configure-cluster", help="Set the ml-commons cluster settings the connector needs (trusted endpoint, "
+                                    "private address, models on data nodes) instead of refusing.")] = False,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Name of the ingest and search pipelines (default: milco-os-INDEX).")] = None,
+    settings: Any = None,
+) -> None:
+    """Create connectors and remote models to `milco-os serve` for INDEX (per view, for documents and queries),
+    an ingest pipeline (sparse_encoding per view, pruned as the index's _meta says) and a search pipeline; check
+    the path once; record the ids in the index's _meta and print them as JSON."""
+    from milco_os.opensearch.mlcommons import register
+    from milco_os.pruning import Pruning
+    from milco_os.specs import TwoPhase
+
+    checked_index_name("--index", index)
+    pruning = checked("--query-prune", lambda: Pruning.parse(query_prune))
+    key = settings.service_api_key.get_secret_value() if settings.service_api_key else None
+    client = connect(settings)
+    with err.status("registering ...") as status:
+        reg = register(
+            client, index, service_url=service_url, service_key=key, query_pruning=pruning,
+            two_phase=TwoPhase() if two_phase else None, configure_cluster=configure_cluster, name=name,
+            on_step=lambda msg: status.update(f"{msg} ..."),
+        )
+    if reg["cluster_settings_set"]:
+        err.print(f"set cluster settings: {', '.join(reg['cluster_settings_set'])}", highlight=False)
+    err.print(
+        f"index {index}: POST /{index}/_bulk?pipeline={reg['ingest_pipeline']} encodes documents through "
+        f"milco-os serve; search with ?search_pipeline={reg['search_pipeline']} "
+        f"(milco-os search --print-query model shows the query)", highlight=False, soft_wrap=True,
+    )
+    sys.stdout.write(json.dumps(reg) + "\n")
+
+
+@ml_app.command("unregister")
+@handle_errors
+@with_settings(opensearch=True)
+def ml_unregister(index: IndexOpt, settings: Any = None) -> None:
+    """Remove the pipelines, models, connectors and model group `register` made for INDEX."""
+    from milco_os.opensearch.mlcommons import unregister
+
+    checked_index_name("--index", index)
+    removed = unregister(connect(settings), index)
+    out.print(f"removed {len(removed)} objects: {', '.join(removed)}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -189,6 +189,14 @@ def cluster_up(
         Path | None,
         typer.Option("--admin-password-file", help="With --secure: file holding the admin password (default: generated)."),
     ] = None,
+    plugins: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--plugins",
+            help="Also install these plugins from Maven Central, with the ones they need (repeat or comma-separate): "
+                 "neural-search (adds ml-commons, knn, job-scheduler and lang-painless), ml-commons, knn, job-scheduler.",
+        ),
+    ] = None,
     settings: Any = None,
 ) -> None:
     """Download (once), configure and start a local OpenSearch node; prints its URL."""
@@ -199,6 +207,7 @@ def cluster_up(
         info = node.up(
             version=version, archive=archive, heap=heap, fresh=fresh, timeout=timeout,
             secure=secure, admin_password_file=admin_password_file,
+            plugins=tuple(name.strip() for given in plugins or () for name in given.split(",") if name.strip()),
         )
     err.print(started_node(info), highlight=False, markup=False, soft_wrap=True)
     out.print(info.url, highlight=False)
@@ -211,6 +220,8 @@ def started_node(info: Any) -> str:
     from milco_os.localnode import ADMIN_USER
 
     where = f"pid {info.pid}, data in {info.node_dir}/data"
+    if info.plugins:
+        where += f"; plugins: {', '.join(info.plugins)}"
     if not info.secure:
         return f"OpenSearch {info.version} is up ({where})"
     return "\n".join([
@@ -261,8 +272,10 @@ def cluster_status(
         out.print(f"no milco-os OpenSearch node is running on port {port} (start one: milco-os cluster up)")
     else:
         tls = f"; TLS, CA {status['ca_certs']}" if status.get("secure") else ""
+        plugins = f"; plugins: {', '.join(status['plugins']) or 'none'}" if status.get("plugins") is not None else ""
         out.print(
-            f"OpenSearch {status['version']} at {status['url']}: {status['health']} (pid {status['pid']}{tls})",
+            f"OpenSearch {status['version']} at {status['url']}: {status['health']} "
+            f"(pid {status['pid']}{tls}{plugins})",
             highlight=False, markup=False, soft_wrap=True,
         )
     if not healthy:

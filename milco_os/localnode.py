@@ -21,6 +21,14 @@ distribution stays security-free. It gets TLS on HTTP and transport with certifi
 (``nodes/<port>/certs/``: a root CA, the node's certificate and an admin client certificate) and one
 basic-auth user, ``admin``, whose password is read from a file (generated into ``nodes/<port>/admin-password``
 when none is given).
+
+A node with plugins (``up(plugins=("neural-search",))``, ``cluster up --plugins neural-search``) likewise runs
+from a copy of its own, ``dist/opensearch-<version>+<plugins>/``, with the plugin zips from Maven Central (and
+every plugin they need: neural-search needs ml-commons and knn, ml-commons needs job-scheduler), plus the
+``lang-painless`` and ``ingest-common`` modules the integration-test zip lacks, assembled from their Maven jars
+(knn extends painless; ml-commons ingest pipelines use ingest-common's ``script`` and ``remove`` processors).
+Its ``opensearch.yml`` lets ml-commons run models on this data node and call connectors on the loopback
+address, where ``milco-os serve`` listens.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import re
 import shutil
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +66,8 @@ class ModuleSpec:
     artifact: str  # Maven coordinates with a {version} placeholder
     classname: str
     description: str
+    extends: str = ""  # the module whose classes it uses (descriptor's extended.plugins)
+    policy: str | None = None  # its plugin-security.policy, where it needs permissions
 
     def jar_name(self, version: str) -> str:
         artifact_id = self.artifact.split(":")[1]
@@ -98,6 +108,86 @@ ADMIN_USER = "admin"
 NODE_DN = "CN=localhost,OU=node,O=milco-os"
 ADMIN_DN = "CN=admin,OU=client,O=milco-os"
 CA_FILE = "root-ca.pem"
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """A plugin ``cluster up --plugins`` can install: its zip on Maven Central and the plugins it needs."""
+
+    folder: str  # the name in its descriptor, and its folder under plugins/
+    artifact: str  # Maven coordinates; {version} is the node's, plugins add a fourth number
+    requires: tuple[str, ...] = ()
+
+
+#: By the names users give. Plugin releases are numbered <node version>.0 and built for that node exactly.
+PLUGINS = {
+    "job-scheduler": PluginSpec(
+        "opensearch-job-scheduler", "org.opensearch.plugin:opensearch-job-scheduler:{version}.0:zip"
+    ),
+    "ml-commons": PluginSpec(
+        "opensearch-ml", "org.opensearch.plugin:opensearch-ml-plugin:{version}.0:zip", ("job-scheduler",)
+    ),
+    "knn": PluginSpec("opensearch-knn", "org.opensearch.plugin:opensearch-knn:{version}.0:zip"),
+    "neural-search": PluginSpec(
+        "opensearch-neural-search", "org.opensearch.plugin:neural-search:{version}.0:zip", ("ml-commons", "knn")
+    ),
+}
+#: Modules a node with plugins also gets, each with its jar's runtime dependencies: knn extends lang-painless,
+#: and an ml-commons ingest pipeline joins text fields with the ``script`` processor and drops the joined text
+#: with ``remove`` (both in ingest-common). lang-painless's policy is OpenSearch's own
+#: (modules/lang-painless/src/main/plugin-metadata): Painless compiles scripts into classes.
+PLUGIN_MODULES = (
+    ModuleSpec(
+        "lang-painless",
+        "org.opensearch.plugin:lang-painless:{version}:jar",
+        "org.opensearch.painless.PainlessPlugin",
+        "An easy, safe and fast scripting language for OpenSearch",
+        policy=(
+            "grant {\n"
+            "  // needed to generate runtime classes\n"
+            '  permission java.lang.RuntimePermission "createClassLoader";\n'
+            "  // needed to find the class loader to load allowlisted classes from\n"
+            '  permission java.lang.RuntimePermission "getClassLoader";\n'
+            "};\n"
+        ),
+    ),
+    ModuleSpec(
+        "ingest-common",
+        "org.opensearch.plugin:ingest-common:{version}:jar",
+        "org.opensearch.ingest.common.IngestCommonPlugin",
+        "Module for ingest processors that do not require additional security permissions or have large "
+        "dependencies and resources",
+        extends="lang-painless",
+    ),
+)
+#: What ml-commons needs on a local single node to serve milco-os as a remote model: run models on this (data)
+#: node, call a connector on the loopback address, and not refuse work because the host (not the node) is
+#: short of memory.
+ML_COMMONS_SETTINGS = (
+    "# ml-commons: remote models on this data node, connectors to milco-os serve on the loopback address.\n"
+    "plugins.ml_commons.only_run_on_ml_node: false\n"
+    "plugins.ml_commons.connector.private_ip_enabled: true\n"
+    'plugins.ml_commons.trusted_connector_endpoints_regex: ["^https?://(127\\\\.0\\\\.0\\\\.1|localhost)(:[0-9]+)?/.*$"]\n'
+    "plugins.ml_commons.native_memory_threshold: 100\n"
+)
+
+
+def plugin_closure(names: list[str] | tuple[str, ...]) -> list[str]:
+    """The plugins to install for ``names``: each after the plugins it needs, every one once."""
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        if name not in PLUGINS:
+            msg = f"--plugins {name}: unknown plugin; choose from {', '.join(sorted(PLUGINS))}"
+            raise ConfigError(msg)
+        for needed in PLUGINS[name].requires:
+            visit(needed)
+        if name not in order:
+            order.append(name)
+
+    for name in names:
+        visit(name)
+    return order
 
 
 def required_java(version: str) -> int:
@@ -213,7 +303,8 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _maven_copy(artifact: str, dest: Path) -> None:
+def _maven(artifact: str, goal: list[str], dest: Path, cwd: str | None = None) -> None:
+    """Run one Maven ``goal`` that downloads ``artifact`` (and maybe more) into ``dest``."""
     import subprocess
 
     mvn = shutil.which("mvn")
@@ -224,13 +315,36 @@ def _maven_copy(artifact: str, dest: Path) -> None:
         )
         raise ClusterError(msg)
     dest.mkdir(parents=True, exist_ok=True)
-    cmd = [mvn, "-q", "-B", "dependency:copy", f"-Dartifact={artifact}", f"-DoutputDirectory={dest}"]
     log.info("fetching %s with Maven", artifact)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run([mvn, "-q", "-B", *goal, f"-DoutputDirectory={dest}"], capture_output=True, text=True,
+                          cwd=cwd)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-8:])
         msg = f"Maven could not fetch {artifact} (is the version right?):\n{tail}"
         raise ClusterError(msg)
+
+
+def _maven_copy(artifact: str, dest: Path) -> None:
+    _maven(artifact, ["dependency:copy", f"-Dartifact={artifact}"], dest)
+
+
+def _maven_copy_with_dependencies(artifact: str, dest: Path) -> None:
+    """``artifact``'s jar and its runtime dependencies into ``dest`` (Maven resolves them from a one-line pom),
+    without OpenSearch itself and what it brings (the distribution's lib/ has those; twice is jar hell)."""
+    import tempfile
+
+    group, artifact_id, version = artifact.split(":")[:3]
+    pom = (
+        '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+        "<groupId>local.milco-os</groupId><artifactId>module-jars</artifactId><version>1</version>"
+        "<packaging>pom</packaging><dependencies><dependency>"
+        f"<groupId>{group}</groupId><artifactId>{artifact_id}</artifactId><version>{version}</version>"
+        "<exclusions><exclusion><groupId>org.opensearch</groupId><artifactId>opensearch</artifactId></exclusion>"
+        "</exclusions></dependency></dependencies></project>"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "pom.xml").write_text(pom, encoding="utf-8")
+        _maven(artifact, ["dependency:copy-dependencies", "-DincludeScope=runtime"], dest, cwd=tmp)
 
 
 def _unzip(archive: Path, dest: Path) -> None:
@@ -315,7 +429,7 @@ def plugin_descriptor(spec: ModuleSpec, version: str) -> str:
         f"version={version}\nname={spec.name}\n"
         f"classname={spec.classname}\n"
         f"java.version={java_version}\nopensearch.version={version}\n"
-        "custom.foldername=\nextended.plugins=\nhas.native.controller=false\n"
+        f"custom.foldername=\nextended.plugins={spec.extends}\nhas.native.controller=false\n"
     )
 
 
@@ -503,6 +617,7 @@ class NodeInfo:
     secure: bool = False
     ca_certs: str | None = None  # the CA certificate clients verify the node with
     password_file: str | None = None  # holds the admin password (the password itself is never stored here)
+    plugins: list[str] = field(default_factory=list)  # as given to `up` and the plugins they need
 
 
 class LocalNode:
@@ -588,6 +703,61 @@ class LocalNode:
         (home / _READY_MARK).touch()
         return home, version
 
+    def install_plugins(
+        self, plugins: list[str], version: str = OPENSEARCH_VERSION, archive: Path | None = None
+    ) -> tuple[Path, str]:
+        """Like ``install``, plus ``plugins`` and the plugins they need, in a copy of its own
+        (``<home>+<plugins>``), so the plain distribution stays the small default."""
+        names = plugin_closure(plugins)
+        base, version = self.install(version, archive)
+        home = base.with_name(f"{base.name}+{'+'.join(sorted(names))}")
+        if (home / _READY_MARK).exists() and archive is None:
+            return home, version
+        staging = base.with_name(f".stage-{home.name}")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(base, staging, symlinks=True, copy_function=_link_or_copy)
+        (staging / _READY_MARK).unlink(missing_ok=True)
+        for spec in PLUGIN_MODULES:
+            self._add_module_with_dependencies(staging, version, spec)
+        archives = self.root / "archives"
+        for name in names:
+            spec = PLUGINS[name]
+            folder = staging / "plugins" / spec.folder
+            if (folder / "plugin-descriptor.properties").exists():  # the official tarball has them all
+                continue
+            coordinates = spec.artifact.format(version=version)
+            zip_path = archives / f"{coordinates.split(':')[1]}-{version}.0.zip"
+            if not zip_path.exists():
+                try:
+                    _maven_copy(coordinates, archives)
+                except ClusterError as e:
+                    msg = (
+                        f"plugin {name} {version}.0 (for OpenSearch {version}) is not on Maven Central; use an "
+                        f"OpenSearch version it has, or --archive with the official tarball ({e})"
+                    )
+                    raise ClusterError(msg) from None
+            _unzip(zip_path, folder)
+        shutil.rmtree(home, ignore_errors=True)
+        staging.rename(home)
+        (home / _READY_MARK).touch()
+        return home, version
+
+    def _add_module_with_dependencies(self, home: Path, version: str, spec: ModuleSpec) -> None:
+        """A module from its Maven jar and that jar's runtime dependencies, a descriptor and its policy."""
+        module = home / "modules" / spec.name
+        if (module / "plugin-descriptor.properties").exists():
+            return
+        jars = self.root / "archives" / f"{spec.name}-{version}"
+        if not (jars / _READY_MARK).exists():
+            _maven_copy_with_dependencies(spec.artifact.format(version=version), jars)
+            (jars / _READY_MARK).touch()
+        module.mkdir(parents=True, exist_ok=True)
+        for jar in jars.glob("*.jar"):
+            shutil.copy2(jar, module / jar.name)
+        if spec.policy:
+            (module / "plugin-security.policy").write_text(spec.policy, encoding="utf-8")
+        (module / "plugin-descriptor.properties").write_text(plugin_descriptor(spec, version), encoding="utf-8")
+
     def _add_module(self, home: Path, version: str, spec: ModuleSpec) -> None:
         module = home / "modules" / spec.name
         if module.is_dir() and any(module.glob("*.jar")):
@@ -600,7 +770,7 @@ class LocalNode:
         shutil.copy2(jar, module / jar.name)
         (module / "plugin-descriptor.properties").write_text(plugin_descriptor(spec, version), encoding="utf-8")
 
-    def _write_config(self, home: Path, heap: str, secure: bool = False) -> Path:
+    def _write_config(self, home: Path, heap: str, secure: bool = False, plugins: tuple[str, ...] = ()) -> Path:
         conf = self.node_dir / "config"
         conf.mkdir(parents=True, exist_ok=True)
         for item in (home / "config").iterdir():
@@ -633,7 +803,9 @@ class LocalNode:
             # A laptop's disk is often > 90% full; watermarks would then refuse shard allocation.
             "cluster.routing.allocation.disk.threshold_enabled: false\n"
             # Expanded queries are long disjunctions (one clause per query term and view).
-            "indices.query.bool.max_clause_count: 8192\n" + (security_settings() if secure else ""),
+            "indices.query.bool.max_clause_count: 8192\n"
+            + (security_settings() if secure else "")
+            + (ML_COMMONS_SETTINGS if "ml-commons" in plugins else ""),
             encoding="utf-8",
         )
         (conf / "heap").write_text(heap, encoding="utf-8")
@@ -734,11 +906,13 @@ class LocalNode:
         timeout: float = 180.0,
         secure: bool = False,
         admin_password_file: Path | None = None,
+        plugins: tuple[str, ...] = (),
     ) -> NodeInfo:
         """Start the node (provisioning it first) and wait until it is healthy.
 
         ``secure``: with the security plugin, TLS (certificates generated under the node directory) and basic
-        auth for ``admin``, whose password is read from ``admin_password_file`` (generated when None)."""
+        auth for ``admin``, whose password is read from ``admin_password_file`` (generated when None).
+        ``plugins``: names from :data:`PLUGINS`, installed with the plugins they need."""
         import subprocess
 
         if not re.fullmatch(r"\d+[mMgG]", heap):
@@ -746,6 +920,10 @@ class LocalNode:
             raise ClusterError(msg)
         if admin_password_file is not None and not secure:
             msg = "--admin-password-file is for a secure node; add --secure"
+            raise ConfigError(msg)
+        wanted = plugin_closure(plugins)
+        if wanted and secure:
+            msg = "--plugins with --secure: not supported yet (the security plugin needs its own ml-commons roles)"
             raise ConfigError(msg)
         if self.running_pid() is not None:
             if fresh:
@@ -760,6 +938,13 @@ class LocalNode:
                     f"(milco-os cluster down --port {self.port})"
                 )
                 raise ClusterError(msg)
+            if sorted(info.plugins) != sorted(wanted):
+                now = ", ".join(info.plugins) or "no plugins"
+                msg = (
+                    f"the node on port {self.port} is running with {now}; stop it first "
+                    f"(milco-os cluster down --port {self.port}) to start it with other plugins"
+                )
+                raise ClusterError(msg)
             self._wait_healthy(info.pid, timeout)
             return info
         if port_in_use(self.port):
@@ -768,12 +953,17 @@ class LocalNode:
                 "stop it or choose another port with --port"
             )
             raise ClusterError(msg)
-        home, version = self.install_secure(version, archive) if secure else self.install(version, archive)
+        if secure:
+            home, version = self.install_secure(version, archive)
+        elif wanted:
+            home, version = self.install_plugins(wanted, version, archive)
+        else:
+            home, version = self.install(version, archive)
         java_home = find_java_home(required_java(version))
         if fresh:
             for sub in ("data", "logs"):
                 shutil.rmtree(self.node_dir / sub, ignore_errors=True)
-        conf = self._write_config(home, heap, secure)
+        conf = self._write_config(home, heap, secure, tuple(wanted))
         ca_certs = password_file = None
         if secure:
             password_file = self._admin_password_file(admin_password_file)
@@ -828,6 +1018,7 @@ class LocalNode:
             secure=secure,
             ca_certs=str(ca_certs) if ca_certs else None,
             password_file=str(password_file) if password_file else None,
+            plugins=wanted,
         )
         (self.node_dir / "node.json").write_text(json.dumps(asdict(info), indent=2), encoding="utf-8")
         self._wait_healthy(proc.pid, timeout)
@@ -892,7 +1083,8 @@ class LocalNode:
         return True
 
     def status(self) -> dict:
-        """``{"running": bool, "url", "version", "health", "pid", "port", "secure", "ca_certs", "password_file"}``."""
+        """``{"running": bool, "url", "version", "health", "pid", "port", "secure", "ca_certs", "password_file",
+        "plugins"}``."""
         import urllib.error
 
         pid = self.running_pid()
@@ -912,4 +1104,8 @@ class LocalNode:
             return result
         health = self.health()
         result["health"] = health.get("status") if health else "unreachable"
+        try:  # what the node really loaded, not what node.json asked for
+            result["plugins"] = sorted({p["component"] for p in self._get("/_cat/plugins?format=json", timeout=5.0)})
+        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+            result["plugins"] = None
         return result

@@ -16,13 +16,23 @@ from milco_os.specs import TwoPhase
 from milco_os.types import Encoded, SparseVector
 
 
+def match_nothing() -> dict[str, Any]:
+    """What a query with no terms sends: a ``bool`` with no clause at all would match every document."""
+    return {"bool": {"must_not": [{"match_all": {}}]}}
+
+
+def query_tokens(vec: SparseVector, scale: float = 1.0) -> dict[str, float]:
+    """``{feature name: scale * weight}``: a query's terms under the keys the index stores (``.`` -> ``%2E``)."""
+    return {encode_key(token): scale * weight for token, weight in vec.to_terms().items()}
+
+
 def feature_clauses(vec: SparseVector, field: str, scale: float) -> list[dict[str, Any]]:
     """One ``rank_feature`` clause per term: linear in the stored value, boosted by scale * weight."""
     if scale <= 0:
         return []
     return [
-        {"rank_feature": {"field": f"{field}.{encode_key(token)}", "linear": {}, "boost": scale * weight}}
-        for token, weight in vec.to_terms().items()
+        {"rank_feature": {"field": f"{field}.{key}", "linear": {}, "boost": weight}}
+        for key, weight in query_tokens(vec, scale).items()
     ]
 
 
@@ -44,7 +54,7 @@ def expansion_query(
         boolean["filter"] = filters
     if not should:
         # A query with no terms (e.g. empty text) matches nothing rather than everything.
-        return {"bool": {"must_not": [{"match_all": {}}]}}
+        return match_nothing()
     return {"bool": boolean}
 
 
@@ -122,12 +132,16 @@ def search_body(
 
 def neural_sparse_query(query: Encoded, *, pivot_field: str, echo_field: str, alpha: float = 0.5) -> dict[str, Any]:
     """The same expansion as a ``neural_sparse`` query with raw ``query_tokens`` (neural-search plugin,
-    OpenSearch 2.14+), for clusters that prefer it; weights already carry alpha."""
+    OpenSearch 2.14+), for clusters that prefer it; weights already carry alpha. No terms: matches nothing."""
+    if not 0 <= alpha <= 1:
+        msg = f"alpha must be in [0, 1], got {alpha}"
+        raise ValueError(msg)
     should = []
     for vec, field, scale in ((query.pivot, pivot_field, alpha), (query.echo, echo_field, 1 - alpha)):
         if len(vec) and scale > 0:
-            tokens = {encode_key(t): scale * w for t, w in vec.to_terms().items()}
-            should.append({"neural_sparse": {field: {"query_tokens": tokens}}})
+            should.append({"neural_sparse": {field: {"query_tokens": query_tokens(vec, scale)}}})
+    if not should:  # an empty bool.should would match every document
+        return match_nothing()
     return {"bool": {"should": should}}
 
 

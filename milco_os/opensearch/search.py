@@ -49,15 +49,56 @@ class SearchResult:
         }
 
 
-def search(
+#: The query forms ``query_request`` writes (``milco-os search --print-query FORM``).
+QUERY_FORMS = ("rank_feature", "neural_sparse", "model")
+
+
+def query_request(
     client: OpenSearch,
     index: str,
     text: str,
-    encoder: SparseEncoder,
+    encoder: SparseEncoder | None,
     options: SearchOptions | None = None,
-) -> SearchResult:
+    form: str = "rank_feature",
+) -> dict[str, Any]:
+    """The exact search body for ``text``, for users who send queries from their own code: ``rank_feature``
+    (what ``search`` sends), ``neural_sparse`` with ``query_tokens`` (neural-search plugin; keys as the index
+    stores them, alpha folded into the weights), or ``model`` (``neural_sparse`` with the ml-commons query models
+    registered for the index: OpenSearch encodes the text; no encoder needed)."""
+    from milco_os.errors import ConfigError
+    from milco_os.opensearch.indices import index_record
+    from milco_os.opensearch.mlcommons import record_query
+    from milco_os.opensearch.query import neural_sparse_query
+
     options = options or SearchOptions()
-    record = checked_record(client, index, encoder.info)
+    if form not in QUERY_FORMS:
+        msg = f"--print-query {form!r}: choose {', '.join(QUERY_FORMS)}"
+        raise ConfigError(msg)
+    if form == "rank_feature":
+        assert encoder is not None
+        return _request(checked_record(client, index, encoder.info), text, encoder, options)[1]
+    if options.two_phase is not None or options.hybrid_weight is not None:
+        msg = (f"--print-query {form}: two-phase and hybrid belong to the index's ml-commons search pipeline "
+               "(milco-os ml-commons register --two-phase), not to the query")
+        raise ConfigError(msg)
+    if form == "model":
+        record = index_record(client, index)
+        query = record_query(text, record, alpha=options.alpha)
+    else:
+        assert encoder is not None
+        record = checked_record(client, index, encoder.info)
+        encoded = options.query_pruning.apply(encoder.encode_queries([text])[0])
+        query = neural_sparse_query(encoded, pivot_field=record["fields"]["pivot"],
+                                    echo_field=record["fields"]["echo"], alpha=options.alpha)
+    if options.filters and "should" in query["bool"]:
+        query["bool"] |= {"filter": list(options.filters), "minimum_should_match": 1}
+    return {"query": query, "size": options.size, "from": options.from_}
+
+
+def _request(
+    record: dict[str, Any], text: str, encoder: SparseEncoder, options: SearchOptions
+) -> tuple[Encoded, dict[str, Any]]:
+    """(the pruned query, the ``rank_feature`` search body) for ``text`` on an index with ``record``."""
     pivot_field, echo_field = record["fields"]["pivot"], record["fields"]["echo"]
     from_source = record.get("vectors_in_source", True)
     query = options.query_pruning.apply(encoder.encode_queries([text])[0])
@@ -81,6 +122,21 @@ def search(
         explain=options.explain and not from_source,
         source_excludes=None if options.explain and from_source else [pivot_field, echo_field],
     )
+    return query, body
+
+
+def search(
+    client: OpenSearch,
+    index: str,
+    text: str,
+    encoder: SparseEncoder,
+    options: SearchOptions | None = None,
+) -> SearchResult:
+    options = options or SearchOptions()
+    record = checked_record(client, index, encoder.info)
+    pivot_field, echo_field = record["fields"]["pivot"], record["fields"]["echo"]
+    from_source = record.get("vectors_in_source", True)
+    query, body = _request(record, text, encoder, options)
     resp = client.search(index=index, body=body)
     hits = []
     for h in resp["hits"]["hits"]:

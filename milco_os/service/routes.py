@@ -29,6 +29,8 @@ from milco_os.service.schemas import (
     EncodeResponse,
     ErrorResponse,
     IngestResponse,
+    NeuralSparseRequest,
+    NeuralSparseResponse,
     Readiness,
     SearchRequest,
     SearchResponse,
@@ -106,6 +108,34 @@ def encode(req: EncodeRequest, encoder: Encoder) -> dict[str, Any]:
         "model": encoder.info.name,
         "results": [{"pivot": e.pivot.to_terms(), "echo": e.echo.to_terms()} for e in encode_fn(req.texts)],
     }
+
+
+@router.post("/v1/neural-sparse", response_model=NeuralSparseResponse, responses=errors(401, 409, 413, 422))
+def neural_sparse(req: NeuralSparseRequest, encoder: Encoder) -> dict[str, Any]:
+    """For ml-commons remote models: ``{"response": [{feature name: weight}, ...]}``, one map per text, the one
+    shape neural-search's ``sparse_encoding`` processor and ``neural_sparse`` query read without a script."""
+    from milco_os.opensearch.documents import feature_map
+    from milco_os.opensearch.query import query_tokens
+
+    info = encoder.info
+    if req.model_fingerprint is not None and req.model_fingerprint != info.fingerprint:
+        msg = (
+            f"the connector was registered for model fingerprint {req.model_fingerprint}, but this service runs "
+            f"{info.name!r} ({info.fingerprint}); mixing models gives meaningless scores"
+        )
+        raise HTTPException(409, msg)
+    if req.view == "echo" and info.echo_vocab is None:
+        raise invalid(["body", "view"], f"model {info.name!r} has no echo view")
+    try:
+        pruning = Pruning.parse(req.prune)
+    except ValueError as e:
+        raise invalid(["body", "prune"], str(e)) from None
+    if req.kind == "query":  # queries keep full precision, as `milco-os search` sends them
+        encoded = [pruning.apply(e) for e in encoder.encode_queries(req.texts)]
+        return {"response": [query_tokens(getattr(e, req.view)) for e in encoded]}
+    encoded = [pruning.apply(e) for e in encoder.encode_documents(req.texts)]
+    # Rounded exactly as `milco-os ingest` writes them, so both paths store the same values.
+    return {"response": [feature_map(getattr(e, req.view)) for e in encoded]}
 
 
 @router.post(

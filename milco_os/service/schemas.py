@@ -30,6 +30,29 @@ class EncodeRequest(BaseModel):
     kind: str = Field("document", pattern="^(query|document)$")
 
 
+class NeuralSparseRequest(BaseModel):
+    """What an ml-commons connector sends (see :mod:`milco_os.opensearch.mlcommons`): its texts, and which
+    vectors the model it stands for returns."""
+
+    texts: list[Annotated[str, Field(max_length=MAX_TEXT_CHARS)]] = Field(..., min_length=1, max_length=MAX_TEXTS)
+    kind: str = Field(..., pattern="^(query|document)$")
+    view: str = Field(..., pattern="^(pivot|echo)$")
+    prune: str = Field(
+        "none", description="pruning of the view's vectors (KIND:VALUE or none), as the index's _meta says for "
+                            "documents", json_schema_extra={"pattern": PRUNE_PATTERN},
+    )
+    model_fingerprint: str | None = Field(
+        None, description="the fingerprint of the model that built the index; 409 when the loaded model differs",
+    )
+
+
+class NeuralSparseResponse(BaseModel):
+    """The shape ml-commons hands to neural-search unchanged: one ``{feature name: weight}`` per text, in order,
+    under ``response`` (feature names as the index stores them: ``.`` escaped as ``%2E``)."""
+
+    response: list[dict[str, float]]
+
+
 class SearchRequest(BaseModel):
     """The options of ``milco-os search``, with the same names and defaults."""
 
@@ -122,7 +145,7 @@ ERROR_MEANINGS = {
     401: "missing or wrong API key (Authorization: Bearer <key>)",
     404: "the index does not exist",
     409: "the index was not built by milco-os, or with another model or term-key scheme (or the name is an "
-         "alias of several indices)",
+         "alias of several indices); or the loaded model is not the one a connector was registered for",
     413: "request body too large",
     422: "invalid request: detail lists the problems, each naming its field in loc",
     503: "OpenSearch is unavailable or overloaded; try again after Retry-After seconds",
