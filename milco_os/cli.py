@@ -377,6 +377,9 @@ def ml_register(
                                     "private address, models on data nodes) instead of refusing.")] = False,
     name: Annotated[str | None, typer.Option(
         "--name", help="Name of the ingest and search pipelines (default: milco-os-INDEX).")] = None,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", min=1, help="Documents of a bulk request the ingest pipeline sends to the service together "
+                                    "(as ingest --batch-size).")] = 32,
     settings: Any = None,
 ) -> None:
     """Create connectors and remote models to `milco-os serve` for INDEX (per view, for documents and queries),
@@ -394,6 +397,7 @@ def ml_register(
         reg = register(
             client, index, service_url=service_url, service_key=key, query_pruning=pruning,
             two_phase=TwoPhase() if two_phase else None, configure_cluster=configure_cluster, name=name,
+            batch_size=batch_size,
             on_step=lambda msg: status.update(f"{msg} ..."),
         )
     if reg["cluster_settings_set"]:

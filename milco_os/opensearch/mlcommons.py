@@ -110,9 +110,13 @@ def model_body(target: Target, *, index: str, connector_id: str, group_id: str) 
     }
 
 
-def ingest_pipeline_body(text_fields: list[str], models: list[tuple[str, str]], *, index: str) -> dict[str, Any]:
+def ingest_pipeline_body(
+    text_fields: list[str], models: list[tuple[str, str]], *, index: str, batch_size: int = 32
+) -> dict[str, Any]:
     """``models``: (model id, target field) per view. Several text fields are joined with newlines first, as
-    ``milco-os ingest`` joins them (a painless ``script`` processor), so both paths encode the same text."""
+    ``milco-os ingest`` joins them (a painless ``script`` processor), so both paths encode the same text.
+    ``batch_size`` documents of a bulk request go to the service together (``milco-os ingest``'s default
+    batch, so both paths encode the same batches)."""
     processors: list[dict[str, Any]] = []
     source = text_fields[0]
     if len(text_fields) > 1:
@@ -129,7 +133,8 @@ def ingest_pipeline_body(text_fields: list[str], models: list[tuple[str, str]], 
             ),
         }})
     for model_id, field in models:
-        processors.append({"sparse_encoding": {"model_id": model_id, "field_map": {source: field}}})
+        processors.append({"sparse_encoding": {"model_id": model_id, "field_map": {source: field},
+                                               "batch_size": batch_size}})
     if source == JOINED_TEXT:
         processors.append({"remove": {"field": JOINED_TEXT}})
     return {"description": f"milco-os: encode documents for index {index} through milco-os serve",
@@ -308,6 +313,7 @@ def register(
     two_phase: TwoPhase | None = None,
     configure_cluster: bool = False,
     name: str | None = None,
+    batch_size: int = 32,
     on_step: Any = None,
 ) -> dict[str, Any]:
     """Create the connectors, models and pipelines for ``index`` (see the module docstring); returns the
@@ -363,7 +369,8 @@ def register(
         docs = [(reg["models"][t.key], t.field) for t in targets(record) if t.kind == "document"]
         step("creating the ingest and search pipelines")
         _call(client, "PUT", f"/_ingest/pipeline/{name}",
-              ingest_pipeline_body(record["fields"]["text"], docs, index=index), what="creating the ingest pipeline")
+              ingest_pipeline_body(record["fields"]["text"], docs, index=index, batch_size=batch_size),
+              what="creating the ingest pipeline")
         defaults = {t.field: reg["models"][t.key] for t in targets(record) if t.kind == "query"}
         _call(client, "PUT", f"/_search/pipeline/{name}", search_pipeline_body(defaults, two_phase, index=index),
               what="creating the search pipeline")

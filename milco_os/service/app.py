@@ -35,7 +35,7 @@ from milco_os.errors import (
     SearchIndexError,
 )
 from milco_os.opensearch.client import describe_transport_error, redact_urls_in
-from milco_os.service.routes import router
+from milco_os.service.routes import RecentEncodings, router
 from milco_os.service.schemas import (  # noqa: F401 (the limits are part of this module's interface)
     ERROR_MEANINGS,
     MAX_BODY_BYTES,
@@ -178,6 +178,7 @@ def create_app(settings: Settings, *, service_api_key: str | None = None) -> Fas
     app = FastAPI(title="milco-os", version=__version__, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
     # Known without any IO, so set here: the settings dependency works even outside the lifespan.
     app.state.settings = settings
+    app.state.recent_encodings = RecentEncodings()
     app.add_middleware(GuardV1, api_key=service_api_key)
     app.include_router(router)
     return app

@@ -10,6 +10,8 @@ the library's exceptions as they are: the app maps each type to its HTTP status.
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -40,6 +42,7 @@ from milco_os.service.schemas import (
 )
 from milco_os.settings import Settings
 from milco_os.specs import SearchOptions, TwoPhase
+from milco_os.types import Encoded
 
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
@@ -110,8 +113,45 @@ def encode(req: EncodeRequest, encoder: Encoder) -> dict[str, Any]:
     }
 
 
+class RecentEncodings:
+    """The texts encoded last for ml-commons (at most ``size`` of them and ``max_chars`` characters), per kind.
+    One index's pivot and echo views are two ml-commons models, so OpenSearch sends every text twice, one
+    view right after the other: the second request is answered from here instead of encoding it again."""
+
+    def __init__(self, size: int = 1024, max_chars: int = 4_000_000) -> None:
+        self.size, self.max_chars = size, max_chars
+        self._items: OrderedDict[tuple[str, str, str], Encoded] = OrderedDict()
+        self._chars = 0
+        self._lock = threading.Lock()
+
+    def encode(self, encoder: SparseEncoder, kind: str, texts: list[str]) -> list[Encoded]:
+        keys = [(encoder.info.fingerprint, kind, text) for text in texts]
+        with self._lock:
+            found = {key: self._items[key] for key in keys if key in self._items}
+        missing = list(dict.fromkeys(key for key in keys if key not in found))
+        if missing:
+            encode_fn = encoder.encode_queries if kind == "query" else encoder.encode_documents
+            found |= dict(zip(missing, encode_fn([text for _, _, text in missing]), strict=True))
+        with self._lock:
+            for key in keys:
+                if key not in self._items:
+                    self._chars += len(key[2])
+                self._items[key] = found[key]
+                self._items.move_to_end(key)
+            while self._items and (len(self._items) > self.size or self._chars > self.max_chars):
+                old, _ = self._items.popitem(last=False)
+                self._chars -= len(old[2])
+        return [found[key] for key in keys]
+
+
+async def get_recent(request: Request) -> RecentEncodings:
+    return request.app.state.recent_encodings
+
+
 @router.post("/v1/neural-sparse", response_model=NeuralSparseResponse, responses=errors(401, 409, 413, 422))
-def neural_sparse(req: NeuralSparseRequest, encoder: Encoder) -> dict[str, Any]:
+def neural_sparse(
+    req: NeuralSparseRequest, encoder: Encoder, recent: Annotated[RecentEncodings, Depends(get_recent)]
+) -> dict[str, Any]:
     """For ml-commons remote models: ``{"response": [{feature name: weight}, ...]}``, one map per text, the one
     shape neural-search's ``sparse_encoding`` processor and ``neural_sparse`` query read without a script."""
     from milco_os.opensearch.documents import feature_map
@@ -130,10 +170,9 @@ def neural_sparse(req: NeuralSparseRequest, encoder: Encoder) -> dict[str, Any]:
         pruning = Pruning.parse(req.prune)
     except ValueError as e:
         raise invalid(["body", "prune"], str(e)) from None
+    encoded = [pruning.apply(e) for e in recent.encode(encoder, req.kind, req.texts)]
     if req.kind == "query":  # queries keep full precision, as `milco-os search` sends them
-        encoded = [pruning.apply(e) for e in encoder.encode_queries(req.texts)]
         return {"response": [query_tokens(getattr(e, req.view)) for e in encoded]}
-    encoded = [pruning.apply(e) for e in encoder.encode_documents(req.texts)]
     # Rounded exactly as `milco-os ingest` writes them, so both paths store the same values.
     return {"response": [feature_map(getattr(e, req.view)) for e in encoded]}
 

@@ -18,11 +18,12 @@ def load_compose() -> dict:
 def test_services_ports_and_healthchecks() -> None:
     compose = load_compose()
     services = compose["services"]
-    assert set(services) == {"opensearch", "milco-os"}
+    assert set(services) == {"opensearch", "milco-os", "ml-commons"}
+    assert [name for name, service in services.items() if not service.get("profiles")] == ["opensearch", "milco-os"]
     assert "127.0.0.1:9200:9200" in services["opensearch"]["ports"]
     assert "127.0.0.1:8080:8080" in services["milco-os"]["ports"]
-    for name, service in services.items():
-        assert service["healthcheck"]["test"], name
+    for name in ("opensearch", "milco-os"):
+        assert services[name]["healthcheck"]["test"], name
     assert services["milco-os"]["depends_on"]["opensearch"]["condition"] == "service_healthy"
     assert services["milco-os"]["environment"]["MILCO_OS_OPENSEARCH_URL"] == "http://opensearch:9200"
 
@@ -41,3 +42,12 @@ def test_named_volume_and_dockerfile_exist() -> None:
     assert dockerfile.is_file()
     text = dockerfile.read_text(encoding="utf-8")
     assert "milco-os" in text and "serve" in text and "EXPOSE 8080" in text
+
+
+def test_ml_commons_profile_registers_the_service_it_waits_for() -> None:
+    job = load_compose()["services"]["ml-commons"]
+    assert job["profiles"] == ["ml-commons"] and job["restart"] == "no"
+    assert job["depends_on"]["milco-os"]["condition"] == "service_healthy"
+    script = job["command"][-1]
+    assert "ml-commons register --index docs --service-url http://milco-os:8080 --configure-cluster" in script
+    assert job["build"] == load_compose()["services"]["milco-os"]["build"]

@@ -67,9 +67,11 @@ def test_ingest_pipeline_joins_several_text_fields_as_ingest_does_and_removes_th
     script = body["processors"][0]["script"]
     assert script["params"]["fields"] == ["title", "text"] and script["params"]["separator"] == "\n"
     assert "\\n" not in script["source"], "painless string literals have no \\n escape"
-    assert body["processors"][1]["sparse_encoding"] == {"model_id": "m1", "field_map": {JOINED_TEXT: "milco_pivot"}}
-    single = ingest_pipeline_body(["body"], [("m1", "milco_pivot")], index="docs")
-    assert single["processors"] == [{"sparse_encoding": {"model_id": "m1", "field_map": {"body": "milco_pivot"}}}]
+    assert body["processors"][1]["sparse_encoding"] == {"model_id": "m1", "field_map": {JOINED_TEXT: "milco_pivot"},
+                                                        "batch_size": 32}
+    single = ingest_pipeline_body(["body"], [("m1", "milco_pivot")], index="docs", batch_size=8)
+    assert single["processors"] == [{"sparse_encoding": {"model_id": "m1", "field_map": {"body": "milco_pivot"},
+                                                         "batch_size": 8}}]
 
 
 def test_search_pipeline_sets_default_models_and_optional_two_phase() -> None:
@@ -189,3 +191,24 @@ def test_added_modules_declare_what_they_extend() -> None:
     assert "extended.plugins=\n" in plugin_descriptor(painless, "2.19.6")
     assert "extended.plugins=lang-painless\n" in plugin_descriptor(ingest_common, "2.19.6")
     assert painless.policy and "createClassLoader" in painless.policy
+
+
+def test_recent_encodings_encode_a_text_once_for_both_views_and_stay_bounded() -> None:
+    from milco_os.service.routes import RecentEncodings
+    from tests.fakes import FakeEncoder
+
+    class Counting(FakeEncoder):
+        calls: list[list[str]] = []
+
+        def encode_documents(self, texts):  # noqa: ANN001, ANN201
+            self.calls.append(list(texts))
+            return super().encode_documents(texts)
+
+    encoder, recent = Counting(), RecentEncodings(size=3, max_chars=100)
+    first = recent.encode(encoder, "document", ["a b", "c", "a b"])
+    again = recent.encode(encoder, "document", ["c", "a b"])
+    assert encoder.calls == [["a b", "c"]], "duplicates and the second view are not encoded again"
+    assert again[0] is first[1] and again[1] is first[0]
+    recent.encode(encoder, "query", ["c"])  # another kind: encoded apart
+    recent.encode(encoder, "document", ["x" * 99])
+    assert len(recent._items) <= 3 and recent._chars <= 100
