@@ -430,7 +430,8 @@ def serve(
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
     settings: Any = None,
 ) -> None:
-    """Run the HTTP service: /v1/encode, /v1/indices/{name}/documents and /search, /healthz, /readyz; docs at /docs.
+    """Run the HTTP service: /v1/encode, /v1/neural-sparse (ml-commons connectors), /v1/indices/{name}/documents
+    and /search, /healthz, /readyz; docs at /docs.
 
     Set MILCO_OS_SERVICE_API_KEY (or _FILE) to require `Authorization: Bearer <key>` on /v1 routes.
     """

@@ -40,6 +40,7 @@ import re
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -673,35 +674,18 @@ class LocalNode:
         """Like ``install``, plus the security plugin, in a copy of its own (``<home>-secure``): the plain
         distribution must stay free of it, since the plugin refuses to start without TLS configured."""
         base, version = self.install(version, archive)
-        home = base.with_name(f"{base.name}-secure")
-        if (home / _READY_MARK).exists() and archive is None:  # an --archive is unpacked anew every time
-            return home, version
-        staging = base.with_name(f".stage-{home.name}")
-        shutil.rmtree(staging, ignore_errors=True)
-        # Hard links: the copy costs no space and is fast (both are read-only at run time).
-        shutil.copytree(base, staging, symlinks=True, copy_function=_link_or_copy)
-        (staging / _READY_MARK).unlink(missing_ok=True)
-        plugin = staging / "plugins" / SECURITY_PLUGIN
-        if not (plugin / "plugin-descriptor.properties").exists():  # the official tarball already has it
+
+        def add_security(staging: Path) -> None:
+            plugin = staging / "plugins" / SECURITY_PLUGIN
+            if (plugin / "plugin-descriptor.properties").exists():  # the official tarball already has it
+                return
             plugin_version = security_plugin_version(version)
-            archives = self.root / "archives"
-            zip_path = archives / f"{SECURITY_PLUGIN}-{plugin_version}.zip"
-            if not zip_path.exists():
-                try:
-                    _maven_copy(SECURITY_PLUGIN_ARTIFACT.format(version=plugin_version), archives)
-                except ClusterError as e:
-                    msg = (
-                        f"the security plugin {plugin_version} for OpenSearch {version} is not on Maven Central; "
-                        f"use an OpenSearch version it has, or --archive with the official tarball ({e})"
-                    )
-                    raise ClusterError(msg) from None
-            _unzip(zip_path, plugin)
+            self._unzip_plugin(SECURITY_PLUGIN_ARTIFACT.format(version=plugin_version), plugin,
+                               f"the security plugin {plugin_version} for OpenSearch {version}")
             descriptor = plugin / "plugin-descriptor.properties"
             descriptor.write_text(widen_descriptor(descriptor.read_text(encoding="utf-8"), version), encoding="utf-8")
-        shutil.rmtree(home, ignore_errors=True)
-        staging.rename(home)
-        (home / _READY_MARK).touch()
-        return home, version
+
+        return self._derived(base, "-secure", archive, add_security), version
 
     def install_plugins(
         self, plugins: list[str], version: str = OPENSEARCH_VERSION, archive: Path | None = None
@@ -710,37 +694,48 @@ class LocalNode:
         (``<home>+<plugins>``), so the plain distribution stays the small default."""
         names = plugin_closure(plugins)
         base, version = self.install(version, archive)
-        home = base.with_name(f"{base.name}+{'+'.join(sorted(names))}")
+
+        def add_plugins(staging: Path) -> None:
+            for module in PLUGIN_MODULES:
+                self._add_module_with_dependencies(staging, version, module)
+            for name in names:
+                folder = staging / "plugins" / PLUGINS[name].folder
+                if not (folder / "plugin-descriptor.properties").exists():  # the official tarball has them all
+                    self._unzip_plugin(PLUGINS[name].artifact.format(version=version), folder,
+                                       f"plugin {name} {version}.0 (for OpenSearch {version})")
+
+        return self._derived(base, "+" + "+".join(sorted(names)), archive, add_plugins), version
+
+    def _derived(self, base: Path, suffix: str, archive: Path | None, build: Callable[[Path], None]) -> Path:
+        """``<base><suffix>``: a copy of the distribution ``base`` that ``build`` adds to, made once (an
+        --archive is unpacked anew every time, and so is its copy)."""
+        home = base.with_name(base.name + suffix)
         if (home / _READY_MARK).exists() and archive is None:
-            return home, version
+            return home
         staging = base.with_name(f".stage-{home.name}")
         shutil.rmtree(staging, ignore_errors=True)
+        # Hard links: the copy costs no space and is fast (both are read-only at run time).
         shutil.copytree(base, staging, symlinks=True, copy_function=_link_or_copy)
         (staging / _READY_MARK).unlink(missing_ok=True)
-        for spec in PLUGIN_MODULES:
-            self._add_module_with_dependencies(staging, version, spec)
-        archives = self.root / "archives"
-        for name in names:
-            spec = PLUGINS[name]
-            folder = staging / "plugins" / spec.folder
-            if (folder / "plugin-descriptor.properties").exists():  # the official tarball has them all
-                continue
-            coordinates = spec.artifact.format(version=version)
-            zip_path = archives / f"{coordinates.split(':')[1]}-{version}.0.zip"
-            if not zip_path.exists():
-                try:
-                    _maven_copy(coordinates, archives)
-                except ClusterError as e:
-                    msg = (
-                        f"plugin {name} {version}.0 (for OpenSearch {version}) is not on Maven Central; use an "
-                        f"OpenSearch version it has, or --archive with the official tarball ({e})"
-                    )
-                    raise ClusterError(msg) from None
-            _unzip(zip_path, folder)
+        build(staging)
         shutil.rmtree(home, ignore_errors=True)
         staging.rename(home)
         (home / _READY_MARK).touch()
-        return home, version
+        return home
+
+    def _unzip_plugin(self, artifact: str, folder: Path, what: str) -> None:
+        """The plugin zip ``artifact`` (Maven coordinates, downloaded once into archives/) unpacked into ``folder``."""
+        archives = self.root / "archives"
+        _group, artifact_id, plugin_version = artifact.split(":")[:3]
+        zip_path = archives / f"{artifact_id}-{plugin_version}.zip"
+        if not zip_path.exists():
+            try:
+                _maven_copy(artifact, archives)
+            except ClusterError as e:
+                msg = (f"{what} is not on Maven Central; use an OpenSearch version it has, or --archive with the "
+                       f"official tarball ({e})")
+                raise ClusterError(msg) from None
+        _unzip(zip_path, folder)
 
     def _add_module_with_dependencies(self, home: Path, version: str, spec: ModuleSpec) -> None:
         """A module from its Maven jar and that jar's runtime dependencies, a descriptor and its policy."""

@@ -1,5 +1,5 @@
 """Measuring OpenSearch (IO) for the benchmarks: a client tuned for them, cluster facts, force-merge and
-store size, plain text indices and queries, and timed concurrent searches.
+store size, plain text indices and queries, bulk writes through an ingest pipeline, and timed searches.
 
 The benchmark scripts (``bench/``) are a front end like the CLI: they build no request and call no client
 method themselves; what they need of OpenSearch beyond the product's own operations lives here.
@@ -89,7 +89,31 @@ def store_bytes(client: OpenSearch, index: str) -> int:
     return int(stats["indices"][index]["primaries"]["store"]["size_in_bytes"])
 
 
+def bulk_through_pipeline(
+    client: OpenSearch, index: str, pipeline: str, docs: Sequence[tuple[str, dict[str, Any]]], chunk: int
+) -> float:
+    """Index raw ``(id, source)`` documents through an ingest ``pipeline`` in bulk requests of ``chunk``
+    documents, then refresh; returns the seconds it took. Any item error fails the run."""
+    start = time.perf_counter()
+    for i in range(0, len(docs), chunk):
+        lines = []
+        for doc_id, source in docs[i : i + chunk]:
+            lines += [json.dumps({"index": {"_id": doc_id}}), json.dumps(source, ensure_ascii=False)]
+        resp = client.bulk(index=index, body="\n".join(lines) + "\n", params={"pipeline": pipeline})
+        if resp["errors"]:
+            errors = [item["index"]["error"] for item in resp["items"] if item["index"].get("error")]
+            msg = f"bulk through pipeline {pipeline!r}: {len(errors)} failed, first: {errors[0]}"
+            raise RuntimeError(msg)
+    refresh(client, index)
+    return time.perf_counter() - start
+
+
 # ------------------------------------------------------------------------------------------ searching
+def hit_ids(client: OpenSearch, index: str, body: dict[str, Any], params: dict[str, Any] | None = None) -> list[str]:
+    """The ids of one search's hits, in order."""
+    return [h["_id"] for h in client.search(index=index, body=body, params=params)["hits"]["hits"]]
+
+
 def match_body(text: str, size: int, field: str = "text") -> dict[str, Any]:
     """A BM25 ``match`` query on one text field."""
     return {"query": {"match": {field: text}}, "size": size}

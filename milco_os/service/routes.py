@@ -148,7 +148,7 @@ async def get_recent(request: Request) -> RecentEncodings:
     return request.app.state.recent_encodings
 
 
-@router.post("/v1/neural-sparse", response_model=NeuralSparseResponse, responses=errors(401, 409, 413, 422))
+@router.post("/v1/neural-sparse", response_model=NeuralSparseResponse, responses=errors(400, 401, 409, 413, 422))
 def neural_sparse(
     req: NeuralSparseRequest, encoder: Encoder, recent: Annotated[RecentEncodings, Depends(get_recent)]
 ) -> dict[str, Any]:

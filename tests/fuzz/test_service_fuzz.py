@@ -36,6 +36,7 @@ OPERATIONS = [
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("POST", "/v1/encode"),
+    ("POST", "/v1/neural-sparse"),
     ("POST", "/v1/indices/{name}/documents"),
     ("POST", "/v1/indices/{name}/search"),
 ]

@@ -212,3 +212,13 @@ def test_recent_encodings_encode_a_text_once_for_both_views_and_stay_bounded() -
     recent.encode(encoder, "query", ["c"])  # another kind: encoded apart
     recent.encode(encoder, "document", ["x" * 99])
     assert len(recent._items) <= 3 and recent._chars <= 100
+
+
+def test_plugins_with_security_are_refused_before_anything_starts(tmp_path) -> None:  # noqa: ANN001
+    from milco_os.localnode import LocalNode
+
+    with pytest.raises(ConfigError, match="--plugins with --secure"):
+        LocalNode(tmp_path, 9399).up(secure=True, plugins=("ml-commons",))
+    with pytest.raises(ConfigError, match="unknown plugin"):
+        LocalNode(tmp_path, 9399).up(plugins=("security",))
+    assert not (tmp_path / "opensearch" / "dist").exists(), "nothing downloaded or unpacked"
