@@ -21,7 +21,7 @@ test: setup  ## lint, unit tests and integration tests against a real local Open
 unit: setup  ## unit tests only (no OpenSearch)
 	$(BIN)/pytest tests/unit -q
 
-bench: setup  ## benchmarks (not tests), ~40 min on 2 cores: encoding, latency vs BM25, index size, ingest, quality vs cost
+bench: setup  ## benchmarks (not tests), ~45 min on 2 cores: encoding, latency vs BM25, index size, ingest, quality vs cost, quantisation, ml-commons
 	bash scripts/bench.sh
 
 bench-quick: setup  ## the same scripts on small samples (a smoke run, a few minutes)

@@ -10,8 +10,6 @@ the library's exceptions as they are: the app maps each type to its HTTP status.
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -22,6 +20,7 @@ from milco_os.opensearch.client import reachable as opensearch_reachable
 from milco_os.opensearch.validation import check_filters, check_index_name
 from milco_os.pruning import Pruning
 from milco_os.runtime.encoder import SparseEncoder
+from milco_os.service.recent import RecentEncodings
 from milco_os.service.schemas import (
     DOCUMENTS_BODY,
     ERROR_MEANINGS,
@@ -42,7 +41,6 @@ from milco_os.service.schemas import (
 )
 from milco_os.settings import Settings
 from milco_os.specs import SearchOptions, TwoPhase
-from milco_os.types import Encoded
 
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
@@ -111,37 +109,6 @@ def encode(req: EncodeRequest, encoder: Encoder) -> dict[str, Any]:
         "model": encoder.info.name,
         "results": [{"pivot": e.pivot.to_terms(), "echo": e.echo.to_terms()} for e in encode_fn(req.texts)],
     }
-
-
-class RecentEncodings:
-    """The texts encoded last for ml-commons (at most ``size`` of them and ``max_chars`` characters), per kind.
-    One index's pivot and echo views are two ml-commons models, so OpenSearch sends every text twice, one
-    view right after the other: the second request is answered from here instead of encoding it again."""
-
-    def __init__(self, size: int = 1024, max_chars: int = 4_000_000) -> None:
-        self.size, self.max_chars = size, max_chars
-        self._items: OrderedDict[tuple[str, str, str], Encoded] = OrderedDict()
-        self._chars = 0
-        self._lock = threading.Lock()
-
-    def encode(self, encoder: SparseEncoder, kind: str, texts: list[str]) -> list[Encoded]:
-        keys = [(encoder.info.fingerprint, kind, text) for text in texts]
-        with self._lock:
-            found = {key: self._items[key] for key in keys if key in self._items}
-        missing = list(dict.fromkeys(key for key in keys if key not in found))
-        if missing:
-            encode_fn = encoder.encode_queries if kind == "query" else encoder.encode_documents
-            found |= dict(zip(missing, encode_fn([text for _, _, text in missing]), strict=True))
-        with self._lock:
-            for key in keys:
-                if key not in self._items:
-                    self._chars += len(key[2])
-                self._items[key] = found[key]
-                self._items.move_to_end(key)
-            while self._items and (len(self._items) > self.size or self._chars > self.max_chars):
-                old, _ = self._items.popitem(last=False)
-                self._chars -= len(old[2])
-        return [found[key] for key in keys]
 
 
 async def get_recent(request: Request) -> RecentEncodings:

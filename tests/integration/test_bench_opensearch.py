@@ -85,3 +85,12 @@ def test_steady_state_size_excludes_the_recovery_copy_of_vectors(client, splade_
             delete_index(client, name)
     # 120 terms/doc of JSON in _source are most of the "with" index; without them the postings remain.
     assert sizes[False] < 0.7 * sizes[True], sizes
+
+
+def test_bulk_through_pipeline_fails_on_an_item_error_and_hit_ids_keep_order(client, index_name: str) -> None:  # noqa: ANN001
+    create_plain_index(client, index_name, measure.text_index_body())
+    with pytest.raises(RuntimeError, match="1 failed"):  # the node has no such pipeline: every item fails
+        measure.bulk_through_pipeline(client, index_name, "no-such-pipeline", [("a", {"text": "x"})], chunk=10)
+    client.index(index=index_name, id="b", body={"text": "green tea tea"}, refresh=True)
+    client.index(index=index_name, id="c", body={"text": "green tea"}, refresh=True)
+    assert measure.hit_ids(client, index_name, measure.match_body("tea", 10)) == ["b", "c"]

@@ -194,7 +194,7 @@ def test_added_modules_declare_what_they_extend() -> None:
 
 
 def test_recent_encodings_encode_a_text_once_for_both_views_and_stay_bounded() -> None:
-    from milco_os.service.routes import RecentEncodings
+    from milco_os.service.recent import RecentEncodings
     from tests.fakes import FakeEncoder
 
     class Counting(FakeEncoder):
@@ -222,3 +222,38 @@ def test_plugins_with_security_are_refused_before_anything_starts(tmp_path) -> N
     with pytest.raises(ConfigError, match="unknown plugin"):
         LocalNode(tmp_path, 9399).up(plugins=("security",))
     assert not (tmp_path / "opensearch" / "dist").exists(), "nothing downloaded or unpacked"
+
+
+def test_concurrent_requests_for_one_text_encode_it_once() -> None:
+    import threading
+    import time
+
+    from milco_os.service.recent import RecentEncodings
+    from tests.fakes import FakeEncoder
+
+    class Slow(FakeEncoder):
+        calls: list[list[str]] = []
+
+        def encode_queries(self, texts):  # noqa: ANN001, ANN201
+            self.calls.append(list(texts))
+            time.sleep(0.3)
+            return super().encode_queries(texts)
+
+    encoder, recent = Slow(), RecentEncodings()
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(recent.encode(encoder, "query", ["Herzinfarkt"])))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert encoder.calls == [["Herzinfarkt"]], "the second view's request waited for the first one's encoding"
+    assert results[0][0] is results[1][0]
+
+    class Failing(FakeEncoder):
+        def encode_queries(self, texts):  # noqa: ANN001, ANN201
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        recent.encode(Failing(fingerprint="other"), "query", ["x"])
+    assert not recent._pending, "a failed encoding leaves no one waiting"
