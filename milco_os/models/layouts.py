@@ -246,7 +246,9 @@ def adapter_base(path: Path) -> Path:
     if not reference:
         msg = f"{path}/{ADAPTER_CONFIG}: missing base_model_name_or_path"
         raise ModelError(msg)
-    for candidate in (Path(reference).expanduser(), path / reference):
+    # Relative to the adapter directory first: a name relative to wherever milco-os happens to run from is
+    # only a fallback (peft writes whatever path the training used).
+    for candidate in (path / Path(reference).expanduser(), Path(reference).expanduser()):
         if candidate.is_dir():
             return candidate
     msg = (

@@ -6,7 +6,7 @@ ingest pipeline, ``query`` for search), a connector to the ``/v1/neural-sparse``
 remote model on it, all in one model group; then an ingest pipeline (one ``sparse_encoding`` processor per view,
 documents pruned as the index's ``_meta`` says) and a search pipeline (``neural_query_enricher`` with the query
 models as the fields' defaults, and ``neural_sparse_two_phase_processor`` where asked). It records every id in the
-index's ``_meta`` and checks the whole path once by simulating the ingest pipeline. :func:`unregister` removes it.
+index's ``_meta`` and checks the whole path once (a simulated document, a query). :func:`unregister` removes it.
 
 Scores equal ``milco-os ingest`` + ``milco-os search``: the service encodes with the same model and pruning and
 rounds document weights as ingest does; a query's two views are two ``neural_sparse`` clauses boosted by alpha
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import re
 import time
 import uuid
@@ -27,7 +28,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from milco_os.errors import ConfigError, SearchIndexError
+from milco_os.errors import ConfigError, ModelMismatch, SearchIndexError
+from milco_os.keys import KEY_SCHEME_VERSION
 from milco_os.opensearch.client import describe_transport_error
 from milco_os.opensearch.indices import index_record
 from milco_os.opensearch.mapping import META_KEY
@@ -38,6 +40,7 @@ from milco_os.specs import TwoPhase
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
 
+log = logging.getLogger(__name__)
 ROUTE = "/v1/neural-sparse"
 RECORD_KEY = "ml_commons"  # under _meta.milco_os
 KINDS = ("document", "query")
@@ -320,6 +323,10 @@ def register(
     registration recorded in its ``_meta``. Anything created before a failure is removed again."""
     step = on_step or (lambda _msg: None)
     record = index_record(client, index)
+    if record.get("key_scheme") != KEY_SCHEME_VERSION:  # the service writes this milco-os's keys
+        msg = (f"index {index!r} uses term-key scheme {record.get('key_scheme')}, this milco-os writes scheme "
+               f"{KEY_SCHEME_VERSION}; reindex it first")
+        raise ModelMismatch(msg, index, record.get("model", {}).get("name"))
     if record.get(RECORD_KEY):
         msg = (f"index {index!r} is already registered with ml-commons; "
                f"`milco-os ml-commons unregister --index {index}` first")
@@ -329,9 +336,13 @@ def register(
         msg = (f"--service-url {service_url!r}: expected http(s)://HOST[:PORT], the address at which OpenSearch "
                "reaches milco-os serve")
         raise ConfigError(msg)
+    name = name or f"milco-os-{index}"
+    for kind, what in (("_ingest", "an ingest"), ("_search", "a search")):
+        if _exists(client, f"/{kind}/pipeline/{name}"):  # never overwrite (nor later delete) someone else's
+            msg = f"{what} pipeline named {name!r} exists; choose another --name"
+            raise ConfigError(msg)
     step("checking ml-commons settings")
     changed = check_cluster(client, service_url, configure=configure_cluster)
-    name = name or f"milco-os-{index}"
     doc_prune = str(Pruning.from_meta(record["document_pruning"]))
     query_prune = str(query_pruning or Pruning.parse("none"))
     reg: dict[str, Any] = {
@@ -375,12 +386,25 @@ def register(
         _call(client, "PUT", f"/_search/pipeline/{name}", search_pipeline_body(defaults, two_phase, index=index),
               what="creating the search pipeline")
         step("checking the path: OpenSearch -> milco-os serve -> OpenSearch")
-        check_pipeline(client, name, record)
+        check_path(client, index, name, record)
         _put_record(client, index, reg)
     except BaseException:
-        _remove(client, reg)
+        try:
+            _remove(client, reg)
+        except Exception as e:  # noqa: BLE001 (the first failure is the one to report)
+            log.warning("could not remove what a failed register made (%s): %s", e, json.dumps(reg))
         raise
     return reg
+
+
+def _exists(client: OpenSearch, path: str) -> bool:
+    from opensearchpy.exceptions import NotFoundError
+
+    try:
+        client.transport.perform_request("GET", path)
+    except NotFoundError:
+        return False
+    return True
 
 
 def _with_key(body: dict[str, Any], key: str | None) -> dict[str, Any]:
@@ -389,9 +413,10 @@ def _with_key(body: dict[str, Any], key: str | None) -> dict[str, Any]:
     return body
 
 
-def check_pipeline(client: OpenSearch, pipeline: str, record: dict[str, Any]) -> None:
-    """Simulate the ingest pipeline on one document; fail with ml-commons' own reason if any part is wrong
-    (service unreachable or refusing, wrong key, other model, untrusted endpoint)."""
+def check_path(client: OpenSearch, index: str, pipeline: str, record: dict[str, Any]) -> None:
+    """Simulate the ingest pipeline on one document and run one query through the search pipeline; fail with
+    ml-commons' own reason if any part is wrong (service unreachable or refusing, wrong key, another model,
+    untrusted endpoint)."""
     text = "milco-os checks the path from OpenSearch to the encoder."
     doc = dict.fromkeys(record["fields"]["text"], text)
     result = _call(client, "POST", f"/_ingest/pipeline/{pipeline}/_simulate", {"docs": [{"_source": doc}]},
@@ -408,6 +433,10 @@ def check_pipeline(client: OpenSearch, pipeline: str, record: dict[str, Any]) ->
     if empty:
         msg = f"the ingest pipeline wrote no {' or '.join(empty)} terms for a test sentence"
         raise SearchIndexError(msg)
+    query = model_query(text, pivot_field=record["fields"]["pivot"], echo_field=record["fields"]["echo"],
+                        fields=tuple(views))
+    _call(client, "POST", f"/{index}/_search", {"query": query, "size": 0}, params={"search_pipeline": pipeline},
+          what="a test query through the search pipeline")
 
 
 def _remove(client: OpenSearch, reg: dict[str, Any]) -> list[str]:

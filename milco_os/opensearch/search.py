@@ -69,6 +69,7 @@ def query_request(
     from milco_os.opensearch.indices import index_record
     from milco_os.opensearch.mlcommons import record_query
     from milco_os.opensearch.query import neural_sparse_query
+    from milco_os.pruning import Pruning
 
     options = options or SearchOptions()
     if form not in QUERY_FORMS:
@@ -82,6 +83,10 @@ def query_request(
                "(milco-os ml-commons register --two-phase), not to the query")
         raise ConfigError(msg)
     if form == "model":
+        if str(options.query_pruning) != str(Pruning.parse("none")):
+            msg = ("--print-query model: OpenSearch encodes the query, pruned as registered "
+                   "(milco-os ml-commons register --query-prune); drop --query-prune here")
+            raise ConfigError(msg)
         record = index_record(client, index)
         query = record_query(text, record, alpha=options.alpha)
     else:

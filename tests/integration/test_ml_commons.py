@@ -245,7 +245,7 @@ def test_empty_and_all_pruned_queries_match_nothing_on_every_path(stack: Stack, 
 
 
 def test_a_service_with_another_model_or_key_is_refused_and_leaves_nothing_behind(stack: Stack) -> None:
-    from milco_os.errors import SearchIndexError
+    from milco_os.errors import ConfigError, SearchIndexError
     from milco_os.loading import load_encoder
 
     client = stack.client
@@ -262,6 +262,13 @@ def test_a_service_with_another_model_or_key_is_refused_and_leaves_nothing_behin
                                                  body={"query": {"match_all": {}}, "size": 0})["hits"]["total"]["value"]
         assert after == before, "a failed register removes the models it made"
         assert "ml_commons" not in index_record(client, other)
+        # Someone else's pipeline of the default name is neither overwritten nor deleted.
+        theirs = {"description": "not milco-os", "processors": []}
+        client.ingest.put_pipeline(id=f"milco-os-{other}", body=theirs)
+        with pytest.raises(ConfigError, match="pipeline named .* exists; choose another --name"):
+            register(client, other, service_url=stack.service_url, service_key=stack.key)
+        assert client.ingest.get_pipeline(id=f"milco-os-{other}")[f"milco-os-{other}"]["description"] == "not milco-os"
+        client.ingest.delete_pipeline(id=f"milco-os-{other}")
     finally:
         client.indices.delete(index=other, ignore_unavailable=True)
 
