@@ -129,6 +129,8 @@ def encode(
     if unused != "none":
         raise ConfigError(f"{other}: does not apply to --kind {kind}; use {option}")
     pruning = checked(option, lambda: Pruning.parse(rule))
+    if pruning.needs_stats:
+        raise ConfigError(f"{option} {rule}: postings pruning needs an index's document frequencies; use search")
     texts = read_stdin_lines() if texts == ["-"] else texts
     encoder = load_model(settings, runtime=runtime, quantize=quantize)
     for result in (encoder.encode_queries if kind == "query" else encoder.encode_documents)(texts):
@@ -254,20 +256,23 @@ def search(
     options: Any = None,
 ) -> None:
     """Search an index with queries in any language; --explain shows which terms matched and how much."""
-    from milco_os.opensearch.search import query_request
+    from milco_os.opensearch.indices import index_record
+    from milco_os.opensearch.search import query_request, term_stats
     from milco_os.opensearch.search import search as run_search
 
     checked_index_name("--index", index)
     client = connect(settings)
+    # Read once for all queries: the document frequencies `--query-prune postings:B` prunes by.
+    stats = term_stats(client, index, index_record(client, index), options)
     if print_query is not None:
         encoder = None if print_query == "model" else load_model(settings)
         for text in [query] if query is not None else typed_queries():
-            body = query_request(client, index, text, encoder, options, form=print_query)
+            body = query_request(client, index, text, encoder, options, form=print_query, stats=stats)
             sys.stdout.write(json.dumps(body, ensure_ascii=False) + "\n")
         return
     encoder = load_model(settings)
     for text in [query] if query is not None else typed_queries():
-        result = run_search(client, index, text, encoder, options)
+        result = run_search(client, index, text, encoder, options, stats=stats)
         if as_json:
             sys.stdout.write(json.dumps(result.to_dict(top_terms if options.explain else None), ensure_ascii=False)
                              + "\n")

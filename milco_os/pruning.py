@@ -11,6 +11,12 @@ Every rule first drops weights that OpenSearch ``rank_features`` rejects (<= 0, 
                          ``ceil((1 - P) * n)`` of the ``n`` non-zeros.
 - ``max_ratio:R``        OpenSearch semantics: keep ``w >= R * max(w)`` (0 <= R < 1).
 - ``abs_value:T``        OpenSearch semantics: keep ``w >= T`` (T > 0).
+- ``postings:B``         selectivity-aware, for queries: a budget of ``B * N`` postings per view (N documents
+                         in the index). Terms are taken by value, ``w * idf`` (BM25's idf from the term's
+                         document frequency), as long as their posting lists fit the budget; a term whose list
+                         would overflow it is skipped for cheaper ones after it. The most valuable term is
+                         always kept, and a term no document holds is dropped (it costs a clause and matches
+                         nothing). Needs the index's document frequencies (:class:`TermStats`).
 - ``none``               only the invalid weights are dropped.
 
 Ties are broken by term id, so results do not depend on the input order.
@@ -20,14 +26,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
 from milco_os.types import Encoded, SparseVector
 
-PruneKind = Literal["none", "top_k", "mass", "mass_percentile", "max_ratio", "abs_value"]
-PRUNE_KINDS: tuple[str, ...] = ("none", "top_k", "mass", "mass_percentile", "max_ratio", "abs_value")
+PruneKind = Literal["none", "top_k", "mass", "mass_percentile", "max_ratio", "abs_value", "postings"]
+PRUNE_KINDS: tuple[str, ...] = ("none", "top_k", "mass", "mass_percentile", "max_ratio", "abs_value", "postings")
+
+
+class TermStats(Protocol):
+    """Document frequencies of one index: what ``postings:B`` pruning reads."""
+
+    n_docs: int
+
+    def doc_freq(self, view: str, vec: SparseVector) -> np.ndarray:
+        """How many documents hold each term of ``vec`` (aligned with ``vec.ids``) in ``view``'s field."""
+        ...
 
 
 def drop_invalid(vec: SparseVector) -> SparseVector:
@@ -84,6 +100,37 @@ def abs_value(vec: SparseVector, t: float) -> SparseVector:
     return _take(vec, np.flatnonzero(vec.weights >= t))
 
 
+def idf(df: np.ndarray, n_docs: int) -> np.ndarray:
+    """BM25's inverse document frequency, ``ln(1 + (N - df + 0.5) / (df + 0.5))``: never negative."""
+    df = df.astype(np.float64)
+    return np.log1p((n_docs - df + 0.5) / (df + 0.5))
+
+
+def postings_budget(vec: SparseVector, df: np.ndarray, n_docs: int, budget: float) -> SparseVector:
+    """``postings:B`` (see the module docstring): ``df`` is aligned with ``vec.ids``."""
+    vec, df = _valid_with(vec, df)
+    held = df > 0
+    vec, df = _take(vec, np.flatnonzero(held)), df[held]
+    if len(vec) == 0:
+        return vec
+    value = vec.weights.astype(np.float64) * idf(df, n_docs)
+    order = np.lexsort((vec.ids, -value))
+    limit, spent, keep = budget * n_docs, 0.0, []
+    for rank, i in enumerate(order):
+        if rank == 0 or spent + df[i] <= limit:
+            keep.append(i)
+            spent += float(df[i])
+    return _take(vec, np.sort(np.asarray(keep, dtype=np.int64)))
+
+
+def _valid_with(vec: SparseVector, aligned: np.ndarray) -> tuple[SparseVector, np.ndarray]:
+    """:func:`drop_invalid`, keeping an array aligned with ``vec.ids`` aligned."""
+    keep = np.isfinite(vec.weights) & (vec.weights > 0)
+    if keep.all():
+        return vec, np.asarray(aligned)
+    return SparseVector(vec.ids[keep], vec.weights[keep], vec.vocab), np.asarray(aligned)[keep]
+
+
 @dataclass(frozen=True)
 class Prune:
     """One pruning rule, e.g. ``Prune.parse("mass:0.9")``."""
@@ -105,6 +152,8 @@ class Prune:
             problem = f"{kind} needs a fraction in [0, 1)"
         elif kind == "abs_value" and not v > 0:
             problem = "abs_value needs a threshold > 0"
+        elif kind == "postings" and not v > 0:
+            problem = "postings needs a budget > 0 (a multiple of the index's document count)"
         if problem:
             msg = f"invalid pruning {kind}:{v:g}: {problem}"
             raise ValueError(msg)
@@ -129,9 +178,19 @@ class Prune:
     def __str__(self) -> str:
         return "none" if self.kind == "none" else f"{self.kind}:{self.value:g}"
 
-    def apply(self, vec: SparseVector) -> SparseVector:
+    @property
+    def needs_stats(self) -> bool:
+        """Whether :meth:`apply` needs the index's document frequencies."""
+        return self.kind == "postings"
+
+    def apply(self, vec: SparseVector, stats: TermStats | None = None, view: str = "pivot") -> SparseVector:
         if self.kind == "none":
             return drop_invalid(vec)
+        if self.kind == "postings":
+            if stats is None:
+                msg = "postings pruning needs the index's document frequencies (query pruning at search time)"
+                raise ValueError(msg)
+            return postings_budget(vec, stats.doc_freq(view, vec), stats.n_docs, self.value)
         if self.kind == "top_k":
             return top_k(vec, int(self.value))
         rule = {"mass": mass, "mass_percentile": mass_percentile, "max_ratio": max_ratio, "abs_value": abs_value}
@@ -160,8 +219,12 @@ class Pruning:
     def __str__(self) -> str:
         return str(self.pivot) if self.pivot == self.echo else f"{self.pivot},{self.echo}"
 
-    def apply(self, encoded: Encoded) -> Encoded:
-        return Encoded(self.pivot.apply(encoded.pivot), self.echo.apply(encoded.echo))
+    @property
+    def needs_stats(self) -> bool:
+        return self.pivot.needs_stats or self.echo.needs_stats
+
+    def apply(self, encoded: Encoded, stats: TermStats | None = None) -> Encoded:
+        return Encoded(self.pivot.apply(encoded.pivot, stats, "pivot"), self.echo.apply(encoded.echo, stats, "echo"))
 
     def to_meta(self) -> dict[str, str]:
         """The form an index's ``_meta`` records (``{"pivot": "mass:0.8", "echo": "none"}``)."""

@@ -49,6 +49,9 @@ class IndexSpec:
         if not self.text_fields:
             msg = "text fields: at least one is needed (e.g. text)"
             raise ValueError(msg)
+        if self.doc_pruning.needs_stats:
+            msg = f"document pruning {self.doc_pruning}: postings pruning is for queries (it needs the index)"
+            raise ValueError(msg)
         names = [*self.text_fields, self.pivot_field, self.echo_field]
         if len(set(names)) != len(names):
             msg = (f"field names must differ: text fields {list(self.text_fields)}, pivot {self.pivot_field!r}, "

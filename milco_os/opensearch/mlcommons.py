@@ -336,6 +336,9 @@ def register(
         msg = (f"--service-url {service_url!r}: expected http(s)://HOST[:PORT], the address at which OpenSearch "
                "reaches milco-os serve")
         raise ConfigError(msg)
+    if query_pruning is not None and query_pruning.needs_stats:
+        msg = "--query-prune postings: the service prunes without the index's document frequencies; use another rule"
+        raise ConfigError(msg)
     name = name or f"milco-os-{index}"
     for kind, what in (("_ingest", "an ingest"), ("_search", "a search")):
         if _exists(client, f"/{kind}/pipeline/{name}"):  # never overwrite (nor later delete) someone else's

@@ -19,6 +19,7 @@ from milco_os.types import Encoded
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
 
+    from milco_os.pruning import TermStats
     from milco_os.runtime.encoder import SparseEncoder
 
 
@@ -60,6 +61,7 @@ def query_request(
     encoder: SparseEncoder | None,
     options: SearchOptions | None = None,
     form: str = "rank_feature",
+    stats: TermStats | None = None,
 ) -> dict[str, Any]:
     """The exact search body for ``text``, for users who send queries from their own code: ``rank_feature``
     (what ``search`` sends), ``neural_sparse`` with ``query_tokens`` (neural-search plugin; keys as the index
@@ -77,7 +79,8 @@ def query_request(
         raise ConfigError(msg)
     if form == "rank_feature":
         assert encoder is not None
-        return _request(checked_record(client, index, encoder.info), text, encoder, options)[1]
+        record = checked_record(client, index, encoder.info)
+        return _request(record, text, encoder, options, term_stats(client, index, record, options, stats))[1]
     if options.two_phase is not None or options.hybrid_weight is not None:
         msg = (f"--print-query {form}: two-phase and hybrid belong to the index's ml-commons search pipeline "
                "(milco-os ml-commons register --two-phase), not to the query")
@@ -92,7 +95,8 @@ def query_request(
     else:
         assert encoder is not None
         record = checked_record(client, index, encoder.info)
-        encoded = options.query_pruning.apply(encoder.encode_queries([text])[0])
+        stats = term_stats(client, index, record, options, stats)
+        encoded = options.query_pruning.apply(encoder.encode_queries([text])[0], stats)
         query = neural_sparse_query(encoded, pivot_field=record["fields"]["pivot"],
                                     echo_field=record["fields"]["echo"], alpha=options.alpha)
     if options.filters and "should" in query["bool"]:
@@ -100,13 +104,24 @@ def query_request(
     return {"query": query, "size": options.size, "from": options.from_}
 
 
+def term_stats(
+    client: OpenSearch, index: str, record: dict[str, Any], options: SearchOptions, stats: TermStats | None = None
+) -> TermStats | None:
+    """The index's term statistics when the query pruning needs them (``stats`` if given), else None."""
+    if not options.query_pruning.needs_stats or stats is not None:
+        return stats
+    from milco_os.opensearch.stats import IndexTermStats
+
+    return IndexTermStats(client, index, record)
+
+
 def _request(
-    record: dict[str, Any], text: str, encoder: SparseEncoder, options: SearchOptions
+    record: dict[str, Any], text: str, encoder: SparseEncoder, options: SearchOptions, stats: TermStats | None = None
 ) -> tuple[Encoded, dict[str, Any]]:
     """(the pruned query, the ``rank_feature`` search body) for ``text`` on an index with ``record``."""
     pivot_field, echo_field = record["fields"]["pivot"], record["fields"]["echo"]
     from_source = record.get("vectors_in_source", True)
-    query = options.query_pruning.apply(encoder.encode_queries([text])[0])
+    query = options.query_pruning.apply(encoder.encode_queries([text])[0], stats)
     hybrid = (
         Hybrid(text=text, fields=tuple(record["fields"]["text"]), weight=options.hybrid_weight)
         if options.hybrid_weight is not None
@@ -136,12 +151,15 @@ def search(
     text: str,
     encoder: SparseEncoder,
     options: SearchOptions | None = None,
+    stats: TermStats | None = None,
 ) -> SearchResult:
+    """Encode, prune and run ``text``. ``stats``: the index's term statistics for ``postings`` pruning, kept
+    by callers that search one index many times (read here when needed and not given)."""
     options = options or SearchOptions()
     record = checked_record(client, index, encoder.info)
     pivot_field, echo_field = record["fields"]["pivot"], record["fields"]["echo"]
     from_source = record.get("vectors_in_source", True)
-    query, body = _request(record, text, encoder, options)
+    query, body = _request(record, text, encoder, options, term_stats(client, index, record, options, stats))
     resp = client.search(index=index, body=body)
     hits = []
     for h in resp["hits"]["hits"]:

@@ -137,6 +137,8 @@ def neural_sparse(
         pruning = Pruning.parse(req.prune)
     except ValueError as e:
         raise invalid(["body", "prune"], str(e)) from None
+    if pruning.needs_stats:
+        raise invalid(["body", "prune"], "postings pruning needs an index's document frequencies")
     encoded = [pruning.apply(e) for e in recent.encode(encoder, req.kind, req.texts)]
     if req.kind == "query":  # queries keep full precision, as `milco-os search` sends them
         return {"response": [query_tokens(getattr(e, req.view)) for e in encoded]}
@@ -168,11 +170,33 @@ async def add_documents(name: IndexName, docs: Documents, client: Client, encode
     responses=errors(400, 401, 404, 409, 413, 422, 503),
 )
 def search_index(
-    name: IndexName, req: SearchRequest, client: Client, encoder: Encoder, settings: ServiceSettings
+    name: IndexName, req: SearchRequest, client: Client, encoder: Encoder, settings: ServiceSettings, request: Request
 ) -> dict[str, Any]:
     from milco_os.opensearch.search import search
 
-    return search(client, name, req.query, encoder, search_options(req, settings)).to_dict()
+    options = search_options(req, settings)
+    stats = cached_stats(request, client, name, options)
+    return search(client, name, req.query, encoder, options, stats=stats).to_dict()
+
+
+#: Seconds the service keeps an index's document frequencies before it reads them again.
+STATS_TTL_S = 300.0
+
+
+def cached_stats(request: Request, client: OpenSearch, index: str, options: SearchOptions) -> Any:
+    """The index's term statistics for ``postings`` pruning, kept per index for STATS_TTL_S (None otherwise)."""
+    from milco_os.opensearch.indices import index_record
+    from milco_os.opensearch.search import term_stats
+
+    if not options.query_pruning.needs_stats:
+        return None
+    kept = request.app.state.term_stats
+    stats = kept.get(index)
+    if stats is None:
+        stats = kept[index] = term_stats(client, index, index_record(client, index), options)
+    elif stats.age_s > STATS_TTL_S:
+        stats.refresh()
+    return stats
 
 
 def search_options(req: SearchRequest, settings: Settings) -> SearchOptions:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from milco_os.pruning import Prune, Pruning, abs_value, drop_invalid, mass, mass_percentile, max_ratio, top_k
-from milco_os.types import SparseVector, Vocab
+from milco_os.types import Encoded, SparseVector, Vocab
 
 VOCAB = Vocab("v", tuple(f"t{i}" for i in range(200)))
 
@@ -139,3 +139,64 @@ def test_input_is_never_mutated() -> None:
         Prune.parse(rule).apply(v)
     assert (v.ids == before[0]).all() and np.array_equal(v.weights, before[1])
     assert drop_invalid(vec([1.0])).weights.tolist() == [1.0]
+
+
+class ArrayStats:
+    """Document frequencies from arrays indexed by term id (what the benchmarks compute in-process)."""
+
+    def __init__(self, n_docs: int, pivot_df: np.ndarray, echo_df: np.ndarray | None = None) -> None:
+        self.n_docs, self.df = n_docs, {"pivot": pivot_df, "echo": pivot_df if echo_df is None else echo_df}
+
+    def doc_freq(self, view: str, v: SparseVector) -> np.ndarray:
+        return self.df[view][v.ids]
+
+
+def test_postings_budget_prefers_selective_terms_within_the_budget() -> None:
+    from milco_os.pruning import postings_budget
+
+    # N = 1000. Term 0 is heavy and in 900 docs (stopword-like); 1 and 2 are rarer; 3 is in no document.
+    v = vec([3.0, 2.0, 1.0, 5.0, 0.5], ids=[0, 1, 2, 3, 4])
+    df = np.array([900, 50, 10, 0, 400])
+    kept = postings_budget(v, df, 1000, budget=0.1)  # 100 postings
+    assert sorted(kept.ids.tolist()) == [1, 2], "in budget by value (w * idf); the unheld term is dropped"
+    everything = postings_budget(v, df, 1000, budget=10)
+    assert sorted(everything.ids.tolist()) == [0, 1, 2, 4]
+    # Value is w * idf: a light rare term (0.1 * 5.2) beats a heavy common one (3.0 * 0.11); the most
+    # valuable term stays even when it alone is over budget.
+    tiny = postings_budget(vec([3.0, 0.1], ids=[0, 1]), np.array([900, 5]), 1000, budget=0.001)
+    assert tiny.ids.tolist() == [1]
+    assert len(postings_budget(vec([1.0], ids=[3]), np.array([0]), 1000, budget=1)) == 0
+
+
+@given(vectors, st.floats(min_value=0.001, max_value=3.0))
+@settings(max_examples=60, deadline=None)
+def test_postings_budget_never_exceeds_it_beyond_the_first_term(v: SparseVector, budget: float) -> None:
+    from milco_os.pruning import idf, postings_budget
+
+    n_docs = 500
+    df_all = (np.arange(200) * 37) % (n_docs + 1)
+    kept = postings_budget(v, df_all[v.ids], n_docs, budget)
+    df_kept = df_all[kept.ids]
+    assert (df_kept > 0).all()
+    if len(kept) > 1:
+        value = kept.weights.astype(np.float64) * idf(df_kept, n_docs)
+        best = int(np.argmax(value))
+        assert df_kept.sum() - df_kept[best] <= budget * n_docs
+    assert set(kept.ids.tolist()) <= set(v.ids.tolist())
+
+
+def test_postings_rule_parses_needs_stats_and_is_query_only() -> None:
+    from milco_os.specs import IndexSpec
+
+    rule = Pruning.parse("postings:0.2,top_k:8")
+    assert str(rule) == "postings:0.2,top_k:8" and rule.needs_stats and not Pruning.parse("top_k:8").needs_stats
+    with pytest.raises(ValueError, match="postings needs a budget > 0"):
+        Prune.parse("postings:0")
+    with pytest.raises(ValueError, match="needs the index's document frequencies"):
+        rule.apply(Encoded(vec([1.0]), vec([1.0])))
+    pruned = rule.apply(Encoded(vec([1.0, 2.0], ids=[1, 2]), vec([1.0, 2.0, 3.0])),
+                        ArrayStats(10, np.array([0, 1, 9] + [0] * 197)))
+    # Budget 0.2 * 10 = 2 postings: term 1 (in 1 document) fits, term 2 (in 9) does not; echo is top_k:8.
+    assert pruned.pivot.ids.tolist() == [1] and len(pruned.echo) == 3
+    with pytest.raises(ValueError, match="postings pruning is for queries"):
+        IndexSpec(doc_pruning=Pruning.parse("postings:0.5"))

@@ -1,0 +1,72 @@
+"""Term statistics of an index (IO), for selectivity-aware query pruning (``postings:B``).
+
+A ``rank_features`` key is a term of its field, and its document frequency is the length of its posting list:
+what a query clause on it costs. :class:`IndexTermStats` counts the keys a query brings the first time it sees
+them (one ``_msearch`` of counts for all of them) and keeps the counts, together with the document count they
+belong to; :meth:`IndexTermStats.refresh` starts over (the service does so every few minutes).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from milco_os.keys import encode_key
+from milco_os.opensearch.indices import document_count
+
+if TYPE_CHECKING:
+    from opensearchpy import OpenSearch
+
+    from milco_os.types import SparseVector
+
+#: Counts per ``_msearch`` request.
+COUNTS_PER_REQUEST = 256
+
+
+def count_body(field: str, key: str) -> dict[str, Any]:
+    """Count the documents that hold feature ``key`` of ``field`` (no scoring, no hits)."""
+    return {"size": 0, "track_total_hits": True,
+            "query": {"constant_score": {"filter": {"rank_feature": {"field": f"{field}.{key}"}}}}}
+
+
+class IndexTermStats:
+    """Document frequencies of one index's keys, read as queries need them (see the module docstring)."""
+
+    def __init__(self, client: OpenSearch, index: str, record: dict[str, Any]) -> None:
+        self.client, self.index = client, index
+        self.fields = {"pivot": record["fields"]["pivot"], "echo": record["fields"]["echo"]}
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.n_docs = document_count(self.client, self.index)
+        self.read_at = time.monotonic()
+        self._df: dict[str, dict[str, int]] = {"pivot": {}, "echo": {}}
+
+    @property
+    def age_s(self) -> float:
+        return time.monotonic() - self.read_at
+
+    def doc_freq(self, view: str, vec: SparseVector) -> np.ndarray:
+        keys = [encode_key(vec.vocab.tokens[int(i)]) for i in vec.ids]
+        known = self._df[view]
+        unknown = [k for k in dict.fromkeys(keys) if k not in known]
+        for start in range(0, len(unknown), COUNTS_PER_REQUEST):
+            known |= self._count(self.fields[view], unknown[start : start + COUNTS_PER_REQUEST])
+        return np.fromiter((known[k] for k in keys), dtype=np.int64, count=len(keys))
+
+    def _count(self, field: str, keys: list[str]) -> dict[str, int]:
+        from milco_os.errors import SearchIndexError
+
+        lines: list[dict[str, Any]] = []
+        for key in keys:
+            lines += [{"index": self.index}, count_body(field, key)]
+        responses = self.client.msearch(body=lines)["responses"]
+        counts = {}
+        for key, item in zip(keys, responses, strict=True):
+            if "error" in item:
+                msg = f"counting documents with {field}.{key} in {self.index!r} failed: {item['error']}"
+                raise SearchIndexError(msg)
+            counts[key] = int(item["hits"]["total"]["value"])
+        return counts
