@@ -55,13 +55,26 @@ from milco_os.opensearch.query import Hybrid, search_body
 from milco_os.pruning import Pruning
 from milco_os.specs import ECHO_FIELD, PIVOT_FIELD, IndexSpec, TwoPhase
 
-#: Query pruning variants of the milco-os expansion (both views pruned alike).
-QUERY_PRUNING = ["none", "top_k:8", "top_k:16", "top_k:32", "mass:0.5"]
+#: Query pruning variants of the milco-os expansion (both views pruned alike); ``selective:R`` prunes by the
+#: index's document frequencies.
+QUERY_PRUNING = ["none", "top_k:8", "top_k:16", "top_k:32", "mass:0.5", "selective:0.2", "selective:0.3",
+                 "selective:0.5"]
 
 
-def pruned_queries(encoded: list[Any]) -> dict[str, list[Any]]:
-    """``{rule: queries}`` for each rule of QUERY_PRUNING (``none``: the full expansion)."""
-    return {rule: [Pruning.parse(rule).apply(e) for e in encoded] for rule in QUERY_PRUNING}
+class ArrayStats:
+    """Document frequencies counted from the indexed vectors themselves (what OpenSearch would count)."""
+
+    def __init__(self, encoded: list[Any], pivot_size: int, echo_size: int) -> None:
+        self.n_docs = len(encoded)
+        self.df = dict(zip(("pivot", "echo"), document_frequencies(encoded, pivot_size, echo_size), strict=True))
+
+    def doc_freq(self, view: str, vec: Any) -> Any:
+        return self.df[view][vec.ids]
+
+
+def pruned_queries(encoded: list[Any], stats: ArrayStats, rules: list[str] | None = None) -> dict[str, list[Any]]:
+    """``{rule: queries}`` for each rule (default QUERY_PRUNING; ``none``: the full expansion)."""
+    return {rule: [Pruning.parse(rule).apply(e, stats) for e in encoded] for rule in rules or QUERY_PRUNING}
 
 
 def variant_name(rule: str) -> str:
@@ -89,13 +102,13 @@ def mean_postings(queries: list[Any], pivot_df: Any, echo_df: Any) -> float:
 
 
 def variant_bodies(
-    queries: list[Any], encoded: list[Any], *, size: int
+    queries: list[Any], encoded: list[Any], stats: ArrayStats, *, size: int
 ) -> tuple[dict[str, list[str]], dict[str, dict[str, float]]]:
     """Every variant's request bodies (serialised once, so the client spends no time on them while
     timed) and the mean number of query terms per view."""
     bodies: dict[str, list[str]] = {"bm25 match": [timed_request(match_body(q.text, size)) for q in queries]}
     terms: dict[str, dict[str, float]] = {"bm25 match": {}}
-    for rule, pruned in pruned_queries(encoded).items():
+    for rule, pruned in pruned_queries(encoded, stats).items():
         bodies[variant_name(rule)] = [timed_request(milco_body(e, size)) for e in pruned]
         terms[variant_name(rule)] = mean_terms(pruned)
     bodies["milco two-phase"] = [timed_request(milco_body(e, size, two_phase=TwoPhase())) for e in encoded]
@@ -155,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     encoded = prune_all(encoded, args.doc_prune)
     indexed_terms = mean_terms(encoded)
     info = encoder.info
-    pivot_df, echo_df = document_frequencies(encoded, len(info.pivot_vocab), len(info.echo_vocab or info.pivot_vocab))
+    stats = ArrayStats(encoded, len(info.pivot_vocab), len(info.echo_vocab or info.pivot_vocab))
+    pivot_df, echo_df = stats.df["pivot"], stats.df["echo"]
     log(f"corpus: {len(docs)} paragraphs; terms/doc {full_terms} before and {indexed_terms} after {args.doc_prune}")
 
     index = "bench-latency"
@@ -167,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     del encoded
 
     q_encoded, q_encode_ms = time_query_encoding(encoder, [q.text for q in queries])
-    bodies, q_terms = variant_bodies(queries, q_encoded, size=args.size)
+    bodies, q_terms = variant_bodies(queries, q_encoded, stats, size=args.size)
     postings = {variant_name(rule): mean_postings(qs, pivot_df, echo_df)
-                for rule, qs in pruned_queries(q_encoded).items()}
+                for rule, qs in pruned_queries(q_encoded, stats).items()}
     for name in ("milco two-phase", "milco hybrid"):
         postings[name] = postings["milco full"]
     log("warm-up: every variant once")

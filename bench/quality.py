@@ -37,7 +37,7 @@ from common import (
     write_json,
 )
 from index_size import DOC_PRUNING
-from latency import QUERY_PRUNING, milco_body, pruned_queries
+from latency import QUERY_PRUNING, ArrayStats, milco_body, pruned_queries
 
 from milco_os.opensearch.bm25 import bm25_document, bm25_index_body, bm25_query_body, choose_analyzers
 from milco_os.opensearch.indices import create_index, create_plain_index, delete_index
@@ -96,7 +96,9 @@ def milco_points(
         create_index(client, index, encoder.info, spec)
         bulk_load(client, index, docs, pruned, label=f"docs {level}")
         force_merge(client, index)
-        for rule, qs in pruned_queries(queries).items():
+        info = encoder.info
+        stats = ArrayStats(pruned, len(info.pivot_vocab), len(info.echo_vocab or info.pivot_vocab))
+        for rule, qs in pruned_queries(queries, stats).items():
             bodies = [timed_request(milco_body(q, 10)) for q in qs]
             run_queries(client, index, bodies, 1)  # warm-up
             res = run_queries(client, index, bodies, 1)

@@ -130,7 +130,7 @@ def encode(
         raise ConfigError(f"{other}: does not apply to --kind {kind}; use {option}")
     pruning = checked(option, lambda: Pruning.parse(rule))
     if pruning.needs_stats:
-        raise ConfigError(f"{option} {rule}: postings pruning needs an index's document frequencies; use search")
+        raise ConfigError(f"{option} {rule}: selective pruning needs an index's document frequencies; use search")
     texts = read_stdin_lines() if texts == ["-"] else texts
     encoder = load_model(settings, runtime=runtime, quantize=quantize)
     for result in (encoder.encode_queries if kind == "query" else encoder.encode_documents)(texts):
@@ -262,7 +262,7 @@ def search(
 
     checked_index_name("--index", index)
     client = connect(settings)
-    # Read once for all queries: the document frequencies `--query-prune postings:B` prunes by.
+    # Read once for all queries: the document frequencies `--query-prune selective:R` prunes by.
     stats = term_stats(client, index, index_record(client, index), options)
     if print_query is not None:
         encoder = None if print_query == "model" else load_model(settings)

@@ -422,13 +422,23 @@ def _chown_tree(path: Path, uid: int, gid: int) -> None:
             os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
 
 
-def plugin_descriptor(spec: ModuleSpec, version: str) -> str:
+def plugin_class(spec: ModuleSpec, jar: Path) -> str:
+    """The module's plugin class in ``jar``: OpenSearch 3.x renamed each ``XPlugin`` of a module to
+    ``XModulePlugin`` (``CommonAnalysisPlugin`` -> ``CommonAnalysisModulePlugin``)."""
+    import zipfile
+
+    renamed = spec.classname.removesuffix("Plugin") + "ModulePlugin"
+    with zipfile.ZipFile(jar) as zf:
+        return renamed if renamed.replace(".", "/") + ".class" in zf.namelist() else spec.classname
+
+
+def plugin_descriptor(spec: ModuleSpec, version: str, classname: str | None = None) -> str:
     """``plugin-descriptor.properties`` for a module added from its jar."""
     java_version = "21" if required_java(version) >= 21 else "11"
     return (
         f"description={spec.description}\n"
         f"version={version}\nname={spec.name}\n"
-        f"classname={spec.classname}\n"
+        f"classname={classname or spec.classname}\n"
         f"java.version={java_version}\nopensearch.version={version}\n"
         f"custom.foldername=\nextended.plugins={spec.extends}\nhas.native.controller=false\n"
     )
@@ -751,7 +761,9 @@ class LocalNode:
             shutil.copy2(jar, module / jar.name)
         if spec.policy:
             (module / "plugin-security.policy").write_text(spec.policy, encoding="utf-8")
-        (module / "plugin-descriptor.properties").write_text(plugin_descriptor(spec, version), encoding="utf-8")
+        classname = plugin_class(spec, jars / spec.jar_name(version))
+        descriptor = plugin_descriptor(spec, version, classname)
+        (module / "plugin-descriptor.properties").write_text(descriptor, encoding="utf-8")
 
     def _add_module(self, home: Path, version: str, spec: ModuleSpec) -> None:
         module = home / "modules" / spec.name
@@ -763,7 +775,8 @@ class LocalNode:
             _maven_copy(spec.artifact.format(version=version), archives)
         module.mkdir(parents=True, exist_ok=True)
         shutil.copy2(jar, module / jar.name)
-        (module / "plugin-descriptor.properties").write_text(plugin_descriptor(spec, version), encoding="utf-8")
+        descriptor = plugin_descriptor(spec, version, plugin_class(spec, jar))
+        (module / "plugin-descriptor.properties").write_text(descriptor, encoding="utf-8")
 
     def _write_config(self, home: Path, heap: str, secure: bool = False, plugins: tuple[str, ...] = ()) -> Path:
         conf = self.node_dir / "config"

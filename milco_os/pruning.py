@@ -11,12 +11,11 @@ Every rule first drops weights that OpenSearch ``rank_features`` rejects (<= 0, 
                          ``ceil((1 - P) * n)`` of the ``n`` non-zeros.
 - ``max_ratio:R``        OpenSearch semantics: keep ``w >= R * max(w)`` (0 <= R < 1).
 - ``abs_value:T``        OpenSearch semantics: keep ``w >= T`` (T > 0).
-- ``postings:B``         selectivity-aware, for queries: a budget of ``B * N`` postings per view (N documents
-                         in the index). Terms are taken by value, ``w * idf`` (BM25's idf from the term's
-                         document frequency), as long as their posting lists fit the budget; a term whose list
-                         would overflow it is skipped for cheaper ones after it. The most valuable term is
-                         always kept, and a term no document holds is dropped (it costs a clause and matches
-                         nothing). Needs the index's document frequencies (:class:`TermStats`).
+- ``selective:R``        selectivity-aware, for queries: keep the terms whose value ``w * ln(1 + N / df)``
+                         is at least R times the query view's best (N documents in the index, df the term's
+                         document frequency: its posting list, what its clause costs). A common term must
+                         weigh more to stay; a term no document holds is dropped (it costs a clause and
+                         matches nothing). Needs the index's document frequencies (:class:`TermStats`).
 - ``none``               only the invalid weights are dropped.
 
 Ties are broken by term id, so results do not depend on the input order.
@@ -32,12 +31,12 @@ import numpy as np
 
 from milco_os.types import Encoded, SparseVector
 
-PruneKind = Literal["none", "top_k", "mass", "mass_percentile", "max_ratio", "abs_value", "postings"]
-PRUNE_KINDS: tuple[str, ...] = ("none", "top_k", "mass", "mass_percentile", "max_ratio", "abs_value", "postings")
+PruneKind = Literal["none", "top_k", "mass", "mass_percentile", "max_ratio", "abs_value", "selective"]
+PRUNE_KINDS: tuple[str, ...] = ("none", "top_k", "mass", "mass_percentile", "max_ratio", "abs_value", "selective")
 
 
 class TermStats(Protocol):
-    """Document frequencies of one index: what ``postings:B`` pruning reads."""
+    """Document frequencies of one index: what ``selective:R`` pruning reads."""
 
     n_docs: int
 
@@ -100,27 +99,20 @@ def abs_value(vec: SparseVector, t: float) -> SparseVector:
     return _take(vec, np.flatnonzero(vec.weights >= t))
 
 
-def idf(df: np.ndarray, n_docs: int) -> np.ndarray:
-    """BM25's inverse document frequency, ``ln(1 + (N - df + 0.5) / (df + 0.5))``: never negative."""
-    df = df.astype(np.float64)
-    return np.log1p((n_docs - df + 0.5) / (df + 0.5))
+def term_value(weights: np.ndarray, df: np.ndarray, n_docs: int) -> np.ndarray:
+    """``w * ln(1 + N / df)``: a term's weight, discounted by how many documents its clause visits."""
+    return weights.astype(np.float64) * np.log1p(n_docs / np.maximum(df, 1).astype(np.float64))
 
 
-def postings_budget(vec: SparseVector, df: np.ndarray, n_docs: int, budget: float) -> SparseVector:
-    """``postings:B`` (see the module docstring): ``df`` is aligned with ``vec.ids``."""
+def selective(vec: SparseVector, df: np.ndarray, n_docs: int, r: float) -> SparseVector:
+    """``selective:R`` (see the module docstring): ``df`` is aligned with ``vec.ids``."""
     vec, df = _valid_with(vec, df)
-    held = df > 0
-    vec, df = _take(vec, np.flatnonzero(held)), df[held]
+    held = np.flatnonzero(df > 0)
+    vec, df = _take(vec, held), df[held]
     if len(vec) == 0:
         return vec
-    value = vec.weights.astype(np.float64) * idf(df, n_docs)
-    order = np.lexsort((vec.ids, -value))
-    limit, spent, keep = budget * n_docs, 0.0, []
-    for rank, i in enumerate(order):
-        if rank == 0 or spent + df[i] <= limit:
-            keep.append(i)
-            spent += float(df[i])
-    return _take(vec, np.sort(np.asarray(keep, dtype=np.int64)))
+    value = term_value(vec.weights, df, n_docs)
+    return _take(vec, np.flatnonzero(value >= r * value.max()))
 
 
 def _valid_with(vec: SparseVector, aligned: np.ndarray) -> tuple[SparseVector, np.ndarray]:
@@ -152,8 +144,8 @@ class Prune:
             problem = f"{kind} needs a fraction in [0, 1)"
         elif kind == "abs_value" and not v > 0:
             problem = "abs_value needs a threshold > 0"
-        elif kind == "postings" and not v > 0:
-            problem = "postings needs a budget > 0 (a multiple of the index's document count)"
+        elif kind == "selective" and not 0 <= v <= 1:
+            problem = "selective needs a fraction in [0, 1]"
         if problem:
             msg = f"invalid pruning {kind}:{v:g}: {problem}"
             raise ValueError(msg)
@@ -181,16 +173,16 @@ class Prune:
     @property
     def needs_stats(self) -> bool:
         """Whether :meth:`apply` needs the index's document frequencies."""
-        return self.kind == "postings"
+        return self.kind == "selective"
 
     def apply(self, vec: SparseVector, stats: TermStats | None = None, view: str = "pivot") -> SparseVector:
         if self.kind == "none":
             return drop_invalid(vec)
-        if self.kind == "postings":
+        if self.kind == "selective":
             if stats is None:
-                msg = "postings pruning needs the index's document frequencies (query pruning at search time)"
+                msg = "selective pruning needs the index's document frequencies (query pruning at search time)"
                 raise ValueError(msg)
-            return postings_budget(vec, stats.doc_freq(view, vec), stats.n_docs, self.value)
+            return selective(vec, stats.doc_freq(view, vec), stats.n_docs, self.value)
         if self.kind == "top_k":
             return top_k(vec, int(self.value))
         rule = {"mass": mass, "mass_percentile": mass_percentile, "max_ratio": max_ratio, "abs_value": abs_value}

@@ -50,7 +50,7 @@ class IndexSpec:
             msg = "text fields: at least one is needed (e.g. text)"
             raise ValueError(msg)
         if self.doc_pruning.needs_stats:
-            msg = f"document pruning {self.doc_pruning}: postings pruning is for queries (it needs the index)"
+            msg = f"document pruning {self.doc_pruning}: selective pruning is for queries (it needs the index)"
             raise ValueError(msg)
         names = [*self.text_fields, self.pivot_field, self.echo_field]
         if len(set(names)) != len(names):

@@ -337,7 +337,7 @@ def register(
                "reaches milco-os serve")
         raise ConfigError(msg)
     if query_pruning is not None and query_pruning.needs_stats:
-        msg = "--query-prune postings: the service prunes without the index's document frequencies; use another rule"
+        msg = "--query-prune selective: the service prunes without the index's document frequencies; use another rule"
         raise ConfigError(msg)
     name = name or f"milco-os-{index}"
     for kind, what in (("_ingest", "an ingest"), ("_search", "a search")):

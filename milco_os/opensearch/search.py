@@ -153,7 +153,7 @@ def search(
     options: SearchOptions | None = None,
     stats: TermStats | None = None,
 ) -> SearchResult:
-    """Encode, prune and run ``text``. ``stats``: the index's term statistics for ``postings`` pruning, kept
+    """Encode, prune and run ``text``. ``stats``: the index's term statistics for ``selective`` pruning, kept
     by callers that search one index many times (read here when needed and not given)."""
     options = options or SearchOptions()
     record = checked_record(client, index, encoder.info)

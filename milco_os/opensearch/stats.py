@@ -1,4 +1,4 @@
-"""Term statistics of an index (IO), for selectivity-aware query pruning (``postings:B``).
+"""Term statistics of an index (IO), for selectivity-aware query pruning (``selective:R``).
 
 A ``rank_features`` key is a term of its field, and its document frequency is the length of its posting list:
 what a query clause on it costs. :class:`IndexTermStats` counts the keys a query brings the first time it sees

@@ -180,7 +180,7 @@ def create_app(settings: Settings, *, service_api_key: str | None = None) -> Fas
     # Known without any IO, so set here: the settings dependency works even outside the lifespan.
     app.state.settings = settings
     app.state.recent_encodings = RecentEncodings()
-    app.state.term_stats = {}  # index -> IndexTermStats, for `postings` query pruning
+    app.state.term_stats = {}  # index -> IndexTermStats, for `selective` query pruning
     app.add_middleware(GuardV1, api_key=service_api_key)
     app.include_router(router)
     return app

@@ -138,7 +138,7 @@ def neural_sparse(
     except ValueError as e:
         raise invalid(["body", "prune"], str(e)) from None
     if pruning.needs_stats:
-        raise invalid(["body", "prune"], "postings pruning needs an index's document frequencies")
+        raise invalid(["body", "prune"], "selective pruning needs an index's document frequencies")
     encoded = [pruning.apply(e) for e in recent.encode(encoder, req.kind, req.texts)]
     if req.kind == "query":  # queries keep full precision, as `milco-os search` sends them
         return {"response": [query_tokens(getattr(e, req.view)) for e in encoded]}
@@ -184,7 +184,7 @@ STATS_TTL_S = 300.0
 
 
 def cached_stats(request: Request, client: OpenSearch, index: str, options: SearchOptions) -> Any:
-    """The index's term statistics for ``postings`` pruning, kept per index for STATS_TTL_S (None otherwise)."""
+    """The index's term statistics for ``selective`` pruning, kept per index for STATS_TTL_S (None otherwise)."""
     from milco_os.opensearch.indices import index_record
     from milco_os.opensearch.search import term_stats
 

@@ -20,7 +20,7 @@ MAX_TEXT_CHARS = 100_000
 MAX_BODY_BYTES = 32 * 1024 * 1024  # a documents request (bulk upload)
 MAX_JSON_BYTES = 1024 * 1024  # an encode or search request
 MAX_DOCUMENTS = 5_000
-_RULE = r"(none|(top_k|mass|mass_percentile|max_ratio|abs_value|postings):[0-9.eE+-]+)"
+_RULE = r"(none|(top_k|mass|mass_percentile|max_ratio|abs_value|selective):[0-9.eE+-]+)"
 #: ``PIVOT[,ECHO]`` (see :meth:`milco_os.pruning.Pruning.parse`): one rule prunes both views alike.
 PRUNE_PATTERN = rf"^{_RULE}(,{_RULE})?$"
 

@@ -1,6 +1,6 @@
 """Selectivity-aware query pruning against the real node: the document frequencies OpenSearch counts are the
-posting-list lengths of the indexed vectors, and `postings:B` queries run through the library, the CLI and
-the service, touching no more postings than the budget allows (beyond the one most valuable term)."""
+posting-list lengths of the indexed vectors, and `selective:R` queries run through the library, the CLI and
+the service, keeping exactly the terms the pure rule keeps with those counts."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from milco_os.opensearch.indices import create_index, index_record
 from milco_os.opensearch.ingest import ingest
 from milco_os.opensearch.search import search
 from milco_os.opensearch.stats import IndexTermStats
-from milco_os.pruning import Pruning
+from milco_os.pruning import Pruning, selective
 from milco_os.specs import IndexSpec, SearchOptions
 
 DOCS = [
@@ -40,17 +40,17 @@ def test_counted_document_frequencies_are_the_posting_list_lengths(client, splad
     assert got.tolist() == expected[query.ids].tolist()
     assert got.max() >= 2 and (got == 0).any(), "the query has both shared and unindexed terms"
 
-    budget = Pruning.parse("postings:0.4")  # 2 postings per view
+    rule = Pruning.parse("selective:0.3")
     full = search(client, index_name, "heart attack symptoms and the stairs", splade_tiny, SearchOptions())
     pruned = search(client, index_name, "heart attack symptoms and the stairs", splade_tiny,
-                    SearchOptions(query_pruning=budget), stats=stats)
-    kept_df = stats.doc_freq("pivot", pruned.query.pivot)
-    assert 0 < len(pruned.query.pivot) < len(full.query.pivot) and (kept_df > 0).all()
-    assert kept_df.sum() - kept_df.max() <= 0.4 * len(DOCS)
+                    SearchOptions(query_pruning=rule), stats=stats)
+    expected_terms = selective(query, expected[query.ids], len(DOCS), 0.3)
+    assert pruned.query.pivot.ids.tolist() == expected_terms.ids.tolist()
+    assert 0 < len(pruned.query.pivot) < len(full.query.pivot)
     assert pruned.hits and pruned.hits[0].id in {"1", "5"}
 
 
-def test_postings_pruning_from_the_cli_and_the_service(settings, client, splade_tiny, index_name: str) -> None:  # noqa: ANN001
+def test_selective_pruning_from_the_cli_and_the_service(settings, client, splade_tiny, index_name: str) -> None:  # noqa: ANN001
     from milco_os.service.app import create_app
     from milco_os.service.routes import get_client, get_encoder
 
@@ -59,12 +59,12 @@ def test_postings_pruning_from_the_cli_and_the_service(settings, client, splade_
     env = {**os.environ, "MILCO_OS_OPENSEARCH_URL": settings.opensearch_url,
            "MILCO_OS_CACHE_DIR": str(settings.cache_dir)}
     cmd = [sys.executable, "-m", "milco_os.cli", "search", "--index", index_name, "--model", "splade-tiny",
-           "--query-prune", "postings:0.4", "--json", "heart attack"]
+           "--query-prune", "selective:0.3", "--json", "heart attack"]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["hits"][0]["id"] == "1"
     encode = subprocess.run([sys.executable, "-m", "milco_os.cli", "encode", "--model", "splade-tiny", "--kind",
-                             "query", "--query-prune", "postings:0.4", "x"], capture_output=True, text=True, env=env,
+                             "query", "--query-prune", "selective:0.3", "x"], capture_output=True, text=True, env=env,
                             timeout=300)
     assert encode.returncode == 1 and "needs an index's document frequencies" in encode.stderr
 
@@ -72,7 +72,7 @@ def test_postings_pruning_from_the_cli_and_the_service(settings, client, splade_
     app.dependency_overrides[get_client] = lambda: client
     app.dependency_overrides[get_encoder] = lambda: splade_tiny
     http = TestClient(app)
-    resp = http.post(f"/v1/indices/{index_name}/search", json={"query": "heart attack", "query_prune": "postings:0.4"})
+    resp = http.post(f"/v1/indices/{index_name}/search", json={"query": "heart attack", "query_prune": "selective:0.3"})
     assert resp.status_code == 200, resp.text
     assert resp.json()["hits"][0]["id"] == "1"
     assert app.state.term_stats[index_name].n_docs == len(DOCS), "kept for the next query"

@@ -89,13 +89,18 @@ def test_measure_request_builders() -> None:
 def test_latency_variants_build_the_intended_requests() -> None:
     weights = {i: float(i + 1) for i in range(40)}
     query = Encoded(vec(weights), vec({1: 1.0, 2: 0.2}))
-    bodies, terms = latency.variant_bodies([common.Doc("q0", "some words", "en-us")], [query], size=10)
+    corpus = [Encoded(vec({i: 1.0 for i in range(n)}), vec({1: 1.0})) for n in (5, 20, 40)]  # term i in few docs
+    stats = latency.ArrayStats(corpus, 64, 64)
+    bodies, terms = latency.variant_bodies([common.Doc("q0", "some words", "en-us")], [query], stats, size=10)
     parsed = {name: json.loads(b[0]) for name, b in bodies.items()}
     assert parsed["bm25 match"]["query"] == {"match": {"text": "some words"}}
     assert all(body["_source"] is False and body["size"] == 10 for body in parsed.values())
     assert len(parsed["milco full"]["query"]["bool"]["should"]) == 42
     assert len(parsed["milco q-top_k:8"]["query"]["bool"]["should"]) == 8 + 2
     assert terms["milco q-top_k:8"] == {"pivot": 8.0, "echo": 2.0, "total": 10.0}
+    # selective: terms 0-4 are in all 3 documents (value w * ln 2), 20-39 in one (w * ln 4): at 0.5 of the best
+    # (40 * ln 4) the terms of weight >= 20 stay (20-39); echo term 2 is in no document.
+    assert terms["milco q-selective:0.5"] == {"pivot": 20.0, "echo": 1.0, "total": 21.0}
     assert "rescore" in parsed["milco two-phase"] and "rescore" not in parsed["milco full"]
     hybrid_clauses = parsed["milco hybrid"]["query"]["bool"]["should"]
     assert {"multi_match": {"query": "some words", "fields": ["text"], "boost": 1.0}} in hybrid_clauses

@@ -151,52 +151,52 @@ class ArrayStats:
         return self.df[view][v.ids]
 
 
-def test_postings_budget_prefers_selective_terms_within_the_budget() -> None:
-    from milco_os.pruning import postings_budget
+def test_selective_keeps_terms_whose_weight_outweighs_their_commonness() -> None:
+    from milco_os.pruning import selective
 
-    # N = 1000. Term 0 is heavy and in 900 docs (stopword-like); 1 and 2 are rarer; 3 is in no document.
+    # N = 1000. Term 0 is heavy but in 900 docs (stopword-like): value 3 * ln(1 + 1000/900) = 2.2; term 1
+    # (df 50) 2 * ln(21) = 6.1; term 2 (df 10) 1 * ln(101) = 4.6; term 3 is in no document; term 4 (df 400)
+    # 0.5 * ln(3.5) = 0.63.
     v = vec([3.0, 2.0, 1.0, 5.0, 0.5], ids=[0, 1, 2, 3, 4])
     df = np.array([900, 50, 10, 0, 400])
-    kept = postings_budget(v, df, 1000, budget=0.1)  # 100 postings
-    assert sorted(kept.ids.tolist()) == [1, 2], "in budget by value (w * idf); the unheld term is dropped"
-    everything = postings_budget(v, df, 1000, budget=10)
-    assert sorted(everything.ids.tolist()) == [0, 1, 2, 4]
-    # Value is w * idf: a light rare term (0.1 * 5.2) beats a heavy common one (3.0 * 0.11); the most
-    # valuable term stays even when it alone is over budget.
-    tiny = postings_budget(vec([3.0, 0.1], ids=[0, 1]), np.array([900, 5]), 1000, budget=0.001)
-    assert tiny.ids.tolist() == [1]
-    assert len(postings_budget(vec([1.0], ids=[3]), np.array([0]), 1000, budget=1)) == 0
+    assert selective(v, df, 1000, 0.5).ids.tolist() == [1, 2]
+    assert selective(v, df, 1000, 0.3).ids.tolist() == [0, 1, 2]
+    assert selective(v, df, 1000, 0.0).ids.tolist() == [0, 1, 2, 4], "the unheld term goes even at 0"
+    assert len(selective(vec([1.0], ids=[3]), np.array([0]), 1000, 0.2)) == 0
 
 
-@given(vectors, st.floats(min_value=0.001, max_value=3.0))
+@given(vectors, st.floats(min_value=0.0, max_value=1.0))
 @settings(max_examples=60, deadline=None)
-def test_postings_budget_never_exceeds_it_beyond_the_first_term(v: SparseVector, budget: float) -> None:
-    from milco_os.pruning import idf, postings_budget
+def test_selective_keeps_the_best_term_and_only_held_terms_at_least_r_of_it(v: SparseVector, r: float) -> None:
+    from milco_os.pruning import selective, term_value
 
     n_docs = 500
     df_all = (np.arange(200) * 37) % (n_docs + 1)
-    kept = postings_budget(v, df_all[v.ids], n_docs, budget)
-    df_kept = df_all[kept.ids]
-    assert (df_kept > 0).all()
-    if len(kept) > 1:
-        value = kept.weights.astype(np.float64) * idf(df_kept, n_docs)
-        best = int(np.argmax(value))
-        assert df_kept.sum() - df_kept[best] <= budget * n_docs
-    assert set(kept.ids.tolist()) <= set(v.ids.tolist())
+    kept = selective(v, df_all[v.ids], n_docs, r)
+    assert (df_all[kept.ids] > 0).all() and set(kept.ids.tolist()) <= set(v.ids.tolist())
+    held = drop_invalid(v)
+    held_ids = held.ids[df_all[held.ids] > 0]
+    if len(held_ids):
+        values = term_value(held.weights[df_all[held.ids] > 0], df_all[held_ids], n_docs)
+        assert int(held_ids[np.argmax(values)]) in kept.ids.tolist()
+        assert (term_value(kept.weights, df_all[kept.ids], n_docs) >= r * values.max() - 1e-9).all()
 
 
-def test_postings_rule_parses_needs_stats_and_is_query_only() -> None:
+def test_selective_rule_parses_needs_stats_and_is_query_only() -> None:
     from milco_os.specs import IndexSpec
 
-    rule = Pruning.parse("postings:0.2,top_k:8")
-    assert str(rule) == "postings:0.2,top_k:8" and rule.needs_stats and not Pruning.parse("top_k:8").needs_stats
-    with pytest.raises(ValueError, match="postings needs a budget > 0"):
-        Prune.parse("postings:0")
+    rule = Pruning.parse("selective:0.2,top_k:8")
+    assert str(rule) == "selective:0.2,top_k:8" and rule.needs_stats and not Pruning.parse("top_k:8").needs_stats
+    with pytest.raises(ValueError, match="selective needs a fraction in"):
+        Prune.parse("selective:1.5")
     with pytest.raises(ValueError, match="needs the index's document frequencies"):
         rule.apply(Encoded(vec([1.0]), vec([1.0])))
     pruned = rule.apply(Encoded(vec([1.0, 2.0], ids=[1, 2]), vec([1.0, 2.0, 3.0])),
                         ArrayStats(10, np.array([0, 1, 9] + [0] * 197)))
-    # Budget 0.2 * 10 = 2 postings: term 1 (in 1 document) fits, term 2 (in 9) does not; echo is top_k:8.
-    assert pruned.pivot.ids.tolist() == [1] and len(pruned.echo) == 3
-    with pytest.raises(ValueError, match="postings pruning is for queries"):
-        IndexSpec(doc_pruning=Pruning.parse("postings:0.5"))
+    # Term 1: 1 * ln(11) = 2.4, term 2: 2 * ln(2.1) = 1.5 >= 0.2 * 2.4: both stay; echo is top_k:8.
+    assert pruned.pivot.ids.tolist() == [1, 2] and len(pruned.echo) == 3
+    strict = Pruning.parse("selective:0.7").apply(Encoded(vec([1.0, 2.0], ids=[1, 2]), vec([])),
+                                                   ArrayStats(10, np.array([0, 1, 9] + [0] * 197)))
+    assert strict.pivot.ids.tolist() == [1]
+    with pytest.raises(ValueError, match="selective pruning is for queries"):
+        IndexSpec(doc_pruning=Pruning.parse("selective:0.5"))
