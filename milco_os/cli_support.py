@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from milco_os.errors import ConfigError, MilcoError
-from milco_os.specs import ECHO_FIELD, PIVOT_FIELD
+from milco_os.specs import DEFAULT_QUERY_PRUNE, ECHO_FIELD, PIVOT_FIELD
 
 # soft_wrap: a line stays one line when the output is not a terminal (scripts read it).
 out = Console(soft_wrap=True)
@@ -225,7 +225,9 @@ def with_settings(*, model: bool = False, opensearch: bool = False) -> Callable[
 
 DOC_PRUNE_HELP = ("Document pruning PIVOT[,ECHO] (one rule prunes both views): none, top_k:K, mass:P, "
                   "mass_percentile:P, max_ratio:R or abs_value:T.")
-QUERY_PRUNE_HELP = "Query pruning PIVOT[,ECHO] (one rule prunes both views), e.g. top_k:16 or mass:0.3."
+QUERY_PRUNE_HELP = ("Query pruning PIVOT[,ECHO] (one rule prunes both views), e.g. top_k:16, mass:0.3, or "
+                    "selective:R (terms whose w*ln(1+N/df) is at least R of the best; needs the index); none: the "
+                    "full query.")
 
 
 def build_index_spec(text_field: list[str] | None, pivot_field: str, echo_field: str, doc_prune: str, bm25: bool,
@@ -279,7 +281,7 @@ with_search_options = injected("options", [
     option("size", int, "--size", "Hits to return.", SEARCH_PANEL, 10, min=1),
     option("from_", int, "--from", "Offset of the first hit.", SEARCH_PANEL, 0, min=0),
     option("alpha", float, "--alpha", "Weight of the pivot view (echo: 1-alpha).", SEARCH_PANEL, 0.5, min=0, max=1),
-    option("query_prune", str, "--query-prune", QUERY_PRUNE_HELP, SEARCH_PANEL, "none"),
+    option("query_prune", str, "--query-prune", QUERY_PRUNE_HELP, SEARCH_PANEL, DEFAULT_QUERY_PRUNE),
     option("two_phase", bool, "--two-phase", "High-weight terms first, the rest in a rescore window.",
            SEARCH_PANEL, False),
     option("hybrid", float | None, "--hybrid", "Add BM25 on the text fields with this weight.", SEARCH_PANEL),

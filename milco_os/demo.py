@@ -72,10 +72,11 @@ def run_demo(
     from milco_os.loading import load_encoder
     from milco_os.localnode import LocalNode
     from milco_os.opensearch.client import make_client
-    from milco_os.opensearch.indices import create_index, delete_index, server_version
+    from milco_os.opensearch.indices import create_index, delete_index, index_record, server_version
     from milco_os.opensearch.ingest import ingest
-    from milco_os.opensearch.search import search
-    from milco_os.specs import IndexSpec, SearchOptions
+    from milco_os.opensearch.search import search, term_stats
+    from milco_os.pruning import Pruning
+    from milco_os.specs import DEFAULT_QUERY_PRUNE, IndexSpec, SearchOptions
 
     if start_node:
         with console.status(f"starting the local OpenSearch node on port {port} ..."):
@@ -114,8 +115,10 @@ def run_demo(
     )
 
     found, top1, shown, other_language = 0, 0, 0, 0
+    options = SearchOptions(size=size, explain=True, query_pruning=Pruning.parse(DEFAULT_QUERY_PRUNE))
+    stats = term_stats(client, index, index_record(client, index), options)  # read once for every query
     for q in queries:
-        result = search(client, index, q["text"], encoder, SearchOptions(size=size, explain=True))
+        result = search(client, index, q["text"], encoder, options, stats=stats)
         table = Table(title=f"[{q['lang']}] {q['text']}", title_justify="left", show_lines=False)
         table.add_column("#", justify="right")
         table.add_column("score", justify="right")

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from milco_os.opensearch.validation import QUERY_CLAUSES
-from milco_os.specs import MAX_HYBRID_WEIGHT
+from milco_os.specs import DEFAULT_QUERY_PRUNE, MAX_HYBRID_WEIGHT
 
 MAX_TEXTS = 256
 MAX_TEXT_CHARS = 100_000
@@ -62,9 +62,10 @@ class SearchRequest(BaseModel):
     alpha: float = Field(0.5, ge=0, le=1)
     # The schema extras document the formats; the checks (with their one-line reasons) are in the route.
     query_prune: str = Field(
-        "none",
+        DEFAULT_QUERY_PRUNE,
         description="query pruning PIVOT[,ECHO], each KIND:VALUE or none (see milco_os.pruning): one rule "
-                    "prunes both views, e.g. top_k:64 or mass:0.9; top_k:64,none prunes only the pivot view",
+                    "prunes both views, e.g. top_k:64, mass:0.9 or selective:0.2 (terms whose w*ln(1+N/df) is "
+                    "at least 0.2 of the best); top_k:64,none prunes only the pivot view; none: the full query",
         json_schema_extra={"pattern": PRUNE_PATTERN},
     )
     two_phase: bool = False

@@ -69,7 +69,12 @@ def test_shared_options_have_one_name_and_one_default_everywhere() -> None:
         options = options_of(command)
         assert options["--doc-prune"] == "none" and options["--text-field"] is None
         assert options["--replicas"] == 1 and options["--pivot-field"] == "milco_pivot"
-    assert options_of(["search"])["--query-prune"] == "none"
+    # Search prunes by selectivity by default, as the service does; encode has no index to read df from.
+    from milco_os.service.schemas import SearchRequest
+    from milco_os.specs import DEFAULT_QUERY_PRUNE
+
+    assert options_of(["search"])["--query-prune"] == DEFAULT_QUERY_PRUNE == "selective:0.2"
+    assert SearchRequest(query="x").query_prune == DEFAULT_QUERY_PRUNE
     assert options_of(["search"])["--alpha"] == 0.5
     assert options_of(["encode"])["--doc-prune"] == options_of(["encode"])["--query-prune"] == "none"
     assert "--prune" not in options_of(["encode"]) and "--prune" not in options_of(["reindex"])

@@ -62,10 +62,21 @@ def test_missing_modules_are_added_from_cached_jars(tmp_path: Path) -> None:
     archives.mkdir(parents=True)
     assert [s.name for s in EXTRA_MODULES] == ["mapper-extras", "analysis-common"]
     for spec in EXTRA_MODULES:
-        (archives / spec.jar_name("2.19.6")).write_bytes(b"jar")  # cached: no Maven call
+        with zipfile.ZipFile(archives / spec.jar_name("2.19.6"), "w") as jar:  # cached: no Maven call
+            jar.writestr(spec.classname.replace(".", "/") + ".class", b"")
         node._add_module(home, "2.19.6", spec)
     descriptor = (home / "modules" / "analysis-common" / "plugin-descriptor.properties").read_text()
     assert "classname=org.opensearch.analysis.common.CommonAnalysisPlugin\n" in descriptor
     assert "opensearch.version=2.19.6\n" in descriptor and "java.version=11\n" in descriptor
     assert (home / "modules" / "analysis-common" / "analysis-common-2.19.6.jar").exists()
     assert (home / "modules" / "mapper-extras" / "mapper-extras-client-2.19.6.jar").exists()
+    # OpenSearch 3.x renamed a module's XPlugin to XModulePlugin: the descriptor names what the jar has.
+    home3 = tmp_path / "home3"
+    (home3 / "modules").mkdir(parents=True)
+    spec = EXTRA_MODULES[1]
+    with zipfile.ZipFile(archives / spec.jar_name("3.3.2"), "w") as jar:
+        jar.writestr("org/opensearch/analysis/common/CommonAnalysisModulePlugin.class", b"")
+    node._add_module(home3, "3.3.2", spec)
+    descriptor = (home3 / "modules" / "analysis-common" / "plugin-descriptor.properties").read_text()
+    assert "classname=org.opensearch.analysis.common.CommonAnalysisModulePlugin\n" in descriptor
+    assert "java.version=21\n" in descriptor
