@@ -13,7 +13,7 @@ from milco_os.opensearch.query import (
     search_body,
     term_contributions,
 )
-from milco_os.specs import SearchOptions
+from milco_os.specs import DEFAULT_QUERY_PRUNE, SearchOptions
 from milco_os.types import Encoded
 
 if TYPE_CHECKING:
@@ -86,7 +86,9 @@ def query_request(
                "(milco-os ml-commons register --two-phase), not to the query")
         raise ConfigError(msg)
     if form == "model":
-        if str(options.query_pruning) != str(Pruning.parse("none")):
+        # OpenSearch encodes and prunes the query as registered: only the full query or the CLI's default
+        # (which nobody asked for) can pass here unnoticed.
+        if str(options.query_pruning) not in (str(Pruning.parse("none")), str(Pruning.parse(DEFAULT_QUERY_PRUNE))):
             msg = ("--print-query model: OpenSearch encodes the query, pruned as registered "
                    "(milco-os ml-commons register --query-prune); drop --query-prune here")
             raise ConfigError(msg)

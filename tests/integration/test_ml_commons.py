@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from milco_os.errors import ConfigError
 from milco_os.localnode import LocalNode
 from milco_os.opensearch.bulk import BulkConfig
 from milco_os.opensearch.indices import create_index, index_record, refresh
@@ -239,13 +240,19 @@ def test_empty_and_all_pruned_queries_match_nothing_on_every_path(stack: Stack, 
     body = query_request(stack.client, theirs, "heart attack", stack.encoder, pruned_away, form="neural_sparse")
     assert stack.client.search(index=theirs, body=body)["hits"]["hits"] == []
     assert search(stack.client, ours, "heart attack", stack.encoder, pruned_away).hits == []
+    # The model form is pruned as registered: another pruning asked for here is refused, the CLI default passes.
+    with pytest.raises(ConfigError, match="pruned as registered"):
+        query_request(stack.client, theirs, "x", None, SearchOptions(query_pruning=Pruning.parse("top_k:8")),
+                      form="model")
+    assert query_request(stack.client, theirs, "x", None, SearchOptions(query_pruning=Pruning.parse("selective:0.2")),
+                         form="model")["query"]["bool"]["should"]
     # A query model that prunes every term returns {} for the text: the plugin then matches nothing too.
     tokens = {"query": {"neural_sparse": {record["fields"]["pivot"]: {"query_tokens": {}}}}}
     assert stack.client.search(index=theirs, body=tokens)["hits"]["hits"] == []
 
 
 def test_a_service_with_another_model_or_key_is_refused_and_leaves_nothing_behind(stack: Stack) -> None:
-    from milco_os.errors import ConfigError, SearchIndexError
+    from milco_os.errors import SearchIndexError
     from milco_os.loading import load_encoder
 
     client = stack.client
