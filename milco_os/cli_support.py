@@ -258,7 +258,7 @@ with_index_spec = injected("spec", [
 
 
 def build_search_options(size: int, from_: int, alpha: float, query_prune: str, two_phase: bool,
-                         hybrid: float | None, filter_json: str | None, explain: bool) -> Any:
+                         hybrid: float | None, hybrid_norm: str | None, filter_json: str | None, explain: bool) -> Any:
     import json
 
     from milco_os.opensearch.validation import check_filters
@@ -270,9 +270,9 @@ def build_search_options(size: int, from_: int, alpha: float, query_prune: str, 
     allow_scripts = Settings().allow_script_filters
     filters = checked("--filter", lambda: check_filters([json.loads(filter_json)] if filter_json else [],
                                                         allow_scripts=allow_scripts))
-    return checked("--hybrid", lambda: SearchOptions(
+    return checked("--hybrid/--hybrid-norm", lambda: SearchOptions(
         size=size, from_=from_, alpha=alpha, query_pruning=pruning, filters=filters,
-        two_phase=TwoPhase() if two_phase else None, hybrid_weight=hybrid, explain=explain,
+        two_phase=TwoPhase() if two_phase else None, hybrid_weight=hybrid, hybrid_norm=hybrid_norm, explain=explain,
     ))
 
 
@@ -285,6 +285,9 @@ with_search_options = injected("options", [
     option("two_phase", bool, "--two-phase", "High-weight terms first, the rest in a rescore window.",
            SEARCH_PANEL, False),
     option("hybrid", float | None, "--hybrid", "Add BM25 on the text fields with this weight.", SEARCH_PANEL),
+    option("hybrid_norm", str | None, "--hybrid-norm",
+           "With --hybrid: fetch BM25 and sparse hits as two lists and fuse them after normalising each: minmax "
+           "or rrf (reciprocal ranks); without it BM25 is added to the sparse sum.", SEARCH_PANEL),
     option("filter_json", str | None, "--filter", "An OpenSearch filter clause as JSON.", SEARCH_PANEL),
     option("explain", bool, "--explain", "Show the matching terms of each hit.", SEARCH_PANEL, False),
 ], build_search_options)

@@ -24,6 +24,8 @@ MAX_HYBRID_WEIGHT = 1000.0
 #: they are (see ``milco_os.pruning``). Measured on both evaluation sets: nDCG@10 within 0.2% of the full
 #: query with 44-48% fewer postings (BENCHMARKS.md). The library's SearchOptions default stays the full query.
 DEFAULT_QUERY_PRUNE = "selective:0.2"
+#: Score normalisations of hybrid search (``milco_os.opensearch.hybrid``).
+HYBRID_NORMS = ("minmax", "rrf")
 
 
 def _no_pruning() -> Pruning:
@@ -97,6 +99,7 @@ class SearchOptions:
     filters: tuple[dict[str, Any], ...] = ()
     two_phase: TwoPhase | None = None
     hybrid_weight: float | None = None  # BM25 weight; None = no BM25 clause
+    hybrid_norm: str | None = None  # None: BM25 added to the sparse sum; minmax | rrf: two lists, fused
     explain: bool = False
 
     def __post_init__(self) -> None:
@@ -110,3 +113,13 @@ class SearchOptions:
         if self.hybrid_weight is not None and not 0 < self.hybrid_weight <= MAX_HYBRID_WEIGHT:
             msg = f"hybrid weight must be in (0, {MAX_HYBRID_WEIGHT:g}], got {self.hybrid_weight}"
             raise ValueError(msg)
+        if self.hybrid_norm is not None:
+            if self.hybrid_norm not in HYBRID_NORMS:
+                msg = f"hybrid normalisation {self.hybrid_norm!r}: choose {', '.join(HYBRID_NORMS)}"
+                raise ValueError(msg)
+            if self.hybrid_weight is None:
+                msg = "hybrid normalisation needs a BM25 weight (--hybrid W)"
+                raise ValueError(msg)
+            if self.two_phase is not None:
+                msg = "hybrid normalisation and two-phase do not combine (the fused lists are not rescored)"
+                raise ValueError(msg)

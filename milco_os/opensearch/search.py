@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from milco_os.opensearch.indices import checked_record
@@ -76,6 +76,9 @@ def query_request(
     options = options or SearchOptions()
     if form not in QUERY_FORMS:
         msg = f"--print-query {form!r}: choose {', '.join(QUERY_FORMS)}"
+        raise ConfigError(msg)
+    if options.hybrid_norm is not None:
+        msg = "--print-query: a normalised hybrid search is two requests (sparse and BM25) fused here, not one body"
         raise ConfigError(msg)
     if form == "rank_feature":
         assert encoder is not None
@@ -161,10 +164,22 @@ def search(
     record = checked_record(client, index, encoder.info)
     pivot_field, echo_field = record["fields"]["pivot"], record["fields"]["echo"]
     from_source = record.get("vectors_in_source", True)
-    query, body = _request(record, text, encoder, options, term_stats(client, index, record, options, stats))
-    resp = client.search(index=index, body=body)
+    stats = term_stats(client, index, record, options, stats)
+    if options.hybrid_norm is not None:  # two lists from one _msearch, normalised and fused
+        from milco_os.opensearch.hybrid import bm25_body, fused_hits
+
+        query, body = _request(record, text, encoder, replace(options, hybrid_weight=None, hybrid_norm=None), stats)
+        bm25 = bm25_body(text, list(record["fields"]["text"]), list(options.filters) or None,
+                         body.get("_source", {}).get("excludes"))
+        raw_hits, took = fused_hits(client, index, body, bm25, weight=options.hybrid_weight or 1.0,
+                                    norm=options.hybrid_norm, size=options.size, from_=options.from_)
+        body = {"msearch": [body, bm25], "fusion": {"norm": options.hybrid_norm, "weight": options.hybrid_weight}}
+    else:
+        query, body = _request(record, text, encoder, options, stats)
+        resp = client.search(index=index, body=body)
+        raw_hits, took = resp["hits"]["hits"], int(resp.get("took", 0))
     hits = []
-    for h in resp["hits"]["hits"]:
+    for h in raw_hits:
         source = h.get("_source", {})
         terms: list[TermContribution] = []
         if options.explain:
@@ -178,7 +193,7 @@ def search(
                 )
         shown = {k: v for k, v in source.items() if k not in (pivot_field, echo_field)}
         hits.append(Hit(id=h["_id"], score=float(h["_score"]), source=shown, terms=terms))
-    return SearchResult(query=query, hits=hits, took_ms=int(resp.get("took", 0)), body=body)
+    return SearchResult(query=query, hits=hits, took_ms=took, body=body)
 
 
 def msearch_ids(client: OpenSearch, index: str, bodies: list[dict[str, Any]]) -> list[list[str]]:

@@ -70,6 +70,11 @@ class SearchRequest(BaseModel):
     )
     two_phase: bool = False
     hybrid: float | None = Field(None, gt=0, le=MAX_HYBRID_WEIGHT)
+    hybrid_norm: str | None = Field(
+        None, pattern="^(minmax|rrf)$",
+        description="with hybrid: fuse the BM25 and sparse hit lists after normalising each (minmax, or rrf: "
+                    "reciprocal ranks); without it BM25 is added to the sparse sum",
+    )
     filters: list[dict[str, Any]] = Field(
         default_factory=list,
         description="OpenSearch query clauses, all of which a hit must match; `script` clauses only with "

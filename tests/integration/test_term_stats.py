@@ -76,3 +76,24 @@ def test_selective_pruning_from_the_cli_and_the_service(settings, client, splade
     assert resp.status_code == 200, resp.text
     assert resp.json()["hits"][0]["id"] == "1"
     assert app.state.term_stats[index_name].n_docs == len(DOCS), "kept for the next query"
+
+
+def test_normalised_hybrid_fuses_both_lists_from_one_msearch(client, splade_tiny, index_name: str) -> None:  # noqa: ANN001
+    from milco_os.opensearch.hybrid import fuse
+
+    create_index(client, index_name, splade_tiny.info, IndexSpec(replicas=0))
+    ingest(client, index_name, DOCS, splade_tiny, refresh=True)
+    text = "heart attack"
+    sparse = search(client, index_name, text, splade_tiny, SearchOptions(size=5))
+    bm25 = client.search(index=index_name, body={"query": {"multi_match": {"query": text, "fields": ["text"]}}})
+    for norm in ("minmax", "rrf"):
+        fused = search(client, index_name, text, splade_tiny,
+                       SearchOptions(size=5, hybrid_weight=0.5, hybrid_norm=norm, explain=True))
+        expected = fuse([(h.id, h.score) for h in sparse.hits],
+                        [(h["_id"], h["_score"]) for h in bm25["hits"]["hits"]], weight=0.5, norm=norm)[:5]
+        assert [(h.id, round(h.score, 6)) for h in fused.hits] == [(d, round(s, 6)) for d, s in expected], norm
+        assert fused.hits[0].terms, "explain still shows the matching sparse terms"
+        assert "milco_pivot" not in fused.hits[0].source
+    filtered = search(client, index_name, text, splade_tiny, SearchOptions(
+        hybrid_weight=1.0, hybrid_norm="minmax", filters=({"ids": {"values": ["5"]}},)))
+    assert [h.id for h in filtered.hits] == ["5"]

@@ -1,0 +1,46 @@
+"""Hybrid fusion (pure): each list normalised, then sparse + W * BM25; the options that enable it."""
+
+from __future__ import annotations
+
+import pytest
+
+from milco_os.opensearch.hybrid import bm25_body, fuse, normalised, window
+from milco_os.specs import SearchOptions, TwoPhase
+
+
+def test_minmax_maps_each_list_to_unit_range_and_missing_documents_get_zero() -> None:
+    assert normalised([("a", 12.0), ("b", 7.0), ("c", 2.0)], "minmax") == {"a": 1.0, "b": 0.5, "c": 0.0}
+    assert normalised([("a", 3.0)], "minmax") == {"a": 1.0} and normalised([], "minmax") == {}
+    # BM25's large scores no longer swamp the sparse ones: d (top of sparse) beats x (top of BM25) at W = 0.5.
+    sparse = [("d", 2.0), ("x", 1.0)]
+    bm25 = [("x", 30.0), ("y", 29.0), ("d", 10.0)]
+    assert [doc for doc, _ in fuse(sparse, bm25, weight=0.5, norm="minmax")] == ["d", "x", "y"]
+    raw_sum = {doc: dict(sparse).get(doc, 0) + 0.5 * dict(bm25).get(doc, 0) for doc in "dxy"}
+    assert max(raw_sum, key=raw_sum.get) == "x", "without normalisation BM25 decides"
+
+
+def test_rrf_uses_ranks_only_and_ties_break_by_id() -> None:
+    assert normalised([("a", 100.0), ("b", 0.1)], "rrf") == pytest.approx({"a": 1 / 61, "b": 1 / 62})
+    fused = fuse([("a", 5.0), ("b", 4.0)], [("b", 9.0), ("a", 1.0)], weight=1.0, norm="rrf")
+    assert [doc for doc, _ in fused] == ["a", "b"] and fused[0][1] == pytest.approx(fused[1][1])
+    with pytest.raises(ValueError, match="choose minmax, rrf"):
+        normalised([("a", 1.0)], "l2")
+
+
+def test_window_and_bm25_body() -> None:
+    assert window(10, 0) == 100 and window(100, 50) == 300 and window(9000, 5000) == 10_000
+    body = bm25_body("tea", ["title", "text"], [{"term": {"lang": "en"}}], ["milco_pivot"])
+    assert body["query"] == {"bool": {"must": [{"multi_match": {"query": "tea", "fields": ["title", "text"]}}],
+                                      "filter": [{"term": {"lang": "en"}}]}}
+    assert body["_source"] == {"excludes": ["milco_pivot"]}
+    assert bm25_body("tea", ["text"], None, None)["query"] == {"multi_match": {"query": "tea", "fields": ["text"]}}
+
+
+def test_options_refuse_a_normalisation_without_weight_with_two_phase_or_unknown() -> None:
+    assert SearchOptions(hybrid_weight=1.0, hybrid_norm="minmax").hybrid_norm == "minmax"
+    with pytest.raises(ValueError, match="needs a BM25 weight"):
+        SearchOptions(hybrid_norm="rrf")
+    with pytest.raises(ValueError, match="do not combine"):
+        SearchOptions(hybrid_weight=1.0, hybrid_norm="rrf", two_phase=TwoPhase())
+    with pytest.raises(ValueError, match="choose minmax, rrf"):
+        SearchOptions(hybrid_weight=1.0, hybrid_norm="zscore")
