@@ -187,26 +187,41 @@ def encode_cached(
 ) -> tuple[list[Encoded], float | None]:
     """Encode documents once; later runs read ``<cache>/bench/<label>-<digest>.npz``.
 
-    Returns the encodings and the seconds encoding took (None when read from the cache)."""
+    Long encodings resume: each finished chunk is kept under ``<label>-<digest>.parts/`` until the whole
+    corpus is done. Returns the encodings and the seconds encoding took in this run (None when read from
+    the cache)."""
     path = cache_dir / "bench" / f"{label}-{encodings_digest(encoder, runtime, texts)}.npz"
     if path.is_file():
         log(f"{label}: reusing {len(texts)} encodings from {path}")
         return unpack(np.load(path), encoder), None
     from tqdm import tqdm
 
+    parts = path.with_suffix(".parts")
+    parts.mkdir(parents=True, exist_ok=True)
     out: list[Encoded] = []
     start = time.perf_counter()
     with tqdm(total=len(texts), desc=f"encoding {label}", unit="doc", file=sys.stderr) as bar:
         for i in range(0, len(texts), chunk):
-            part = encoder.encode_documents(list(texts[i : i + chunk]))
+            part_path = parts / f"{i:09d}.npz"
+            if part_path.is_file():
+                part = unpack(np.load(part_path), encoder)
+            else:
+                part = encoder.encode_documents(list(texts[i : i + chunk]))
+                _save_npz(part_path, pack(part))
             out.extend(part)
             bar.update(len(part))
     seconds = time.perf_counter() - start
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **pack(out))
-    tmp.replace(path)
+    _save_npz(path, pack(out))
+    for part_path in parts.iterdir():
+        part_path.unlink()
+    parts.rmdir()
     return out, seconds
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
 
 
 def pack(encoded: Sequence[Encoded]) -> dict[str, np.ndarray]:

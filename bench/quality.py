@@ -9,6 +9,9 @@ Evaluation sets: the LibreOffice-help known-item sets of ``milco-os eval`` (test
 benchmark's seven languages: libreoffice-clir (non-English titles -> English pages) and libreoffice-mlir
 (titles in every language -> pages in mixed languages). Each configuration gets its own force-merged
 index (vectors not in ``_source``); queries run one at a time, so p50 is a single-client latency.
+Hybrid search is compared with its two parts on one index holding both the vectors and the text (BM25 on
+the text field, standard analyzer): the search default alone, BM25 alone, their raw sum and the normalised
+fusions, through ``milco_os.opensearch.search.search`` (latency there includes query encoding).
 Results: a table, ``results/bench/quality.json`` and ``quality-<dataset>.png``.
 """
 
@@ -37,7 +40,7 @@ from common import (
     write_json,
 )
 from index_size import DOC_PRUNING
-from latency import QUERY_PRUNING, ArrayStats, milco_body, pruned_queries
+from latency import QUERY_PRUNING, TWO_PHASE, ArrayStats, milco_body, pruned_queries
 
 from milco_os.opensearch.bm25 import bm25_document, bm25_index_body, bm25_query_body, choose_analyzers
 from milco_os.opensearch.indices import create_index, create_plain_index, delete_index
@@ -50,9 +53,11 @@ from milco_os.opensearch.measure import (
     timed_request,
 )
 from milco_os.pruning import Pruning
-from milco_os.specs import IndexSpec
+from milco_os.specs import DEFAULT_QUERY_PRUNE, IndexSpec, SearchOptions
 
 DATASETS = ["libreoffice-clir", "libreoffice-mlir"]
+#: Hybrid systems measured against their two parts: (fusion, BM25 weight W); ``sum`` adds W x BM25 in one query.
+HYBRIDS = [("sum", 0.2), ("sum", 1.0), ("minmax", 1.0), ("rrf", 1.0)]
 
 
 def mean_ndcg(ranked: list[list[str]], queries: list[dict[str, Any]], qrels: dict[str, dict[str, int]]) -> float:
@@ -82,7 +87,8 @@ def bm25_point(client: Any, evalset: Any, langs: list[str]) -> dict[str, Any]:
 
 
 def milco_points(
-    client: Any, evalset: Any, encoder: Any, runtime: str, cache_dir: Path, doc_levels: list[str], label: str
+    client: Any, evalset: Any, encoder: Any, runtime: str, cache_dir: Path, doc_levels: list[str], label: str,
+    two_phase_level: str = "top_k:40",
 ) -> list[dict[str, Any]]:
     docs = [Doc(str(d["id"]), d["text"], d["lang"]) for d in evalset.corpus]
     encoded, _ = encode_cached(encoder, runtime, [d.text for d in docs], cache_dir, label)
@@ -98,8 +104,12 @@ def milco_points(
         force_merge(client, index)
         info = encoder.info
         stats = ArrayStats(pruned, len(info.pivot_vocab), len(info.echo_vocab or info.pivot_vocab))
-        for rule, qs in pruned_queries(queries, stats).items():
-            bodies = [timed_request(milco_body(q, 10)) for q in qs]
+        runs = {rule: (qs, [timed_request(milco_body(q, 10)) for q in qs])
+                for rule, qs in pruned_queries(queries, stats).items()}
+        if level == two_phase_level:  # two-phase sends the full query
+            runs |= {name.removeprefix("milco "): (queries, [timed_request(milco_body(q, 10, two_phase=tp, stats=stats))
+                                                            for q in queries]) for name, tp in TWO_PHASE.items()}
+        for rule, (qs, bodies) in runs.items():
             run_queries(client, index, bodies, 1)  # warm-up
             res = run_queries(client, index, bodies, 1)
             point = {"system": "milco", "doc_pruning": level, "query_pruning": rule, "doc_terms": mean_terms(pruned),
@@ -108,6 +118,53 @@ def milco_points(
             points.append(point)
             log(f"docs {level:<9} queries {rule:<9} nDCG@10 {point['ndcg@10']:.3f}  "
                 f"p50 {point['latency_ms']['p50']:.1f} ms")
+    delete_index(client, index)
+    return points
+
+
+def hybrid_points(
+    client: Any, evalset: Any, encoder: Any, runtime: str, cache_dir: Path, level: str, label: str
+) -> list[dict[str, Any]]:
+    """Sparse (the search default), BM25 on the same index's text field, and their fusions (HYBRIDS), all through
+    ``milco_os.opensearch.search.search`` as ``milco-os search --hybrid W [--hybrid-norm N]`` runs them."""
+    import time
+
+    from milco_os.opensearch.indices import index_record
+    from milco_os.opensearch.measure import hit_ids, match_body
+    from milco_os.opensearch.search import search
+    from milco_os.opensearch.stats import IndexTermStats
+
+    docs = [Doc(str(d["id"]), d["text"], d["lang"]) for d in evalset.corpus]
+    encoded, _ = encode_cached(encoder, runtime, [d.text for d in docs], cache_dir, label)
+    index = "bench-quality-hybrid"
+    delete_index(client, index)
+    create_index(client, index, encoder.info, IndexSpec(replicas=0, vectors_in_source=False,
+                                                        doc_pruning=Pruning.parse(level)))
+    pruned = prune_all(encoded, level)
+    bulk_load(client, index, docs, pruned, label=f"hybrid docs {level}")
+    force_merge(client, index)
+    stats = IndexTermStats(client, index, index_record(client, index))
+    texts = [q["text"] for q in evalset.queries]
+    systems: list[tuple[str, Any]] = [("bm25 (text field)", None), ("sparse", SearchOptions(
+        query_pruning=Pruning.parse(DEFAULT_QUERY_PRUNE)))]
+    systems += [(f"{norm} W={w:g}", SearchOptions(query_pruning=Pruning.parse(DEFAULT_QUERY_PRUNE), hybrid_weight=w,
+                                                  hybrid_norm=None if norm == "sum" else norm)) for norm, w in HYBRIDS]
+    points = []
+    for name, options in systems:
+        ranked, ms = [], []
+        for text in texts:
+            t0 = time.perf_counter()
+            if options is None:
+                ranked.append(hit_ids(client, index, match_body(text, 10)))
+            else:
+                ranked.append([h.id for h in search(client, index, text, encoder, options, stats).hits])
+            ms.append((time.perf_counter() - t0) * 1000)
+        point = {"system": f"hybrid: {name}", "doc_pruning": level, "query_pruning": DEFAULT_QUERY_PRUNE,
+                 "doc_terms": mean_terms(pruned), "ndcg@10": mean_ndcg(ranked, evalset.queries, evalset.qrels),
+                 "latency_ms": summary_ms(ms)}
+        points.append(point)
+        log(f"hybrid {name:<18} nDCG@10 {point['ndcg@10']:.3f} (p50 {point['latency_ms']['p50']:.1f} ms with "
+            "query encoding)")
     delete_index(client, index)
     return points
 
@@ -136,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="milco-mini")
     parser.add_argument("--runtime", default="onnx", choices=["torch", "onnx", "onnx-int8"])
     parser.add_argument("--doc-levels", default=",".join([*DOC_PRUNING, "top_k:40"]))
+    parser.add_argument("--hybrid-level", default="top_k:40", help="document pruning of the hybrid comparison")
+    parser.add_argument("--skip-hybrid", action="store_true")
     parser.add_argument("--cache-dir", type=Path, default=None, help="milco-os cache (default: the usual one)")
     args = parser.parse_args(argv)
 
@@ -154,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{dataset}: {len(evalset.corpus)} documents, {len(evalset.queries)} queries")
         points = [bm25_point(client, evalset, langs)]
         points += milco_points(client, evalset, encoder, args.runtime, cache_dir, doc_levels, f"{dataset}-{args.split}")
+        hybrid = [] if args.skip_hybrid else hybrid_points(client, evalset, encoder, args.runtime, cache_dir,
+                                                           args.hybrid_level, f"{dataset}-{args.split}")
         record["datasets"][dataset] = {"documents": len(evalset.corpus), "queries": len(evalset.queries),
-                                       "points": points}
+                                       "points": points + hybrid}
         plot(dataset, points)
 
     tables = []
@@ -164,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         full_ndcg = {p["doc_pruning"]: p["ndcg@10"] for p in points if p["query_pruning"] == "none"}
         rows = []
         for p in points:
-            ref = full_ndcg.get(p["doc_pruning"])
+            ref = full_ndcg.get(p["doc_pruning"]) if p["system"] == "milco" else None
             p["vs_full_query"] = round(p["ndcg@10"] / ref - 1, 4) if ref else None
             change = f"{100 * p['vs_full_query']:+.1f}%" if p["vs_full_query"] is not None else None
             rows.append([p["system"], p["doc_pruning"] or "-", p["query_pruning"] or "-",
@@ -183,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
 def plot(dataset: str, points: list[dict[str, Any]]) -> None:
     plt = pyplot()
     bm25 = points[0]
-    milco = points[1:]
+    milco = [p for p in points[1:] if p["query_pruning"] in QUERY_PRUNING]
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     rules = list(dict.fromkeys(p["query_pruning"] for p in milco))
     markers = dict(zip(rules, "os^vDP*X", strict=False))

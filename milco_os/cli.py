@@ -251,7 +251,8 @@ def search(
         "--print-query", metavar="FORM",
         help="Print the search body instead of searching: rank_feature (what search sends), neural_sparse "
              "(query_tokens, keys as the index stores them, alpha applied) or model (neural_sparse with the "
-             "index's ml-commons models; OpenSearch encodes).")] = None,
+             "index's ml-commons models; OpenSearch encodes). With --hybrid-norm: a neural-search hybrid query "
+             "and a temporary search pipeline that fuses as search does.")] = None,
     settings: Any = None,
     options: Any = None,
 ) -> None:
@@ -375,7 +376,8 @@ def ml_register(
     query_prune: Annotated[str, typer.Option("--query-prune", help="Query pruning of the query models, PIVOT[,ECHO].")
                            ] = "none",
     two_phase: Annotated[bool, typer.Option(
-        "--two-phase", help="Add neural_sparse_two_phase_processor to the search pipeline (as search --two-phase).")
+        "--two-phase", help="Add neural_sparse_two_phase_processor to the search pipeline (split by weight: 0.2 of "
+                            "the best, window 5 x size; search --two-phase splits by value).")
     ] = False,
     configure_cluster: Annotated[bool, typer.Option(
         "--configure-cluster", help="Set the ml-commons cluster settings the connector needs (trusted endpoint, "
@@ -392,7 +394,7 @@ def ml_register(
     the path once; record the ids in the index's _meta and print them as JSON."""
     from milco_os.opensearch.mlcommons import register
     from milco_os.pruning import Pruning
-    from milco_os.specs import TwoPhase
+    from milco_os.specs import PLUGIN_TWO_PHASE
 
     checked_index_name("--index", index)
     pruning = checked("--query-prune", lambda: Pruning.parse(query_prune))
@@ -401,7 +403,7 @@ def ml_register(
     with err.status("registering ...") as status:
         reg = register(
             client, index, service_url=service_url, service_key=key, query_pruning=pruning,
-            two_phase=TwoPhase() if two_phase else None, configure_cluster=configure_cluster, name=name,
+            two_phase=PLUGIN_TWO_PHASE if two_phase else None, configure_cluster=configure_cluster, name=name,
             batch_size=batch_size,
             on_step=lambda msg: status.update(f"{msg} ..."),
         )

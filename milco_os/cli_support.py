@@ -282,7 +282,8 @@ with_search_options = injected("options", [
     option("from_", int, "--from", "Offset of the first hit.", SEARCH_PANEL, 0, min=0),
     option("alpha", float, "--alpha", "Weight of the pivot view (echo: 1-alpha).", SEARCH_PANEL, 0.5, min=0, max=1),
     option("query_prune", str, "--query-prune", QUERY_PRUNE_HELP, SEARCH_PANEL, DEFAULT_QUERY_PRUNE),
-    option("two_phase", bool, "--two-phase", "High-weight terms first, the rest in a rescore window.",
+    option("two_phase", bool, "--two-phase", "Selective terms first (value w*ln(1+N/df) >= 0.2 of the best), the rest "
+           "in a rescore window of 10 x size: the full query's top 10 at half its postings.",
            SEARCH_PANEL, False),
     option("hybrid", float | None, "--hybrid", "Add BM25 on the text fields with this weight.", SEARCH_PANEL),
     option("hybrid_norm", str | None, "--hybrid-norm",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark command (`make bench`; not part of the tests): starts its own OpenSearch node on
 # BENCH_PORT, runs every bench/ script against it, stops the node on exit. Results: results/bench/.
-#   scripts/bench.sh           # the full run: a 100k-paragraph corpus (about 50 minutes on 2 cores)
+#   scripts/bench.sh           # the full run: a 100k-paragraph corpus, growth to 1M (about 90 minutes on 2 cores)
 #   scripts/bench.sh --quick   # a smoke run on small samples (a few minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,11 +15,13 @@ if [ "${1:-}" = "--quick" ]; then
   ENCODE=(--batch-sizes 1,8 --queries 32 --documents 8 --min-seconds 1)
   QUANT=(--max-docs 16 --formats fp32,bf16,torchao-int8wo,ort-int8)
   MLC=(--docs 32 --queries 10)
+  GROWTH=(--sizes 2000,20000 --real "$DOCS" --queries 50)
 else
   DOCS=${BENCH_DOCS:-100000}; SIZE_DOCS=20000; QUERIES=200; PAGES=300; EVAL_QUERIES=300
   ENCODE=(--batch-sizes 1,8,32 --queries 128 --documents 32)
   QUANT=(--formats fp32,bf16,torchao-int8wo,torchao-int4wo,torchao-intx4wo,ort-int8,bnb-int8,bnb-nf4)  # int8dq: see BENCHMARKS.md §6
   MLC=(--docs 256 --queries 100)
+  GROWTH=(--sizes 10000,100000,1000000 --real "$DOCS")
 fi
 
 $BIN/milco-os models fetch
@@ -28,23 +30,27 @@ trap '$BIN/milco-os cluster down --port "$PORT"' EXIT
 started=$(date +%s)
 step() { echo; echo "=== $* ($(( ($(date +%s) - started) / 60 )) min so far)"; }
 
-step "1/7 encoding throughput and memory"
+step "1/8 encoding throughput and memory"
 $BIN/python bench/encode.py --model "$MODEL" "${ENCODE[@]}"
-step "2/7 query latency"
+step "2/8 query latency"
 $BIN/python bench/latency.py --url "$URL" --model "$MODEL" --docs "$DOCS" --queries "$QUERIES"
-step "3/7 index size"
+step "3/8 index size"
 $BIN/python bench/index_size.py --url "$URL" --model "$MODEL" --corpus-docs "$DOCS" --docs "$SIZE_DOCS"
-step "4/7 ingest and reindex throughput"
+step "4/8 ingest and reindex throughput"
 $BIN/python bench/throughput.py --url "$URL" --model "$MODEL" --docs "$PAGES"
-step "5/7 quality against cost"
+step "5/8 quality against cost"
 $BIN/python bench/quality.py --url "$URL" --model "$MODEL" --max-queries "$EVAL_QUERIES"
-step "6/7 CSPLADE quantisation study (no OpenSearch; about 10 minutes)"
+step "6/8 CSPLADE quantisation study (no OpenSearch; about 10 minutes)"
 if $BIN/python -c "import torchao" 2>/dev/null; then
   $BIN/python bench/quantisation.py --model "${BENCH_CSPLADE_MODEL:-csplade-mini}" ${QUANT[@]+"${QUANT[@]}"} \
     --out results/bench/quantisation.json
 else
   echo "skipped: needs the quant extra (.venv/bin/pip install -e '.[quant]' -c constraints.txt)"
 fi
-step "7/7 OpenSearch calling milco-os through ml-commons (its own node with plugins on port 9291)"
+step "7/8 OpenSearch calling milco-os through ml-commons (its own node with plugins on port 9291)"
 $BIN/python bench/ml_commons.py "${MLC[@]}"
-step "done: results in results/bench/"
+step "8/8 cost growth: 10k, 100k and 1M documents (copies beyond the encoded paragraphs), 1-16 clients"
+$BIN/python bench/growth.py --url "$URL" --model "$MODEL" "${GROWTH[@]}"
+step "done: results in results/bench/ (bench/report.py writes them into BENCHMARKS.md)"
+echo "Targets:"
+$BIN/python bench/report.py --targets

@@ -3,8 +3,13 @@
 
 ``--hybrid W`` alone adds BM25 to the sparse query's sum, where BM25's score scale (unbounded, ~5-20 per
 matching term) meets the dot products' (~0.5-5). With ``--hybrid-norm``, each list is normalised first:
-``minmax`` maps a list's scores to [0, 1] (a document missing from a list gets 0 there), ``rrf`` replaces
+``minmax`` maps a list's scores to [0.001, 1] (a document missing from a list gets 0 there), ``rrf`` replaces
 scores by reciprocal ranks ``1 / (60 + rank)``; a document's score is then ``sparse + W * bm25``.
+
+Where the neural-search plugin is installed, OpenSearch can fuse instead: :func:`plugin_body` is one search
+request with a ``hybrid`` query over the same two lists and a temporary search pipeline whose
+``normalization-processor`` (min-max, weights ``1 : W``) or ``score-ranker-processor`` (RRF, 60) ranks as
+:func:`fuse` does (``milco-os search --print-query ... --hybrid W --hybrid-norm N`` prints it).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ if TYPE_CHECKING:
     from opensearchpy import OpenSearch
 
 RRF_K = 60
+#: The min-max score of a list's lowest document.
+MIN_SCORE = 0.001
 #: Hits fetched from each list: fusion can lift a document from deep in one list into the top of the other.
 MIN_WINDOW = 100
 
@@ -32,7 +39,9 @@ def normalised(scores: list[tuple[str, float]], norm: str) -> dict[str, float]:
         return {}
     values = [s for _, s in scores]
     low, high = min(values), max(values)
-    return {doc: (s - low) / (high - low) if high > low else 1.0 for doc, s in scores}
+    # A list's lowest document gets MIN_SCORE rather than 0, so it still outranks documents missing from the
+    # list; neural-search's min_max does exactly this, so both fusions rank alike.
+    return {doc: ((s - low) / (high - low) or MIN_SCORE) if high > low else 1.0 for doc, s in scores}
 
 
 def fuse(sparse: list[tuple[str, float]], bm25: list[tuple[str, float]], *, weight: float,
@@ -56,6 +65,36 @@ def bm25_body(text: str, fields: list[str], filters: list[dict[str, Any]] | None
     if source_excludes:
         body["_source"] = {"excludes": source_excludes}
     return body
+
+
+def fusion_processor(norm: str, weight: float) -> dict[str, Any]:
+    """neural-search's search-phase processor ranking like :func:`fuse`: the weighted arithmetic mean of min-max
+    scores with weights ``1 : W`` is ``(sparse + W * bm25) / (1 + W)``; RRF sums ``1 / (60 + rank)``."""
+    if norm == "minmax":
+        return {"normalization-processor": {
+            "normalization": {"technique": "min_max"},
+            "combination": {"technique": "arithmetic_mean",
+                            "parameters": {"weights": [1 / (1 + weight), weight / (1 + weight)]}}}}
+    if norm == "rrf":
+        if weight != 1:
+            msg = ("--hybrid-norm rrf in OpenSearch: neural-search's score-ranker-processor weighs both lists alike; "
+                   "use --hybrid 1")
+            raise ValueError(msg)
+        return {"score-ranker-processor": {"combination": {"technique": "rrf", "rank_constant": RRF_K}}}
+    msg = f"hybrid normalisation {norm!r}: choose {', '.join(HYBRID_NORMS)}"
+    raise ValueError(msg)
+
+
+def plugin_body(sparse_query: dict[str, Any], bm25_query: dict[str, Any], *, norm: str, weight: float, size: int,
+                from_: int) -> dict[str, Any]:
+    """One search request fused by OpenSearch (neural-search plugin): a ``hybrid`` query of both lists, each
+    ``window`` hits deep as :func:`fused_hits` fetches them, and a temporary search pipeline that fuses."""
+    return {
+        "query": {"hybrid": {"queries": [sparse_query, bm25_query], "pagination_depth": window(size, from_)}},
+        "size": size,
+        "from": from_,
+        "search_pipeline": {"phase_results_processors": [fusion_processor(norm, weight)]},
+    }
 
 
 def fused_hits(

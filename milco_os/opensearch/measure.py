@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -140,10 +140,42 @@ class LoadResult:
 def run_queries(client: OpenSearch, index: str, bodies: Sequence[str], concurrency: int) -> LoadResult:
     """Send every (pre-serialised, see :func:`timed_request`) body once, ``concurrency`` at a time, and time
     each request: client time runs from sending the request to the parsed response."""
+    start = time.perf_counter()
+    answers = _send_all(client, index, list(bodies), concurrency)
+    wall = time.perf_counter() - start
+    return LoadResult([a[0] for a in answers], [a[1] for a in answers], [a[2] for a in answers], wall)
+
+
+def run_interleaved(
+    client: OpenSearch, index: str, variants: Mapping[str, Sequence[str]], concurrency: int, repeat: int = 1
+) -> dict[str, LoadResult]:
+    """Every variant's bodies (one per query, same queries), interleaved query by query with the variants'
+    order rotating, ``repeat`` rounds, ``concurrency`` at a time: a change in the machine's speed during the
+    run (a shared VM) hits every variant alike. ``ranked`` is the first round's; each variant's ``wall_s`` is
+    its summed client time over ``concurrency``, so ``qps`` is Little's law (the variants share the clock)."""
+    names = list(variants)
+    n = len(variants[names[0]])
+    order = [(names[(i + k) % len(names)], i) for _ in range(repeat) for i in range(n) for k in range(len(names))]
+    answers = _send_all(client, index, [variants[name][i] for name, i in order], concurrency)
+    results = {name: LoadResult([], [], [[] for _ in range(n)], 0.0) for name in names}
+    for j, ((name, i), (ms, took, ids)) in enumerate(zip(order, answers, strict=True)):
+        res = results[name]
+        res.client_ms.append(ms)
+        res.took_ms.append(took)
+        if j < n * len(names):
+            res.ranked[i] = ids
+    for res in results.values():
+        res.wall_s = sum(res.client_ms) / 1000 / concurrency
+    return results
+
+
+Answer = tuple[float, float, list[str]]
+
+
+def _send_all(client: OpenSearch, index: str, bodies: list[str], concurrency: int) -> list[Answer]:
+    """(client ms, OpenSearch took ms, hit ids) for each body, sent in order by ``concurrency`` threads."""
     n = len(bodies)
-    client_ms = [0.0] * n
-    took_ms = [0.0] * n
-    ranked: list[list[str]] = [[] for _ in range(n)]
+    answers: list[Answer] = [(0.0, 0.0, [])] * n
     errors: list[BaseException] = []
     lock = threading.Lock()
     next_item = iter(range(n))
@@ -157,18 +189,15 @@ def run_queries(client: OpenSearch, index: str, bodies: Sequence[str], concurren
             try:
                 t0 = time.perf_counter()
                 resp = client.search(index=index, body=bodies[i], filter_path="took,hits.hits._id")
-                client_ms[i] = (time.perf_counter() - t0) * 1000
+                ms = (time.perf_counter() - t0) * 1000
             except BaseException as e:  # surfaced below
                 errors.append(e)
                 return
-            took_ms[i] = float(resp["took"])
-            ranked[i] = [h["_id"] for h in resp.get("hits", {}).get("hits", [])]
+            answers[i] = (ms, float(resp["took"]), [h["_id"] for h in resp.get("hits", {}).get("hits", [])])
 
-    start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         for _ in range(concurrency):
             pool.submit(worker)
-    wall = time.perf_counter() - start
     if errors:
         raise errors[0]
-    return LoadResult(client_ms, took_ms, ranked, wall)
+    return answers

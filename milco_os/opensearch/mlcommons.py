@@ -150,6 +150,9 @@ def search_pipeline_body(defaults: dict[str, str], two_phase: TwoPhase | None, *
         "description": f"milco-os query models of index {index}", "neural_field_default_id": defaults,
     }}]
     if two_phase is not None:
+        if two_phase.split != "weight":
+            msg = "neural_sparse_two_phase_processor splits query terms by weight only; got a two-phase split by value"
+            raise ValueError(msg)
         processors.append({"neural_sparse_two_phase_processor": {
             "description": "milco-os --two-phase",
             "enabled": True,

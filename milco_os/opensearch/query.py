@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from milco_os.keys import decode_key, encode_key
+from milco_os.pruning import term_value
 from milco_os.specs import TwoPhase
 from milco_os.types import Encoded, SparseVector
+
+if TYPE_CHECKING:
+    from milco_os.pruning import TermStats
 
 
 def match_nothing() -> dict[str, Any]:
@@ -62,11 +68,37 @@ def split_by_weight(vec: SparseVector, ratio: float) -> tuple[SparseVector, Spar
     """(high, low): terms with weight >= ratio * max weight, and the rest (OpenSearch's two-phase split)."""
     if len(vec) == 0:
         return vec, vec
-    high = vec.weights >= ratio * vec.weights.max()
+    return _split(vec, vec.weights >= ratio * vec.weights.max())
+
+
+def split_by_value(vec: SparseVector, df: np.ndarray, n_docs: int, ratio: float) -> tuple[SparseVector, SparseVector]:
+    """(high, low) by ``w * ln(1 + N / df)`` (``selective:R``'s value; ``df`` aligned with ``vec.ids``)."""
+    if len(vec) == 0:
+        return vec, vec
+    value = term_value(vec.weights, df, n_docs)
+    return _split(vec, value >= ratio * value.max())
+
+
+def _split(vec: SparseVector, high: np.ndarray) -> tuple[SparseVector, SparseVector]:
     return (
         SparseVector(vec.ids[high], vec.weights[high], vec.vocab),
         SparseVector(vec.ids[~high], vec.weights[~high], vec.vocab),
     )
+
+
+def two_phase_split(query: Encoded, two_phase: TwoPhase, stats: TermStats | None = None) -> tuple[Encoded, Encoded]:
+    """(first-phase query, rescore query). A ``value`` split reads the index's term statistics."""
+    if two_phase.split == "weight":
+        pivot, echo = (split_by_weight(v, two_phase.ratio) for v in (query.pivot, query.echo))
+    else:
+        if stats is None:
+            msg = "two-phase split 'value' needs the index's term statistics"
+            raise ValueError(msg)
+        pivot, echo = (
+            split_by_value(vec, stats.doc_freq(view, vec), stats.n_docs, two_phase.ratio)
+            for view, vec in (("pivot", query.pivot), ("echo", query.echo))
+        )
+    return Encoded(pivot[0], echo[0]), Encoded(pivot[1], echo[1])
 
 
 @dataclass(frozen=True)
@@ -91,14 +123,14 @@ def search_body(
     hybrid: Hybrid | None = None,
     explain: bool = False,
     source_excludes: list[str] | None = None,
+    stats: TermStats | None = None,
 ) -> dict[str, Any]:
-    """The whole search request. Filters restrict without scoring; ``hybrid`` adds BM25 to the score."""
+    """The whole search request. Filters restrict without scoring; ``hybrid`` adds BM25 to the score;
+    ``stats``: the index's term statistics, for a two-phase ``value`` split."""
     first = query
     rest: Encoded | None = None
     if two_phase is not None:
-        pivot_hi, pivot_lo = split_by_weight(query.pivot, two_phase.ratio)
-        echo_hi, echo_lo = split_by_weight(query.echo, two_phase.ratio)
-        first, rest = Encoded(pivot_hi, echo_hi), Encoded(pivot_lo, echo_lo)
+        first, rest = two_phase_split(query, two_phase, stats)
     main = expansion_query(first, alpha=alpha, pivot_field=pivot_field, echo_field=echo_field, filters=filters)
     if hybrid is not None and "should" in main["bool"]:
         main["bool"]["should"].append(

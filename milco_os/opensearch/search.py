@@ -66,27 +66,26 @@ def query_request(
     """The exact search body for ``text``, for users who send queries from their own code: ``rank_feature``
     (what ``search`` sends), ``neural_sparse`` with ``query_tokens`` (neural-search plugin; keys as the index
     stores them, alpha folded into the weights), or ``model`` (``neural_sparse`` with the ml-commons query models
-    registered for the index: OpenSearch encodes the text; no encoder needed)."""
+    registered for the index: OpenSearch encodes the text; no encoder needed). With ``hybrid_norm`` the body
+    is neural-search's ``hybrid`` query of that sparse query and BM25, fused by a temporary search pipeline
+    (:func:`milco_os.opensearch.hybrid.plugin_body`; ``search`` fuses the same lists itself)."""
     from milco_os.errors import ConfigError
     from milco_os.opensearch.indices import index_record
     from milco_os.opensearch.mlcommons import record_query
-    from milco_os.opensearch.query import neural_sparse_query
+    from milco_os.opensearch.query import expansion_query, neural_sparse_query
     from milco_os.pruning import Pruning
 
     options = options or SearchOptions()
     if form not in QUERY_FORMS:
         msg = f"--print-query {form!r}: choose {', '.join(QUERY_FORMS)}"
         raise ConfigError(msg)
-    if options.hybrid_norm is not None:
-        msg = "--print-query: a normalised hybrid search is two requests (sparse and BM25) fused here, not one body"
-        raise ConfigError(msg)
-    if form == "rank_feature":
+    if form == "rank_feature" and options.hybrid_norm is None:
         assert encoder is not None
         record = checked_record(client, index, encoder.info)
         return _request(record, text, encoder, options, term_stats(client, index, record, options, stats))[1]
-    if options.two_phase is not None or options.hybrid_weight is not None:
-        msg = (f"--print-query {form}: two-phase and hybrid belong to the index's ml-commons search pipeline "
-               "(milco-os ml-commons register --two-phase), not to the query")
+    if options.two_phase is not None or (options.hybrid_weight is not None and options.hybrid_norm is None):
+        msg = (f"--print-query {form}: two-phase and a raw hybrid sum belong to the index's ml-commons search "
+               "pipeline (milco-os ml-commons register --two-phase), not to the query")
         raise ConfigError(msg)
     if form == "model":
         # OpenSearch encodes and prunes the query as registered: only the full query or the CLI's default
@@ -102,18 +101,31 @@ def query_request(
         record = checked_record(client, index, encoder.info)
         stats = term_stats(client, index, record, options, stats)
         encoded = options.query_pruning.apply(encoder.encode_queries([text])[0], stats)
-        query = neural_sparse_query(encoded, pivot_field=record["fields"]["pivot"],
-                                    echo_field=record["fields"]["echo"], alpha=options.alpha)
-    if options.filters and "should" in query["bool"]:
-        query["bool"] |= {"filter": list(options.filters), "minimum_should_match": 1}
+        fields = {"pivot_field": record["fields"]["pivot"], "echo_field": record["fields"]["echo"]}
+        query = (neural_sparse_query(encoded, **fields, alpha=options.alpha) if form == "neural_sparse"
+                 else expansion_query(encoded, **fields, alpha=options.alpha))
+    filters = list(options.filters)
+    if filters and "should" in query["bool"]:
+        query["bool"] |= {"filter": filters, "minimum_should_match": 1}
+    if options.hybrid_norm is not None:  # fused by OpenSearch: neural-search's hybrid query and processors
+        from milco_os.opensearch.hybrid import bm25_body, plugin_body
+
+        bm25 = bm25_body(text, list(record["fields"]["text"]), filters or None, None)["query"]
+        try:
+            return plugin_body(query, bm25, norm=options.hybrid_norm, weight=options.hybrid_weight or 1.0,
+                               size=options.size, from_=options.from_)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
     return {"query": query, "size": options.size, "from": options.from_}
 
 
 def term_stats(
     client: OpenSearch, index: str, record: dict[str, Any], options: SearchOptions, stats: TermStats | None = None
 ) -> TermStats | None:
-    """The index's term statistics when the query pruning needs them (``stats`` if given), else None."""
-    if not options.query_pruning.needs_stats or stats is not None:
+    """The index's term statistics when the query pruning or a two-phase ``value`` split needs them (``stats``
+    if given), else None."""
+    value_split = options.two_phase is not None and options.two_phase.split == "value"
+    if not (options.query_pruning.needs_stats or value_split) or stats is not None:
         return stats
     from milco_os.opensearch.stats import IndexTermStats
 
@@ -146,6 +158,7 @@ def _request(
         # otherwise ask OpenSearch to explain its scoring.
         explain=options.explain and not from_source,
         source_excludes=None if options.explain and from_source else [pivot_field, echo_field],
+        stats=stats,
     )
     return query, body
 

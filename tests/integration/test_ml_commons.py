@@ -32,7 +32,7 @@ from milco_os.opensearch.mlcommons import ML, record_query, register, search_pip
 from milco_os.opensearch.search import query_request, search
 from milco_os.pruning import Pruning
 from milco_os.settings import Settings
-from milco_os.specs import IndexSpec, SearchOptions, TwoPhase
+from milco_os.specs import PLUGIN_TWO_PHASE, IndexSpec, SearchOptions
 
 PORT = 9290
 DATA = Path(__file__).resolve().parents[2] / "milco_os" / "data"
@@ -217,9 +217,9 @@ def test_two_phase_through_the_plugin_processor_equals_milco_os_two_phase(stack:
     name = f"two-phase-{uuid.uuid4().hex[:6]}"
     defaults = {"milco_pivot": reg["models"]["query/pivot"], "milco_echo": reg["models"]["query/echo"]}
     stack.client.transport.perform_request("PUT", f"/_search/pipeline/{name}",
-                                           body=search_pipeline_body(defaults, TwoPhase(), index=theirs))
+                                           body=search_pipeline_body(defaults, PLUGIN_TWO_PHASE, index=theirs))
     try:
-        options = SearchOptions(size=10, two_phase=TwoPhase())
+        options = SearchOptions(size=10, two_phase=PLUGIN_TWO_PHASE)
         for text in queries()[:4]:
             expected = [(h.id, h.score) for h in search(stack.client, ours, text, stack.encoder, options).hits]
             body = query_request(stack.client, theirs, text, None, SearchOptions(size=10), form="model")
@@ -227,6 +227,27 @@ def test_two_phase_through_the_plugin_processor_equals_milco_os_two_phase(stack:
             assert_same_ranking(expected, ranked(got), f"two-phase, {text!r}")
     finally:
         stack.client.transport.perform_request("DELETE", f"/_search/pipeline/{name}")
+
+
+@pytest.mark.parametrize(("norm", "weight"), [("minmax", 1.0), ("minmax", 0.3), ("rrf", 1.0)])
+def test_hybrid_fused_by_neural_search_ranks_as_milco_os_fusion(
+    stack: Stack, indices, norm: str, weight: float  # noqa: ANN001
+) -> None:
+    ours, _, _ = indices
+    options = SearchOptions(size=10, hybrid_weight=weight, hybrid_norm=norm)
+    for text in queries()[:6]:
+        expected = [(h.id, h.score) for h in search(stack.client, ours, text, stack.encoder, options).hits]
+        for form in ("rank_feature", "neural_sparse"):
+            body = query_request(stack.client, ours, text, stack.encoder, options, form=form)
+            assert "hybrid" in body["query"] and body["search_pipeline"]["phase_results_processors"]
+            got = ranked(stack.client.search(index=ours, body=body)["hits"]["hits"])
+            assert [i for i, _ in got] == [i for i, _ in expected], f"{norm} W={weight} {form}, {text!r}"
+            # min-max: OpenSearch's weighted mean is milco-os's sum / (1 + W); RRF: the same reciprocal ranks.
+            scale = 1 / (1 + weight) if norm == "minmax" else 1.0
+            for (doc, a), (_, b) in zip(expected, got, strict=True):
+                assert abs(a * scale - b) <= 2e-3, f"{norm} {form} {text!r}: {doc} scored {b}, expected {a * scale}"
+    with pytest.raises(ConfigError, match="weighs both lists alike"):
+        query_request(stack.client, ours, "x", stack.encoder, SearchOptions(hybrid_weight=0.5, hybrid_norm="rrf"))
 
 
 def test_empty_and_all_pruned_queries_match_nothing_on_every_path(stack: Stack, indices) -> None:  # noqa: ANN001
@@ -285,7 +306,7 @@ def test_unregister_removes_models_connectors_and_pipelines(stack: Stack) -> Non
     name = f"unregister-{uuid.uuid4().hex[:6]}"
     create_index(client, name, stack.encoder.info, IndexSpec(replicas=0))
     try:
-        reg = register(client, name, service_url=stack.service_url, service_key=stack.key, two_phase=TwoPhase())
+        reg = register(client, name, service_url=stack.service_url, service_key=stack.key, two_phase=PLUGIN_TWO_PHASE)
         processors = client.transport.perform_request("GET", f"/_search/pipeline/{reg['search_pipeline']}")
         assert "neural_sparse_two_phase_processor" in json.dumps(processors)
         result = milco_cli(stack, "ml-commons", "unregister", "--index", name)

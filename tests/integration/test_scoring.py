@@ -16,7 +16,7 @@ from milco_os.opensearch.query import (
     search_body,
     term_contributions,
 )
-from milco_os.specs import IndexSpec
+from milco_os.specs import PLUGIN_TWO_PHASE, IndexSpec
 from milco_os.types import Encoded, ModelInfo, SparseVector, Vocab
 
 PRECISION = 0.005  # Lucene keeps 9 significant bits of a feature value
@@ -66,13 +66,18 @@ def test_scores_equal_weighted_dot_products(client, index_name: str, alpha: floa
         assert all(a >= b * (1 - 2 * PRECISION) for a, b in zip(ranked, ranked[1:], strict=False))
 
 
-def test_two_phase_gives_the_same_top_10_and_scores(client, index_name: str) -> None:
+@pytest.mark.parametrize("two_phase", [TwoPhase(), PLUGIN_TWO_PHASE], ids=["by value", "by weight"])
+def test_two_phase_gives_the_same_top_10_and_scores(client, index_name: str, two_phase: TwoPhase) -> None:
+    from milco_os.opensearch.stats import IndexTermStats
+
     rng = random.Random(5)
     build_index(client, index_name, rng, n_docs=300)
+    stats = IndexTermStats(client, index_name, {"fields": {"pivot": "milco_pivot", "echo": "milco_echo"}})
     for _ in range(5):
         q = Encoded(random_vector(rng, PIVOT, 60), random_vector(rng, ECHO, 10))
         full = search_body(q, pivot_field="milco_pivot", echo_field="milco_echo", size=10)
-        two = search_body(q, pivot_field="milco_pivot", echo_field="milco_echo", size=10, two_phase=TwoPhase())
+        two = search_body(q, pivot_field="milco_pivot", echo_field="milco_echo", size=10, two_phase=two_phase,
+                          stats=stats)
         assert "rescore" in two and len(two["query"]["bool"]["should"]) < len(full["query"]["bool"]["should"])
         a = client.search(index=index_name, body=full)["hits"]["hits"]
         b = client.search(index=index_name, body=two)["hits"]["hits"]

@@ -78,6 +78,38 @@ def test_selective_pruning_from_the_cli_and_the_service(settings, client, splade
     assert app.state.term_stats[index_name].n_docs == len(DOCS), "kept for the next query"
 
 
+def test_two_phase_by_value_from_the_library_the_cli_and_the_service(settings, client, splade_tiny,  # noqa: ANN001
+                                                                    index_name: str) -> None:
+    from milco_os.service.app import create_app
+    from milco_os.service.routes import get_client, get_encoder
+    from milco_os.specs import TwoPhase
+
+    create_index(client, index_name, splade_tiny.info, IndexSpec(replicas=0))
+    ingest(client, index_name, DOCS, splade_tiny, refresh=True)
+    text = "heart attack symptoms and the stairs"
+    full = search(client, index_name, text, splade_tiny, SearchOptions(query_pruning=Pruning.parse("none")))
+    two = search(client, index_name, text, splade_tiny,
+                 SearchOptions(query_pruning=Pruning.parse("none"), two_phase=TwoPhase(ratio=0.5, split="value")))
+    first = two.body["query"]["bool"]["should"]
+    assert "rescore" in two.body and 0 < len(first) < len(full.body["query"]["bool"]["should"])
+    assert [(h.id, round(h.score, 4)) for h in two.hits] == [(h.id, round(h.score, 4)) for h in full.hits]
+
+    env = {**os.environ, "MILCO_OS_OPENSEARCH_URL": settings.opensearch_url,
+           "MILCO_OS_CACHE_DIR": str(settings.cache_dir)}
+    cmd = [sys.executable, "-m", "milco_os.cli", "search", "--index", index_name, "--model", "splade-tiny",
+           "--query-prune", "none", "--two-phase", "--json", text]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert [h["id"] for h in json.loads(result.stdout)["hits"]] == [h.id for h in full.hits]
+    app = create_app(settings)
+    app.dependency_overrides[get_client] = lambda: client
+    app.dependency_overrides[get_encoder] = lambda: splade_tiny
+    resp = TestClient(app).post(f"/v1/indices/{index_name}/search",
+                                json={"query": text, "query_prune": "none", "two_phase": True})
+    assert resp.status_code == 200, resp.text
+    assert [h["id"] for h in resp.json()["hits"]] == [h.id for h in full.hits]
+
+
 def test_normalised_hybrid_fuses_both_lists_from_one_msearch(client, splade_tiny, index_name: str) -> None:  # noqa: ANN001
     from milco_os.opensearch.hybrid import fuse
 

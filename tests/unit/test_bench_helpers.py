@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import common  # noqa: E402
+import growth  # noqa: E402
 import latency  # noqa: E402
 import quality  # noqa: E402
 
@@ -113,3 +114,39 @@ def test_pareto_front_keeps_only_undominated_points() -> None:
     a, b, c, d = point(10, 5, 0.30), point(20, 1, 0.35), point(30, 2, 0.32), point(40, 3, 0.40)
     assert quality.pareto([d, c, b, a], "doc_terms") == [a, b, d]
     assert quality.pareto([d, c, b, a], "latency") == [b, d]
+
+
+def test_interleaved_runs_rotate_the_variants_and_keep_the_first_rounds_ranking() -> None:
+    sent: list[str] = []
+
+    class Client:
+        def search(self, index: str, body: str, filter_path: str) -> dict:
+            sent.append(body)
+            return {"took": 1, "hits": {"hits": [{"_id": f"{body}/{len(sent)}"}]}}
+
+    variants = {"a": ["a0", "a1", "a2"], "b": ["b0", "b1", "b2"]}
+    results = measure.run_interleaved(Client(), "i", variants, concurrency=1, repeat=2)
+    assert sent[:6] == ["a0", "b0", "b1", "a1", "a2", "b2"] and sent[6:] == sent[:6]
+    assert all(len(r.client_ms) == 6 and len(r.took_ms) == 6 for r in results.values())
+    assert [ids[0].split("/")[0] for ids in results["b"].ranked] == ["b0", "b1", "b2"]
+    assert all(int(ids[0].split("/")[1]) <= 6 for ids in results["a"].ranked), "ranking from the first round"
+    assert results["a"].qps == pytest.approx(1000 * 6 / sum(results["a"].client_ms))
+
+
+def test_growth_corpus_serves_real_documents_then_deterministic_perturbed_copies() -> None:
+    docs = [common.Doc("a", "eins zwei drei vier fünf sechs sieben acht", "de"),
+            common.Doc("b", "表を挿入する方法", "ja")]
+    encoded = [Encoded(vec({i: float(i + 1) for i in range(30)}), vec({1: 1.0, 2: 3.0})),
+               Encoded(vec({5: 2.0}), vec({}))]
+    corpus = growth.Corpus(docs, encoded, 50)
+    assert len(corpus) == 50 and corpus[1] == (docs[1], encoded[1])
+    copies = [corpus[j] for j in range(2, 50)]
+    assert [c[0].id for c in copies] == [corpus[j][0].id for j in range(2, 50)], "deterministic"
+    assert all(c[0].id.startswith(f"copy{j}:") for j, c in enumerate(copies, 2))
+    for doc, enc in copies:
+        source_doc, source = (docs[0], encoded[0]) if doc.id.endswith(":a") else (docs[1], encoded[1])
+        assert set(enc.pivot.ids.tolist()) <= set(source.pivot.ids.tolist())
+        assert int(source.pivot.ids[np.argmax(source.pivot.weights)]) in enc.pivot.ids.tolist(), "heaviest kept"
+        assert doc.text and set(doc.text) <= set(source_doc.text) and len(doc.text) <= len(source_doc.text)
+    kept = [len(c[1].pivot) for c in copies if c[0].id.endswith(":a")]
+    assert 0.6 * 30 < np.mean(kept) < 0.95 * 30, "about 80% of the terms stay"

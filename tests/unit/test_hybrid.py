@@ -9,7 +9,8 @@ from milco_os.specs import SearchOptions, TwoPhase
 
 
 def test_minmax_maps_each_list_to_unit_range_and_missing_documents_get_zero() -> None:
-    assert normalised([("a", 12.0), ("b", 7.0), ("c", 2.0)], "minmax") == {"a": 1.0, "b": 0.5, "c": 0.0}
+    # The lowest listed document keeps 0.001 (as neural-search's min_max): it still beats an unlisted one.
+    assert normalised([("a", 12.0), ("b", 7.0), ("c", 2.0)], "minmax") == {"a": 1.0, "b": 0.5, "c": 0.001}
     assert normalised([("a", 3.0)], "minmax") == {"a": 1.0} and normalised([], "minmax") == {}
     # BM25's large scores no longer swamp the sparse ones: d (top of sparse) beats x (top of BM25) at W = 0.5.
     sparse = [("d", 2.0), ("x", 1.0)]
@@ -44,3 +45,16 @@ def test_options_refuse_a_normalisation_without_weight_with_two_phase_or_unknown
         SearchOptions(hybrid_weight=1.0, hybrid_norm="rrf", two_phase=TwoPhase())
     with pytest.raises(ValueError, match="choose minmax, rrf"):
         SearchOptions(hybrid_weight=1.0, hybrid_norm="zscore")
+
+
+def test_neural_search_body_fuses_as_fuse_does() -> None:
+    from milco_os.opensearch.hybrid import fusion_processor, plugin_body
+
+    body = plugin_body({"match_all": {}}, {"match": {"text": "x"}}, norm="minmax", weight=3.0, size=10, from_=20)
+    assert body["query"]["hybrid"]["pagination_depth"] == window(10, 20) and body["from"] == 20
+    processor = body["search_pipeline"]["phase_results_processors"][0]["normalization-processor"]
+    # Weighted mean 1/4 : 3/4 of the min-max scores = (sparse + 3 * bm25) / 4: the order fuse gives.
+    assert processor["combination"]["parameters"]["weights"] == [0.25, 0.75]
+    assert fusion_processor("rrf", 1.0)["score-ranker-processor"]["combination"]["rank_constant"] == 60
+    with pytest.raises(ValueError, match="weighs both lists alike"):
+        fusion_processor("rrf", 2.0)

@@ -26,7 +26,7 @@ from milco_os.opensearch.query import neural_sparse_query, query_tokens
 from milco_os.service.app import create_app
 from milco_os.service.routes import get_encoder
 from milco_os.settings import Settings
-from milco_os.specs import TwoPhase
+from milco_os.specs import PLUGIN_TWO_PHASE, TwoPhase
 from milco_os.types import Encoded, SparseVector, Vocab
 
 RECORD = {
@@ -78,9 +78,11 @@ def test_search_pipeline_sets_default_models_and_optional_two_phase() -> None:
     plain = search_pipeline_body({"milco_pivot": "q1"}, None, index="docs")
     assert plain["request_processors"] == [{"neural_query_enricher": {
         "description": "milco-os query models of index docs", "neural_field_default_id": {"milco_pivot": "q1"}}}]
-    two = search_pipeline_body({"milco_pivot": "q1"}, TwoPhase(), index="docs")["request_processors"][1]
+    two = search_pipeline_body({"milco_pivot": "q1"}, PLUGIN_TWO_PHASE, index="docs")["request_processors"][1]
     assert two["neural_sparse_two_phase_processor"]["two_phase_parameter"] == {
-        "prune_ratio": 0.4, "expansion_rate": 5.0, "max_window_size": 10000}
+        "prune_ratio": 0.2, "expansion_rate": 5.0, "max_window_size": 10000}
+    with pytest.raises(ValueError, match="by weight only"):
+        search_pipeline_body({"milco_pivot": "q1"}, TwoPhase(), index="docs")
 
 
 def test_model_query_boosts_views_by_alpha_and_empty_text_matches_nothing() -> None:

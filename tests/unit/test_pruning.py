@@ -200,3 +200,27 @@ def test_selective_rule_parses_needs_stats_and_is_query_only() -> None:
     assert strict.pivot.ids.tolist() == [1]
     with pytest.raises(ValueError, match="selective pruning is for queries"):
         IndexSpec(doc_pruning=Pruning.parse("selective:0.5"))
+
+
+def test_two_phase_value_split_puts_selective_terms_first_and_the_rest_in_the_rescore() -> None:
+    from milco_os.opensearch.query import search_body, two_phase_split
+    from milco_os.specs import TwoPhase
+
+    # Same weights and frequencies as the selective example above: values 2.2, 6.1, 4.6, 0.63 (term 3 unheld).
+    q = Encoded(vec([3.0, 2.0, 1.0, 0.5], ids=[0, 1, 2, 4]), vec([1.0], ids=[7]))
+    stats = ArrayStats(1000, np.array([900, 50, 10, 0, 400] + [5] * 195))
+    first, rest = two_phase_split(q, TwoPhase(ratio=0.5, split="value"), stats)
+    assert first.pivot.ids.tolist() == [1, 2] and rest.pivot.ids.tolist() == [0, 4]
+    assert first.echo.ids.tolist() == [7] and len(rest.echo) == 0
+    by_weight, _ = two_phase_split(q, TwoPhase(ratio=0.5, split="weight"))
+    assert by_weight.pivot.ids.tolist() == [0, 1], "OpenSearch's split keeps the heavy common term"
+    with pytest.raises(ValueError, match="needs the index's term statistics"):
+        two_phase_split(q, TwoPhase(split="value"))
+    with pytest.raises(ValueError, match="split must be one of weight, value"):
+        TwoPhase(split="idf")
+    body = search_body(q, pivot_field="p", echo_field="e", size=10, stats=stats,
+                       two_phase=TwoPhase(ratio=0.5, expansion=8, split="value"))
+    first_fields = {c["rank_feature"]["field"] for c in body["query"]["bool"]["should"]}
+    rescore = body["rescore"]
+    assert first_fields == {"p.t1", "p.t2", "e.t7"} and rescore["window_size"] == 80
+    assert {c["rank_feature"]["field"] for c in rescore["query"]["rescore_query"]["bool"]["should"]} == {"p.t0", "p.t4"}
