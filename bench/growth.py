@@ -246,11 +246,12 @@ def report(records: list[dict[str, Any]], sizes: list[int], concurrencies: list[
 def plot(records: list[dict[str, Any]], sizes: list[int], concurrencies: list[int]) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, len(concurrencies) + 1, figsize=(4.2 * (len(concurrencies) + 1), 4.2))
+    colours = dict(zip(VARIANTS, ("tab:blue", "tab:green", "tab:red", "tab:purple"), strict=True))
     for ax, c in zip(axes, concurrencies, strict=False):
         for name in VARIANTS:
             for key, style in (("p50", "-"), ("p99", ":")):
                 ax.plot(sizes, [at(records, n, name, c)["client_ms"][key] for n in sizes], marker="o", linestyle=style,
-                        label=f"{name} {key}")
+                        color=colours[name], label=f"{name} {key}")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("documents")

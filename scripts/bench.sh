@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark command (`make bench`; not part of the tests): starts its own OpenSearch node on
 # BENCH_PORT, runs every bench/ script against it, stops the node on exit. Results: results/bench/.
-#   scripts/bench.sh           # the full run: a 100k-paragraph corpus, growth to 1M (about 90 minutes on 2 cores)
+#   scripts/bench.sh           # the full run: 100k paragraphs, growth to 1M (~75 min on 2 cores, +25 to encode once)
 #   scripts/bench.sh --quick   # a smoke run on small samples (a few minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."

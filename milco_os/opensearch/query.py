@@ -72,10 +72,11 @@ def split_by_weight(vec: SparseVector, ratio: float) -> tuple[SparseVector, Spar
 
 
 def split_by_value(vec: SparseVector, df: np.ndarray, n_docs: int, ratio: float) -> tuple[SparseVector, SparseVector]:
-    """(high, low) by ``w * ln(1 + N / df)`` (``selective:R``'s value; ``df`` aligned with ``vec.ids``)."""
+    """(high, low) by ``w * ln(1 + N / df)`` (``selective:R``'s value; ``df`` aligned with ``vec.ids``). A term
+    no document holds is worth nothing: its clause would only narrow the first phase's window."""
     if len(vec) == 0:
         return vec, vec
-    value = term_value(vec.weights, df, n_docs)
+    value = np.where(np.asarray(df) > 0, term_value(vec.weights, df, n_docs), 0.0)
     return _split(vec, value >= ratio * value.max())
 
 

@@ -119,13 +119,16 @@ def query_request(
     return {"query": query, "size": options.size, "from": options.from_}
 
 
+def needs_term_stats(options: SearchOptions) -> bool:
+    """Whether the query pruning (``selective``) or a two-phase ``value`` split reads document frequencies."""
+    return options.query_pruning.needs_stats or (options.two_phase is not None and options.two_phase.split == "value")
+
+
 def term_stats(
     client: OpenSearch, index: str, record: dict[str, Any], options: SearchOptions, stats: TermStats | None = None
 ) -> TermStats | None:
-    """The index's term statistics when the query pruning or a two-phase ``value`` split needs them (``stats``
-    if given), else None."""
-    value_split = options.two_phase is not None and options.two_phase.split == "value"
-    if not (options.query_pruning.needs_stats or value_split) or stats is not None:
+    """The index's term statistics when ``options`` need them (``stats`` if given), else None."""
+    if not needs_term_stats(options) or stats is not None:
         return stats
     from milco_os.opensearch.stats import IndexTermStats
 

@@ -184,11 +184,12 @@ STATS_TTL_S = 300.0
 
 
 def cached_stats(request: Request, client: OpenSearch, index: str, options: SearchOptions) -> Any:
-    """The index's term statistics for ``selective`` pruning, kept per index for STATS_TTL_S (None otherwise)."""
+    """The index's term statistics for ``selective`` pruning and two-phase, kept per index for STATS_TTL_S (None
+    when the options need none)."""
     from milco_os.opensearch.indices import index_record
-    from milco_os.opensearch.search import term_stats
+    from milco_os.opensearch.search import needs_term_stats, term_stats
 
-    if not options.query_pruning.needs_stats:
+    if not needs_term_stats(options):
         return None
     kept = request.app.state.term_stats
     stats = kept.get(index)
