@@ -49,7 +49,7 @@ else
 fi
 step "7/8 OpenSearch calling milco-os through ml-commons (its own node with plugins on port 9291)"
 $BIN/python bench/ml_commons.py "${MLC[@]}"
-step "8/8 cost growth: 10k, 100k and 1M documents (copies beyond the encoded paragraphs), 1-16 clients"
+step "8/8 cost growth: latency and index size as the corpus grows tenfold twice (copies beyond the encoded paragraphs)"
 $BIN/python bench/growth.py --url "$URL" --model "$MODEL" "${GROWTH[@]}"
 step "done: results in results/bench/ (bench/report.py writes them into BENCHMARKS.md)"
 echo "Targets:"
