@@ -181,6 +181,8 @@ def search_index(
 
 #: Seconds the service keeps an index's document frequencies before it reads them again.
 STATS_TTL_S = 300.0
+#: Indices whose document frequencies the service keeps at once (the least recently searched go first).
+STATS_INDICES = 64
 
 
 def cached_stats(request: Request, client: OpenSearch, index: str, options: SearchOptions) -> Any:
@@ -192,11 +194,14 @@ def cached_stats(request: Request, client: OpenSearch, index: str, options: Sear
     if not needs_term_stats(options):
         return None
     kept = request.app.state.term_stats
-    stats = kept.get(index)
+    stats = kept.pop(index, None)
     if stats is None:
-        stats = kept[index] = term_stats(client, index, index_record(client, index), options)
+        stats = term_stats(client, index, index_record(client, index), options)
     elif stats.age_s > STATS_TTL_S:
         stats.refresh()
+    kept[index] = stats  # most recent last
+    while len(kept) > STATS_INDICES:
+        del kept[next(iter(kept))]
     return stats
 
 

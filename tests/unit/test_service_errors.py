@@ -99,3 +99,31 @@ def test_messages_lose_credentials(http: TestClient) -> None:
     _raise_from_client(http, OpenSearchUnavailable("https://admin:hunter2@node:9200 unreachable"))
     answer = http.post("/v1/indices/docs/search", json={"query": "x"})
     assert answer.status_code == 503 and "hunter2" not in answer.text and "***@node" in answer.text
+
+
+def test_term_statistics_are_kept_for_a_bounded_number_of_indices(monkeypatch) -> None:  # noqa: ANN001
+    from types import SimpleNamespace
+
+    from milco_os.opensearch import indices, search
+    from milco_os.pruning import Pruning
+    from milco_os.service import routes
+    from milco_os.specs import SearchOptions
+
+    read: list[str] = []
+
+    def fake_stats(client, index, record, options):  # noqa: ANN001, ANN202
+        read.append(index)
+        return SimpleNamespace(age_s=0.0, index=index)
+
+    monkeypatch.setattr(search, "term_stats", fake_stats)
+    monkeypatch.setattr(indices, "index_record", lambda client, index: {})
+    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(term_stats={})))
+    options = SearchOptions(query_pruning=Pruning.parse("selective:0.2"))
+    for i in range(routes.STATS_INDICES + 2):  # two too many: the two least recently searched go
+        routes.cached_stats(request, None, f"i{i}", options)
+        if i == 3:
+            routes.cached_stats(request, None, "i0", options)  # searched again: now the most recent
+    kept = request.app.state.term_stats
+    assert len(kept) == routes.STATS_INDICES and "i0" in kept and "i1" not in kept and "i2" not in kept
+    assert read.count("i0") == 1, "a kept index is not read again"
+    assert routes.cached_stats(request, None, "x", SearchOptions()) is None, "no statistics when none are needed"
