@@ -143,6 +143,12 @@ def quality_section() -> str:
     return "\n\n".join(parts)
 
 
+def p50_growth(results: list[dict[str, Any]], small: int, large: int, variant: str, c: int) -> float:
+    """How many times slower ``variant`` answers (p50, ``c`` clients) on ``large`` documents than on ``small``."""
+    p50 = {x["documents"]: x["client_ms"]["p50"] for x in results if x["variant"] == variant and x["concurrency"] == c}
+    return round(p50[large] / p50[small], 2)
+
+
 def growth_section() -> str:
     r = load("growth")
     results = r["results"]
@@ -156,8 +162,7 @@ def growth_section() -> str:
     growth_rows = []
     for small, large in zip(sizes, sizes[1:], strict=False):
         for c in sorted({x["concurrency"] for x in results}):
-            p50 = {(x["documents"], x["variant"]): x["client_ms"]["p50"] for x in results if x["concurrency"] == c}
-            ratios = [round(p50[large, v] / p50[small, v], 2) for v in variants]
+            ratios = [p50_growth(results, small, large, v, c) for v in variants]
             growth_rows.append([f"{small:,} → {large:,}", c, *ratios])
     s = r["settings"]
     head = (f"Document pruning `{s['doc_prune']}` per view, {s['queries']} title queries × {s['repeat']} rounds, "
@@ -199,18 +204,24 @@ def search_targets(lat: dict[str, Any], qual: dict[str, Any]) -> list[list[str]]
         if not variant.startswith("milco q-"):
             continue
         rule = variant.removeprefix("milco q-")
-        changes = []
-        for dataset, data in qual["datasets"].items():
-            point = next((p for p in data["points"] if p["doc_pruning"] == doc_level and p["query_pruning"] == rule),
-                         None)
-            if point is not None:
-                changes.append((dataset.removeprefix("libreoffice-"), point["vs_full_query"]))
+        changes = quality_changes(qual, doc_level, rule)
         ok = x["p50_vs_bm25"] <= 2 and all(ch >= -0.02 for _, ch in changes)
         rows.append([f"query-pruned `{rule}`: p50 ≤ 2× BM25 ({c1} client), nDCG@10 within 2% of full",
                      f"{x['p50_vs_bm25']}× BM25; nDCG on `{doc_level}` documents "
                      + ", ".join(f"{d} {pct(ch)}" for d, ch in changes),
                      "met" if ok else "missed"])
     return rows + default_search_targets(lat, qual) + two_phase_targets(lat) + growth_targets() + hybrid_targets(qual)
+
+
+def quality_changes(qual: dict[str, Any], doc_level: str, rule: str) -> list[tuple[str, float]]:
+    """(set, nDCG@10 change against the full query) of query pruning ``rule`` on ``doc_level`` documents."""
+    changes = []
+    for dataset, data in qual["datasets"].items():
+        point = next((p for p in data["points"] if p["system"] == "milco" and p["doc_pruning"] == doc_level
+                      and p["query_pruning"] == rule), None)
+        if point is not None:
+            changes.append((dataset.removeprefix("libreoffice-"), point["vs_full_query"]))
+    return changes
 
 
 def encode_targets(enc: dict[str, Any]) -> list[list[str]]:
@@ -242,13 +253,7 @@ def default_search_targets(lat: dict[str, Any], qual: dict[str, Any]) -> list[li
     """The search default against BM25 (latency) and against the full query (quality), at every concurrency."""
     from milco_os.specs import DEFAULT_QUERY_PRUNE
 
-    doc_level = lat["settings"]["doc_prune"]
-    changes = []
-    for dataset, data in qual["datasets"].items():
-        point = next((p for p in data["points"] if p["system"] == "milco" and p["doc_pruning"] == doc_level
-                      and p["query_pruning"] == DEFAULT_QUERY_PRUNE), None)
-        if point is not None:
-            changes.append((dataset.removeprefix("libreoffice-"), point["vs_full_query"]))
+    changes = quality_changes(qual, lat["settings"]["doc_prune"], DEFAULT_QUERY_PRUNE)
     quality_ok = len(changes) == len(qual["datasets"]) and all(ch >= -0.02 for _, ch in changes)
     bm25 = {x["concurrency"]: x["client_ms"] for x in lat["results"] if x["variant"] == "bm25 match"}
     rows = []
@@ -285,11 +290,7 @@ def growth_targets() -> list[list[str]]:
     small, large = sizes[-2], sizes[-1]
     rows = []
     for c in sorted({x["concurrency"] for x in r["results"]}):
-        grow = {}
-        for variant in ("bm25 match", "milco default"):
-            at = {x["documents"]: x["client_ms"]["p50"] for x in r["results"]
-                  if x["concurrency"] == c and x["variant"] == variant}
-            grow[variant] = round(at[large] / at[small], 2)
+        grow = {v: p50_growth(r["results"], small, large, v, c) for v in ("bm25 match", "milco default")}
         ok = grow["milco default"] <= grow["bm25 match"]
         rows.append([f"p50 growth {small:,} → {large:,} documents, {c} client(s): default search no steeper than BM25",
                      f"{grow['milco default']}× against BM25 {grow['bm25 match']}×", "met" if ok else "missed"])

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from milco_os.keys import decode_key, encode_key
-from milco_os.pruning import term_value
+from milco_os.pruning import selective
 from milco_os.specs import TwoPhase
 from milco_os.types import Encoded, SparseVector
 
@@ -72,12 +72,9 @@ def split_by_weight(vec: SparseVector, ratio: float) -> tuple[SparseVector, Spar
 
 
 def split_by_value(vec: SparseVector, df: np.ndarray, n_docs: int, ratio: float) -> tuple[SparseVector, SparseVector]:
-    """(high, low) by ``w * ln(1 + N / df)`` (``selective:R``'s value; ``df`` aligned with ``vec.ids``). A term
-    no document holds is worth nothing: its clause would only narrow the first phase's window."""
-    if len(vec) == 0:
-        return vec, vec
-    value = np.where(np.asarray(df) > 0, term_value(vec.weights, df, n_docs), 0.0)
-    return _split(vec, value >= ratio * value.max())
+    """(high, low): the terms ``selective:ratio`` keeps (by ``w * ln(1 + N / df)``; ``df`` aligned with
+    ``vec.ids``), and the rest. A term no document holds is never high: it would only narrow the window."""
+    return _split(vec, np.isin(vec.ids, selective(vec, df, n_docs, ratio).ids))
 
 
 def _split(vec: SparseVector, high: np.ndarray) -> tuple[SparseVector, SparseVector]:
