@@ -22,10 +22,12 @@ from milco_os.cli_support import (
     handle_errors,
     one_line,
     out,
+    ray_address_default,
     read_stdin_lines,
     task_progress,
     typed_queries,
     with_index_spec,
+    with_ray_options,
     with_search_options,
     with_settings,
 )
@@ -90,6 +92,15 @@ def load_model(settings: Any, **kwargs: Any) -> Any:
 
     with err.status(f"loading model {settings.model} ..."):
         return load_encoder(settings.model, settings.cache_dir, **kwargs)
+
+
+def ray_job(ray_options: Any, settings: Any, runtime: str, quantize: str | None) -> tuple[Any, Any]:
+    """(the Ray job, None) with --ray: the actors load the model; else (None, the model loaded here)."""
+    if ray_options is None:
+        return None, load_model(settings, runtime=runtime, quantize=quantize)
+    from milco_os.opensearch.ray_pool import RayJob
+
+    return RayJob(ray_options, settings, runtime, quantize), None
 
 
 def connect(settings: Any) -> Any:
@@ -189,6 +200,7 @@ def index_info_command(name: Annotated[str, typer.Argument(help="Index or alias 
 # ------------------------------------------------------------------------------------------ ingest
 @app.command()
 @handle_errors
+@with_ray_options
 @with_settings(model=True, opensearch=True)
 def ingest(
     file: Annotated[str, typer.Argument(help="JSONL file (one document per line: id, text fields, metadata) or '-'.")],
@@ -201,7 +213,10 @@ def ingest(
     max_retries: MaxRetriesOpt = 5,
     max_chars: Annotated[int, typer.Option("--max-chars", min=1, help="Longest text per document, in characters; "
                                                                       "longer ones fail (split them).")] = 200_000,
+    runtime: RuntimeOpt = "torch",
+    quantize: QuantizeOpt = None,
     settings: Any = None,
+    ray_options: Any = None,
 ) -> None:
     """Encode documents and index them; failed documents are reported and kept in a dead-letter file.
 
@@ -209,6 +224,9 @@ def ingest(
     the retries, the job stops and --resume continues after the last acknowledged batch (also after a kill;
     writes are by id, so nothing is duplicated). The checkpoint is removed only when every document is in.
     A dead-letter file can be ingested again as it is.
+
+    With --ray, encoder actors on a Ray cluster encode and write the batches; this process reads the file
+    and keeps the checkpoint and the dead-letter file as above (docs/scaling-out.md).
     """
     from milco_os.opensearch.bulk import BulkConfig
     from milco_os.opensearch.ingest import ingest_file
@@ -218,12 +236,12 @@ def ingest(
     if path is not None and not path.is_file():  # before the model loads; ingest_file checks it too
         raise ConfigError(f"{file}: no such file")
     client = connect(settings)
-    encoder = load_model(settings)
+    ray, encoder = ray_job(ray_options, settings, runtime, quantize)
     config = BulkConfig(encode_batch=batch_size, max_docs=bulk_docs, max_bytes=int(bulk_mb * 1024 * 1024),
                         max_retries=max_retries)
     with ProgressBar("ingest") as bar:
         result = ingest_file(client, index, encoder, path, resume=resume, dead_letter=dead_letter, config=config,
-                             max_chars=max_chars, progress=bar)
+                             max_chars=max_chars, progress=bar, ray=ray)
     report = result.report
     out.print(f"indexed {report.indexed}, failed {report.failed}, retried {report.retried}, "
               f"{report.elapsed_s:.1f}s ({report.docs_per_s:,.0f} docs/s)", highlight=False)
@@ -305,6 +323,7 @@ def print_hits(result: Any, explain: bool, top_terms: int) -> None:
 @app.command()
 @handle_errors
 @with_index_spec
+@with_ray_options
 @with_settings(model=True, opensearch=True)
 def reindex(
     source: Annotated[str, typer.Option("--source", help="Index to read.")],
@@ -316,11 +335,16 @@ def reindex(
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Checkpoint file (default: in the cache).")] = None,
     dead_letter: DeadLetterOpt = None,
     max_retries: MaxRetriesOpt = 5,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Documents encoded together.")] = 32,
+    runtime: RuntimeOpt = "torch",
+    quantize: QuantizeOpt = None,
     settings: Any = None,
+    ray_options: Any = None,
     spec: Any = None,
 ) -> None:
     """Re-encode an existing index into a new milco-os index (resumable; verifies counts; optional alias swap).
-    DEST is created with the index options (--text-field, --doc-prune, ...); --resume checks they match DEST."""
+    DEST is created with the index options (--text-field, --doc-prune, ...); --resume checks they match DEST.
+    With --ray, encoder actors on a Ray cluster encode and write; this process reads SRC and checkpoints."""
     from milco_os.opensearch.bulk import BulkConfig
     from milco_os.opensearch.reindex import default_checkpoint_path
     from milco_os.opensearch.reindex import reindex as run_reindex
@@ -328,13 +352,14 @@ def reindex(
     for option, name in (("--source", source), ("--dest", dest), ("--alias", alias)):
         checked_index_name(option, name)
     client = connect(settings)
-    encoder = load_model(settings)
+    ray, encoder = ray_job(ray_options, settings, runtime, quantize)
     dead = dead_letter or Path(f"{dest}.failed.jsonl")
     with ProgressBar("reindex") as bar:
         report = run_reindex(
             client, source, dest, encoder, spec=spec, slices=slices, resume=resume, alias=alias, page_size=page_size,
             checkpoint_path=checkpoint or default_checkpoint_path(settings.cache_dir, source, dest),
-            config=BulkConfig(max_retries=max_retries), dead_letter=dead, progress=bar,
+            config=BulkConfig(encode_batch=batch_size, max_retries=max_retries), dead_letter=dead, progress=bar,
+            ray=ray,
         )
     out.print(f"{source} -> {dest}: {report.dest_count} of {report.source_count} documents, failed "
               f"{report.ingest.failed}, retried {report.ingest.retried}, {report.ingest.elapsed_s:.1f}s"
@@ -507,7 +532,7 @@ def main() -> None:
         from click.exceptions import UsageError
 
     try:
-        code = app(standalone_mode=False)
+        code = app(args=ray_address_default(sys.argv[1:]), standalone_mode=False)
     except UsageError as e:
         if not e.format_message():  # no arguments at all: the help was printed, nothing more to say
             sys.exit(e.exit_code)

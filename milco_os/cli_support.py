@@ -59,7 +59,7 @@ def describe_validation_error(e: Any, names: dict[str, str] | None = None) -> st
 
 def fix_for(e: MilcoError) -> str:
     """The library's message, and how to fix it with milco-os's own commands and flags."""
-    from milco_os.errors import IndexExists, IndexNotFound, ModelMismatch, OpenSearchUnavailable
+    from milco_os.errors import IndexExists, IndexNotFound, ModelMismatch, OpenSearchUnavailable, WorkersLost
     from milco_os.opensearch.checkpoint import InterruptedJob, NothingToResume
     from milco_os.opensearch.client import ConnectionProblem
 
@@ -83,6 +83,8 @@ def fix_for(e: MilcoError) -> str:
                     "OpenSearch is back, run the same command with --resume")
         if e.dead_letter is not None:
             return f"stopped, OpenSearch unavailable ({text}); documents that were not written are in {e.dead_letter}"
+    if isinstance(e, WorkersLost) and e.checkpoint is not None:
+        return f"stopped, {text}; progress is saved in {e.checkpoint}; run the same command with --resume"
     return text
 
 
@@ -292,6 +294,48 @@ with_search_options = injected("options", [
     option("filter_json", str | None, "--filter", "An OpenSearch filter clause as JSON.", SEARCH_PANEL),
     option("explain", bool, "--explain", "Show the matching terms of each hit.", SEARCH_PANEL, False),
 ], build_search_options)
+
+
+#: ``--ray`` given without an address (last, or followed by another option) means a Ray started here.
+LOCAL_RAY = "local"
+
+
+def ray_address_default(args: list[str]) -> list[str]:
+    """``args`` with ``local`` after a ``--ray`` that has no value (click has no optional option values)."""
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--ray" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            out.append(LOCAL_RAY)
+    return out
+
+
+def build_ray_options(ray: str | None, actors: int | None, num_cpus: float, num_gpus: float) -> Any:
+    import re
+
+    from milco_os.opensearch.ray_pool import RayOptions
+
+    if ray is None:
+        unused = [flag for flag, value, default in (("--actors", actors, None), ("--num-cpus", num_cpus, 1.0),
+                                                    ("--num-gpus", num_gpus, 0.0)) if value != default]
+        if unused:
+            raise ConfigError(f"{unused[0]}: sets the Ray encoder actors; add --ray")
+        return None
+    if ray != LOCAL_RAY and ray != "auto" and not re.fullmatch(r"(ray://)?[\w.\-\[\]:]+:\d+", ray):
+        raise ConfigError(f"--ray {ray}: expected nothing (a Ray started here), auto, HOST:PORT or ray://HOST:PORT")
+    return RayOptions(address=None if ray == LOCAL_RAY else ray, actors=actors, num_cpus=num_cpus, num_gpus=num_gpus)
+
+
+RAY_PANEL = "Scaling out on Ray (the ray extra)"
+with_ray_options = injected("ray_options", [
+    option("ray", str | None, "--ray", "Encode and write on Ray actors: --ray alone starts Ray here; auto or "
+           "HOST:PORT joins a running cluster (ray start), ray://HOST:PORT through Ray Client.", RAY_PANEL,
+           metavar="[ADDRESS]"),
+    option("actors", int | None, "--actors", "Encoder actors (default: as many as the cluster's CPUs, or GPUs, "
+           "allow).", RAY_PANEL, min=1),
+    option("num_cpus", float, "--num-cpus", "CPUs per actor (also its encoder threads).", RAY_PANEL, 1.0, min=0.01),
+    option("num_gpus", float, "--num-gpus", "GPUs per actor (the model then runs on CUDA).", RAY_PANEL, 0.0, min=0),
+], build_ray_options)
 
 
 # ------------------------------------------------------------------------------------------ input

@@ -62,12 +62,20 @@ class IngestError(MilcoError):
         self.failures = failures or []
 
 
-class OpenSearchUnavailable(IngestError):
-    """OpenSearch stayed unreachable (or kept answering 429/5xx) after the bounded retries. A job that stops
-    for it names where its progress is saved (``checkpoint``) or where unwritten documents went."""
+class JobStopped(IngestError):
+    """A job stopped before its end. It names where its progress is saved (``checkpoint``; ``--resume``
+    continues from there) or where unwritten documents went (``dead_letter``)."""
 
     checkpoint: Path | None = None
     dead_letter: Path | None = None
+
+
+class OpenSearchUnavailable(JobStopped):
+    """OpenSearch stayed unreachable (or kept answering 429/5xx) after the bounded retries."""
+
+
+class WorkersLost(JobStopped):
+    """Encoder workers (Ray actors) kept dying: a batch was still unwritten after their restarts and retries."""
 
 
 class DataError(MilcoError):

@@ -4,6 +4,11 @@ The encoder (this thread) works on the next batch while a writer thread has the 
 (:mod:`milco_os.opensearch.bulk` does the writing and its retries). Documents that cannot be indexed are
 reported (id + reason) and written to the dead-letter file, which can be ingested again as it is.
 
+Given a :class:`BatchPool` (the Ray actors of :mod:`milco_os.opensearch.ray_pool`), batches are encoded and
+written elsewhere instead, each by :meth:`Ingester.write_batch`; their results come back in input order and are
+acknowledged here exactly as a local batch is (counts, dead-letter file, ``on_batch``/checkpoint), so both
+paths keep the same guarantees.
+
 With ``stop_when_unavailable`` (file ingest, reindex), a batch that still cannot reach OpenSearch after the
 retries stops the job with :class:`~milco_os.errors.OpenSearchUnavailable` instead: that batch is not
 acknowledged (so a checkpoint never moves past it) and nothing of it goes to the dead-letter file, because a
@@ -12,6 +17,7 @@ resumed run reads it again. :func:`ingest_file` is the resumable job over a JSON
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -23,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from milco_os.errors import ConfigError, OpenSearchUnavailable
-from milco_os.opensearch.bulk import BulkConfig, BulkWriter
+from milco_os.errors import ConfigError, JobStopped, OpenSearchUnavailable
+from milco_os.opensearch.bulk import BulkConfig, BulkOutcome, BulkWriter
 from milco_os.opensearch.checkpoint import Checkpoint
 from milco_os.opensearch.documents import index_action
 from milco_os.opensearch.indices import checked_record
@@ -33,7 +39,9 @@ from milco_os.pruning import Pruning
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
 
+    from milco_os.opensearch.ray_pool import RayJob
     from milco_os.runtime.encoder import SparseEncoder
+    from milco_os.types import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +77,28 @@ class IngestReport:
     @property
     def docs_per_s(self) -> float:
         return (self.indexed + self.failed) / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass
+class BatchResult:
+    """What became of one batch, encoded and written (where :meth:`Ingester.write_batch` ran)."""
+
+    n_docs: int
+    outcome: BulkOutcome
+    invalid: list[tuple[Any, str]]  # (document, reason): refused before encoding
+    originals: dict[str, Any]  # id -> document, for the ids the outcome did not write
+    retried: int = 0  # items sent again (5xx, 429, unreachable) while writing it
+
+
+class BatchPool(Protocol):
+    """Encodes and writes batches elsewhere (e.g. on Ray actors), each with :meth:`Ingester.write_batch`."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    def results(self, tagged_batches: Iterable[tuple[list[Any], Any]]) -> Iterator[tuple[Any, BatchResult]]:
+        """``(tag, result)`` for every batch, in input order."""
+        ...
 
 
 def batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -182,8 +212,9 @@ class Ingester:
         self,
         client: OpenSearch,
         index: str,
-        encoder: SparseEncoder,
+        encoder: SparseEncoder | None,
         *,
+        pool: BatchPool | None = None,
         config: BulkConfig | None = None,
         dead_letter: Path | None = None,
         id_field: str = "id",
@@ -197,9 +228,13 @@ class Ingester:
         self.stop_when_unavailable = stop_when_unavailable
         self.max_chars = max_chars
         self.index = index
+        if (encoder is None) == (pool is None):
+            msg = "an Ingester encodes here (encoder) or in a pool (pool): give exactly one"
+            raise ValueError(msg)
         self.encoder = encoder
+        self.pool = pool
         self.config = config or BulkConfig()
-        self.record = checked_record(client, index, encoder.info)
+        self.record = checked_record(client, index, encoder.info if encoder is not None else pool.info)
         self.text_fields: list[str] = self.record["fields"]["text"]
         self.pivot_field = self.record["fields"]["pivot"]
         self.echo_field = self.record["fields"]["echo"]
@@ -218,6 +253,7 @@ class Ingester:
                 invalid.append((doc, problem))
             else:
                 valid.append(doc)
+        assert self.encoder is not None
         encoded = self.encoder.encode_documents([document_text(d, self.text_fields) for d in valid])
         actions, originals = [], {}
         for doc, enc in zip(valid, encoded, strict=True):
@@ -230,6 +266,31 @@ class Ingester:
             )
             originals[doc_id] = doc
         return actions, originals, invalid
+
+    def write_batch(self, docs: list[Any]) -> BatchResult:
+        """Encode and write one batch here (a pool's worker calls this); nothing is acknowledged yet."""
+        actions, originals, invalid = self.encode_batch(docs)
+        retried = self.writer.retried
+        outcome = self.writer.write(actions)
+        not_written = {doc_id for doc_id, _ in outcome.failed + outcome.unavailable}
+        kept = {doc_id: doc for doc_id, doc in originals.items() if doc_id in not_written}
+        return BatchResult(len(docs), outcome, invalid, kept, self.writer.retried - retried)
+
+    def acknowledge(self, report: IngestReport, result: BatchResult) -> None:
+        """Account for every document of a written batch, in input order: counts and the dead-letter file.
+        With ``stop_when_unavailable``, a batch OpenSearch did not take raises instead (not acknowledged: the
+        checkpoint stays before it and ``--resume`` reads it again)."""
+        outcome = result.outcome
+        if outcome.unavailable and self.stop_when_unavailable:
+            msg = f"writing {self.index!r}: {outcome.unavailable[0][1]}"
+            raise OpenSearchUnavailable(msg, outcome.unavailable)
+        for doc, reason in result.invalid:
+            self._fail(report, doc, reason)
+        report.indexed += len(outcome.written)
+        for doc_id, reason in outcome.failed + outcome.unavailable:
+            self._fail(report, result.originals.get(doc_id, {self.id_field: doc_id}), reason)
+        report.unavailable += [doc_id for doc_id, _ in outcome.unavailable]
+        report.retried += result.retried
 
     def run(
         self,
@@ -255,32 +316,44 @@ class Ingester:
         once that batch is acknowledged (reindex checkpoints the tag: a slice and its last sort value)."""
         report = IngestReport()
         start = time.monotonic()
+        try:
+            if self.pool is not None:
+                for tag, result in self.pool.results(tagged_batches):
+                    self.acknowledge(report, result)
+                    if on_batch:
+                        on_batch(tag, result.n_docs, report)
+            else:
+                self._run_here(tagged_batches, report, on_batch)
+        finally:
+            self.dead_letter.close()
+        if refresh:
+            self.client.indices.refresh(index=self.index)
+        report.elapsed_s = time.monotonic() - start
+        return report
+
+    def _run_here(
+        self,
+        tagged_batches: Iterable[tuple[list[Any], Any]],
+        report: IngestReport,
+        on_batch: Callable[[Any, int, IngestReport], None] | None,
+    ) -> None:
+        """Encode in this thread while a writer thread has the previous batch in flight."""
         # One batch in flight while the next is encoded; a bounded queue keeps memory flat.
         work: queue.Queue[tuple[Any, int, list[dict[str, Any]], dict[str, Any], list[tuple[Any, str]]] | None] = (
             queue.Queue(maxsize=1)
         )
         errors: list[BaseException] = []
-        lock = threading.Lock()
 
         def writer() -> None:
             try:
                 while (item := work.get()) is not None:
                     tag, n_docs, actions, originals, invalid = item
+                    retried = self.writer.retried
                     outcome = self.writer.write(actions)
-                    if outcome.unavailable and self.stop_when_unavailable:
-                        # Not acknowledged: the checkpoint stays before this batch and --resume reads it again.
-                        msg = f"writing {self.index!r}: {outcome.unavailable[0][1]}"
-                        raise OpenSearchUnavailable(msg, outcome.unavailable)
-                    with lock:  # the batch is acknowledged: account for every document of it, in order
-                        for doc, reason in invalid:
-                            self._fail(report, doc, reason)
-                        report.indexed += len(outcome.written)
-                        for doc_id, reason in outcome.failed + outcome.unavailable:
-                            self._fail(report, originals.get(doc_id, {self.id_field: doc_id}), reason)
-                        report.unavailable += [doc_id for doc_id, _ in outcome.unavailable]
-                        report.retried = self.writer.retried
-                        if on_batch:
-                            on_batch(tag, n_docs, report)
+                    result = BatchResult(n_docs, outcome, invalid, originals, self.writer.retried - retried)
+                    self.acknowledge(report, result)
+                    if on_batch:
+                        on_batch(tag, n_docs, report)
             except BaseException as e:  # surfaced in the main thread
                 errors.append(e)
                 while work.get() is not None:  # drain so the producer never blocks forever
@@ -292,18 +365,12 @@ class Ingester:
             for batch, tag in tagged_batches:
                 if errors:
                     break
-                actions, originals, invalid = self.encode_batch(batch)
-                work.put((tag, len(batch), actions, originals, invalid))
+                work.put((tag, len(batch), *self.encode_batch(batch)))
         finally:
             work.put(None)
             thread.join()
-            self.dead_letter.close()
         if errors:
             raise errors[0]
-        if refresh:
-            self.client.indices.refresh(index=self.index)
-        report.elapsed_s = time.monotonic() - start
-        return report
 
     def _fail(self, report: IngestReport, doc: Any, reason: str) -> None:
         if isinstance(doc, UnreadableLine):
@@ -391,7 +458,7 @@ def checkpoint_path(path: Path) -> Path:
 def ingest_file(
     client: OpenSearch,
     index: str,
-    encoder: SparseEncoder,
+    encoder: SparseEncoder | None,
     path: Path | None,
     *,
     resume: bool = False,
@@ -399,6 +466,7 @@ def ingest_file(
     config: BulkConfig | None = None,
     max_chars: int = MAX_DOCUMENT_CHARS,
     progress: JobProgress | None = None,
+    ray: RayJob | None = None,
 ) -> FileIngestReport:
     """Ingest a JSONL file (``None``: stdin), one document per line.
 
@@ -407,6 +475,9 @@ def ingest_file(
     ``resume=True`` continues after the last acknowledged batch (writes are by id, so nothing is
     duplicated). The checkpoint is removed when every document is in, and kept (marked finished) when some
     failed. Stdin cannot be re-read, so there every document that cannot be written is dead-lettered.
+
+    With ``ray`` (``encoder`` then None), Ray actors encode and write the batches
+    (:mod:`milco_os.opensearch.ray_pool`); the checkpoint, the dead-letter file and the report are the same.
     """
     if path is not None and not path.is_file():
         msg = f"{path}: no such file"
@@ -418,12 +489,20 @@ def ingest_file(
     if path is not None and dead.resolve() == path.resolve():
         msg = f"dead-letter file {dead}: is the input file"
         raise ConfigError(msg)
-    ingester = Ingester(client, index, encoder, config=config, dead_letter=dead, max_chars=max_chars,
-                        stop_when_unavailable=path is not None, append_dead_letter=resume)
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(ray.pool(index, config=config or BulkConfig(), max_chars=max_chars)) if ray else None
+        ingester = Ingester(client, index, encoder, config=config, dead_letter=dead, max_chars=max_chars,
+                            stop_when_unavailable=path is not None, append_dead_letter=resume, pool=pool)
+        return _ingest_file(ingester, path, resume, dead, progress)
+
+
+def _ingest_file(
+    ingester: Ingester, path: Path | None, resume: bool, dead: Path, progress: JobProgress | None
+) -> FileIngestReport:
     checkpoint = None
     start = {"line": 0, "done": 0, "failed": 0}
     if path is not None:
-        job = {"kind": "ingest", "file": str(path.resolve()), "index": index}
+        job = {"kind": "ingest", "file": str(path.resolve()), "index": ingester.index}
         checkpoint = Checkpoint.open(checkpoint_path(path), job, start, resume=resume)
         start = dict(checkpoint.progress)
     lines: list[int] = []
@@ -448,7 +527,7 @@ def ingest_file(
         progress.start(_count_lines(path) if path is not None else None, start["done"])
     try:
         report = ingester.run(documents(), on_batch=acknowledged)
-    except OpenSearchUnavailable as e:
+    except JobStopped as e:
         e.checkpoint = checkpoint.path if checkpoint else None
         e.dead_letter = dead
         raise

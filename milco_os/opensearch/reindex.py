@@ -11,6 +11,7 @@ checkpoint is removed and the alias moved only when DEST holds every document of
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -20,18 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from milco_os.errors import ConfigError, IndexExists, OpenSearchUnavailable, SearchIndexError
+from milco_os.errors import ConfigError, IndexExists, JobStopped, OpenSearchUnavailable, SearchIndexError
 from milco_os.opensearch.bulk import BulkConfig
 from milco_os.opensearch.checkpoint import Checkpoint, InterruptedJob
 from milco_os.opensearch.client import describe_transport_error
 from milco_os.opensearch.indices import create_index, document_count, index_exists, index_record
-from milco_os.opensearch.ingest import Ingester, IngestReport, JobProgress
+from milco_os.opensearch.ingest import BatchPool, Ingester, IngestReport, JobProgress
 from milco_os.opensearch.mapping import index_meta
 from milco_os.specs import IndexSpec
 
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
 
+    from milco_os.opensearch.ray_pool import RayJob
     from milco_os.runtime.encoder import SparseEncoder
 
 log = logging.getLogger(__name__)
@@ -99,7 +101,7 @@ def reindex(
     client: OpenSearch,
     source: str,
     dest: str,
-    encoder: SparseEncoder,
+    encoder: SparseEncoder | None,
     *,
     spec: IndexSpec,
     checkpoint_path: Path,
@@ -110,9 +112,35 @@ def reindex(
     config: BulkConfig | None = None,
     dead_letter: Path | None = None,
     progress: JobProgress | None = None,
+    ray: RayJob | None = None,
 ) -> ReindexReport:
-    """Reindex SRC into DEST (created from ``spec`` when missing) with ``encoder``; see the module docstring.
-    When it stops for an outage, the :class:`~milco_os.errors.OpenSearchUnavailable` names the checkpoint."""
+    """Reindex SRC into DEST (created from ``spec`` when missing) with ``encoder``, or on Ray actors with
+    ``ray`` (``encoder`` then None); see the module docstring. When it stops before the end, the
+    :class:`~milco_os.errors.JobStopped` it raises names the checkpoint."""
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(ray.pool(dest, config=config or BulkConfig(), id_field=_ID_KEY)) if ray else None
+        return _reindex(client, source, dest, encoder, pool, spec=spec, checkpoint_path=checkpoint_path,
+                        slices=slices, resume=resume, alias=alias, page_size=page_size, config=config,
+                        dead_letter=dead_letter, progress=progress)
+
+
+def _reindex(
+    client: OpenSearch,
+    source: str,
+    dest: str,
+    encoder: SparseEncoder | None,
+    pool: BatchPool | None,
+    *,
+    spec: IndexSpec,
+    checkpoint_path: Path,
+    slices: int,
+    resume: bool,
+    alias: str | None,
+    page_size: int,
+    config: BulkConfig | None,
+    dead_letter: Path | None,
+    progress: JobProgress | None,
+) -> ReindexReport:
     from opensearchpy.exceptions import TransportError
 
     if slices < 1 or page_size < 1:
@@ -127,13 +155,14 @@ def reindex(
     job = {"kind": "reindex", "source": source, "dest": dest, "slices": slices}
     start = {"after": [None] * slices, "done": [False] * slices, "written": 0, "failed": 0}
     checkpoint = Checkpoint.open(checkpoint_path, job, start, resume=resume)
+    info = encoder.info if encoder is not None else pool.info  # type: ignore[union-attr]
     if not index_exists(client, dest):
-        create_index(client, dest, encoder.info, spec)
+        create_index(client, dest, info, spec)
     else:
-        _check_same_layout(index_record(client, dest), index_meta(encoder.info, spec), dest)
+        _check_same_layout(index_record(client, dest), index_meta(info, spec), dest)
 
     ingester = Ingester(client, dest, encoder, config=config, dead_letter=dead_letter, id_field=_ID_KEY,
-                        stop_when_unavailable=True, append_dead_letter=resume)
+                        stop_when_unavailable=True, append_dead_letter=resume, pool=pool)
     exclude = [ingester.pivot_field, ingester.echo_field]
     failed_before = int(checkpoint.progress["failed"])
     try:
@@ -188,7 +217,7 @@ def reindex(
         progress.start(source_count, int(checkpoint.progress["written"]))
     try:
         ingest_report = ingester.run_batches(tagged_batches(), on_batch=acknowledged, refresh=True)
-    except OpenSearchUnavailable as e:
+    except JobStopped as e:
         e.checkpoint = checkpoint_path
         raise
     finally:

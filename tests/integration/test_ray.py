@@ -1,0 +1,168 @@
+"""`ingest --ray` and `reindex --ray` on a local Ray cluster of two nodes (a head and a worker, each a `ray start`
+of its own, as on two machines): a killed encoder actor, a killed driver, and the same index as the
+single-process path."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from milco_os.opensearch.indices import create_index, index_record
+from milco_os.specs import IndexSpec
+from tests.faults.helpers import WORDS, Cli, read_checkpoint, wait_until
+
+RAY_PORT = 6391
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def ray_cli(*args: str, env: dict[str, str]) -> None:
+    proc = subprocess.run([RAY, *args], env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, f"ray {' '.join(args)}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+
+
+@pytest.fixture(scope="module")
+def ray_address() -> Iterator[str]:
+    """A head node and a worker node on this machine, one CPU each (so one encoder actor each). Token
+    authentication, Ray's default for clusters, is on: the nodes and the drivers read the token that
+    `ray start --head` writes (~/.ray/auth_token)."""
+    os.environ["RAY_AUTH_MODE"] = "token"  # the drivers (the CLI, started later) inherit it
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    common = ["--num-cpus", "1", "--object-store-memory", str(200 * 1024 * 1024), "--disable-usage-stats"]
+    address = f"127.0.0.1:{RAY_PORT}"
+    try:
+        ray_cli("start", "--head", "--port", str(RAY_PORT), "--node-ip-address", "127.0.0.1",
+                "--include-dashboard", "false", *common, env=env)
+        ray_cli("start", "--address", address, "--node-ip-address", "127.0.0.1", *common, env=env)
+        yield address
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        del os.environ["RAY_AUTH_MODE"]
+
+
+@pytest.fixture
+def cli(settings: Any, tmp_path: Path) -> Iterator[Cli]:
+    runner = Cli(settings.opensearch_url, settings.cache_dir, tmp_path)
+    yield runner
+    runner.kill_all()
+
+
+def write_documents(path: Path, n: int) -> set[str]:
+    rng = random.Random(7)
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": f"doc-{i:05d}", "text": " ".join(rng.choices(WORDS, k=10))}) + "\n")
+    return {f"doc-{i:05d}" for i in range(n)}
+
+
+def new_index(client: Any, info: Any, name: str) -> str:
+    create_index(client, name, info, IndexSpec(replicas=0))
+    return name
+
+
+def stored(client: Any, index: str) -> dict[str, dict[str, Any]]:
+    """id -> _source of every document (vectors are kept in _source by default)."""
+    client.indices.refresh(index=index)
+    hits = client.search(index=index, body={"size": 10_000, "query": {"match_all": {}}})["hits"]["hits"]
+    return {h["_id"]: h["_source"] for h in hits}
+
+
+def actor_pids() -> list[int]:
+    """Processes of milco-os encoder actors (Ray titles them ray::BatchWorker...)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes().startswith(b"ray::BatchWorker"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_ray_ingest_and_reindex_store_what_the_single_process_path_stores(
+    client: Any, splade_tiny: Any, ray_address: str, cli: Cli, tmp_path: Path, index_name: str
+) -> None:
+    path = tmp_path / "docs.jsonl"
+    ids = write_documents(path, 300)
+    here, on_ray, reindexed = index_name, f"{index_name}-ray", f"{index_name}-reindexed"
+    try:
+        new_index(client, splade_tiny.info, here)
+        new_index(client, splade_tiny.info, on_ray)
+        local = cli.run("ingest", str(path), "--index", here, "--batch-size", "16")
+        assert local.returncode == 0, local.describe()
+        ray_run = cli.run("ingest", str(path), "--index", on_ray, "--batch-size", "16", "--ray", ray_address,
+                          "--actors", "2", timeout=300)
+        assert ray_run.returncode == 0, ray_run.describe()
+        assert "indexed 300, failed 0" in ray_run.stdout
+
+        expected = stored(client, here)
+        assert set(expected) == ids
+        assert stored(client, on_ray) == expected  # same ids, same fields, same vectors
+
+        again = cli.run("reindex", "--source", here, "--dest", reindexed, "--replicas", "0", "--batch-size", "16",
+                        "--checkpoint", str(tmp_path / "reindex.json"), "--ray", ray_address, timeout=300)
+        assert again.returncode == 0, again.describe()
+        assert "300 of 300 documents" in again.stdout
+        assert stored(client, reindexed) == expected
+        assert index_record(client, reindexed) == index_record(client, here)  # the same _meta contract
+    finally:
+        client.indices.delete(index=f"{on_ray},{reindexed}", ignore_unavailable=True)
+
+
+def test_a_killed_encoder_actor_is_restarted_and_every_document_is_indexed_once(
+    client: Any, splade_tiny: Any, ray_address: str, cli: Cli, tmp_path: Path, index_name: str
+) -> None:
+    path = tmp_path / "docs.jsonl"
+    ids = write_documents(path, 3000)
+    new_index(client, splade_tiny.info, index_name)
+    run = cli.start("ingest", str(path), "--index", index_name, "--batch-size", "16", "--ray", ray_address,
+                    "--actors", "2")
+    checkpoint = path.with_name(path.name + ".milco-os-checkpoint.json")
+    wait_until(lambda: (read_checkpoint(checkpoint) or {}).get("done", 0) >= 300, 240, "300 documents", run)
+    victims = actor_pids()
+    assert len(victims) == 2, victims
+    os.kill(victims[0], signal.SIGKILL)
+    result = run.wait(600, "the ingest with a killed actor")
+
+    assert result.returncode == 0, result.describe()
+    assert "indexed 3000, failed 0" in result.stdout
+    assert victims[0] not in actor_pids()
+    assert set(stored(client, index_name)) == ids
+    assert client.count(index=index_name)["count"] == 3000
+    assert not checkpoint.exists()
+    assert not path.with_name(path.name + ".failed.jsonl").exists()
+
+
+def test_a_killed_driver_resumes_from_its_checkpoint(
+    client: Any, splade_tiny: Any, ray_address: str, cli: Cli, tmp_path: Path, index_name: str
+) -> None:
+    path = tmp_path / "docs.jsonl"
+    ids = write_documents(path, 2000)
+    new_index(client, splade_tiny.info, index_name)
+    args = ("ingest", str(path), "--index", index_name, "--batch-size", "16", "--ray", ray_address, "--actors", "2")
+    run = cli.start(*args)
+    checkpoint = path.with_name(path.name + ".milco-os-checkpoint.json")
+    wait_until(lambda: (read_checkpoint(checkpoint) or {}).get("done", 0) >= 200, 240, "200 documents", run)
+    run.kill()
+    saved = read_checkpoint(checkpoint)
+    assert saved is not None and 200 <= saved["done"] < 2000
+
+    deadline = time.monotonic() + 60  # Ray ends a dead driver's actors
+    while actor_pids() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    resumed = cli.run(*args, "--resume", timeout=600)
+    assert resumed.returncode == 0, resumed.describe()
+    assert f"indexed {2000 - saved['done']}, failed 0" in resumed.stdout
+    assert set(stored(client, index_name)) == ids
+    assert client.count(index=index_name)["count"] == 2000
+    assert not checkpoint.exists()
