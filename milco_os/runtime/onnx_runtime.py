@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from milco_os.errors import ModelError
-from milco_os.runtime.encoder import SparseEncoder, load_model_info
+from milco_os.runtime.encoder import GPU_BATCHING, SparseEncoder, load_model_info
 from milco_os.runtime.export import MANIFEST_FILE, VARIANT_FILES, read_manifest, variant_name
 from milco_os.types import ModelInfo
 
@@ -105,11 +105,13 @@ class OnnxEncoder(SparseEncoder):
     ) -> None:
         """``session``: an ``(InferenceSession, provider)`` pair made by :func:`make_session` for
         ``model_path`` (``device`` and ``intra_op_num_threads`` are then ignored); made here when None."""
-        super().__init__(info, tokenizer, **kwargs)
         self.model_path = Path(model_path)
         self.session, self.provider = session or make_session(
             self.model_path, device=device, intra_op_num_threads=intra_op_num_threads
         )
+        if self.provider == CUDA:
+            kwargs = {**GPU_BATCHING, **kwargs}  # larger batches unless the caller chose
+        super().__init__(info, tokenizer, **kwargs)
         names = [i.name for i in self.session.get_inputs()]
         if names != ["input_ids", "attention_mask"]:
             msg = f"{self.model_path}: inputs are {names}; expected input_ids, attention_mask (a milco-os export)"

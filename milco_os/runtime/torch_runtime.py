@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from milco_os.runtime.encoder import SparseEncoder
+from milco_os.runtime.encoder import GPU_BATCHING, SparseEncoder
 from milco_os.types import ModelInfo
 
 
@@ -20,8 +20,10 @@ def pick_device(device: str | None = None) -> torch.device:
 class TorchEncoder(SparseEncoder):
     def __init__(self, info: ModelInfo, tokenizer: Any, model: torch.nn.Module, *, device: str | None = None,
                  **kwargs: Any) -> None:
-        super().__init__(info, tokenizer, **kwargs)
         self.device = pick_device(device)
+        if self.device.type == "cuda":
+            kwargs = {**GPU_BATCHING, **kwargs}  # larger batches unless the caller chose
+        super().__init__(info, tokenizer, **kwargs)
         self.model = model.to(self.device).eval()
 
     def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

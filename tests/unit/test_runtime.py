@@ -82,6 +82,17 @@ def test_batches_are_length_sorted_and_order_is_restored() -> None:
     assert len(together[2].pivot) == 0 and len(together[2].echo) == 0  # empty text -> empty vectors
 
 
+def test_a_token_budget_makes_long_windows_come_in_smaller_batches() -> None:
+    texts = ["Tee"] * 6 + [" ".join(["der Hund und der Tee"] * 3)] * 4
+    enc = CountingEncoder(64, batch_size=8, max_batch_tokens=64)
+    budgeted = enc.encode_documents(texts)
+    assert all(rows * width <= 64 for rows, width in enc.batches)
+    assert max(rows for rows, _ in enc.batches) == 6  # the short texts still go together
+    assert sum(rows for rows, _ in enc.batches) == len(texts)
+    plain = CountingEncoder(64, batch_size=8).encode_documents(texts)
+    assert [e.echo.to_terms() for e in budgeted] == [e.echo.to_terms() for e in plain]
+
+
 @pytest.mark.parametrize(
     ("texts", "message"),
     [(["ok", None], r"texts\[1\] is null"), (["ok", "fine", 3], r"texts\[2\] is int"), ("just one", "not a single")],
