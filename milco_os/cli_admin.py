@@ -11,8 +11,11 @@ import typer
 from milco_os.cli_support import err, handle_errors, out, with_settings
 from milco_os.localnode import DEFAULT_HEAP, DEFAULT_PORT, OPENSEARCH_VERSION
 
-Port = Annotated[int, typer.Option("--port", help="HTTP port of the local node (127.0.0.1).")]
-cluster_app = typer.Typer(help="Run a local single-node OpenSearch (no Docker needed).", no_args_is_help=True)
+Port = Annotated[int, typer.Option("--port", help="HTTP port of the local node (127.0.0.1); of a cluster's first node.")]
+cluster_app = typer.Typer(
+    help="Run a local OpenSearch (no Docker needed): a single node, or with --nodes N a cluster of N nodes.",
+    no_args_is_help=True,
+)
 
 
 models_app = typer.Typer(help="Built-in models: list them, fetch their weights.", invoke_without_command=True)
@@ -179,8 +182,13 @@ def cluster_up(
     archive: Annotated[
         Path | None, typer.Option("--archive", help="Use this OpenSearch zip/tarball instead of downloading.")
     ] = None,
-    heap: Annotated[str, typer.Option("--heap", help="JVM heap size, e.g. 512m or 2g.")] = DEFAULT_HEAP,
-    fresh: Annotated[bool, typer.Option("--fresh", help="Wipe the node's data before starting.")] = False,
+    nodes: Annotated[
+        int,
+        typer.Option("--nodes", min=1, help="Nodes in the cluster, on ports PORT..PORT+N-1; all cluster-manager-"
+                                            "eligible data nodes (default 1: a single node)."),
+    ] = 1,
+    heap: Annotated[str, typer.Option("--heap", help="JVM heap size of each node, e.g. 512m or 2g.")] = DEFAULT_HEAP,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Wipe the nodes' data before starting.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for a healthy cluster.")] = 180.0,
     secure: Annotated[
         bool, typer.Option("--secure", help="With the security plugin: TLS (generated certificates) and basic auth.")
@@ -199,18 +207,39 @@ def cluster_up(
     ] = None,
     settings: Any = None,
 ) -> None:
-    """Download (once), configure and start a local OpenSearch node; prints its URL."""
-    from milco_os.localnode import LocalNode
+    """Download (once), configure and start a local OpenSearch node, or with --nodes N a cluster of N nodes,
+    and wait until it is healthy; prints its URL (a cluster: every node's URL, comma-separated, which
+    MILCO_OS_OPENSEARCH_URL accepts). Running it again starts only the nodes that are not running."""
+    from milco_os.localnode import LocalCluster, LocalNode
 
-    node = LocalNode(settings.cache_dir, port)
-    with err.status(f"starting OpenSearch on port {port} (first run downloads it) ..."):
-        info = node.up(
+    wanted = tuple(name.strip() for given in plugins or () for name in given.split(",") if name.strip())
+    if nodes == 1:
+        node = LocalNode(settings.cache_dir, port)
+        with err.status(f"starting OpenSearch on port {port} (first run downloads it) ..."):
+            info = node.up(
+                version=version, archive=archive, heap=heap, fresh=fresh, timeout=timeout,
+                secure=secure, admin_password_file=admin_password_file, plugins=wanted,
+            )
+        err.print(started_node(info), highlight=False, markup=False, soft_wrap=True)
+        out.print(info.url, highlight=False)
+        return
+    cluster = LocalCluster(settings.cache_dir, port, nodes)
+    with err.status(f"starting {nodes} OpenSearch nodes on ports {port}-{port + nodes - 1} "
+                    "(first run downloads it) ..."):
+        infos = cluster.up(
             version=version, archive=archive, heap=heap, fresh=fresh, timeout=timeout,
-            secure=secure, admin_password_file=admin_password_file,
-            plugins=tuple(name.strip() for given in plugins or () for name in given.split(",") if name.strip()),
+            secure=secure, admin_password_file=admin_password_file, plugins=wanted,
         )
-    err.print(started_node(info), highlight=False, markup=False, soft_wrap=True)
-    out.print(info.url, highlight=False)
+    err.print(started_cluster(cluster.name, infos), highlight=False, markup=False, soft_wrap=True)
+    out.print(",".join(info.url for info in infos), highlight=False)
+
+
+def started_cluster(name: str, infos: list[Any]) -> str:
+    """What `cluster up --nodes N` tells people: the cluster, and each node's pid and data directory."""
+    lines = [f"OpenSearch {infos[0].version} is up: {len(infos)} nodes in cluster {name}"]
+    lines += [f"  port {info.port}: pid {info.pid}, transport port {info.transport_port}, data in {info.node_dir}/data"
+              for info in infos]
+    return "\n".join(lines)
 
 
 def started_node(info: Any) -> str:
@@ -243,12 +272,24 @@ def cluster_down(
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait before killing it.")] = 60.0,
     settings: Any = None,
 ) -> None:
-    """Stop the local node started by `cluster up` and wait until its process has exited."""
-    from milco_os.localnode import LocalNode
+    """Stop the local node started by `cluster up` and wait until its process has exited. The first port of a
+    cluster stops all its nodes; another node's port stops that node only (`cluster up` starts it again)."""
+    from milco_os.localnode import LocalCluster, LocalNode
 
+    cluster = LocalCluster.of(settings.cache_dir, port)
+    if len(cluster.ports) > 1 and port == cluster.port:
+        stopped = cluster.down(timeout=timeout)
+        if stopped:
+            out.print(f"stopped {len(stopped)} OpenSearch nodes of the cluster on port {port} "
+                      f"(ports {', '.join(map(str, stopped))})")
+        else:
+            out.print(f"no milco-os OpenSearch node of the cluster on port {port} is running")
+        return
     node = LocalNode(settings.cache_dir, port)
+    member = (f" (one of the {len(cluster.ports)}-node cluster on port {cluster.port}; `milco-os cluster up --port "
+              f"{cluster.port} --nodes {len(cluster.ports)}` starts it again)") if len(cluster.ports) > 1 else ""
     if node.down(timeout=timeout):
-        out.print(f"stopped the OpenSearch node on port {port}")
+        out.print(f"stopped the OpenSearch node on port {port}{member}")
     else:
         out.print(f"no milco-os OpenSearch node is running on port {port}")
 
@@ -261,15 +302,29 @@ def cluster_status(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     settings: Any = None,
 ) -> None:
-    """Print the local node's version, health and URL; exits 1 when it is not running or unhealthy."""
-    from milco_os.localnode import LocalNode
+    """Print the local node's version, health and URL (a cluster's: one line per node); exits 1 when it is not
+    running or unhealthy (a cluster: unless every node runs and has joined)."""
+    from milco_os.localnode import LocalCluster
 
-    status = LocalNode(settings.cache_dir, port).status()
-    healthy = status["running"] and status.get("health") in ("green", "yellow")
+    cluster = LocalCluster.of(settings.cache_dir, port)
+    status = cluster.status()
+    healthy = status["healthy"]
     if as_json:
         out.print_json(json.dumps(status))
+    elif not status["running"] and len(cluster.ports) > 1:
+        out.print(f"no milco-os OpenSearch node of the cluster on port {cluster.port} is running (start it: "
+                  f"milco-os cluster up --port {cluster.port} --nodes {len(cluster.ports)})")
     elif not status["running"]:
         out.print(f"no milco-os OpenSearch node is running on port {port} (start one: milco-os cluster up)")
+    elif len(cluster.ports) > 1:
+        out.print(
+            f"OpenSearch {status['version']} cluster {cluster.name}: {status['health']}, "
+            f"{status['number_of_nodes']} of {len(cluster.ports)} nodes joined",
+            highlight=False, markup=False, soft_wrap=True,
+        )
+        for node in status["nodes"]:
+            state = f"running (pid {node['pid']})" if node["running"] else "not running"
+            out.print(f"  {node['url']}: {state}", highlight=False, markup=False, soft_wrap=True)
     else:
         tls = f"; TLS, CA {status['ca_certs']}" if status.get("secure") else ""
         plugins = f"; plugins: {', '.join(status['plugins']) or 'none'}" if status.get("plugins") is not None else ""

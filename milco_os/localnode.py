@@ -1,4 +1,5 @@
-"""A local single-node OpenSearch without Docker: provision, start, stop, status.
+"""Local OpenSearch without Docker: one node, or a cluster of several on consecutive ports; provision,
+start, stop, status.
 
 The distribution is Maven Central's integration-test zip (no bundled JDK; only the transport module).
 ``rank_features`` lives in the ``mapper-extras`` module and the language analyzers (``german``, ``cjk``,
@@ -11,6 +12,15 @@ Layout under ``<cache>/opensearch/``::
     archives/                     downloaded zips and jars
     dist/opensearch-<version>/    unpacked distribution (read-only at run time)
     nodes/<port>/                 config/, data/, logs/, tmp/, node.json (what `up` started)
+
+A single node (:class:`LocalNode`) runs with ``discovery.type: single-node`` in the cluster
+``milco-os-local``, its transport port the first free one in 9300-9399. A cluster of N nodes
+(:class:`LocalCluster`, ``cluster up --nodes N``) has HTTP ports P..P+N-1, one node directory each, the
+cluster name ``milco-os-local-<P>`` and node names ``milco-os-<port>``. Every node is cluster-manager-eligible
+and holds data; each gets a fixed transport port, chosen free on its first start (P+1000 and up) and
+recorded in its ``node.json`` with the HTTP ports of all members (``cluster_ports``), so a restarted node
+gets the same port and data back. The seed hosts are every member's transport address and the initial
+cluster managers are every member's name.
 
 OpenSearch refuses to run as root; when milco-os runs as root it starts the node as the unprivileged
 system user ``milco-os`` (created on first use).
@@ -296,6 +306,20 @@ def _pid_alive(pid: int) -> bool:
         return state not in ("Z", "X")
     except (FileNotFoundError, IndexError):
         return False
+
+
+def _stop(pids: list[int], timeout: float) -> None:
+    """SIGTERM every process in ``pids`` at once, then wait until all are gone (SIGKILL after ``timeout``)."""
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while _pid_alive(pid):
+            if time.monotonic() > deadline:
+                log.warning("OpenSearch (pid %d) ignored SIGTERM for %.0fs; killing it", pid, timeout)
+                os.kill(pid, signal.SIGKILL)
+                deadline = time.monotonic() + 30
+            time.sleep(0.2)
 
 
 def _cmdline(pid: int) -> str:
@@ -631,10 +655,72 @@ class NodeInfo:
     ca_certs: str | None = None  # the CA certificate clients verify the node with
     password_file: str | None = None  # holds the admin password (the password itself is never stored here)
     plugins: list[str] = field(default_factory=list)  # as given to `up` and the plugins they need
+    # The HTTP ports of every node of its cluster, the first one naming it ([port] for a single node; empty in
+    # node.json files written before clusters existed, which were all single nodes).
+    cluster_ports: list[int] = field(default_factory=list)
+    transport_port: int | None = None  # a cluster member's fixed transport port (a single node's is a range)
+
+    def members(self) -> list[int]:
+        return list(self.cluster_ports) or [self.port]
+
+
+def cluster_name(ports: list[int]) -> str:
+    """The ``cluster.name`` of a local single node, or of the cluster of nodes on ``ports`` (first: its name)."""
+    return "milco-os-local" if len(ports) <= 1 else f"milco-os-local-{ports[0]}"
+
+
+def node_name(port: int) -> str:
+    return f"milco-os-{port}"
+
+
+def describe_membership(ports: list[int]) -> str:
+    """``a single node`` or ``one of the 3-node cluster on port 9270 (ports 9270-9272)``."""
+    if len(ports) <= 1:
+        return "a single node"
+    return f"one of the {len(ports)}-node cluster on port {ports[0]} (ports {ports[0]}-{ports[-1]})"
+
+
+@dataclass(frozen=True)
+class ClusterMembership:
+    """Where a node of a multi-node local cluster finds the others: every member's HTTP and transport port."""
+
+    http_ports: tuple[int, ...]
+    transport_ports: tuple[int, ...]  # in the order of http_ports
+
+    def transport_port(self, http_port: int) -> int:
+        return self.transport_ports[self.http_ports.index(http_port)]
+
+    def settings(self, http_port: int) -> str:
+        """The opensearch.yml lines that make the node on ``http_port`` a member."""
+        seeds = ", ".join(f'"127.0.0.1:{t}"' for t in self.transport_ports)
+        managers = ", ".join(f'"{node_name(p)}"' for p in self.http_ports)
+        return (
+            # A fixed port (recorded in node.json), so the other members' seed lists stay right across restarts.
+            f"transport.port: {self.transport_port(http_port)}\n"
+            f"discovery.seed_hosts: [{seeds}]\n"
+            # Used once, when the cluster first forms; every node keeps the default roles (cluster-manager-
+            # eligible, data, ingest).
+            f"cluster.initial_cluster_manager_nodes: [{managers}]\n"
+        )
+
+
+def free_transport_port(http_port: int, taken: set[int]) -> int:
+    """A transport port for the node on ``http_port``: ``http_port`` + 1000 when free, else the next free one
+    above it (skipping ``taken``), else one the operating system picks."""
+    import socket
+
+    start = http_port + 1000
+    for candidate in range(start, min(start + 200, 65536)):
+        if candidate not in taken and not port_in_use(candidate):
+            return candidate
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class LocalNode:
-    """One local single-node OpenSearch, identified by its HTTP port."""
+    """One local OpenSearch node, identified by its HTTP port: a single node, or a member of a
+    :class:`LocalCluster`."""
 
     def __init__(self, cache_dir: Path, port: int = DEFAULT_PORT) -> None:
         if not 1 <= port <= 65535:
@@ -780,7 +866,12 @@ class LocalNode:
         descriptor = plugin_descriptor(spec, version, plugin_class(spec, jar))
         (module / "plugin-descriptor.properties").write_text(descriptor, encoding="utf-8")
 
-    def _write_config(self, home: Path, heap: str, secure: bool = False, plugins: tuple[str, ...] = ()) -> Path:
+    def _write_config(
+        self, home: Path, heap: str, secure: bool = False, plugins: tuple[str, ...] = (),
+        membership: ClusterMembership | None = None,
+    ) -> Path:
+        """The node's config directory: the distribution's config with our ``opensearch.yml`` (a single node, or,
+        with ``membership``, a member of a multi-node cluster) and ``jvm.options`` pointed at our directories."""
         conf = self.node_dir / "config"
         conf.mkdir(parents=True, exist_ok=True)
         for item in (home / "config").iterdir():
@@ -799,16 +890,19 @@ class LocalNode:
         text = text.replace("file=logs/", f"file={logs}/").replace("ErrorFile=logs/", f"ErrorFile={logs}/")
         text = text.replace("HeapDumpPath=data", f"HeapDumpPath={data}")
         jvm_options.write_text(text, encoding="utf-8")
+        if membership is None:
+            # A range, so two local nodes never fight over one transport port.
+            discovery = "transport.port: 9300-9399\ndiscovery.type: single-node\n"
+        else:
+            discovery = membership.settings(self.port)
         (conf / "opensearch.yml").write_text(
             "# Written by milco-os (cluster up); rewritten on every start.\n"
-            "cluster.name: milco-os-local\n"
-            f"node.name: milco-os-{self.port}\n"
+            f"cluster.name: {cluster_name(list(membership.http_ports) if membership else [self.port])}\n"
+            f"node.name: {node_name(self.port)}\n"
             "network.host: 127.0.0.1\n"
             f"http.port: {self.port}\n"
-            # A range, so two local nodes never fight over one transport port.
-            "transport.port: 9300-9399\n"
-            "discovery.type: single-node\n"
-            f"path.data: {self.node_dir / 'data'}\n"
+            + discovery
+            + f"path.data: {self.node_dir / 'data'}\n"
             f"path.logs: {self.node_dir / 'logs'}\n"
             # A laptop's disk is often > 90% full; watermarks would then refuse shard allocation.
             "cluster.routing.allocation.disk.threshold_enabled: false\n"
@@ -889,6 +983,31 @@ class LocalNode:
         except (ValueError, TypeError):
             return None
 
+    def has_data(self) -> bool:
+        data = self.node_dir / "data"
+        return data.is_dir() and any(data.iterdir())
+
+    def check_membership(self, ports: list[int], fresh: bool) -> None:
+        """Refuse to start this node as one of ``ports`` (``[port]``: a single node) when it runs as something
+        else, or when its data belongs to something else (unless ``fresh`` wipes it): a single node's data
+        cannot join a cluster, nor a cluster member's data start alone or in a cluster of another size."""
+        info = self.info()
+        if info is None or info.members() == ports:
+            return
+        was = describe_membership(info.members())
+        wanted = describe_membership(ports)
+        first = ports[0]
+        again = f"--port {first}" + (f" --nodes {len(ports)}" if len(ports) > 1 else "")
+        if self.running_pid() is not None:
+            stop = f"milco-os cluster down --port {info.members()[0]}"
+            msg = (f"the node on port {self.port} is running as {was}, not as {wanted}; stop it first ({stop}), "
+                   f"then run cluster up {again} again")
+            raise ClusterError(msg)
+        if self.has_data() and not fresh:
+            msg = (f"the node on port {self.port} holds the data of {was}, which cannot start as {wanted}; "
+                   f"start it as before, or add --fresh to wipe its data (cluster up {again} --fresh)")
+            raise ClusterError(msg)
+
     def running_pid(self) -> int | None:
         """The pid of this node's OpenSearch process, if it is alive (and really ours)."""
         info = self.info()
@@ -923,8 +1042,6 @@ class LocalNode:
         ``secure``: with the security plugin, TLS (certificates generated under the node directory) and basic
         auth for ``admin``, whose password is read from ``admin_password_file`` (generated when None).
         ``plugins``: names from :data:`PLUGINS`, installed with the plugins they need."""
-        import subprocess
-
         if not re.fullmatch(r"\d+[mMgG]", heap):
             msg = f"--heap {heap!r}: expected a size such as 512m or 2g"
             raise ClusterError(msg)
@@ -935,6 +1052,7 @@ class LocalNode:
         if wanted and secure:
             msg = "--plugins with --secure: not supported yet (the security plugin needs its own ml-commons roles)"
             raise ConfigError(msg)
+        self.check_membership([self.port], fresh)
         if self.running_pid() is not None:
             if fresh:
                 msg = f"--fresh: the node on port {self.port} is running; stop it first (milco-os cluster down)"
@@ -978,9 +1096,22 @@ class LocalNode:
         if secure:
             password_file = self._admin_password_file(admin_password_file)
             ca_certs = self._write_security(home, conf, java_home, password_file)
+        info = self._spawn(home, version, java_home, heap, conf, secure=secure, ca_certs=ca_certs,
+                           password_file=password_file, plugins=wanted)
+        self._wait_healthy(info.pid, timeout)
+        return info
+
+    def _spawn(
+        self, home: Path, version: str, java_home: Path, heap: str, conf: Path, *, secure: bool = False,
+        ca_certs: Path | None = None, password_file: Path | None = None, plugins: list[str] | None = None,
+        membership: ClusterMembership | None = None,
+    ) -> NodeInfo:
+        """Start the configured node's process in the background (not waiting for it) and record it in
+        ``node.json``."""
+        import subprocess
+
         for sub in ("data", "logs", "tmp"):
             (self.node_dir / sub).mkdir(parents=True, exist_ok=True)
-
         user_kwargs: dict = {}
         user = os.environ.get("USER") or str(os.geteuid())
         if os.geteuid() == 0:
@@ -1028,10 +1159,11 @@ class LocalNode:
             secure=secure,
             ca_certs=str(ca_certs) if ca_certs else None,
             password_file=str(password_file) if password_file else None,
-            plugins=wanted,
+            plugins=list(plugins or []),
+            cluster_ports=list(membership.http_ports) if membership else [self.port],
+            transport_port=membership.transport_port(self.port) if membership else None,
         )
         (self.node_dir / "node.json").write_text(json.dumps(asdict(info), indent=2), encoding="utf-8")
-        self._wait_healthy(proc.pid, timeout)
         return info
 
     def _wait_healthy(self, pid: int, timeout: float) -> None:
@@ -1070,26 +1202,23 @@ class LocalNode:
 
     def log_tail(self, lines: int = 25) -> str:
         logs = self.node_dir / "logs"
-        candidates = [logs / "milco-os-local.log", logs / "console.log"]
-        for path in candidates:
-            if path.exists() and path.stat().st_size > 0:
-                text = path.read_text(encoding="utf-8", errors="replace").splitlines()
-                return "\n".join(text[-lines:])
-        return "(no log output)"
+        info = self.info()
+        name = cluster_name(info.members() if info else [self.port])
+        candidates = [p for p in (logs / f"{name}.log", logs / "console.log") if p.exists() and p.stat().st_size > 0]
+        if not candidates:
+            return "(no log output)"
+        # The newest: a JVM that fails before OpenSearch logs anything writes only to console.log, and the
+        # OpenSearch log may then be an earlier run's.
+        path = max(candidates, key=lambda p: p.stat().st_mtime)
+        text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        return "\n".join(text[-lines:])
 
     def down(self, timeout: float = 60.0) -> bool:
         """Stop the node and wait until its process is gone. Returns False if it was not running."""
         pid = self.running_pid()
         if pid is None:
             return False
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _pid_alive(pid):
-            if time.monotonic() > deadline:
-                log.warning("OpenSearch (pid %d) ignored SIGTERM for %.0fs; killing it", pid, timeout)
-                os.kill(pid, signal.SIGKILL)
-                deadline = time.monotonic() + 30
-            time.sleep(0.2)
+        _stop([pid], timeout)
         return True
 
     def status(self) -> dict:
@@ -1118,4 +1247,203 @@ class LocalNode:
             result["plugins"] = sorted({p["component"] for p in self._get("/_cat/plugins?format=json", timeout=5.0)})
         except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
             result["plugins"] = None
+        return result
+
+
+class LocalCluster:
+    """N local OpenSearch nodes forming one cluster: HTTP ports ``port`` .. ``port`` + N - 1, named after the
+    first. With N = 1 it is the single node :class:`LocalNode` runs."""
+
+    def __init__(self, cache_dir: Path, port: int = DEFAULT_PORT, nodes: int = 1) -> None:
+        if nodes < 1:
+            msg = f"--nodes {nodes}: must be at least 1"
+            raise ConfigError(msg)
+        if port + nodes - 1 > 65535:
+            msg = f"--port {port} --nodes {nodes}: the last node's port, {port + nodes - 1}, is above 65535"
+            raise ClusterError(msg)
+        self.cache_dir = Path(cache_dir)
+        self.port = port
+        self.ports = list(range(port, port + nodes))
+        self.members = [LocalNode(cache_dir, p) for p in self.ports]
+
+    @classmethod
+    def of(cls, cache_dir: Path, port: int) -> LocalCluster:
+        """The cluster the node on ``port`` was last started in (as its node.json records), or that node alone."""
+        info = LocalNode(cache_dir, port).info()
+        ports = info.members() if info else [port]
+        return cls(cache_dir, ports[0], len(ports))
+
+    @property
+    def name(self) -> str:
+        return cluster_name(self.ports)
+
+    @property
+    def urls(self) -> list[str]:
+        return [member.url for member in self.members]
+
+    def up(
+        self,
+        version: str = OPENSEARCH_VERSION,
+        archive: Path | None = None,
+        heap: str = DEFAULT_HEAP,
+        fresh: bool = False,
+        timeout: float = 180.0,
+        secure: bool = False,
+        admin_password_file: Path | None = None,
+        plugins: tuple[str, ...] = (),
+    ) -> list[NodeInfo]:
+        """Start the nodes that are not running (provisioning first) and wait until the cluster is healthy
+        with every node joined. Nodes already running are kept, so running it again after a node died
+        brings that node back, with its transport port and data."""
+        if len(self.members) == 1:
+            return [self.members[0].up(version=version, archive=archive, heap=heap, fresh=fresh, timeout=timeout,
+                                       secure=secure, admin_password_file=admin_password_file, plugins=plugins)]
+        n = len(self.members)
+        if not re.fullmatch(r"\d+[mMgG]", heap):
+            msg = f"--heap {heap!r}: expected a size such as 512m or 2g"
+            raise ClusterError(msg)
+        for flag, given in (("--secure", secure or admin_password_file is not None), ("--plugins", bool(plugins))):
+            if given:
+                msg = f"--nodes {n} with {flag}: not supported yet (a single node only)"
+                raise ConfigError(msg)
+        for member in self.members:
+            member.check_membership(self.ports, fresh)
+        running = {m.port: pid for m in self.members if (pid := m.running_pid()) is not None}
+        if fresh and running:
+            msg = (f"--fresh: nodes of the cluster on port {self.port} are running (ports "
+                   f"{', '.join(map(str, running))}); stop them first (milco-os cluster down --port {self.port})")
+            raise ClusterError(msg)
+        missing = [m for m in self.members if m.port not in running]
+        if missing:
+            for member in missing:
+                if port_in_use(member.port):
+                    msg = (f"port {member.port} is already in use by another process (not a milco-os node); "
+                           f"stop it or choose other ports with --port (the cluster uses {self.ports[0]}-"
+                           f"{self.ports[-1]})")
+                    raise ClusterError(msg)
+            home, version = self.members[0].install(version, archive)
+            for member in self.members:
+                info = member.info()
+                if member.port in running and info is not None and info.version != version:
+                    msg = (f"the cluster on port {self.port} runs OpenSearch {info.version}; start its missing "
+                           f"nodes with --version {info.version}")
+                    raise ClusterError(msg)
+            java_home = find_java_home(required_java(version))
+            membership = self._membership(set(running))
+            if fresh:
+                for member in self.members:
+                    for sub in ("data", "logs"):
+                        shutil.rmtree(member.node_dir / sub, ignore_errors=True)
+            started = {}
+            for member in missing:
+                conf = member._write_config(home, heap, membership=membership)
+                started[member.port] = member._spawn(home, version, java_home, heap, conf, membership=membership).pid
+            running.update(started)
+        self._wait_formed(running, timeout)
+        infos = [m.info() for m in self.members]
+        assert all(infos)
+        return infos  # type: ignore[return-value]
+
+    def _membership(self, running: set[int]) -> ClusterMembership:
+        """Every member's transport port: the recorded one (a running node's, or one free to reuse), else a
+        new free one."""
+        recorded: dict[int, int | None] = {}
+        for member in self.members:
+            info = member.info()
+            same = info is not None and info.members() == self.ports
+            recorded[member.port] = info.transport_port if same and info is not None else None
+        taken = set(self.ports) | {t for t in recorded.values() if t is not None}
+        chosen = []
+        for member in self.members:
+            port = recorded[member.port]
+            if port is not None and member.port not in running and port_in_use(port):
+                log.warning("the recorded transport port %d of the node on port %d is in use; choosing another",
+                            port, member.port)
+                port = None
+            if port is None:
+                port = free_transport_port(member.port, taken)
+                taken.add(port)
+            chosen.append(port)
+        return ClusterMembership(tuple(self.ports), tuple(chosen))
+
+    def health(self, timeout: float = 5.0) -> dict | None:
+        """``/_cluster/health`` from the first node that answers."""
+        for member in self.members:
+            health = member.health(timeout=timeout)
+            if health is not None:
+                return health
+        return None
+
+    def joined(self, timeout: float = 2.0) -> set[int] | None:
+        """The HTTP ports of the members in the cluster (``_cat/nodes``), or None when no node answers."""
+        import urllib.error
+
+        names = {node_name(p): p for p in self.ports}
+        for member in self.members:
+            try:
+                rows: Any = member._get("/_cat/nodes?format=json&h=name", timeout=timeout)
+            except (urllib.error.URLError, OSError, ValueError):
+                continue
+            return {names[row["name"]] for row in rows if row.get("name") in names}
+        return None
+
+    def _wait_formed(self, pids: dict[int, int], timeout: float) -> None:
+        """Wait until every member has joined and the cluster is green or yellow; a node that exits, or a
+        cluster still incomplete after ``timeout`` seconds, is a ClusterError with that node's log tail."""
+        n = len(self.members)
+        by_port = {m.port: m for m in self.members}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for port, pid in pids.items():
+                if not _pid_alive(pid):
+                    others = [p for p, other in pids.items() if p != port and _pid_alive(other)]
+                    still = (f" (the nodes on ports {', '.join(map(str, others))} are still running: `milco-os "
+                             f"cluster down --port {self.port}` stops them)") if others else ""
+                    msg = (f"OpenSearch on port {port} (a node of the cluster on port {self.port}) exited during "
+                           f"start-up{still}. Last log lines:\n{by_port[port].log_tail()}")
+                    raise ClusterError(msg)
+            health = self.health(timeout=2.0)
+            if health and health.get("number_of_nodes") == n and health.get("status") in ("green", "yellow"):
+                return
+            time.sleep(0.5)
+        joined = self.joined() or set()
+        absent = [p for p in self.ports if p not in joined]
+        blamed = by_port[absent[0]] if absent else self.members[0]
+        which = f"nodes on ports {', '.join(map(str, absent))} did not join" if absent else "it is not green or yellow"
+        msg = (
+            f"the cluster on port {self.port} did not become healthy with {n} nodes within {timeout:.0f}s ({which}; "
+            f"the nodes are still running: `milco-os cluster down --port {self.port}` stops them). "
+            f"Last log lines of the node on port {blamed.port}:\n{blamed.log_tail()}"
+        )
+        raise ClusterError(msg)
+
+    def down(self, timeout: float = 60.0) -> list[int]:
+        """Stop every running node of the cluster at once and wait until all have exited; returns their ports."""
+        running = {m.port: pid for m in self.members if (pid := m.running_pid()) is not None}
+        if running:
+            _stop(list(running.values()), timeout)
+        return list(running)
+
+    def status(self) -> dict:
+        """The first running node's :meth:`LocalNode.status` for the cluster, plus ``nodes`` (port, url, pid,
+        running, transport_port of each member), ``urls``, ``number_of_nodes`` (joined, as the cluster says),
+        ``cluster_ports`` and ``healthy``: every node running and joined, the cluster green or yellow."""
+        nodes = []
+        for member in self.members:
+            pid = member.running_pid()
+            info = member.info()
+            nodes.append({"port": member.port, "url": member.url, "pid": pid, "running": pid is not None,
+                          "transport_port": info.transport_port if info else None})
+        first = next((m for m, node in zip(self.members, nodes, strict=True) if node["running"]), self.members[0])
+        result = first.status()
+        health = self.health() if result["running"] else None
+        result["cluster_ports"] = list(self.ports)
+        result["urls"] = self.urls
+        result["number_of_nodes"] = health.get("number_of_nodes") if health else None
+        result["nodes"] = nodes
+        result["healthy"] = (
+            all(node["running"] for node in nodes)
+            and result.get("health") in ("green", "yellow")
+            and result["number_of_nodes"] == len(nodes)
+        )
         return result
