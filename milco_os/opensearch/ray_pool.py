@@ -126,6 +126,21 @@ class BatchWorker:
         return self.ingester.write_batch(docs)
 
 
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) address must accept a connection: Ray itself waits minutes for an
+    address where nothing listens."""
+    import socket
+
+    if address is None or address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        msg = f"--ray {address}: cannot connect to the Ray cluster ({e.strerror or e})"
+        raise ConfigError(msg) from None
+
+
 def ray_module() -> Any:
     try:
         import ray
@@ -145,6 +160,7 @@ class RayPool:
         self.options = options
         self._connected = False
         if not ray.is_initialized():
+            check_reachable(options.address)
             try:
                 ray.init(address=options.address, include_dashboard=False, log_to_driver=False,
                          configure_logging=False)

@@ -94,16 +94,23 @@ def test_ray_ingest_and_reindex_store_what_the_single_process_path_stores(
 ) -> None:
     path = tmp_path / "docs.jsonl"
     ids = write_documents(path, 300)
+    with open(path, "a", encoding="utf-8") as f:  # two documents that cannot be indexed, amid the others
+        f.write('{"text": "no id"}\n{"id": "broken", "text": \n')
     here, on_ray, reindexed = index_name, f"{index_name}-ray", f"{index_name}-reindexed"
     try:
         new_index(client, splade_tiny.info, here)
         new_index(client, splade_tiny.info, on_ray)
-        local = cli.run("ingest", str(path), "--index", here, "--batch-size", "16")
-        assert local.returncode == 0, local.describe()
+        local = cli.run("ingest", str(path), "--index", here, "--batch-size", "16",
+                        "--dead-letter", str(tmp_path / "here.failed.jsonl"))
         ray_run = cli.run("ingest", str(path), "--index", on_ray, "--batch-size", "16", "--ray", ray_address,
-                          "--actors", "2", timeout=300)
-        assert ray_run.returncode == 0, ray_run.describe()
-        assert "indexed 300, failed 0" in ray_run.stdout
+                          "--actors", "2", "--dead-letter", str(tmp_path / "ray.failed.jsonl"), timeout=300)
+        for run in (local, ray_run):  # the same exit code, report and dead-letter file
+            assert run.returncode == 1, run.describe()
+            assert "indexed 300, failed 2" in run.stdout
+            assert "2 documents failed; they are in" in run.stderr
+        dead_here = (tmp_path / "here.failed.jsonl").read_text(encoding="utf-8")
+        assert (tmp_path / "ray.failed.jsonl").read_text(encoding="utf-8") == dead_here
+        assert len(dead_here.splitlines()) == 2
 
         expected = stored(client, here)
         assert set(expected) == ids

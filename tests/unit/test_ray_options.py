@@ -36,3 +36,12 @@ def test_ray_options() -> None:
 def test_bad_ray_options_name_the_option(given: dict, problem: str) -> None:
     with pytest.raises(ConfigError, match=problem.replace(".", r"\.")):
         build_ray_options(**given)
+
+
+def test_an_address_where_nothing_listens_is_refused_at_once() -> None:
+    from milco_os.opensearch.ray_pool import check_reachable
+
+    with pytest.raises(ConfigError, match="--ray 127.0.0.1:1: cannot connect to the Ray cluster"):
+        check_reachable("127.0.0.1:1")
+    check_reachable(None)  # a Ray started here, and ...
+    check_reachable("auto")  # ... the local cluster: Ray finds (or refuses) those itself
