@@ -16,12 +16,14 @@ if [ "${1:-}" = "--quick" ]; then
   QUANT=(--max-docs 16 --formats fp32,bf16,torchao-int8wo,ort-int8)
   MLC=(--docs 32 --queries 10)
   GROWTH=(--sizes 2000,20000 --real "$DOCS" --queries 50)
+  SCALE=(--docs 64 --actors 1,2)
 else
   DOCS=${BENCH_DOCS:-100000}; SIZE_DOCS=20000; QUERIES=200; PAGES=300; EVAL_QUERIES=300
   ENCODE=(--batch-sizes 1,8,32 --queries 128 --documents 32)
   QUANT=(--formats fp32,bf16,torchao-int8wo,torchao-int4wo,torchao-intx4wo,ort-int8,bnb-int8,bnb-nf4)  # int8dq: see BENCHMARKS.md §6
   MLC=(--docs 256 --queries 100)
   GROWTH=(--sizes 10000,100000,1000000 --real "$DOCS")
+  SCALE=(--docs 600 --actors 1,2,4)
 fi
 
 $BIN/milco-os models fetch
@@ -30,27 +32,29 @@ trap '$BIN/milco-os cluster down --port "$PORT"' EXIT
 started=$(date +%s)
 step() { echo; echo "=== $* ($(( ($(date +%s) - started) / 60 )) min so far)"; }
 
-step "1/8 encoding throughput and memory"
+step "1/9 encoding throughput and memory"
 $BIN/python bench/encode.py --model "$MODEL" "${ENCODE[@]}"
-step "2/8 query latency"
+step "2/9 query latency"
 $BIN/python bench/latency.py --url "$URL" --model "$MODEL" --docs "$DOCS" --queries "$QUERIES"
-step "3/8 index size"
+step "3/9 index size"
 $BIN/python bench/index_size.py --url "$URL" --model "$MODEL" --corpus-docs "$DOCS" --docs "$SIZE_DOCS"
-step "4/8 ingest and reindex throughput"
+step "4/9 ingest and reindex throughput"
 $BIN/python bench/throughput.py --url "$URL" --model "$MODEL" --docs "$PAGES"
-step "5/8 quality against cost"
+step "5/9 quality against cost"
 $BIN/python bench/quality.py --url "$URL" --model "$MODEL" --max-queries "$EVAL_QUERIES"
-step "6/8 CSPLADE quantisation study (no OpenSearch; about 10 minutes)"
+step "6/9 CSPLADE quantisation study (no OpenSearch; about 10 minutes)"
 if $BIN/python -c "import torchao" 2>/dev/null; then
   $BIN/python bench/quantisation.py --model "${BENCH_CSPLADE_MODEL:-csplade-mini}" ${QUANT[@]+"${QUANT[@]}"} \
     --out results/bench/quantisation.json
 else
   echo "skipped: needs the quant extra (.venv/bin/pip install -e '.[quant]' -c constraints.txt)"
 fi
-step "7/8 OpenSearch calling milco-os through ml-commons (its own node with plugins on port 9291)"
+step "7/9 OpenSearch calling milco-os through ml-commons (its own node with plugins on port 9291)"
 $BIN/python bench/ml_commons.py "${MLC[@]}"
-step "8/8 cost growth: latency and index size as the corpus grows tenfold twice (copies beyond the encoded paragraphs)"
+step "8/9 cost growth: latency and index size as the corpus grows tenfold twice (copies beyond the encoded paragraphs)"
 $BIN/python bench/growth.py --url "$URL" --model "$MODEL" "${GROWTH[@]}"
+step "9/9 scaling out: ingest on 1, 2 and 4 Ray encoder actors against the single process"
+$BIN/python bench/scale.py --url "$URL" --model "$MODEL" "${SCALE[@]}"
 step "done: results in results/bench/ (bench/report.py writes them into BENCHMARKS.md)"
 echo "Targets:"
 $BIN/python bench/report.py --targets
