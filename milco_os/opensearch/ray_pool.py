@@ -22,7 +22,6 @@ intact. Ray is imported only here, only when ``--ray`` is given (``pip install m
 from __future__ import annotations
 
 import logging
-import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -112,9 +111,6 @@ class BatchWorker:
     def info(self) -> ModelInfo:
         return self.encoder.info
 
-    def pid(self) -> int:
-        return os.getpid()
-
     def write_batch(self, docs: list[Any]) -> BatchResult:
         if self.ingester is None:
             from milco_os.opensearch.client import make_client
@@ -196,10 +192,6 @@ class RayPool:
     @property
     def info(self) -> ModelInfo:
         return self._info
-
-    def pids(self) -> list[int]:
-        """The actors' process ids (what tests and operators kill or watch)."""
-        return [self._get(actor.pid.remote()) for actor in self.actors]
 
     def results(self, tagged_batches: Iterable[tuple[list[Any], Any]]) -> Iterator[tuple[Any, BatchResult]]:
         """Each batch to the least busy actor, ``QUEUED_PER_ACTOR`` + 1 in flight per actor; results in input

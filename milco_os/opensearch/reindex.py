@@ -117,17 +117,28 @@ def reindex(
     """Reindex SRC into DEST (created from ``spec`` when missing) with ``encoder``, or on Ray actors with
     ``ray`` (``encoder`` then None); see the module docstring. When it stops before the end, the
     :class:`~milco_os.errors.JobStopped` it raises names the checkpoint."""
+    # Refusals first: they need no encoder (on Ray, starting the actors takes a while).
+    if slices < 1 or page_size < 1:
+        msg = f"slices and page size must be >= 1, got {slices} and {page_size}"
+        raise ConfigError(msg)
+    if source == dest:
+        msg = "the source and destination indices must differ"
+        raise ConfigError(msg)
+    source_count = document_count(client, source)
+    if not resume and index_exists(client, dest):
+        raise InterruptedJob(checkpoint_path) if checkpoint_path.exists() else IndexExists(dest)
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(ray.pool(dest, config=config or BulkConfig(), id_field=_ID_KEY)) if ray else None
-        return _reindex(client, source, dest, encoder, pool, spec=spec, checkpoint_path=checkpoint_path,
-                        slices=slices, resume=resume, alias=alias, page_size=page_size, config=config,
-                        dead_letter=dead_letter, progress=progress)
+        return _reindex(client, source, dest, source_count, encoder, pool, spec=spec,
+                        checkpoint_path=checkpoint_path, slices=slices, resume=resume, alias=alias,
+                        page_size=page_size, config=config, dead_letter=dead_letter, progress=progress)
 
 
 def _reindex(
     client: OpenSearch,
     source: str,
     dest: str,
+    source_count: int,
     encoder: SparseEncoder | None,
     pool: BatchPool | None,
     *,
@@ -143,15 +154,6 @@ def _reindex(
 ) -> ReindexReport:
     from opensearchpy.exceptions import TransportError
 
-    if slices < 1 or page_size < 1:
-        msg = f"slices and page size must be >= 1, got {slices} and {page_size}"
-        raise ConfigError(msg)
-    if source == dest:
-        msg = "the source and destination indices must differ"
-        raise ConfigError(msg)
-    source_count = document_count(client, source)
-    if not resume and index_exists(client, dest):
-        raise InterruptedJob(checkpoint_path) if checkpoint_path.exists() else IndexExists(dest)
     job = {"kind": "reindex", "source": source, "dest": dest, "slices": slices}
     start = {"after": [None] * slices, "done": [False] * slices, "written": 0, "failed": 0}
     checkpoint = Checkpoint.open(checkpoint_path, job, start, resume=resume)
