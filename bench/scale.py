@@ -54,14 +54,13 @@ def timed_ingest(client: Any, spec: IndexSpec, info: Any, files: tuple[Path, Pat
                  encoder: Any = None, ray: Any = None) -> dict[str, float]:
     """Warm-up file then timed file into a fresh index; seconds of start-up (the pool and the warm-up), the job,
     and this process's CPU seconds during the job."""
-    from milco_os.opensearch.ingest import Ingester, read_jsonl
+    from milco_os.opensearch.ingest import Ingester, batch_pool, read_jsonl
 
     warm, timed = files
     delete_index(client, INDEX)
     create_index(client, INDEX, info, spec)
     started = time.perf_counter()
-    pool = ray.pool(INDEX, config=config) if ray is not None else None
-    try:
+    with batch_pool(ray, INDEX, config=config) as pool:
         def run(path: Path, refresh: bool = False) -> Any:  # as ingest_file runs it, without the checkpoint file
             ingester = Ingester(client, INDEX, encoder, config=config, pool=pool, stop_when_unavailable=True)
             return ingester.run((doc for _, doc in read_jsonl(path)), refresh=refresh)
@@ -71,9 +70,6 @@ def timed_ingest(client: Any, spec: IndexSpec, info: Any, files: tuple[Path, Pat
         cpu = time.process_time()
         result = run(timed, refresh=True)  # (a refresh of a few hundred documents: milliseconds)
         cpu = time.process_time() - cpu
-    finally:
-        if pool is not None:
-            pool.close()
     assert result.failed == 0, result.failures[:3]
     assert document_count(client, INDEX) == WARM_UP_DOCS + result.indexed
     return {"startup_s": startup, "job_s": result.elapsed_s, "driver_cpu_s": cpu, "docs": result.indexed}

@@ -234,7 +234,7 @@ class Ingester:
         self.encoder = encoder
         self.pool = pool
         self.config = config or BulkConfig()
-        self.record = checked_record(client, index, encoder.info if encoder is not None else pool.info)
+        self.record = checked_record(client, index, (pool or encoder).info)
         self.text_fields: list[str] = self.record["fields"]["text"]
         self.pivot_field = self.record["fields"]["pivot"]
         self.echo_field = self.record["fields"]["echo"]
@@ -455,6 +455,12 @@ def checkpoint_path(path: Path) -> Path:
     return path.with_name(path.name + ".milco-os-checkpoint.json")
 
 
+def batch_pool(ray: RayJob | None, index: str, **worker: Any) -> contextlib.AbstractContextManager[BatchPool | None]:
+    """Where a job encodes: the Ray actors of ``ray`` writing ``index`` (stopped when the job ends), or None
+    (here). ``worker``: the actors' writer settings (``config``, ``id_field``, ``max_chars``)."""
+    return ray.pool(index, **worker) if ray is not None else contextlib.nullcontext()
+
+
 def ingest_file(
     client: OpenSearch,
     index: str,
@@ -489,8 +495,7 @@ def ingest_file(
     if path is not None and dead.resolve() == path.resolve():
         msg = f"dead-letter file {dead}: is the input file"
         raise ConfigError(msg)
-    with contextlib.ExitStack() as stack:
-        pool = stack.enter_context(ray.pool(index, config=config or BulkConfig(), max_chars=max_chars)) if ray else None
+    with batch_pool(ray, index, config=config or BulkConfig(), max_chars=max_chars) as pool:
         ingester = Ingester(client, index, encoder, config=config, dead_letter=dead, max_chars=max_chars,
                             stop_when_unavailable=path is not None, append_dead_letter=resume, pool=pool)
         return _ingest_file(ingester, path, resume, dead, progress)

@@ -11,7 +11,6 @@ checkpoint is removed and the alias moved only when DEST holds every document of
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
@@ -26,7 +25,7 @@ from milco_os.opensearch.bulk import BulkConfig
 from milco_os.opensearch.checkpoint import Checkpoint, InterruptedJob
 from milco_os.opensearch.client import describe_transport_error
 from milco_os.opensearch.indices import create_index, document_count, index_exists, index_record
-from milco_os.opensearch.ingest import BatchPool, Ingester, IngestReport, JobProgress
+from milco_os.opensearch.ingest import Ingester, IngestReport, JobProgress, batch_pool
 from milco_os.opensearch.mapping import index_meta
 from milco_os.specs import IndexSpec
 
@@ -117,6 +116,8 @@ def reindex(
     """Reindex SRC into DEST (created from ``spec`` when missing) with ``encoder``, or on Ray actors with
     ``ray`` (``encoder`` then None); see the module docstring. When it stops before the end, the
     :class:`~milco_os.errors.JobStopped` it raises names the checkpoint."""
+    from opensearchpy.exceptions import TransportError
+
     # Refusals first: they need no encoder (on Ray, starting the actors takes a while).
     if slices < 1 or page_size < 1:
         msg = f"slices and page size must be >= 1, got {slices} and {page_size}"
@@ -127,106 +128,81 @@ def reindex(
     source_count = document_count(client, source)
     if not resume and index_exists(client, dest):
         raise InterruptedJob(checkpoint_path) if checkpoint_path.exists() else IndexExists(dest)
-    with contextlib.ExitStack() as stack:
-        pool = stack.enter_context(ray.pool(dest, config=config or BulkConfig(), id_field=_ID_KEY)) if ray else None
-        return _reindex(client, source, dest, source_count, encoder, pool, spec=spec,
-                        checkpoint_path=checkpoint_path, slices=slices, resume=resume, alias=alias,
-                        page_size=page_size, config=config, dead_letter=dead_letter, progress=progress)
-
-
-def _reindex(
-    client: OpenSearch,
-    source: str,
-    dest: str,
-    source_count: int,
-    encoder: SparseEncoder | None,
-    pool: BatchPool | None,
-    *,
-    spec: IndexSpec,
-    checkpoint_path: Path,
-    slices: int,
-    resume: bool,
-    alias: str | None,
-    page_size: int,
-    config: BulkConfig | None,
-    dead_letter: Path | None,
-    progress: JobProgress | None,
-) -> ReindexReport:
-    from opensearchpy.exceptions import TransportError
-
     job = {"kind": "reindex", "source": source, "dest": dest, "slices": slices}
     start = {"after": [None] * slices, "done": [False] * slices, "written": 0, "failed": 0}
-    checkpoint = Checkpoint.open(checkpoint_path, job, start, resume=resume)
-    info = encoder.info if encoder is not None else pool.info  # type: ignore[union-attr]
-    if not index_exists(client, dest):
-        create_index(client, dest, info, spec)
-    else:
-        _check_same_layout(index_record(client, dest), index_meta(info, spec), dest)
-
-    ingester = Ingester(client, dest, encoder, config=config, dead_letter=dead_letter, id_field=_ID_KEY,
-                        stop_when_unavailable=True, append_dead_letter=resume, pool=pool)
-    exclude = [ingester.pivot_field, ingester.echo_field]
-    failed_before = int(checkpoint.progress["failed"])
-    try:
-        pit_id = client.create_pit(index=source, keep_alive="10m")["pit_id"]
-    except TransportError as e:
-        msg = f"cannot open a point in time on {source!r}: {describe_transport_error(e)}"
-        raise OpenSearchUnavailable(msg) from None
-    pages: queue.Queue[tuple[int, list[dict[str, Any]] | None] | BaseException] = queue.Queue(maxsize=2 * slices)
-
-    def reader(slice_id: int) -> None:
-        try:
-            after = checkpoint.progress["after"][slice_id]
-            for hits in _read_slice(client, pit_id, slice_id, slices, after, page_size, exclude):
-                pages.put((slice_id, hits))
-            pages.put((slice_id, None))
-        except BaseException as e:  # handed to the consumer, which raises it
-            pages.put(e)
-
-    def tagged_batches() -> Iterator[tuple[list[dict[str, Any]], tuple[int, str | None]]]:
-        open_slices = {i for i in range(slices) if not checkpoint.progress["done"][i]}
-        threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in sorted(open_slices)]
-        for t in threads:
-            t.start()
-        while open_slices:
-            item = pages.get()
-            if isinstance(item, TransportError):
-                msg = f"reading {source!r} failed: {describe_transport_error(item)}"
-                raise OpenSearchUnavailable(msg)
-            if isinstance(item, BaseException):
-                raise item
-            slice_id, hits = item
-            if hits is None:
-                open_slices.discard(slice_id)
-                yield [], (slice_id, None)  # marks the slice done once everything before it is acknowledged
-                continue
-            docs = [{**h.get("_source", {}), _ID_KEY: h["_id"]} for h in hits]
-            yield docs, (slice_id, hits[-1]["_id"])
-
-    def acknowledged(tag: tuple[int, str | None], n_docs: int, report: IngestReport) -> None:
-        slice_id, last_id = tag
-        if last_id is None:
-            checkpoint.progress["done"][slice_id] = True
+    with batch_pool(ray, dest, config=config or BulkConfig(), id_field=_ID_KEY) as pool:
+        # Opened once the actors are up, so a Ray that cannot start leaves no checkpoint behind.
+        checkpoint = Checkpoint.open(checkpoint_path, job, start, resume=resume)
+        info = (pool or encoder).info
+        if not index_exists(client, dest):
+            create_index(client, dest, info, spec)
         else:
-            checkpoint.progress["after"][slice_id] = last_id
-            checkpoint.progress["written"] += n_docs
-        checkpoint.progress["failed"] = failed_before + report.failed
-        checkpoint.save()
-        if progress is not None and n_docs:
-            progress.advance(n_docs)
+            _check_same_layout(index_record(client, dest), index_meta(info, spec), dest)
 
-    if progress is not None:
-        progress.start(source_count, int(checkpoint.progress["written"]))
-    try:
-        ingest_report = ingester.run_batches(tagged_batches(), on_batch=acknowledged, refresh=True)
-    except JobStopped as e:
-        e.checkpoint = checkpoint_path
-        raise
-    finally:
+        ingester = Ingester(client, dest, encoder, config=config, dead_letter=dead_letter, id_field=_ID_KEY,
+                            stop_when_unavailable=True, append_dead_letter=resume, pool=pool)
+        exclude = [ingester.pivot_field, ingester.echo_field]
+        failed_before = int(checkpoint.progress["failed"])
         try:
-            client.delete_pit(body={"pit_id": [pit_id]})
-        except Exception:  # noqa: BLE001 (the PIT expires on its own; never mask the real error)
-            log.warning("could not delete point in time %s", pit_id[:16])
+            pit_id = client.create_pit(index=source, keep_alive="10m")["pit_id"]
+        except TransportError as e:
+            msg = f"cannot open a point in time on {source!r}: {describe_transport_error(e)}"
+            raise OpenSearchUnavailable(msg) from None
+        pages: queue.Queue[tuple[int, list[dict[str, Any]] | None] | BaseException] = queue.Queue(maxsize=2 * slices)
+
+        def reader(slice_id: int) -> None:
+            try:
+                after = checkpoint.progress["after"][slice_id]
+                for hits in _read_slice(client, pit_id, slice_id, slices, after, page_size, exclude):
+                    pages.put((slice_id, hits))
+                pages.put((slice_id, None))
+            except BaseException as e:  # handed to the consumer, which raises it
+                pages.put(e)
+
+        def tagged_batches() -> Iterator[tuple[list[dict[str, Any]], tuple[int, str | None]]]:
+            open_slices = {i for i in range(slices) if not checkpoint.progress["done"][i]}
+            threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in sorted(open_slices)]
+            for t in threads:
+                t.start()
+            while open_slices:
+                item = pages.get()
+                if isinstance(item, TransportError):
+                    msg = f"reading {source!r} failed: {describe_transport_error(item)}"
+                    raise OpenSearchUnavailable(msg)
+                if isinstance(item, BaseException):
+                    raise item
+                slice_id, hits = item
+                if hits is None:
+                    open_slices.discard(slice_id)
+                    yield [], (slice_id, None)  # marks the slice done once everything before it is acknowledged
+                    continue
+                docs = [{**h.get("_source", {}), _ID_KEY: h["_id"]} for h in hits]
+                yield docs, (slice_id, hits[-1]["_id"])
+
+        def acknowledged(tag: tuple[int, str | None], n_docs: int, report: IngestReport) -> None:
+            slice_id, last_id = tag
+            if last_id is None:
+                checkpoint.progress["done"][slice_id] = True
+            else:
+                checkpoint.progress["after"][slice_id] = last_id
+                checkpoint.progress["written"] += n_docs
+            checkpoint.progress["failed"] = failed_before + report.failed
+            checkpoint.save()
+            if progress is not None and n_docs:
+                progress.advance(n_docs)
+
+        if progress is not None:
+            progress.start(source_count, int(checkpoint.progress["written"]))
+        try:
+            ingest_report = ingester.run_batches(tagged_batches(), on_batch=acknowledged, refresh=True)
+        except JobStopped as e:
+            e.checkpoint = checkpoint_path
+            raise
+        finally:
+            try:
+                client.delete_pit(body={"pit_id": [pit_id]})
+            except Exception:  # noqa: BLE001 (the PIT expires on its own; never mask the real error)
+                log.warning("could not delete point in time %s", pit_id[:16])
 
     report = ReindexReport(source_count=source_count, ingest=ingest_report, resumed=resume,
                            failed_total=int(checkpoint.progress["failed"]))

@@ -10,7 +10,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 
 from milco_os.opensearch.indices import create_index, index_record
+from milco_os.opensearch.ingest import checkpoint_path, default_dead_letter
 from milco_os.specs import IndexSpec
 from tests.faults.helpers import WORDS, Cli, read_checkpoint, wait_until
 
@@ -134,7 +134,7 @@ def test_a_killed_encoder_actor_is_restarted_and_every_document_is_indexed_once(
     new_index(client, splade_tiny.info, index_name)
     run = cli.start("ingest", str(path), "--index", index_name, "--batch-size", "16", "--ray", ray_address,
                     "--actors", "2")
-    checkpoint = path.with_name(path.name + ".milco-os-checkpoint.json")
+    checkpoint = checkpoint_path(path)
     wait_until(lambda: (read_checkpoint(checkpoint) or {}).get("done", 0) >= 300, 240, "300 documents", run)
     victims = actor_pids()
     assert len(victims) == 2, victims
@@ -147,7 +147,7 @@ def test_a_killed_encoder_actor_is_restarted_and_every_document_is_indexed_once(
     assert set(stored(client, index_name)) == ids
     assert client.count(index=index_name)["count"] == 3000
     assert not checkpoint.exists()
-    assert not path.with_name(path.name + ".failed.jsonl").exists()
+    assert not default_dead_letter(path, index_name).exists()
 
 
 def test_a_killed_driver_resumes_from_its_checkpoint(
@@ -158,15 +158,13 @@ def test_a_killed_driver_resumes_from_its_checkpoint(
     new_index(client, splade_tiny.info, index_name)
     args = ("ingest", str(path), "--index", index_name, "--batch-size", "16", "--ray", ray_address, "--actors", "2")
     run = cli.start(*args)
-    checkpoint = path.with_name(path.name + ".milco-os-checkpoint.json")
+    checkpoint = checkpoint_path(path)
     wait_until(lambda: (read_checkpoint(checkpoint) or {}).get("done", 0) >= 200, 240, "200 documents", run)
     run.kill()
     saved = read_checkpoint(checkpoint)
     assert saved is not None and 200 <= saved["done"] < 2000
 
-    deadline = time.monotonic() + 60  # Ray ends a dead driver's actors
-    while actor_pids() and time.monotonic() < deadline:
-        time.sleep(0.5)
+    wait_until(lambda: not actor_pids(), 60, "Ray to end the dead driver's actors", interval=0.5)
     resumed = cli.run(*args, "--resume", timeout=600)
     assert resumed.returncode == 0, resumed.describe()
     assert f"indexed {2000 - saved['done']}, failed 0" in resumed.stdout
