@@ -8,7 +8,7 @@ warms up with one full pass (whose output also gives the top-10 overlap with tor
 over whole passes for at least ``--min-seconds``. Texts are built deterministically from the packaged
 demo documents: ~10-token queries and ~200-token documents. Throughput counts texts through the whole
 ``encode_*`` path (tokenisation, batching, the model, sparse conversion), i.e. what a caller gets.
-Results: a table on stdout, ``results/bench/encode.json`` and ``encode.png``.
+Results: a table on stdout, ``reports/bench/encode.json`` and ``encode.png``.
 """
 
 from __future__ import annotations

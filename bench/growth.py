@@ -16,7 +16,7 @@ Variants: BM25 ``match`` on the text field; milco-os with the search default (``
 frequencies read from the index by :class:`milco_os.opensearch.stats.IndexTermStats`, as ``milco-os search``
 does); the full expansion; ``--two-phase`` (the full query's top 10, first phase by value). Every index is
 force-merged to one segment; queries run ``--repeat`` times, variants interleaved query by query (as in
-``bench/latency.py``). Results: a table, the growth ratios, ``results/bench/growth.json`` and ``growth.png``.
+``bench/latency.py``). Results: a table, the growth ratios, ``reports/bench/growth.json`` and ``growth.png``.
 """
 
 from __future__ import annotations

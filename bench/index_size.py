@@ -7,7 +7,7 @@ pruning level, with and without the vectors kept in ``_source``.
 The documents are the first ``--docs`` paragraphs of the latency benchmark's corpus (``--corpus-docs``
 names that corpus, so its cached encodings are reused). Every index has one shard, no replica, the
 text in ``_source`` and a BM25 ``text`` field; each is force-merged to one segment before its primary
-store size is read. Results: a table, ``results/bench/index_size.json`` and ``index_size.png``.
+store size is read. Results: a table, ``reports/bench/index_size.json`` and ``index_size.png``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ the registered query models (OpenSearch calls the service, then searches). Both 
 the same model on the same machine, one after the other; each is run once untimed first, on other pages and
 queries (the service would answer repeated texts from its cache of recent encodings). Also reported: the
 share of queries whose top 10 (ids, in order) is the same on both paths. Results: a table and
-``results/bench/ml_commons.json``.
+``reports/bench/ml_commons.json``.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ the high-water mark of resident memory while encoding, also minus that baseline 
 
 Every format that ran is kept under ``<cache>/bench/quantisation/``: a rerun with the same settings runs
 only the others (``--fresh`` runs everything again). Results: a markdown table on stdout, the JSON
-(``--out``, default ``docs/bench/quantisation.json``) with machine facts, and a chart next to it (.png).
+(``--out``, default ``reports/bench/quantisation.json``) with machine facts, and a chart in ``docs/bench/``.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = ROOT / "docs" / "bench" / "quantisation.json"
+DEFAULT_OUT = ROOT / "reports" / "bench" / "quantisation.json"
+CHART = ROOT / "docs" / "bench" / "quantisation.png"
 #: Documents sampled from the split: about 10 minutes for every format on 2 cores with a 135M LM
 #: (~2-4 documents/s in fp32 at batch 8, 128 tokens; bf16 and some int8 paths are slower on CPUs without
 #: native kernels for them).
@@ -691,7 +692,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--fresh", action="store_true", help="run every format again (ignore kept results)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="milco-os cache (default: the usual one)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="result JSON (the chart goes next to it)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="result JSON")
+    parser.add_argument("--chart", type=Path, default=CHART, help="the chart (PNG)")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -762,7 +764,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
     title = f"CSPLADE quantisation on CPU: {Path(args.model).name}, {len(texts['docs'])} docs, {args.threads} threads"
-    png = chart(results, args.out.with_suffix(".png"), title)
+    png = chart(results, args.chart, title)
     log(f"wrote {args.out} and {png}")
     return 0
 

@@ -1,18 +1,25 @@
-"""Write the measured sections of BENCHMARKS.md from ``results/bench/*.json`` and copy the charts to
-``docs/bench/``, so the document shows exactly what the last run printed.
+"""The one generator of published numbers: rewrites the generated sections of README.md, BENCHMARKS.md and
+docs/*.md from the reports committed under ``reports/`` (benchmarks: ``reports/bench/<name>.json``, written by
+the ``bench/`` scripts; evaluations: ``reports/eval/<run>.json``, written by ``bench/evaluate.py``; the demo:
+``reports/demo.json``) and copies the benchmark charts to ``docs/bench/``.
 
-    .venv/bin/python bench/report.py            # update BENCHMARKS.md in place
-    .venv/bin/python bench/report.py --print    # print the sections instead
-    .venv/bin/python bench/report.py --targets  # print the targets, met and missed (the end of make bench)
+    .venv/bin/python bench/report.py            # rewrite every generated section in place
+    .venv/bin/python bench/report.py --check    # exit 1 naming each section that differs from its reports
+    .venv/bin/python bench/report.py --print NAME   # print one section
+    .venv/bin/python bench/report.py --targets  # print the benchmark targets, met and missed (the end of make bench)
 
-Each generated section sits between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->``; the prose
-around them is written by people and left alone.
+A generated section sits between ``<!-- report:NAME -->`` and ``<!-- /report:NAME -->``; the prose around
+it is written by people and left alone. ``tests/unit/test_docs_drift.py`` fails when a section differs from
+what this script writes, so a doc cannot drift from its reports. The sections of :data:`NOT_KEPT` were written
+from runs whose JSON was not kept (before ``reports/`` existed): they are left as they are, only in
+BENCHMARKS.md, until the next ``make bench`` writes their reports.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import sys
@@ -21,18 +28,41 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "results" / "bench"
-DOC = ROOT / "BENCHMARKS.md"
+REPORTS = ROOT / "reports"
+BENCH_REPORTS = Path(os.environ.get("MILCO_OS_BENCH_REPORTS") or REPORTS / "bench")
+CHART_RESULTS = ROOT / "results" / "bench"
+DOCS = ["README.md", "BENCHMARKS.md", "docs/evaluation.md", "docs/models.md", "docs/csplade.md",
+        "docs/scaling-out.md"]
 CHARTS = ROOT / "docs" / "bench"
 CHART_FILES = ["encode.png", "latency.png", "index_size.png", "throughput.png", "quality-libreoffice-clir.png",
                "quality-libreoffice-mlir.png", "growth.png", "scale.png"]
+#: Evaluation charts (``results/eval/<run>/ndcg@10.png``, written by bench/evaluate.py) shown in docs/.
+EVAL_CHARTS = {"titles-clir-test": "eval-clir-test.png", "titles-mlir-test": "eval-mlir-test.png"}
+SECTION = re.compile(r"(<!-- report:([\w:.@-]+) -->\n)(.*?)(<!-- /report:\2 -->)", re.S)
+#: Benchmark sections measured before ``reports/`` existed, whose JSON was not kept: left as written until a
+#: run writes ``reports/bench/<name>.json`` (then the section is generated like the others).
+NOT_KEPT = {"machine": "latency", "encode": "encode", "latency": "latency", "index_size": "index_size",
+            "throughput": "throughput", "scale": "scale", "targets": "latency", "build-targets": "encode"}
+
+
+def report_path(name: str) -> Path:
+    """``reports/<name>.json``: ``eval/titles-clir-test``, ``demo``; ``bench/<name>`` is read from
+    ``MILCO_OS_BENCH_REPORTS`` where a smoke run (``make bench-quick``) sets it."""
+    if name.startswith("bench/"):
+        return BENCH_REPORTS / f"{name.removeprefix('bench/')}.json"
+    return REPORTS / f"{name}.json"
+
+
+def load_report(name: str) -> dict[str, Any]:
+    path = report_path(name)
+    if not path.is_file():
+        raise SystemExit(f"{path}: missing; run the script that writes it first")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def load(name: str) -> dict[str, Any]:
-    path = RESULTS / f"{name}.json"
-    if not path.is_file():
-        raise SystemExit(f"{path}: missing; run `make bench` (or the bench/{name}.py script) first")
-    return json.loads(path.read_text(encoding="utf-8"))
+    """A benchmark's report, ``reports/bench/<name>.json``."""
+    return load_report(f"bench/{name}")
 
 
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -57,17 +87,17 @@ def pct(x: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------ sections
-def machine_section() -> str:
-    m = load("latency")["machine"]
-    os_facts = load("latency")["opensearch"]
+def machine_section(source: str = "latency") -> str:
+    r = load(source)
+    m, os_facts = r["machine"], r["opensearch"]
     return (f"{m['logical_cores']} logical CPUs ({m['cpu']}), {m['memory_gb']} GiB RAM, "
             f"{'GPU ' + m['gpu'] if m['gpu'] else 'no GPU'}; Python {m['python']}, torch {m['torch']}, "
             f"onnxruntime {m['onnxruntime']}; OpenSearch {os_facts['version']} (one node, heap "
             f"{os_facts['heap_max_mb'][0]} MB) on the same machine as the benchmark client.")
 
 
-def encode_section() -> str:
-    r = load("encode")
+def encode_section(source: str = "encode") -> str:
+    r = load(source)
     rows = [[x["kind"], x["batch_size"], x["runtime"], round(x["texts_per_s"], 1), x["speedup"], x["peak_rss_mb"],
              x["top10_overlap"]] for x in r["results"]]
     t = r["texts"]
@@ -77,8 +107,8 @@ def encode_section() -> str:
                             "top-10 overlap"], rows)
 
 
-def latency_section() -> str:
-    r = load("latency")
+def latency_section(source: str = "latency") -> str:
+    r = load(source)
     c = r["corpus"]
     rows = [[x["variant"], x["concurrency"], x["query_terms"].get("total"), x.get("postings_per_query"),
              x["client_ms"]["p50"],
@@ -101,8 +131,8 @@ def latency_section() -> str:
                            rows) + tail
 
 
-def index_size_section() -> str:
-    r = load("index_size")
+def index_size_section(source: str = "index_size") -> str:
+    r = load(source)
     rows = []
     for x in r["results"]:
         terms = x["terms_per_doc"] or {}
@@ -115,8 +145,8 @@ def index_size_section() -> str:
                             "bytes/doc", "× BM25 only"], rows)
 
 
-def throughput_section() -> str:
-    r = load("throughput")
+def throughput_section(source: str = "throughput") -> str:
+    r = load(source)
     rows = [[k, round(v, 1), round(r["docs_per_s"][k], 1), round(r["docs_per_s"][k] / r["encode_only_docs_per_s"], 2)]
             for k, v in r["seconds"].items()]
     serial = r["serial_estimate_docs_per_s"]
@@ -129,8 +159,8 @@ def throughput_section() -> str:
     return head + md_table(["phase", "seconds", "docs/s", "× encoding only"], rows)
 
 
-def scale_section() -> str:
-    r = load("scale")
+def scale_section(source: str = "scale") -> str:
+    r = load(source)
     s = r["settings"]
     rows = [[name, run["cores"], round(run["startup_s"], 1), round(run["docs_per_s"], 1),
              round(run["docs_per_s"] / r["single_docs_per_s"], 2), round(run["per_core_efficiency"], 2),
@@ -152,15 +182,16 @@ def scale_section() -> str:
             + projection)
 
 
-def quality_section() -> str:
-    r = load("quality")
+def quality_section(source: str = "quality") -> str:
+    r = load(source)
     parts = []
     for dataset, data in r["datasets"].items():
         rows = [[p["system"], p["doc_pruning"] or "-", p["query_pruning"] or "-",
                  (p["doc_terms"] or {}).get("total"), (p.get("query_terms") or {}).get("total"),
                  round(p["ndcg@10"], 3), pct(p["vs_full_query"]) if p.get("vs_full_query") is not None else "-",
                  p["latency_ms"]["p50"], p["latency_ms"]["p99"]] for p in data["points"]]
-        parts.append(f"**{dataset}** (test split, {data['documents']:,} documents, {data['queries']} queries)\n\n"
+        parts.append(f"**{dataset}** ({r['settings']['split']} split, {data['documents']:,} documents, "
+                     f"{data['queries']} queries)\n\n"
                      + md_table(["system", "document pruning", "query pruning", "doc terms", "query terms",
                                  "nDCG@10", "vs full query", "p50 ms", "p99 ms"], rows))
     return "\n\n".join(parts)
@@ -172,8 +203,8 @@ def p50_growth(results: list[dict[str, Any]], small: int, large: int, variant: s
     return round(p50[large] / p50[small], 2)
 
 
-def growth_section() -> str:
-    r = load("growth")
+def growth_section(source: str = "growth") -> str:
+    r = load(source)
     results = r["results"]
     sizes = sorted({x["documents"] for x in results})
     variants = list(dict.fromkeys(x["variant"] for x in results))
@@ -210,7 +241,7 @@ def build_targets_section() -> str:
 def _targets(*groups: tuple[tuple[str, ...], Callable[..., list[list[str]]]]) -> str:
     rows = []
     for names, build in groups:
-        missing = [n for n in names if not (RESULTS / f"{n}.json").is_file()]
+        missing = [n for n in names if not report_path(f"bench/{n}").is_file()]
         if missing:
             rows.append([f"targets of {' and '.join(f'bench/{n}.py' for n in missing)}", "not measured", "missed"])
         else:
@@ -306,7 +337,7 @@ def two_phase_targets(lat: dict[str, Any]) -> list[list[str]]:
 
 
 def growth_targets() -> list[list[str]]:
-    if not (RESULTS / "growth.json").is_file():
+    if not report_path("bench/growth").is_file():
         return [["latency growth 100k → 1M no steeper than BM25's", "not measured (bench/growth.py)", "missed"]]
     r = load("growth")
     sizes = sorted({x["documents"] for x in r["results"]})
@@ -335,41 +366,443 @@ def hybrid_targets(qual: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-SECTIONS: dict[str, Callable[[], str]] = {
+# ------------------------------------------------------------------------------------------ evaluations
+#: The sets the summary puts side by side: (run name without split, column label).
+SUMMARY_SETS = {"keywords": [("keywords-clir", "CLIR"), ("keywords-mlir", "MLIR"),
+                             ("keywords-clir-whole", "CLIR whole"), ("keywords-mlir-whole", "MLIR whole")]}
+#: The dev runs α is chosen on (milco-mini's pivot weight; 1 = pivot only): cut pages, so that the test runs,
+#: whole pages included, run with the chosen α.
+ALPHA_RUNS = ["titles-clir-dev", "titles-mlir-dev", "keywords-clir-dev", "keywords-mlir-dev"]
+CHOSEN_MODEL = "milco-mini"
+#: The test runs the README sums the default model up with.
+MODEL_SUMMARY_RUNS = {"titles-clir-test": "titles in 32 languages → English pages",
+                      "titles-mlir-test": "titles in 34 languages → pages in mixed languages",
+                      "keywords-clir-test": "the help's index keywords → English pages",
+                      "keywords-mlir-test": "keywords → mixed languages"}
+
+
+def eval_runs_read() -> set[str]:
+    """The evaluation runs the sections other than ``eval:<run>`` read."""
+    summary = {_run_name(base, split) for sets in SUMMARY_SETS.values() for base, _ in sets
+               for split in ("dev", "test")}
+    return summary | set(ALPHA_RUNS) | set(MODEL_SUMMARY_RUNS)
+
+
+def _run_name(base: str, split: str) -> str:
+    """``keywords-clir`` -> ``keywords-clir-dev``; ``keywords-clir-whole`` -> ``keywords-clir-dev-whole``."""
+    stem = base.removesuffix("-whole")
+    return f"{stem}-{split}{base[len(stem):]}"
+
+
+def system_label(system: dict[str, Any]) -> str:
+    """A reader's name for an evaluated system: BM25, dense e5-small, or model and α (models without an echo
+    view score the same at every α, so α is left out)."""
+    if system["kind"] == "bm25":
+        return "BM25 (language analyzers)"
+    if system["kind"] == "dense":
+        return "dense multilingual-e5-small"
+    config = system["config"]
+    name = config["model"]["name"]
+    terms = system["stats"].get("avg_document_terms") or {}
+    return f"{name} α={config['alpha']:g}" if terms.get("echo") else name
+
+
+def _overall(report: dict[str, Any], metric: str = "ndcg@10") -> dict[str, float]:
+    return {system_label(s): s["metrics"]["overall"][metric] for s in report["systems"]}
+
+
+def eval_summary_section(source: str = "keywords") -> str:
+    """nDCG@10 of every system on the dev and test runs of a family of sets, cut and whole pages."""
+    columns, values = [], {}
+    for base, label in SUMMARY_SETS[source]:
+        for split in ("dev", "test"):
+            run = _run_name(base, split)
+            columns.append(f"{label} {split}")
+            values[columns[-1]] = _overall(load_report(f"eval/{run}"))
+    test_columns = [c for c in columns if c.endswith("test")]
+    systems = list(dict.fromkeys(name for c in test_columns for name in values[c]))
+    rows = [[name, *(round(values[c][name], 3) if name in values[c] else None for c in columns)] for name in systems]
+    first = load_report(f"eval/{_run_name(SUMMARY_SETS[source][0][0], 'test')}")
+    return (f"nDCG@10, {first['counts']['judged_queries']} queries per run (spread evenly over the query languages; "
+            f"fewer where a split has fewer), {first['counts']['documents']:,} pages; \"whole\" indexes whole pages, "
+            "the others each page's first 600 characters. Document pruning `top_k:40`.\n\n"
+            + md_table(["system", *columns], rows))
+
+
+def alpha_by_run() -> dict[float, dict[str, float]]:
+    """{α: {dev run: nDCG@10 of the chosen model at that α}}."""
+    table: dict[float, dict[str, float]] = {}
+    for run in ALPHA_RUNS:
+        for system in load_report(f"eval/{run}")["systems"]:
+            config = system.get("config", {})
+            if system["kind"] == "sparse" and config["model"]["name"] == CHOSEN_MODEL:
+                table.setdefault(float(config["alpha"]), {})[run] = system["metrics"]["overall"]["ndcg@10"]
+    return table
+
+
+def dev_alpha_choice() -> float:
+    """The α with the best mean nDCG@10 over :data:`ALPHA_RUNS` (dev)."""
+    table = alpha_by_run()
+    return max(table, key=lambda a: sum(table[a].values()) / len(table[a]))
+
+
+def alpha_section() -> str:
+    from milco_os.specs import SearchOptions
+
+    table = alpha_by_run()
+    rows = [[f"{a:g}", *(round(table[a][run], 3) for run in ALPHA_RUNS),
+             round(sum(table[a].values()) / len(table[a]), 3)] for a in sorted(table)]
+    best = dev_alpha_choice()
+    return (md_table(["α", *ALPHA_RUNS, "mean"], rows)
+            + f"\n\nBest mean on dev: α = {best:g}; the default of `milco-os search`, the service and the library "
+            f"(`SearchOptions.alpha`): {SearchOptions().alpha:g}.")
+
+
+def model_summary_section() -> str:
+    """The README's account of the default model against BM25 and dense e5-small, from the test reports."""
+    from milco_os.specs import SearchOptions
+
+    columns = [f"{CHOSEN_MODEL} α={SearchOptions().alpha:g}", f"{CHOSEN_MODEL} α=1", "BM25 (language analyzers)",
+               "dense multilingual-e5-small", "splade-tiny"]
+    rows = []
+    for run, what in MODEL_SUMMARY_RUNS.items():
+        ndcg = _overall(load_report(f"eval/{run}"))
+        rows.append([f"{run.removesuffix('-test')} ({what})", *(round(ndcg[c], 3) for c in columns)])
+    return md_table(["set (queries → corpus)", f"{CHOSEN_MODEL} (default α)", "its pivot view alone (α = 1)",
+                     "BM25", "dense e5-small", "splade-tiny (English)"], rows)
+
+
+def ml_commons_section(source: str = "ml_commons") -> str:
+    r = load(source)
+    ingest, latency = r["ingest_docs_per_s"], r["latency_ms"]
+    own_ingest, own_search = "milco-os ingest", "milco-os search"
+    ingest_rows = [[name, round(r["ingest_seconds"][name], 1), round(rate, 1), round(rate / ingest[own_ingest], 2)]
+                   for name, rate in ingest.items()]
+    query_rows = [[name, round(ms["p50"], 1), round(ms["p95"], 1), round(ms["p50"] / latency[own_search]["p50"], 2)]
+                  for name, ms in latency.items()]
+    return (md_table(["ingest path", "seconds", "docs/s", "× milco-os ingest"], ingest_rows) + "\n\n"
+            + md_table(["query path", "p50 ms", "p95 ms", "p50 × milco-os search"], query_rows)
+            + f"\n\nBoth paths return the same top 10 for {r['identical_top10']} of {r['queries']} queries.")
+
+
+def scale_reading_section(source: str = "scale") -> str:
+    """docs/scaling-out.md's reading of the Ray measurements: rates, efficiency, start-up, driver headroom."""
+    r = load(source)
+    runs = r["runs"]
+    single = next(run for name, run in runs.items() if run["driver_cpu_s_per_1000_docs"] is None)
+    actors = {name: run for name, run in runs.items() if run["driver_cpu_s_per_1000_docs"] is not None}
+    driver = [run["driver_cpu_s_per_1000_docs"] for run in actors.values()]
+    startups = [run["startup_s"] for run in actors.values()]
+    effs = ", ".join(f"{run['per_core_efficiency']:.2f} ({name})" for name, run in actors.items())
+    per_driver = (1000 / max(driver), 1000 / min(driver))
+    per_actor = r["per_actor_docs_per_s"]
+    return (f"One process ingested {r['single_docs_per_s']:.1f} help pages per second; one one-CPU actor "
+            f"{per_actor:.1f}. Per-core efficiency against the single process: {effs}. Start-up (Ray, then the "
+            f"model in every actor) took {min(startups):.0f}-{max(startups):.0f} s against {single['startup_s']:.0f} s "
+            f"for one process. The driver spent {min(driver):.2f}-{max(driver):.2f} CPU seconds per 1,000 documents, "
+            f"so one driver core keeps up with roughly {per_driver[0]:,.0f}-{per_driver[1]:,.0f} documents per "
+            f"second, about {per_driver[0] / per_actor:,.0f}-{per_driver[1] / per_actor:,.0f} one-CPU actors of this "
+            "speed.")
+
+
+# ------------------------------------------------------------------------------------------ search defaults
+#: A query pruning is acceptable when it keeps nDCG@10 within this share of the full query on every dev set.
+PRUNING_TOLERANCE = 0.02
+
+
+def _selective_ratio(rule: str) -> float | None:
+    name, _, value = rule.partition(":")
+    return float(value) if name == "selective" else None
+
+
+def dev_query_prune_choice(qual: dict[str, Any] | None = None) -> str:
+    """The largest ``selective:R`` (fewest postings) whose nDCG@10 stays within :data:`PRUNING_TOLERANCE` of the
+    full query on every set of the dev quality report, on its hybrid (``top_k:40``) documents."""
+    qual = qual or load("quality")
+    assert qual["settings"]["split"] == "dev", "defaults are chosen on dev"
+    level = qual["settings"]["hybrid_level"]
+    ok: dict[str, bool] = {}
+    for data in qual["datasets"].values():
+        for p in data["points"]:
+            if p["system"] == "milco" and p["doc_pruning"] == level and _selective_ratio(p["query_pruning"] or ""):
+                ok[p["query_pruning"]] = ok.get(p["query_pruning"], True) and p["vs_full_query"] >= -PRUNING_TOLERANCE
+    return max((rule for rule, good in ok.items() if good), key=lambda rule: _selective_ratio(rule) or 0.0)
+
+
+def hybrid_by_dataset(qual: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """{hybrid system: {dataset: nDCG@10}} of the quality report's hybrid points."""
+    table: dict[str, dict[str, float]] = {}
+    for dataset, data in qual["datasets"].items():
+        for p in data["points"]:
+            if p["system"].startswith("hybrid: "):
+                table.setdefault(p["system"].removeprefix("hybrid: "), {})[dataset] = p["ndcg@10"]
+    return table
+
+
+def dev_hybrid_choice(qual: dict[str, Any] | None = None) -> tuple[str, float]:
+    """(fusion, W) of the hybrid setting with the best mean nDCG@10 over the dev sets."""
+    table = hybrid_by_dataset(qual or load("quality"))
+    fused = {name: v for name, v in table.items() if " W=" in name}
+    best = max(fused, key=lambda name: sum(fused[name].values()) / len(fused[name]))
+    norm, _, weight = best.partition(" W=")
+    return norm, float(weight)
+
+
+def search_choices_section() -> str:
+    from milco_os.specs import DEFAULT_QUERY_PRUNE
+
+    qual = load("quality")
+    datasets = list(qual["datasets"])
+    short = [d.removeprefix("libreoffice-") for d in datasets]
+    level = qual["settings"]["hybrid_level"]
+    prune_rows = []
+    for data_points in zip(*(qual["datasets"][d]["points"] for d in datasets), strict=True):
+        p = data_points[0]
+        if p["system"] != "milco" or p["doc_pruning"] != level:
+            continue
+        prune_rows.append([f"`{p['query_pruning']}`", *(pct(q["vs_full_query"]) if q["vs_full_query"] is not None
+                                                       else round(q["ndcg@10"], 3) for q in data_points),
+                           round(sum(q["query_terms"]["total"] for q in data_points) / len(data_points), 1)])
+    hybrid = hybrid_by_dataset(qual)
+    hybrid_rows = [[name, *(round(v[d], 3) for d in datasets), round(sum(v.values()) / len(v), 3)]
+                   for name, v in hybrid.items()]
+    norm, weight = dev_hybrid_choice(qual)
+    lat = load("latency-20k-selective")
+    at1 = {x["variant"]: x["p50_vs_bm25"] for x in lat["results"] if x["concurrency"] == 1}
+    growth = load("growth")["results"]
+    p50 = {(x["documents"], x["variant"]): x["client_ms"]["p50"] for x in growth if x["concurrency"] == 1}
+    sizes = sorted({x["documents"] for x in growth})
+    grown = ", ".join(f"{p50[n, 'milco default'] / p50[n, 'bm25 match']:.2f}× on {n:,}" for n in sizes[1:])
+    n_queries = qual["settings"]["max_queries"]
+    return (f"nDCG@10 against the full query (first row: its nDCG@10) on the dev split ({n_queries} queries per set, "
+            f"`{level}` documents), and the query's average terms:\n\n"
+            + md_table(["query pruning", *short, "query terms (mean)"], prune_rows)
+            + f"\n\nThe largest `selective:R` within {100 * PRUNING_TOLERANCE:g}% of the full query on every dev set: "
+            f"`{dev_query_prune_choice(qual)}`; the default: `{DEFAULT_QUERY_PRUNE}`. Its p50 latency: "
+            f"{at1[f'milco q-{DEFAULT_QUERY_PRUNE}']}× BM25's on {lat['corpus']['documents']:,} paragraphs (the "
+            f"full query {at1['milco full']}×; `reports/bench/latency-20k-selective.json`), {grown} documents "
+            "(`reports/bench/growth.json`, BENCHMARKS.md §10: the model's pivot terms are common, so their posting "
+            "lists grow with the corpus).\n\nHybrid search on the same dev sets (nDCG@10; BM25 on the index's text "
+            "field):\n\n" + md_table(["system", *short, "mean"], hybrid_rows)
+            + f"\n\nBest mean on dev: `{'--hybrid-norm ' + norm + ' ' if norm != 'sum' else ''}--hybrid {weight:g}`.")
+
+
+# ------------------------------------------------------------------------------------------ models
+MODELS = ROOT / "milco_os" / "models"
+#: docs/csplade.md's runs table: the logs of docs/csplade/runs/ in this order, with a note after the name (a
+#: log not named here comes last under its own name; the run whose log is the shipped one is set in bold).
+CSPLADE_RUNS = {"adapted-causal-T1-flops1": "", "adapted-echo-T1-flops1": "",
+                "raw-echo-T1-flops1": " (no adaptation)", "adapted-echo-T1-flops0.1-0.3": "",
+                "adapted-echo-T1-topk-flops0.1": "", "adapted-echo-T1-topk-noflops": "", "adapted-echo-T20-topk": "",
+                "adapted-causal-T20-topk": "", "adapted-bi-T20-topk": "", "raw-causal-T20-topk": " (no adaptation)"}
+#: docs/csplade.md's evaluation: the systems of the manifest's ``evaluation`` entry, in this order and wording.
+CSPLADE_EVAL = "libreoffice-en-test (OpenSearch, scripts/csplade-eval.sh)"
+CSPLADE_SYSTEMS = {"bm25": "BM25 (English analyzer)", "sparse:splade-tiny": "splade-tiny (English SPLADE, 2 layers)",
+                   "sparse:milco-mini": "milco-mini, pivot view only (α = 1)",
+                   "sparse:csplade-echo": "csplade-mini = CSPLADE-Echo", "sparse:csplade-bi": "CSPLADE-Bi",
+                   "sparse:csplade-causal": "CSPLADE (causal)"}
+_BENCH_MODULES: dict[str, Any] = {}
+
+
+def bench_module(name: str) -> Any:
+    """A sibling script of ``bench/`` (``csplade_runs``, ``quantisation``), imported once from its path."""
+    if name not in _BENCH_MODULES:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).with_name(f"{name}.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        _BENCH_MODULES[name] = module
+    return _BENCH_MODULES[name]
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def csplade_runs_section() -> str:
+    """docs/csplade.md: alive terms and ranking loss of the contrastive runs kept in ``docs/csplade/runs/``."""
+    runs = bench_module("csplade_runs")
+    logs = {p.name.removesuffix(".log.jsonl"): p for p in sorted((ROOT / "docs" / "csplade" / "runs").glob("*.jsonl"))}
+    shipped = (MODELS / "csplade_mini" / "contrastive.log.jsonl").read_bytes()
+    lines = ["| run | first steps: query / document terms, ranking loss | middle | last |", "|---|---|---|---|"]
+    for stem in [s for s in CSPLADE_RUNS if s in logs] + [s for s in logs if s not in CSPLADE_RUNS]:
+        rows = runs.read_log(logs[stem])
+        if rows:
+            label = (f"**{stem}** (csplade-mini)" if logs[stem].read_bytes() == shipped
+                     else stem + CSPLADE_RUNS.get(stem, ""))
+            lines.append(runs.summary(label, rows))
+    return "\n".join(lines)
+
+
+def csplade_eval_section() -> str:
+    """docs/csplade.md: the test-split evaluation recorded in csplade-mini's manifest (csplade-mini in bold)."""
+    manifest = json.loads((MODELS / "csplade_mini" / "manifest.json").read_text(encoding="utf-8"))
+    systems = manifest["evaluation"][CSPLADE_EVAL]
+    lines = ["| system | nDCG@10 | MRR@10 | R@100 |", "|---|---:|---:|---:|"]
+    for key in [k for k in CSPLADE_SYSTEMS if k in systems] + [k for k in systems if k not in CSPLADE_SYSTEMS]:
+        metrics = (f"{systems[key][m]:.3f}" for m in ("ndcg@10", "mrr@10", "recall@100"))
+        cells = [CSPLADE_SYSTEMS.get(key, key), *metrics]
+        if key == f"sparse:csplade-{manifest['variant']}":  # the shipped variant
+            cells = [f"**{c}**" for c in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    return (f"From `milco_os/models/csplade_mini/manifest.json` (`evaluation`, \"{CSPLADE_EVAL}\").\n\n"
+            + "\n".join(lines))
+
+
+def quantisation_section(source: str = "quantisation") -> str:
+    """docs/csplade.md and BENCHMARKS.md §6: every format of ``reports/bench/quantisation.json``."""
+    r = load(source)
+    quant = bench_module("quantisation")
+    s, counts = r["settings"], r["counts"]
+    not_run = [f"`{name}`" for name in quant.FORMATS if name not in r["formats"]]
+    return (f"`reports/bench/{source}.json`: {r['model']}, {counts['queries']} {r['dataset']} {r['split']} queries "
+            f"over {counts['documents']} pages cut at {s['doc_tokens']} tokens, {s['threads']} threads "
+            f"({r['machine']['cpu']}).\n\n" + quant.markdown_table(r["formats"])
+            + (f"\n\nNot in this run: {', '.join(not_run)}." if not_run else ""))
+
+
+def gates_section() -> str:
+    """docs/models.md: milco-mini's gates after SAP's token alignment (``sap.log.jsonl``, step 0) and those of the
+    SAP and shipped SCT deltas (``manifest.json``, ``gates``)."""
+    mini = MODELS / "milco_mini"
+    manifest = json.loads((mini / "manifest.json").read_text(encoding="utf-8"))
+    sap_log = [r for r in _jsonl(mini / "sap.log.jsonl") if r.get("stage") == "sap" and "gates" in r]
+    sct_log = [r for r in _jsonl(mini / "sct.log.jsonl") if r.get("stage") == "sct" and "gates" in r]
+    sct = manifest["training"]["sct"]
+    rows = [(f"SAP, after the token alignment alone (step {sap_log[0]['step']})", sap_log[0]["gates"], False),
+            (f"SAP (token alignment + {sap_log[-1]['step']:,} pooled steps)", manifest["gates"]["sap"], True),
+            (f"SCT (shipped; FLOPS λ {sct['lambda_q']:g} / {sct['lambda_d']:g}, {sct_log[-1]['step']} steps)",
+             manifest["gates"]["sct"], True)]
+    lines = ["| Delta | overlap en / foreign | CLIR pivot nDCG@10 (dev gate) | always-on | always-on limit | "
+             "terms q / d | passed |", "|---|---|---|---|---|---|---|"]
+    for label, g, bold in rows:
+        b = "**" if bold else ""
+        lines.append(f"| {b}{label}{b} | {b}{g['overlap_en']:.2f} / {g['overlap_foreign']:.2f}{b} | "
+                     f"{b}{g['clir_pivot_ndcg@10']:.3f}{b} | `{g['always_on_term']}` {g['always_on']:.0%} | "
+                     f"{g['always_on_limit']:.0%} | {g['query_terms']:.0f} / {g['doc_terms']:.0f} | "
+                     f"{'yes' if g['passed'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def demo_section() -> str:
+    """The README's account of the demo, from ``reports/demo.json`` (``milco-os demo --report``)."""
+    r = load_report("demo")
+    examples = "; ".join(f"`{q['text']}` → `{', '.join(q['pivot_terms'][:3])}`" for q in r["per_query"]
+                         if q["lang"] != "en-us" and q["pivot_terms"])
+    held_out = sum(q["split"] in ("dev", "test") for q in r["per_query"])
+    return (f"In the run recorded in `reports/demo.json` ({r['created_at'][:10]}: {r['model']}, OpenSearch "
+            f"{r['opensearch']}, {r['documents']:,} pages in {len(r['languages'])} languages; {held_out} of the "
+            f"{r['queries']} pages looked for are held out from training) the queries' heaviest English pivot terms "
+            f"were {examples}. The page a query looks for was among the {r['size']} hits shown for {r['found']} of "
+            f"{r['queries']} queries (the top hit for {r['top1_found']}), and {r['hits_in_another_language']} of the "
+            f"{r['hits_shown']} hits shown were in another language than the query, where a ranking blind to "
+            f"language would give about {r['hits_in_another_language_expected']:g}.")
+
+
+SECTIONS: dict[str, Callable[..., str]] = {
     "machine": machine_section, "encode": encode_section, "latency": latency_section,
     "index_size": index_size_section, "throughput": throughput_section, "quality": quality_section,
-    "growth": growth_section, "scale": scale_section, "targets": targets_section,
-    "build-targets": build_targets_section,
+    "growth": growth_section, "scale": scale_section, "targets": targets_section, "ml_commons": ml_commons_section,
+    "scale-reading": scale_reading_section,
+    "build-targets": build_targets_section, "eval-summary": eval_summary_section, "alpha": alpha_section,
+    "demo": demo_section, "model-summary": model_summary_section, "search-choices": search_choices_section,
+    "csplade-runs": csplade_runs_section, "csplade-eval": csplade_eval_section, "quantisation": quantisation_section,
+    "gates": gates_section,
 }
+
+
+def render(name: str) -> str:
+    """The text of section ``name``: ``SECTION`` (from its default report), ``SECTION@REPORT`` (from
+    ``reports/bench/REPORT.json``), or ``eval:<run>`` (one evaluation report's tables)."""
+    if name.startswith("eval:"):
+        from milco_os.evaluation.report import markdown_table
+
+        return markdown_table(load_report(f"eval/{name.removeprefix('eval:')}"), timings=False).rstrip("\n")
+    section, _, source = name.partition("@")
+    if section not in SECTIONS:
+        raise SystemExit(f"no generator for section {name!r}; known: {', '.join(SECTIONS)}, eval:<run>")
+    return SECTIONS[section](source) if source else SECTIONS[section]()
+
+
+def sections_of(text: str) -> list[str]:
+    return [m.group(2) for m in SECTION.finditer(text)]
+
+
+class MissingReport(Exception):
+    """A generated section's report is not in ``reports/``."""
+
+
+def regenerate(text: str, missing: list[str] | None = None) -> str:
+    """``text`` with every generated section rewritten (the sections of :data:`NOT_KEPT` whose report is still
+    missing are left as they are). A section whose report is missing raises :class:`MissingReport`, or, with a
+    ``missing`` list, is left as it is and named there."""
+    def one(m: re.Match[str]) -> str:
+        name = m.group(2)
+        if name in NOT_KEPT and not report_path(f"bench/{NOT_KEPT[name]}").is_file():
+            return m.group(0)
+        try:
+            return m.group(1) + render(name) + "\n" + m.group(4)
+        except SystemExit as e:
+            if missing is None:
+                raise MissingReport(f"section {name}: {e}") from None
+            missing.append(f"{name}: {e}")
+            return m.group(0)
+
+    return SECTION.sub(one, text)
+
+
+def drifted() -> list[str]:
+    """``doc: section`` for every generated section that differs from what :func:`regenerate` writes, or whose
+    report is missing."""
+    out = []
+    for doc in DOCS:
+        text = (ROOT / doc).read_text(encoding="utf-8")
+        missing: list[str] = []
+        fresh = [m.group(0) for m in SECTION.finditer(regenerate(text, missing))]
+        out += [f"{doc}: {m.group(2)}" for m, new in zip(SECTION.finditer(text), fresh, strict=True)
+                if new != m.group(0)]
+        out += [f"{doc}: {name}" for name in missing]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--print", action="store_true", help="print the sections, change nothing")
-    parser.add_argument("--targets", action="store_true", help="print the targets table only, change nothing")
-    parser.add_argument("--sections", default=",".join(SECTIONS),
-                        help="the sections to write (after a partial run: those whose scripts ran)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="change nothing; exit 1 naming every drifted section")
+    mode.add_argument("--print", metavar="NAME", help="print one section, change nothing")
+    mode.add_argument("--targets", action="store_true", help="print the targets table only, change nothing")
     args = parser.parse_args(argv)
     if args.targets:
         print(targets_section() + "\n" + "\n".join(build_targets_section().splitlines()[2:]))
         return 0
-    sections = {name: SECTIONS[name]() for name in args.sections.split(",")}
     if args.print:
-        for name, text in sections.items():
-            print(f"<!-- bench:{name} -->\n{text}\n<!-- /bench:{name} -->\n")
+        print(render(args.print))
         return 0
-    doc = DOC.read_text(encoding="utf-8")
-    for name, text in sections.items():
-        pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(<!-- /bench:{name} -->)", re.S)
-        if not pattern.search(doc):
-            raise SystemExit(f"{DOC.name}: no <!-- bench:{name} --> ... <!-- /bench:{name} --> section")
-        doc = pattern.sub(lambda m, text=text: m.group(1) + text + "\n" + m.group(2), doc)
-    DOC.write_text(doc, encoding="utf-8")
+    if args.check:
+        stale = drifted()
+        for line in stale:
+            print(f"drifted: {line} (run bench/report.py)", file=sys.stderr)
+        return 1 if stale else 0
+    for doc in DOCS:
+        path = ROOT / doc
+        text = path.read_text(encoding="utf-8")
+        try:
+            fresh = regenerate(text)
+        except MissingReport as e:
+            raise SystemExit(f"{doc}: {e}") from None
+        if fresh != text:
+            path.write_text(fresh, encoding="utf-8")
+            print(f"updated {doc}", file=sys.stderr)
     CHARTS.mkdir(parents=True, exist_ok=True)
     for chart in CHART_FILES:
-        if (RESULTS / chart).is_file():
-            shutil.copyfile(RESULTS / chart, CHARTS / chart)
-    print(f"updated {DOC.name} and {CHARTS.relative_to(ROOT)}/", file=sys.stderr)
+        if (CHART_RESULTS / chart).is_file():
+            shutil.copyfile(CHART_RESULTS / chart, CHARTS / chart)
+    for run, chart in EVAL_CHARTS.items():
+        if (ROOT / "results" / "eval" / run / "ndcg@10.png").is_file():
+            shutil.copyfile(ROOT / "results" / "eval" / run / "ndcg@10.png", ROOT / "docs" / chart)
     return 0
 
 

@@ -14,7 +14,7 @@ per-core efficiency (docs/s per core used / the single-process docs/s per core),
 CPU seconds this process spent per 1,000 documents while the actors worked (reading, serialising, results,
 checkpoint). The projection multiplies the measured per-actor rate out to N machines; it is a projection,
 stated as one, capped by nothing but the per-actor rate (OpenSearch's own write rate is measured separately
-in throughput.py). Results: a table, ``results/bench/scale.json`` and ``scale.png``.
+in throughput.py). Results: a table, ``reports/bench/scale.json`` and ``scale.png``.
 """
 
 from __future__ import annotations

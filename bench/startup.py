@@ -6,7 +6,7 @@ and the interactive search mode that keeps the model loaded (per further query).
 Every measurement is a fresh `milco-os` process (python -m milco_os.cli), timed from start to exit, median of
 ``--runs``; the model's files are in the cache (warm page cache: the second of two runs a user makes). The
 interactive mode is timed with 1 and with 1 + N queries on stdin; the difference over N is the time per
-further query. Results: a table on stdout and ``results/bench/startup.json``.
+further query. Results: a table on stdout and ``reports/bench/startup.json``.
 """
 
 from __future__ import annotations

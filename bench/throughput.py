@@ -8,7 +8,7 @@ seven languages. One encoder, warmed up by two passes, runs in order: encoding o
 (OpenSearch alone), ``Ingester`` (encode + write, pipelined), reindex from a text-only index, and
 encoding only again. If writing overlapped encoding perfectly, ingest would run at the encoding-only
 rate; run one after the other it would run at the "serial" rate shown. Results: a table,
-``results/bench/throughput.json`` and ``throughput.png``.
+``reports/bench/throughput.json`` and ``throughput.png``.
 """
 
 from __future__ import annotations

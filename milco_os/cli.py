@@ -33,6 +33,7 @@ from milco_os.cli_support import (
 )
 from milco_os.errors import ConfigError, IngestError
 from milco_os.localnode import DEFAULT_PORT
+from milco_os.specs import DEFAULT_ALPHA
 
 app = typer.Typer(
     name="milco-os",
@@ -380,13 +381,18 @@ def demo(
     index: Annotated[str, typer.Option("--index", help="Index to (re)create for the demo.")] = "milco-demo",
     pages_per_language: Annotated[int, typer.Option(
         "--pages-per-language", min=1, help="LibreOffice help pages indexed per language.")] = 300,
+    report: Annotated[Path | None, typer.Option("--report", help="Also write the summary (counts, per-query ranks and hit languages) as JSON to this file, e.g. reports/demo.json.")] = None,
     settings: Any = None,
 ) -> None:
-    """Start the local node, index LibreOffice help pages in 6 languages with the default model, run cross-lingual searches."""
-    from milco_os.demo import run_demo
+    """Start the local node, index LibreOffice help pages in 6 languages with the default model, run cross-lingual searches.
+
+    Each example query looks for a page held out from training, indexed in another language than the query's."""
+    from milco_os.demo import run_demo, write_report
 
     local = settings.model_copy(update={"opensearch_url": f"http://127.0.0.1:{port}"})
-    run_demo(local, port=port, index=index, console=out, pages_per_language=pages_per_language)
+    summary = run_demo(local, port=port, index=index, console=out, pages_per_language=pages_per_language)
+    if report is not None:
+        out.print(f"report: {write_report(summary, report)}", highlight=False, markup=False)
 
 
 # ------------------------------------------------------------------------------------------ ml-commons
@@ -479,13 +485,13 @@ def serve(
 @handle_errors
 @with_settings(opensearch=True)
 def eval_command(
-    dataset: Annotated[str, typer.Option("--dataset", help="libreoffice-clir, libreoffice-mlir or libreoffice-en (English titles -> English pages of the split).")],
-    split: Annotated[str, typer.Option("--split", help="dev or test.")] = "dev",
+    dataset: Annotated[str, typer.Option("--dataset", help="libreoffice-clir or libreoffice-mlir (page titles as queries), libreoffice-keywords-clir or libreoffice-keywords-mlir (the help's own index entries as queries), libreoffice-en (English titles -> English pages of the split).")],
+    split: Annotated[str, typer.Option("--split", help="dev (where choices are made) or test (report a choice once).")] = "dev",
     languages: Annotated[str | None, typer.Option("--languages", help="Comma-separated language codes (default: the dataset's defaults).")] = None,
     systems: Annotated[str, typer.Option("--systems", help="Comma-separated: bm25, dense (multilingual-e5-small), sparse.")] = "bm25,dense,sparse",
     models: Annotated[list[str] | None, typer.Option("--model", help="Model(s) for the sparse system: built-in name, directory or hub id (repeatable; default: MILCO_OS_MODEL).")] = None,
     doc_prune: Annotated[list[str] | None, typer.Option("--doc-prune", help="Document pruning PIVOT[,ECHO] for the sparse system, e.g. mass:0.9 or top_k:128 (repeatable).")] = None,
-    alpha: Annotated[list[float] | None, typer.Option("--alpha", min=0, max=1, help="Weight of the pivot view in sparse search (1.0: pivot only; repeatable). [default: 0.5]")] = None,
+    alpha: Annotated[list[float] | None, typer.Option("--alpha", min=0, max=1, help=f"Weight of the pivot view in sparse search (1.0: pivot only; repeatable). [default: {DEFAULT_ALPHA:g}]")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Report directory (default: results/eval/<dataset>-<split>/).")] = None,
     max_queries: Annotated[int | None, typer.Option("--max-queries", min=1, help="Evaluate at most this many queries (spread over the languages).")] = None,
     keep_indices: Annotated[bool, typer.Option("--keep-indices", help="Keep the evaluation indices instead of deleting them.")] = False,
@@ -501,7 +507,7 @@ def eval_command(
     from milco_os.evaluation.report import build_report, eval_tables, write_report
 
     runner.check_dataset(dataset, split)
-    specs = runner.plan_systems(systems.split(","), models=models or [], doc_prunes=doc_prune or [], alpha=alpha or [0.5],
+    specs = runner.plan_systems(systems.split(","), models=models or [], doc_prunes=doc_prune or [], alpha=alpha or [DEFAULT_ALPHA],
                          default_model=settings.model)
     client = connect(settings) if any(s.kind in ("bm25", "sparse") for s in specs) else None
     with err.status(f"preparing {dataset} ({split}) ..."):

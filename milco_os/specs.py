@@ -21,9 +21,13 @@ ECHO_FIELD = "milco_echo"
 #: 32-bit float) becomes infinite and the request is refused, or scores overflow.
 MAX_HYBRID_WEIGHT = 1000.0
 #: The query pruning of `milco-os search`, the service and the demo: terms whose weight outweighs how common
-#: they are (see ``milco_os.pruning``). Measured on both evaluation sets: nDCG@10 within 0.2% of the full
-#: query with 44-48% fewer postings (BENCHMARKS.md). The library's SearchOptions default stays the full query.
+#: they are (see ``milco_os.pruning``). Chosen on the dev split by ``bench/quality.py`` (the README and
+#: BENCHMARKS.md show the choice; tests/unit/test_docs_drift.py checks this is it). The library's
+#: SearchOptions default stays the full query.
 DEFAULT_QUERY_PRUNE = "selective:0.2"
+#: Weight of the pivot view in a query (the echo view gets 1 - alpha; 1 = pivot only), chosen on the dev split
+#: (docs/evaluation.md; tests/unit/test_docs_drift.py checks this is the choice).
+DEFAULT_ALPHA = 0.5
 #: Score normalisations of hybrid search (``milco_os.opensearch.hybrid``).
 HYBRID_NORMS = ("minmax", "rrf")
 
@@ -112,7 +116,7 @@ class SearchOptions:
 
     size: int = 10
     from_: int = 0
-    alpha: float = 0.5
+    alpha: float = DEFAULT_ALPHA
     query_pruning: Pruning = field(default_factory=_no_pruning)
     filters: tuple[dict[str, Any], ...] = ()
     two_phase: TwoPhase | None = None

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark command (`make bench`; not part of the tests): starts its own OpenSearch node on
-# BENCH_PORT, runs every bench/ script against it, stops the node on exit. Results: results/bench/.
+# BENCH_PORT, runs every bench/ script against it, stops the node on exit. Reports: reports/bench/ (committed;
+# bench/report.py writes the docs from them), charts: results/bench/.
 #   scripts/bench.sh           # the full run: 100k paragraphs, growth to 1M (~75 min on 2 cores, +25 to encode once)
 #   scripts/bench.sh --quick   # a smoke run on small samples (a few minutes)
 set -euo pipefail
@@ -11,6 +12,8 @@ URL="http://127.0.0.1:$PORT"
 MODEL=${BENCH_MODEL:-milco-mini}
 
 if [ "${1:-}" = "--quick" ]; then
+  # A smoke run never replaces the committed reports the docs are written from.
+  export MILCO_OS_BENCH_REPORTS=results/bench-quick
   DOCS=${BENCH_DOCS:-5000}; SIZE_DOCS=5000; QUERIES=50; PAGES=64; EVAL_QUERIES=50
   ENCODE=(--batch-sizes 1,8 --queries 32 --documents 8 --min-seconds 1)
   QUANT=(--max-docs 16 --formats fp32,bf16,torchao-int8wo,ort-int8)
@@ -45,7 +48,7 @@ $BIN/python bench/quality.py --url "$URL" --model "$MODEL" --max-queries "$EVAL_
 step "6/9 CSPLADE quantisation study (no OpenSearch; about 10 minutes)"
 if $BIN/python -c "import torchao" 2>/dev/null; then
   $BIN/python bench/quantisation.py --model "${BENCH_CSPLADE_MODEL:-csplade-mini}" ${QUANT[@]+"${QUANT[@]}"} \
-    --out results/bench/quantisation.json
+    ${MILCO_OS_BENCH_REPORTS:+--out "$MILCO_OS_BENCH_REPORTS/quantisation.json" --chart results/bench/quantisation.png}
 else
   echo "skipped: needs the quant extra (.venv/bin/pip install -e '.[quant]' -c constraints.txt)"
 fi
@@ -55,6 +58,6 @@ step "8/9 cost growth: latency and index size as the corpus grows tenfold twice 
 $BIN/python bench/growth.py --url "$URL" --model "$MODEL" "${GROWTH[@]}"
 step "9/9 scaling out: ingest on 1, 2 and 4 Ray encoder actors against the single process"
 $BIN/python bench/scale.py --url "$URL" --model "$MODEL" "${SCALE[@]}"
-step "done: results in results/bench/ (bench/report.py writes them into BENCHMARKS.md)"
+step "done: reports in ${MILCO_OS_BENCH_REPORTS:-reports/bench}/ (bench/report.py writes them into the docs)"
 echo "Targets:"
 $BIN/python bench/report.py --targets

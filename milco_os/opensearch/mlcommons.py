@@ -35,7 +35,7 @@ from milco_os.opensearch.indices import index_record
 from milco_os.opensearch.mapping import META_KEY
 from milco_os.opensearch.query import match_nothing
 from milco_os.pruning import Pruning
-from milco_os.specs import TwoPhase
+from milco_os.specs import DEFAULT_ALPHA, TwoPhase
 
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
@@ -166,7 +166,7 @@ def search_pipeline_body(defaults: dict[str, str], two_phase: TwoPhase | None, *
 
 
 def model_query(
-    text: str, *, models: dict[str, str] | None = None, pivot_field: str, echo_field: str, alpha: float = 0.5,
+    text: str, *, models: dict[str, str] | None = None, pivot_field: str, echo_field: str, alpha: float = DEFAULT_ALPHA,
     fields: tuple[str, ...] = ("pivot", "echo"),
 ) -> dict[str, Any]:
     """The ``neural_sparse`` query that OpenSearch encodes itself: one clause per view, boosted by alpha and
@@ -187,7 +187,7 @@ def model_query(
     return {"bool": {"should": should}} if should else match_nothing()
 
 
-def record_query(text: str, index_meta: dict[str, Any], *, alpha: float = 0.5) -> dict[str, Any]:
+def record_query(text: str, index_meta: dict[str, Any], *, alpha: float = DEFAULT_ALPHA) -> dict[str, Any]:
     """:func:`model_query` with the query models a registered index records in its ``_meta``."""
     reg = index_meta.get(RECORD_KEY)
     if not reg:

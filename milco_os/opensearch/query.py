@@ -15,7 +15,7 @@ import numpy as np
 
 from milco_os.keys import decode_key, encode_key
 from milco_os.pruning import selective
-from milco_os.specs import TwoPhase
+from milco_os.specs import DEFAULT_ALPHA, TwoPhase
 from milco_os.types import Encoded, SparseVector
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def feature_clauses(vec: SparseVector, field: str, scale: float) -> list[dict[st
 def expansion_query(
     query: Encoded,
     *,
-    alpha: float = 0.5,
+    alpha: float = DEFAULT_ALPHA,
     pivot_field: str,
     echo_field: str,
     filters: list[dict[str, Any]] | None = None,
@@ -113,7 +113,7 @@ def search_body(
     *,
     pivot_field: str,
     echo_field: str,
-    alpha: float = 0.5,
+    alpha: float = DEFAULT_ALPHA,
     size: int = 10,
     from_: int = 0,
     filters: list[dict[str, Any]] | None = None,
@@ -160,7 +160,9 @@ def search_body(
     return body
 
 
-def neural_sparse_query(query: Encoded, *, pivot_field: str, echo_field: str, alpha: float = 0.5) -> dict[str, Any]:
+def neural_sparse_query(
+    query: Encoded, *, pivot_field: str, echo_field: str, alpha: float = DEFAULT_ALPHA
+) -> dict[str, Any]:
     """The same expansion as a ``neural_sparse`` query with raw ``query_tokens`` (neural-search plugin,
     OpenSearch 2.14+), for clusters that prefer it; weights already carry alpha. No terms: matches nothing."""
     if not 0 <= alpha <= 1:

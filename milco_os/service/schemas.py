@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from milco_os.opensearch.validation import QUERY_CLAUSES
-from milco_os.specs import DEFAULT_QUERY_PRUNE, MAX_HYBRID_WEIGHT
+from milco_os.specs import DEFAULT_ALPHA, DEFAULT_QUERY_PRUNE, MAX_HYBRID_WEIGHT
 
 MAX_TEXTS = 256
 MAX_TEXT_CHARS = 100_000
@@ -59,7 +59,7 @@ class SearchRequest(BaseModel):
     query: str = Field(..., max_length=MAX_TEXT_CHARS)
     size: int = Field(10, ge=1, le=1000)
     from_: int = Field(0, ge=0, alias="from")
-    alpha: float = Field(0.5, ge=0, le=1)
+    alpha: float = Field(DEFAULT_ALPHA, ge=0, le=1)
     # The schema extras document the formats; the checks (with their one-line reasons) are in the route.
     query_prune: str = Field(
         DEFAULT_QUERY_PRUNE,

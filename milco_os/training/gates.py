@@ -1,5 +1,6 @@
 """Gates of a milco-mini checkpoint: is its English pivot grounded, does it rank across languages, and is
-it free of always-on terms? Measured on held-out (dev split) LibreOffice help, never on training pages.
+it free of always-on terms? Measured on held-out (dev split) LibreOffice help: bitext, queries and their
+pages are dev pages; train pages serve only as ranking distractors, and test pages are never used.
 
 - ``overlap_en`` / ``overlap_foreign``: top-10 overlap of the student's pivot with the English teacher's
   (splade-tiny on the English side of a bitext pair), for the English text and for its translation.
@@ -8,7 +9,8 @@ it free of always-on terms? Measured on held-out (dev split) LibreOffice help, n
   1.1x the teacher's own share on the same documents where the teacher exceeds it (splade-tiny puts
   ``libre`` into the top 20 of 28% of the help pages: a real, if frequent, term of this corpus).
 - ``clir_pivot_ndcg@10``: pivot only (alpha = 1): titles of dev pages in other languages -> English pages,
-  exact dot products over a sample of the corpus (the dev pages and random others).
+  exact dot products over a sample of the corpus (the dev pages and random train pages as distractors; never
+  test pages, which stay unseen until the final evaluation).
 
 Training logs them every ``gate_every`` steps and at the end, into the manifest; SCT starts only from a
 SAP delta that passed them (:data:`THRESHOLDS`).
@@ -51,7 +53,8 @@ def gate_set(
     pairs = rng.sample(pairs, min(n_pairs, len(pairs)))
     english = pages_by_lang[libreoffice.ENGLISH]
     held_out = sorted(p for p in english if libreoffice.split_of(p) == split)
-    others = sorted(p for p in english if libreoffice.split_of(p) != split)
+    # Distractors come from train pages only: test pages stay unseen until the final evaluation.
+    others = sorted(p for p in english if libreoffice.split_of(p) == "train" and split != "train")
     doc_paths = held_out + rng.sample(others, max(0, min(len(others), n_docs - len(held_out))))
     index = {p: i for i, p in enumerate(doc_paths)}
     queries = [

@@ -3,8 +3,9 @@
     milco-os train sap configs/train/sap.toml     # alignment to the English SPLADE teacher
     milco-os train sct configs/train/sct.toml     # contrastive ranking, LexEcho; starts from SAP's delta
 
-Only LibreOffice-help pages of the *train* split (and gettext pairs that cannot leak dev/test titles)
-are used; see :mod:`milco_os.datasets.libreoffice`.
+Only LibreOffice-help pages of the *train* split and gettext strings are used, and no pair or query that
+carries a dev/test page's title or heading (:class:`milco_os.datasets.libreoffice.HeldOut`; how many were
+dropped is logged and kept in the manifest); see :mod:`milco_os.datasets.libreoffice`.
 """
 
 from __future__ import annotations
@@ -143,21 +144,27 @@ def _manifest(config: SapConfig | SctConfig, extra: dict[str, Any]) -> dict[str,
     }
 
 
-def sap_pairs(config: SapConfig, cache_dir: Path) -> list[tuple[str, str]]:
-    """(source text, English text) pairs: aligned help paragraphs of train pages + gettext strings."""
+def sap_pairs(config: SapConfig, cache_dir: Path) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    """(source text, English text) pairs: aligned help paragraphs of train pages + gettext strings, none
+    of which leaks a dev/test title or heading in any of the languages (:class:`libreoffice.HeldOut`); and
+    how many candidate pairs of each kind (``bitext``, ``gettext``; before sampling) were dropped as leaks."""
     from milco_os.datasets import libreoffice
 
     rng = random.Random(config.seed)
     langs = [lang for lang in config.languages if lang != ENGLISH]
     pages = _pages([ENGLISH, *langs], cache_dir)
-    bitext = [(x, en) for x, en in libreoffice.bitext_pairs(pages, langs, "train")]
-    gettext = [(x, en) for x, en in libreoffice.gettext_pairs(langs, pages)]
+    held_out = libreoffice.HeldOut.of_pages(pages)
+    bitext = libreoffice.bitext_pairs(pages, langs, "train", held_out=held_out)
+    gettext = libreoffice.gettext_pairs(langs, pages, held_out=held_out)
+    dropped = {kind: held_out.dropped[kind] for kind in ("bitext", "gettext")}
+    log.warning("SAP pairs dropped as leaks of %d dev/test titles and headings: %d paragraphs, %d gettext",
+                len(held_out), dropped["bitext"], dropped["gettext"])
     n_gettext = min(len(gettext), int(config.max_pairs * config.gettext_share))
     n_bitext = min(len(bitext), config.max_pairs - n_gettext)
     chosen = rng.sample(bitext, n_bitext) + rng.sample(gettext, n_gettext)
     rng.shuffle(chosen)
     log.warning("SAP pairs: %d paragraphs (of %d) + %d gettext (of %d)", n_bitext, len(bitext), n_gettext, len(gettext))
-    return chosen
+    return chosen, dropped
 
 
 def _n_tokens(token_targets: CachedStates | None, config: SapConfig) -> int:
@@ -175,7 +182,7 @@ def run_sap(config: SapConfig, cache_dir: Path, progress: ProgressFactory = _no_
 
     module, tokenizer, en_tokenizer, _, splade_dir = _setup(config, cache_dir)
     teacher = AutoModelForMaskedLM.from_pretrained(str(splade_dir)).eval()
-    pairs = sap_pairs(config, cache_dir)
+    pairs, dropped_as_leaks = sap_pairs(config, cache_dir)
     k = config.train_top_layers
     x_states = _states(module, tokenizer, [x for x, _ in pairs], config.max_length, "source texts", progress, k,
                        config.output)
@@ -220,14 +227,17 @@ def run_sap(config: SapConfig, cache_dir: Path, progress: ProgressFactory = _no_
                       on_step=progress("SAP", steps), token_targets=token_targets,
                       on_token_step=progress("token alignment", config.token_epochs * _n_tokens(token_targets,
                                                                                                   config)))
-    extra = {"sap_pairs": len(pairs), "sap_seconds": round(time.monotonic() - start), "gates": gates,
+    extra = {"sap_pairs": len(pairs), "sap_pairs_dropped_as_leaks": dropped_as_leaks,
+             "sap_seconds": round(time.monotonic() - start), "gates": gates,
              "sap_vocab": len(vocab) if vocab is not None else None}
     return milco_mini.save_delta(module, config.output, _manifest(config, extra))
 
 
-def sct_data(config: SctConfig, cache_dir: Path) -> tuple[list[str], list[str], list[int], np.ndarray]:
-    """(queries, passages, positive passage of each query, page of each passage): titles of train pages in
-    every training language (English too) -> the page's text in one of ``doc_languages``. With
+def sct_data(config: SctConfig, cache_dir: Path) -> tuple[list[str], list[str], list[int], np.ndarray, int]:
+    """(queries, passages, positive passage of each query, page of each passage, train titles dropped as
+    leaks): titles of train pages in every training language (English too) -> the page's text in one of
+    ``doc_languages``. A train title that leaks a dev/test title or heading (several pages are titled
+    "Toolbars"; :class:`libreoffice.HeldOut`) would be an evaluation query: it is no query. With
     ``strip_title`` a passage leaves out the page title: the query must be matched by the page's content,
     not by copying the title."""
     from milco_os.datasets import libreoffice
@@ -246,18 +256,23 @@ def sct_data(config: SctConfig, cache_dir: Path) -> tuple[list[str], list[str], 
                 passage_of[(lang, path)] = len(passages)
                 passages.append(text)
                 doc_pages.append(page_ids.setdefault(path, len(page_ids)))
-    queries, positives = [], []
+    held_out = libreoffice.HeldOut.of_pages(pages)
+    queries, positives, leaks = [], [], 0
     for lang in langs:
         for path, page in sorted(pages[lang].items()):
             if libreoffice.split_of(path) != "train" or not page.title.strip():
+                continue
+            if held_out.leaks(page.title):
+                leaks += 1
                 continue
             doc_lang = rng.choice(config.doc_languages)
             if (doc_lang, path) in passage_of:
                 queries.append(page.title)
                 positives.append(passage_of[(doc_lang, path)])
     order = rng.sample(range(len(queries)), min(config.max_queries, len(queries)))
-    log.warning("SCT: %d queries (of %d) over %d passages", len(order), len(queries), len(passages))
-    return [queries[i] for i in order], passages, [positives[i] for i in order], np.array(doc_pages)
+    log.warning("SCT: %d queries (of %d) over %d passages; %d train titles dropped as leaks of %d dev/test "
+                "titles and headings", len(order), len(queries), len(passages), leaks, len(held_out))
+    return [queries[i] for i in order], passages, [positives[i] for i in order], np.array(doc_pages), leaks
 
 
 def mean_pooled(states: CachedStates) -> np.ndarray:
@@ -306,7 +321,7 @@ def run_sct(config: SctConfig, cache_dir: Path, progress: ProgressFactory = _no_
         for p in module.mlm_head.parameters():
             p.requires_grad_(False)
     vocab = active_vocab(module)
-    queries, passages, positives, doc_pages = sct_data(config, cache_dir)
+    queries, passages, positives, doc_pages, dropped_as_leaks = sct_data(config, cache_dir)
     k = config.train_top_layers
     q_states = _states(module, tokenizer, queries, config.query_max_length, "queries", progress, k, config.output)
     d_states = _states(module, tokenizer, passages, config.passage_max_length, "passages", progress, k,
@@ -321,6 +336,7 @@ def run_sct(config: SctConfig, cache_dir: Path, progress: ProgressFactory = _no_
                       vocab=vocab if len(vocab) < module.mlm_head.predictions.decoder.out_features else None,
                       gate_fn=_gate_fn(config, module, tokenizer, en_tokenizer, splade_dir, cache_dir),
                       on_step=progress("SCT", steps))
-    extra = {"sct_queries": len(queries), "sct_passages": len(passages), "teacher_top1_in_group": teacher_top1,
+    extra = {"sct_queries": len(queries), "sct_queries_dropped_as_leaks": dropped_as_leaks,
+             "sct_passages": len(passages), "teacher_top1_in_group": teacher_top1,
              "sct_seconds": round(time.monotonic() - start), "gates": gates}
     return milco_mini.save_delta(module, config.output, _manifest(config, extra))

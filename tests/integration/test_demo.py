@@ -6,7 +6,8 @@ import io
 
 from rich.console import Console
 
-from milco_os.demo import HELP_LANGUAGES, help_queries, run_demo
+from milco_os.datasets.libreoffice import split_of
+from milco_os.demo import HELP_LANGUAGES, help_queries, language_blind_expectation, run_demo
 from milco_os.opensearch.indices import index_info
 from milco_os.settings import DEFAULT_MODEL
 
@@ -37,3 +38,14 @@ def test_demo_indexes_help_pages_and_finds_them_across_languages(settings, clien
     assert 0 <= summary["top1_found"] <= summary["found"]
     # Its grounded pivot reaches pages in other languages than the query's (the echo view cannot).
     assert 0 < summary["hits_in_another_language"] <= summary["hits_shown"] == 4 * len(queries)
+    # The reference point printed beside it: what a ranking blind to language would give (~5/6 of the hits).
+    assert sum(summary["documents_per_language"].values()) == summary["documents"]
+    expected = language_blind_expectation(((q["lang"], 4) for q in queries), summary["documents_per_language"])
+    assert summary["hits_in_another_language_expected"] == expected
+    assert f"a ranking blind to language would give about {expected:.1f}" in printed
+    assert summary["languages"] == sorted(HELP_LANGUAGES) and summary["size"] == 4
+    # Every page a query looks for is held out from training; the report records each query's outcome.
+    assert [(q["path"], q["split"]) for q in summary["per_query"]] == [
+        (q["path"], split_of(q["path"])) for q in queries]
+    assert all(q["split"] in ("dev", "test") and len(q["hit_languages"]) == 4 for q in summary["per_query"])
+    assert sum(q["rank"] is not None for q in summary["per_query"]) == summary["found"]

@@ -18,7 +18,7 @@ runner = CliRunner()
         (["cluster", "up"], ["--port", "--version", "--archive", "--heap", "--fresh", "--cache-dir", "--timeout"]),
         (["cluster", "down"], ["--port", "--timeout"]),
         (["cluster", "status"], ["--port", "--json"]),
-        (["demo"], ["--model", "--port", "--index"]),
+        (["demo"], ["--model", "--port", "--index", "--pages-per-language", "--report"]),
         (["encode"], ["--model", "--kind", "--runtime", "--quantize", "--doc-prune", "--query-prune"]),
         (["index", "create"], ["--text-field", "--doc-prune", "--bm25", "--replicas"]),
         (["reindex"], ["--source", "--dest", "--text-field", "--doc-prune", "--resume", "--alias"]),

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from milco_os.datasets.libreoffice import Page, split_of
+from milco_os.datasets.libreoffice import Page, page_text, split_of
 from milco_os.training import gates
 
 
@@ -63,3 +63,7 @@ def test_gate_set_uses_held_out_pages_only() -> None:
     for query, target in zip(data.queries, data.targets, strict=True):
         assert data.docs[target].startswith(query.replace("Titel", "Title") + " ")
     assert len(data.docs) == 20
+    # Distractors are train pages, never test pages: with room for every page, exactly dev + train.
+    everything = gates.gate_set({"en-us": english, "de": german}, ["de"], split="dev", n_docs=1000)
+    assert sorted(everything.docs) == sorted(page_text(english[p]) for p in paths if split_of(p) != "test")
+    assert any(split_of(p) == "test" for p in paths)

@@ -354,3 +354,58 @@ def test_fetch_help_without_apt_get(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(DataError, match="apt-get not found"):
         lo.fetch_help(["de"], tmp_path / "cache")
+
+
+# ------------------------------------------------------------------------------------------ keyword queries
+def write_bookmarks(root: Path, lang_dir: str, entries: list[tuple[str, str]]) -> None:
+    """A ``bookmarks.js`` as the help ships it: (page path, entry text as written in the file) per line."""
+    lines = [f'{{url:"{lang_dir}/text/{path}?DbPAR=WRITER#bm_id{i}", app:"WRITER", text:"{text}"}},'
+             for i, (path, text) in enumerate(entries)]
+    target = root / "usr/share/libreoffice/help" / lang_dir / "bookmarks.js"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("var bookmarks = [\n" + "\n".join(lines) + "\n];\n", encoding="utf-8")
+
+
+def test_index_entries_are_read_unescaped(tmp_path: Path) -> None:
+    write_bookmarks(tmp_path, "de", [("swriter/guide/footnote_with_line.html", "Abstände --  Fußnoten/Endnoten"),
+                                     ("scalc/01/04060115.html", "Gauß&#39;sche Fehlerfunktion"),
+                                     ("sbasic/shared/03070700.html", "Ganzzahlige Division (\\\\)")])
+    entries = lo.load_index_entries(tmp_path, "de")
+    assert [(e.path, e.text) for e in entries] == [
+        ("swriter/guide/footnote_with_line.html", "Abstände -- Fußnoten/Endnoten"),
+        ("scalc/01/04060115.html", "Gauß'sche Fehlerfunktion"),
+        ("sbasic/shared/03070700.html", "Ganzzahlige Division (\\)")]
+    assert entries[0].anchor == "bm_id0"
+    assert lo.keyword_query(entries[0].text) == "Abstände Fußnoten/Endnoten"
+    with pytest.raises(DataError, match="bookmarks.js: missing"):
+        lo.load_index_entries(tmp_path, "fr")
+
+
+def entry(text: str, path: str, anchor: str = "bm") -> lo.IndexEntry:
+    return lo.IndexEntry(text, path, anchor)
+
+
+def test_keyword_queries_are_graded_split_by_page_and_skip_untranslated() -> None:
+    langs = ["en-us", "de"]
+    pages = corpus(langs)
+    entries = {
+        "en-us": [entry("tables -- inserting", TEST[1]), entry("Untranslated", TEST[2])],
+        "de": [
+            entry("Tabellen -- einfügen", TEST[1], "a"), entry("Tabellen -- einfügen", TEST[1], "b"),  # twice: grade 2
+            entry("Tabellen -- einfügen", TRAIN[1]),  # also on a train page: still a test query, both relevant
+            entry("Untranslated", TEST[2]),  # the English entry: no German query
+            entry("Zeilen", DEV[0]), entry("Zeilen", TEST[2]),  # dev and test pages: in neither split
+            entry("Spalten", TRAIN[2]),  # train only
+            entry("Rahmen", "text/not-a-page.html"),  # no such page in the corpus
+        ],
+    }
+    clir = lo.keywords_clir_eval(pages, entries, "test", langs)
+    assert clir.name == "libreoffice-keywords-clir-test"
+    assert clir.corpus == lo.clir_eval(pages, "test", langs).corpus  # the title set's corpus
+    assert [(q["lang"], q["text"]) for q in clir.queries] == [("de", "Tabellen einfügen")]
+    assert clir.qrels[clir.queries[0]["id"]] == {TEST[1]: 2, TRAIN[1]: 1}
+    assert lo.keywords_clir_eval(pages, entries, "dev", langs).queries == []
+    mlir = lo.keywords_mlir_eval(pages, entries, "test", langs, seed=13)
+    assert mlir.corpus == lo.mlir_eval(pages, "test", langs, seed=13).corpus
+    assert sorted(q["text"] for q in mlir.queries) == ["Tabellen einfügen", "Untranslated", "tables inserting"]
+    assert len({q["id"] for q in mlir.queries}) == 3

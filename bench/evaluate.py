@@ -1,0 +1,137 @@
+"""The evaluation runs the docs quote: each named run of :data:`RUNS` is a ``milco-os eval`` (same eval sets,
+systems and report) whose report is kept in the repository as ``reports/eval/<run>.json``; per-query values
+and the chart stay in ``results/eval/<run>/`` (ignored).
+
+    .venv/bin/python bench/evaluate.py --url http://127.0.0.1:9270                 # every run not yet reported
+    .venv/bin/python bench/evaluate.py --runs keywords-clir-dev,keywords-mlir-dev  # some runs
+    .venv/bin/python bench/evaluate.py --runs titles-clir-test --force             # again, replacing its report
+
+One process runs them all and keeps each model's encodings, so runs over the same corpus (the CLIR sets
+share the English pages, the MLIR sets the mixed corpus, dev and test alike) encode it once; index and
+search times in these reports are therefore not comparable across runs (speed: BENCHMARKS.md). A run whose
+report exists is skipped, so an interrupted invocation resumes with the next run. Choices (α, pruning,
+hybrid weight) are made on the dev runs; the test runs are reported once. Afterwards ``bench/report.py``
+rewrites the docs' generated sections from the reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORTS = ROOT / "reports" / "eval"
+RESULTS = ROOT / "results" / "eval"
+
+MODELS = ("milco-mini", "splade-tiny")
+#: α (weight of the pivot view) on the cut-page dev runs: the values the default is chosen from (bench/report.py
+#: ALPHA_RUNS).
+DEV_ALPHAS = (0.3, 0.5, 0.7, 1.0)
+
+
+def _default_alpha() -> float:
+    from milco_os.specs import SearchOptions
+
+    return SearchOptions().alpha
+
+
+@dataclass(frozen=True)
+class Run:
+    dataset: str
+    split: str
+    whole_pages: bool = False
+    models: tuple[str, ...] = MODELS
+    doc_prunes: tuple[str, ...] = ("top_k:40",)
+    #: Test runs: the default α (chosen on dev) and the pivot view alone.
+    alphas: tuple[float, ...] = field(default_factory=lambda: tuple(dict.fromkeys((_default_alpha(), 1.0))))
+    max_queries: int = 1000
+    systems: str = "bm25,dense,sparse"
+
+
+def _keyword_runs() -> dict[str, Run]:
+    runs = {}
+    for whole in (False, True):
+        for split in ("dev", "test"):
+            for kind in ("clir", "mlir"):
+                name = f"keywords-{kind}-{split}{'-whole' if whole else ''}"
+                dataset = f"libreoffice-keywords-{kind}"
+                dev = split == "dev" and not whole  # α is chosen on the cut pages
+                runs[name] = Run(dataset, split, whole, alphas=DEV_ALPHAS) if dev else Run(dataset, split, whole)
+    return runs
+
+
+#: Every run a doc quotes, cheapest first within each corpus (the cut pages, then whole pages).
+RUNS: dict[str, Run] = {
+    "titles-clir-dev": Run("libreoffice-clir", "dev", alphas=DEV_ALPHAS),
+    "titles-mlir-dev": Run("libreoffice-mlir", "dev", alphas=DEV_ALPHAS),
+    **{k: v for k, v in _keyword_runs().items() if not v.whole_pages},
+    "titles-clir-test": Run("libreoffice-clir", "test", doc_prunes=("none", "top_k:40")),
+    "titles-mlir-test": Run("libreoffice-mlir", "test", doc_prunes=("none", "top_k:40")),
+    **{k: v for k, v in _keyword_runs().items() if v.whole_pages},
+    "titles-clir-test-whole": Run("libreoffice-clir", "test", True, models=("milco-mini",)),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default=os.environ.get("MILCO_OS_OPENSEARCH_URL", "http://127.0.0.1:9260"))
+    parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated run names (default: all)")
+    parser.add_argument("--force", action="store_true", help="run again runs whose report exists")
+    parser.add_argument("--runtime", default="onnx", choices=["torch", "onnx"],
+                        help="sparse encoders' runtime (onnx fp32: the same terms as torch, faster on a CPU)")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="milco-os cache (default: the usual one)")
+    args = parser.parse_args(argv)
+    names = [n for n in args.runs.split(",") if n]
+    unknown = [n for n in names if n not in RUNS]
+    if unknown:
+        raise SystemExit(f"--runs: unknown run(s) {', '.join(unknown)}; known: {', '.join(RUNS)}")
+
+    from functools import partial
+
+    from milco_os.evaluation import runner
+    from milco_os.evaluation.report import build_report, eval_tables, write_report
+    from milco_os.loading import load_encoder
+    from milco_os.opensearch.measure import bench_client
+    from milco_os.settings import get_settings
+
+    cache_dir = args.cache_dir or get_settings().cache_dir
+    client = bench_client(args.url)
+    encoders: dict[str, object] = {}  # shared by every run: a corpus is encoded once per model
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        run, target = RUNS[name], REPORTS / f"{name}.json"
+        if target.is_file() and not args.force:
+            print(f"{name}: reported already ({target.relative_to(ROOT)}); --force runs it again", file=sys.stderr)
+            continue
+        start = time.monotonic()
+        evalset, langs = runner.load_eval_set(run.dataset, run.split, None, cache_dir, run.whole_pages)
+        subset, skipped = runner.judged_queries(evalset, run.max_queries)
+        specs = runner.plan_systems(run.systems.split(","), models=run.models, doc_prunes=run.doc_prunes,
+                                    alpha=run.alphas)
+        print(f"{name}: {len(subset.queries)} queries, {len(subset.corpus)} documents, "
+              f"{len(specs)} systems", file=sys.stderr)
+        results = runner.run_systems(client, subset, specs, cache_dir=cache_dir, encoders=encoders,
+                                     load_encoder=partial(load_encoder, runtime=args.runtime))
+        report, per_query = build_report(
+            subset, results, dataset=run.dataset, split=run.split, languages=langs,
+            opensearch=runner.opensearch_info(client),
+            extra={"run": name, "max_queries": run.max_queries, "unjudged_queries_skipped": skipped,
+                   "whole_pages": run.whole_pages, "sparse_runtime": args.runtime,
+                   "encodings_shared_across_runs": True})
+        write_report(report, per_query, RESULTS / name)
+        target.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        for table in eval_tables(report):
+            from rich.console import Console
+
+            Console(width=200).print(table)
+        print(f"{name}: {time.monotonic() - start:.0f} s, wrote {target.relative_to(ROOT)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
