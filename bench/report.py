@@ -65,10 +65,13 @@ def load(name: str) -> dict[str, Any]:
     return load_report(f"bench/{name}")
 
 
-def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], decimals: int | None = None) -> str:
+    """A Markdown table; floats get 3 significant digits, or ``decimals`` places when given."""
     def cell(v: Any) -> str:
         if v is None:
             return "-"
+        if isinstance(v, float) and decimals is not None:
+            return f"{v:.{decimals}f}"
         if isinstance(v, float):
             return f"{v:#.3g}" if abs(v) < 100 else f"{v:,.0f}"
         if isinstance(v, int) and abs(v) >= 10_000:
@@ -369,7 +372,7 @@ def hybrid_targets(qual: dict[str, Any]) -> list[list[str]]:
 # ------------------------------------------------------------------------------------------ evaluations
 #: The sets the summary puts side by side: (run name without split, column label).
 SUMMARY_SETS = {"keywords": [("keywords-clir", "CLIR"), ("keywords-mlir", "MLIR"),
-                             ("keywords-clir-whole", "CLIR whole"), ("keywords-mlir-whole", "MLIR whole")]}
+                             ("keywords-clir-whole", "CLIR whole")]}
 #: The dev runs α is chosen on (milco-mini's pivot weight; 1 = pivot only): cut pages, so that the test runs,
 #: whole pages included, run with the chosen α.
 ALPHA_RUNS = ["titles-clir-dev", "titles-mlir-dev", "keywords-clir-dev", "keywords-mlir-dev"]
@@ -426,7 +429,7 @@ def eval_summary_section(source: str = "keywords") -> str:
     return (f"nDCG@10, {first['counts']['judged_queries']} queries per run (spread evenly over the query languages; "
             f"fewer where a split has fewer), {first['counts']['documents']:,} pages; \"whole\" indexes whole pages, "
             "the others each page's first 600 characters. Document pruning `top_k:40`.\n\n"
-            + md_table(["system", *columns], rows))
+            + md_table(["system", *columns], rows, decimals=3))
 
 
 def alpha_by_run() -> dict[float, dict[str, float]]:
@@ -453,7 +456,7 @@ def alpha_section() -> str:
     rows = [[f"{a:g}", *(round(table[a][run], 3) for run in ALPHA_RUNS),
              round(sum(table[a].values()) / len(table[a]), 3)] for a in sorted(table)]
     best = dev_alpha_choice()
-    return (md_table(["α", *ALPHA_RUNS, "mean"], rows)
+    return (md_table(["α", *ALPHA_RUNS, "mean"], rows, decimals=3)
             + f"\n\nBest mean on dev: α = {best:g}; the default of `milco-os search`, the service and the library "
             f"(`SearchOptions.alpha`): {SearchOptions().alpha:g}.")
 
@@ -469,7 +472,7 @@ def model_summary_section() -> str:
         ndcg = _overall(load_report(f"eval/{run}"))
         rows.append([f"{run.removesuffix('-test')} ({what})", *(round(ndcg[c], 3) for c in columns)])
     return md_table(["set (queries → corpus)", f"{CHOSEN_MODEL} (default α)", "its pivot view alone (α = 1)",
-                     "BM25", "dense e5-small", "splade-tiny (English)"], rows)
+                     "BM25", "dense e5-small", "splade-tiny (English)"], rows, decimals=3)
 
 
 def ml_commons_section(source: str = "ml_commons") -> str:
@@ -483,26 +486,6 @@ def ml_commons_section(source: str = "ml_commons") -> str:
     return (md_table(["ingest path", "seconds", "docs/s", "× milco-os ingest"], ingest_rows) + "\n\n"
             + md_table(["query path", "p50 ms", "p95 ms", "p50 × milco-os search"], query_rows)
             + f"\n\nBoth paths return the same top 10 for {r['identical_top10']} of {r['queries']} queries.")
-
-
-def scale_reading_section(source: str = "scale") -> str:
-    """docs/scaling-out.md's reading of the Ray measurements: rates, efficiency, start-up, driver headroom."""
-    r = load(source)
-    runs = r["runs"]
-    single = next(run for name, run in runs.items() if run["driver_cpu_s_per_1000_docs"] is None)
-    actors = {name: run for name, run in runs.items() if run["driver_cpu_s_per_1000_docs"] is not None}
-    driver = [run["driver_cpu_s_per_1000_docs"] for run in actors.values()]
-    startups = [run["startup_s"] for run in actors.values()]
-    effs = ", ".join(f"{run['per_core_efficiency']:.2f} ({name})" for name, run in actors.items())
-    per_driver = (1000 / max(driver), 1000 / min(driver))
-    per_actor = r["per_actor_docs_per_s"]
-    return (f"One process ingested {r['single_docs_per_s']:.1f} help pages per second; one one-CPU actor "
-            f"{per_actor:.1f}. Per-core efficiency against the single process: {effs}. Start-up (Ray, then the "
-            f"model in every actor) took {min(startups):.0f}-{max(startups):.0f} s against {single['startup_s']:.0f} s "
-            f"for one process. The driver spent {min(driver):.2f}-{max(driver):.2f} CPU seconds per 1,000 documents, "
-            f"so one driver core keeps up with roughly {per_driver[0]:,.0f}-{per_driver[1]:,.0f} documents per "
-            f"second, about {per_driver[0] / per_actor:,.0f}-{per_driver[1] / per_actor:,.0f} one-CPU actors of this "
-            "speed.")
 
 
 # ------------------------------------------------------------------------------------------ search defaults
@@ -560,8 +543,9 @@ def search_choices_section() -> str:
         p = data_points[0]
         if p["system"] != "milco" or p["doc_pruning"] != level:
             continue
-        prune_rows.append([f"`{p['query_pruning']}`", *(pct(q["vs_full_query"]) if q["vs_full_query"] is not None
-                                                       else round(q["ndcg@10"], 3) for q in data_points),
+        full = p["query_pruning"] == "none"
+        prune_rows.append([f"`{p['query_pruning']}`", *(f"{q['ndcg@10']:.3f}" if full else pct(q["vs_full_query"])
+                                                       for q in data_points),
                            round(sum(q["query_terms"]["total"] for q in data_points) / len(data_points), 1)])
     hybrid = hybrid_by_dataset(qual)
     hybrid_rows = [[name, *(round(v[d], 3) for d in datasets), round(sum(v.values()) / len(v), 3)]
@@ -583,7 +567,7 @@ def search_choices_section() -> str:
             f"full query {at1['milco full']}×; `reports/bench/latency-20k-selective.json`), {grown} documents "
             "(`reports/bench/growth.json`, BENCHMARKS.md §10: the model's pivot terms are common, so their posting "
             "lists grow with the corpus).\n\nHybrid search on the same dev sets (nDCG@10; BM25 on the index's text "
-            "field):\n\n" + md_table(["system", *short, "mean"], hybrid_rows)
+            "field):\n\n" + md_table(["system", *short, "mean"], hybrid_rows, decimals=3)
             + f"\n\nBest mean on dev: `{'--hybrid-norm ' + norm + ' ' if norm != 'sum' else ''}--hybrid {weight:g}`.")
 
 
@@ -706,7 +690,6 @@ SECTIONS: dict[str, Callable[..., str]] = {
     "machine": machine_section, "encode": encode_section, "latency": latency_section,
     "index_size": index_size_section, "throughput": throughput_section, "quality": quality_section,
     "growth": growth_section, "scale": scale_section, "targets": targets_section, "ml_commons": ml_commons_section,
-    "scale-reading": scale_reading_section,
     "build-targets": build_targets_section, "eval-summary": eval_summary_section, "alpha": alpha_section,
     "demo": demo_section, "model-summary": model_summary_section, "search-choices": search_choices_section,
     "csplade-runs": csplade_runs_section, "csplade-eval": csplade_eval_section, "quantisation": quantisation_section,
@@ -754,12 +737,12 @@ def regenerate(text: str, missing: list[str] | None = None) -> str:
     return SECTION.sub(one, text)
 
 
-def drifted() -> list[str]:
-    """``doc: section`` for every generated section that differs from what :func:`regenerate` writes, or whose
-    report is missing."""
+def drifted(docs_root: Path = ROOT) -> list[str]:
+    """``doc: section`` for every generated section of the docs under ``docs_root`` that differs from what
+    :func:`regenerate` writes, or whose report is missing."""
     out = []
     for doc in DOCS:
-        text = (ROOT / doc).read_text(encoding="utf-8")
+        text = (docs_root / doc).read_text(encoding="utf-8")
         missing: list[str] = []
         fresh = [m.group(0) for m in SECTION.finditer(regenerate(text, missing))]
         out += [f"{doc}: {m.group(2)}" for m, new in zip(SECTION.finditer(text), fresh, strict=True)

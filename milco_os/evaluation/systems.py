@@ -206,10 +206,14 @@ class E5Encoder:
         new = list(dict.fromkeys(t for t in texts if (prefix, max_length, t) not in self._seen))
         if advance:
             advance(len(texts) - len(new))
-        for text, row in zip(new, self._embed(new, prefix, max_length, advance), strict=True):
-            self._seen[prefix, max_length, text] = row
+        self.remember(new, prefix, max_length, self._embed(new, prefix, max_length, advance))
         dim = int(self.model.config.hidden_size)
         return np.stack([self._seen[prefix, max_length, t] for t in texts]) if texts else np.zeros((0, dim), np.float32)
+
+    def remember(self, texts: Sequence[str], prefix: str, max_length: int, embeddings: np.ndarray) -> None:
+        """Take embeddings made elsewhere (read back from a cache) as this encoder's own."""
+        for text, row in zip(texts, embeddings, strict=True):
+            self._seen[prefix, max_length, text] = row
 
     def _embed(
         self, texts: Sequence[str], prefix: str, max_length: int, advance: Callable[[int], None] | None = None
@@ -313,6 +317,10 @@ class MemoEncoder:
 
     def encode_documents(self, texts: Sequence[str]) -> list[Encoded]:
         return self._memo(texts, self._documents, self._inner.encode_documents)
+
+    def remember_documents(self, texts: Sequence[str], encoded: Sequence[Encoded]) -> None:
+        """Take encodings made elsewhere (read back from a cache) as this encoder's own."""
+        self._documents.update(zip(texts, encoded, strict=True))
 
     def encode_queries(self, texts: Sequence[str]) -> list[Encoded]:
         return self._memo(texts, self._queries, self._inner.encode_queries)
