@@ -24,11 +24,13 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from milco_os.specs import DEFAULT_ALPHA
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports" / "eval"
@@ -42,12 +44,6 @@ DENSE_PASSAGE_TOKENS = 256
 DEV_ALPHAS = (0.3, 0.5, 0.7, 1.0)
 
 
-def _default_alpha() -> float:
-    from milco_os.specs import SearchOptions
-
-    return SearchOptions().alpha
-
-
 @dataclass(frozen=True)
 class Run:
     dataset: str
@@ -56,7 +52,7 @@ class Run:
     models: tuple[str, ...] = MODELS
     doc_prunes: tuple[str, ...] = ("top_k:40",)
     #: Test runs: the default α (chosen on dev) and the pivot view alone.
-    alphas: tuple[float, ...] = field(default_factory=lambda: tuple(dict.fromkeys((_default_alpha(), 1.0))))
+    alphas: tuple[float, ...] = tuple(dict.fromkeys((DEFAULT_ALPHA, 1.0)))
     max_queries: int = 1000
     systems: str = "bm25,dense,sparse"
 
@@ -132,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from functools import partial
 
+    from rich.console import Console
+
     from milco_os.evaluation import runner
     from milco_os.evaluation.report import build_report, eval_tables, write_report
     from milco_os.loading import load_encoder
@@ -140,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cache_dir = args.cache_dir or get_settings().cache_dir
     client = bench_client(args.url)
-    encoders: dict[str, object] = {}  # shared by every run: a corpus is encoded once per model
+    encoders: dict[str, Any] = {}  # shared by every run: a corpus is encoded once per model
+    console = Console(width=200)
     REPORTS.mkdir(parents=True, exist_ok=True)
     for name in names:
         run, target = RUNS[name], REPORTS / f"{name}.json"
@@ -167,9 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         write_report(report, per_query, RESULTS / name)
         target.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         for table in eval_tables(report):
-            from rich.console import Console
-
-            Console(width=200).print(table)
+            console.print(table)
         print(f"{name}: {time.monotonic() - start:.0f} s, wrote {target.relative_to(ROOT)}", file=sys.stderr)
     return 0
 
