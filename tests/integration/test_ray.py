@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -33,9 +34,10 @@ def ray_cli(*args: str, env: dict[str, str]) -> None:
 @pytest.fixture(scope="module")
 def ray_address() -> Iterator[str]:
     """A head node and a worker node on this machine, one CPU each (so one encoder actor each). Token
-    authentication, Ray's default for clusters, is on: the nodes and the drivers read the token that
-    `ray start --head` writes (~/.ray/auth_token)."""
-    os.environ["RAY_AUTH_MODE"] = "token"  # the drivers (the CLI, started later) inherit it
+    authentication is on, with a token of this cluster's own: `ray start` does not create one (a fresh
+    machine has no ~/.ray/auth_token), so the nodes and the drivers read it from RAY_AUTH_TOKEN."""
+    os.environ["RAY_AUTH_MODE"] = "token"  # the drivers (the CLI, started later) inherit both
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     common = ["--num-cpus", "1", "--object-store-memory", str(200 * 1024 * 1024), "--disable-usage-stats"]
     address = f"127.0.0.1:{RAY_PORT}"
@@ -46,7 +48,7 @@ def ray_address() -> Iterator[str]:
         yield address
     finally:
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
-        del os.environ["RAY_AUTH_MODE"]
+        del os.environ["RAY_AUTH_MODE"], os.environ["RAY_AUTH_TOKEN"]
 
 
 @pytest.fixture
