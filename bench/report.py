@@ -372,7 +372,7 @@ def hybrid_targets(qual: dict[str, Any]) -> list[list[str]]:
 # ------------------------------------------------------------------------------------------ evaluations
 #: The sets the summary puts side by side: (run name without split, column label).
 SUMMARY_SETS = {"keywords": [("keywords-clir", "CLIR"), ("keywords-mlir", "MLIR"),
-                             ("keywords-clir-whole", "CLIR whole")]}
+                             ("keywords-clir-whole", "CLIR whole"), ("keywords-mlir-whole", "MLIR whole")]}
 #: The dev runs α is chosen on (milco-mini's pivot weight; 1 = pivot only): cut pages, so that the test runs,
 #: whole pages included, run with the chosen α.
 ALPHA_RUNS = ["titles-clir-dev", "titles-mlir-dev", "keywords-clir-dev", "keywords-mlir-dev"]
