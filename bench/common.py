@@ -181,22 +181,25 @@ def load_bench_encoder(model: str, cache_dir: Path, runtime: str, batch_size: in
     return encoder
 
 
-def encodings_digest(encoder: SparseEncoder, runtime: str, texts: Sequence[str]) -> str:
-    h = hashlib.sha256(f"{encoder.info.fingerprint}\n{runtime}\n".encode())
+def encodings_digest(encoder: SparseEncoder, runtime: str, texts: Sequence[str], dense: bool = False) -> str:
+    dense_key = f"dense {encoder.info.dense.fingerprint}\n" if dense and encoder.info.dense else ""
+    h = hashlib.sha256(f"{encoder.info.fingerprint}\n{runtime}\n{dense_key}".encode())
     for t in texts:
         h.update(t.encode("utf-8") + b"\0")
     return h.hexdigest()[:16]
 
 
 def encode_cached(
-    encoder: SparseEncoder, runtime: str, texts: Sequence[str], cache_dir: Path, label: str, chunk: int = 1024
+    encoder: SparseEncoder, runtime: str, texts: Sequence[str], cache_dir: Path, label: str, chunk: int = 1024,
+    dense: bool = False,
 ) -> tuple[list[Encoded], float | None]:
-    """Encode documents once; later runs read ``<cache>/bench/<label>-<digest>.npz``.
+    """Encode documents once (``dense``: with the dense view); later runs read
+    ``<cache>/bench/<label>-<digest>.npz``.
 
     Long encodings resume: each finished chunk is kept under ``<label>-<digest>.parts/`` until the whole
     corpus is done. Returns the encodings and the seconds encoding took in this run (None when read from
     the cache)."""
-    path = cache_dir / "bench" / f"{label}-{encodings_digest(encoder, runtime, texts)}.npz"
+    path = cache_dir / "bench" / f"{label}-{encodings_digest(encoder, runtime, texts, dense)}.npz"
     if path.is_file():
         log(f"{label}: reusing {len(texts)} encodings from {path}")
         return unpack(np.load(path), encoder), None
@@ -212,7 +215,7 @@ def encode_cached(
             if part_path.is_file():
                 part = unpack(np.load(part_path), encoder)
             else:
-                part = encoder.encode_documents(list(texts[i : i + chunk]))
+                part = encoder.encode_documents(list(texts[i : i + chunk]), dense=dense)
                 _save_npz(part_path, pack(part))
             out.extend(part)
             bar.update(len(part))
@@ -237,6 +240,10 @@ def pack(encoded: Sequence[Encoded]) -> dict[str, np.ndarray]:
         arrays[f"{view}_offsets"] = np.cumsum([0, *(len(v) for v in vecs)]).astype(np.int64)
         arrays[f"{view}_ids"] = np.concatenate([v.ids for v in vecs] or [np.zeros(0)]).astype(np.int32)
         arrays[f"{view}_weights"] = np.concatenate([v.weights for v in vecs] or [np.zeros(0)]).astype(np.float32)
+    if encoded and any(e.dense is not None for e in encoded):
+        width = next(e.dense for e in encoded if e.dense is not None).shape[0]
+        arrays["dense"] = np.stack([np.zeros(width, np.float32) if e.dense is None else e.dense for e in encoded])
+        arrays["dense_present"] = np.array([e.dense is not None for e in encoded])
     return arrays
 
 
@@ -248,7 +255,11 @@ def unpack(arrays: Any, encoder: SparseEncoder) -> list[Encoded]:
         views[view] = [
             SparseVector(ids[a:b].astype(np.int64), weights[a:b], vocab) for a, b in zip(off[:-1], off[1:], strict=True)
         ]
-    return [Encoded(p, e) for p, e in zip(views["pivot"], views["echo"], strict=True)]
+    dense = [None] * len(views["pivot"])
+    if "dense" in arrays:
+        dense = [row if present else None
+                 for row, present in zip(arrays["dense"], arrays["dense_present"], strict=True)]
+    return [Encoded(p, e, d) for p, e, d in zip(views["pivot"], views["echo"], dense, strict=True)]
 
 
 def prune_all(encoded: Sequence[Encoded], rule: str) -> list[Encoded]:

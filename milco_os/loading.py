@@ -114,8 +114,11 @@ def load_encoder(
 
 def onnx_export_dir(cache_dir: Path, name: str, fingerprint: str, quantize: str | None) -> Path:
     """Where :func:`load_encoder` keeps the ONNX export of a model (one directory per variant)."""
+    from milco_os.runtime.export import MANIFEST_FORMAT
+
     digest = fingerprint.split(":")[-1][:24]
-    return models_dir(cache_dir) / "onnx" / f"{name.replace('/', '--')}-{digest}-{quantize or 'fp32'}"
+    variant = f"{quantize or 'fp32'}{'' if MANIFEST_FORMAT == 1 else f'-f{MANIFEST_FORMAT}'}"
+    return models_dir(cache_dir) / "onnx" / f"{name.replace('/', '--')}-{digest}-{variant}"
 
 
 def _load_exported(

@@ -33,7 +33,7 @@ basic-auth user, ``admin``, whose password is read from a file (generated into `
 when none is given).
 
 A node with plugins (``up(plugins=("neural-search",))``, ``cluster up --plugins neural-search``) likewise runs
-from a copy of its own, ``dist/opensearch-<version>+<plugins>/``, with the plugin zips from Maven Central (and
+from a copy of its own, ``dist/opensearch-<version>-with-<plugins>/``, with the plugin zips from Maven Central (and
 every plugin they need: neural-search needs ml-commons and knn, ml-commons needs job-scheduler), plus the
 ``lang-painless`` and ``ingest-common`` modules the integration-test zip lacks, assembled from their Maven jars
 (knn extends painless; ml-commons ingest pipelines use ingest-common's ``script`` and ``remove`` processors).
@@ -789,7 +789,7 @@ class LocalNode:
         self, plugins: list[str], version: str = OPENSEARCH_VERSION, archive: Path | None = None
     ) -> tuple[Path, str]:
         """Like ``install``, plus ``plugins`` and the plugins they need, in a copy of its own
-        (``<home>+<plugins>``), so the plain distribution stays the small default."""
+        (``<home>-with-<plugins>``), so the plain distribution stays the small default."""
         names = plugin_closure(plugins)
         base, version = self.install(version, archive)
 
@@ -802,7 +802,8 @@ class LocalNode:
                     self._unzip_plugin(PLUGINS[name].artifact.format(version=version), folder,
                                        f"plugin {name} {version}.0 (for OpenSearch {version})")
 
-        return self._derived(base, "+" + "+".join(sorted(names)), archive, add_plugins), version
+        # Not "+": OpenSearch 3.x reads plugin policy files through URLs, where a "+" in the path means a space.
+        return self._derived(base, "-with-" + "_".join(sorted(names)), archive, add_plugins), version
 
     def _derived(self, base: Path, suffix: str, archive: Path | None, build: Callable[[Path], None]) -> Path:
         """``<base><suffix>``: a copy of the distribution ``base`` that ``build`` adds to, made once (an

@@ -216,7 +216,8 @@ class Pruning:
         return self.pivot.needs_stats or self.echo.needs_stats
 
     def apply(self, encoded: Encoded, stats: TermStats | None = None) -> Encoded:
-        return Encoded(self.pivot.apply(encoded.pivot, stats, "pivot"), self.echo.apply(encoded.echo, stats, "echo"))
+        return Encoded(self.pivot.apply(encoded.pivot, stats, "pivot"), self.echo.apply(encoded.echo, stats, "echo"),
+                       encoded.dense)
 
     def to_meta(self) -> dict[str, str]:
         """The form an index's ``_meta`` records (``{"pivot": "mass:0.8", "echo": "none"}``)."""

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 PIVOT_FIELD = "milco_pivot"
 ECHO_FIELD = "milco_echo"
+DENSE_FIELD = "milco_dense"
 #: Upper bound of the BM25 weight: far above any useful value, and far below where OpenSearch's boost (a
 #: 32-bit float) becomes infinite and the request is refused, or scores overflow.
 MAX_HYBRID_WEIGHT = 1000.0
@@ -28,8 +29,13 @@ DEFAULT_QUERY_PRUNE = "selective:0.2"
 #: Weight of the pivot view in a query (the echo view gets 1 - alpha; 1 = pivot only), chosen on the dev split
 #: (docs/evaluation.md; tests/unit/test_docs_drift.py checks this is the choice).
 DEFAULT_ALPHA = 0.5
-#: Score normalisations of hybrid search (``milco_os.opensearch.hybrid``).
+#: Score normalisations of fused search (``milco_os.opensearch.hybrid``).
 HYBRID_NORMS = ("minmax", "rrf")
+#: How the dense view's k-NN list joins the sparse list on an index with a dense view (``--dense W``, fused by
+#: ``--hybrid-norm``, else :data:`DEFAULT_FUSION`), chosen on the dev split (docs/dense.md;
+#: tests/unit/test_docs_drift.py checks these are the choice).
+DEFAULT_DENSE_WEIGHT = 1.0
+DEFAULT_FUSION = "rrf"
 
 
 def _no_pruning() -> Pruning:
@@ -43,7 +49,8 @@ def _no_pruning() -> Pruning:
 class IndexSpec:
     """A milco-os index: ``bm25`` also indexes the text fields for full-text (hybrid) search;
     ``vectors_in_source=False`` keeps the sparse vectors out of ``_source`` (a smaller index; explain then
-    asks OpenSearch rather than reading the stored vectors)."""
+    asks OpenSearch rather than reading the stored vectors); ``dense`` adds the model's dense view as a k-NN
+    field (``dense_field``; never kept in ``_source``: explain reads its rank and similarity off the k-NN hits)."""
 
     text_fields: tuple[str, ...] = ("text",)
     pivot_field: str = PIVOT_FIELD
@@ -53,6 +60,8 @@ class IndexSpec:
     vectors_in_source: bool = True
     shards: int = 1
     replicas: int = 1
+    dense: bool = False
+    dense_field: str = DENSE_FIELD
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "text_fields", tuple(self.text_fields))
@@ -62,10 +71,10 @@ class IndexSpec:
         if self.doc_pruning.needs_stats:
             msg = f"document pruning {self.doc_pruning}: selective pruning is for queries (it needs the index)"
             raise ValueError(msg)
-        names = [*self.text_fields, self.pivot_field, self.echo_field]
+        names = [*self.text_fields, self.pivot_field, self.echo_field, *([self.dense_field] if self.dense else [])]
         if len(set(names)) != len(names):
             msg = (f"field names must differ: text fields {list(self.text_fields)}, pivot {self.pivot_field!r}, "
-                   f"echo {self.echo_field!r}")
+                   f"echo {self.echo_field!r}{f', dense {self.dense_field!r}' if self.dense else ''}")
             raise ValueError(msg)
         if self.shards < 1 or self.replicas < 0:
             msg = f"shards must be >= 1 and replicas >= 0, got {self.shards} and {self.replicas}"
@@ -121,7 +130,9 @@ class SearchOptions:
     filters: tuple[dict[str, Any], ...] = ()
     two_phase: TwoPhase | None = None
     hybrid_weight: float | None = None  # BM25 weight; None = no BM25 clause
-    hybrid_norm: str | None = None  # None: BM25 added to the sparse sum; minmax | rrf: two lists, fused
+    hybrid_norm: str | None = None  # None: BM25 added to the sparse sum; minmax | rrf: lists, fused
+    #: Weight of the dense view's list on an index with one: None = DEFAULT_DENSE_WEIGHT, 0 = sparse only.
+    dense_weight: float | None = None
     explain: bool = False
 
     def __post_init__(self) -> None:
@@ -135,12 +146,15 @@ class SearchOptions:
         if self.hybrid_weight is not None and not 0 < self.hybrid_weight <= MAX_HYBRID_WEIGHT:
             msg = f"hybrid weight must be in (0, {MAX_HYBRID_WEIGHT:g}], got {self.hybrid_weight}"
             raise ValueError(msg)
+        if self.dense_weight is not None and not 0 <= self.dense_weight <= MAX_HYBRID_WEIGHT:
+            msg = f"dense weight must be in [0, {MAX_HYBRID_WEIGHT:g}] (0: sparse only), got {self.dense_weight}"
+            raise ValueError(msg)
         if self.hybrid_norm is not None:
             if self.hybrid_norm not in HYBRID_NORMS:
                 msg = f"hybrid normalisation {self.hybrid_norm!r}: choose {', '.join(HYBRID_NORMS)}"
                 raise ValueError(msg)
-            if self.hybrid_weight is None:
-                msg = "hybrid normalisation needs a BM25 weight (--hybrid W)"
+            if self.hybrid_weight is None and self.dense_weight == 0:
+                msg = "hybrid normalisation needs lists to fuse: a BM25 weight (--hybrid W) or the dense view"
                 raise ValueError(msg)
             if self.two_phase is not None:
                 msg = "hybrid normalisation and two-phase do not combine (the fused lists are not rescored)"

@@ -92,18 +92,29 @@ class SparseVector:
 
 @dataclass(frozen=True, eq=False)
 class Encoded:
-    """One text encoded: the English ``pivot`` view and the source-token ``echo`` view.
+    """One text encoded: the English ``pivot`` view and the source-token ``echo`` view, and, when asked for
+    (``encode_documents(texts, dense=True)``), the ``dense`` view: an L2-normalised float32 embedding.
 
     Encoders without an echo view (plain English SPLADE) return an empty ``echo``.
     """
 
     pivot: SparseVector
     echo: SparseVector
+    dense: np.ndarray | None = None
 
 
 #: MILCO's released training scripts encode queries with 64 and passages with 256 tokens.
 DEFAULT_MAX_QUERY_LENGTH = 64
 DEFAULT_MAX_DOCUMENT_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class DenseInfo:
+    """A model's dense view: which embedding it is (``name``, ``fingerprint``) and its width."""
+
+    name: str
+    fingerprint: str
+    dimensions: int
 
 
 @dataclass(frozen=True)
@@ -122,6 +133,8 @@ class ModelInfo:
     #: term id): for models trained with top-k masking (csplade-mini). None keeps every non-zero term.
     query_top_k: int | None = None
     document_top_k: int | None = None
+    #: The dense view the encoder can emit beside the sparse ones (None: sparse only).
+    dense: DenseInfo | None = None
 
     def __post_init__(self) -> None:
         for key in ("query_top_k", "document_top_k"):

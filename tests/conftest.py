@@ -49,7 +49,7 @@ def opensearch_url(cache_dir: Path) -> Iterator[str]:
     from milco_os.localnode import LocalNode
 
     node = LocalNode(cache_dir, SELF_STARTED_PORT)
-    info = node.up()
+    info = node.up(plugins=("knn",))  # index create --dense needs the k-NN plugin
     try:
         yield info.url
     finally:

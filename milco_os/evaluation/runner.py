@@ -24,7 +24,7 @@ from milco_os.evaluation.systems import (
     run_sparse,
 )
 from milco_os.pruning import Pruning
-from milco_os.specs import DEFAULT_ALPHA
+from milco_os.specs import DEFAULT_ALPHA, DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION, SearchOptions
 
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
@@ -36,7 +36,7 @@ DATASETS = ("libreoffice-clir", "libreoffice-mlir", "libreoffice-keywords-clir",
 #: Datasets built from the English pages alone (``--languages`` does not apply to them).
 ENGLISH_ONLY = ("libreoffice-en",)
 SPLITS = ("dev", "test")
-SYSTEM_KINDS = ("bm25", "dense", "sparse")
+SYSTEM_KINDS = ("bm25", "dense", "sparse", "fused", "dense-view")
 #: The dense system's key among the encoders :func:`run_systems` keeps (the others are model references).
 DENSE_ENCODER = "<dense multilingual-e5-small>"
 
@@ -54,11 +54,23 @@ class SimpleEvalSet:
 # ------------------------------------------------------------------------------------------ planning
 @dataclass(frozen=True)
 class SystemSpec:
-    kind: str  # bm25 | dense | sparse
+    kind: str  # bm25 | dense | sparse | fused | dense-view
     name: str
     model: str | None = None
     doc_pruning: Pruning = field(default_factory=Pruning)
     alpha: float = DEFAULT_ALPHA
+    fusion: tuple[str, float] | None = None  # fused: (normalisation, weight of the dense list)
+
+
+def parse_fusion(text: str) -> tuple[str, float]:
+    """``NORM:W`` (e.g. ``rrf:1``) -> (norm, weight); a bad value is a ConfigError naming --fusion."""
+    norm, _, weight = text.partition(":")
+    try:
+        SearchOptions(hybrid_norm=norm, dense_weight=float(weight or DEFAULT_DENSE_WEIGHT))
+        return norm, float(weight or DEFAULT_DENSE_WEIGHT)
+    except ValueError as e:
+        msg = f"--fusion {text!r}: expected NORM:WEIGHT with NORM minmax or rrf and WEIGHT > 0 ({e})"
+        raise ConfigError(msg) from None
 
 
 def _short_model(model: str) -> str:
@@ -72,6 +84,7 @@ def plan_systems(
     doc_prunes: Sequence[str] = (),
     alpha: float | Sequence[float] = DEFAULT_ALPHA,
     default_model: str = "splade-tiny",
+    fusions: Sequence[str] = (),
 ) -> list[SystemSpec]:
     """One spec per system; ``sparse`` becomes one per (model, document pruning, alpha). Each ``doc_prunes``
     value is ``PIVOT[,ECHO]`` (one rule alone prunes both views). Sparse systems are named ``sparse`` when
@@ -85,9 +98,14 @@ def plan_systems(
     if len(set(kinds)) != len(kinds):
         msg = f"--systems {','.join(systems)!r}: a system is named twice"
         raise ConfigError(msg)
-    if (models or doc_prunes) and "sparse" not in kinds:
+    model_kinds = {"sparse", "fused", "dense-view"}
+    if (models or doc_prunes) and not model_kinds & set(kinds):
         msg = "--model and --doc-prune configure the sparse system; add sparse to --systems"
         raise ConfigError(msg)
+    if fusions and "fused" not in kinds:
+        msg = "--fusion configures the fused system; add fused to --systems"
+        raise ConfigError(msg)
+    fusion_list = list(dict.fromkeys(parse_fusion(f) for f in fusions or [f"{DEFAULT_FUSION}:{DEFAULT_DENSE_WEIGHT}"]))
     for a in alphas:
         if not 0 <= a <= 1:
             msg = f"--alpha {a}: must be in [0, 1] (1.0 is the pivot view only)"
@@ -102,20 +120,28 @@ def plan_systems(
     prunings = list(dict.fromkeys(prunings))
     specs: list[SystemSpec] = []
     for kind in kinds:
-        if kind != "sparse":
+        if kind not in model_kinds:
             specs.append(SystemSpec(kind=kind, name=kind))
             continue
         for model in model_list:
+            if kind == "dense-view":  # the model's dense view alone: no pruning, no alpha
+                suffix = f":{_short_model(model)}" if len(model_list) > 1 else ""
+                specs.append(SystemSpec(kind=kind, name=f"dense-view{suffix}", model=model))
+                continue
             for pruning in prunings:
                 for a in alphas:
-                    name = "sparse"
-                    if len(model_list) > 1:
-                        name += f":{_short_model(model)}"
-                    if len(prunings) > 1:
-                        name += f"[{pruning}]"
-                    if len(alphas) > 1:
-                        name += f" a={a:g}"
-                    specs.append(SystemSpec(kind="sparse", name=name, model=model, doc_pruning=pruning, alpha=a))
+                    for fusion in fusion_list if kind == "fused" else [None]:
+                        name = kind
+                        if len(model_list) > 1:
+                            name += f":{_short_model(model)}"
+                        if len(prunings) > 1:
+                            name += f"[{pruning}]"
+                        if len(alphas) > 1:
+                            name += f" a={a:g}"
+                        if fusion is not None and len(fusion_list) > 1:
+                            name += f" {fusion[0]}:{fusion[1]:g}"
+                        specs.append(SystemSpec(kind=kind, name=name, model=model, doc_pruning=pruning, alpha=a,
+                                                fusion=fusion))
     return specs
 
 
@@ -265,7 +291,7 @@ def run_systems(
     encoders = {} if encoders is None else encoders
     results = []
     for spec in specs:
-        if spec.kind in ("bm25", "sparse") and client is None:
+        if spec.kind != "dense" and client is None:
             msg = f"system {spec.name} needs OpenSearch"
             raise ConfigError(msg)
         if spec.kind == "bm25":
@@ -283,7 +309,8 @@ def run_systems(
             encoder = encoders[spec.model]
             result = run_sparse(
                 client, evalset, encoder, name=spec.name, doc_pruning=spec.doc_pruning, alpha=spec.alpha,
-                size=size, keep_index=keep_indices, progress=progress, model_ref=spec.model,
+                size=size, keep_index=keep_indices, progress=progress, model_ref=spec.model, fusion=spec.fusion,
+                dense_only=spec.kind == "dense-view",
             )
         results.append(result)
         if on_result:

@@ -5,6 +5,8 @@
 - ``dense``: multilingual-e5-small, exact cosine over the whole corpus in numpy (no index).
 - ``sparse``: a milco-os model through the product path: :func:`create_index`, :class:`Ingester`,
   :func:`search`.
+- ``fused``: the same with the model's dense view stored beside the sparse ones and fused at search time
+  (docs/dense.md); ``dense-view``: that dense view's k-NN list alone.
 
 All OpenSearch IO goes through :mod:`milco_os.opensearch`: nothing here builds requests or calls the client directly.
 """
@@ -16,7 +18,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -32,6 +34,8 @@ from milco_os.opensearch.bm25 import (
     choose_analyzers,
 )
 from milco_os.opensearch.bulk import BulkConfig, write_documents
+from milco_os.opensearch.documents import dense_values
+from milco_os.opensearch.hybrid import knn_body
 from milco_os.opensearch.indices import create_index, create_plain_index, delete_index, refresh
 from milco_os.opensearch.ingest import Ingester, batches
 from milco_os.opensearch.measure import force_merge, store_bytes
@@ -315,23 +319,23 @@ class MemoEncoder:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def encode_documents(self, texts: Sequence[str]) -> list[Encoded]:
-        return self._memo(texts, self._documents, self._inner.encode_documents)
+    def encode_documents(self, texts: Sequence[str], *, dense: bool = False) -> list[Encoded]:
+        return self._memo(texts, self._documents, self._inner.encode_documents, dense)
 
     def remember_documents(self, texts: Sequence[str], encoded: Sequence[Encoded]) -> None:
         """Take encodings made elsewhere (read back from a cache) as this encoder's own."""
         self._documents.update(zip(texts, encoded, strict=True))
 
-    def encode_queries(self, texts: Sequence[str]) -> list[Encoded]:
-        return self._memo(texts, self._queries, self._inner.encode_queries)
+    def encode_queries(self, texts: Sequence[str], *, dense: bool = False) -> list[Encoded]:
+        return self._memo(texts, self._queries, self._inner.encode_queries, dense)
 
     @staticmethod
-    def _memo(texts: Sequence[str], seen: dict[str, Encoded], encode: Callable[[list[str]], list[Encoded]]) -> list[
-        Encoded
-    ]:
-        new = list(dict.fromkeys(t for t in texts if t not in seen))
+    def _memo(texts: Sequence[str], seen: dict[str, Encoded], encode: Callable[..., list[Encoded]],
+              dense: bool) -> list[Encoded]:
+        """An encoding with the dense view also serves a request without it (the sparse views are the same)."""
+        new = list(dict.fromkeys(t for t in texts if t not in seen or (dense and seen[t].dense is None and t)))
         if new:
-            seen.update(zip(new, encode(new), strict=True))
+            seen.update(zip(new, encode(new, dense=dense), strict=True))
         return [seen[t] for t in texts]
 
 
@@ -350,8 +354,8 @@ class _CountingEncoder:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def encode_documents(self, texts: Sequence[str]) -> list[Encoded]:
-        encoded = self._inner.encode_documents(texts)
+    def encode_documents(self, texts: Sequence[str], *, dense: bool = False) -> list[Encoded]:
+        encoded = self._inner.encode_documents(texts, dense=dense)
         for enc in encoded:
             pruned = self._pruning.apply(enc)
             self.documents += 1
@@ -359,8 +363,8 @@ class _CountingEncoder:
             self.echo_terms += len(pruned.echo)
         return encoded
 
-    def encode_queries(self, texts: Sequence[str]) -> list[Encoded]:
-        encoded = self._inner.encode_queries(texts)
+    def encode_queries(self, texts: Sequence[str], *, dense: bool = False) -> list[Encoded]:
+        encoded = self._inner.encode_queries(texts, dense=dense)
         self.queries += len(encoded)
         self.query_terms += sum(len(enc.pivot) + len(enc.echo) for enc in encoded)
         return encoded
@@ -392,16 +396,23 @@ def run_sparse(
     keep_index: bool = False,
     progress: ProgressFn = no_progress,
     model_ref: str | None = None,
+    fusion: tuple[str, float] | None = None,
+    dense_only: bool = False,
 ) -> SystemResult:
     """Index the corpus with ``encoder`` (documents pruned by ``doc_pruning``) and search every query with
-    :func:`milco_os.opensearch.search.search` (``alpha`` weighs the pivot view; 1.0 is pivot only)."""
-    options = SearchOptions(size=size, alpha=alpha)
+    :func:`milco_os.opensearch.search.search` (``alpha`` weighs the pivot view; 1.0 is pivot only).
+
+    ``fusion`` (normalisation, weight): the index also holds the model's dense view, and search fuses its k-NN
+    list with the sparse one; ``dense_only``: the dense view's k-NN list alone (the ``dense-view`` system)."""
+    dense = fusion is not None or dense_only
+    options = SearchOptions(size=size, alpha=alpha, dense_weight=fusion[1] if fusion else 0,
+                            hybrid_norm=fusion[0] if fusion else None)
     info = encoder.info
     index = eval_index_name(evalset.name, name)
     counting = _CountingEncoder(encoder, doc_pruning)
     corpus = [{"id": str(d["id"]), "text": d["text"], "lang": d["lang"]} for d in evalset.corpus if d.get("text")]
     start = time.monotonic()
-    spec = IndexSpec(bm25=False, replicas=0, vectors_in_source=False, doc_pruning=doc_pruning)
+    spec = IndexSpec(bm25=False, replicas=0, vectors_in_source=False, doc_pruning=doc_pruning, dense=dense)
     create_index(client, index, info, spec)
     try:
         ingester = Ingester(client, index, counting, config=BulkConfig())  # type: ignore[arg-type]
@@ -416,7 +427,15 @@ def run_sparse(
         start = time.monotonic()
         run: dict[str, list[str]] = {}
         advance = progress(f"{name} search", len(evalset.queries))
-        for q in evalset.queries:
+        if dense_only:
+            vectors = counting.encode_queries([q["text"] for q in evalset.queries], dense=True)
+            bodies = [knn_body(dense_values(v.dense), spec.dense_field, size, None, [spec.dense_field])
+                      for v in vectors]
+            for part in batches(list(zip(evalset.queries, bodies, strict=True)), 100):
+                for q, ids in zip(part, msearch_ids(client, index, [b for _, b in part]), strict=True):
+                    run[q[0]["id"]] = ids
+                advance(len(part))
+        for q in evalset.queries if not dense_only else ():
             result = search(client, index, q["text"], counting, options)  # type: ignore[arg-type]
             run[q["id"]] = [h.id for h in result.hits]
             advance(1)
@@ -429,12 +448,14 @@ def run_sparse(
                   "fingerprint": info.fingerprint, "echo": info.echo_vocab is not None},
         "document_pruning": doc_pruning.to_meta(),
         "alpha": alpha,
-        "views": _views(alpha, info.echo_vocab is not None),
+        "views": "dense only" if dense_only else _views(alpha, info.echo_vocab is not None),
+        "dense": None if not dense else {"model": asdict(info.dense) if info.dense else None,
+                                         "fusion": {"norm": fusion[0], "weight": fusion[1]} if fusion else None},
         "size": size,
         "index": index if keep_index else None,
     }
     return SystemResult(
-        name=name, kind="sparse", run=run, config=config,
+        name=name, kind="dense-view" if dense_only else "fused" if fusion else "sparse", run=run, config=config,
         timing={"index_s": index_s, "search_s": search_s},
         stats={"documents": report.indexed, "avg_document_terms": counting.averages(),
                "avg_query_terms": counting.query_average(), "index_bytes": index_bytes},

@@ -210,13 +210,15 @@ class BertModel(nn.Module):
         self.encoder = BertEncoder(shape)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> EncoderOutput:
-        hidden = self.embeddings(input_ids)
-        mask = None
-        if attention_mask is not None and (exporting() or not bool(attention_mask.all())):
-            # transformers' sdpa mask: boolean [B, 1, L, L], True where a key may be attended; none without padding.
-            batch, length = input_ids.shape
-            mask = attention_mask.to(torch.bool)[:, None, None, :].expand(batch, 1, length, length).contiguous()
-        return EncoderOutput(self.encoder(hidden, mask))
+        return EncoderOutput(self.encoder(self.embeddings(input_ids), attention_mask_4d(input_ids, attention_mask)))
+
+
+def attention_mask_4d(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """transformers' sdpa mask: boolean [B, 1, L, L], True where a key may be attended; none without padding."""
+    if attention_mask is None or not (exporting() or not bool(attention_mask.all())):
+        return None
+    batch, length = input_ids.shape
+    return attention_mask.to(torch.bool)[:, None, None, :].expand(batch, 1, length, length).contiguous()
 
 
 class BertPredictionHeadTransform(nn.Module):

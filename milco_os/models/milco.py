@@ -26,10 +26,12 @@ import torch
 from torch import nn
 
 from milco_os.errors import ModelError
+from milco_os.models import bert
+from milco_os.models.dense import mean_pooled
 from milco_os.models.files import load_state_dict, quiet_transformers, read_config, weight_file
 from milco_os.models.layouts import milco_fingerprint, milco_layout
 from milco_os.models.pooling import log_saturate, masked_max
-from milco_os.types import ModelInfo, pad_vocab, vocab_from_tokenizer
+from milco_os.types import DenseInfo, ModelInfo, pad_vocab, vocab_from_tokenizer
 
 if TYPE_CHECKING:
     from milco_os.runtime.encoder import SparseEncoder
@@ -92,6 +94,8 @@ class MilcoModule(nn.Module):
             self.echo_row = nn.Linear(head_hidden, 1)
         # The official code pools over <s> and </s> too; [F] masks them. Off by default (code-faithful).
         self.mask_special_tokens = mask_special_tokens
+        #: The dense view's own top layers (:meth:`with_dense_view`); none: the module is sparse only.
+        self.dense_layers: nn.ModuleList | None = None
         self.register_buffer(
             "special_token_ids", torch.tensor(sorted(set(special_token_ids or [])), dtype=torch.long), persistent=False
         )
@@ -126,10 +130,47 @@ class MilcoModule(nn.Module):
             return log_saturate(self.echo_row(z).squeeze(-1)) * mask
         return torch.zeros_like(mask)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.hidden_states(input_ids, attention_mask)
+    def with_dense_view(self, original_layers: nn.ModuleList) -> None:
+        """Give the module a dense view: the backbone's original top layers (``original_layers``, in place of the
+        ones training changed) run on the shared lower states, then e5's mean pooling (:mod:`milco_os.models.dense`).
+        The backbone must be :mod:`milco_os.models.bert`'s (its layers are called one by one)."""
+        if not isinstance(self.m_model, bert.BertModel):
+            msg = "the dense view needs the plain-torch BERT backbone (milco_os.models.bert)"
+            raise ValueError(msg)
+        self.dense_layers = original_layers
+
+    def hidden_and_dense(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(H, the dense view [B, d]) from one pass: the layers below the changed ones are run once for both."""
+        if self.dense_layers is None:
+            msg = "this MILCO module has no dense view"
+            raise ValueError(msg)
+        m = self.m_model
+        mask = bert.attention_mask_4d(input_ids, attention_mask)
+        layers = m.encoder.layer
+        split = len(layers) - len(self.dense_layers)
+        hidden = m.embeddings(input_ids)
+        for layer in layers[:split]:
+            hidden = layer(hidden, mask)
+        dense = hidden
+        for layer in layers[split:]:
+            hidden = layer(hidden, mask)
+        for layer in self.dense_layers:
+            dense = layer(dense, mask)
+        return hidden, mean_pooled(dense, attention_mask)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, dense: bool = False
+    ) -> tuple[torch.Tensor, ...]:
+        """(pivot, echo), and the dense view last with ``dense`` (a module given :meth:`with_dense_view`)."""
+        if dense:
+            hidden, embedding = self.hidden_and_dense(input_ids, attention_mask)
+        else:
+            hidden = self.hidden_states(input_ids, attention_mask)
         pivot = log_saturate(self.pooled_logits(hidden, input_ids, attention_mask))
-        return pivot, self.echo_weights(hidden, attention_mask)
+        echo = self.echo_weights(hidden, attention_mask)
+        return (pivot, echo, embedding) if dense else (pivot, echo)
 
 
 def dual_view_scores(
@@ -243,6 +284,9 @@ def load_milco_dir(path: Path, name: str, **encoder_kwargs: Any) -> SparseEncode
         )
         raise ModelError(msg)
 
+    # The backbone's own embedding comes with the pass when its checkpoint is here in plain BERT form (milco-mini).
+    dense = _attach_dense_view(module, state, m_dir) if fast and (m_dir / "model.safetensors").is_file() else None
+    del state
     pivot_vocab = pad_vocab(vocab_from_tokenizer(en_tokenizer, name="en-wordpiece"), en_config.vocab_size)
     echo_vocab = pad_vocab(vocab_from_tokenizer(tokenizer, name="source-pieces"), m_config.vocab_size)
     info = ModelInfo(
@@ -254,6 +298,26 @@ def load_milco_dir(path: Path, name: str, **encoder_kwargs: Any) -> SparseEncode
         max_query_length=int(config.get("query_max_length", 64)),
         max_document_length=int(config.get("passage_max_length", 256)),
         details={"path": str(path), "echo_impl": echo_impl},
+        dense=dense,
     )
     kwargs = {"echo_special_tokens": bool(config.get("echo_special_tokens", False)), **encoder_kwargs}
     return TorchEncoder(info, tokenizer, module, **kwargs)
+
+
+def _attach_dense_view(module: MilcoModule, state: dict[str, torch.Tensor], backbone_dir: Path) -> DenseInfo | None:
+    """Give ``module`` the backbone checkpoint's embedding as its dense view: its original layers from the first
+    one training changed (docs/dense.md); None (no dense view) when training changed its embeddings too."""
+    import hashlib
+
+    from milco_os.models.dense import POOLING, first_changed_layer, original_top_layers
+    from milco_os.models.files import fingerprint_dir
+
+    start = first_changed_layer(state, backbone_dir, "m_model.")
+    if start is None:
+        return None
+    layers = len(module.m_model.encoder.layer)
+    module.with_dense_view(original_top_layers(backbone_dir, start) if start < layers else nn.ModuleList())
+    backbone = fingerprint_dir(backbone_dir, ["config.json", "model.safetensors"])
+    digest = hashlib.sha256(f"{backbone}\n{POOLING}\n".encode()).hexdigest()[:16]
+    return DenseInfo(name=f"{backbone_dir.name} ({POOLING} pooling)", fingerprint=f"sha256:{digest}",
+                     dimensions=int(module.m_model.shape.hidden_size))

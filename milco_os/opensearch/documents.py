@@ -1,8 +1,10 @@
-"""Pure builders: an encoded document -> a bulk action with ``rank_features`` values."""
+"""Pure builders: an encoded document -> a bulk action with ``rank_features`` values (and the dense view's vector)."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from milco_os.keys import encode_key
 from milco_os.types import Encoded, SparseVector
@@ -13,24 +15,35 @@ def feature_map(vec: SparseVector) -> dict[str, float]:
     return {encode_key(token): float(f"{weight:.5g}") for token, weight in vec.to_terms().items()}
 
 
+def dense_values(vector: np.ndarray) -> list[float]:
+    """The dense view as JSON numbers: seven significant digits, about what a float32 holds."""
+    return [float(f"{x:.7g}") for x in vector.tolist()]
+
+
 def document_source(
-    fields: dict[str, Any], encoded: Encoded, *, pivot_field: str, echo_field: str
+    fields: dict[str, Any], encoded: Encoded, *, pivot_field: str, echo_field: str, dense_field: str | None = None
 ) -> dict[str, Any]:
+    """The document as stored: its fields, the sparse views and, for an index with a dense view (``dense_field``),
+    the embedding (an empty text has none)."""
     source = dict(fields)
     if len(encoded.pivot):
         source[pivot_field] = feature_map(encoded.pivot)
     if len(encoded.echo):
         source[echo_field] = feature_map(encoded.echo)
+    if dense_field is not None and encoded.dense is not None:
+        source[dense_field] = dense_values(encoded.dense)
     return source
 
 
 def index_action(
-    index: str, doc_id: str, fields: dict[str, Any], encoded: Encoded, *, pivot_field: str, echo_field: str
+    index: str, doc_id: str, fields: dict[str, Any], encoded: Encoded, *, pivot_field: str, echo_field: str,
+    dense_field: str | None = None,
 ) -> dict[str, Any]:
     """A bulk ``index`` action; writing by id makes a retried or repeated write idempotent."""
     return {
         "_op_type": "index",
         "_index": index,
         "_id": doc_id,
-        "_source": document_source(fields, encoded, pivot_field=pivot_field, echo_field=echo_field),
+        "_source": document_source(fields, encoded, pivot_field=pivot_field, echo_field=echo_field,
+                                   dense_field=dense_field),
     }

@@ -1,19 +1,22 @@
-"""Hybrid search with score normalisation: the sparse expansion and BM25 as two result lists from one
-``_msearch`` round trip, fused per query (pure :func:`fuse`; IO in :func:`fused_hits`).
+"""Fused search: result lists from one ``_msearch`` round trip (the sparse expansion, and BM25 and/or the dense
+view's k-NN), each normalised, then summed with weights per query (pure :func:`fuse`; IO in :func:`fused_hits`).
 
 ``--hybrid W`` alone adds BM25 to the sparse query's sum, where BM25's score scale (unbounded, ~5-20 per
 matching term) meets the dot products' (~0.5-5). With ``--hybrid-norm``, each list is normalised first:
 ``minmax`` maps a list's scores to [0.001, 1] (a document missing from a list gets 0 there), ``rrf`` replaces
-scores by reciprocal ranks ``1 / (60 + rank)``; a document's score is then ``sparse + W * bm25``.
+scores by reciprocal ranks ``1 / (60 + rank)``; a document's score is then ``sparse + W * bm25``. An index with
+a dense view adds its k-NN list the same way, weighted ``--dense W`` (docs/dense.md).
 
 Where the neural-search plugin is installed, OpenSearch can fuse instead: :func:`plugin_body` is one search
-request with a ``hybrid`` query over the same two lists and a temporary search pipeline whose
-``normalization-processor`` (min-max, weights ``1 : W``) or ``score-ranker-processor`` (RRF, 60) ranks as
-:func:`fuse` does (``milco-os search --print-query ... --hybrid W --hybrid-norm N`` prints it).
+request with a ``hybrid`` query over the same lists and a temporary search pipeline whose
+``normalization-processor`` (min-max, weights ``1 : W ...``) or ``score-ranker-processor`` (RRF, 60) ranks as
+:func:`fuse` does (``milco-os search --print-query ...`` prints it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from milco_os.specs import HYBRID_NORMS
@@ -44,11 +47,17 @@ def normalised(scores: list[tuple[str, float]], norm: str) -> dict[str, float]:
     return {doc: ((s - low) / (high - low) or MIN_SCORE) if high > low else 1.0 for doc, s in scores}
 
 
-def fuse(sparse: list[tuple[str, float]], bm25: list[tuple[str, float]], *, weight: float,
-         norm: str) -> list[tuple[str, float]]:
-    """``sparse + weight * bm25`` after normalising each list; best first, ties by id."""
-    a, b = normalised(sparse, norm), normalised(bm25, norm)
-    fused = {doc: a.get(doc, 0.0) + weight * b.get(doc, 0.0) for doc in a.keys() | b.keys()}
+def fuse(lists: Sequence[list[tuple[str, float]]], weights: Sequence[float], *, norm: str) -> list[tuple[str, float]]:
+    """``sum(weight * normalised list score)`` over the lists (a list missing a document adds 0); best first, ties
+    by id."""
+    if len(lists) != len(weights):
+        msg = f"fuse: {len(lists)} lists but {len(weights)} weights"
+        raise ValueError(msg)
+    scored = [normalised(scores, norm) for scores in lists]
+    fused: dict[str, float] = {}
+    for scores, weight in zip(scored, weights, strict=True):
+        for doc, score in scores.items():
+            fused[doc] = fused.get(doc, 0.0) + weight * score
     return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
 
 
@@ -67,58 +76,84 @@ def bm25_body(text: str, fields: list[str], filters: list[dict[str, Any]] | None
     return body
 
 
-def fusion_processor(norm: str, weight: float) -> dict[str, Any]:
+def knn_body(vector: list[float], field: str, k: int, filters: list[dict[str, Any]] | None,
+             source_excludes: list[str] | None) -> dict[str, Any]:
+    """The dense view's ``k`` nearest documents (the k-NN plugin's ``knn`` query on the Lucene engine, which applies
+    ``filters`` while it searches the graph, so a filter never empties the list)."""
+    clause: dict[str, Any] = {"vector": vector, "k": k}
+    if filters:
+        clause["filter"] = {"bool": {"filter": filters}}
+    body: dict[str, Any] = {"query": {"knn": {field: clause}}, "size": k, "track_total_hits": False}
+    if source_excludes:
+        body["_source"] = {"excludes": source_excludes}
+    return body
+
+
+def fusion_processor(norm: str, weights: Sequence[float]) -> dict[str, Any]:
     """neural-search's search-phase processor ranking like :func:`fuse`: the weighted arithmetic mean of min-max
-    scores with weights ``1 : W`` is ``(sparse + W * bm25) / (1 + W)``; RRF sums ``1 / (60 + rank)``."""
+    scores with weights ``w_i / sum(w)`` is ``sum(w_i * score_i) / sum(w)``; RRF sums ``1 / (60 + rank)``."""
     if norm == "minmax":
+        total = sum(weights)
         return {"normalization-processor": {
             "normalization": {"technique": "min_max"},
             "combination": {"technique": "arithmetic_mean",
-                            "parameters": {"weights": [1 / (1 + weight), weight / (1 + weight)]}}}}
+                            "parameters": {"weights": [w / total for w in weights]}}}}
     if norm == "rrf":
-        if weight != 1:
-            msg = ("--hybrid-norm rrf in OpenSearch: neural-search's score-ranker-processor weighs both lists alike; "
-                   "use --hybrid 1")
+        if any(w != weights[0] for w in weights):
+            msg = ("rrf in OpenSearch: neural-search's score-ranker-processor weighs every list alike; "
+                   "give the lists equal weights (--hybrid 1, --dense 1)")
             raise ValueError(msg)
         return {"score-ranker-processor": {"combination": {"technique": "rrf", "rank_constant": RRF_K}}}
     msg = f"hybrid normalisation {norm!r}: choose {', '.join(HYBRID_NORMS)}"
     raise ValueError(msg)
 
 
-def plugin_body(sparse_query: dict[str, Any], bm25_query: dict[str, Any], *, norm: str, weight: float, size: int,
+def plugin_body(queries: Sequence[dict[str, Any]], weights: Sequence[float], *, norm: str, size: int,
                 from_: int) -> dict[str, Any]:
-    """One search request fused by OpenSearch (neural-search plugin): a ``hybrid`` query of both lists, each
+    """One search request fused by OpenSearch (neural-search plugin): a ``hybrid`` query of the lists, each
     ``window`` hits deep as :func:`fused_hits` fetches them, and a temporary search pipeline that fuses."""
     return {
-        "query": {"hybrid": {"queries": [sparse_query, bm25_query], "pagination_depth": window(size, from_)}},
+        "query": {"hybrid": {"queries": list(queries), "pagination_depth": window(size, from_)}},
         "size": size,
         "from": from_,
-        "search_pipeline": {"phase_results_processors": [fusion_processor(norm, weight)]},
+        "search_pipeline": {"phase_results_processors": [fusion_processor(norm, weights)]},
     }
 
 
+@dataclass(frozen=True)
+class Listed:
+    """Where a fused hit stood in one of the lists: its rank (from 1) and its score there."""
+
+    rank: int
+    score: float
+
+
 def fused_hits(
-    client: OpenSearch, index: str, sparse_body: dict[str, Any], bm25: dict[str, Any], *,
-    weight: float, norm: str, size: int, from_: int,
-) -> tuple[list[dict[str, Any]], int]:
-    """Run both bodies (each asked for :func:`window` hits) in one ``_msearch`` and fuse them: the hits of the
-    page ``from_ .. from_ + size`` as OpenSearch returned them (from the sparse list where a document is in
-    both) with ``_score`` the fused score, and OpenSearch's own time in ms."""
+    client: OpenSearch, index: str, bodies: dict[str, dict[str, Any]], weights: dict[str, float], *,
+    norm: str, size: int, from_: int,
+) -> tuple[list[dict[str, Any]], int, list[dict[str, Listed]]]:
+    """Run the named bodies (each asked for :func:`window` hits; a ``knn`` body keeps its own ``k``) in one
+    ``_msearch`` and fuse them: the hits of the page ``from_ .. from_ + size`` as OpenSearch returned them (from
+    the first list holding a document) with ``_score`` the fused score, OpenSearch's own time in ms, and per hit
+    where it stood in each list that held it."""
     from milco_os.errors import SearchIndexError
 
     n = window(size, from_)
+    names = list(bodies)
     lines: list[dict[str, Any]] = []
-    for body in (sparse_body, bm25):
-        lines += [{"index": index}, {**body, "size": n, "from": 0}]
+    for name in names:
+        lines += [{"index": index}, {**bodies[name], "size": n, "from": 0}]
     lists, raw, took = [], {}, 0
-    for response in client.msearch(body=lines)["responses"]:
+    for name, response in zip(names, client.msearch(body=lines)["responses"], strict=True):
         if "error" in response:
-            msg = f"hybrid search on {index!r} failed: {response['error']}"
+            msg = f"{name} search on {index!r} failed: {response['error']}"
             raise SearchIndexError(msg)
         hits = response["hits"]["hits"]
         lists.append([(h["_id"], float(h["_score"])) for h in hits])
         for h in hits:
             raw.setdefault(h["_id"], h)
         took = max(took, int(response.get("took", 0)))
-    page = fuse(lists[0], lists[1], weight=weight, norm=norm)[from_ : from_ + size]
-    return [{**raw[doc], "_score": score} for doc, score in page], took
+    page = fuse(lists, [weights[name] for name in names], norm=norm)[from_ : from_ + size]
+    where = [{name: Listed(rank, score) for name, scores in zip(names, lists, strict=True)
+              for rank, (doc_id, score) in enumerate(scores, 1) if doc_id == doc} for doc, _ in page]
+    return [{**raw[doc], "_score": score} for doc, score in page], took, where

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from milco_os.errors import ConfigError, JobStopped, OpenSearchUnavailable
+from milco_os.layout import read_layout
 from milco_os.opensearch.bulk import BulkConfig, BulkOutcome, BulkWriter
 from milco_os.opensearch.checkpoint import Checkpoint
 from milco_os.opensearch.documents import index_action
@@ -238,6 +239,8 @@ class Ingester:
         self.text_fields: list[str] = self.record["fields"]["text"]
         self.pivot_field = self.record["fields"]["pivot"]
         self.echo_field = self.record["fields"]["echo"]
+        dense = read_layout(self.record, index).dense
+        self.dense_field = dense.field if dense is not None else None
         self.pruning = Pruning.from_meta(self.record["document_pruning"])
         self.writer = BulkWriter(client, self.config, sleep=sleep)
         self.dead_letter = DeadLetter(dead_letter, append=append_dead_letter)
@@ -254,7 +257,8 @@ class Ingester:
             else:
                 valid.append(doc)
         assert self.encoder is not None
-        encoded = self.encoder.encode_documents([document_text(d, self.text_fields) for d in valid])
+        encoded = self.encoder.encode_documents([document_text(d, self.text_fields) for d in valid],
+                                                dense=self.dense_field is not None)
         actions, originals = [], {}
         for doc, enc in zip(valid, encoded, strict=True):
             pruned = self.pruning.apply(enc)
@@ -262,7 +266,7 @@ class Ingester:
             fields = {k: v for k, v in doc.items() if k != self.id_field}
             actions.append(
                 index_action(self.index, doc_id, fields, pruned, pivot_field=self.pivot_field,
-                             echo_field=self.echo_field)
+                             echo_field=self.echo_field, dense_field=self.dense_field)
             )
             originals[doc_id] = doc
         return actions, originals, invalid

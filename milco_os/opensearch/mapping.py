@@ -1,21 +1,35 @@
-"""Pure builders for the index body: text fields, ``rank_features`` fields and the ``_meta`` contract."""
+"""Pure builders for the index body: text fields, ``rank_features`` fields, the dense view's ``knn_vector`` and the
+``_meta`` contract (with its layout record, :mod:`milco_os.layout`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from milco_os import __version__
-from milco_os.errors import ModelMismatch
+from milco_os.errors import ConfigError, ModelMismatch
 from milco_os.keys import KEY_SCHEME_VERSION
+from milco_os.layout import DENSE_METHOD, DenseLayout, Layout, read_layout
 from milco_os.specs import IndexSpec
 from milco_os.types import ModelInfo
 
 META_KEY = "milco_os"
 
 
+def index_layout(info: ModelInfo, spec: IndexSpec) -> Layout:
+    """The layout ``spec`` asks of an index for the model ``info`` (a dense field needs a model with a dense view)."""
+    if not spec.dense:
+        return Layout()
+    if info.dense is None:
+        msg = f"--dense: model {info.name!r} has no dense view (milco-mini has one; docs/dense.md)"
+        raise ConfigError(msg)
+    model = {"name": info.dense.name, "fingerprint": info.dense.fingerprint}
+    return Layout(dense=DenseLayout(field=spec.dense_field, dimensions=info.dense.dimensions, model=model))
+
+
 def index_meta(info: ModelInfo, spec: IndexSpec) -> dict[str, Any]:
     """The ``_meta.milco_os`` record every milco-os index carries."""
     return {
+        "layout": index_layout(info, spec).to_meta(),
         "model": {"name": info.name, "family": info.family, "fingerprint": info.fingerprint},
         "vocab": {
             "pivot": {"name": info.pivot_vocab.name, "fingerprint": info.pivot_vocab.fingerprint},
@@ -39,13 +53,18 @@ def index_body(info: ModelInfo, spec: IndexSpec) -> dict[str, Any]:
     properties: dict[str, Any] = {field: dict(text_mapping) for field in spec.text_fields}
     properties[spec.pivot_field] = {"type": "rank_features"}
     properties[spec.echo_field] = {"type": "rank_features"}
-    mappings: dict[str, Any] = {"_meta": {META_KEY: index_meta(info, spec)}, "properties": properties}
-    if not spec.vectors_in_source:
-        mappings["_source"] = {"excludes": [spec.pivot_field, spec.echo_field]}
-    return {
-        "settings": {"index": {"number_of_shards": spec.shards, "number_of_replicas": spec.replicas}},
-        "mappings": mappings,
-    }
+    meta = index_meta(info, spec)
+    mappings: dict[str, Any] = {"_meta": {META_KEY: meta}, "properties": properties}
+    settings: dict[str, Any] = {"number_of_shards": spec.shards, "number_of_replicas": spec.replicas}
+    excludes = [] if spec.vectors_in_source else [spec.pivot_field, spec.echo_field]
+    dense = meta["layout"]["dense"]
+    if dense is not None:
+        properties[dense["field"]] = {"type": "knn_vector", "dimension": dense["dimensions"], "method": DENSE_METHOD}
+        settings["knn"] = True
+        excludes.append(dense["field"])
+    if excludes:
+        mappings["_source"] = {"excludes": excludes}
+    return {"settings": {"index": settings}, "mappings": mappings}
 
 
 def check_meta(meta: dict[str, Any] | None, info: ModelInfo, index: str) -> dict[str, Any]:
@@ -66,5 +85,11 @@ def check_meta(meta: dict[str, Any] | None, info: ModelInfo, index: str) -> dict
             f"index {index!r} was built with model {model.get('name')!r} ({model.get('fingerprint')}), "
             f"but the loaded model is {info.name!r} ({info.fingerprint}); mixing models gives meaningless scores"
         )
+        raise ModelMismatch(msg, index, model.get("name"))
+    dense = read_layout(record, index).dense
+    if dense is not None and (info.dense is None or info.dense.fingerprint != dense.model.get("fingerprint")):
+        loaded = f"{info.dense.name!r} ({info.dense.fingerprint})" if info.dense else "none"
+        msg = (f"index {index!r} has a dense view from {dense.model.get('name')!r} ({dense.model.get('fingerprint')}),"
+               f" but the loaded model's dense view is {loaded}")
         raise ModelMismatch(msg, index, model.get("name"))
     return record

@@ -187,6 +187,19 @@ def model_query(
     return {"bool": {"should": should}} if should else match_nothing()
 
 
+def record_model(index_meta: dict[str, Any], key: str) -> str:
+    """The id of a registered index's ml-commons model ``key`` (e.g. ``query/dense``)."""
+    reg = index_meta.get(RECORD_KEY)
+    if not reg:
+        msg = "the index has no ml-commons models; run `milco-os ml-commons register --index NAME` first"
+        raise ConfigError(msg)
+    if key not in reg["models"]:
+        msg = (f"the index's ml-commons registration has no {key} model (registered before the index had it?); "
+               "unregister and register again")
+        raise ConfigError(msg)
+    return str(reg["models"][key])
+
+
 def record_query(text: str, index_meta: dict[str, Any], *, alpha: float = DEFAULT_ALPHA) -> dict[str, Any]:
     """:func:`model_query` with the query models a registered index records in its ``_meta``."""
     reg = index_meta.get(RECORD_KEY)

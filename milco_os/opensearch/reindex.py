@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from milco_os.errors import ConfigError, IndexExists, JobStopped, OpenSearchUnavailable, SearchIndexError
+from milco_os.layout import read_layout
 from milco_os.opensearch.bulk import BulkConfig
 from milco_os.opensearch.checkpoint import Checkpoint, InterruptedJob
 from milco_os.opensearch.client import describe_transport_error
@@ -224,6 +225,10 @@ def _check_same_layout(record: dict[str, Any], wanted: dict[str, Any], dest: str
         if record.get(key) != wanted[key]:
             msg = f"{dest!r} was created with {key} {record.get(key)}, not {wanted[key]}"
             raise ConfigError(msg)
+    has, wants = read_layout(record, dest), read_layout(wanted, dest)
+    if has != wants:
+        msg = f"{dest!r} was created with layout {has.to_meta()}, not {wants.to_meta()}"
+        raise ConfigError(msg)
 
 
 def swap_alias(client: OpenSearch, alias: str, index: str) -> None:

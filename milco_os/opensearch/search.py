@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from milco_os.layout import read_layout
+from milco_os.opensearch.hybrid import Listed
 from milco_os.opensearch.indices import checked_record
 from milco_os.opensearch.query import (
     Hybrid,
@@ -13,7 +15,7 @@ from milco_os.opensearch.query import (
     search_body,
     term_contributions,
 )
-from milco_os.specs import DEFAULT_QUERY_PRUNE, SearchOptions
+from milco_os.specs import DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION, DEFAULT_QUERY_PRUNE, SearchOptions
 from milco_os.types import Encoded
 
 if TYPE_CHECKING:
@@ -25,14 +27,34 @@ if TYPE_CHECKING:
 
 @dataclass
 class Hit:
+    """One hit. ``lists``: where a fused hit stood in each result list that held it (``sparse``, ``bm25``,
+    ``dense``); empty without fusion."""
+
     id: str
     score: float
     source: dict[str, Any]
     terms: list[TermContribution] = field(default_factory=list)
+    lists: dict[str, Listed] = field(default_factory=dict)
+
+    @property
+    def sparse_score(self) -> float:
+        """The score of the sparse expansion (what the terms add up to): the hit's score without fusion."""
+        listed = self.lists.get("sparse")
+        return listed.score if listed is not None else (0.0 if self.lists else self.score)
+
+    @property
+    def dense_similarity(self) -> float | None:
+        """Cosine of query and document dense views, from the k-NN score ((1 + cos) / 2); None: not in that list."""
+        listed = self.lists.get("dense")
+        return None if listed is None else 2 * listed.score - 1
 
     def to_dict(self, top_terms: int | None = None) -> dict[str, Any]:
         terms = self.terms if top_terms is None else self.terms[:top_terms]
-        return {"id": self.id, "score": self.score, "source": self.source, "terms": [asdict(t) for t in terms]}
+        out = {"id": self.id, "score": self.score, "source": self.source, "terms": [asdict(t) for t in terms]}
+        if self.lists:
+            out["lists"] = {name: asdict(listed) for name, listed in self.lists.items()}
+            out["dense_similarity"] = self.dense_similarity
+        return out
 
 
 @dataclass
@@ -41,6 +63,8 @@ class SearchResult:
     hits: list[Hit]
     took_ms: int
     body: dict[str, Any]
+    #: The fused lists, in order (empty without fusion).
+    lists: tuple[str, ...] = ()
 
     def to_dict(self, top_terms: int | None = None) -> dict[str, Any]:
         return {
@@ -66,12 +90,16 @@ def query_request(
     """The exact search body for ``text``, for users who send queries from their own code: ``rank_feature``
     (what ``search`` sends), ``neural_sparse`` with ``query_tokens`` (neural-search plugin; keys as the index
     stores them, alpha folded into the weights), or ``model`` (``neural_sparse`` with the ml-commons query models
-    registered for the index: OpenSearch encodes the text; no encoder needed). With ``hybrid_norm`` the body
-    is neural-search's ``hybrid`` query of that sparse query and BM25, fused by a temporary search pipeline
+    registered for the index: OpenSearch encodes the text; no encoder needed). When ``search`` would fuse lists
+    (``hybrid_norm``, an index with a dense view) the body is neural-search's ``hybrid`` query of that sparse
+    query, BM25 and the dense view (``knn`` with the query's vector, or for ``model`` a ``neural`` query with the
+    index's ml-commons dense model), fused by a temporary search pipeline
     (:func:`milco_os.opensearch.hybrid.plugin_body`; ``search`` fuses the same lists itself)."""
     from milco_os.errors import ConfigError
+    from milco_os.opensearch.documents import dense_values
+    from milco_os.opensearch.hybrid import bm25_body, plugin_body, window
     from milco_os.opensearch.indices import index_record
-    from milco_os.opensearch.mlcommons import record_query
+    from milco_os.opensearch.mlcommons import record_model, record_query
     from milco_os.opensearch.query import expansion_query, neural_sparse_query
     from milco_os.pruning import Pruning
 
@@ -79,14 +107,20 @@ def query_request(
     if form not in QUERY_FORMS:
         msg = f"--print-query {form!r}: choose {', '.join(QUERY_FORMS)}"
         raise ConfigError(msg)
-    if form == "rank_feature" and options.hybrid_norm is None:
+    if form == "model":
+        record = index_record(client, index)
+    else:
         assert encoder is not None
         record = checked_record(client, index, encoder.info)
+    fusion = fusion_plan(record, index, options)
+    if form == "rank_feature" and fusion is None:
+        assert encoder is not None
         return _request(record, text, encoder, options, term_stats(client, index, record, options, stats))[1]
     if options.two_phase is not None or (options.hybrid_weight is not None and options.hybrid_norm is None):
         msg = (f"--print-query {form}: two-phase and a raw hybrid sum belong to the index's ml-commons search "
                "pipeline (milco-os ml-commons register --two-phase), not to the query")
         raise ConfigError(msg)
+    dense_clause: dict[str, Any] | None = None
     if form == "model":
         # OpenSearch encodes and prunes the query as registered: only the full query or the CLI's default
         # (which nobody asked for) can pass here unnoticed.
@@ -94,29 +128,42 @@ def query_request(
             msg = ("--print-query model: OpenSearch encodes the query, pruned as registered "
                    "(milco-os ml-commons register --query-prune); drop --query-prune here")
             raise ConfigError(msg)
-        record = index_record(client, index)
         query = record_query(text, record, alpha=options.alpha)
     else:
         assert encoder is not None
-        record = checked_record(client, index, encoder.info)
         stats = term_stats(client, index, record, options, stats)
-        encoded = options.query_pruning.apply(encoder.encode_queries([text])[0], stats)
+        dense = fusion is not None and "dense" in fusion.weights
+        encoded = options.query_pruning.apply(encoder.encode_queries([text], dense=dense)[0], stats)
         fields = {"pivot_field": record["fields"]["pivot"], "echo_field": record["fields"]["echo"]}
         query = (neural_sparse_query(encoded, **fields, alpha=options.alpha) if form == "neural_sparse"
                  else expansion_query(encoded, **fields, alpha=options.alpha))
+        if dense and encoded.dense is not None:
+            dense_clause = {"vector": dense_values(encoded.dense)}
     filters = list(options.filters)
     if filters and "should" in query["bool"]:
         query["bool"] |= {"filter": filters, "minimum_should_match": 1}
-    if options.hybrid_norm is not None:  # fused by OpenSearch: neural-search's hybrid query and processors
-        from milco_os.opensearch.hybrid import bm25_body, plugin_body
-
-        bm25 = bm25_body(text, list(record["fields"]["text"]), filters or None, None)["query"]
-        try:
-            return plugin_body(query, bm25, norm=options.hybrid_norm, weight=options.hybrid_weight or 1.0,
-                               size=options.size, from_=options.from_)
-        except ValueError as e:
-            raise ConfigError(str(e)) from e
-    return {"query": query, "size": options.size, "from": options.from_}
+    if fusion is None:
+        return {"query": query, "size": options.size, "from": options.from_}
+    # Fused by OpenSearch: neural-search's hybrid query and processors.
+    queries, weights = [query], [1.0]
+    if "bm25" in fusion.weights:
+        queries.append(bm25_body(text, list(record["fields"]["text"]), filters or None, None)["query"])
+        weights.append(fusion.weights["bm25"])
+    if "dense" in fusion.weights:
+        layout = read_layout(record, index).dense
+        assert layout is not None
+        if form == "model":
+            dense_clause = {"query_text": text, "model_id": record_model(record, "query/dense")}
+        if dense_clause is not None:
+            dense_clause["k"] = window(options.size, options.from_)
+            if filters:
+                dense_clause["filter"] = {"bool": {"filter": filters}}
+            queries.append({"neural" if form == "model" else "knn": {layout.field: dense_clause}})
+            weights.append(fusion.weights["dense"])
+    try:
+        return plugin_body(queries, weights, norm=fusion.norm, size=options.size, from_=options.from_)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
 
 
 def needs_term_stats(options: SearchOptions) -> bool:
@@ -136,12 +183,14 @@ def term_stats(
 
 
 def _request(
-    record: dict[str, Any], text: str, encoder: SparseEncoder, options: SearchOptions, stats: TermStats | None = None
+    record: dict[str, Any], text: str, encoder: SparseEncoder, options: SearchOptions, stats: TermStats | None = None,
+    *, dense: bool = False,
 ) -> tuple[Encoded, dict[str, Any]]:
-    """(the pruned query, the ``rank_feature`` search body) for ``text`` on an index with ``record``."""
+    """(the pruned query, the ``rank_feature`` search body) for ``text`` on an index with ``record``; ``dense``:
+    the query's dense view too (same pass)."""
     pivot_field, echo_field = record["fields"]["pivot"], record["fields"]["echo"]
     from_source = record.get("vectors_in_source", True)
-    query = options.query_pruning.apply(encoder.encode_queries([text])[0], stats)
+    query = options.query_pruning.apply(encoder.encode_queries([text], dense=dense)[0], stats)
     hybrid = (
         Hybrid(text=text, fields=tuple(record["fields"]["text"]), weight=options.hybrid_weight)
         if options.hybrid_weight is not None
@@ -181,21 +230,21 @@ def search(
     pivot_field, echo_field = record["fields"]["pivot"], record["fields"]["echo"]
     from_source = record.get("vectors_in_source", True)
     stats = term_stats(client, index, record, options, stats)
-    if options.hybrid_norm is not None:  # two lists from one _msearch, normalised and fused
-        from milco_os.opensearch.hybrid import bm25_body, fused_hits
+    fusion = fusion_plan(record, index, options)
+    where: list[dict[str, Listed]] = []
+    if fusion is not None:  # several lists from one _msearch, normalised and fused
+        from milco_os.opensearch.hybrid import fused_hits
 
-        query, body = _request(record, text, encoder, replace(options, hybrid_weight=None, hybrid_norm=None), stats)
-        bm25 = bm25_body(text, list(record["fields"]["text"]), list(options.filters) or None,
-                         body.get("_source", {}).get("excludes"))
-        raw_hits, took = fused_hits(client, index, body, bm25, weight=options.hybrid_weight or 1.0,
-                                    norm=options.hybrid_norm, size=options.size, from_=options.from_)
-        body = {"msearch": [body, bm25], "fusion": {"norm": options.hybrid_norm, "weight": options.hybrid_weight}}
+        query, bodies = _fused_bodies(record, text, encoder, options, fusion, stats)
+        raw_hits, took, where = fused_hits(client, index, bodies, fusion.weights, norm=fusion.norm,
+                                           size=options.size, from_=options.from_)
+        body = {"msearch": list(bodies.values()), "fusion": {"norm": fusion.norm, "weights": fusion.weights}}
     else:
         query, body = _request(record, text, encoder, options, stats)
         resp = client.search(index=index, body=body)
         raw_hits, took = resp["hits"]["hits"], int(resp.get("took", 0))
     hits = []
-    for h in raw_hits:
+    for i, h in enumerate(raw_hits):
         source = h.get("_source", {})
         terms: list[TermContribution] = []
         if options.explain:
@@ -208,8 +257,67 @@ def search(
                     h.get("_explanation", {}), alpha=options.alpha, pivot_field=pivot_field, echo_field=echo_field
                 )
         shown = {k: v for k, v in source.items() if k not in (pivot_field, echo_field)}
-        hits.append(Hit(id=h["_id"], score=float(h["_score"]), source=shown, terms=terms))
-    return SearchResult(query=query, hits=hits, took_ms=took, body=body)
+        hits.append(Hit(id=h["_id"], score=float(h["_score"]), source=shown, terms=terms,
+                        lists=where[i] if where else {}))
+    return SearchResult(query=query, hits=hits, took_ms=took, body=body,
+                        lists=tuple(fusion.weights) if fusion is not None else ())
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """Which lists a search fuses (``sparse`` always; ``bm25``, ``dense``), their weights and the normalisation."""
+
+    weights: dict[str, float]
+    norm: str
+
+
+def fusion_plan(record: dict[str, Any], index: str, options: SearchOptions) -> Fusion | None:
+    """The lists ``options`` fuse on an index with ``record`` (None: one sparse request, BM25 summed in if asked).
+    The dense view joins when the index has one, weighted ``options.dense_weight`` (None: the default; 0: not)."""
+    from milco_os.errors import ConfigError
+
+    dense = read_layout(record, index).dense
+    dense_weight = options.dense_weight
+    if dense is None and dense_weight:
+        msg = f"--dense: index {index!r} has no dense view (create it with milco-os index create --dense)"
+        raise ConfigError(msg)
+    weights = {"sparse": 1.0}
+    if options.hybrid_norm is not None and options.hybrid_weight is not None:
+        weights["bm25"] = options.hybrid_weight
+    if dense is not None and dense_weight != 0:
+        weights["dense"] = DEFAULT_DENSE_WEIGHT if dense_weight is None else dense_weight
+    if len(weights) == 1:
+        if options.hybrid_norm is not None:
+            msg = f"--hybrid-norm: nothing to fuse on index {index!r} (no --hybrid weight, no dense view)"
+            raise ConfigError(msg)
+        return None
+    return Fusion(weights, options.hybrid_norm or DEFAULT_FUSION)
+
+
+def _fused_bodies(
+    record: dict[str, Any], text: str, encoder: SparseEncoder, options: SearchOptions, fusion: Fusion,
+    stats: TermStats | None,
+) -> tuple[Encoded, dict[str, dict[str, Any]]]:
+    """(the pruned query, a body per fused list): each list as deep as the fusion reads it."""
+    from milco_os.opensearch.documents import dense_values
+    from milco_os.opensearch.hybrid import bm25_body, knn_body, window
+
+    depth = window(options.size, options.from_)
+    # BM25 joins the sparse sum unless it is a list of its own; the sparse list is asked for `depth` hits
+    # directly, so a two-phase rescore window covers all of them.
+    sparse_options = replace(options, size=depth, from_=0, hybrid_norm=None,
+                             hybrid_weight=None if "bm25" in fusion.weights else options.hybrid_weight)
+    query, sparse = _request(record, text, encoder, sparse_options, stats, dense="dense" in fusion.weights)
+    excludes = sparse.get("_source", {}).get("excludes")
+    filters = list(options.filters) or None
+    bodies = {"sparse": sparse}
+    if "bm25" in fusion.weights:
+        bodies["bm25"] = bm25_body(text, list(record["fields"]["text"]), filters, excludes)
+    if "dense" in fusion.weights and query.dense is not None:
+        dense = read_layout(record, "").dense
+        assert dense is not None
+        bodies["dense"] = knn_body(dense_values(query.dense), dense.field, depth, filters, excludes)
+    return query, bodies
 
 
 def msearch_ids(client: OpenSearch, index: str, bodies: list[dict[str, Any]]) -> list[list[str]]:

@@ -13,6 +13,7 @@ every position once over the whole text instead. A model trained with top-k mask
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import numpy as np
 from milco_os.errors import EncodingError, ModelError
 from milco_os.pruning import Prune
 from milco_os.types import (
+    DenseInfo,
     Encoded,
     ModelInfo,
     SparseVector,
@@ -57,7 +59,7 @@ def keep_top_k(encoded: list[Encoded], k: int | None) -> list[Encoded]:
     if k is None:
         return encoded
     rule = Prune("top_k", k)
-    return [Encoded(rule.apply(e.pivot), e.echo) for e in encoded]
+    return [dataclasses.replace(e, pivot=rule.apply(e.pivot)) for e in encoded]
 
 
 @dataclass
@@ -120,17 +122,28 @@ class SparseEncoder:
     def has_echo(self) -> bool:
         return self.info.echo_vocab is not None
 
-    def encode_queries(self, texts: Sequence[str]) -> list[Encoded]:
-        encoded = self._encode(validate_texts(texts), self.info.max_query_length)
+    @property
+    def has_dense(self) -> bool:
+        return self.info.dense is not None
+
+    def encode_queries(self, texts: Sequence[str], *, dense: bool = False) -> list[Encoded]:
+        """``dense``: also the dense view (:attr:`has_dense` models only), from the same pass."""
+        encoded = self._encode(validate_texts(texts), self.info.max_query_length, dense)
         return keep_top_k(encoded, self.info.query_top_k)
 
-    def encode_documents(self, texts: Sequence[str]) -> list[Encoded]:
-        encoded = self._encode(validate_texts(texts), self.info.max_document_length)
+    def encode_documents(self, texts: Sequence[str], *, dense: bool = False) -> list[Encoded]:
+        encoded = self._encode(validate_texts(texts), self.info.max_document_length, dense)
         return keep_top_k(encoded, self.info.document_top_k)
 
-    # ------------------------------------------------------------------ runtime hook
+    # ------------------------------------------------------------------ runtime hooks
     def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[B, L] int64 ids and mask -> (pivot [B, V_pivot] float32, echo [B, L] float32)."""
+        raise NotImplementedError
+
+    def _forward_dense(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As :meth:`_forward`, plus the dense view [B, D] float32 (L2-normalised per window)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ internals
@@ -175,9 +188,12 @@ class SparseEncoder:
             batches.append(batch)
         return batches
 
-    def _encode(self, texts: list[str], max_length: int) -> list[Encoded]:
+    def _encode(self, texts: list[str], max_length: int, with_dense: bool = False) -> list[Encoded]:
         if not texts:
             return []
+        if with_dense and self.info.dense is None:
+            msg = f"model {self.info.name!r} has no dense view (sparse only)"
+            raise ModelError(msg)
         tokenized = self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
         windows: list[_Window] = []
         for i, ids in enumerate(tokenized):
@@ -187,6 +203,8 @@ class SparseEncoder:
         pivot_vocab, echo_vocab = self.info.pivot_vocab, self.info.echo_vocab
         pivot_dense: dict[int, np.ndarray] = {}
         echo_sums: dict[int, dict[int, float]] = {}
+        # A text's dense view: the mean of its windows' embeddings, normalised again.
+        dense_sums: dict[int, np.ndarray] = {}
         for batch in self._batches(windows):
             width = len(batch[-1].input_ids)
             ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
@@ -194,7 +212,13 @@ class SparseEncoder:
             for r, w in enumerate(batch):
                 ids[r, : len(w.input_ids)] = w.input_ids
                 mask[r, : len(w.input_ids)] = 1
-            pivot, echo = self._forward(ids, mask)
+            if with_dense:
+                pivot, echo, embedded = self._forward_dense(ids, mask)
+                for r, w in enumerate(batch):
+                    acc = dense_sums.get(w.text_index)
+                    dense_sums[w.text_index] = embedded[r].astype(np.float32) if acc is None else acc + embedded[r]
+            else:
+                pivot, echo = self._forward(ids, mask)
             for r, w in enumerate(batch):
                 acc = pivot_dense.get(w.text_index)
                 pivot_dense[w.text_index] = pivot[r].copy() if acc is None else np.maximum(acc, pivot[r])
@@ -226,8 +250,17 @@ class SparseEncoder:
                     np.fromiter(sums.values(), dtype=np.float32, count=len(sums)),
                     echo_vocab,
                 )
-            results.append(Encoded(pivot_vec, echo_vec))
+            results.append(Encoded(pivot_vec, echo_vec, self._dense_of(dense_sums.get(i)) if with_dense else None))
         return results
+
+    @staticmethod
+    def _dense_of(summed: np.ndarray | None) -> np.ndarray | None:
+        """A text's dense view from the sum of its windows' embeddings (an empty text has none: a zero vector
+        has no cosine)."""
+        if summed is None:
+            return None
+        norm = float(np.linalg.norm(summed))
+        return (summed / norm if norm > 0 else summed).astype(np.float32)
 
 
 MODEL_INFO_FILE = "milco_os_model.json"
@@ -249,6 +282,7 @@ def save_model_info(info: ModelInfo, directory: Path) -> None:
         "pivot_vocab": info.pivot_vocab.name,
         "echo_vocab": info.echo_vocab.name if info.echo_vocab is not None else None,
         "details": info.details,
+        "dense": dataclasses.asdict(info.dense) if info.dense is not None else None,
     }
     (directory / MODEL_INFO_FILE).write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
     vocabs = {"pivot": list(info.pivot_vocab.tokens)}
@@ -287,10 +321,11 @@ def load_model_info(directory: Path) -> ModelInfo:
             # Absent in exports written before these keys existed: no top-k.
             query_top_k=record.get("query_top_k"),
             document_top_k=record.get("document_top_k"),
+            dense=DenseInfo(**record["dense"]) if record.get("dense") else None,
         )
     except KeyError as e:
         msg = f"{directory / MODEL_INFO_FILE}: missing key {e}"
         raise ModelError(msg) from e
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         msg = f"{directory / MODEL_INFO_FILE}: {e}"
         raise ModelError(msg) from e

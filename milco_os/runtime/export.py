@@ -12,7 +12,8 @@ Layout of an exported directory (one directory holds every variant of one source
     tokenizer files        ``tokenizer.save_pretrained``
 
 Every graph has inputs ``input_ids`` / ``attention_mask`` (int64 [batch, sequence]) and outputs ``pivot``
-(float32 [batch, V_pivot]) and ``echo`` (float32 [batch, sequence]), the contract of every model family.
+(float32 [batch, V_pivot]) and ``echo`` (float32 [batch, sequence]), the contract of every model family; a model
+with a dense view (``ModelInfo.dense``) adds ``dense`` (float32 [batch, D], one L2-normalised row per window).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MANIFEST_FILE = "milco_os_onnx.json"
-MANIFEST_FORMAT = 1
+#: 2: a model's dense view is exported too (an output ``dense``). Part of the cached export's directory name.
+MANIFEST_FORMAT = 2
 #: Variant name -> file name. ``None`` (no quantization) is the fp32 variant.
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 QUANTIZATIONS = ("int8", "fp16")
@@ -49,11 +51,13 @@ EXTERNAL_DATA_BYTES = 1_800_000_000
 
 INPUT_NAMES = ["input_ids", "attention_mask"]
 OUTPUT_NAMES = ["pivot", "echo"]
+DENSE_OUTPUT = "dense"
 DYNAMIC_AXES = {
     "input_ids": {0: "batch", 1: "sequence"},
     "attention_mask": {0: "batch", 1: "sequence"},
     "pivot": {0: "batch"},
     "echo": {0: "batch", 1: "sequence"},
+    DENSE_OUTPUT: {0: "batch"},
 }
 
 #: int8 settings (see bench/encode.py for the measurements behind them): per-channel weight scales keep
@@ -149,7 +153,7 @@ def export_onnx(
         "exporter": "torch.onnx.export(dynamo=False)",
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
         "inputs": INPUT_NAMES,
-        "outputs": OUTPUT_NAMES,
+        "outputs": output_names(info),
         "default": variant,
         "variants": variants,
     }
@@ -166,6 +170,10 @@ def export_onnx(
 
 
 # ---------------------------------------------------------------------------------------------- export
+def output_names(info: ModelInfo) -> list[str]:
+    return OUTPUT_NAMES + ([DENSE_OUTPUT] if info.dense is not None else [])
+
+
 def _example_inputs(encoder: TorchEncoder, device: Any) -> tuple[Any, Any]:
     """Two rows of different lengths (the second padded), so the trace sees a real padding mask and
     no shape-specialised shortcut ("mask all ones -> drop it") is baked into the graph."""
@@ -230,16 +238,17 @@ def _torch_export(encoder: TorchEncoder, model: Any, path: Path, opset: int) -> 
     _register_symbolics()
     was_training = model.training
     model.eval()
+    graph = _with_dense(model).eval() if encoder.info.dense is not None else model
     try:
         with warnings.catch_warnings(record=True) as caught, torch.no_grad():
             warnings.simplefilter("always")
             torch.onnx.export(
-                model,
+                graph,
                 args,
                 str(path),
                 dynamo=False,
                 input_names=INPUT_NAMES,
-                output_names=OUTPUT_NAMES,
+                output_names=output_names(encoder.info),
                 dynamic_axes=DYNAMIC_AXES,
                 opset_version=opset,
                 do_constant_folding=True,
@@ -251,6 +260,21 @@ def _torch_export(encoder: TorchEncoder, model: Any, path: Path, opset: int) -> 
         raise ModelError(msg) from e
     finally:
         model.train(was_training)
+
+
+def _with_dense(model: Any) -> Any:
+    """``model`` as a module whose one call returns ``(pivot, echo, dense)``: the graph of a model with a dense view."""
+    import torch
+
+    class WithDense(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            return self.model(input_ids, attention_mask, dense=True)
+
+    return WithDense()
 
 
 def _weights_bytes(proto: Any) -> int:

@@ -14,7 +14,7 @@ import numpy as np
 
 from milco_os.errors import ModelError
 from milco_os.runtime.encoder import GPU_BATCHING, SparseEncoder, load_model_info
-from milco_os.runtime.export import MANIFEST_FILE, VARIANT_FILES, read_manifest, variant_name
+from milco_os.runtime.export import DENSE_OUTPUT, MANIFEST_FILE, VARIANT_FILES, read_manifest, variant_name
 from milco_os.types import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,20 @@ class OnnxEncoder(SparseEncoder):
              "attention_mask": np.ascontiguousarray(attention_mask, dtype=np.int64)},
         )
         return np.asarray(pivot, dtype=np.float32), np.asarray(echo, dtype=np.float32)
+
+    def _forward_dense(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if DENSE_OUTPUT not in {o.name for o in self.session.get_outputs()}:
+            msg = f"{self.model_path}: no {DENSE_OUTPUT!r} output; export the model again (milco-os export-onnx)"
+            raise ModelError(msg)
+        pivot, echo, dense = self.session.run(
+            ["pivot", "echo", DENSE_OUTPUT],
+            {"input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
+             "attention_mask": np.ascontiguousarray(attention_mask, dtype=np.int64)},
+        )
+        return (np.asarray(pivot, dtype=np.float32), np.asarray(echo, dtype=np.float32),
+                np.asarray(dense, dtype=np.float32))
 
 
 def load_onnx_dir(path: Path, quantize: str | None = None, **encoder_kwargs: Any) -> OnnxEncoder:

@@ -32,3 +32,12 @@ class TorchEncoder(SparseEncoder):
         with torch.inference_mode():
             pivot, echo = self.model(ids, mask)
         return pivot.float().cpu().numpy(), echo.float().cpu().numpy()
+
+    def _forward_dense(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ids = torch.from_numpy(input_ids).to(self.device)
+        mask = torch.from_numpy(attention_mask).to(self.device)
+        with torch.inference_mode():
+            pivot, echo, dense = self.model(ids, mask, dense=True)
+        return pivot.float().cpu().numpy(), echo.float().cpu().numpy(), dense.float().cpu().numpy()

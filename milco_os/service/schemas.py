@@ -13,7 +13,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from milco_os.opensearch.validation import QUERY_CLAUSES
-from milco_os.specs import DEFAULT_ALPHA, DEFAULT_QUERY_PRUNE, MAX_HYBRID_WEIGHT
+from milco_os.specs import (
+    DEFAULT_ALPHA,
+    DEFAULT_DENSE_WEIGHT,
+    DEFAULT_FUSION,
+    DEFAULT_QUERY_PRUNE,
+    MAX_HYBRID_WEIGHT,
+)
 
 MAX_TEXTS = 256
 MAX_TEXT_CHARS = 100_000
@@ -72,8 +78,14 @@ class SearchRequest(BaseModel):
     hybrid: float | None = Field(None, gt=0, le=MAX_HYBRID_WEIGHT)
     hybrid_norm: str | None = Field(
         None, pattern="^(minmax|rrf)$",
-        description="with hybrid: fuse the BM25 and sparse hit lists after normalising each (minmax, or rrf: "
-                    "reciprocal ranks); without it BM25 is added to the sparse sum",
+        description="how result lists are fused, each normalised first (minmax, or rrf: reciprocal ranks): with "
+                    "hybrid, BM25 becomes a list of its own (without it BM25 is added to the sparse sum); on an "
+                    f"index with a dense view its k-NN list joins too (default there: {DEFAULT_FUSION})",
+    )
+    dense: float | None = Field(
+        None, ge=0, le=MAX_HYBRID_WEIGHT,
+        description=f"on an index with a dense view: weight of its k-NN list (default {DEFAULT_DENSE_WEIGHT:g}); "
+                    "0 searches the sparse views only",
     )
     filters: list[dict[str, Any]] = Field(
         default_factory=list,
@@ -117,11 +129,21 @@ class TermContribution(BaseModel):
     contribution: float
 
 
+class Listed(BaseModel):
+    rank: int
+    score: float
+
+
 class Hit(BaseModel):
     id: str
     score: float
     source: dict[str, Any]
     terms: list[TermContribution]
+    lists: dict[str, Listed] | None = Field(
+        None, description="fused search: the hit's rank and score in each list that held it (sparse, bm25, dense)")
+    dense_similarity: float | None = Field(
+        None, description="fused search: cosine of the query's and the document's dense views (null: not in the "
+                          "dense list)")
 
 
 class SearchResponse(BaseModel):

@@ -121,8 +121,8 @@ def test_normalised_hybrid_fuses_both_lists_from_one_msearch(client, splade_tiny
     for norm in ("minmax", "rrf"):
         fused = search(client, index_name, text, splade_tiny,
                        SearchOptions(size=5, hybrid_weight=0.5, hybrid_norm=norm, explain=True))
-        expected = fuse([(h.id, h.score) for h in sparse.hits],
-                        [(h["_id"], h["_score"]) for h in bm25["hits"]["hits"]], weight=0.5, norm=norm)[:5]
+        expected = fuse([[(h.id, h.score) for h in sparse.hits],
+                         [(h["_id"], h["_score"]) for h in bm25["hits"]["hits"]]], [1.0, 0.5], norm=norm)[:5]
         assert [(h.id, round(h.score, 6)) for h in fused.hits] == [(d, round(s, 6)) for d, s in expected], norm
         assert fused.hits[0].terms, "explain still shows the matching sparse terms"
         assert "milco_pivot" not in fused.hits[0].source

@@ -1,4 +1,4 @@
-"""Hybrid fusion (pure): each list normalised, then sparse + W * BM25; the options that enable it."""
+"""Fusion (pure): each list normalised, then sparse + W * BM25 (+ W_d * dense); the options that enable it."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ def test_minmax_maps_each_list_to_unit_range_and_missing_documents_get_zero() ->
     # BM25's large scores no longer swamp the sparse ones: d (top of sparse) beats x (top of BM25) at W = 0.5.
     sparse = [("d", 2.0), ("x", 1.0)]
     bm25 = [("x", 30.0), ("y", 29.0), ("d", 10.0)]
-    assert [doc for doc, _ in fuse(sparse, bm25, weight=0.5, norm="minmax")] == ["d", "x", "y"]
+    assert [doc for doc, _ in fuse([sparse, bm25], [1.0, 0.5], norm="minmax")] == ["d", "x", "y"]
     raw_sum = {doc: dict(sparse).get(doc, 0) + 0.5 * dict(bm25).get(doc, 0) for doc in "dxy"}
     assert max(raw_sum, key=raw_sum.get) == "x", "without normalisation BM25 decides"
 
 
 def test_rrf_uses_ranks_only_and_ties_break_by_id() -> None:
     assert normalised([("a", 100.0), ("b", 0.1)], "rrf") == pytest.approx({"a": 1 / 61, "b": 1 / 62})
-    fused = fuse([("a", 5.0), ("b", 4.0)], [("b", 9.0), ("a", 1.0)], weight=1.0, norm="rrf")
+    fused = fuse([[("a", 5.0), ("b", 4.0)], [("b", 9.0), ("a", 1.0)]], [1.0, 1.0], norm="rrf")
     assert [doc for doc, _ in fused] == ["a", "b"] and fused[0][1] == pytest.approx(fused[1][1])
     with pytest.raises(ValueError, match="choose minmax, rrf"):
         normalised([("a", 1.0)], "l2")
@@ -37,10 +37,32 @@ def test_window_and_bm25_body() -> None:
     assert bm25_body("tea", ["text"], None, None)["query"] == {"multi_match": {"query": "tea", "fields": ["text"]}}
 
 
-def test_options_refuse_a_normalisation_without_weight_with_two_phase_or_unknown() -> None:
+def test_three_lists_fuse_with_their_weights() -> None:
+    sparse, bm25, dense = [("a", 3.0), ("b", 2.0)], [("c", 9.0)], [("b", 0.9), ("c", 0.8), ("a", 0.1)]
+    fused = dict(fuse([sparse, bm25, dense], [1.0, 0.5, 2.0], norm="rrf"))
+    assert fused == pytest.approx({"a": 1 / 61 + 2 / 63, "b": 1 / 62 + 2 / 61, "c": 0.5 / 61 + 2 / 62})
+    with pytest.raises(ValueError, match="2 lists but 1 weights"):
+        fuse([sparse, bm25], [1.0], norm="rrf")
+
+
+def test_knn_body_filters_inside_the_graph_search() -> None:
+    from milco_os.opensearch.hybrid import knn_body
+
+    body = knn_body([0.6, 0.8], "milco_dense", 100, [{"term": {"lang": "de"}}], ["milco_dense"])
+    assert body["query"] == {"knn": {"milco_dense": {"vector": [0.6, 0.8], "k": 100,
+                                                     "filter": {"bool": {"filter": [{"term": {"lang": "de"}}]}}}}}
+    assert body["size"] == 100 and body["_source"] == {"excludes": ["milco_dense"]}
+    assert "filter" not in knn_body([1.0], "v", 5, None, None)["query"]["knn"]["v"]
+
+
+def test_options_refuse_a_normalisation_without_lists_with_two_phase_or_unknown() -> None:
     assert SearchOptions(hybrid_weight=1.0, hybrid_norm="minmax").hybrid_norm == "minmax"
-    with pytest.raises(ValueError, match="needs a BM25 weight"):
-        SearchOptions(hybrid_norm="rrf")
+    # Without --hybrid the normalisation may still fuse the dense view's list; with --dense 0 nothing is left.
+    assert SearchOptions(hybrid_norm="rrf").dense_weight is None
+    with pytest.raises(ValueError, match="needs lists to fuse"):
+        SearchOptions(hybrid_norm="rrf", dense_weight=0)
+    with pytest.raises(ValueError, match="dense weight must be in"):
+        SearchOptions(dense_weight=-1)
     with pytest.raises(ValueError, match="do not combine"):
         SearchOptions(hybrid_weight=1.0, hybrid_norm="rrf", two_phase=TwoPhase())
     with pytest.raises(ValueError, match="choose minmax, rrf"):
@@ -50,11 +72,13 @@ def test_options_refuse_a_normalisation_without_weight_with_two_phase_or_unknown
 def test_neural_search_body_fuses_as_fuse_does() -> None:
     from milco_os.opensearch.hybrid import fusion_processor, plugin_body
 
-    body = plugin_body({"match_all": {}}, {"match": {"text": "x"}}, norm="minmax", weight=3.0, size=10, from_=20)
+    body = plugin_body([{"match_all": {}}, {"match": {"text": "x"}}], [1.0, 3.0], norm="minmax", size=10, from_=20)
     assert body["query"]["hybrid"]["pagination_depth"] == window(10, 20) and body["from"] == 20
     processor = body["search_pipeline"]["phase_results_processors"][0]["normalization-processor"]
     # Weighted mean 1/4 : 3/4 of the min-max scores = (sparse + 3 * bm25) / 4: the order fuse gives.
     assert processor["combination"]["parameters"]["weights"] == [0.25, 0.75]
-    assert fusion_processor("rrf", 1.0)["score-ranker-processor"]["combination"]["rank_constant"] == 60
-    with pytest.raises(ValueError, match="weighs both lists alike"):
-        fusion_processor("rrf", 2.0)
+    assert fusion_processor("rrf", [1.0, 1.0])["score-ranker-processor"]["combination"]["rank_constant"] == 60
+    with pytest.raises(ValueError, match="weighs every list alike"):
+        fusion_processor("rrf", [1.0, 2.0])
+    weights = fusion_processor("minmax", [1.0, 0.5, 2.5])["normalization-processor"]["combination"]["parameters"]
+    assert weights["weights"] == pytest.approx([0.25, 0.125, 0.625])

@@ -306,9 +306,11 @@ def test_fast_path_is_bit_identical_to_the_transformers_path(tmp_path: Path, mon
     assert type(slow.model.m_model).__module__.startswith("transformers.")
     assert not isinstance(slow.tokenizer, FastTokenizer)
 
+    # The dense view runs the backbone's layers one by one: the plain-torch path has it, transformers' has not.
+    assert fast.info.dense is not None and first.info.dense == fast.info.dense and slow.info.dense is None
     for info in (slow.info, first.info):
-        assert dataclasses.replace(info, pivot_vocab=None, echo_vocab=None) == dataclasses.replace(
-            fast.info, pivot_vocab=None, echo_vocab=None)  # name, family, fingerprint, lengths, details
+        assert dataclasses.replace(info, pivot_vocab=None, echo_vocab=None, dense=None) == dataclasses.replace(
+            fast.info, pivot_vocab=None, echo_vocab=None, dense=None)  # name, family, fingerprint, lengths, details
         assert info.pivot_vocab.tokens == fast.info.pivot_vocab.tokens
         assert info.echo_vocab.tokens == fast.info.echo_vocab.tokens
     assert fast.model.special_token_ids.tolist() == slow.model.special_token_ids.tolist()

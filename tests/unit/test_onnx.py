@@ -207,7 +207,7 @@ def run_both(module: torch.nn.Module, session_path: Path, vocab: int, pad_id: in
         if length > 2:
             mask[0, length // 2:] = 0
             ids[0, length // 2:] = pad_id
-        pivot, echo = session.run(None, {"input_ids": ids, "attention_mask": mask})
+        pivot, echo = session.run(["pivot", "echo"], {"input_ids": ids, "attention_mask": mask})
         with torch.no_grad():
             t_pivot, t_echo = module(torch.from_numpy(ids), torch.from_numpy(mask))
         assert pivot.shape == (batch, t_pivot.shape[1]) and echo.shape == (batch, length)
@@ -399,3 +399,25 @@ def test_fast_path_milco_exports_with_dynamic_axes(tmp_path: Path) -> None:
     for r, g in zip(encoder.encode_documents(texts), got, strict=True):
         assert_same_top(r.pivot, g.pivot, k=10, atol=1e-4)
         assert_same_top(r.echo, g.echo, k=10, atol=1e-4)
+
+
+def test_the_dense_view_is_exported_beside_the_sparse_ones(tmp_path: Path) -> None:
+    from milco_os.loading import load_dir
+    from tests.unit.tiny_models import save_tiny_bert_milco
+
+    encoder = load_dir(save_tiny_bert_milco(tmp_path, changed_top_layers=1))
+    assert encoder.info.dense is not None
+    export_onnx(encoder, tmp_path / "onnx")
+    onnx_encoder = load_onnx_dir(tmp_path / "onnx")
+    assert onnx_encoder.info.dense == encoder.info.dense  # the index check compares this fingerprint
+    texts = ["der Hund und Herzinfarkt", "green tea", "Vulkan lava " * 40, ""]
+    for r, g in zip(encoder.encode_documents(texts, dense=True), onnx_encoder.encode_documents(texts, dense=True),
+                    strict=True):
+        assert (r.dense is None) == (g.dense is None)
+        if r.dense is not None:
+            np.testing.assert_allclose(g.dense, r.dense, atol=1e-5)
+        assert_same_top(r.pivot, g.pivot, k=10, atol=1e-4)
+    # The sparse-only call reads the same graph's pivot and echo outputs.
+    plain = onnx_encoder.encode_documents(texts[:1])[0]
+    with_dense = onnx_encoder.encode_documents(texts[:1], dense=True)[0]
+    assert plain.dense is None and plain.pivot.to_terms() == with_dense.pivot.to_terms()

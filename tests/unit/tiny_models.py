@@ -95,10 +95,13 @@ def save_tiny_bert_backbone(directory: Path, hidden: int = 24, seed: int = 2):  
     return model, tokenizer
 
 
-def save_tiny_bert_milco(root: Path, connector_hidden: int = 32, seed: int = 4) -> Path:
+def save_tiny_bert_milco(root: Path, connector_hidden: int = 32, seed: int = 4, changed_top_layers: int = 0,
+                         change_embeddings: bool = False) -> Path:
     """A tiny MILCO checkpoint assembled the way milco-mini is (``build_model``): a BertModel backbone and a
     BERT MLM head referenced by relative paths, ``model.safetensors`` with every parameter but the tied decoder
-    bias, the backbone's tokenizer saved next to it. Returns the checkpoint directory."""
+    bias, the backbone's tokenizer saved next to it. ``changed_top_layers`` backbone layers (and with
+    ``change_embeddings`` the embeddings) differ from the backbone directory's, as training changes them.
+    Returns the checkpoint directory."""
     import json
     import os
 
@@ -119,6 +122,12 @@ def save_tiny_bert_milco(root: Path, connector_hidden: int = 32, seed: int = 4) 
     with torch.no_grad():
         module.echo.bias.fill_(0.5)  # most tokens get a positive echo weight
         module.scale.fill_(1.3)
+        changed = list(module.m_model.encoder.layer[len(module.m_model.encoder.layer) - changed_top_layers:])
+        if change_embeddings:
+            changed.append(module.m_model.embeddings)
+        for part in changed:
+            for p in part.parameters():
+                p.add_(0.05 * torch.randn_like(p))
     ckpt.mkdir(parents=True)
     state = {k: v.contiguous() for k, v in module.state_dict().items() if k != "mlm_head.predictions.decoder.bias"}
     save_file(state, str(ckpt / "model.safetensors"))
