@@ -286,12 +286,14 @@ def bulk_load(
     *,
     pivot_field: str = PIVOT_FIELD,
     echo_field: str = ECHO_FIELD,
+    dense_field: str | None = None,
     source_fields: Callable[[Doc], dict[str, Any]] | None = None,
     chunk: int = 1000,
     label: str = "",
 ) -> float:
     """Write documents (``{"text": ...}`` unless ``source_fields`` says otherwise, plus their precomputed
-    vectors when given), ``chunk`` per bulk request, and refresh; returns seconds.
+    vectors when given; ``dense_field``: the dense views too), ``chunk`` per bulk request, and refresh; returns
+    seconds.
 
     Any document not written stops the benchmark: a benchmark of a partial index would be meaningless."""
     from tqdm import tqdm
@@ -310,7 +312,8 @@ def bulk_load(
             for j in part:
                 source = fields(docs[j])
                 if encoded is not None:
-                    source = document_source(source, encoded[j], pivot_field=pivot_field, echo_field=echo_field)
+                    source = document_source(source, encoded[j], pivot_field=pivot_field, echo_field=echo_field,
+                                             dense_field=dense_field)
                 sources.append((docs[j].id, source))
             outcome = write_documents(client, index, sources, config)
             lost = outcome.failed + outcome.unavailable

@@ -32,7 +32,7 @@ REPORTS = ROOT / "reports"
 BENCH_REPORTS = Path(os.environ.get("MILCO_OS_BENCH_REPORTS") or REPORTS / "bench")
 CHART_RESULTS = ROOT / "results" / "bench"
 DOCS = ["README.md", "BENCHMARKS.md", "docs/evaluation.md", "docs/models.md", "docs/csplade.md",
-        "docs/scaling-out.md"]
+        "docs/scaling-out.md", "docs/dense.md"]
 CHARTS = ROOT / "docs" / "bench"
 CHART_FILES = ["encode.png", "latency.png", "index_size.png", "throughput.png", "quality-libreoffice-clir.png",
                "quality-libreoffice-mlir.png", "growth.png", "scale.png"]
@@ -384,11 +384,16 @@ MODEL_SUMMARY_RUNS = {"titles-clir-test": "titles in 32 languages → English pa
                       "keywords-mlir-test": "keywords → mixed languages"}
 
 
+#: The dense-view evaluation runs (bench/evaluate.py ``dense-<set>-<split>``), cut pages.
+DENSE_SETS = ("titles-clir", "titles-mlir", "keywords-clir", "keywords-mlir")
+
+
 def eval_runs_read() -> set[str]:
     """The evaluation runs the sections other than ``eval:<run>`` read."""
     summary = {_run_name(base, split) for sets in SUMMARY_SETS.values() for base, _ in sets
                for split in ("dev", "test")}
-    return summary | set(ALPHA_RUNS) | set(MODEL_SUMMARY_RUNS)
+    dense = {f"dense-{base}-{split}" for base in DENSE_SETS for split in ("dev", "test")}
+    return summary | set(ALPHA_RUNS) | set(MODEL_SUMMARY_RUNS) | dense
 
 
 def _run_name(base: str, split: str) -> str:
@@ -399,12 +404,18 @@ def _run_name(base: str, split: str) -> str:
 
 def system_label(system: dict[str, Any]) -> str:
     """A reader's name for an evaluated system: BM25, dense e5-small, or model and α (models without an echo
-    view score the same at every α, so α is left out)."""
+    view score the same at every α, so α is left out); a model's dense view, and its fusion with the sparse
+    views (normalisation and weight)."""
     if system["kind"] == "bm25":
         return "BM25 (language analyzers)"
     if system["kind"] == "dense":
         return "dense multilingual-e5-small"
     config = system["config"]
+    if system["kind"] == "dense-view":
+        return f"{config['model']['name']} dense view"
+    if system["kind"] == "fused":
+        fusion = config["dense"]["fusion"]
+        return f"{config['model']['name']} fused {fusion['norm']}:{fusion['weight']:g}"
     name = config["model"]["name"]
     terms = system["stats"].get("avg_document_terms") or {}
     return f"{name} α={config['alpha']:g}" if terms.get("echo") else name
@@ -677,13 +688,81 @@ def demo_section() -> str:
     examples = "; ".join(f"`{q['text']}` → `{', '.join(q['pivot_terms'][:3])}`" for q in r["per_query"]
                          if q["lang"] != "en-us" and q["pivot_terms"])
     held_out = sum(q["split"] in ("dev", "test") for q in r["per_query"])
-    return (f"In the run recorded in `reports/demo.json` ({r['created_at'][:10]}: {r['model']}, OpenSearch "
-            f"{r['opensearch']}, {r['documents']:,} pages in {len(r['languages'])} languages; {held_out} of the "
+    fusion = r.get("fusion")
+    searched = (f"sparse views fused with the dense view by {fusion['norm']}, dense weight {fusion['dense_weight']:g}"
+                if fusion else "sparse views only")
+    return (f"In the run recorded in `reports/demo.json` ({r['created_at'][:10]}: {r['model']}, {searched}, "
+            f"OpenSearch {r['opensearch']}, {r['documents']:,} pages in {len(r['languages'])} languages; {held_out} "
+            "of the "
             f"{r['queries']} pages looked for are held out from training) the queries' heaviest English pivot terms "
             f"were {examples}. The page a query looks for was among the {r['size']} hits shown for {r['found']} of "
             f"{r['queries']} queries (the top hit for {r['top1_found']}), and {r['hits_in_another_language']} of the "
             f"{r['hits_shown']} hits shown were in another language than the query, where a ranking blind to "
             f"language would give about {r['hits_in_another_language_expected']:g}.")
+
+
+def dense_view_section(source: str = "dense-view") -> str:
+    """Which layers milco-mini's dense view reads: nDCG@10 of each variant on the dev sets."""
+    r = load(source)
+    labels = {"fine-tuned": "fine-tuned top layers (free)", "original": "original top layers (2 more layers)",
+              "e5-prefixed": "plain e5-small with its prefixes (a second pass)"}
+    runs = list(r["runs"])
+    rows = [[labels[v], *(round(r["runs"][run]["metrics"][v]["ndcg@10"], 3) for run in runs),
+             round(sum(r["runs"][run]["metrics"][v]["ndcg@10"] for run in runs) / len(runs), 3)]
+            for v in r["variants"]]
+    return (f"nDCG@10 on the dev sets (pages cut to {r['max_length']['document']} tokens, queries to "
+            f"{r['max_length']['query']}; exact cosine), {r['runs'][runs[0]]['queries']} queries per set.\n\n"
+            + md_table(["dense view", *runs, "mean"], rows, decimals=3))
+
+
+def fusion_by_run() -> dict[str, dict[str, float]]:
+    """{fused system label: {dev set: nDCG@10}} over the dense dev runs."""
+    table: dict[str, dict[str, float]] = {}
+    for base in DENSE_SETS:
+        for system in load_report(f"eval/dense-{base}-dev")["systems"]:
+            if system["kind"] == "fused":
+                fusion = system["config"]["dense"]["fusion"]
+                key = f"{fusion['norm']}:{fusion['weight']:g}"
+                table.setdefault(key, {})[base] = system["metrics"]["overall"]["ndcg@10"]
+    return table
+
+
+def dev_fusion_choice() -> tuple[str, float]:
+    """(normalisation, dense weight) with the best mean nDCG@10 over the dense dev runs."""
+    table = fusion_by_run()
+    best = max(table, key=lambda k: sum(table[k].values()) / len(table[k]))
+    norm, _, weight = best.partition(":")
+    return norm, float(weight)
+
+
+def fusion_choice_section() -> str:
+    from milco_os.specs import DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION
+
+    table = fusion_by_run()
+    rows = [[key, *(round(table[key][base], 3) for base in DENSE_SETS),
+             round(sum(table[key].values()) / len(table[key]), 3)] for key in table]
+    norm, weight = dev_fusion_choice()
+    return (md_table(["fusion (norm:dense weight)", *DENSE_SETS, "mean"], rows, decimals=3)
+            + f"\n\nBest mean on dev: {norm} with the dense list weighted {weight:g}; the default of `milco-os "
+            f"search`, the service and the library: {DEFAULT_FUSION}, {DEFAULT_DENSE_WEIGHT:g}.")
+
+
+def dense_summary_section(split: str = "test") -> str:
+    """Sparse, dense view and fused (the default) against BM25 and plain e5-small, per set; the fused list's
+    ratio to the better of its two parts (the target: at least 1.1)."""
+    from milco_os.specs import DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION
+
+    default = f"{CHOSEN_MODEL} fused {DEFAULT_FUSION}:{DEFAULT_DENSE_WEIGHT:g}"
+    columns = [f"{CHOSEN_MODEL} α=0.5", f"{CHOSEN_MODEL} dense view", default, "BM25 (language analyzers)",
+               "dense multilingual-e5-small"]
+    rows = []
+    for base in DENSE_SETS:
+        values = _overall(load_report(f"eval/dense-{base}-{split}"))
+        parts = max(values[columns[0]], values[columns[1]])
+        rows.append([base, *(round(values[c], 3) for c in columns), f"{values[default] / parts:.2f}×"])
+    headers = ["set", "sparse", "dense view", f"fused ({DEFAULT_FUSION}:{DEFAULT_DENSE_WEIGHT:g})", "BM25",
+               "e5-small (2nd pass)", "fused / better part"]
+    return md_table(headers, rows, decimals=3)
 
 
 SECTIONS: dict[str, Callable[..., str]] = {
@@ -693,7 +772,8 @@ SECTIONS: dict[str, Callable[..., str]] = {
     "build-targets": build_targets_section, "eval-summary": eval_summary_section, "alpha": alpha_section,
     "demo": demo_section, "model-summary": model_summary_section, "search-choices": search_choices_section,
     "csplade-runs": csplade_runs_section, "csplade-eval": csplade_eval_section, "quantisation": quantisation_section,
-    "gates": gates_section,
+    "gates": gates_section, "dense-view": dense_view_section, "fusion-choice": fusion_choice_section,
+    "dense-summary": dense_summary_section,
 }
 
 

@@ -87,7 +87,8 @@ def run_demo(
 
     Summary keys: ``created_at`` (UTC), ``opensearch``, ``model``, ``corpus`` (``libreoffice-help``, or
     ``sample`` where the help cannot be downloaded), ``pages_per_language`` (as asked), ``documents``,
-    ``documents_per_language``, ``languages``, ``document_pruning``, ``query_prune``, ``size``, ``queries``,
+    ``documents_per_language``, ``languages``, ``document_pruning``, ``query_prune``, ``fusion`` (the lists fused
+    on an index with the model's dense view, or None), ``size``, ``queries``,
     ``found`` (the page is among the ``size`` hits shown), ``top1_found``, ``hits_shown``,
     ``hits_in_another_language``, ``hits_in_another_language_expected`` (a ranking blind to language, see
     :func:`language_blind_expectation`) and ``per_query``: for each query ``text``, ``lang``, ``path``,
@@ -101,11 +102,11 @@ def run_demo(
     from milco_os.opensearch.ingest import ingest
     from milco_os.opensearch.search import search, term_stats
     from milco_os.pruning import Pruning
-    from milco_os.specs import DEFAULT_QUERY_PRUNE, IndexSpec, SearchOptions
+    from milco_os.specs import DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION, DEFAULT_QUERY_PRUNE, IndexSpec, SearchOptions
 
     if start_node:
         with console.status(f"starting the local OpenSearch node on port {port} ..."):
-            LocalNode(settings.cache_dir, port).up()
+            LocalNode(settings.cache_dir, port).up(plugins=("knn",))  # the dense view's k-NN field
     client = make_client(settings)
     os_version = server_version(client)
     console.print(f"OpenSearch {os_version} at {settings.opensearch_url}", highlight=False)
@@ -116,7 +117,10 @@ def run_demo(
     console.print(f"model {info.name} ({info.family}, {echo} echo view, {info.fingerprint})", highlight=False)
 
     delete_index(client, index)
-    create_index(client, index, info, IndexSpec(text_fields=TEXT_FIELDS, replicas=0, doc_pruning=DOC_PRUNING))
+    # With the model's dense view where it has one: search then fuses it with the sparse views (docs/dense.md).
+    dense = info.dense is not None
+    create_index(client, index, info, IndexSpec(text_fields=TEXT_FIELDS, replicas=0, doc_pruning=DOC_PRUNING,
+                                                dense=dense))
     from milco_os.datasets.libreoffice import split_of
     from milco_os.errors import DataError
 
@@ -155,10 +159,14 @@ def run_demo(
         table.add_column("score", justify="right")
         table.add_column("doc")
         table.add_column("title")
+        if result.lists:
+            table.add_column("sparse, dense rank")
         table.add_column("top matched terms: contribution (* = echo view)")
         for rank, hit in enumerate(result.hits, 1):
             terms = ", ".join(f"{t.term}{'*' if t.view == 'echo' else ''} {t.contribution:.2f}" for t in hit.terms[:4])
-            table.add_row(str(rank), f"{hit.score:.2f}", hit.id, hit.source.get("title", ""), terms)
+            ranks = [", ".join(str(hit.lists[n].rank) if n in hit.lists else "-" for n in result.lists)]
+            table.add_row(str(rank), f"{hit.score:.3f}" if result.lists else f"{hit.score:.2f}", hit.id,
+                          hit.source.get("title", ""), *(ranks if result.lists else []), terms)
         console.print(table)
         ranks = [rank for rank, hit in enumerate(result.hits, 1) if is_answer(hit.source, q)]
         hit_languages = [hit.source.get("lang") for hit in result.hits]
@@ -185,6 +193,7 @@ def run_demo(
         "languages": languages,
         "document_pruning": str(DOC_PRUNING),
         "query_prune": str(query_pruning),
+        "fusion": {"norm": DEFAULT_FUSION, "dense_weight": DEFAULT_DENSE_WEIGHT} if dense else None,
         "size": size,
         "queries": len(queries),
         "found": found,

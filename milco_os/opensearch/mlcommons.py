@@ -1,7 +1,8 @@
 """OpenSearch's own ingest and search calling milco-os: ml-commons remote models behind neural-search's
-``sparse_encoding`` ingest processor and ``neural_sparse`` query.
+``sparse_encoding`` ingest processor and ``neural_sparse`` query (and, for an index with a dense view, its
+``text_embedding`` processor and ``neural`` query).
 
-For one index, :func:`register` creates, per view the index has (pivot, echo) and per kind (``document`` for the
+For one index, :func:`register` creates, per view the index has (pivot, echo, dense) and per kind (``document`` for the
 ingest pipeline, ``query`` for search), a connector to the ``/v1/neural-sparse`` route of ``milco-os serve`` and a
 remote model on it, all in one model group; then an ingest pipeline (one ``sparse_encoding`` processor per view,
 documents pruned as the index's ``_meta`` says) and a search pipeline (``neural_query_enricher`` with the query
@@ -30,6 +31,7 @@ from urllib.parse import urlsplit
 
 from milco_os.errors import ConfigError, ModelMismatch, SearchIndexError
 from milco_os.keys import KEY_SCHEME_VERSION
+from milco_os.layout import read_layout
 from milco_os.opensearch.client import describe_transport_error
 from milco_os.opensearch.indices import index_record
 from milco_os.opensearch.mapping import META_KEY
@@ -64,42 +66,52 @@ class Target:
 
 
 def targets(record: dict[str, Any]) -> list[Target]:
-    """The models an index needs: per kind, one per view its model has (``_meta.vocab``)."""
-    views = [v for v in ("pivot", "echo") if record["vocab"].get(v)]
-    return [Target(kind, view, record["fields"][view]) for kind in KINDS for view in views]
+    """The models an index needs: per kind, one per view its model has (``_meta.vocab``), and one for the dense
+    view where the index has one (its layout)."""
+    fields = {v: record["fields"][v] for v in ("pivot", "echo") if record["vocab"].get(v)}
+    dense = read_layout(record, "").dense
+    if dense is not None:
+        fields["dense"] = dense.field
+    return [Target(kind, view, field) for kind in KINDS for view, field in fields.items()]
 
 
 # ------------------------------------------------------------------------------------------ pure builders
 def connector_body(
-    target: Target, *, index: str, service_url: str, prune: str, fingerprint: str, has_key: bool
+    target: Target, *, index: str, service_url: str, prune: str, fingerprint: str, has_key: bool,
+    dense: bool = False,
 ) -> dict[str, Any]:
-    """A connector whose predict action posts the texts to the service's :data:`ROUTE`.
+    """A connector whose predict action posts the texts to the service's :data:`ROUTE` (``dense``: the index has
+    a dense view, so every view's request asks for it and the service encodes each text once for all three).
 
     ml-commons' default pre-processing puts the texts, as a JSON array, in ``${parameters.input}``; its default
-    post-processing hands the service's ``{"response": [...]}`` to neural-search unchanged."""
+    post-processing hands the service's ``{"response": [...]}`` to neural-search unchanged. The dense view's
+    ``{"response": [[...], ...]}`` goes through its default embedding post-processing (``response_filter``
+    picks the list), into the tensors neural-search's ``text_embedding`` processor and ``neural`` query read."""
     request = json.dumps(
-        {"texts": _INPUT, "kind": target.kind, "view": target.view, "prune": prune, "model_fingerprint": fingerprint}
+        {"texts": _INPUT, "kind": target.kind, "view": target.view, "prune": prune, "model_fingerprint": fingerprint,
+         "dense": dense}
     ).replace(json.dumps(_INPUT), "${parameters.input}")
     headers = {"Content-Type": "application/json"}
     if has_key:
         headers["Authorization"] = "Bearer ${credential.service_key}"
+    action: dict[str, Any] = {
+        "action_type": "predict",
+        "method": "POST",
+        "url": service_url.rstrip("/") + ROUTE,
+        "headers": headers,
+        "request_body": request,
+    }
+    if target.view == "dense":
+        action["post_process_function"] = "connector.post_process.default.embedding"
     return {
         "name": f"milco-os {index} {target.kind} {target.view}",
         "description": f"milco-os serve: {target.view} vectors of {target.kind}s for index {index}",
         "version": "1",
         "protocol": "http",
-        "parameters": {},
+        "parameters": {"response_filter": "$.response"} if target.view == "dense" else {},
         # ml-commons needs a credential (it stores it encrypted); it carries the service's key when there is one.
         "credential": {"service_key": "unused"},
-        "actions": [
-            {
-                "action_type": "predict",
-                "method": "POST",
-                "url": service_url.rstrip("/") + ROUTE,
-                "headers": headers,
-                "request_body": request,
-            }
-        ],
+        "actions": [action],
     }
 
 
@@ -114,9 +126,11 @@ def model_body(target: Target, *, index: str, connector_id: str, group_id: str) 
 
 
 def ingest_pipeline_body(
-    text_fields: list[str], models: list[tuple[str, str]], *, index: str, batch_size: int = 32
+    text_fields: list[str], models: list[tuple[str, str]], *, index: str, batch_size: int = 32,
+    dense: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """``models``: (model id, target field) per view. Several text fields are joined with newlines first, as
+    """``models``: (model id, target field) per sparse view; ``dense``: (model id, field) of the dense view, written
+    by a ``text_embedding`` processor. Several text fields are joined with newlines first, as
     ``milco-os ingest`` joins them (a painless ``script`` processor), so both paths encode the same text.
     ``batch_size`` documents of a bulk request go to the service together (``milco-os ingest``'s default
     batch, so both paths encode the same batches)."""
@@ -138,6 +152,9 @@ def ingest_pipeline_body(
     for model_id, field in models:
         processors.append({"sparse_encoding": {"model_id": model_id, "field_map": {source: field},
                                                "batch_size": batch_size}})
+    if dense is not None:
+        processors.append({"text_embedding": {"model_id": dense[0], "field_map": {source: dense[1]},
+                                              "batch_size": batch_size}})
     if source == JOINED_TEXT:
         processors.append({"remove": {"field": JOINED_TEXT}})
     return {"description": f"milco-os: encode documents for index {index} through milco-os serve",
@@ -381,11 +398,13 @@ def register(
         reg["model_group_id"] = group["model_group_id"]
         for target in targets(record):
             prune = doc_prune if target.kind == "document" else query_prune
-            view_prune = str(getattr(Pruning.parse(prune), target.view))
+            # The dense view is not pruned (it has no terms).
+            view_prune = "none" if target.view == "dense" else str(getattr(Pruning.parse(prune), target.view))
             step(f"creating the {target.kind} {target.view} model")
             connector = _call(client, "POST", f"{ML}/connectors/_create", _with_key(connector_body(
                 target, index=index, service_url=service_url, prune=view_prune,
-                fingerprint=record["model"]["fingerprint"], has_key=bool(service_key)), service_key),
+                fingerprint=record["model"]["fingerprint"], has_key=bool(service_key),
+                dense=read_layout(record, index).dense is not None), service_key),
                 what=f"creating the {target.key} connector")
             reg["connectors"][target.key] = connector["connector_id"]
             model = _call(client, "POST", f"{ML}/models/_register", model_body(
@@ -396,10 +415,12 @@ def register(
             deploy = _call(client, "POST", f"{ML}/models/{model_id}/_deploy", what=f"deploying the {target.key} model")
             if deploy.get("task_id") and deploy.get("status") != "COMPLETED":
                 _wait_task(client, deploy["task_id"], f"deploying the {target.key} model")
-        docs = [(reg["models"][t.key], t.field) for t in targets(record) if t.kind == "document"]
+        docs = [(reg["models"][t.key], t.field) for t in targets(record) if t.kind == "document"
+                and t.view != "dense"]
+        dense = next(((reg["models"][t.key], t.field) for t in targets(record) if t.key == "document/dense"), None)
         step("creating the ingest and search pipelines")
         _call(client, "PUT", f"/_ingest/pipeline/{name}",
-              ingest_pipeline_body(record["fields"]["text"], docs, index=index, batch_size=batch_size),
+              ingest_pipeline_body(record["fields"]["text"], docs, index=index, batch_size=batch_size, dense=dense),
               what="creating the ingest pipeline")
         defaults = {t.field: reg["models"][t.key] for t in targets(record) if t.kind == "query"}
         _call(client, "PUT", f"/_search/pipeline/{name}", search_pipeline_body(defaults, two_phase, index=index),
@@ -449,8 +470,11 @@ def check_path(client: OpenSearch, index: str, pipeline: str, record: dict[str, 
     source = outcome["doc"]["_source"]
     views = [v for v in ("pivot", "echo") if record["vocab"].get(v)]
     empty = [v for v in views if not source.get(record["fields"][v])]
+    dense = read_layout(record, index).dense
+    if dense is not None and len(source.get(dense.field) or []) != dense.dimensions:
+        empty.append("dense")
     if empty:
-        msg = f"the ingest pipeline wrote no {' or '.join(empty)} terms for a test sentence"
+        msg = f"the ingest pipeline wrote no {' or '.join(empty)} vector for a test sentence"
         raise SearchIndexError(msg)
     query = model_query(text, pivot_field=record["fields"]["pivot"], echo_field=record["fields"]["echo"],
                         fields=tuple(views))

@@ -1,7 +1,8 @@
-"""Recent encodings for ml-commons: one index's pivot and echo views are two ml-commons models, so OpenSearch
-sends every text twice, once per view: one right after the other (the ingest pipeline's two processors) or
-at the same time (a query's two ``neural_sparse`` clauses). Each text is encoded once: a request for a text
-another request is encoding waits for that result, and a text encoded lately is answered from memory."""
+"""Recent encodings for ml-commons: one index's pivot, echo (and dense) views are two (three) ml-commons models,
+so OpenSearch sends every text once per view: one right after the other (the ingest pipeline's processors) or
+at the same time (a query's clauses). Each text is encoded once: a request for a text another request is
+encoding waits for that result, and a text encoded lately is answered from memory. For an index with a dense
+view every request asks for it (``dense``), so all three views come from that one pass."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
     from milco_os.runtime.encoder import SparseEncoder
     from milco_os.types import Encoded
 
-Key = tuple[str, str, str]  # (model fingerprint, kind, text)
+Key = tuple[str, str, str]  # (model fingerprint, kind (+dense), text)
 
 
 class RecentEncodings:
@@ -26,8 +27,9 @@ class RecentEncodings:
         self._pending: dict[Key, threading.Event] = {}
         self._lock = threading.Lock()
 
-    def encode(self, encoder: SparseEncoder, kind: str, texts: list[str]) -> list[Encoded]:
-        keys = [(encoder.info.fingerprint, kind, text) for text in texts]
+    def encode(self, encoder: SparseEncoder, kind: str, texts: list[str], dense: bool = False) -> list[Encoded]:
+        kind_key = f"{kind}+dense" if dense else kind
+        keys = [(encoder.info.fingerprint, kind_key, text) for text in texts]
         with self._lock:
             found = {key: self._items[key] for key in keys if key in self._items}
             missing = [key for key in dict.fromkeys(keys) if key not in found]
@@ -37,7 +39,7 @@ class RecentEncodings:
                 self._pending[key] = threading.Event()
         try:
             if mine:
-                found |= dict(zip(mine, self._run(encoder, kind, mine), strict=True))
+                found |= dict(zip(mine, self._run(encoder, kind_key, mine), strict=True))
         finally:
             with self._lock:
                 for key in mine:
@@ -53,7 +55,7 @@ class RecentEncodings:
                 else:  # the other request failed, or the entry is already gone
                     late.append(key)
         if late:
-            found |= dict(zip(late, self._run(encoder, kind, late), strict=True))
+            found |= dict(zip(late, self._run(encoder, kind_key, late), strict=True))
         with self._lock:
             for key in keys:
                 self._remember(key, found[key])
@@ -61,8 +63,8 @@ class RecentEncodings:
 
     @staticmethod
     def _run(encoder: SparseEncoder, kind: str, keys: list[Key]) -> list[Encoded]:
-        encode_fn = encoder.encode_queries if kind == "query" else encoder.encode_documents
-        return encode_fn([text for _, _, text in keys])
+        encode_fn = encoder.encode_queries if kind.startswith("query") else encoder.encode_documents
+        return encode_fn([text for _, _, text in keys], dense=kind.endswith("+dense"))
 
     def _remember(self, key: Key, encoded: Encoded) -> None:
         """Store or refresh ``key`` (under the lock) and evict the oldest entries past the bounds."""

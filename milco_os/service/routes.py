@@ -120,8 +120,9 @@ def neural_sparse(
     req: NeuralSparseRequest, encoder: Encoder, recent: Annotated[RecentEncodings, Depends(get_recent)]
 ) -> dict[str, Any]:
     """For ml-commons remote models: ``{"response": [{feature name: weight}, ...]}``, one map per text, the one
-    shape neural-search's ``sparse_encoding`` processor and ``neural_sparse`` query read without a script."""
-    from milco_os.opensearch.documents import feature_map
+    shape neural-search's ``sparse_encoding`` processor and ``neural_sparse`` query read without a script; the
+    dense view: ``{"response": [[float, ...], ...]}``, one embedding per text."""
+    from milco_os.opensearch.documents import dense_values, feature_map
     from milco_os.opensearch.query import query_tokens
 
     info = encoder.info
@@ -133,13 +134,19 @@ def neural_sparse(
         raise HTTPException(409, msg)
     if req.view == "echo" and info.echo_vocab is None:
         raise invalid(["body", "view"], f"model {info.name!r} has no echo view")
+    dense = req.dense or req.view == "dense"
+    if dense and info.dense is None:
+        raise invalid(["body", "view" if req.view == "dense" else "dense"], f"model {info.name!r} has no dense view")
     try:
         pruning = Pruning.parse(req.prune)
     except ValueError as e:
         raise invalid(["body", "prune"], str(e)) from None
     if pruning.needs_stats:
         raise invalid(["body", "prune"], "selective pruning needs an index's document frequencies")
-    encoded = [pruning.apply(e) for e in recent.encode(encoder, req.kind, req.texts)]
+    encoded = [pruning.apply(e) for e in recent.encode(encoder, req.kind, req.texts, dense=dense)]
+    if req.view == "dense":  # as `milco-os ingest` writes it and `milco-os search` sends it (an empty text: zeros)
+        return {"response": [dense_values(e.dense) if e.dense is not None else [0.0] * info.dense.dimensions
+                             for e in encoded]}
     if req.kind == "query":  # queries keep full precision, as `milco-os search` sends them
         return {"response": [query_tokens(getattr(e, req.view)) for e in encoded]}
     # Rounded exactly as `milco-os ingest` writes them, so both paths store the same values.

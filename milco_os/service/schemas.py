@@ -42,7 +42,9 @@ class NeuralSparseRequest(BaseModel):
 
     texts: list[Annotated[str, Field(max_length=MAX_TEXT_CHARS)]] = Field(..., min_length=1, max_length=MAX_TEXTS)
     kind: str = Field(..., pattern="^(query|document)$")
-    view: str = Field(..., pattern="^(pivot|echo)$")
+    view: str = Field(..., pattern="^(pivot|echo|dense)$")
+    dense: bool = Field(
+        False, description="the index has a dense view: encode with it, so its three models share one pass")
     prune: str = Field(
         "none", description="pruning of the view's vectors (KIND:VALUE or none), as the index's _meta says for "
                             "documents", json_schema_extra={"pattern": PRUNE_PATTERN},
@@ -54,9 +56,10 @@ class NeuralSparseRequest(BaseModel):
 
 class NeuralSparseResponse(BaseModel):
     """The shape ml-commons hands to neural-search unchanged: one ``{feature name: weight}`` per text, in order,
-    under ``response`` (feature names as the index stores them: ``.`` escaped as ``%2E``)."""
+    under ``response`` (feature names as the index stores them: ``.`` escaped as ``%2E``); for the dense view one
+    embedding per text (ml-commons' default embedding post-processing reads them)."""
 
-    response: list[dict[str, float]]
+    response: list[dict[str, float]] | list[list[float]]
 
 
 class SearchRequest(BaseModel):

@@ -95,7 +95,8 @@ class Run:
 
 
 class Cli:
-    """Runs ``milco-os`` as ``python -m milco_os.cli`` with the test's cache dir, splade-tiny and the fault node."""
+    """Runs ``milco-os`` as ``python -m milco_os.cli`` with the test's cache dir, splade-tiny (or ``model``) and the
+    fault node."""
 
     def __init__(self, url: str, cache_dir: Path, out_dir: Path) -> None:
         self.url = url
@@ -104,14 +105,14 @@ class Cli:
         self.env["MILCO_OS_CACHE_DIR"] = str(cache_dir)
         self.runs: list[Run] = []
 
-    def start(self, *args: str) -> Run:
-        full = [*args, "--model", "splade-tiny", "--url", self.url]
+    def start(self, *args: str, model: str = "splade-tiny") -> Run:
+        full = [*args, "--model", model, "--url", self.url]
         run = Run(full, self.env, self.out_dir, f"run{len(self.runs):02d}-{args[0]}")
         self.runs.append(run)
         return run
 
-    def run(self, *args: str, timeout: float = 180) -> Result:
-        return self.start(*args).wait(timeout, f"milco-os {args[0]}")
+    def run(self, *args: str, timeout: float = 180, model: str = "splade-tiny") -> Result:
+        return self.start(*args, model=model).wait(timeout, f"milco-os {args[0]}")
 
     def kill_all(self) -> None:
         for run in self.runs:

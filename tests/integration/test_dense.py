@@ -136,3 +136,46 @@ def test_cli_explains_a_fused_search_and_prints_it_as_a_hybrid_query(settings, d
 def test_print_query_model_form_asks_for_the_registered_dense_model(client, milco_mini, dense_index: str) -> None:  # noqa: ANN001, E501
     with pytest.raises(ConfigError, match="no ml-commons models"):
         query_request(client, dense_index, "tea", None, SearchOptions(), form="model")
+
+
+def test_the_service_fuses_and_says_where_each_hit_stood(settings, client, milco_mini, dense_index: str) -> None:  # noqa: ANN001
+    from fastapi.testclient import TestClient
+
+    from milco_os.service.app import create_app
+    from milco_os.service.routes import get_client, get_encoder
+
+    app = create_app(settings)
+    app.dependency_overrides[get_client] = lambda: client
+    app.dependency_overrides[get_encoder] = lambda: milco_mini
+    api = TestClient(app)
+    resp = api.post(f"/v1/indices/{dense_index}/search", json={"query": "capitale de la France", "explain": True})
+    assert resp.status_code == 200, resp.text
+    hit = resp.json()["hits"][0]
+    assert hit["id"] == "1" and set(hit["lists"]) == {"sparse", "dense"} and hit["terms"]
+    assert hit["dense_similarity"] == pytest.approx(2 * hit["lists"]["dense"]["score"] - 1)
+    sparse_only = api.post(f"/v1/indices/{dense_index}/search", json={"query": "capitale de la France", "dense": 0})
+    assert sparse_only.status_code == 200 and sparse_only.json()["hits"][0]["lists"] is None
+    bad = api.post(f"/v1/indices/{dense_index}/search", json={"query": "tea", "dense": -1})
+    assert bad.status_code == 422 and "dense" in json.dumps(bad.json()["detail"])
+
+
+def test_the_neural_sparse_route_serves_the_dense_view_from_the_same_pass(settings, milco_mini, splade_tiny) -> None:  # noqa: ANN001
+    from fastapi.testclient import TestClient
+
+    from milco_os.service.app import create_app
+    from milco_os.service.routes import get_encoder
+
+    app = create_app(settings)
+    app.dependency_overrides[get_encoder] = lambda: milco_mini
+    api = TestClient(app)
+    texts = ["Paris is the capital of France.", "Der Hund bellt."]
+    resp = api.post("/v1/neural-sparse", json={"texts": texts, "kind": "document", "view": "dense", "dense": True})
+    assert resp.status_code == 200, resp.text
+    expected = [dense_values(e.dense) for e in milco_mini.encode_documents(texts, dense=True)]
+    np.testing.assert_allclose(resp.json()["response"], expected, atol=1e-6)
+    # The pivot request of the same texts is answered from that pass (recent encodings), unchanged.
+    pivot = api.post("/v1/neural-sparse", json={"texts": texts, "kind": "document", "view": "pivot", "dense": True})
+    assert pivot.status_code == 200 and pivot.json()["response"][0]
+    app.dependency_overrides[get_encoder] = lambda: splade_tiny
+    refused = TestClient(app).post("/v1/neural-sparse", json={"texts": texts, "kind": "query", "view": "dense"})
+    assert refused.status_code == 422 and "no dense view" in refused.text

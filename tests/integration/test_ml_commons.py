@@ -8,6 +8,7 @@ The node (port 9290) and the service are started once for this module."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -246,8 +247,50 @@ def test_hybrid_fused_by_neural_search_ranks_as_milco_os_fusion(
             scale = 1 / (1 + weight) if norm == "minmax" else 1.0
             for (doc, a), (_, b) in zip(expected, got, strict=True):
                 assert abs(a * scale - b) <= 2e-3, f"{norm} {form} {text!r}: {doc} scored {b}, expected {a * scale}"
-    with pytest.raises(ConfigError, match="weighs both lists alike"):
+    with pytest.raises(ConfigError, match="weighs every list alike"):
         query_request(stack.client, ours, "x", stack.encoder, SearchOptions(hybrid_weight=0.5, hybrid_norm="rrf"))
+
+
+def test_a_dense_view_is_served_by_ml_commons_and_fused_by_neural_search_as_milco_os_fuses(stack: Stack) -> None:
+    """An index with a dense view: register adds a document and a query model for it (all three views from one
+    pass of the service), the pipeline writes the vectors milco-os ingest writes, and neural-search's hybrid query
+    of the registered models (``--print-query model``) ranks as milco-os's own fused search."""
+    client = stack.client
+    spec = dataclasses.replace(SPEC, dense=True)
+    ours, theirs = f"dense-ingest-{uuid.uuid4().hex[:6]}", f"dense-pipeline-{uuid.uuid4().hex[:6]}"
+    try:
+        for name in (ours, theirs):
+            create_index(client, name, stack.encoder.info, spec)
+        Ingester(client, ours, stack.encoder, config=BulkConfig(encode_batch=32)).run(documents(), refresh=True)
+        reg = register(client, theirs, service_url=stack.service_url, service_key=stack.key)
+        assert {"document/dense", "query/dense"} <= set(reg["models"])
+        pipeline = client.ingest.get_pipeline(id=reg["ingest_pipeline"])[reg["ingest_pipeline"]]
+        assert [next(iter(p)) for p in pipeline["processors"]][-2:] == ["text_embedding", "remove"]
+        lines = []
+        for doc in documents():
+            lines += [json.dumps({"index": {"_id": doc["id"]}}),
+                      json.dumps({k: v for k, v in doc.items() if k != "id"}, ensure_ascii=False)]
+        resp = client.bulk(index=theirs, body="\n".join(lines) + "\n", params={"pipeline": reg["ingest_pipeline"]})
+        assert not resp["errors"], [i for i in resp["items"] if i["index"].get("error")][:2]
+        refresh(client, theirs)
+        options = SearchOptions(size=10)
+        for text in queries()[:5]:
+            expected = search(client, ours, text, stack.encoder, options)
+            assert expected.lists == ("sparse", "dense"), text
+            body = query_request(client, theirs, text, None, options, form="model")
+            assert "neural" in json.dumps(body["query"]["hybrid"]["queries"][-1])
+            got = ranked(client.search(index=theirs, body=body)["hits"]["hits"])
+            # RRF ties exactly (ranks 3 and 5 give what 5 and 3 give): milco-os breaks ties by id, OpenSearch by
+            # document order, so both lists are compared with ties ordered by id.
+            def by_score(hits: list[tuple[str, float]]) -> list[tuple[float, str]]:
+                return sorted((-round(score, 6), doc) for doc, score in hits)
+
+            assert by_score(got) == by_score([(h.id, h.score) for h in expected.hits]), text
+    finally:
+        for name in (ours, theirs):
+            if index_record(client, name).get("ml_commons") if client.indices.exists(index=name) else False:
+                milco_cli(stack, "ml-commons", "unregister", "--index", name)
+            client.indices.delete(index=name, ignore_unavailable=True)
 
 
 def test_empty_and_all_pruned_queries_match_nothing_on_every_path(stack: Stack, indices) -> None:  # noqa: ANN001

@@ -173,3 +173,34 @@ def test_a_killed_driver_resumes_from_its_checkpoint(
     assert set(stored(client, index_name)) == ids
     assert client.count(index=index_name)["count"] == 2000
     assert not checkpoint.exists()
+
+
+def test_a_ray_reindex_into_a_dense_index_stores_the_dense_view_as_the_single_process_path(
+    client: Any, cache_dir: Path, ray_address: str, cli: Cli, tmp_path: Path, index_name: str
+) -> None:
+    from milco_os.loading import load_encoder
+    from milco_os.opensearch.documents import dense_values
+    from milco_os.opensearch.hybrid import knn_body
+    from milco_os.opensearch.ingest import ingest
+
+    milco = load_encoder("milco-mini", cache_dir)
+    rng = random.Random(3)
+    docs = [{"id": f"d{i}", "text": " ".join(rng.choices(WORDS, k=12))} for i in range(40)]
+    create_index(client, index_name, milco.info, IndexSpec(replicas=0))
+    ingest(client, index_name, docs, milco, refresh=True)
+    here, on_ray = f"{index_name}-dense", f"{index_name}-dense-ray"
+    try:
+        for dest, extra in ((here, ()), (on_ray, ("--ray", ray_address))):
+            run = cli.run("reindex", "--source", index_name, "--dest", dest, "--replicas", "0", "--dense",
+                          "--checkpoint", str(tmp_path / f"{dest}.json"), *extra, model="milco-mini", timeout=600)
+            assert run.returncode == 0, run.describe()
+            assert index_record(client, dest)["layout"]["dense"]["dimensions"] == 384
+        query = dense_values(milco.encode_queries(["tea and volcano"], dense=True)[0].dense)
+        hits = [client.search(index=i, body=knn_body(query, "milco_dense", 40, None, None))["hits"]["hits"]
+                for i in (here, on_ray)]
+        assert len(hits[0]) == 40
+        ranked = [[(h["_id"], round(h["_score"], 5)) for h in part] for part in hits]
+        assert ranked[1] == ranked[0]
+    finally:
+        client.indices.delete(index=f"{here},{on_ray}", ignore_unavailable=True)
+

@@ -1,0 +1,85 @@
+"""The index-layout record (pure): what index create writes, what every reader accepts and refuses."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from milco_os.errors import ConfigError, ModelMismatch
+from milco_os.layout import LAYOUT_VERSION, LEGACY, read_layout
+from milco_os.opensearch.documents import index_action
+from milco_os.opensearch.mapping import check_meta, index_body
+from milco_os.specs import IndexSpec
+from milco_os.types import DenseInfo, Encoded
+from tests.unit.helpers import encoded, model_info
+
+DENSE = DenseInfo("e5-small (mean pooling)", "sha256:dense", 4)
+
+
+def with_dense(dense: DenseInfo | None = DENSE):  # noqa: ANN201
+    return dataclasses.replace(model_info(), dense=dense)
+
+
+def test_a_dense_index_has_a_knn_field_kept_out_of_source_and_says_so_in_its_layout() -> None:
+    body = index_body(with_dense(), IndexSpec(dense=True))
+    field = body["mappings"]["properties"]["milco_dense"]
+    assert field["type"] == "knn_vector" and field["dimension"] == 4
+    assert field["method"]["engine"] == "lucene" and field["method"]["space_type"] == "cosinesimil"
+    assert body["settings"]["index"]["knn"] is True
+    assert body["mappings"]["_source"] == {"excludes": ["milco_dense"]}
+    layout = read_layout(body["mappings"]["_meta"]["milco_os"], "docs")
+    assert layout.dense is not None and layout.dense.model == {"name": DENSE.name, "fingerprint": DENSE.fingerprint}
+    assert (layout.engine, layout.sparse, layout.units, layout.retrieval) == ("opensearch", "rank_features",
+                                                                               "merged", "exact")
+
+
+def test_a_sparse_index_records_todays_layout_and_an_old_index_reads_as_it() -> None:
+    meta = index_body(with_dense(), IndexSpec())["mappings"]["_meta"]["milco_os"]
+    assert meta["layout"] == {"version": LAYOUT_VERSION, "engine": "opensearch", "sparse": "rank_features",
+                              "units": "merged", "retrieval": "exact", "dense": None}
+    assert "knn" not in index_body(with_dense(), IndexSpec())["settings"]["index"]
+    del meta["layout"]  # an index made before the record existed
+    assert read_layout(meta, "old") == LEGACY and LEGACY.dense is None
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("version", LAYOUT_VERSION + 1), ("engine", "elasticsearch"), ("sparse", "sparse_vector"),
+    ("units", "passages"), ("retrieval", "approximate"), ("dense", {"field": "v"}),
+])
+def test_a_layout_this_milco_os_cannot_serve_is_refused_with_one_line_naming_the_key(key: str, value: object) -> None:
+    meta = index_body(with_dense(), IndexSpec(dense=True))["mappings"]["_meta"]["milco_os"]
+    meta["layout"][key] = value
+    refused = rf"index 'docs': _meta\.milco_os\.layout\.{key} is .*upgrade milco-os"
+    with pytest.raises(ModelMismatch, match=refused) as e:
+        read_layout(meta, "docs")
+    assert "\n" not in str(e.value)
+
+
+def test_dense_needs_a_model_with_a_dense_view_and_the_same_one_later() -> None:
+    with pytest.raises(ConfigError, match="--dense: model 'test-model' has no dense view"):
+        index_body(with_dense(None), IndexSpec(dense=True))
+    meta = index_body(with_dense(), IndexSpec(dense=True))["mappings"]["_meta"]
+    assert check_meta(meta, with_dense(), "docs")["layout"]["dense"]["dimensions"] == 4
+    for other in (None, dataclasses.replace(DENSE, fingerprint="sha256:other")):
+        with pytest.raises(ModelMismatch, match="has a dense view from"):
+            check_meta(meta, with_dense(other), "docs")
+    # A sparse-only index does not care about the model's dense view.
+    check_meta(index_body(with_dense(), IndexSpec())["mappings"]["_meta"], with_dense(None), "docs")
+
+
+def test_documents_carry_the_dense_view_only_into_an_index_that_has_one() -> None:
+    base = encoded({"heart": 1.0})
+    enc = Encoded(base.pivot, base.echo, np.array([0.123456789, -0.5, 0.0, 1.0], np.float32))
+    with_field = index_action("i", "1", {}, enc, pivot_field="p", echo_field="e", dense_field="v")["_source"]
+    assert with_field["v"] == [0.1234568, -0.5, 0.0, 1.0]
+    assert "v" not in index_action("i", "1", {}, enc, pivot_field="p", echo_field="e")["_source"]
+    empty = Encoded(base.pivot, base.echo, None)
+    assert "v" not in index_action("i", "1", {}, empty, pivot_field="p", echo_field="e", dense_field="v")["_source"]
+
+
+def test_the_dense_field_name_must_differ_from_the_others() -> None:
+    with pytest.raises(ValueError, match="dense 'milco_pivot'"):
+        IndexSpec(dense=True, dense_field="milco_pivot")
+    IndexSpec(dense=False, dense_field="milco_pivot")  # not used without dense
