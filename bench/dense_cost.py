@@ -39,7 +39,14 @@ from common import (
 
 from milco_os.evaluation.systems import MemoEncoder
 from milco_os.opensearch.indices import create_index, delete_index
-from milco_os.opensearch.measure import bench_client, force_merge, match_body, opensearch_facts, store_bytes
+from milco_os.opensearch.measure import (
+    bench_client,
+    force_merge,
+    hit_ids,
+    match_body,
+    opensearch_facts,
+    store_bytes,
+)
 from milco_os.pruning import Pruning
 from milco_os.specs import DEFAULT_QUERY_PRUNE, IndexSpec, SearchOptions
 
@@ -124,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                                            SearchOptions(query_pruning=prune), stats=stats["sparse"]),
         "fused": lambda text: search(client, indices["dense"], text, memo, SearchOptions(query_pruning=prune),
                                      stats=stats["dense"]),
-        "bm25": lambda text: client.search(index=indices["sparse"], body=match_body(text, 10)),
+        "bm25": lambda text: hit_ids(client, indices["sparse"], match_body(text, 10)),
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)

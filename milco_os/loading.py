@@ -117,7 +117,7 @@ def onnx_export_dir(cache_dir: Path, name: str, fingerprint: str, quantize: str 
     from milco_os.runtime.export import MANIFEST_FORMAT
 
     digest = fingerprint.split(":")[-1][:24]
-    variant = f"{quantize or 'fp32'}{'' if MANIFEST_FORMAT == 1 else f'-f{MANIFEST_FORMAT}'}"
+    variant = f"{quantize or 'fp32'}-f{MANIFEST_FORMAT}"  # a new export format: exported again
     return models_dir(cache_dir) / "onnx" / f"{name.replace('/', '--')}-{digest}-{variant}"
 
 

@@ -210,14 +210,14 @@ class BertModel(nn.Module):
         self.encoder = BertEncoder(shape)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> EncoderOutput:
-        return EncoderOutput(self.encoder(self.embeddings(input_ids), attention_mask_4d(input_ids, attention_mask)))
+        return EncoderOutput(self.encoder(self.embeddings(input_ids), attention_mask_4d(attention_mask)))
 
 
-def attention_mask_4d(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+def attention_mask_4d(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     """transformers' sdpa mask: boolean [B, 1, L, L], True where a key may be attended; none without padding."""
     if attention_mask is None or not (exporting() or not bool(attention_mask.all())):
         return None
-    batch, length = input_ids.shape
+    batch, length = attention_mask.shape
     return attention_mask.to(torch.bool)[:, None, None, :].expand(batch, 1, length, length).contiguous()
 
 

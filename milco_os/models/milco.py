@@ -139,33 +139,42 @@ class MilcoModule(nn.Module):
             raise ValueError(msg)
         self.dense_layers = original_layers
 
-    def hidden_and_dense(
+    def hidden_and_lower(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(H, the dense view [B, d]) from one pass: the layers below the changed ones are run once for both."""
+        """(H, the states the dense view starts from): one pass, the layers below the ones training changed run
+        once for both views."""
         if self.dense_layers is None:
             msg = "this MILCO module has no dense view"
             raise ValueError(msg)
         m = self.m_model
-        mask = bert.attention_mask_4d(input_ids, attention_mask)
+        mask = bert.attention_mask_4d(attention_mask)
         layers = m.encoder.layer
         split = len(layers) - len(self.dense_layers)
         hidden = m.embeddings(input_ids)
         for layer in layers[:split]:
             hidden = layer(hidden, mask)
-        dense = hidden
+        lower = hidden
         for layer in layers[split:]:
             hidden = layer(hidden, mask)
+        return hidden, lower
+
+    def dense_from(self, lower: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The dense view [B, d] from :meth:`hidden_and_lower`'s lower states: the backbone's original top layers,
+        then e5's pooling."""
+        assert self.dense_layers is not None
+        mask = bert.attention_mask_4d(attention_mask)
         for layer in self.dense_layers:
-            dense = layer(dense, mask)
-        return hidden, mean_pooled(dense, attention_mask)
+            lower = layer(lower, mask)
+        return mean_pooled(lower, attention_mask)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, dense: bool = False
     ) -> tuple[torch.Tensor, ...]:
         """(pivot, echo), and the dense view last with ``dense`` (a module given :meth:`with_dense_view`)."""
         if dense:
-            hidden, embedding = self.hidden_and_dense(input_ids, attention_mask)
+            hidden, lower = self.hidden_and_lower(input_ids, attention_mask)
+            embedding = self.dense_from(lower, attention_mask)
         else:
             hidden = self.hidden_states(input_ids, attention_mask)
         pivot = log_saturate(self.pooled_logits(hidden, input_ids, attention_mask))

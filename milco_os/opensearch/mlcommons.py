@@ -87,10 +87,8 @@ def connector_body(
     post-processing hands the service's ``{"response": [...]}`` to neural-search unchanged. The dense view's
     ``{"response": [[...], ...]}`` goes through its default embedding post-processing (``response_filter``
     picks the list), into the tensors neural-search's ``text_embedding`` processor and ``neural`` query read."""
-    request = json.dumps(
-        {"texts": _INPUT, "kind": target.kind, "view": target.view, "prune": prune, "model_fingerprint": fingerprint,
-         "dense": dense}
-    ).replace(json.dumps(_INPUT), "${parameters.input}")
+    sent = {"texts": _INPUT, "kind": target.kind, "view": target.view, "prune": prune, "model_fingerprint": fingerprint}
+    request = json.dumps(sent | ({"dense": True} if dense else {})).replace(json.dumps(_INPUT), "${parameters.input}")
     headers = {"Content-Type": "application/json"}
     if has_key:
         headers["Authorization"] = "Bearer ${credential.service_key}"

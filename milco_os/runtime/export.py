@@ -12,8 +12,12 @@ Layout of an exported directory (one directory holds every variant of one source
     tokenizer files        ``tokenizer.save_pretrained``
 
 Every graph has inputs ``input_ids`` / ``attention_mask`` (int64 [batch, sequence]) and outputs ``pivot``
-(float32 [batch, V_pivot]) and ``echo`` (float32 [batch, sequence]), the contract of every model family; a model
-with a dense view (``ModelInfo.dense``) adds ``dense`` (float32 [batch, D], one L2-normalised row per window).
+(float32 [batch, V_pivot]) and ``echo`` (float32 [batch, sequence]), the contract of every model family. A model
+with a dense view (``ModelInfo.dense``) adds an output ``dense_input`` (the states its dense view starts from,
+[batch, sequence, hidden]) and a small second graph, ``dense.onnx`` (inputs ``dense_input`` and
+``attention_mask``, output ``dense`` [batch, D], one L2-normalised row per window; fp32 for every variant).
+Two graphs because onnxruntime runs a whole graph whatever outputs are asked for: a sparse-only call then
+costs what it cost before the dense view existed, and a dense call adds only the second graph.
 """
 
 from __future__ import annotations
@@ -39,8 +43,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MANIFEST_FILE = "milco_os_onnx.json"
-#: 2: a model's dense view is exported too (an output ``dense``). Part of the cached export's directory name.
-MANIFEST_FORMAT = 2
+#: 3: a model's dense view is exported too (``dense_input`` and ``dense.onnx``). Part of the cached export's
+#: directory name, so an export made before it is made again.
+MANIFEST_FORMAT = 3
+DENSE_FILE = "dense.onnx"
 #: Variant name -> file name. ``None`` (no quantization) is the fp32 variant.
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 QUANTIZATIONS = ("int8", "fp16")
@@ -51,12 +57,14 @@ EXTERNAL_DATA_BYTES = 1_800_000_000
 
 INPUT_NAMES = ["input_ids", "attention_mask"]
 OUTPUT_NAMES = ["pivot", "echo"]
+DENSE_INPUT = "dense_input"
 DENSE_OUTPUT = "dense"
 DYNAMIC_AXES = {
     "input_ids": {0: "batch", 1: "sequence"},
     "attention_mask": {0: "batch", 1: "sequence"},
     "pivot": {0: "batch"},
     "echo": {0: "batch", 1: "sequence"},
+    DENSE_INPUT: {0: "batch", 1: "sequence"},
     DENSE_OUTPUT: {0: "batch"},
 }
 
@@ -118,11 +126,16 @@ def export_onnx(
             msg = f"{raw}: the exporter wrote a graph onnx cannot read back: {e}"
             raise ModelError(msg) from e
         _save(proto, base)
-    try:
-        onnx.checker.check_model(str(base))  # a path (not a proto) also works for graphs with external data
-    except onnx.checker.ValidationError as e:
-        msg = f"{base}: the exported graph fails onnx.checker: {e}"
-        raise ModelError(msg) from e
+    if info.dense is not None:
+        _export_dense_graph(encoder, model, out_dir / DENSE_FILE, opset)
+    else:
+        _remove(out_dir / DENSE_FILE)
+    for graph in (base, *([out_dir / DENSE_FILE] if info.dense is not None else [])):
+        try:
+            onnx.checker.check_model(str(graph))  # a path (not a proto) also works for graphs with external data
+        except onnx.checker.ValidationError as e:
+            msg = f"{graph}: the exported graph fails onnx.checker: {e}"
+            raise ModelError(msg) from e
 
     variants: dict[str, dict[str, Any]] = {"fp32": {"file": base.name}}
     try:
@@ -154,6 +167,7 @@ def export_onnx(
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
         "inputs": INPUT_NAMES,
         "outputs": output_names(info),
+        "dense_graph": DENSE_FILE if info.dense is not None else None,
         "default": variant,
         "variants": variants,
     }
@@ -171,7 +185,7 @@ def export_onnx(
 
 # ---------------------------------------------------------------------------------------------- export
 def output_names(info: ModelInfo) -> list[str]:
-    return OUTPUT_NAMES + ([DENSE_OUTPUT] if info.dense is not None else [])
+    return OUTPUT_NAMES + ([DENSE_INPUT] if info.dense is not None else [])
 
 
 def _example_inputs(encoder: TorchEncoder, device: Any) -> tuple[Any, Any]:
@@ -240,41 +254,66 @@ def _torch_export(encoder: TorchEncoder, model: Any, path: Path, opset: int) -> 
     model.eval()
     graph = _with_dense(model).eval() if encoder.info.dense is not None else model
     try:
-        with warnings.catch_warnings(record=True) as caught, torch.no_grad():
-            warnings.simplefilter("always")
-            torch.onnx.export(
-                graph,
-                args,
-                str(path),
-                dynamo=False,
-                input_names=INPUT_NAMES,
-                output_names=output_names(encoder.info),
-                dynamic_axes=DYNAMIC_AXES,
-                opset_version=opset,
-                do_constant_folding=True,
-            )
-        for w in caught:
-            log.debug("onnx export: %s: %s", w.category.__name__, w.message)
-    except Exception as e:  # the exporter raises RuntimeError, TypeError, torch.onnx.errors.* ...
-        msg = f"ONNX export of {encoder.info.name!r} (opset {opset}) failed: {type(e).__name__}: {e}"
-        raise ModelError(msg) from e
+        _trace(graph, args, path, INPUT_NAMES, output_names(encoder.info), opset, f"{encoder.info.name!r}")
     finally:
         model.train(was_training)
 
 
-def _with_dense(model: Any) -> Any:
-    """``model`` as a module whose one call returns ``(pivot, echo, dense)``: the graph of a model with a dense view."""
+def _trace(module: Any, args: tuple[Any, ...], path: Path, inputs: list[str], outputs: list[str], opset: int,
+           what: str) -> None:
+    """``torch.onnx.export`` (TorchScript tracer, dynamic batch and sequence axes) with its warnings logged."""
     import torch
 
-    class WithDense(torch.nn.Module):
+    try:
+        with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+            warnings.simplefilter("always")
+            torch.onnx.export(module, args, str(path), dynamo=False, input_names=inputs, output_names=outputs,
+                              dynamic_axes={k: DYNAMIC_AXES[k] for k in (*inputs, *outputs)}, opset_version=opset,
+                              do_constant_folding=True)
+        for w in caught:
+            log.debug("onnx export: %s: %s", w.category.__name__, w.message)
+    except Exception as e:  # the exporter raises RuntimeError, TypeError, torch.onnx.errors.* ...
+        msg = f"ONNX export of {what} (opset {opset}) failed: {type(e).__name__}: {e}"
+        raise ModelError(msg) from e
+
+
+def _with_dense(model: Any) -> Any:
+    """``model`` as a module whose one call returns ``(pivot, echo, dense_input)``: the main graph of a model with a
+    dense view."""
+    import torch
+
+    from milco_os.models.pooling import log_saturate
+
+    class WithDenseInput(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
 
         def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-            return self.model(input_ids, attention_mask, dense=True)
+            hidden, lower = self.model.hidden_and_lower(input_ids, attention_mask)
+            pivot = log_saturate(self.model.pooled_logits(hidden, input_ids, attention_mask))
+            return pivot, self.model.echo_weights(hidden, attention_mask), lower
 
-    return WithDense()
+    return WithDenseInput()
+
+
+def _export_dense_graph(encoder: TorchEncoder, model: Any, path: Path, opset: int) -> None:
+    """``dense.onnx``: the dense view from the main graph's ``dense_input`` (the original top layers, pooling)."""
+    import torch
+
+    class DenseHead(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, lower: Any, attention_mask: Any) -> Any:
+            return self.model.dense_from(lower, attention_mask)
+
+    input_ids, mask = _example_inputs(encoder, next(model.parameters()).device)
+    with torch.no_grad():
+        _, lower = model.hidden_and_lower(input_ids, mask)
+    _trace(DenseHead().eval(), (lower, mask), path, [DENSE_INPUT, "attention_mask"], [DENSE_OUTPUT], opset,
+           f"{encoder.info.name!r}'s dense view")
 
 
 def _weights_bytes(proto: Any) -> int:

@@ -14,7 +14,15 @@ import numpy as np
 
 from milco_os.errors import ModelError
 from milco_os.runtime.encoder import GPU_BATCHING, SparseEncoder, load_model_info
-from milco_os.runtime.export import DENSE_OUTPUT, MANIFEST_FILE, VARIANT_FILES, read_manifest, variant_name
+from milco_os.runtime.export import (
+    DENSE_FILE,
+    DENSE_INPUT,
+    DENSE_OUTPUT,
+    MANIFEST_FILE,
+    VARIANT_FILES,
+    read_manifest,
+    variant_name,
+)
 from milco_os.types import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -109,6 +117,7 @@ class OnnxEncoder(SparseEncoder):
         self.session, self.provider = session or make_session(
             self.model_path, device=device, intra_op_num_threads=intra_op_num_threads
         )
+        self.dense_session: Any = None
         if self.provider == CUDA:
             kwargs = {**GPU_BATCHING, **kwargs}  # larger batches unless the caller chose
         super().__init__(info, tokenizer, **kwargs)
@@ -128,14 +137,18 @@ class OnnxEncoder(SparseEncoder):
     def _forward_dense(
         self, input_ids: np.ndarray, attention_mask: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if DENSE_OUTPUT not in {o.name for o in self.session.get_outputs()}:
-            msg = f"{self.model_path}: no {DENSE_OUTPUT!r} output; export the model again (milco-os export-onnx)"
+        dense_path = self.model_path.with_name(DENSE_FILE)
+        if DENSE_INPUT not in {o.name for o in self.session.get_outputs()} or not dense_path.is_file():
+            msg = f"{self.model_path.parent}: this export has no dense view; export the model again"
             raise ModelError(msg)
-        pivot, echo, dense = self.session.run(
-            ["pivot", "echo", DENSE_OUTPUT],
-            {"input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
-             "attention_mask": np.ascontiguousarray(attention_mask, dtype=np.int64)},
-        )
+        if self.dense_session is None:  # made on the first dense call: sparse-only use never loads it
+            device = "cuda" if self.provider == CUDA else "cpu"  # where the main graph runs
+            self.dense_session, _ = make_session(dense_path, device=device)
+        mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
+        pivot, echo, lower = self.session.run(
+            ["pivot", "echo", DENSE_INPUT], {"input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
+                                             "attention_mask": mask})
+        (dense,) = self.dense_session.run([DENSE_OUTPUT], {DENSE_INPUT: lower, "attention_mask": mask})
         return (np.asarray(pivot, dtype=np.float32), np.asarray(echo, dtype=np.float32),
                 np.asarray(dense, dtype=np.float32))
 

@@ -64,7 +64,8 @@ class RecentEncodings:
     @staticmethod
     def _run(encoder: SparseEncoder, kind: str, keys: list[Key]) -> list[Encoded]:
         encode_fn = encoder.encode_queries if kind.startswith("query") else encoder.encode_documents
-        return encode_fn([text for _, _, text in keys], dense=kind.endswith("+dense"))
+        texts = [text for _, _, text in keys]
+        return encode_fn(texts, dense=True) if kind.endswith("+dense") else encode_fn(texts)
 
     def _remember(self, key: Key, encoded: Encoded) -> None:
         """Store or refresh ``key`` (under the lock) and evict the oldest entries past the bounds."""

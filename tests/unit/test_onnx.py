@@ -417,7 +417,12 @@ def test_the_dense_view_is_exported_beside_the_sparse_ones(tmp_path: Path) -> No
         if r.dense is not None:
             np.testing.assert_allclose(g.dense, r.dense, atol=1e-5)
         assert_same_top(r.pivot, g.pivot, k=10, atol=1e-4)
-    # The sparse-only call reads the same graph's pivot and echo outputs.
+    # The dense view is a graph of its own: a sparse-only encoder never loads it (onnxruntime would run a whole
+    # graph whatever outputs are asked for).
+    assert (tmp_path / "onnx" / "dense.onnx").is_file()
+    sparse_only = load_onnx_dir(tmp_path / "onnx")
+    sparse_only.encode_documents(texts)
+    assert sparse_only.dense_session is None
     plain = onnx_encoder.encode_documents(texts[:1])[0]
     with_dense = onnx_encoder.encode_documents(texts[:1], dense=True)[0]
     assert plain.dense is None and plain.pivot.to_terms() == with_dense.pivot.to_terms()
