@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     pages = help_pages(cache_dir, CORPUS_LANGUAGES)
     docs = paragraph_corpus(pages, args.docs)
     queries = title_queries(pages, args.queries)
-    report: dict[str, Any] = {"machine": machine(), "settings": vars(args), "encoding": {}}
+    report: dict[str, Any] = {"machine": machine(), "settings": vars(args) | {"query_prune": DEFAULT_QUERY_PRUNE},
+                              "encoding": {}}
 
     # 1. Encoding cost, per runtime, on short paragraphs and on cut pages.
     page_texts = [page_text(p) for lang in sorted(pages) for p in list(pages[lang].values())[:200]]

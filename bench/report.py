@@ -765,6 +765,29 @@ def dense_summary_section(split: str = "test") -> str:
     return md_table(headers, rows, decimals=3)
 
 
+def dense_cost_section(source: str = "dense-cost") -> str:
+    """What the dense view costs (bench/dense_cost.py): encoding, index size, latency, with the targets."""
+    r = load(source)
+    docs = r["settings"]["docs"]
+    enc = [[kind, v["sparse_texts_per_s"], v["dense_texts_per_s"], f"{v['ratio']:.2f}×"]
+           for kind, v in r["encoding"].items()]
+    lat = r["latency_ms"]
+    rows = [[name, v["p50"], v["p95"], v["p99"], v["mean"]] for name, v in lat.items() if isinstance(v, dict)]
+    size = r["index_bytes"]
+    worst = max(v["ratio"] for v in r["encoding"].values())
+    return ("Encoding (texts/s, the same texts with and without the dense view, alternating batch by batch):\n\n"
+            + md_table(["runtime, texts", "sparse views", "+ dense view", "cost"], enc)
+            + f"\n\nIndex of {docs:,} paragraphs (documents pruned `{r['settings']['doc_prune']}`, one segment): "
+            f"{size['sparse'] / 2**20:.1f} MiB sparse only, {size['dense'] / 2**20:.1f} MiB with the dense view "
+            f"({size['ratio']:.2f}×).\n\nSearch through the library (`search`, query pruning "
+            f"`{r['settings'].get('query_prune', 'selective:0.2')}`, queries encoded beforehand), client time in ms, "
+            f"{r['settings']['queries']} queries × {r['settings']['repeat']} rounds, interleaved:\n\n"
+            + md_table(["search", "p50", "p95", "p99", "mean"], rows)
+            + f"\n\nTargets: encoding with the dense view ≤ 1.25× sparse only (worst here {worst:.2f}×: "
+            f"{'met' if worst <= 1.25 else 'missed'}); fused p50 ≤ 2× sparse only "
+            f"({lat['fused_over_sparse_p50']:.2f}×: {'met' if lat['fused_over_sparse_p50'] <= 2 else 'missed'}).")
+
+
 SECTIONS: dict[str, Callable[..., str]] = {
     "machine": machine_section, "encode": encode_section, "latency": latency_section,
     "index_size": index_size_section, "throughput": throughput_section, "quality": quality_section,
@@ -773,7 +796,7 @@ SECTIONS: dict[str, Callable[..., str]] = {
     "demo": demo_section, "model-summary": model_summary_section, "search-choices": search_choices_section,
     "csplade-runs": csplade_runs_section, "csplade-eval": csplade_eval_section, "quantisation": quantisation_section,
     "gates": gates_section, "dense-view": dense_view_section, "fusion-choice": fusion_choice_section,
-    "dense-summary": dense_summary_section,
+    "dense-summary": dense_summary_section, "dense-cost": dense_cost_section,
 }
 
 

@@ -132,7 +132,7 @@ def query_request(
     else:
         assert encoder is not None
         stats = term_stats(client, index, record, options, stats)
-        dense = fusion is not None and "dense" in fusion.weights
+        dense = fusion is not None and fusion.dense_field is not None
         encoded = options.query_pruning.apply(encoder.encode_queries([text], dense=dense)[0], stats)
         fields = {"pivot_field": record["fields"]["pivot"], "echo_field": record["fields"]["echo"]}
         query = (neural_sparse_query(encoded, **fields, alpha=options.alpha) if form == "neural_sparse"
@@ -149,16 +149,14 @@ def query_request(
     if "bm25" in fusion.weights:
         queries.append(bm25_body(text, list(record["fields"]["text"]), filters or None, None)["query"])
         weights.append(fusion.weights["bm25"])
-    if "dense" in fusion.weights:
-        layout = read_layout(record, index).dense
-        assert layout is not None
+    if fusion.dense_field is not None:
         if form == "model":
             dense_clause = {"query_text": text, "model_id": record_model(record, "query/dense")}
         if dense_clause is not None:
             dense_clause["k"] = window(options.size, options.from_)
             if filters:
                 dense_clause["filter"] = {"bool": {"filter": filters}}
-            queries.append({"neural" if form == "model" else "knn": {layout.field: dense_clause}})
+            queries.append({"neural" if form == "model" else "knn": {fusion.dense_field: dense_clause}})
             weights.append(fusion.weights["dense"])
     try:
         return plugin_body(queries, weights, norm=fusion.norm, size=options.size, from_=options.from_)
@@ -269,6 +267,7 @@ class Fusion:
 
     weights: dict[str, float]
     norm: str
+    dense_field: str | None = None  # the index's dense view, when its list is fused
 
 
 def fusion_plan(record: dict[str, Any], index: str, options: SearchOptions) -> Fusion | None:
@@ -291,7 +290,7 @@ def fusion_plan(record: dict[str, Any], index: str, options: SearchOptions) -> F
             msg = f"--hybrid-norm: nothing to fuse on index {index!r} (no --hybrid weight, no dense view)"
             raise ConfigError(msg)
         return None
-    return Fusion(weights, options.hybrid_norm or DEFAULT_FUSION)
+    return Fusion(weights, options.hybrid_norm or DEFAULT_FUSION, dense.field if "dense" in weights and dense else None)
 
 
 def _fused_bodies(
@@ -307,16 +306,14 @@ def _fused_bodies(
     # directly, so a two-phase rescore window covers all of them.
     sparse_options = replace(options, size=depth, from_=0, hybrid_norm=None,
                              hybrid_weight=None if "bm25" in fusion.weights else options.hybrid_weight)
-    query, sparse = _request(record, text, encoder, sparse_options, stats, dense="dense" in fusion.weights)
+    query, sparse = _request(record, text, encoder, sparse_options, stats, dense=fusion.dense_field is not None)
     excludes = sparse.get("_source", {}).get("excludes")
     filters = list(options.filters) or None
     bodies = {"sparse": sparse}
     if "bm25" in fusion.weights:
         bodies["bm25"] = bm25_body(text, list(record["fields"]["text"]), filters, excludes)
-    if "dense" in fusion.weights and query.dense is not None:
-        dense = read_layout(record, "").dense
-        assert dense is not None
-        bodies["dense"] = knn_body(dense_values(query.dense), dense.field, depth, filters, excludes)
+    if fusion.dense_field is not None and query.dense is not None:
+        bodies["dense"] = knn_body(dense_values(query.dense), fusion.dense_field, depth, filters, excludes)
     return query, bodies
 
 
