@@ -18,6 +18,7 @@ rewrites the docs' generated sections from the reports.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -88,6 +89,9 @@ def _fusion_runs() -> dict[str, Run]:
             fusions = DEV_FUSIONS if split == "dev" else (f"{DEFAULT_FUSION}:{DEFAULT_DENSE_WEIGHT:g}",)
             runs[f"dense-{base}-{split}"] = Run(dataset, split, models=("milco-mini",), alphas=(DEFAULT_ALPHA,),
                                                systems="bm25,dense,sparse,dense-view,fused", fusions=fusions)
+    # Whole pages (long documents: the dense view is the mean of a page's windows), the English corpus.
+    for base in ("keywords-clir", "titles-clir"):
+        runs[f"dense-{base}-test-whole"] = dataclasses.replace(runs[f"dense-{base}-test"], whole_pages=True)
     return runs
 
 

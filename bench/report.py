@@ -392,7 +392,7 @@ def eval_runs_read() -> set[str]:
     """The evaluation runs the sections other than ``eval:<run>`` read."""
     summary = {_run_name(base, split) for sets in SUMMARY_SETS.values() for base, _ in sets
                for split in ("dev", "test")}
-    dense = {f"dense-{base}-{split}" for base in DENSE_SETS for split in ("dev", "test")}
+    dense = {f"dense-{base}-{split}" for base in DENSE_SETS for split in ("dev", "test")} | set(DENSE_WHOLE_RUNS)
     return summary | set(ALPHA_RUNS) | set(MODEL_SUMMARY_RUNS) | dense
 
 
@@ -747,19 +747,26 @@ def fusion_choice_section() -> str:
             f"search`, the service and the library: {DEFAULT_FUSION}, {DEFAULT_DENSE_WEIGHT:g}.")
 
 
+#: The dense-view runs on whole pages (test only; the choices are made on the cut pages' dev runs).
+DENSE_WHOLE_RUNS = ("dense-keywords-clir-test-whole", "dense-titles-clir-test-whole")
+
+
 def dense_summary_section(split: str = "test") -> str:
     """Sparse, dense view and fused (the default) against BM25 and plain e5-small, per set; the fused list's
-    ratio to the better of its two parts (the target: at least 1.1)."""
+    ratio to the better of its two parts (the target: at least 1.1). ``split`` test or dev (cut pages), or whole
+    (whole pages, test)."""
     from milco_os.specs import DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION
 
     default = f"{CHOSEN_MODEL} fused {DEFAULT_FUSION}:{DEFAULT_DENSE_WEIGHT:g}"
     columns = [f"{CHOSEN_MODEL} α=0.5", f"{CHOSEN_MODEL} dense view", default, "BM25 (language analyzers)",
                "dense multilingual-e5-small"]
     rows = []
-    for base in DENSE_SETS:
-        values = _overall(load_report(f"eval/dense-{base}-{split}"))
+    runs = DENSE_WHOLE_RUNS if split == "whole" else [f"dense-{base}-{split}" for base in DENSE_SETS]
+    for run in runs:
+        values = _overall(load_report(f"eval/{run}"))
         parts = max(values[columns[0]], values[columns[1]])
-        rows.append([base, *(round(values[c], 3) for c in columns), f"{values[default] / parts:.2f}×"])
+        label = run.removeprefix("dense-").replace("-test", "").replace("-dev", "")
+        rows.append([label, *(round(values[c], 3) for c in columns), f"{values[default] / parts:.2f}×"])
     headers = ["set", "sparse", "dense view", f"fused ({DEFAULT_FUSION}:{DEFAULT_DENSE_WEIGHT:g})", "BM25",
                "e5-small (2nd pass)", "fused / better part"]
     return md_table(headers, rows, decimals=3)

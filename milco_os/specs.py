@@ -35,7 +35,7 @@ HYBRID_NORMS = ("minmax", "rrf")
 #: ``--hybrid-norm``, else :data:`DEFAULT_FUSION`), chosen on the dev split (docs/dense.md;
 #: tests/unit/test_docs_drift.py checks these are the choice).
 DEFAULT_DENSE_WEIGHT = 1.0
-DEFAULT_FUSION = "rrf"
+DEFAULT_FUSION = "minmax"
 
 
 def _no_pruning() -> Pruning:

@@ -29,11 +29,11 @@ from milco_os.localnode import LocalNode
 from milco_os.opensearch.bulk import BulkConfig
 from milco_os.opensearch.indices import create_index, index_record, refresh
 from milco_os.opensearch.ingest import Ingester
-from milco_os.opensearch.mlcommons import ML, record_query, register, search_pipeline_body
+from milco_os.opensearch.mlcommons import ML, record_query, register, search_pipeline_body, unregister
 from milco_os.opensearch.search import query_request, search
 from milco_os.pruning import Pruning
 from milco_os.settings import Settings
-from milco_os.specs import PLUGIN_TWO_PHASE, IndexSpec, SearchOptions
+from milco_os.specs import DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION, PLUGIN_TWO_PHASE, IndexSpec, SearchOptions
 
 PORT = 9290
 DATA = Path(__file__).resolve().parents[2] / "milco_os" / "data"
@@ -121,6 +121,17 @@ def assert_same_ranking(expected: list[tuple[str, float]], got: list[tuple[str, 
     assert [i for i, _ in got] == [i for i, _ in expected], what
     for (doc, a), (_, b) in zip(expected, got, strict=True):
         assert abs(a - b) <= 1e-4, f"{what}: {doc} scored {b}, milco-os search {a}"
+
+
+def tie_groups(hits: list[tuple[str, float]]) -> list[set[str]]:
+    """The ids of a ranking grouped by equal score (within 1e-5), best first."""
+    groups: list[tuple[float, set[str]]] = []
+    for doc, score in hits:
+        if groups and abs(groups[-1][0] - score) <= 1e-5:
+            groups[-1][1].add(doc)
+        else:
+            groups.append((score, {doc}))
+    return [ids for _, ids in groups]
 
 
 def milco_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
@@ -280,17 +291,17 @@ def test_a_dense_view_is_served_by_ml_commons_and_fused_by_neural_search_as_milc
             body = query_request(client, theirs, text, None, options, form="model")
             assert "neural" in json.dumps(body["query"]["hybrid"]["queries"][-1])
             got = ranked(client.search(index=theirs, body=body)["hits"]["hits"])
-            # RRF ties exactly (ranks 3 and 5 give what 5 and 3 give): milco-os breaks ties by id, OpenSearch by
-            # document order, so both lists are compared with ties ordered by id.
-            def by_score(hits: list[tuple[str, float]]) -> list[tuple[float, str]]:
-                return sorted((-round(score, 6), doc) for doc, score in hits)
-
-            assert by_score(got) == by_score([(h.id, h.score) for h in expected.hits]), text
+            # min-max: neural-search's weighted arithmetic mean is milco-os's weighted sum / the weights' sum.
+            scale = 1 / (1 + DEFAULT_DENSE_WEIGHT) if DEFAULT_FUSION == "minmax" else 1.0
+            want = [(h.id, h.score * scale) for h in expected.hits]
+            assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-5), text
+            # Exact ties (RRF: ranks 3 and 5 give what 5 and 3 give) are broken by id in milco-os and by document
+            # order in OpenSearch: the same documents per tied score.
+            assert tie_groups(got) == tie_groups(want), text
     finally:
-        for name in (ours, theirs):
-            if index_record(client, name).get("ml_commons") if client.indices.exists(index=name) else False:
-                milco_cli(stack, "ml-commons", "unregister", "--index", name)
-            client.indices.delete(index=name, ignore_unavailable=True)
+        if client.indices.exists(index=theirs) and index_record(client, theirs).get("ml_commons"):
+            unregister(client, theirs)
+        client.indices.delete(index=f"{ours},{theirs}", ignore_unavailable=True)
 
 
 def test_empty_and_all_pruned_queries_match_nothing_on_every_path(stack: Stack, indices) -> None:  # noqa: ANN001
