@@ -270,8 +270,9 @@ def search(
         "--print-query", metavar="FORM",
         help="Print the search body instead of searching: rank_feature (what search sends), neural_sparse "
              "(query_tokens, keys as the index stores them, alpha applied) or model (neural_sparse with the "
-             "index's ml-commons models; OpenSearch encodes). With --hybrid-norm: a neural-search hybrid query "
-             "and a temporary search pipeline that fuses as search does.")] = None,
+             "index's ml-commons models; OpenSearch encodes). Where search fuses lists (--hybrid-norm, an index "
+             "with a dense view): a neural-search hybrid query and a temporary search pipeline that fuses as "
+             "search does.")] = None,
     settings: Any = None,
     options: Any = None,
 ) -> None:

@@ -309,7 +309,8 @@ with_search_options = injected("options", [
     option("dense", float | None, "--dense", "On an index with a dense view: weight of its k-NN list in the fusion "
            f"(default {DEFAULT_DENSE_WEIGHT:g}); 0 searches the sparse views only.", SEARCH_PANEL, min=0),
     option("filter_json", str | None, "--filter", "An OpenSearch filter clause as JSON.", SEARCH_PANEL),
-    option("explain", bool, "--explain", "Show the matching terms of each hit.", SEARCH_PANEL, False),
+    option("explain", bool, "--explain", "Show the matching terms of each hit (fused: also its rank in each list and "
+           "the dense view's cosine).", SEARCH_PANEL, False),
 ], build_search_options)
 
 
