@@ -130,19 +130,24 @@ class Listed:
 
 def fused_hits(
     client: OpenSearch, index: str, bodies: dict[str, dict[str, Any]], weights: dict[str, float], *,
-    norm: str, size: int, from_: int,
+    norm: str, size: int, from_: int, page_sources: bool = True,
 ) -> tuple[list[dict[str, Any]], int, list[dict[str, Listed]]]:
     """Run the named bodies (each asked for :func:`window` hits; a ``knn`` body keeps its own ``k``) in one
-    ``_msearch`` and fuse them: the hits of the page ``from_ .. from_ + size`` as OpenSearch returned them (from
-    the first list holding a document) with ``_score`` the fused score, OpenSearch's own time in ms, and per hit
-    where it stood in each list that held it."""
+    ``_msearch`` and fuse them: the hits of the page ``from_ .. from_ + size`` (from the first list holding a
+    document) with ``_score`` the fused score, OpenSearch's own time in ms, and per hit where it stood in each
+    list that held it.
+
+    ``page_sources``: the lists return ids and scores only, and the page's ``_source`` (filtered as the first
+    body says) comes from one ``_mget`` afterwards, so a query never transfers the text of every document in
+    every list (hundreds of hits); False: the lists return their hits whole (what explanations need)."""
     from milco_os.errors import SearchIndexError
 
     n = window(size, from_)
     names = list(bodies)
     lines: list[dict[str, Any]] = []
     for name in names:
-        lines += [{"index": index}, {**bodies[name], "size": n, "from": 0}]
+        body = {**bodies[name], "size": n, "from": 0}
+        lines += [{"index": index}, {**body, "_source": False} if page_sources else body]
     lists, raw, took = [], {}, 0
     for name, response in zip(names, client.msearch(body=lines)["responses"], strict=True):
         if "error" in response:
@@ -156,4 +161,11 @@ def fused_hits(
     page = fuse(lists, [weights[name] for name in names], norm=norm)[from_ : from_ + size]
     where = [{name: Listed(rank, score) for name, scores in zip(names, lists, strict=True)
               for rank, (doc_id, score) in enumerate(scores, 1) if doc_id == doc} for doc, _ in page]
+    if page_sources and page:
+        excludes = (bodies[names[0]].get("_source") or {}).get("excludes")
+        params = {"_source_excludes": ",".join(excludes)} if excludes else None
+        found = client.mget(index=index, body={"ids": [doc for doc, _ in page]}, params=params)["docs"]
+        sources = {d["_id"]: d.get("_source", {}) for d in found if d.get("found")}
+        for doc, _ in page:
+            raw[doc] = {**raw[doc], "_source": sources.get(doc, {})}
     return [{**raw[doc], "_score": score} for doc, score in page], took, where

@@ -234,8 +234,10 @@ def search(
         from milco_os.opensearch.hybrid import fused_hits
 
         query, bodies = _fused_bodies(record, text, encoder, options, fusion, stats)
+        # Explanations come with the list's hits; otherwise only the page's sources are fetched.
+        explained = options.explain and not from_source
         raw_hits, took, where = fused_hits(client, index, bodies, fusion.weights, norm=fusion.norm,
-                                           size=options.size, from_=options.from_)
+                                           size=options.size, from_=options.from_, page_sources=not explained)
         body = {"msearch": list(bodies.values()), "fusion": {"norm": fusion.norm, "weights": fusion.weights}}
     else:
         query, body = _request(record, text, encoder, options, stats)
