@@ -83,3 +83,23 @@ def test_the_dense_field_name_must_differ_from_the_others() -> None:
     with pytest.raises(ValueError, match="dense 'milco_pivot'"):
         IndexSpec(dense=True, dense_field="milco_pivot")
     IndexSpec(dense=False, dense_field="milco_pivot")  # not used without dense
+
+
+def test_the_fusion_plan_follows_the_layout_and_the_options() -> None:
+    from milco_os.opensearch.search import fusion_plan
+    from milco_os.specs import DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION, SearchOptions
+
+    dense = index_body(with_dense(), IndexSpec(dense=True))["mappings"]["_meta"]["milco_os"]
+    sparse = index_body(with_dense(), IndexSpec())["mappings"]["_meta"]["milco_os"]
+    plan = fusion_plan(dense, "docs", SearchOptions())  # an index with a dense view is searched fused
+    assert plan is not None and plan.weights == {"sparse": 1.0, "dense": DEFAULT_DENSE_WEIGHT}
+    assert plan.norm == DEFAULT_FUSION and plan.dense_field == "milco_dense"
+    assert fusion_plan(dense, "docs", SearchOptions(dense_weight=0)) is None
+    both = fusion_plan(dense, "docs", SearchOptions(hybrid_weight=0.2, hybrid_norm="rrf", dense_weight=2.0))
+    assert both is not None and both.weights == {"sparse": 1.0, "bm25": 0.2, "dense": 2.0} and both.norm == "rrf"
+    assert fusion_plan(sparse, "docs", SearchOptions()) is None
+    assert fusion_plan(sparse, "docs", SearchOptions(hybrid_weight=0.2)) is None  # BM25 joins the sparse sum
+    with pytest.raises(ConfigError, match="--dense: index 'docs' has no dense view"):
+        fusion_plan(sparse, "docs", SearchOptions(dense_weight=1.0))
+    with pytest.raises(ConfigError, match="--hybrid-norm: nothing to fuse"):
+        fusion_plan(sparse, "docs", SearchOptions(hybrid_norm="minmax"))
