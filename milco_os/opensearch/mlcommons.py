@@ -202,12 +202,18 @@ def model_query(
     return {"bool": {"should": should}} if should else match_nothing()
 
 
-def record_model(index_meta: dict[str, Any], key: str) -> str:
-    """The id of a registered index's ml-commons model ``key`` (e.g. ``query/dense``)."""
+def _registration(index_meta: dict[str, Any]) -> dict[str, Any]:
+    """The ml-commons registration a registered index records in its ``_meta``."""
     reg = index_meta.get(RECORD_KEY)
     if not reg:
         msg = "the index has no ml-commons models; run `milco-os ml-commons register --index NAME` first"
         raise ConfigError(msg)
+    return dict(reg)
+
+
+def record_model(index_meta: dict[str, Any], key: str) -> str:
+    """The id of a registered index's ml-commons model ``key`` (e.g. ``query/dense``)."""
+    reg = _registration(index_meta)
     if key not in reg["models"]:
         msg = (f"the index's ml-commons registration has no {key} model (registered before the index had it?); "
                "unregister and register again")
@@ -217,10 +223,7 @@ def record_model(index_meta: dict[str, Any], key: str) -> str:
 
 def record_query(text: str, index_meta: dict[str, Any], *, alpha: float = DEFAULT_ALPHA) -> dict[str, Any]:
     """:func:`model_query` with the query models a registered index records in its ``_meta``."""
-    reg = index_meta.get(RECORD_KEY)
-    if not reg:
-        msg = "the index has no ml-commons models; run `milco-os ml-commons register --index NAME` first"
-        raise ConfigError(msg)
+    reg = _registration(index_meta)
     models = {key.split("/")[1]: mid for key, mid in reg["models"].items() if key.startswith("query/")}
     return model_query(text, models=models, pivot_field=index_meta["fields"]["pivot"],
                        echo_field=index_meta["fields"]["echo"], alpha=alpha, fields=tuple(models))

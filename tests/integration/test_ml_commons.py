@@ -27,8 +27,9 @@ import pytest
 from milco_os.errors import ConfigError
 from milco_os.localnode import LocalNode
 from milco_os.opensearch.bulk import BulkConfig
-from milco_os.opensearch.indices import create_index, index_record, refresh
+from milco_os.opensearch.indices import create_index, index_record
 from milco_os.opensearch.ingest import Ingester
+from milco_os.opensearch.measure import bulk_through_pipeline
 from milco_os.opensearch.mlcommons import ML, record_query, register, search_pipeline_body, unregister
 from milco_os.opensearch.search import query_request, search
 from milco_os.pruning import Pruning
@@ -108,6 +109,12 @@ def queries() -> list[str]:
     return [q["text"] for q in json.loads((DATA / "demo_queries.json").read_text(encoding="utf-8"))]
 
 
+def bulk_raw_documents(client, index: str, pipeline: str) -> None:  # noqa: ANN001
+    """The sample documents as raw text, in one bulk request through ``pipeline`` (any item error fails)."""
+    docs = [(doc["id"], {k: v for k, v in doc.items() if k != "id"}) for doc in documents()]
+    bulk_through_pipeline(client, index, pipeline, docs, chunk=len(docs))
+
+
 def all_sources(client, index: str) -> dict[str, dict]:  # noqa: ANN001
     hits = client.search(index=index, body={"size": 1000, "query": {"match_all": {}}})["hits"]["hits"]
     return {h["_id"]: h["_source"] for h in hits}
@@ -156,13 +163,7 @@ def indices(stack: Stack) -> Iterator[tuple[str, str, dict]]:
     assert result.returncode == 0, result.stderr
     reg = json.loads(result.stdout)
     assert stack.key not in result.stdout + result.stderr
-    lines = []
-    for doc in documents():
-        lines += [json.dumps({"index": {"_id": doc["id"]}}),
-                  json.dumps({k: v for k, v in doc.items() if k != "id"}, ensure_ascii=False)]
-    resp = client.bulk(index=theirs, body="\n".join(lines) + "\n", params={"pipeline": reg["ingest_pipeline"]})
-    assert not resp["errors"], [i for i in resp["items"] if i["index"].get("error")][:2]
-    refresh(client, theirs)
+    bulk_raw_documents(client, theirs, reg["ingest_pipeline"])
     yield ours, theirs, reg
     for name in (ours, theirs):
         client.indices.delete(index=name, ignore_unavailable=True)
@@ -277,13 +278,7 @@ def test_a_dense_view_is_served_by_ml_commons_and_fused_by_neural_search_as_milc
         assert {"document/dense", "query/dense"} <= set(reg["models"])
         pipeline = client.ingest.get_pipeline(id=reg["ingest_pipeline"])[reg["ingest_pipeline"]]
         assert [next(iter(p)) for p in pipeline["processors"]][-2:] == ["text_embedding", "remove"]
-        lines = []
-        for doc in documents():
-            lines += [json.dumps({"index": {"_id": doc["id"]}}),
-                      json.dumps({k: v for k, v in doc.items() if k != "id"}, ensure_ascii=False)]
-        resp = client.bulk(index=theirs, body="\n".join(lines) + "\n", params={"pipeline": reg["ingest_pipeline"]})
-        assert not resp["errors"], [i for i in resp["items"] if i["index"].get("error")][:2]
-        refresh(client, theirs)
+        bulk_raw_documents(client, theirs, reg["ingest_pipeline"])
         options = SearchOptions(size=10)
         for text in queries()[:5]:
             expected = search(client, ours, text, stack.encoder, options)
