@@ -432,13 +432,14 @@ def run_sparse(
             bodies = [knn_body(dense_values(v.dense), spec.dense_field, size, None, [spec.dense_field])
                       for v in vectors]
             for part in batches(list(zip(evalset.queries, bodies, strict=True)), 100):
-                for q, ids in zip(part, msearch_ids(client, index, [b for _, b in part]), strict=True):
-                    run[q[0]["id"]] = ids
+                for (q, _), ids in zip(part, msearch_ids(client, index, [b for _, b in part]), strict=True):
+                    run[q["id"]] = ids
                 advance(len(part))
-        for q in evalset.queries if not dense_only else ():
-            result = search(client, index, q["text"], counting, options)  # type: ignore[arg-type]
-            run[q["id"]] = [h.id for h in result.hits]
-            advance(1)
+        else:
+            for q in evalset.queries:
+                result = search(client, index, q["text"], counting, options)  # type: ignore[arg-type]
+                run[q["id"]] = [h.id for h in result.hits]
+                advance(1)
         search_s = time.monotonic() - start
     finally:
         if not keep_index:
