@@ -312,6 +312,14 @@ def _listed(name: str, hit: Any) -> str:
     return f"{name} #{listed.rank} ({listed.score:.4g})"
 
 
+def _passage_line(passage: Any, width: int = 160) -> str:
+    """``passage 1,204-1,910 (dense): "text…"``: the passage that scored a hit, its text on one line, cut."""
+    text = " ".join(passage.text.split())
+    text = text if len(text) <= width else text[: width - 1] + "…"
+    origin = "" if passage.list == "sparse" else f" ({passage.list})"
+    return f"passage {passage.start:,}-{passage.end:,}{origin}: [italic]{escape(repr(text))}[/]"
+
+
 def print_hits(result: Any, explain: bool, top_terms: int) -> None:
     from rich.table import Table
 
@@ -319,6 +327,8 @@ def print_hits(result: Any, explain: bool, top_terms: int) -> None:
         title = hit.source.get("title") or next((v for v in hit.source.values() if isinstance(v, str)), "")
         out.print(f"[bold]{rank}. {escape(hit.id)}[/]  score {hit.score:.4f}  {escape(str(title)[:100])}",
                   highlight=False)
+        if hit.passage is not None:
+            out.print(f"   {_passage_line(hit.passage)}", highlight=False)
         if explain and hit.lists:
             out.print("   " + "  ".join(_listed(name, hit) for name in result.lists), highlight=False)
         if explain and hit.terms:

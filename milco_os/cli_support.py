@@ -29,6 +29,7 @@ from milco_os.specs import (
     DEFAULT_QUERY_PRUNE,
     DENSE_FIELD,
     ECHO_FIELD,
+    PASSAGES_FIELD,
     PIVOT_FIELD,
 )
 
@@ -241,7 +242,7 @@ QUERY_PRUNE_HELP = ("Query pruning PIVOT[,ECHO] (one rule prunes both views), e.
 
 
 def build_index_spec(text_field: list[str] | None, pivot_field: str, echo_field: str, doc_prune: str, bm25: bool,
-                     vectors_in_source: bool, shards: int, replicas: int, dense: bool) -> Any:
+                     vectors_in_source: bool, shards: int, replicas: int, dense: bool, passages: bool) -> Any:
     from milco_os.pruning import Pruning
     from milco_os.specs import IndexSpec
 
@@ -249,7 +250,7 @@ def build_index_spec(text_field: list[str] | None, pivot_field: str, echo_field:
     return checked("--text-field/--pivot-field/--echo-field", lambda: IndexSpec(
         text_fields=tuple(text_field or ["text"]), pivot_field=pivot_field, echo_field=echo_field,
         doc_pruning=pruning, bm25=bm25, vectors_in_source=vectors_in_source, shards=shards, replicas=replicas,
-        dense=dense,
+        dense=dense, passages=passages,
     ))
 
 
@@ -267,12 +268,16 @@ with_index_spec = injected("spec", [
     option("replicas", int, "--replicas", "Replicas of each shard.", INDEX_PANEL, 1, min=0),
     option("dense", bool, "--dense/--no-dense", f"Also store the model's dense view (a k-NN field, {DENSE_FIELD}; "
            "needs OpenSearch's k-NN plugin); search then fuses it with the sparse views.", INDEX_PANEL, False),
+    option("passages", bool, "--passages/--no-passages", f"Store each document's passages (the encoder's windows) "
+           f"as nested objects of {PASSAGES_FIELD}, each with its own views and character span, instead of one merged "
+           "vector: a document scores as its best passage, which search shows with its matched terms.",
+           INDEX_PANEL, False),
 ], build_index_spec)
 
 
 def build_search_options(size: int, from_: int, alpha: float, query_prune: str, two_phase: bool,
                          hybrid: float | None, hybrid_norm: str | None, dense: float | None, filter_json: str | None,
-                         explain: bool) -> Any:
+                         passage_score: str, explain: bool) -> Any:
     import json
 
     from milco_os.opensearch.validation import check_filters
@@ -284,10 +289,10 @@ def build_search_options(size: int, from_: int, alpha: float, query_prune: str, 
     allow_scripts = Settings().allow_script_filters
     filters = checked("--filter", lambda: check_filters([json.loads(filter_json)] if filter_json else [],
                                                         allow_scripts=allow_scripts))
-    return checked("--hybrid/--hybrid-norm/--dense", lambda: SearchOptions(
+    return checked("--hybrid/--hybrid-norm/--dense/--passage-score", lambda: SearchOptions(
         size=size, from_=from_, alpha=alpha, query_pruning=pruning, filters=filters,
         two_phase=TwoPhase() if two_phase else None, hybrid_weight=hybrid, hybrid_norm=hybrid_norm,
-        dense_weight=dense, explain=explain,
+        dense_weight=dense, passage_score=passage_score, explain=explain,
     ))
 
 
@@ -309,6 +314,8 @@ with_search_options = injected("options", [
     option("dense", float | None, "--dense", "On an index with a dense view: weight of its k-NN list in the fusion "
            f"(default {DEFAULT_DENSE_WEIGHT:g}); 0 searches the sparse views only.", SEARCH_PANEL, min=0),
     option("filter_json", str | None, "--filter", "An OpenSearch filter clause as JSON.", SEARCH_PANEL),
+    option("passage_score", str, "--passage-score", "On an index with passages: a document scores as its best "
+           "passage (max), or the sum or mean (avg) of its passages' scores.", SEARCH_PANEL, "max"),
     option("explain", bool, "--explain", "Show the matching terms of each hit (fused: also its rank in each list and "
            "the dense view's cosine).", SEARCH_PANEL, False),
 ], build_search_options)

@@ -4,15 +4,17 @@ service and eval read it instead of flags.
     engine     the search engine the index lives in                 opensearch
     sparse     the field type of the pivot and echo views           rank_features (exact scores)
     units      what one stored vector covers                        merged (a document's windows in one vector)
+                                                                    or passages (each window a nested object)
     retrieval  how the sparse views are searched                    exact
     dense      the dense view's field, or none                      knn_vector (HNSW, Lucene engine)
 
 An index created before the record existed has today's layout: :func:`read_layout` returns
 :data:`LEGACY` for it. A record this milco-os cannot serve (a newer version, an engine, field kind or unit it
 does not know) is refused with one line naming the key, so an older milco-os never misreads a newer index.
-The combinations (docs/dense.md has the table): every field above has one value today but ``dense``, which
-is present or not; passages (units), Elasticsearch (engine), ``sparse_vector`` fields and approximate
-sparse retrieval are values later layouts add.
+The combinations (docs/dense.md has the table): ``units`` is ``merged`` or ``passages`` (docs/passages.md:
+each of a document's windows is a nested object under ``passages.path`` with its own views and character
+span, and a document scores as its best passage), ``dense`` is present or not, with either; Elasticsearch
+(engine), ``sparse_vector`` fields and approximate sparse retrieval are values later layouts add.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from milco_os.errors import ModelMismatch
 LAYOUT_VERSION = 1
 ENGINES = ("opensearch",)
 SPARSE_KINDS = ("rank_features",)
-UNITS = ("merged",)
+UNITS = ("merged", "passages")
 RETRIEVALS = ("exact",)
 #: The k-NN field: HNSW graphs in Lucene (no native library), scored by cosine similarity (the dense view is
 #: L2-normalised, so cosine is its dot product). OpenSearch's Lucene engine scores a hit (1 + cos) / 2.
@@ -50,17 +52,32 @@ class DenseLayout:
 
 
 @dataclass(frozen=True)
+class PassageLayout:
+    """Passages: a ``nested`` field ``path`` whose objects hold a passage's ``start`` and ``end`` (character
+    offsets in the document's text fields joined by newlines) and its views, named as the index's fields
+    (``<path>.<pivot field>`` ...)."""
+
+    path: str
+
+    def relative(self, field: str) -> str:
+        """A field's name inside a passage object (``milco_passages.milco_pivot`` -> ``milco_pivot``)."""
+        return field.removeprefix(f"{self.path}.")
+
+
+@dataclass(frozen=True)
 class Layout:
     engine: str = "opensearch"
     sparse: str = "rank_features"
     units: str = "merged"
     retrieval: str = "exact"
     dense: DenseLayout | None = None
+    passages: PassageLayout | None = None
     version: int = LAYOUT_VERSION
 
     def to_meta(self) -> dict[str, Any]:
         return {"version": self.version, "engine": self.engine, "sparse": self.sparse, "units": self.units,
-                "retrieval": self.retrieval, "dense": self.dense.to_meta() if self.dense else None}
+                "retrieval": self.retrieval, "dense": self.dense.to_meta() if self.dense else None,
+                "passages": {"path": self.passages.path} if self.passages else None}
 
 
 #: The layout of an index created before the record existed (and of every index without a dense view).
@@ -96,5 +113,12 @@ def read_layout(record: dict[str, Any], index: str) -> Layout:
             raise refuse("dense", dense, ("field, dimensions, model",)) from e
         if dense.space != DENSE_SPACE:
             raise refuse("dense.space", dense.space, (DENSE_SPACE,))
+    passages = raw.get("passages")
+    if raw["units"] == "passages":
+        if not isinstance(passages, dict) or not isinstance(passages.get("path"), str):
+            raise refuse("passages", passages, ("an object with the nested field's path",))
+        passages = PassageLayout(passages["path"])
+    elif passages is not None:
+        raise refuse("passages", passages, ("null with units merged",))
     return Layout(engine=raw["engine"], sparse=raw["sparse"], units=raw["units"], retrieval=raw["retrieval"],
-                  dense=dense, version=version)
+                  dense=dense, passages=passages, version=version)

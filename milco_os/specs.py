@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 PIVOT_FIELD = "milco_pivot"
 ECHO_FIELD = "milco_echo"
 DENSE_FIELD = "milco_dense"
+#: The nested field of an index with passages (``index create --passages``); each object holds one passage.
+PASSAGES_FIELD = "milco_passages"
+#: How a document with passages scores from its passages' scores (the ``nested`` query's ``score_mode``): its
+#: best passage (the default, chosen on dev: docs/passages.md), their sum or their mean.
+PASSAGE_SCORES = ("max", "sum", "avg")
 #: Upper bound of the BM25 weight: far above any useful value, and far below where OpenSearch's boost (a
 #: 32-bit float) becomes infinite and the request is refused, or scores overflow.
 MAX_HYBRID_WEIGHT = 1000.0
@@ -50,7 +55,9 @@ class IndexSpec:
     """A milco-os index: ``bm25`` also indexes the text fields for full-text (hybrid) search;
     ``vectors_in_source=False`` keeps the sparse vectors out of ``_source`` (a smaller index; explain then
     asks OpenSearch rather than reading the stored vectors); ``dense`` adds the model's dense view as a k-NN
-    field (``dense_field``; never kept in ``_source``: explain reads its rank and similarity off the k-NN hits)."""
+    field (``dense_field``; never kept in ``_source``: explain reads its rank and similarity off the k-NN hits);
+    ``passages`` stores each of a document's windows as a nested object of ``passages_field`` with its own views
+    (named as the fields above) instead of one merged vector per document (docs/passages.md)."""
 
     text_fields: tuple[str, ...] = ("text",)
     pivot_field: str = PIVOT_FIELD
@@ -62,19 +69,26 @@ class IndexSpec:
     replicas: int = 1
     dense: bool = False
     dense_field: str = DENSE_FIELD
+    passages: bool = False
+    passages_field: str = PASSAGES_FIELD
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "text_fields", tuple(self.text_fields))
+        if self.passages and ("." in self.passages_field or not self.passages_field):
+            msg = f"passages field {self.passages_field!r}: a plain name is needed (no dots)"
+            raise ValueError(msg)
         if not self.text_fields:
             msg = "text fields: at least one is needed (e.g. text)"
             raise ValueError(msg)
         if self.doc_pruning.needs_stats:
             msg = f"document pruning {self.doc_pruning}: selective pruning is for queries (it needs the index)"
             raise ValueError(msg)
-        names = [*self.text_fields, self.pivot_field, self.echo_field, *([self.dense_field] if self.dense else [])]
+        names = [*self.text_fields, self.pivot_field, self.echo_field, *([self.dense_field] if self.dense else []),
+                 *([self.passages_field] if self.passages else [])]
         if len(set(names)) != len(names):
             msg = (f"field names must differ: text fields {list(self.text_fields)}, pivot {self.pivot_field!r}, "
-                   f"echo {self.echo_field!r}{f', dense {self.dense_field!r}' if self.dense else ''}")
+                   f"echo {self.echo_field!r}{f', dense {self.dense_field!r}' if self.dense else ''}"
+                   f"{f', passages {self.passages_field!r}' if self.passages else ''}")
             raise ValueError(msg)
         if self.shards < 1 or self.replicas < 0:
             msg = f"shards must be >= 1 and replicas >= 0, got {self.shards} and {self.replicas}"
@@ -133,6 +147,8 @@ class SearchOptions:
     hybrid_norm: str | None = None  # None: BM25 added to the sparse sum; minmax | rrf: lists, fused
     #: Weight of the dense view's list on an index with one: None = DEFAULT_DENSE_WEIGHT, 0 = sparse only.
     dense_weight: float | None = None
+    #: On an index with passages: how a document scores from its passages (:data:`PASSAGE_SCORES`).
+    passage_score: str = "max"
     explain: bool = False
 
     def __post_init__(self) -> None:
@@ -145,6 +161,9 @@ class SearchOptions:
             raise ValueError(msg)
         if self.hybrid_weight is not None and not 0 < self.hybrid_weight <= MAX_HYBRID_WEIGHT:
             msg = f"hybrid weight must be in (0, {MAX_HYBRID_WEIGHT:g}], got {self.hybrid_weight}"
+            raise ValueError(msg)
+        if self.passage_score not in PASSAGE_SCORES:
+            msg = f"passage score {self.passage_score!r}: choose {', '.join(PASSAGE_SCORES)}"
             raise ValueError(msg)
         if self.dense_weight is not None and not 0 <= self.dense_weight <= MAX_HYBRID_WEIGHT:
             msg = f"dense weight must be in [0, {MAX_HYBRID_WEIGHT:g}] (0: sparse only), got {self.dense_weight}"

@@ -103,6 +103,16 @@ class Encoded:
     dense: np.ndarray | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class Passage:
+    """One passage of a long text (a window of the encoder, encoded on its own): characters ``start:end`` of
+    the text it came from, and its views."""
+
+    start: int
+    end: int
+    encoded: Encoded
+
+
 #: MILCO's released training scripts encode queries with 64 and passages with 256 tokens.
 DEFAULT_MAX_QUERY_LENGTH = 64
 DEFAULT_MAX_DOCUMENT_LENGTH = 256

@@ -76,9 +76,10 @@ def _canonical(serialised: str) -> dict[str, Any]:
 
 class FastTokenizer:
     """A ``tokenizers.Tokenizer`` with the slice of transformers' tokenizer API milco-os uses: calling it on
-    a text or a list of texts (``add_special_tokens``; no padding, no truncation), ``pad_token_id``,
-    ``all_special_ids``, ``get_vocab``, ``len``, ``convert_ids_to_tokens`` and ``save_pretrained`` (which copies
-    the source files). Anything else is answered by transformers' own tokenizer, built on first use."""
+    a text or a list of texts (``add_special_tokens``, ``return_offsets_mapping``; no padding, no truncation),
+    ``pad_token_id``, ``all_special_ids``, ``get_vocab``, ``len``, ``convert_ids_to_tokens`` and
+    ``save_pretrained`` (which copies the source files). Anything else is answered by transformers' own
+    tokenizer, built on first use."""
 
     def __init__(self, backend: Any, directory: Path, attributes: dict[str, Any]) -> None:
         backend.no_truncation()
@@ -108,9 +109,11 @@ class FastTokenizer:
         return_attention_mask: bool | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
+        offsets = bool(kwargs.pop("return_offsets_mapping", False))
         if kwargs:  # padding, truncation, tensors ...: transformers' own implementation
             return self._transformers()(text, add_special_tokens=add_special_tokens,
-                                        return_attention_mask=return_attention_mask, **kwargs)
+                                        return_attention_mask=return_attention_mask,
+                                        return_offsets_mapping=offsets, **kwargs)
         batched = isinstance(text, (list, tuple))
         texts = list(text) if batched else [text]
         encodings = self._backend.encode_batch(texts, add_special_tokens=add_special_tokens)
@@ -119,6 +122,9 @@ class FastTokenizer:
         if return_attention_mask is not False:
             masks = [e.attention_mask for e in encodings]
             out["attention_mask"] = masks if batched else masks[0]
+        if offsets:  # (start, end) character offsets of each token in its text
+            spans = [e.offsets for e in encodings]
+            out["offset_mapping"] = spans if batched else spans[0]
         return out
 
     def __len__(self) -> int:

@@ -1,4 +1,5 @@
-"""Pure builders: an encoded document -> a bulk action with ``rank_features`` values (and the dense view's vector)."""
+"""Pure builders: an encoded document -> a bulk action with ``rank_features`` values (and the dense view's vector);
+on an index with passages, one nested object per passage with its span and its views."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from milco_os.keys import encode_key
-from milco_os.types import Encoded, SparseVector
+from milco_os.types import Encoded, Passage, SparseVector
 
 
 def feature_map(vec: SparseVector) -> dict[str, float]:
@@ -35,15 +36,29 @@ def document_source(
     return source
 
 
-def index_action(
-    index: str, doc_id: str, fields: dict[str, Any], encoded: Encoded, *, pivot_field: str, echo_field: str,
+def passages_source(
+    fields: dict[str, Any], passages: list[Passage], *, passages_field: str, pivot_field: str, echo_field: str,
     dense_field: str | None = None,
 ) -> dict[str, Any]:
-    """A bulk ``index`` action; writing by id makes a retried or repeated write idempotent."""
-    return {
-        "_op_type": "index",
-        "_index": index,
-        "_id": doc_id,
-        "_source": document_source(fields, encoded, pivot_field=pivot_field, echo_field=echo_field,
-                                   dense_field=dense_field),
-    }
+    """The document as stored on an index with passages: its fields and, under ``passages_field``, one object per
+    passage: its character span (``start``, ``end``) and its views, named as the ``*_field`` arguments say
+    (relative to the passage object)."""
+    objects = [document_source({"start": p.start, "end": p.end}, p.encoded, pivot_field=pivot_field,
+                               echo_field=echo_field, dense_field=dense_field) for p in passages]
+    return {**fields, passages_field: objects}
+
+
+def index_action(
+    index: str, doc_id: str, fields: dict[str, Any], encoded: Encoded | list[Passage], *, pivot_field: str,
+    echo_field: str, dense_field: str | None = None, passages_field: str | None = None,
+) -> dict[str, Any]:
+    """A bulk ``index`` action; writing by id makes a retried or repeated write idempotent. With
+    ``passages_field``, ``encoded`` is the document's passages (:func:`passages_source`)."""
+    views = {"pivot_field": pivot_field, "echo_field": echo_field, "dense_field": dense_field}
+    if passages_field is not None:
+        assert isinstance(encoded, list)
+        source = passages_source(fields, encoded, passages_field=passages_field, **views)
+    else:
+        assert isinstance(encoded, Encoded)
+        source = document_source(fields, encoded, **views)
+    return {"_op_type": "index", "_index": index, "_id": doc_id, "_source": source}

@@ -24,6 +24,8 @@ from milco_os.specs import HYBRID_NORMS
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
 
+    from milco_os.opensearch.query import PassageQuery
+
 RRF_K = 60
 #: The min-max score of a list's lowest document.
 MIN_SCORE = 0.001
@@ -77,13 +79,20 @@ def bm25_body(text: str, fields: list[str], filters: list[dict[str, Any]] | None
 
 
 def knn_body(vector: list[float], field: str, k: int, filters: list[dict[str, Any]] | None,
-             source_excludes: list[str] | None) -> dict[str, Any]:
+             source_excludes: list[str] | None, passages: PassageQuery | None = None) -> dict[str, Any]:
     """The dense view's ``k`` nearest documents (the k-NN plugin's ``knn`` query on the Lucene engine, which applies
-    ``filters`` while it searches the graph, so a filter never empties the list)."""
+    ``filters`` while it searches the graph, so a filter never empties the list). On an index with passages, the
+    ``k`` documents with the nearest passages, each with that passage (a ``nested`` query; the filters, on the
+    documents, then apply after the graph search and can leave fewer than ``k``)."""
     clause: dict[str, Any] = {"vector": vector, "k": k}
-    if filters:
+    if filters and passages is None:
         clause["filter"] = {"bool": {"filter": filters}}
-    body: dict[str, Any] = {"query": {"knn": {field: clause}}, "size": k, "track_total_hits": False}
+    query: dict[str, Any] = {"knn": {field: clause}}
+    if passages is not None:
+        query = passages.wrap(query)
+        if filters:
+            query = {"bool": {"must": [query], "filter": filters}}
+    body: dict[str, Any] = {"query": query, "size": k, "track_total_hits": False}
     if source_excludes:
         body["_source"] = {"excludes": source_excludes}
     return body

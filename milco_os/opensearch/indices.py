@@ -61,15 +61,21 @@ def checked_record(client: OpenSearch, name: str, info: ModelInfo) -> dict[str, 
 
 def index_info(client: OpenSearch, name: str) -> dict[str, Any]:
     """``_meta.milco_os``, document count and store size of an index (or the index behind an alias)."""
+    from milco_os.layout import read_layout
+
     record = index_record(client, name)
-    stats = client.indices.stats(index=name, metric="docs,store")
-    total = stats["_all"]["primaries"]
-    return {
+    stats = client.indices.stats(index=name, metric="store")
+    info = {
         "index": name,
-        "documents": int(total["docs"]["count"]),
-        "size_bytes": int(total["store"]["size_in_bytes"]),
+        # The count API, not the index stats: Lucene counts each passage (a nested object) as a document too.
+        "documents": document_count(client, name),
+        "size_bytes": int(stats["_all"]["primaries"]["store"]["size_in_bytes"]),
         "meta": record,
     }
+    passages = read_layout(record, name).passages
+    if passages is not None:
+        info["passages"] = passage_count(client, name, passages.path)
+    return info
 
 
 def index_exists(client: OpenSearch, name: str) -> bool:
@@ -84,6 +90,12 @@ def document_count(client: OpenSearch, name: str) -> int:
         return int(client.count(index=name)["count"])
     except NotFoundError as e:
         raise IndexNotFound(name) from e
+
+
+def passage_count(client: OpenSearch, index: str, path: str) -> int:
+    """The number of passages in ``index`` (objects of the nested field ``path``)."""
+    body = {"size": 0, "aggs": {"passages": {"nested": {"path": path}}}}
+    return int(client.search(index=index, body=body)["aggregations"]["passages"]["doc_count"])
 
 
 def refresh(client: OpenSearch, name: str) -> None:

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -239,8 +239,9 @@ class Ingester:
         self.text_fields: list[str] = self.record["fields"]["text"]
         self.pivot_field = self.record["fields"]["pivot"]
         self.echo_field = self.record["fields"]["echo"]
-        dense = read_layout(self.record, index).dense
-        self.dense_field = dense.field if dense is not None else None
+        layout = read_layout(self.record, index)
+        self.dense_field = layout.dense.field if layout.dense is not None else None
+        self.passages = layout.passages
         self.pruning = Pruning.from_meta(self.record["document_pruning"])
         self.writer = BulkWriter(client, self.config, sleep=sleep)
         self.dead_letter = DeadLetter(dead_letter, append=append_dead_letter)
@@ -257,17 +258,21 @@ class Ingester:
             else:
                 valid.append(doc)
         assert self.encoder is not None
-        encoded = self.encoder.encode_documents([document_text(d, self.text_fields) for d in valid],
-                                                dense=self.dense_field is not None)
+        texts = [document_text(d, self.text_fields) for d in valid]
+        dense = self.dense_field is not None
+        views = {"pivot_field": self.pivot_field, "echo_field": self.echo_field, "dense_field": self.dense_field}
+        if self.passages is None:
+            encoded: list[Any] = [self.pruning.apply(e) for e in self.encoder.encode_documents(texts, dense=dense)]
+        else:  # each passage pruned as a merged document is; the views named inside the passage objects
+            encoded = [[replace(p, encoded=self.pruning.apply(p.encoded)) for p in passages]
+                       for passages in self.encoder.encode_passages(texts, dense=dense)]
+            views = {key: None if field is None else self.passages.relative(field) for key, field in views.items()}
+            views["passages_field"] = self.passages.path
         actions, originals = [], {}
         for doc, enc in zip(valid, encoded, strict=True):
-            pruned = self.pruning.apply(enc)
             doc_id = str(doc[self.id_field])
             fields = {k: v for k, v in doc.items() if k != self.id_field}
-            actions.append(
-                index_action(self.index, doc_id, fields, pruned, pivot_field=self.pivot_field,
-                             echo_field=self.echo_field, dense_field=self.dense_field)
-            )
+            actions.append(index_action(self.index, doc_id, fields, enc, **views))
             originals[doc_id] = doc
         return actions, originals, invalid
 

@@ -8,7 +8,7 @@ from typing import Any
 from milco_os import __version__
 from milco_os.errors import ConfigError, ModelMismatch
 from milco_os.keys import KEY_SCHEME_VERSION
-from milco_os.layout import DENSE_METHOD, DenseLayout, Layout, read_layout
+from milco_os.layout import DENSE_METHOD, DenseLayout, Layout, PassageLayout, read_layout
 from milco_os.specs import IndexSpec
 from milco_os.types import ModelInfo
 
@@ -17,19 +17,28 @@ META_KEY = "milco_os"
 
 def index_layout(info: ModelInfo, spec: IndexSpec) -> Layout:
     """The layout ``spec`` asks of an index for the model ``info`` (a dense field needs a model with a dense view)."""
+    passages = PassageLayout(spec.passages_field) if spec.passages else None
+    units = "passages" if passages else "merged"
     if not spec.dense:
-        return Layout()
+        return Layout(units=units, passages=passages)
     if info.dense is None:
         msg = f"--dense: model {info.name!r} has no dense view (milco-mini has one; docs/dense.md)"
         raise ConfigError(msg)
     model = {"name": info.dense.name, "fingerprint": info.dense.fingerprint}
-    return Layout(dense=DenseLayout(field=spec.dense_field, dimensions=info.dense.dimensions, model=model))
+    dense = DenseLayout(field=_in(passages, spec.dense_field), dimensions=info.dense.dimensions, model=model)
+    return Layout(units=units, passages=passages, dense=dense)
+
+
+def _in(passages: PassageLayout | None, field: str) -> str:
+    """A view's field: inside the passage objects on an index with passages."""
+    return f"{passages.path}.{field}" if passages else field
 
 
 def index_meta(info: ModelInfo, spec: IndexSpec) -> dict[str, Any]:
-    """The ``_meta.milco_os`` record every milco-os index carries."""
+    """The ``_meta.milco_os`` record every milco-os index carries (its ``fields`` name the views' full paths)."""
+    layout = index_layout(info, spec)
     return {
-        "layout": index_layout(info, spec).to_meta(),
+        "layout": layout.to_meta(),
         "model": {"name": info.name, "family": info.family, "fingerprint": info.fingerprint},
         "vocab": {
             "pivot": {"name": info.pivot_vocab.name, "fingerprint": info.pivot_vocab.fingerprint},
@@ -41,7 +50,8 @@ def index_meta(info: ModelInfo, spec: IndexSpec) -> dict[str, Any]:
         },
         "key_scheme": KEY_SCHEME_VERSION,
         "document_pruning": spec.doc_pruning.to_meta(),
-        "fields": {"text": list(spec.text_fields), "pivot": spec.pivot_field, "echo": spec.echo_field},
+        "fields": {"text": list(spec.text_fields), "pivot": _in(layout.passages, spec.pivot_field),
+                   "echo": _in(layout.passages, spec.echo_field)},
         "vectors_in_source": spec.vectors_in_source,
         "milco_os_version": __version__,
     }
@@ -51,20 +61,33 @@ def index_body(info: ModelInfo, spec: IndexSpec) -> dict[str, Any]:
     """Settings + mappings for a new index (see :class:`~milco_os.specs.IndexSpec`)."""
     text_mapping = {"type": "text"} if spec.bm25 else {"type": "text", "index": False}
     properties: dict[str, Any] = {field: dict(text_mapping) for field in spec.text_fields}
-    properties[spec.pivot_field] = {"type": "rank_features"}
-    properties[spec.echo_field] = {"type": "rank_features"}
+    views: dict[str, Any] = {spec.pivot_field: {"type": "rank_features"}, spec.echo_field: {"type": "rank_features"}}
     meta = index_meta(info, spec)
     mappings: dict[str, Any] = {"_meta": {META_KEY: meta}, "properties": properties}
     settings: dict[str, Any] = {"number_of_shards": spec.shards, "number_of_replicas": spec.replicas}
-    excludes = [] if spec.vectors_in_source else [spec.pivot_field, spec.echo_field]
+    excludes = [] if spec.vectors_in_source else [meta["fields"]["pivot"], meta["fields"]["echo"]]
     dense = meta["layout"]["dense"]
     if dense is not None:
-        properties[dense["field"]] = {"type": "knn_vector", "dimension": dense["dimensions"], "method": DENSE_METHOD}
+        views[spec.dense_field] = {"type": "knn_vector", "dimension": dense["dimensions"], "method": DENSE_METHOD}
         settings["knn"] = True
         excludes.append(dense["field"])
+    if spec.passages:
+        # A passage's span is read back from _source (inner hits), never searched: stored, not indexed.
+        span = {"type": "integer", "index": False}
+        properties[spec.passages_field] = {"type": "nested", "properties": {"start": span, "end": span, **views}}
+    else:
+        properties.update(views)
     if excludes:
         mappings["_source"] = {"excludes": excludes}
     return {"settings": {"index": settings}, "mappings": mappings}
+
+
+def written_fields(record: dict[str, Any], index: str) -> list[str]:
+    """The top-level fields milco-os writes into each document of an index with ``record`` (beside the user's)."""
+    layout = read_layout(record, index)
+    if layout.passages is not None:
+        return [layout.passages.path]
+    return [record["fields"]["pivot"], record["fields"]["echo"], *([layout.dense.field] if layout.dense else [])]
 
 
 def check_meta(meta: dict[str, Any] | None, info: ModelInfo, index: str) -> dict[str, Any]:

@@ -100,6 +100,50 @@ def two_phase_split(query: Encoded, two_phase: TwoPhase, stats: TermStats | None
 
 
 @dataclass(frozen=True)
+class PassageQuery:
+    """On an index with passages: a document scores from its passages' scores (the nested field ``path``;
+    ``score_mode`` max, sum or avg), and each hit brings its best passage back as the inner hit ``name``: its span
+    and, named in ``views`` (full paths), its stored vectors (for explain); ``explain``: OpenSearch's explanation of
+    that passage's score."""
+
+    path: str
+    score_mode: str = "max"
+    views: tuple[str, ...] = ()
+    explain: bool = False
+    name: str = "sparse"
+
+    def wrap(self, query: dict[str, Any], *, inner_hits: bool = True) -> dict[str, Any]:
+        """``query`` (on the passages' fields) as a ``nested`` query; a query that matches nothing stays as it is."""
+        if query == match_nothing():
+            return query
+        nested: dict[str, Any] = {"path": self.path, "score_mode": self.score_mode, "query": query}
+        if inner_hits:
+            inner: dict[str, Any] = {"name": self.name, "size": 1,
+                                     "_source": [f"{self.path}.start", f"{self.path}.end", *self.views]}
+            if self.explain:
+                inner["explain"] = True
+            nested["inner_hits"] = inner
+        return {"nested": nested}
+
+
+def scored_query(
+    query: Encoded, *, alpha: float, pivot_field: str, echo_field: str, filters: list[dict[str, Any]] | None = None,
+    passages: PassageQuery | None = None, inner_hits: bool = True,
+) -> dict[str, Any]:
+    """:func:`expansion_query`, on an index with passages scored through its passages (``filters`` apply to the
+    documents, outside the nested query); either way a ``bool`` whose ``should`` takes more clauses."""
+    if passages is None:
+        return expansion_query(query, alpha=alpha, pivot_field=pivot_field, echo_field=echo_field, filters=filters)
+    inner = expansion_query(query, alpha=alpha, pivot_field=pivot_field, echo_field=echo_field)
+    if inner == match_nothing():
+        return inner
+    boolean: dict[str, Any] = {"should": [passages.wrap(inner, inner_hits=inner_hits)], "minimum_should_match": 1}
+    if filters:
+        boolean["filter"] = filters
+    return {"bool": boolean}
+
+
+@dataclass(frozen=True)
 class Hybrid:
     """Add a BM25 ``multi_match`` over the text fields, weighted by ``weight``."""
 
@@ -122,20 +166,26 @@ def search_body(
     explain: bool = False,
     source_excludes: list[str] | None = None,
     stats: TermStats | None = None,
+    passages: PassageQuery | None = None,
 ) -> dict[str, Any]:
     """The whole search request. Filters restrict without scoring; ``hybrid`` adds BM25 to the score;
-    ``stats``: the index's term statistics, for a two-phase ``value`` split."""
+    ``stats``: the index's term statistics, for a two-phase ``value`` split; ``passages``: an index with passages
+    (documents score through their passages; the best one comes back with each hit)."""
     first = query
     rest: Encoded | None = None
     if two_phase is not None:
         first, rest = two_phase_split(query, two_phase, stats)
-    main = expansion_query(first, alpha=alpha, pivot_field=pivot_field, echo_field=echo_field, filters=filters)
-    if hybrid is not None and "should" in main["bool"]:
-        main["bool"]["should"].append(
-            {"multi_match": {"query": hybrid.text, "fields": list(hybrid.fields), "boost": hybrid.weight}}
-        )
+    views = {"alpha": alpha, "pivot_field": pivot_field, "echo_field": echo_field}
+    main = scored_query(first, **views, filters=filters, passages=passages)
+
+    def with_bm25(scored: dict[str, Any]) -> dict[str, Any]:
+        if hybrid is not None and "should" in scored["bool"]:
+            match = {"multi_match": {"query": hybrid.text, "fields": list(hybrid.fields), "boost": hybrid.weight}}
+            scored["bool"]["should"].append(match)
+        return scored
+
     body: dict[str, Any] = {
-        "query": main,
+        "query": with_bm25(main),
         "size": size,
         "from": from_,
         # Exact hit counts would disable Lucene's block-max WAND/MaxScore skipping.
@@ -143,13 +193,17 @@ def search_body(
     }
     if rest is not None and two_phase is not None and (len(rest.pivot) or len(rest.echo)):
         window = min(two_phase.max_window, max(int((size + from_) * two_phase.expansion), size + from_))
-        rescore = expansion_query(rest, alpha=alpha, pivot_field=pivot_field, echo_field=echo_field)
+        if passages is None:  # first + rest = the full query, term by term
+            rescore, weights = expansion_query(rest, **views), (1.0, 1.0)
+        else:  # a best passage is not a sum over terms: the window is scored again with the full query
+            rescore = with_bm25(scored_query(query, **views, passages=passages, inner_hits=False))
+            weights = (0.0, 1.0)
         body["rescore"] = {
             "window_size": window,
             "query": {
                 "rescore_query": rescore,
-                "query_weight": 1.0,
-                "rescore_query_weight": 1.0,
+                "query_weight": weights[0],
+                "rescore_query_weight": weights[1],
                 "score_mode": "total",
             },
         }

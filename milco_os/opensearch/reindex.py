@@ -11,6 +11,7 @@ checkpoint is removed and the alias moved only when DEST holds every document of
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -20,14 +21,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from milco_os.errors import ConfigError, IndexExists, JobStopped, OpenSearchUnavailable, SearchIndexError
+from milco_os.errors import (
+    ConfigError,
+    IndexExists,
+    JobStopped,
+    ModelMismatch,
+    OpenSearchUnavailable,
+    SearchIndexError,
+)
 from milco_os.layout import read_layout
 from milco_os.opensearch.bulk import BulkConfig
 from milco_os.opensearch.checkpoint import Checkpoint, InterruptedJob
 from milco_os.opensearch.client import describe_transport_error
 from milco_os.opensearch.indices import create_index, document_count, index_exists, index_record
 from milco_os.opensearch.ingest import Ingester, IngestReport, JobProgress, batch_pool
-from milco_os.opensearch.mapping import index_meta
+from milco_os.opensearch.mapping import index_meta, written_fields
 from milco_os.specs import IndexSpec
 
 if TYPE_CHECKING:
@@ -142,7 +150,10 @@ def reindex(
 
         ingester = Ingester(client, dest, encoder, config=config, dead_letter=dead_letter, id_field=_ID_KEY,
                             stop_when_unavailable=True, append_dead_letter=resume, pool=pool)
-        exclude = [ingester.pivot_field, ingester.echo_field]
+        # What milco-os wrote into the source's documents is not carried over: DEST's own views replace it.
+        exclude = written_fields(ingester.record, dest)
+        with contextlib.suppress(ModelMismatch):
+            exclude += written_fields(index_record(client, source), source)
         failed_before = int(checkpoint.progress["failed"])
         try:
             pit_id = client.create_pit(index=source, keep_alive="10m")["pit_id"]

@@ -10,6 +10,7 @@ from milco_os.opensearch.hybrid import Listed
 from milco_os.opensearch.indices import checked_record
 from milco_os.opensearch.query import (
     Hybrid,
+    PassageQuery,
     TermContribution,
     contributions_from_explanation,
     search_body,
@@ -26,15 +27,30 @@ if TYPE_CHECKING:
 
 
 @dataclass
+class PassageHit:
+    """The passage that scored a hit on an index with passages: characters ``start:end`` of the document's text
+    fields joined by newlines (``text``), its score in the list it came from (``sparse``, or ``dense`` for a hit
+    only the dense view found)."""
+
+    start: int
+    end: int
+    text: str
+    score: float
+    list: str = "sparse"
+
+
+@dataclass
 class Hit:
     """One hit. ``lists``: where a fused hit stood in each result list that held it (``sparse``, ``bm25``,
-    ``dense``); empty without fusion."""
+    ``dense``); empty without fusion. ``passage``: on an index with passages, the passage that scored it (its
+    ``terms`` are that passage's)."""
 
     id: str
     score: float
     source: dict[str, Any]
     terms: list[TermContribution] = field(default_factory=list)
     lists: dict[str, Listed] = field(default_factory=dict)
+    passage: PassageHit | None = None
 
     @property
     def sparse_score(self) -> float:
@@ -54,6 +70,8 @@ class Hit:
         if self.lists:
             out["lists"] = {name: asdict(listed) for name, listed in self.lists.items()}
             out["dense_similarity"] = self.dense_similarity
+        if self.passage is not None:
+            out["passage"] = asdict(self.passage)
         return out
 
 
@@ -194,6 +212,14 @@ def _request(
         if options.hybrid_weight is not None
         else None
     )
+    # Explain from the stored vectors when _source has them (exact, no extra work for OpenSearch);
+    # otherwise ask OpenSearch to explain its scoring.
+    explain_stored = options.explain and from_source
+    passages = passage_query(record, options)
+    if passages is not None:  # the best passage's span (and vectors, to explain) come back as its inner hit
+        excludes = [passages.path]
+    else:
+        excludes = None if explain_stored else [pivot_field, echo_field]
     body = search_body(
         query,
         pivot_field=pivot_field,
@@ -204,13 +230,23 @@ def _request(
         filters=list(options.filters) or None,
         two_phase=options.two_phase,
         hybrid=hybrid,
-        # Explain from the stored vectors when _source has them (exact, no extra work for OpenSearch);
-        # otherwise ask OpenSearch to explain its scoring.
-        explain=options.explain and not from_source,
-        source_excludes=None if options.explain and from_source else [pivot_field, echo_field],
+        explain=options.explain and not from_source and passages is None,
+        source_excludes=excludes,
         stats=stats,
+        passages=passages,
     )
     return query, body
+
+
+def passage_query(record: dict[str, Any], options: SearchOptions, name: str = "sparse") -> PassageQuery | None:
+    """How a query reaches the passages of an index with passages (None: the index has none)."""
+    passages = read_layout(record, "").passages
+    if passages is None:
+        return None
+    from_source = record.get("vectors_in_source", True)
+    views = (record["fields"]["pivot"], record["fields"]["echo"]) if options.explain and from_source else ()
+    return PassageQuery(passages.path, options.passage_score, views=views, name=name,
+                        explain=options.explain and not from_source)
 
 
 def search(
@@ -243,24 +279,46 @@ def search(
         query, body = _request(record, text, encoder, options, stats)
         resp = client.search(index=index, body=body)
         raw_hits, took = resp["hits"]["hits"], int(resp.get("took", 0))
+    passages = read_layout(record, index).passages
     hits = []
     for i, h in enumerate(raw_hits):
         source = h.get("_source", {})
+        passage, scored = None, h
+        if passages is not None:
+            passage, scored = best_passage(h, passages.path, record["fields"]["text"])
         terms: list[TermContribution] = []
-        if options.explain:
+        if options.explain and scored is not None:
+            views = {"alpha": options.alpha, "pivot_field": pivot_field, "echo_field": echo_field}
             if from_source:
-                terms = term_contributions(
-                    query, source, alpha=options.alpha, pivot_field=pivot_field, echo_field=echo_field
-                )
+                stored = scored.get("_source", {})
+                if passages is not None:  # the passage's own source names its views relative to it
+                    stored = {f: stored.get(passages.relative(f)) or {} for f in (pivot_field, echo_field)}
+                terms = term_contributions(query, stored, **views)
             else:
-                terms = contributions_from_explanation(
-                    h.get("_explanation", {}), alpha=options.alpha, pivot_field=pivot_field, echo_field=echo_field
-                )
+                terms = contributions_from_explanation(scored.get("_explanation", {}), **views)
         shown = {k: v for k, v in source.items() if k not in (pivot_field, echo_field)}
         hits.append(Hit(id=h["_id"], score=float(h["_score"]), source=shown, terms=terms,
-                        lists=where[i] if where else {}))
+                        lists=where[i] if where else {}, passage=passage))
     return SearchResult(query=query, hits=hits, took_ms=took, body=body,
                         lists=tuple(fusion.weights) if fusion is not None else ())
+
+
+def best_passage(
+    hit: dict[str, Any], path: str, text_fields: list[str]
+) -> tuple[PassageHit | None, dict[str, Any] | None]:
+    """The passage a hit came back with (its sparse inner hit, else its dense one) and that inner hit (its
+    ``_source`` holds the passage's span and, when asked for, its vectors; ``_explanation`` its score's)."""
+    from milco_os.opensearch.ingest import document_text
+
+    for name in ("sparse", "dense"):
+        inner = (hit.get("inner_hits") or {}).get(name, {}).get("hits", {}).get("hits", [])
+        if inner:
+            best = inner[0]
+            span = best.get("_source", {})
+            start, end = int(span.get("start", 0)), int(span.get("end", 0))
+            text = document_text(hit.get("_source", {}), text_fields)[start:end]
+            return PassageHit(start, end, text, float(best.get("_score") or 0.0), name), best
+    return None, None
 
 
 @dataclass(frozen=True)
@@ -315,7 +373,8 @@ def _fused_bodies(
     if "bm25" in fusion.weights:
         bodies["bm25"] = bm25_body(text, list(record["fields"]["text"]), filters, excludes)
     if fusion.dense_field is not None and query.dense is not None:
-        bodies["dense"] = knn_body(dense_values(query.dense), fusion.dense_field, depth, filters, excludes)
+        bodies["dense"] = knn_body(dense_values(query.dense), fusion.dense_field, depth, filters, excludes,
+                                   passages=passage_query(record, replace(options, explain=False), name="dense"))
     return query, bodies
 
 

@@ -1,7 +1,10 @@
 """Term statistics of an index (IO), for selectivity-aware query pruning (``selective:R``).
 
 A ``rank_features`` key is a term of its field, and its document frequency is the length of its posting list:
-what a query clause on it costs. :class:`IndexTermStats` counts the keys a query brings the first time it sees
+what a query clause on it costs. On an index with passages a query scores passages, so there the counts are of
+passages (nested documents), and so is the total they are read against.
+
+:class:`IndexTermStats` counts the keys a query brings the first time it sees
 them (one ``_msearch`` of counts for all of them) and keeps the counts, together with the document count they
 belong to; :meth:`IndexTermStats.refresh` starts over (the service does so every few minutes).
 """
@@ -14,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from milco_os.keys import encode_key
-from milco_os.opensearch.indices import document_count
+from milco_os.opensearch.indices import document_count, passage_count
 
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
@@ -25,22 +28,34 @@ if TYPE_CHECKING:
 COUNTS_PER_REQUEST = 256
 
 
-def count_body(field: str, key: str) -> dict[str, Any]:
-    """Count the documents that hold feature ``key`` of ``field`` (no scoring, no hits)."""
+def count_body(field: str, key: str, passages: str | None = None) -> dict[str, Any]:
+    """Count the documents that hold feature ``key`` of ``field`` (no scoring, no hits); with ``passages`` (the
+    nested field's path), the passages that hold it."""
+    if passages is not None:
+        return {"size": 0, "aggs": {"passages": {"nested": {"path": passages}, "aggs": {
+            "holding": {"filter": {"rank_feature": {"field": f"{field}.{key}"}}}}}}}
     return {"size": 0, "track_total_hits": True,
             "query": {"constant_score": {"filter": {"rank_feature": {"field": f"{field}.{key}"}}}}}
+
 
 
 class IndexTermStats:
     """Document frequencies of one index's keys, read as queries need them (see the module docstring)."""
 
     def __init__(self, client: OpenSearch, index: str, record: dict[str, Any]) -> None:
+        from milco_os.layout import read_layout
+
         self.client, self.index = client, index
         self.fields = {"pivot": record["fields"]["pivot"], "echo": record["fields"]["echo"]}
+        passages = read_layout(record, index).passages
+        self.passages = passages.path if passages is not None else None
         self.refresh()
 
     def refresh(self) -> None:
-        self.n_docs = document_count(self.client, self.index)
+        if self.passages is not None:
+            self.n_docs = passage_count(self.client, self.index, self.passages)
+        else:
+            self.n_docs = document_count(self.client, self.index)
         self.read_at = time.monotonic()
         self._df: dict[str, dict[str, int]] = {"pivot": {}, "echo": {}}
 
@@ -61,12 +76,15 @@ class IndexTermStats:
 
         lines: list[dict[str, Any]] = []
         for key in keys:
-            lines += [{"index": self.index}, count_body(field, key)]
+            lines += [{"index": self.index}, count_body(field, key, self.passages)]
         responses = self.client.msearch(body=lines)["responses"]
         counts = {}
         for key, item in zip(keys, responses, strict=True):
             if "error" in item:
                 msg = f"counting documents with {field}.{key} in {self.index!r} failed: {item['error']}"
                 raise SearchIndexError(msg)
-            counts[key] = int(item["hits"]["total"]["value"])
+            if self.passages is not None:
+                counts[key] = int(item["aggregations"]["passages"]["holding"]["doc_count"])
+            else:
+                counts[key] = int(item["hits"]["total"]["value"])
         return counts

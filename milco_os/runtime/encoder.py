@@ -9,13 +9,16 @@ weights within a window (MILCO's LexEcho) and, by default, takes the largest suc
 windows, long pages outscored the right page for any query (issue 11). ``window_merge="sum"`` counts
 every position once over the whole text instead. A model trained with top-k masking says so in its
 :class:`ModelInfo` (``query_top_k`` / ``document_top_k``): its merged pivot view is then cut to that many terms.
+
+:meth:`SparseEncoder.encode_passages` keeps the windows apart instead: each is a passage with its own views
+and the span of characters it covers, for indices that score a document by its best passage (docs/passages.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from milco_os.types import (
     DenseInfo,
     Encoded,
     ModelInfo,
+    Passage,
     SparseVector,
     Vocab,
 )
@@ -67,6 +71,7 @@ class _Window:
     text_index: int
     input_ids: list[int]
     owned: tuple[int, int]  # [start, end) positions whose echo weight this window contributes
+    tokens: tuple[int, int]  # [start, end) of the text's tokens this window holds
 
 
 class SparseEncoder:
@@ -135,6 +140,12 @@ class SparseEncoder:
         encoded = self._encode(validate_texts(texts), self.info.max_document_length, dense)
         return keep_top_k(encoded, self.info.document_top_k)
 
+    def encode_passages(self, texts: Sequence[str], *, dense: bool = False) -> list[list[Passage]]:
+        """Each document's passages: its windows (what :meth:`encode_documents` merges), each encoded on its own,
+        in text order, with the character span it covers (an empty text has none). A passage's echo view sums
+        its own pieces; its dense view is its window's embedding."""
+        return self._encode_passages(validate_texts(texts), dense)
+
     # ------------------------------------------------------------------ runtime hooks
     def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[B, L] int64 ids and mask -> (pivot [B, V_pivot] float32, echo [B, L] float32)."""
@@ -147,7 +158,9 @@ class SparseEncoder:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ internals
-    def _windows(self, text_index: int, ids: list[int], max_length: int) -> list[_Window]:
+    def _windows(self, text_index: int, ids: list[int], max_length: int, *, each_whole: bool) -> list[_Window]:
+        """Overlapping windows over a text's ``ids``. ``each_whole``: every window's echo view counts its whole
+        content (windows merged by max, or kept as passages); otherwise each position counts once over the text."""
         content = max(max_length - self._n_special, 1)
         step = max(int(content * (1 - self.window_overlap)), 1)
         starts = [0] if len(ids) <= content else list(range(0, len(ids) - content + step, step))
@@ -157,17 +170,15 @@ class SparseEncoder:
             piece = ids[start : start + content]
             full = self._prefix + piece + self._suffix
             is_first, is_last = k == 0, k == len(starts) - 1
-            # Summed over windows, each position counts once (the part before the next window starts);
-            # merged by max, each window scores its whole content.
-            last_owned = is_last or self.window_merge == "max"
+            last_owned = is_last or each_whole
             owned_end = len(piece) if last_owned else min(starts[k + 1] - start, len(piece))
             lo = self._prefix_len
             hi = self._prefix_len + owned_end
             if self.echo_special_tokens:
                 # Special tokens count once per text: the prefix in the first window, the suffix in the last.
-                lo = 0 if is_first or self.window_merge == "max" else lo
+                lo = 0 if is_first or each_whole else lo
                 hi = len(full) if last_owned else hi
-            windows.append(_Window(text_index, full, (lo, hi)))
+            windows.append(_Window(text_index, full, (lo, hi), (start, start + len(piece))))
         return windows
 
     def _batches(self, windows: list[_Window]) -> list[list[_Window]]:
@@ -189,22 +200,75 @@ class SparseEncoder:
         return batches
 
     def _encode(self, texts: list[str], max_length: int, with_dense: bool = False) -> list[Encoded]:
+        """Each text's windows merged into one :class:`Encoded` (see the module docstring)."""
         if not texts:
             return []
-        if with_dense and self.info.dense is None:
-            msg = f"model {self.info.name!r} has no dense view (sparse only)"
-            raise ModelError(msg)
-        tokenized = self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        tokenized = self._tokenize(texts, with_dense)["input_ids"]
         windows: list[_Window] = []
         for i, ids in enumerate(tokenized):
             if ids:  # an empty text encodes to empty vectors without running the model
-                windows.extend(self._windows(i, ids, max_length))
+                windows.extend(self._windows(i, ids, max_length, each_whole=self.window_merge == "max"))
 
         pivot_vocab, echo_vocab = self.info.pivot_vocab, self.info.echo_vocab
         pivot_dense: dict[int, np.ndarray] = {}
         echo_sums: dict[int, dict[int, float]] = {}
         # A text's dense view: the mean of its windows' embeddings, normalised again.
         dense_sums: dict[int, np.ndarray] = {}
+        for w, pivot, window_echo, embedded in self._window_outputs(windows, with_dense):
+            acc = pivot_dense.get(w.text_index)
+            pivot_dense[w.text_index] = pivot.copy() if acc is None else np.maximum(acc, pivot)
+            if embedded is not None:
+                acc = dense_sums.get(w.text_index)
+                dense_sums[w.text_index] = embedded.astype(np.float32) if acc is None else acc + embedded
+            sums = echo_sums.setdefault(w.text_index, {})
+            for token, weight in window_echo.items():
+                old = sums.get(token, 0.0)
+                sums[token] = max(old, weight) if self.window_merge == "max" else old + weight
+
+        results = []
+        for i in range(len(texts)):
+            dense = pivot_dense.get(i)
+            pivot_vec = SparseVector.empty(pivot_vocab) if dense is None else _nonzero(dense, pivot_vocab)
+            echo_vec = _echo_vector(echo_sums.get(i), echo_vocab or pivot_vocab)
+            results.append(Encoded(pivot_vec, echo_vec, self._dense_of(dense_sums.get(i)) if with_dense else None))
+        return results
+
+    def _encode_passages(self, texts: list[str], with_dense: bool) -> list[list[Passage]]:
+        """Each text's windows, each kept as a :class:`Passage` with its characters' span."""
+        tokens = self._tokenize(texts, with_dense, offsets=True)
+        windows: list[_Window] = []
+        for i, ids in enumerate(tokens["input_ids"]):
+            if ids:
+                windows.extend(self._windows(i, ids, self.info.max_document_length, each_whole=True))
+        pivot_vocab, echo_vocab = self.info.pivot_vocab, self.info.echo_vocab
+        found: list[list[tuple[int, Passage]]] = [[] for _ in texts]
+        for w, pivot, window_echo, embedded in self._window_outputs(windows, with_dense):
+            offsets = tokens["offset_mapping"][w.text_index]
+            first, last = w.tokens
+            encoded = Encoded(_nonzero(pivot, pivot_vocab), _echo_vector(window_echo, echo_vocab or pivot_vocab),
+                              None if embedded is None else embedded.astype(np.float32))
+            passage = Passage(int(offsets[first][0]), int(offsets[last - 1][1]), encoded)
+            found[w.text_index].append((first, passage))
+        passages = []
+        for text_passages in found:
+            ordered = [p for _, p in sorted(text_passages, key=lambda fp: fp[0])]
+            kept = keep_top_k([p.encoded for p in ordered], self.info.document_top_k)
+            passages.append([dataclasses.replace(p, encoded=e) for p, e in zip(ordered, kept, strict=True)])
+        return passages
+
+    def _tokenize(self, texts: list[str], with_dense: bool, *, offsets: bool = False) -> dict[str, Any]:
+        if with_dense and self.info.dense is None:
+            msg = f"model {self.info.name!r} has no dense view (sparse only)"
+            raise ModelError(msg)
+        extra = {"return_offsets_mapping": True} if offsets else {}
+        return self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False, **extra)
+
+    def _window_outputs(
+        self, windows: list[_Window], with_dense: bool
+    ) -> Iterator[tuple[_Window, np.ndarray, dict[int, float], np.ndarray | None]]:
+        """Run the model over ``windows`` in length-bucketed batches: per window, its pivot row [V_pivot], its echo
+        weights summed per piece over the positions it owns, and (``with_dense``) its dense embedding."""
+        echo_vocab = self.info.echo_vocab
         for batch in self._batches(windows):
             width = len(batch[-1].input_ids)
             ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
@@ -214,44 +278,16 @@ class SparseEncoder:
                 mask[r, : len(w.input_ids)] = 1
             if with_dense:
                 pivot, echo, embedded = self._forward_dense(ids, mask)
-                for r, w in enumerate(batch):
-                    acc = dense_sums.get(w.text_index)
-                    dense_sums[w.text_index] = embedded[r].astype(np.float32) if acc is None else acc + embedded[r]
             else:
-                pivot, echo = self._forward(ids, mask)
+                (pivot, echo), embedded = self._forward(ids, mask), None
             for r, w in enumerate(batch):
-                acc = pivot_dense.get(w.text_index)
-                pivot_dense[w.text_index] = pivot[r].copy() if acc is None else np.maximum(acc, pivot[r])
+                window: dict[int, float] = {}
                 if echo_vocab is not None:
                     lo, hi = w.owned
-                    window: dict[int, float] = {}
                     for token, weight in zip(w.input_ids[lo:hi], echo[r, lo:hi].tolist(), strict=True):
                         if weight > 0:
                             window[token] = window.get(token, 0.0) + weight
-                    sums = echo_sums.setdefault(w.text_index, {})
-                    for token, weight in window.items():
-                        old = sums.get(token, 0.0)
-                        sums[token] = max(old, weight) if self.window_merge == "max" else old + weight
-
-        results = []
-        for i in range(len(texts)):
-            dense = pivot_dense.get(i)
-            if dense is None:
-                pivot_vec = SparseVector.empty(pivot_vocab)
-            else:
-                nz = np.flatnonzero(dense > 0)
-                pivot_vec = SparseVector(nz.astype(np.int64), dense[nz].astype(np.float32), pivot_vocab)
-            if echo_vocab is None or not echo_sums.get(i):
-                echo_vec = SparseVector.empty(echo_vocab or pivot_vocab)
-            else:
-                sums = echo_sums[i]
-                echo_vec = SparseVector(
-                    np.fromiter(sums.keys(), dtype=np.int64, count=len(sums)),
-                    np.fromiter(sums.values(), dtype=np.float32, count=len(sums)),
-                    echo_vocab,
-                )
-            results.append(Encoded(pivot_vec, echo_vec, self._dense_of(dense_sums.get(i)) if with_dense else None))
-        return results
+                yield w, pivot[r], window, None if embedded is None else embedded[r]
 
     @staticmethod
     def _dense_of(summed: np.ndarray | None) -> np.ndarray | None:
@@ -261,6 +297,19 @@ class SparseEncoder:
             return None
         norm = float(np.linalg.norm(summed))
         return (summed / norm if norm > 0 else summed).astype(np.float32)
+
+
+def _nonzero(row: np.ndarray, vocab: Vocab) -> SparseVector:
+    """A dense pivot row as a :class:`SparseVector` of its positive weights."""
+    nz = np.flatnonzero(row > 0)
+    return SparseVector(nz.astype(np.int64), row[nz].astype(np.float32), vocab)
+
+
+def _echo_vector(sums: dict[int, float] | None, vocab: Vocab) -> SparseVector:
+    if not sums:
+        return SparseVector.empty(vocab)
+    return SparseVector(np.fromiter(sums.keys(), dtype=np.int64, count=len(sums)),
+                        np.fromiter(sums.values(), dtype=np.float32, count=len(sums)), vocab)
 
 
 MODEL_INFO_FILE = "milco_os_model.json"

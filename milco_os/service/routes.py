@@ -226,7 +226,7 @@ def search_options(req: SearchRequest, settings: Settings) -> SearchOptions:
         return SearchOptions(
             size=req.size, from_=req.from_, alpha=req.alpha, query_pruning=pruning, filters=tuple(filters),
             two_phase=TwoPhase() if req.two_phase else None, hybrid_weight=req.hybrid, hybrid_norm=req.hybrid_norm,
-            dense_weight=req.dense, explain=req.explain,
+            dense_weight=req.dense, passage_score=req.passage_score, explain=req.explain,
         )
     except ValueError as e:
         raise invalid(["body"], str(e)) from None

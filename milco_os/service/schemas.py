@@ -90,6 +90,11 @@ class SearchRequest(BaseModel):
         description=f"on an index with a dense view: weight of its k-NN list (default {DEFAULT_DENSE_WEIGHT:g}); "
                     "0 searches the sparse views only",
     )
+    passage_score: str = Field(
+        "max", pattern="^(max|sum|avg)$",
+        description="on an index with passages: a document scores as its best passage (max), or the sum or mean "
+                    "(avg) of its passages' scores",
+    )
     filters: list[dict[str, Any]] = Field(
         default_factory=list,
         description="OpenSearch query clauses, all of which a hit must match; `script` clauses only with "
@@ -137,6 +142,14 @@ class Listed(BaseModel):
     score: float
 
 
+class Passage(BaseModel):
+    start: int = Field(description="offset of the passage's first character in the text fields joined by newlines")
+    end: int = Field(description="offset after its last character")
+    text: str
+    score: float = Field(description="the passage's score in the list it came from")
+    list: str = Field(description="sparse, or dense for a hit only the dense view found")
+
+
 class Hit(BaseModel):
     id: str
     score: float
@@ -147,6 +160,8 @@ class Hit(BaseModel):
     dense_similarity: float | None = Field(
         None, description="fused search: cosine of the query's and the document's dense views (null: not in the "
                           "dense list)")
+    passage: Passage | None = Field(
+        None, description="on an index with passages: the passage that scored the hit (terms are its terms)")
 
 
 class SearchResponse(BaseModel):

@@ -84,7 +84,7 @@ class WindowEncoder(SparseEncoder):
 def test_a_long_texts_dense_view_is_the_normalised_mean_of_its_windows() -> None:
     enc = WindowEncoder()
     long_text = " ".join(["der Hund und der Tee"] * 4)
-    windows = enc._windows(0, enc.tokenizer(long_text, add_special_tokens=False)["input_ids"], 8)
+    windows = enc._windows(0, enc.tokenizer(long_text, add_special_tokens=False)["input_ids"], 8, each_whole=True)
     assert len(windows) > 1
     expected = np.zeros(4)
     for w in windows:

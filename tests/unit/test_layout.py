@@ -38,7 +38,7 @@ def test_a_dense_index_has_a_knn_field_kept_out_of_source_and_says_so_in_its_lay
 def test_a_sparse_index_records_todays_layout_and_an_old_index_reads_as_it() -> None:
     meta = index_body(with_dense(), IndexSpec())["mappings"]["_meta"]["milco_os"]
     assert meta["layout"] == {"version": LAYOUT_VERSION, "engine": "opensearch", "sparse": "rank_features",
-                              "units": "merged", "retrieval": "exact", "dense": None}
+                              "units": "merged", "retrieval": "exact", "dense": None, "passages": None}
     assert "knn" not in index_body(with_dense(), IndexSpec())["settings"]["index"]
     del meta["layout"]  # an index made before the record existed
     assert read_layout(meta, "old") == LEGACY and LEGACY.dense is None
@@ -46,7 +46,8 @@ def test_a_sparse_index_records_todays_layout_and_an_old_index_reads_as_it() -> 
 
 @pytest.mark.parametrize(("key", "value"), [
     ("version", LAYOUT_VERSION + 1), ("engine", "elasticsearch"), ("sparse", "sparse_vector"),
-    ("units", "passages"), ("retrieval", "approximate"), ("dense", {"field": "v"}),
+    ("units", "sentences"), ("retrieval", "approximate"), ("dense", {"field": "v"}),
+    ("passages", {"path": "milco_passages"}),  # passages where the units are merged
 ])
 def test_a_layout_this_milco_os_cannot_serve_is_refused_with_one_line_naming_the_key(key: str, value: object) -> None:
     meta = index_body(with_dense(), IndexSpec(dense=True))["mappings"]["_meta"]["milco_os"]
