@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from milco_os.specs import ECHO_FIELD, PIVOT_FIELD
-from milco_os.types import Encoded, SparseVector
+from milco_os.types import Encoded, Passage, SparseVector
 
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
@@ -181,9 +181,11 @@ def load_bench_encoder(model: str, cache_dir: Path, runtime: str, batch_size: in
     return encoder
 
 
-def encodings_digest(encoder: SparseEncoder, runtime: str, texts: Sequence[str], dense: bool = False) -> str:
+def encodings_digest(encoder: SparseEncoder, runtime: str, texts: Sequence[str], dense: bool = False,
+                     passages: bool = False) -> str:
     dense_key = f"dense {encoder.info.dense.fingerprint}\n" if dense and encoder.info.dense else ""
-    h = hashlib.sha256(f"{encoder.info.fingerprint}\n{runtime}\n{dense_key}".encode())
+    passages_key = "passages\n" if passages else ""
+    h = hashlib.sha256(f"{encoder.info.fingerprint}\n{runtime}\n{dense_key}{passages_key}".encode())
     for t in texts:
         h.update(t.encode("utf-8") + b"\0")
     return h.hexdigest()[:16]
@@ -191,40 +193,59 @@ def encodings_digest(encoder: SparseEncoder, runtime: str, texts: Sequence[str],
 
 def encode_cached(
     encoder: SparseEncoder, runtime: str, texts: Sequence[str], cache_dir: Path, label: str, chunk: int = 1024,
-    dense: bool = False,
-) -> tuple[list[Encoded], float | None]:
-    """Encode documents once (``dense``: with the dense view); later runs read
-    ``<cache>/bench/<label>-<digest>.npz``.
+    dense: bool = False, passages: bool = False,
+) -> tuple[list[Any], float | None]:
+    """Encode documents once (``dense``: with the dense view; ``passages``: each document's passages, a list of
+    :class:`~milco_os.types.Passage` per document); later runs read ``<cache>/bench/<label>-<digest>.npz``.
 
     Long encodings resume: each finished chunk is kept under ``<label>-<digest>.parts/`` until the whole
     corpus is done. Returns the encodings and the seconds encoding took in this run (None when read from
     the cache)."""
-    path = cache_dir / "bench" / f"{label}-{encodings_digest(encoder, runtime, texts, dense)}.npz"
+    path = cache_dir / "bench" / f"{label}-{encodings_digest(encoder, runtime, texts, dense, passages)}.npz"
+    save, load = (pack_passages, unpack_passages) if passages else (pack, unpack)
     if path.is_file():
         log(f"{label}: reusing {len(texts)} encodings from {path}")
-        return unpack(np.load(path), encoder), None
+        return load(np.load(path), encoder), None
     from tqdm import tqdm
 
     parts = path.with_suffix(".parts")
     parts.mkdir(parents=True, exist_ok=True)
-    out: list[Encoded] = []
+    out: list[Any] = []
     start = time.perf_counter()
     with tqdm(total=len(texts), desc=f"encoding {label}", unit="doc", file=sys.stderr) as bar:
         for i in range(0, len(texts), chunk):
             part_path = parts / f"{i:09d}.npz"
             if part_path.is_file():
-                part = unpack(np.load(part_path), encoder)
+                part = load(np.load(part_path), encoder)
             else:
-                part = encoder.encode_documents(list(texts[i : i + chunk]), dense=dense)
-                _save_npz(part_path, pack(part))
+                batch = list(texts[i : i + chunk])
+                part = (encoder.encode_passages(batch, dense=dense) if passages
+                        else encoder.encode_documents(batch, dense=dense))
+                _save_npz(part_path, save(part))
             out.extend(part)
             bar.update(len(part))
     seconds = time.perf_counter() - start
-    _save_npz(path, pack(out))
+    _save_npz(path, save(out))
     for part_path in parts.iterdir():
         part_path.unlink()
     parts.rmdir()
     return out, seconds
+
+
+def pack_passages(documents: Sequence[Sequence[Passage]]) -> dict[str, np.ndarray]:
+    """Every document's passages: their encodings packed as :func:`pack`'s, their spans, and where each document's
+    passages start."""
+    flat = [p for passages in documents for p in passages]
+    arrays = pack([p.encoded for p in flat])
+    arrays["spans"] = np.array([(p.start, p.end) for p in flat], dtype=np.int64).reshape(-1, 2)
+    arrays["document_offsets"] = np.cumsum([0, *(len(d) for d in documents)]).astype(np.int64)
+    return arrays
+
+
+def unpack_passages(arrays: Any, encoder: SparseEncoder) -> list[list[Passage]]:
+    encoded, spans, offsets = unpack(arrays, encoder), arrays["spans"], arrays["document_offsets"]
+    return [[Passage(int(spans[i][0]), int(spans[i][1]), encoded[i]) for i in range(a, b)]
+            for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

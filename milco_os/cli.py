@@ -516,6 +516,7 @@ def eval_command(
     doc_prune: Annotated[list[str] | None, typer.Option("--doc-prune", help="Document pruning PIVOT[,ECHO] for the sparse system, e.g. mass:0.9 or top_k:128 (repeatable).")] = None,
     alpha: Annotated[list[float] | None, typer.Option("--alpha", min=0, max=1, help=f"Weight of the pivot view in sparse search (1.0: pivot only; repeatable). [default: {DEFAULT_ALPHA:g}]")] = None,
     fusion: Annotated[list[str] | None, typer.Option("--fusion", help=f"For the fused system: NORM:WEIGHT, the normalisation (minmax or rrf) and the dense list's weight (repeatable). [default: {DEFAULT_FUSION}:{DEFAULT_DENSE_WEIGHT:g}]")] = None,
+    units: Annotated[str, typer.Option("--units", help="What the model's systems index per document: merged (one vector), passages (each passage, a document scores as its best), or merged,passages (both, side by side).")] = "merged",
     out_dir: Annotated[Path | None, typer.Option("--out", help="Report directory (default: results/eval/<dataset>-<split>/).")] = None,
     max_queries: Annotated[int | None, typer.Option("--max-queries", min=1, help="Evaluate at most this many queries (spread over the languages).")] = None,
     keep_indices: Annotated[bool, typer.Option("--keep-indices", help="Keep the evaluation indices instead of deleting them.")] = False,
@@ -532,7 +533,7 @@ def eval_command(
 
     runner.check_dataset(dataset, split)
     specs = runner.plan_systems(systems.split(","), models=models or [], doc_prunes=doc_prune or [], alpha=alpha or [DEFAULT_ALPHA],
-                         default_model=settings.model, fusions=fusion or [])
+                         default_model=settings.model, fusions=fusion or [], units=units.split(","))
     client = connect(settings) if any(s.kind != "dense" for s in specs) else None
     with err.status(f"preparing {dataset} ({split}) ..."):
         evalset, langs = runner.load_eval_set(dataset, split, runner.parse_languages(languages), settings.cache_dir, whole_pages)

@@ -60,6 +60,7 @@ class SystemSpec:
     doc_pruning: Pruning = field(default_factory=Pruning)
     alpha: float = DEFAULT_ALPHA
     fusion: tuple[str, float] | None = None  # fused: (normalisation, weight of the dense list)
+    passages: bool = False  # the index stores each document's passages (a document scores as its best)
 
 
 def parse_fusion(text: str) -> tuple[str, float]:
@@ -85,10 +86,12 @@ def plan_systems(
     alpha: float | Sequence[float] = DEFAULT_ALPHA,
     default_model: str = "splade-tiny",
     fusions: Sequence[str] = (),
+    units: Sequence[str] = ("merged",),
 ) -> list[SystemSpec]:
-    """One spec per system; ``sparse`` becomes one per (model, document pruning, alpha). Each ``doc_prunes``
-    value is ``PIVOT[,ECHO]`` (one rule alone prunes both views). Sparse systems are named ``sparse`` when
-    there is one, else ``sparse:<model>``, ``[<pruning>]`` and/or ``a=<alpha>``."""
+    """One spec per system; ``sparse`` becomes one per (model, document pruning, alpha, units). Each
+    ``doc_prunes`` value is ``PIVOT[,ECHO]`` (one rule alone prunes both views). Sparse systems are named
+    ``sparse`` when there is one, else ``sparse:<model>``, ``[<pruning>]`` and/or ``a=<alpha>``; ``units``
+    ``passages`` indexes each document's passages (``/passages`` ends the name)."""
     alphas = list(dict.fromkeys([alpha] if isinstance(alpha, (int, float)) else alpha)) or [DEFAULT_ALPHA]
     kinds = [s.strip().lower() for s in systems if s.strip()]
     unknown = [k for k in kinds if k not in SYSTEM_KINDS]
@@ -116,6 +119,10 @@ def plan_systems(
             prunings.append(Pruning.parse(text))
         except ValueError as e:
             raise ConfigError(f"--doc-prune {text!r}: {e}") from None
+    unit_list = list(dict.fromkeys(u.strip().lower() for u in units if u.strip())) or ["merged"]
+    if set(unit_list) - {"merged", "passages"}:
+        msg = f"--units {','.join(units)!r}: expected merged, passages or both"
+        raise ConfigError(msg)
     model_list = list(dict.fromkeys(models)) or [default_model]
     prunings = list(dict.fromkeys(prunings))
     specs: list[SystemSpec] = []
@@ -123,10 +130,13 @@ def plan_systems(
         if kind not in model_kinds:
             specs.append(SystemSpec(kind=kind, name=kind))
             continue
-        for model in model_list:
+        for model, unit in ((m, u) for m in model_list for u in unit_list):
+            passages = unit == "passages"
+            units_suffix = "/passages" if passages else ""
             if kind == "dense-view":  # the model's dense view alone: no pruning, no alpha
                 suffix = f":{_short_model(model)}" if len(model_list) > 1 else ""
-                specs.append(SystemSpec(kind=kind, name=f"dense-view{suffix}", model=model))
+                specs.append(SystemSpec(kind=kind, name=f"dense-view{suffix}{units_suffix}", model=model,
+                                        passages=passages))
                 continue
             for pruning in prunings:
                 for a in alphas:
@@ -140,8 +150,8 @@ def plan_systems(
                             name += f" a={a:g}"
                         if fusion is not None and len(fusion_list) > 1:
                             name += f" {fusion[0]}:{fusion[1]:g}"
-                        specs.append(SystemSpec(kind=kind, name=name, model=model, doc_pruning=pruning, alpha=a,
-                                                fusion=fusion))
+                        specs.append(SystemSpec(kind=kind, name=name + units_suffix, model=model,
+                                                doc_pruning=pruning, alpha=a, fusion=fusion, passages=passages))
     return specs
 
 
@@ -310,7 +320,7 @@ def run_systems(
             result = run_sparse(
                 client, evalset, encoder, name=spec.name, doc_pruning=spec.doc_pruning, alpha=spec.alpha,
                 size=size, keep_index=keep_indices, progress=progress, model_ref=spec.model, fusion=spec.fusion,
-                dense_only=spec.kind == "dense-view",
+                dense_only=spec.kind == "dense-view", passages=spec.passages,
             )
         results.append(result)
         if on_result:

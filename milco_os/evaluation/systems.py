@@ -39,10 +39,11 @@ from milco_os.opensearch.hybrid import knn_body
 from milco_os.opensearch.indices import create_index, create_plain_index, delete_index, refresh
 from milco_os.opensearch.ingest import Ingester, batches
 from milco_os.opensearch.measure import force_merge, store_bytes
+from milco_os.opensearch.query import PassageQuery
 from milco_os.opensearch.search import msearch_ids, search
 from milco_os.pruning import Pruning
 from milco_os.specs import DEFAULT_ALPHA, IndexSpec, SearchOptions
-from milco_os.types import Encoded
+from milco_os.types import Encoded, Passage
 
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
@@ -315,6 +316,7 @@ class MemoEncoder:
         self._inner = inner
         self._documents: dict[str, Encoded] = {}
         self._queries: dict[str, Encoded] = {}
+        self._passages: dict[str, list[Passage]] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -328,6 +330,17 @@ class MemoEncoder:
 
     def encode_queries(self, texts: Sequence[str], *, dense: bool = False) -> list[Encoded]:
         return self._memo(texts, self._queries, self._inner.encode_queries, dense)
+
+    def encode_passages(self, texts: Sequence[str], *, dense: bool = False) -> list[list[Passage]]:
+        new = list(dict.fromkeys(t for t in texts if t not in self._passages
+                                 or (dense and any(p.encoded.dense is None for p in self._passages[t]))))
+        if new:
+            self._passages.update(zip(new, self._inner.encode_passages(new, dense=dense), strict=True))
+        return [self._passages[t] for t in texts]
+
+    def remember_passages(self, texts: Sequence[str], passages: Sequence[list[Passage]]) -> None:
+        """Take passage encodings made elsewhere (read back from a cache) as this encoder's own."""
+        self._passages.update(zip(texts, passages, strict=True))
 
     @staticmethod
     def _memo(texts: Sequence[str], seen: dict[str, Encoded], encode: Callable[..., list[Encoded]],
@@ -346,6 +359,7 @@ class _CountingEncoder:
         self._inner = inner
         self._pruning = pruning
         self.documents = 0
+        self.passages = 0
         self.pivot_terms = 0
         self.echo_terms = 0
         self.queries = 0
@@ -362,6 +376,18 @@ class _CountingEncoder:
             self.pivot_terms += len(pruned.pivot)
             self.echo_terms += len(pruned.echo)
         return encoded
+
+    def encode_passages(self, texts: Sequence[str], *, dense: bool = False) -> list[list[Passage]]:
+        """A document's terms are its passages' terms, all counted (what the index stores)."""
+        documents = self._inner.encode_passages(texts, dense=dense)
+        for passages in documents:
+            self.documents += 1
+            self.passages += len(passages)
+            for p in passages:
+                pruned = self._pruning.apply(p.encoded)
+                self.pivot_terms += len(pruned.pivot)
+                self.echo_terms += len(pruned.echo)
+        return documents
 
     def encode_queries(self, texts: Sequence[str], *, dense: bool = False) -> list[Encoded]:
         encoded = self._inner.encode_queries(texts, dense=dense)
@@ -398,12 +424,14 @@ def run_sparse(
     model_ref: str | None = None,
     fusion: tuple[str, float] | None = None,
     dense_only: bool = False,
+    passages: bool = False,
 ) -> SystemResult:
     """Index the corpus with ``encoder`` (documents pruned by ``doc_pruning``) and search every query with
     :func:`milco_os.opensearch.search.search` (``alpha`` weighs the pivot view; 1.0 is pivot only).
 
     ``fusion`` (normalisation, weight): the index also holds the model's dense view, and search fuses its k-NN
-    list with the sparse one; ``dense_only``: the dense view's k-NN list alone (the ``dense-view`` system)."""
+    list with the sparse one; ``dense_only``: the dense view's k-NN list alone (the ``dense-view`` system);
+    ``passages``: the index stores each document's passages, and a document scores as its best."""
     dense = fusion is not None or dense_only
     options = SearchOptions(size=size, alpha=alpha, dense_weight=fusion[1] if fusion else 0,
                             hybrid_norm=fusion[0] if fusion else None)
@@ -412,7 +440,8 @@ def run_sparse(
     counting = _CountingEncoder(encoder, doc_pruning)
     corpus = [{"id": str(d["id"]), "text": d["text"], "lang": d["lang"]} for d in evalset.corpus if d.get("text")]
     start = time.monotonic()
-    spec = IndexSpec(bm25=False, replicas=0, vectors_in_source=False, doc_pruning=doc_pruning, dense=dense)
+    spec = IndexSpec(bm25=False, replicas=0, vectors_in_source=False, doc_pruning=doc_pruning, dense=dense,
+                     passages=passages)
     create_index(client, index, info, spec)
     try:
         ingester = Ingester(client, index, counting, config=BulkConfig())  # type: ignore[arg-type]
@@ -429,8 +458,11 @@ def run_sparse(
         advance = progress(f"{name} search", len(evalset.queries))
         if dense_only:
             vectors = counting.encode_queries([q["text"] for q in evalset.queries], dense=True)
-            bodies = [knn_body(dense_values(v.dense), spec.dense_field, size, None, [spec.dense_field])
-                      for v in vectors]
+            field, nested = spec.dense_field, None
+            if passages:
+                field, nested = f"{spec.passages_field}.{spec.dense_field}", PassageQuery(spec.passages_field)
+            excludes = [spec.passages_field if passages else field]
+            bodies = [knn_body(dense_values(v.dense), field, size, None, excludes, passages=nested) for v in vectors]
             for part in batches(list(zip(evalset.queries, bodies, strict=True)), 100):
                 for (q, _), ids in zip(part, msearch_ids(client, index, [b for _, b in part]), strict=True):
                     run[q["id"]] = ids
@@ -453,11 +485,13 @@ def run_sparse(
         "dense": None if not dense else {"model": asdict(info.dense) if info.dense else None,
                                          "fusion": {"norm": fusion[0], "weight": fusion[1]} if fusion else None},
         "size": size,
+        "units": "passages" if passages else "merged",
         "index": index if keep_index else None,
     }
     return SystemResult(
         name=name, kind="dense-view" if dense_only else "fused" if fusion else "sparse", run=run, config=config,
         timing={"index_s": index_s, "search_s": search_s},
         stats={"documents": report.indexed, "avg_document_terms": counting.averages(),
-               "avg_query_terms": counting.query_average(), "index_bytes": index_bytes},
+               "avg_query_terms": counting.query_average(), "index_bytes": index_bytes,
+               **({"passages": counting.passages} if passages else {})},
     )

@@ -268,6 +268,7 @@ class Ingester:
                        for passages in self.encoder.encode_passages(texts, dense=dense)]
             views = {key: None if field is None else self.passages.relative(field) for key, field in views.items()}
             views["passages_field"] = self.passages.path
+            encoded, valid = self._whole_texts_only(texts, encoded, valid, invalid)
         actions, originals = [], {}
         for doc, enc in zip(valid, encoded, strict=True):
             doc_id = str(doc[self.id_field])
@@ -275,6 +276,23 @@ class Ingester:
             actions.append(index_action(self.index, doc_id, fields, enc, **views))
             originals[doc_id] = doc
         return actions, originals, invalid
+
+    def _whole_texts_only(
+        self, texts: list[str], encoded: list[Any], valid: list[Any], invalid: list[tuple[Any, str]]
+    ) -> tuple[list[Any], list[Any]]:
+        """Documents whose passages cover their whole text; the others (more windows than the encoder makes for
+        one text) are refused with their reason rather than stored without their end."""
+        assert self.encoder is not None
+        kept_encoded, kept_docs = [], []
+        for text, passages, doc in zip(texts, encoded, valid, strict=True):
+            if len(passages) >= self.encoder.max_windows and passages[-1].end < len(text.rstrip()):
+                invalid.append((doc, f"text fields {self.text_fields}: more than {self.encoder.max_windows} passages "
+                                     f"(the first end at character {passages[-1].end:,} of {len(text):,}); split "
+                                     "the document"))
+            else:
+                kept_encoded.append(passages)
+                kept_docs.append(doc)
+        return kept_encoded, kept_docs
 
     def write_batch(self, docs: list[Any]) -> BatchResult:
         """Encode and write one batch here (a pool's worker calls this); nothing is acknowledged yet."""

@@ -105,9 +105,9 @@ def test_dense_needs_a_dense_index_and_a_matching_model(client, milco_mini, spla
 
 def test_an_index_from_a_newer_milco_os_is_refused_with_one_line(client, milco_mini, dense_index: str) -> None:  # noqa: ANN001, E501
     record = index_record(client, dense_index)
-    record["layout"]["units"] = "passages"
+    record["layout"]["units"] = "sentences"
     client.indices.put_mapping(index=dense_index, body={"_meta": {"milco_os": record}})
-    with pytest.raises(ModelMismatch, match=r"layout\.units is 'passages', which this milco-os cannot serve"):
+    with pytest.raises(ModelMismatch, match=r"layout\.units is 'sentences', which this milco-os cannot serve"):
         search(client, dense_index, "tea", milco_mini)
 
 

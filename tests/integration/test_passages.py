@@ -1,0 +1,156 @@
+"""Passages on a real node: long multi-topic documents stored passage by passage, a document scored by its best
+passage (exactly that passage's dot product), the passage returned with its matched terms, and the documents a
+passage layout must take or refuse."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from milco_os.opensearch.indices import create_index, index_info
+from milco_os.opensearch.ingest import MAX_DOCUMENT_CHARS, Ingester, ingest
+from milco_os.opensearch.search import search
+from milco_os.opensearch.stats import IndexTermStats
+from milco_os.pruning import Pruning
+from milco_os.specs import IndexSpec, SearchOptions, TwoPhase
+
+PRECISION = 0.01  # Lucene keeps 9 significant bits of each stored feature value
+
+# Each topic runs well past one window (254 tokens), so a manual holds several passages, each mostly one topic.
+TOPICS = {
+    "tables": "To insert a table in a text document, choose Table - Insert Table and set the rows and columns. "
+              "Table borders, column widths and cell colours are set in the table properties dialog. ",
+    "charts": "To insert a chart, choose Insert - Chart; the chart wizard picks bar, line or pie charts. "
+              "A chart reads its data range from the spreadsheet and redraws when the numbers change. ",
+    "printing": "To print a document, choose File - Print and pick the printer and the number of copies. "
+                "A PDF file is made with File - Export as PDF, which keeps the fonts and the page layout. ",
+}
+
+KEYWORDS = {"tables": "table", "charts": "chart", "printing": "print"}
+
+
+def manual(*topics: str, repeat: int = 8) -> str:
+    return "\n".join(TOPICS[t] * repeat for t in topics)
+
+
+DOCS = [
+    {"id": "office", "title": "Office manual", "text": manual("tables", "charts", "printing")},
+    {"id": "sheets", "title": "Spreadsheet manual", "text": manual("charts", "tables")},
+    {"id": "garden", "title": "Garden notes", "text": "Roses need sun and water. Prune them in spring. " * 30},
+]
+
+
+@pytest.fixture(scope="module")
+def milco_mini(cache_dir: Path):  # noqa: ANN201
+    from milco_os.loading import load_encoder
+
+    return load_encoder("milco-mini", cache_dir)
+
+
+@pytest.fixture
+def passages_index(client, milco_mini, index_name: str) -> str:  # noqa: ANN001
+    spec = IndexSpec(text_fields=("title", "text"), replicas=0, passages=True, dense=True)
+    create_index(client, index_name, milco_mini.info, spec)
+    report = ingest(client, index_name, DOCS, milco_mini, refresh=True)
+    assert report.indexed == len(DOCS) and report.failed == 0
+    return index_name
+
+
+def test_the_passage_returned_holds_the_querys_topic_and_scores_the_document_exactly(
+    client, milco_mini, passages_index: str,  # noqa: ANN001
+) -> None:
+    options = SearchOptions(size=3, dense_weight=0, explain=True)
+    for query, topic, doc_id in (("Wie drucke ich ein PDF?", "printing", "office"),
+                                 ("insérer un tableau", "tables", None)):
+        result = search(client, passages_index, query, milco_mini, options)
+        top = result.hits[0]
+        assert doc_id is None or top.id == doc_id
+        passage = top.passage
+        assert passage is not None and passage.list == "sparse"
+        text = "\n".join(d for d in (next(x for x in DOCS if x["id"] == top.id)["title"],
+                                     next(x for x in DOCS if x["id"] == top.id)["text"]))
+        assert passage.text == text[passage.start:passage.end]
+        words = {t: passage.text.lower().count(keyword) for t, keyword in KEYWORDS.items()}
+        assert max(words, key=words.get) == topic, (query, words)
+        # The document's score is its best passage's exact dot product, computed here from the same encoder.
+        q = result.query
+        best = max(options.alpha * q.pivot.dot(p.encoded.pivot) + (1 - options.alpha) * q.echo.dot(p.encoded.echo)
+                   for p in milco_mini.encode_passages([text])[0])
+        assert top.score == pytest.approx(best, rel=PRECISION)
+        assert passage.score == pytest.approx(top.score)
+        # Explain: the passage's matched terms add up to its score.
+        assert top.terms and sum(t.contribution for t in top.terms) == pytest.approx(top.score, rel=PRECISION)
+
+
+def test_sum_and_avg_combine_the_passages_and_two_phase_keeps_the_best_passages_score(
+    client, milco_mini, passages_index: str,  # noqa: ANN001
+) -> None:
+    query = "chart data range"
+    scores = {mode: {h.id: h.score for h in search(client, passages_index, query, milco_mini,
+                                                   SearchOptions(dense_weight=0, passage_score=mode)).hits}
+              for mode in ("max", "sum", "avg")}
+    assert scores["sum"]["office"] > scores["max"]["office"] >= scores["avg"]["office"] > 0
+    two_phase = search(client, passages_index, query, milco_mini,
+                       SearchOptions(dense_weight=0, two_phase=TwoPhase(split="weight"))).hits
+    assert {h.id: h.score for h in two_phase} == pytest.approx(scores["max"], rel=PRECISION)
+
+
+def test_selective_pruning_counts_passages(client, milco_mini, passages_index: str) -> None:  # noqa: ANN001
+    stats = IndexTermStats(client, passages_index, client.indices.get_mapping(index=passages_index)[passages_index][
+        "mappings"]["_meta"]["milco_os"])
+    info = index_info(client, passages_index)
+    assert info["documents"] == len(DOCS) and stats.n_docs == info["passages"] > len(DOCS)
+    chart = milco_mini.encode_queries(["chart"])[0].pivot
+    df = dict(zip((chart.vocab.tokens[i] for i in chart.ids), stats.doc_freq("pivot", chart), strict=True))
+    assert len(DOCS) < df["chart"] <= stats.n_docs  # more passages than documents hold it
+    pruned = search(client, passages_index, "chart", milco_mini,
+                    SearchOptions(dense_weight=0, query_pruning=Pruning.parse("selective:0.2")))
+    assert "chart" in pruned.query.pivot.to_terms() and len(pruned.query.pivot) < len(chart)
+    assert {h.id for h in pruned.hits[:2]} == {"office", "sheets"}
+
+
+def test_fused_search_brings_a_passage_from_either_list(client, milco_mini, passages_index: str) -> None:  # noqa: ANN001
+    result = search(client, passages_index, "Rosen im Frühling schneiden", milco_mini, SearchOptions(size=3))
+    assert result.lists == ("sparse", "dense")
+    garden = next(h for h in result.hits if h.id == "garden")
+    assert garden.passage is not None and "Roses" in garden.passage.text
+    assert all(h.passage is not None for h in result.hits)
+
+
+def test_documents_a_passage_layout_takes_or_refuses(client, milco_mini, index_name: str, tmp_path: Path) -> None:  # noqa: ANN001
+    create_index(client, index_name, milco_mini.info, IndexSpec(replicas=0, passages=True))
+    docs = [
+        {"id": "empty", "text": ""},
+        {"id": "one-paragraph", "text": "word " * 20_000},  # 100k characters, no break: windows of tokens
+        {"id": "tiny-paragraphs", "text": "\n".join(f"Line {i}." for i in range(3000))},
+        {"id": "too-long", "text": "x" * (MAX_DOCUMENT_CHARS + 1)},
+    ]
+    dead = tmp_path / "dead.jsonl"
+    report = Ingester(client, index_name, milco_mini, dead_letter=dead).run(docs, refresh=True)
+    assert report.indexed == 2 and report.failed == 2
+    failed = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert {f["id"]: f["reason"].split(":")[0] for f in failed} == {"empty": "no text in any of the fields ['text']",
+                                                                     "too-long": "text fields ['text']"}
+    for doc_id in ("one-paragraph", "tiny-paragraphs"):
+        source = client.get(index=index_name, id=doc_id, params={"_source_includes": "milco_passages.end"})
+        ends = [p["end"] for p in source["_source"]["milco_passages"]]
+        assert 1 < len(ends) <= milco_mini.max_windows and ends[-1] == len(next(
+            d for d in docs if d["id"] == doc_id)["text"].rstrip())
+
+
+def test_the_cli_shows_the_passage_and_json_carries_its_span(settings, passages_index: str) -> None:  # noqa: ANN001
+    env = {**os.environ, "MILCO_OS_OPENSEARCH_URL": settings.opensearch_url,
+           "MILCO_OS_CACHE_DIR": str(settings.cache_dir), "MILCO_OS_MODEL": "milco-mini"}
+    cli = [sys.executable, "-m", "milco_os.cli", "search", "--index", passages_index, "--dense", "0"]
+    table = subprocess.run([*cli, "print to PDF"], capture_output=True, text=True, env=env, timeout=300)
+    assert table.returncode == 0, table.stderr
+    assert "PDF" in table.stdout.split("passage ", 1)[1].splitlines()[0]
+    out = subprocess.run([*cli, "--json", "--explain", "print to PDF"], capture_output=True, text=True, env=env,
+                         timeout=300)
+    hit = json.loads(out.stdout)["hits"][0]
+    assert hit["passage"]["end"] > hit["passage"]["start"] and hit["terms"]
