@@ -361,6 +361,10 @@ def register(
         msg = (f"index {index!r} uses term-key scheme {record.get('key_scheme')}, this milco-os writes scheme "
                f"{KEY_SCHEME_VERSION}; reindex it first")
         raise ModelMismatch(msg, index, record.get("model", {}).get("name"))
+    if read_layout(record, index).passages is not None:
+        msg = (f"index {index!r} stores passages, which ml-commons' ingest processors do not write (one vector per "
+               "document); index it with milco-os ingest, or register an index created without --passages")
+        raise ConfigError(msg)
     if record.get(RECORD_KEY):
         msg = (f"index {index!r} is already registered with ml-commons; "
                f"`milco-os ml-commons unregister --index {index}` first")

@@ -118,7 +118,7 @@ def query_request(
     from milco_os.opensearch.hybrid import bm25_body, plugin_body, window
     from milco_os.opensearch.indices import index_record
     from milco_os.opensearch.mlcommons import record_model, record_query
-    from milco_os.opensearch.query import expansion_query, neural_sparse_query
+    from milco_os.opensearch.query import expansion_query, match_nothing, neural_sparse_query
     from milco_os.pruning import Pruning
 
     options = options or SearchOptions()
@@ -155,6 +155,9 @@ def query_request(
         fields = {"pivot_field": record["fields"]["pivot"], "echo_field": record["fields"]["echo"]}
         query = (neural_sparse_query(encoded, **fields, alpha=options.alpha) if form == "neural_sparse"
                  else expansion_query(encoded, **fields, alpha=options.alpha))
+        passages = passage_query(record, options)
+        if passages is not None and query != match_nothing():  # scored through the passages, filters outside
+            query = {"bool": {"should": [passages.wrap(query)], "minimum_should_match": 1}}
         if dense and encoded.dense is not None:
             dense_clause = {"vector": dense_values(encoded.dense)}
     filters = list(options.filters)
@@ -174,7 +177,14 @@ def query_request(
             dense_clause["k"] = window(options.size, options.from_)
             if filters:
                 dense_clause["filter"] = {"bool": {"filter": filters}}
-            queries.append({"neural" if form == "model" else "knn": {fusion.dense_field: dense_clause}})
+            dense_query: dict[str, Any] = {"neural" if form == "model" else "knn": {fusion.dense_field: dense_clause}}
+            nested = passage_query(record, options, name="dense")
+            if nested is not None:  # the document's nearest passage; filters outside (see knn_body)
+                dense_clause.pop("filter", None)
+                dense_query = nested.wrap(dense_query)
+                if filters:
+                    dense_query = {"bool": {"must": [dense_query], "filter": filters}}
+            queries.append(dense_query)
             weights.append(fusion.weights["dense"])
     try:
         return plugin_body(queries, weights, norm=fusion.norm, size=options.size, from_=options.from_)

@@ -154,3 +154,48 @@ def test_the_cli_shows_the_passage_and_json_carries_its_span(settings, passages_
                          timeout=300)
     hit = json.loads(out.stdout)["hits"][0]
     assert hit["passage"]["end"] > hit["passage"]["start"] and hit["terms"]
+
+
+def test_reindex_into_passages_and_back_to_merged(client, milco_mini, passages_index: str, tmp_path: Path) -> None:  # noqa: ANN001
+    from milco_os.opensearch.reindex import reindex
+
+    merged, again = passages_index + "-merged", passages_index + "-again"
+    try:
+        out = reindex(client, passages_index, merged, milco_mini, checkpoint_path=tmp_path / "out.json",
+                      spec=IndexSpec(text_fields=("title", "text"), replicas=0))
+        into = reindex(client, merged, again, milco_mini, checkpoint_path=tmp_path / "into.json",
+                       spec=IndexSpec(text_fields=("title", "text"), replicas=0, passages=True))
+        assert out.verified and into.verified and out.dest_count == into.dest_count == len(DOCS)
+        flat = client.get(index=merged, id="office")["_source"]
+        assert "milco_passages" not in flat and "print" in flat["milco_pivot"]  # the source's passages stay behind
+        nested = client.get(index=again, id="office")["_source"]
+        assert "milco_pivot" not in nested and len(nested["milco_passages"]) > 3
+        hit = search(client, again, "Wie drucke ich ein PDF?", milco_mini, SearchOptions(size=1)).hits[0]
+        assert hit.id == "office" and "print" in hit.passage.text.lower()
+    finally:
+        client.indices.delete(index=f"{merged},{again}", ignore_unavailable=True)
+
+
+def test_the_service_returns_the_passage_and_ml_commons_refuses_passages(
+    settings, client, passages_index: str,  # noqa: ANN001
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from milco_os.errors import ConfigError
+    from milco_os.opensearch.mlcommons import register
+    from milco_os.service.app import create_app
+
+    milco = settings.model_copy(update={"model": "milco-mini"})
+    with TestClient(create_app(milco)) as http:
+        found = http.post(f"/v1/indices/{passages_index}/search",
+                          json={"query": "Wie drucke ich ein PDF?", "explain": True, "dense": 0})
+        assert found.status_code == 200, found.text
+        hit = found.json()["hits"][0]
+        assert hit["id"] == "office" and "print" in hit["passage"]["text"].lower() and hit["terms"]
+        bad = http.post(f"/v1/indices/{passages_index}/search", json={"query": "x", "passage_score": "median"})
+        assert bad.status_code == 422 and "passage_score" in str(bad.json()["detail"])
+        added = http.post(f"/v1/indices/{passages_index}/documents",
+                          json=[{"id": "new", "text": manual("printing", repeat=3)}])
+        assert added.status_code == 200 and added.json()["indexed"] == ["new"]
+    with pytest.raises(ConfigError, match="stores passages"):
+        register(client, passages_index, service_url="http://127.0.0.1:1")
