@@ -283,6 +283,29 @@ def unpack(arrays: Any, encoder: SparseEncoder) -> list[Encoded]:
     return [Encoded(p, e, d) for p, e, d in zip(views["pivot"], views["echo"], dense, strict=True)]
 
 
+def merged_from_passages(passages: Sequence[Passage], info: Any) -> Encoded:
+    """A document's merged vector from its passages' (unpruned) views, as ``encode_documents`` merges windows by
+    default: per term the largest weight over the windows (pivot and echo), and the normalised mean of the dense
+    views; one encoding then serves both layouts (tests/unit/test_passages.py checks the two agree)."""
+
+    def max_merge(vectors: Sequence[SparseVector], vocab: Any) -> SparseVector:
+        best: dict[int, float] = {}
+        for v in vectors:
+            for i, w in zip(v.ids.tolist(), v.weights.tolist(), strict=True):
+                if w > best.get(i, 0.0):
+                    best[i] = w
+        return SparseVector(np.fromiter(best, np.int64, len(best)),
+                            np.fromiter(best.values(), np.float32, len(best)), vocab)
+
+    encoded = [p.encoded for p in passages]
+    dense = None
+    if encoded and encoded[0].dense is not None:
+        total = np.sum([e.dense for e in encoded], axis=0)
+        dense = (total / np.linalg.norm(total)).astype(np.float32)
+    return Encoded(max_merge([e.pivot for e in encoded], info.pivot_vocab),
+                   max_merge([e.echo for e in encoded], info.echo_vocab or info.pivot_vocab), dense)
+
+
 def prune_all(encoded: Sequence[Encoded], rule: str) -> list[Encoded]:
     """``rule`` is ``PIVOT[,ECHO]`` (one rule alone prunes both views), as ``--doc-prune`` takes it."""
     from milco_os.pruning import Pruning
@@ -303,24 +326,26 @@ def bulk_load(
     client: OpenSearch,
     index: str,
     docs: Sequence[Doc],
-    encoded: Sequence[Encoded] | None,
+    encoded: Sequence[Any] | None,
     *,
     pivot_field: str = PIVOT_FIELD,
     echo_field: str = ECHO_FIELD,
     dense_field: str | None = None,
+    passages_field: str | None = None,
     source_fields: Callable[[Doc], dict[str, Any]] | None = None,
     chunk: int = 1000,
     label: str = "",
 ) -> float:
     """Write documents (``{"text": ...}`` unless ``source_fields`` says otherwise, plus their precomputed
-    vectors when given; ``dense_field``: the dense views too), ``chunk`` per bulk request, and refresh; returns
-    seconds.
+    vectors when given; ``dense_field``: the dense views too; ``passages_field``: ``encoded`` holds each
+    document's passages, written as an index with passages stores them), ``chunk`` per bulk request, and
+    refresh; returns seconds.
 
     Any document not written stops the benchmark: a benchmark of a partial index would be meaningless."""
     from tqdm import tqdm
 
     from milco_os.opensearch.bulk import BulkConfig, write_documents
-    from milco_os.opensearch.documents import document_source
+    from milco_os.opensearch.documents import document_source, passages_source
     from milco_os.opensearch.indices import refresh
     from milco_os.opensearch.ingest import batches
 
@@ -332,7 +357,10 @@ def bulk_load(
             sources = []
             for j in part:
                 source = fields(docs[j])
-                if encoded is not None:
+                if encoded is not None and passages_field is not None:
+                    source = passages_source(source, encoded[j], passages_field=passages_field,
+                                             pivot_field=pivot_field, echo_field=echo_field, dense_field=dense_field)
+                elif encoded is not None:
                     source = document_source(source, encoded[j], pivot_field=pivot_field, echo_field=echo_field,
                                              dense_field=dense_field)
                 sources.append((docs[j].id, source))

@@ -58,6 +58,8 @@ class Run:
     systems: str = "bm25,dense,sparse"
     #: The fused system's (normalisation:weight) settings (runs with ``fused`` in ``systems``).
     fusions: tuple[str, ...] = ()
+    #: What the model systems index per document: ``merged`` and/or ``passages`` (docs/passages.md).
+    units: tuple[str, ...] = ("merged",)
 
 
 def _keyword_runs() -> dict[str, Run]:
@@ -95,6 +97,21 @@ def _fusion_runs() -> dict[str, Run]:
     return runs
 
 
+def _passage_runs() -> dict[str, Run]:
+    """``passages-<set>-test``: whole pages indexed merged and with passages (a document scores as its best), for
+    milco-mini and splade-tiny, beside BM25 on the same pages; ``passages-fused-<set>-test``: milco-mini's sparse
+    and dense views fused, on both layouts (docs/passages.md; the choices are made on dev by bench/passages.py).
+    Run with ``--runtime torch``: they read the passages bench/passages.py encoded."""
+    runs = {}
+    for base, dataset in FUSION_SETS.items():
+        runs[f"passages-{base}-test"] = Run(dataset, "test", True, alphas=(DEFAULT_ALPHA,), systems="bm25,sparse",
+                                            units=("merged", "passages"))
+        runs[f"passages-fused-{base}-test"] = Run(dataset, "test", True, models=("milco-mini",),
+                                                  alphas=(DEFAULT_ALPHA,), systems="fused",
+                                                  units=("merged", "passages"))
+    return runs
+
+
 #: Every run a doc quotes, cheapest first within each corpus (the cut pages, then whole pages).
 RUNS: dict[str, Run] = {
     "titles-clir-dev": Run("libreoffice-clir", "dev", alphas=DEV_ALPHAS),
@@ -105,6 +122,7 @@ RUNS: dict[str, Run] = {
     **{k: v for k, v in _keyword_runs().items() if v.whole_pages},
     "titles-clir-test-whole": Run("libreoffice-clir", "test", True, models=("milco-mini",)),
     **_fusion_runs(),
+    **_passage_runs(),
 }
 
 
@@ -112,7 +130,7 @@ def preload(encoders: dict[str, Any], run: Run, corpus: list[str], cache_dir: Pa
             load: Callable[..., Any]) -> None:
     """Encode the corpus once per model into ``<cache>/bench/`` (resumable, chunk by chunk) or read it back from
     there, and hand the encodings to the run's encoders, so a corpus is encoded once across invocations too."""
-    from common import encode_cached
+    from common import encode_cached, merged_from_passages
 
     from milco_os.evaluation.runner import DENSE_ENCODER
     from milco_os.evaluation.systems import E5_PASSAGE_PREFIX, E5Encoder, MemoEncoder
@@ -122,6 +140,15 @@ def preload(encoders: dict[str, Any], run: Run, corpus: list[str], cache_dir: Pa
     for model in run.models:
         if model not in encoders:
             encoders[model] = MemoEncoder(load(model, cache_dir))
+        if "passages" in run.units:
+            # One encoding into passages serves both layouts: the merged vectors are made from the same windows.
+            # With the dense view where the model has one, as bench/passages.py encodes them.
+            info = encoders[model].info
+            passages, _ = encode_cached(encoders[model], runtime, corpus, cache_dir, f"passages-{Path(model).name}",
+                                        dense=info.dense is not None, passages=True)
+            encoders[model].remember_passages(corpus, passages)
+            encoders[model].remember_documents(corpus, [merged_from_passages(p, info) for p in passages])
+            continue
         encoded, _ = encode_cached(encoders[model], runtime, corpus, cache_dir, f"eval-{Path(model).name}",
                                    dense=dense)
         encoders[model].remember_documents(corpus, encoded)
@@ -179,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         evalset, langs = runner.load_eval_set(run.dataset, run.split, None, cache_dir, run.whole_pages)
         subset, skipped = runner.judged_queries(evalset, run.max_queries)
         specs = runner.plan_systems(run.systems.split(","), models=run.models, doc_prunes=run.doc_prunes,
-                                    alpha=run.alphas, fusions=run.fusions)
+                                    alpha=run.alphas, fusions=run.fusions, units=run.units)
         load = partial(load_encoder, runtime=args.runtime)
         preload(encoders, run, [d["text"] for d in subset.corpus if d.get("text")], cache_dir, args.runtime, load)
         print(f"{name}: {len(subset.queries)} queries, {len(subset.corpus)} documents, "

@@ -91,7 +91,7 @@ def ranked(scores: np.ndarray, ids: Sequence[str], depth: int = 10) -> list[tupl
 
 
 def main() -> int:
-    from common import REPORTS, encode_cached, machine, write_json
+    from common import REPORTS, encode_cached, machine, merged_from_passages, write_json
 
     from milco_os.evaluation import metrics, runner
     from milco_os.loading import load_encoder
@@ -118,7 +118,7 @@ def main() -> int:
                                         passages=True)
             owner = np.repeat(np.arange(len(passages)), [len(p) for p in passages])
             flat = [p.encoded for doc in passages for p in doc]
-            merged = [_merged([p.encoded for p in doc], encoder.info) for doc in passages]
+            merged = [merged_from_passages(doc, encoder.info) for doc in passages]
             views: dict[str, dict[str, Postings]] = {}
             for name, encoded in (("passages", flat), ("merged", merged)):
                 pruned = [prune.apply(e) for e in encoded]
@@ -171,27 +171,6 @@ def main() -> int:
     for model, values in mean.items():
         print(model, "  ".join(f"{name} {value:.3f}" for name, value in values.items()))
     return 0
-
-
-def _merged(encoded: Sequence[Any], info: Any) -> Any:
-    """A document's merged vector from its passages' (unpruned) views, as ``encode_documents`` merges windows."""
-    from milco_os.types import Encoded, SparseVector
-
-    def max_merge(vectors: Sequence[Any], vocab: Any) -> Any:
-        best: dict[int, float] = {}
-        for v in vectors:
-            for i, w in zip(v.ids.tolist(), v.weights.tolist(), strict=True):
-                if w > best.get(i, 0.0):
-                    best[i] = w
-        return SparseVector(np.fromiter(best, np.int64, len(best)), np.fromiter(best.values(), np.float32,
-                                                                                 len(best)), vocab)
-
-    dense = None
-    if encoded and encoded[0].dense is not None:
-        total = np.sum([e.dense for e in encoded], axis=0)
-        dense = (total / np.linalg.norm(total)).astype(np.float32)
-    return Encoded(max_merge([e.pivot for e in encoded], info.pivot_vocab),
-                   max_merge([e.echo for e in encoded], info.echo_vocab or info.pivot_vocab), dense)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ REPORTS = ROOT / "reports"
 BENCH_REPORTS = Path(os.environ.get("MILCO_OS_BENCH_REPORTS") or REPORTS / "bench")
 CHART_RESULTS = ROOT / "results" / "bench"
 DOCS = ["README.md", "BENCHMARKS.md", "docs/evaluation.md", "docs/models.md", "docs/csplade.md",
-        "docs/scaling-out.md", "docs/dense.md"]
+        "docs/scaling-out.md", "docs/dense.md", "docs/passages.md"]
 CHARTS = ROOT / "docs" / "bench"
 CHART_FILES = ["encode.png", "latency.png", "index_size.png", "throughput.png", "quality-libreoffice-clir.png",
                "quality-libreoffice-mlir.png", "growth.png", "scale.png"]
@@ -393,7 +393,7 @@ def eval_runs_read() -> set[str]:
     summary = {_run_name(base, split) for sets in SUMMARY_SETS.values() for base, _ in sets
                for split in ("dev", "test")}
     dense = {f"dense-{base}-{split}" for base in DENSE_SETS for split in ("dev", "test")} | set(DENSE_WHOLE_RUNS)
-    return summary | set(ALPHA_RUNS) | set(MODEL_SUMMARY_RUNS) | dense
+    return summary | set(ALPHA_RUNS) | set(MODEL_SUMMARY_RUNS) | dense | set(PASSAGE_RUNS.values())
 
 
 def _run_name(base: str, split: str) -> str:
@@ -415,10 +415,12 @@ def system_label(system: dict[str, Any]) -> str:
         return f"{config['model']['name']} dense view"
     if system["kind"] == "fused":
         fusion = config["dense"]["fusion"]
-        return f"{config['model']['name']} fused {fusion['norm']}:{fusion['weight']:g}"
+        passages = " passages" if config.get("units") == "passages" else ""
+        return f"{config['model']['name']} fused {fusion['norm']}:{fusion['weight']:g}{passages}"
     name = config["model"]["name"]
     terms = system["stats"].get("avg_document_terms") or {}
-    return f"{name} α={config['alpha']:g}" if terms.get("echo") else name
+    label = f"{name} α={config['alpha']:g}" if terms.get("echo") else name
+    return label + (" passages" if config.get("units") == "passages" else "")
 
 
 def _overall(report: dict[str, Any], metric: str = "ndcg@10") -> dict[str, float]:
@@ -795,6 +797,87 @@ def dense_cost_section(source: str = "dense-cost") -> str:
             f"({lat['fused_over_sparse_p50']:.2f}×: {'met' if lat['fused_over_sparse_p50'] <= 2 else 'missed'}).")
 
 
+#: The test runs over whole pages, merged and with passages (bench/evaluate.py ``_passage_runs``), per set.
+PASSAGE_RUNS = {base: f"passages-{base}-test" for base in DENSE_SETS}
+PASSAGE_TARGET_SETS = ("titles-clir", "titles-mlir")
+
+
+def dev_passage_choice(r: dict[str, Any] | None = None) -> str:
+    """The engine score mode (max, sum, avg) with the best mean nDCG@10 over the dev sets and both models."""
+    from milco_os.specs import PASSAGE_SCORES
+
+    r = r or load("passages-choice")
+    return max(PASSAGE_SCORES, key=lambda m: sum(v[m] for v in r["mean_ndcg@10"].values()))
+
+
+def passages_choice_section(source: str = "passages-choice") -> str:
+    """nDCG@10 per way of scoring a document from its passages, per dev set and model (bench/passages.py)."""
+    from milco_os.specs import DEFAULT_PASSAGE_SCORE
+
+    r = load(source)
+    parts = []
+    for model, runs in r["results"].items():
+        variants = [v for v in r["variants"] if all(v in runs[run] for run in runs)]
+        rows = [[run.removesuffix("-dev"), *(round(runs[run][v]["ndcg@10"], 3) for v in variants)] for run in runs]
+        rows.append(["mean", *(round(r["mean_ndcg@10"][model][v], 3) for v in variants)])
+        parts.append(f"**{model}** (dev, whole pages; "
+                     f"{sum(e['queries'] for e in r['encoding'][model].values()):,} queries over the four sets, "
+                     f"{next(iter(r['encoding'][model].values()))['passages_per_document']:g} passages per English "
+                     "page):\n\n" + md_table(["set", *variants], rows, decimals=3))
+    choice = dev_passage_choice(r)
+    both = {m: v["merged+max"] / v["max"] - 1 for m, v in r["mean_ndcg@10"].items()}
+    merged = {m: v["max"] / v["merged"] - 1 for m, v in r["mean_ndcg@10"].items()}
+    return ("\n\n".join(parts)
+            + f"\n\nBest engine score mode on dev (mean over the sets and models): {choice}; the default "
+            f"(`--passage-score`): {DEFAULT_PASSAGE_SCORE}. The best passage against the merged vector: "
+            + ", ".join(f"{m} {v:+.0%}" for m, v in merged.items())
+            + "; storing the merged vector beside the passages and summing both scores (`merged+max`) against the "
+            "best passage alone: " + ", ".join(f"{m} {v:+.0%}" for m, v in both.items()) + ".")
+
+
+def passages_summary_section() -> str:
+    """Whole pages on test, through the engine: BM25, merged and passages per model, and the targets."""
+    rows, verdicts = [], []
+    models = ("milco-mini α=0.5", "splade-tiny")
+    for base, run in PASSAGE_RUNS.items():
+        values = _overall(load_report(f"eval/{run}"))
+        bm25 = values["BM25 (language analyzers)"]
+        row: list[Any] = [base, round(bm25, 3)]
+        for model in models:
+            merged, passages = values[model], values[f"{model} passages"]
+            row += [round(merged, 3), round(passages, 3), f"{passages / bm25:.2f}×", f"{passages / merged:.2f}×"]
+            if base in PASSAGE_TARGET_SETS and model.startswith("milco-mini"):
+                met = ("met" if passages >= 1.2 * bm25 else "missed", "met" if passages >= 1.15 * merged else "missed")
+                verdicts.append(f"{base}: {passages / bm25:.2f}× BM25 ({met[0]}), "
+                                f"{passages / merged:.2f}× merged ({met[1]})")
+        rows.append(row)
+    headers = ["set", "BM25"]
+    for model in ("milco-mini", "splade-tiny"):
+        headers += [f"{model} merged", f"{model} passages", "/ BM25", "/ merged"]
+    return (md_table(headers, rows)
+            + "\n\nTargets for milco-mini (whole-page CLIR and MLIR: passages ≥ 1.2× BM25 and ≥ 1.15× merged): "
+            + "; ".join(verdicts) + ".")
+
+
+def passages_cost_section(source: str = "passages-cost") -> str:
+    """What passages cost beside the merged layout (bench/passages_cost.py): encoding, index size, latency."""
+    r = load(source)
+    corpus, size, lat, enc = r["corpus"], r["index_bytes"], r["latency_ms"], r["encoding"]
+    rows = [[name, v["p50"], v["p95"], v["p99"], v["mean"]] for name, v in lat.items() if isinstance(v, dict)]
+    ratio = lat["passages_over_merged_p50"]
+    return (f"Whole help pages of {len(corpus['languages'])} languages ({', '.join(corpus['languages'])}): "
+            f"{corpus['documents']:,} pages, {corpus['passages']:,} passages ({corpus['passages_per_document']:g} per "
+            f"page), documents pruned `{r['settings']['doc_prune']}`, one segment each: "
+            f"{size['merged'] / 2**20:.1f} MiB merged, {size['passages'] / 2**20:.1f} MiB with passages "
+            f"({size['ratio']:.2f}×). Encoding {enc['texts']} of the pages merged and into passages, alternating: "
+            f"{enc['merged_texts_per_s']:g} and {enc['passages_texts_per_s']:g} pages/s ({enc['ratio']:.2f}×).\n\n"
+            f"Search through the library (`search`, query pruning `{r['settings']['query_prune']}`, queries encoded "
+            f"beforehand), client time in ms, {r['settings']['queries']} queries × {r['settings']['repeat']} rounds, "
+            "interleaved:\n\n" + md_table(["search", "p50", "p95", "p99", "mean"], rows)
+            + f"\n\nTargets: index ≤ 2× merged ({size['ratio']:.2f}×: {'met' if size['ratio'] <= 2 else 'missed'}); "
+            f"p50 ≤ 1.5× merged ({ratio:.2f}×: {'met' if ratio <= 1.5 else 'missed'}).")
+
+
 SECTIONS: dict[str, Callable[..., str]] = {
     "machine": machine_section, "encode": encode_section, "latency": latency_section,
     "index_size": index_size_section, "throughput": throughput_section, "quality": quality_section,
@@ -804,6 +887,8 @@ SECTIONS: dict[str, Callable[..., str]] = {
     "csplade-runs": csplade_runs_section, "csplade-eval": csplade_eval_section, "quantisation": quantisation_section,
     "gates": gates_section, "dense-view": dense_view_section, "fusion-choice": fusion_choice_section,
     "dense-summary": dense_summary_section, "dense-cost": dense_cost_section,
+    "passages-choice": passages_choice_section, "passages-summary": passages_summary_section,
+    "passages-cost": passages_cost_section,
 }
 
 

@@ -26,6 +26,7 @@ from milco_os.specs import (
     DEFAULT_ALPHA,
     DEFAULT_DENSE_WEIGHT,
     DEFAULT_FUSION,
+    DEFAULT_PASSAGE_SCORE,
     DEFAULT_QUERY_PRUNE,
     DENSE_FIELD,
     ECHO_FIELD,
@@ -315,7 +316,7 @@ with_search_options = injected("options", [
            f"(default {DEFAULT_DENSE_WEIGHT:g}); 0 searches the sparse views only.", SEARCH_PANEL, min=0),
     option("filter_json", str | None, "--filter", "An OpenSearch filter clause as JSON.", SEARCH_PANEL),
     option("passage_score", str, "--passage-score", "On an index with passages: a document scores as its best "
-           "passage (max), or the sum or mean (avg) of its passages' scores.", SEARCH_PANEL, "max"),
+           "passage (max), or the sum or mean (avg) of its passages' scores.", SEARCH_PANEL, DEFAULT_PASSAGE_SCORE),
     option("explain", bool, "--explain", "Show the matching terms of each hit (fused: also its rank in each list and "
            "the dense view's cosine).", SEARCH_PANEL, False),
 ], build_search_options)

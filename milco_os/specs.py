@@ -23,6 +23,7 @@ PASSAGES_FIELD = "milco_passages"
 #: How a document with passages scores from its passages' scores (the ``nested`` query's ``score_mode``): its
 #: best passage (the default, chosen on dev: docs/passages.md), their sum or their mean.
 PASSAGE_SCORES = ("max", "sum", "avg")
+DEFAULT_PASSAGE_SCORE = "max"
 #: Upper bound of the BM25 weight: far above any useful value, and far below where OpenSearch's boost (a
 #: 32-bit float) becomes infinite and the request is refused, or scores overflow.
 MAX_HYBRID_WEIGHT = 1000.0
@@ -148,7 +149,7 @@ class SearchOptions:
     #: Weight of the dense view's list on an index with one: None = DEFAULT_DENSE_WEIGHT, 0 = sparse only.
     dense_weight: float | None = None
     #: On an index with passages: how a document scores from its passages (:data:`PASSAGE_SCORES`).
-    passage_score: str = "max"
+    passage_score: str = DEFAULT_PASSAGE_SCORE
     explain: bool = False
 
     def __post_init__(self) -> None:

@@ -17,6 +17,7 @@ from milco_os.specs import (
     DEFAULT_ALPHA,
     DEFAULT_DENSE_WEIGHT,
     DEFAULT_FUSION,
+    DEFAULT_PASSAGE_SCORE,
     DEFAULT_QUERY_PRUNE,
     MAX_HYBRID_WEIGHT,
 )
@@ -91,7 +92,7 @@ class SearchRequest(BaseModel):
                     "0 searches the sparse views only",
     )
     passage_score: str = Field(
-        "max", pattern="^(max|sum|avg)$",
+        DEFAULT_PASSAGE_SCORE, pattern="^(max|sum|avg)$",
         description="on an index with passages: a document scores as its best passage (max), or the sum or mean "
                     "(avg) of its passages' scores",
     )

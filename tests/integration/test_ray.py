@@ -204,3 +204,28 @@ def test_a_ray_reindex_into_a_dense_index_stores_the_dense_view_as_the_single_pr
     finally:
         client.indices.delete(index=f"{here},{on_ray}", ignore_unavailable=True)
 
+
+
+def test_a_ray_reindex_into_passages_stores_what_the_single_process_path_stores(
+    client: Any, cache_dir: Path, ray_address: str, cli: Cli, tmp_path: Path, index_name: str
+) -> None:
+    from milco_os.loading import load_encoder
+    from milco_os.opensearch.ingest import ingest
+
+    milco = load_encoder("milco-mini", cache_dir)
+    rng = random.Random(5)
+    docs = [{"id": f"d{i}", "text": " ".join(rng.choices(WORDS, k=rng.choice((20, 400))))} for i in range(12)]
+    create_index(client, index_name, milco.info, IndexSpec(replicas=0))
+    ingest(client, index_name, docs, milco, refresh=True)
+    here, on_ray = f"{index_name}-passages", f"{index_name}-passages-ray"
+    try:
+        for dest, extra in ((here, ()), (on_ray, ("--ray", ray_address))):
+            run = cli.run("reindex", "--source", index_name, "--dest", dest, "--replicas", "0", "--passages",
+                          "--checkpoint", str(tmp_path / f"{dest}.json"), *extra, model="milco-mini", timeout=600)
+            assert run.returncode == 0, run.describe()
+            assert index_record(client, dest)["layout"]["units"] == "passages"
+        stored = [{d["_id"]: d["_source"]["milco_passages"] for d in client.search(
+            index=i, body={"size": 20, "query": {"match_all": {}}})["hits"]["hits"]} for i in (here, on_ray)]
+        assert stored[1] == stored[0] and max(len(p) for p in stored[0].values()) > 1
+    finally:
+        client.indices.delete(index=f"{here},{on_ray}", ignore_unavailable=True)

@@ -68,8 +68,8 @@ def test_a_changed_number_is_caught(report, tmp_path: Path) -> None:  # noqa: AN
 
 
 def test_the_defaults_are_the_dev_choices(report) -> None:  # noqa: ANN001
-    """Query pruning, α and the dense view's fusion are chosen on the dev reports; the defaults are what they
-    chose."""
+    """Query pruning, α, the dense view's fusion and how passages score a document are chosen on the dev
+    reports; the defaults are what they chose."""
     from milco_os.specs import DEFAULT_QUERY_PRUNE, SearchOptions
 
     assert report.load("quality")["settings"]["split"] == "dev"
@@ -80,3 +80,8 @@ def test_the_defaults_are_the_dev_choices(report) -> None:  # noqa: ANN001
 
     assert all(report.load_report(f"eval/dense-{base}-dev")["split"] == "dev" for base in report.DENSE_SETS)
     assert (DEFAULT_FUSION, DEFAULT_DENSE_WEIGHT) == report.dev_fusion_choice()
+    from milco_os.specs import DEFAULT_PASSAGE_SCORE
+
+    choice = report.load("passages-choice")
+    assert all(run.endswith("-dev") for run in choice["runs"])
+    assert SearchOptions().passage_score == DEFAULT_PASSAGE_SCORE == report.dev_passage_choice(choice)
