@@ -405,6 +405,7 @@ def demo(
     pages_per_language: Annotated[int, typer.Option(
         "--pages-per-language", min=1, help="LibreOffice help pages indexed per language.")] = 300,
     report: Annotated[Path | None, typer.Option("--report", help="Also write the summary (counts, per-query ranks and hit languages) as JSON to this file, e.g. reports/demo.json.")] = None,
+    passages: Annotated[bool, typer.Option("--passages", help="Index whole pages with passages (docs/passages.md) and show each hit's best passage; encoding whole pages takes several times longer.")] = False,
     settings: Any = None,
 ) -> None:
     """Start the local node, index LibreOffice help pages in 6 languages with the default model, run cross-lingual searches.
@@ -413,7 +414,8 @@ def demo(
     from milco_os.demo import run_demo, write_report
 
     local = settings.model_copy(update={"opensearch_url": f"http://127.0.0.1:{port}"})
-    summary = run_demo(local, port=port, index=index, console=out, pages_per_language=pages_per_language)
+    summary = run_demo(local, port=port, index=index, console=out, pages_per_language=pages_per_language,
+                       passages=passages)
     if report is not None:
         out.print(f"report: {write_report(summary, report)}", highlight=False, markup=False)
 

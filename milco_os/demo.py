@@ -54,10 +54,11 @@ def help_queries() -> list[dict[str, Any]]:
     return json.loads(resources.files("milco_os.data").joinpath("demo_help_queries.json").read_text(encoding="utf-8"))
 
 
-def help_documents(cache_dir: Any, pages_per_language: int, seed: int = 7) -> list[dict[str, Any]]:
+def help_documents(cache_dir: Any, pages_per_language: int, seed: int = 7, whole: bool = False) -> list[dict[str, Any]]:
     """LibreOffice help pages, each indexed in ONE of the demo languages (drawn per page, seeded), so
     most queries can only find their page across languages. The pages the example queries look for (all
-    held out from training) are always included, in a language other than the query's."""
+    held out from training) are always included, in a language other than the query's. Each page is cut to
+    its first 600 characters, or with ``whole`` kept whole (for an index with passages)."""
     from milco_os.datasets import libreoffice
 
     root = libreoffice.fetch_help(HELP_LANGUAGES, cache_dir)
@@ -71,14 +72,22 @@ def help_documents(cache_dir: Any, pages_per_language: int, seed: int = 7) -> li
     docs = []
     for path, lang in sorted(chosen.items()):
         page = pages[lang][path]
-        body = libreoffice.page_text(page)[len(page.title):].strip()
+        body = libreoffice.page_text(page, None if whole else libreoffice.DOC_CHARS)[len(page.title):].strip()
         docs.append({"id": f"{lang}:{path}", "title": page.title, "text": body, "lang": lang, "path": path})
     return docs
 
 
+def passage_excerpt(passage: Any, width: int = 60) -> str:
+    """A hit's best passage on one line: its characters' span and the start of its text."""
+    if passage is None:
+        return ""
+    text = " ".join(passage.text.split())
+    return f"{passage.start:,}-{passage.end:,} {text[:width]}{'…' if len(text) > width else ''}"
+
+
 def run_demo(
     settings: Settings, *, port: int, index: str, console: Console, size: int = 4, start_node: bool = True,
-    pages_per_language: int = PAGES_PER_LANGUAGE,
+    pages_per_language: int = PAGES_PER_LANGUAGE, passages: bool = False,
 ) -> dict[str, Any]:
     """Run the demo end to end; returns a summary (also printed), the content of ``--report``.
 
@@ -119,14 +128,15 @@ def run_demo(
     delete_index(client, index)
     # With the model's dense view where it has one: search then fuses it with the sparse views (docs/dense.md).
     dense = info.dense is not None
+    # With passages: whole pages, each scored by its best passage, shown beside the hit (docs/passages.md).
     create_index(client, index, info, IndexSpec(text_fields=TEXT_FIELDS, replicas=0, doc_pruning=DOC_PRUNING,
-                                                dense=dense))
+                                                dense=dense, passages=passages))
     from milco_os.datasets.libreoffice import split_of
     from milco_os.errors import DataError
 
     try:
         with console.status("fetching the LibreOffice help pages (Debian packages, once) ..."):
-            docs, queries = help_documents(settings.cache_dir, pages_per_language), help_queries()
+            docs, queries = help_documents(settings.cache_dir, pages_per_language, whole=passages), help_queries()
         corpus = "libreoffice-help"
     except DataError as e:
         console.print(f"LibreOffice help unavailable ({e}); using the small packaged sample instead", highlight=False)
@@ -161,12 +171,15 @@ def run_demo(
         table.add_column("title")
         if result.lists:
             table.add_column("sparse, dense rank")
+        if passages:
+            table.add_column("best passage")
         table.add_column("top matched terms: contribution (* = echo view)")
         for rank, hit in enumerate(result.hits, 1):
             terms = ", ".join(f"{t.term}{'*' if t.view == 'echo' else ''} {t.contribution:.2f}" for t in hit.terms[:4])
             ranks = [", ".join(str(hit.lists[n].rank) if n in hit.lists else "-" for n in result.lists)]
+            excerpt = [passage_excerpt(hit.passage)] if passages else []
             table.add_row(str(rank), f"{hit.score:.3f}" if result.lists else f"{hit.score:.2f}", hit.id,
-                          hit.source.get("title", ""), *(ranks if result.lists else []), terms)
+                          hit.source.get("title", ""), *(ranks if result.lists else []), *excerpt, terms)
         console.print(table)
         ranks = [rank for rank, hit in enumerate(result.hits, 1) if is_answer(hit.source, q)]
         hit_languages = [hit.source.get("lang") for hit in result.hits]
@@ -192,6 +205,7 @@ def run_demo(
         "documents_per_language": docs_per_language,
         "languages": languages,
         "document_pruning": str(DOC_PRUNING),
+        "units": "passages" if passages else "merged",
         "query_prune": str(query_pruning),
         "fusion": {"norm": DEFAULT_FUSION, "dense_weight": DEFAULT_DENSE_WEIGHT} if dense else None,
         "size": size,

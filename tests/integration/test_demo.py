@@ -49,3 +49,18 @@ def test_demo_indexes_help_pages_and_finds_them_across_languages(settings, clien
         (q["path"], split_of(q["path"])) for q in queries]
     assert all(q["split"] in ("dev", "test") and len(q["hit_languages"]) == 4 for q in summary["per_query"])
     assert sum(q["rank"] is not None for q in summary["per_query"]) == summary["found"]
+
+
+def test_demo_with_passages_indexes_whole_pages_and_shows_each_hits_best_passage(settings, client,  # noqa: ANN001
+                                                                                 index_name: str) -> None:
+    from milco_os.layout import read_layout
+
+    console = Console(file=io.StringIO(), width=250)
+    demo_settings = settings.model_copy(update={"model": DEFAULT_MODEL})
+    summary = run_demo(demo_settings, port=0, index=index_name, console=console, start_node=False,
+                       pages_per_language=2, passages=True)
+    printed = console.file.getvalue()
+    info = index_info(client, index_name)
+    assert summary["units"] == "passages" and read_layout(info["meta"], index_name).passages is not None
+    assert info["documents"] == summary["documents"] and info["passages"] > summary["documents"]  # whole pages
+    assert "best passage" in printed and summary["hits_shown"] == 4 * len(help_queries())
