@@ -9,7 +9,7 @@ is pruned as the eval indexes them (``top_k:40``); queries are full, α is the d
     merged       its merged vector's score (today's layout)
     max          its best passage's (nested ``score_mode: max``)
     sum, avg     the sum of its passages' scores, their mean over the passages that match (``sum``, ``avg``)
-    top2, top3   the mean of its best 2 or 3 passages (none of OpenSearch's score modes; measured to see)
+    top2, top3   the mean of its best 2 or 3 passages (of all, when it has fewer; no OpenSearch score mode)
     merged+max   the merged score plus the best passage's (both stored, one ``bool`` query over both)
 
 and for milco-mini also the dense view alone (merged: the page's mean embedding, passages: its best passage's
@@ -75,13 +75,13 @@ def by_document(scores: np.ndarray, owner: np.ndarray, n_docs: int, mode: str) -
         matching = np.zeros(n_docs)
         np.add.at(matching, owner, scores > 0)
         return np.divide(total, matching, out=np.zeros(n_docs), where=matching > 0)
-    k = int(mode.removeprefix("top"))
+    k = int(mode.removeprefix("top"))  # the mean of the best k passages (of all of them, when fewer)
     order = np.lexsort((-scores, owner))
     first = np.searchsorted(owner[order], owner[order], side="left")
     keep = (np.arange(len(order)) - first) < k
     out = np.zeros(n_docs)
     np.add.at(out, owner[order][keep], scores[order][keep])
-    return out / k
+    return out / np.minimum(np.bincount(owner, minlength=n_docs), k).clip(min=1)
 
 
 def ranked(scores: np.ndarray, ids: Sequence[str], depth: int = 10) -> list[tuple[str, float]]:

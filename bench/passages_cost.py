@@ -1,14 +1,16 @@
 """What passages cost beside the merged layout: index size and query latency on whole help pages in many
 languages, both layouts built from one encoding and measured side by side in one run.
 
-    .venv/bin/python bench/passages_cost.py --url http://127.0.0.1:9260                  # every corpus language
-    .venv/bin/python bench/passages_cost.py --url http://127.0.0.1:9260 --languages en-us,de
+    .venv/bin/python bench/passages_cost.py --url http://127.0.0.1:9260     # the eval sets' whole pages
+    .venv/bin/python bench/passages_cost.py --url http://127.0.0.1:9260 --languages de,fr,es,ja,zh-cn,ru
 
 0. Encoding: the same whole pages encoded merged (``encode_documents``) and into passages (``encode_passages``),
    alternating batch by batch (a slower spell of the machine hits both); the ratio is what keeping the windows
    apart costs.
-1. The corpus: every help page of each language, whole (title and paragraphs), encoded once into passages (the
-   encoder's windows) and cached per language under ``<cache>/bench/`` (resumable chunk by chunk: an
+1. The corpus: the whole pages of the eval sets (every English page, the CLIR corpus, and every page once in one
+   of the seven corpus languages, the MLIR corpus), and with ``--languages`` every page of those languages too,
+   whole (title and paragraphs), encoded once into passages (the encoder's windows) and cached per corpus under
+   ``<cache>/bench/`` (the eval sets' with bench/passages.py's encodings; resumable chunk by chunk: an
    interrupted run goes on where it stopped). A page's merged vector is made from the same windows, as
    ``encode_documents`` merges them, so both layouts hold the same model output.
 2. Index size: the corpus indexed twice, merged (one vector per page) and with passages (one nested object per
@@ -73,36 +75,45 @@ def encoding_cost(encoder: Any, texts: list[str], rounds: int = 2) -> dict[str, 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default=os.environ.get("MILCO_OS_OPENSEARCH_URL", "http://127.0.0.1:9260"))
-    parser.add_argument("--languages", default=",".join(CORPUS_LANGUAGES))
+    parser.add_argument("--languages", default="", help=f"also every page of these languages (of "
+                        f"{','.join(CORPUS_LANGUAGES)}), comma-separated")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3, help="rounds over the queries for the latency")
     parser.add_argument("--doc-prune", default="none", help="document pruning of both layouts (index create's default)")
     parser.add_argument("--model", default="milco-mini")
-    parser.add_argument("--runtime", default="onnx", choices=["onnx", "torch"], help="the corpus's encoder")
+    parser.add_argument("--runtime", default="torch", choices=["onnx", "torch"],
+                        help="the corpus's encoder (torch: bench/passages.py's encodings of the eval sets serve)")
     parser.add_argument("--encode-only", action="store_true", help="encode (and cache) the corpus, then stop")
     parser.add_argument("--encode-texts", type=int, default=96, help="pages for the encoding cost")
     args = parser.parse_args(argv)
 
     from milco_os.datasets.libreoffice import page_text
+    from milco_os.evaluation import runner
     from milco_os.settings import get_settings
 
     cache_dir = get_settings().cache_dir
-    langs = args.languages.split(",")
-    pages = help_pages(cache_dir, langs)
     encoder = load_bench_encoder(args.model, cache_dir, args.runtime)
+    dense = encoder.info.dense is not None  # as bench/passages.py encodes, so that its encodings serve
+    corpora: dict[str, list[Doc]] = {}
+    for label, dataset in (("clir", "libreoffice-clir"), ("mlir", "libreoffice-mlir")):
+        evalset, _ = runner.load_eval_set(dataset, "dev", None, cache_dir, whole_pages=True)
+        corpora[label] = [Doc(f"{label}:{d['id']}", d["text"], d["lang"]) for d in evalset.corpus if d.get("text")]
+    langs = [lang for lang in args.languages.split(",") if lang]
+    pages = help_pages(cache_dir, sorted({*CORPUS_LANGUAGES, *langs}))
+    for lang in langs:
+        texts = {path: page_text(page, None) for path, page in sorted(pages[lang].items())}
+        corpora[lang] = [Doc(f"{lang}:{path}", text, lang) for path, text in texts.items() if text.strip()]
     docs: list[Doc] = []
     passages: list[Any] = []
     seconds = 0.0
-    for lang in langs:  # one cache per language: a long encoding resumes language by language
-        part = [Doc(f"{lang}:{path}", page_text(page, None), lang) for path, page in sorted(pages[lang].items())]
-        part = [d for d in part if d.text.strip()]
-        encoded, took = encode_cached(encoder, args.runtime, [d.text for d in part], cache_dir, f"pages-{lang}",
-                                      passages=True)
+    for part in corpora.values():  # one cache per corpus: a long encoding resumes corpus by corpus
+        encoded, took = encode_cached(encoder, args.runtime, [d.text for d in part], cache_dir,
+                                      f"passages-{args.model}", dense=dense, passages=True)
         docs += part
         passages += encoded
         seconds += took or 0.0
     if args.encode_only:
-        log(f"encoded {len(docs)} pages of {', '.join(langs)}")
+        log(f"encoded {len(docs)} pages: {', '.join(f'{k} {len(v)}' for k, v in corpora.items())}")
         return 0
     pruning = Pruning.parse(args.doc_prune)
     merged = [pruning.apply(merged_from_passages(p, encoder.info)) for p in passages]
@@ -114,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "machine": machine(), "settings": vars(args) | {"query_prune": DEFAULT_QUERY_PRUNE},
         "encoding": encoding_cost(encoder, sample),
-        "corpus": {"languages": langs, "documents": len(docs), "passages": n_passages,
+        "corpus": {"corpora": {k: len(v) for k, v in corpora.items()},
+                   "languages": sorted({d.lang for d in docs}), "documents": len(docs), "passages": n_passages,
                    "passages_per_document": round(n_passages / len(docs), 2),
                    "characters": sum(len(d.text) for d in docs),
                    "encoding_s_this_run": round(seconds, 1)}}

@@ -865,9 +865,11 @@ def passages_cost_section(source: str = "passages-cost") -> str:
     corpus, size, lat, enc = r["corpus"], r["index_bytes"], r["latency_ms"], r["encoding"]
     rows = [[name, v["p50"], v["p95"], v["p99"], v["mean"]] for name, v in lat.items() if isinstance(v, dict)]
     ratio = lat["passages_over_merged_p50"]
-    return (f"Whole help pages of {len(corpus['languages'])} languages ({', '.join(corpus['languages'])}): "
-            f"{corpus['documents']:,} pages, {corpus['passages']:,} passages ({corpus['passages_per_document']:g} per "
-            f"page), documents pruned `{r['settings']['doc_prune']}`, one segment each: "
+    corpora = ", ".join(f"{name} {n:,}" for name, n in corpus["corpora"].items())
+    return (f"Whole help pages in {len(corpus['languages'])} languages (the eval sets' corpora and any languages "
+            f"added whole: {corpora}): {corpus['documents']:,} pages, {corpus['passages']:,} passages "
+            f"({corpus['passages_per_document']:g} per page), documents pruned `{r['settings']['doc_prune']}`, "
+            "one segment each: "
             f"{size['merged'] / 2**20:.1f} MiB merged, {size['passages'] / 2**20:.1f} MiB with passages "
             f"({size['ratio']:.2f}×). Encoding {enc['texts']} of the pages merged and into passages, alternating: "
             f"{enc['merged_texts_per_s']:g} and {enc['passages_texts_per_s']:g} pages/s ({enc['ratio']:.2f}×).\n\n"
