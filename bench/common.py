@@ -385,6 +385,46 @@ def percentile(values: Sequence[float], p: float) -> float:
     return float(ordered[rank - 1])
 
 
+def interleaved_latency(variants: dict[str, Callable[[str], Any]], queries: Sequence[Doc],
+                        repeat: int) -> dict[str, dict[str, float]]:
+    """Client time of each variant (``name -> search(text)``) over ``queries``, ``repeat`` rounds after one warm-up
+    round, the variants interleaved query by query in a rotating order (a slower spell hits all of them):
+    :func:`summary_ms` per variant."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for r in range(repeat + 1):  # the first round warms caches and is not counted
+        for i, q in enumerate(queries):
+            for k in range(len(names)):
+                name = names[(i + k) % len(names)]
+                start = time.perf_counter()
+                variants[name](q.text)
+                if r:
+                    times[name].append((time.perf_counter() - start) * 1000)
+    return {name: summary_ms(values) for name, values in times.items()}
+
+
+def latency_rows(latency: dict[str, Any]) -> list[list[Any]]:
+    """Rows of a latency table (search, p50, p95, p99, mean) from :func:`interleaved_latency`'s summaries."""
+    return [[name, *(v[k] for k in ("p50", "p95", "p99", "mean"))] for name, v in latency.items()
+            if isinstance(v, dict)]
+
+
+def alternating_seconds(kinds: dict[str, Callable[[list[str]], Any]], texts: list[str], batch: int,
+                        rounds: int) -> dict[str, float]:
+    """Seconds each way of encoding (``name -> encode(texts)``) takes over ``texts``, ``rounds`` times, batch by
+    batch with the order alternating (a slower spell of the machine hits both); call each once first to warm up."""
+    seconds = dict.fromkeys(kinds, 0.0)
+    names = list(kinds)
+    for r in range(rounds):
+        for i in range(0, len(texts), batch):
+            part = texts[i : i + batch]
+            for name in names if (i // batch + r) % 2 == 0 else names[::-1]:
+                start = time.perf_counter()
+                kinds[name](part)
+                seconds[name] += time.perf_counter() - start
+    return seconds
+
+
 def summary_ms(values: Sequence[float]) -> dict[str, float]:
     return {
         "p50": round(percentile(values, 50), 2), "p95": round(percentile(values, 95), 2),

@@ -19,19 +19,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from typing import Any
 
 from common import (
     CORPUS_LANGUAGES,
+    alternating_seconds,
     bulk_load,
     encode_cached,
     help_pages,
+    interleaved_latency,
+    latency_rows,
     load_bench_encoder,
     log,
     machine,
     paragraph_corpus,
-    summary_ms,
     text_table,
     title_queries,
     write_json,
@@ -54,15 +55,9 @@ from milco_os.specs import DEFAULT_QUERY_PRUNE, IndexSpec, SearchOptions
 def encoding_cost(encoder: Any, texts: list[str], rounds: int) -> dict[str, Any]:
     """Seconds to encode ``texts`` without and with the dense view, alternating in batches of 64, ``rounds``
     times; the sums give the ratio."""
-    seconds = {"sparse": 0.0, "dense": 0.0}
     encoder.encode_documents(texts[:64], dense=True)  # warm-up: allocations, first-call overheads
-    for r in range(rounds):
-        for i in range(0, len(texts), 64):
-            part = texts[i : i + 64]
-            for kind in (("sparse", "dense") if (i // 64 + r) % 2 == 0 else ("dense", "sparse")):
-                start = time.perf_counter()
-                encoder.encode_documents(part, dense=kind == "dense")
-                seconds[kind] += time.perf_counter() - start
+    seconds = alternating_seconds({"sparse": lambda part: encoder.encode_documents(part),
+                                   "dense": lambda part: encoder.encode_documents(part, dense=True)}, texts, 64, rounds)
     n = len(texts) * rounds
     return {"texts": len(texts), "rounds": rounds, "sparse_texts_per_s": round(n / seconds["sparse"], 1),
             "dense_texts_per_s": round(n / seconds["dense"], 1),
@@ -134,26 +129,15 @@ def main(argv: list[str] | None = None) -> int:
                                      stats=stats["dense"]),
         "bm25": lambda text: hit_ids(client, indices["sparse"], match_body(text, 10)),
     }
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    names = list(variants)
-    for r in range(args.repeat + 1):  # the first round warms caches and is not counted
-        for i, q in enumerate(queries):
-            for k in range(len(names)):
-                name = names[(i + k) % len(names)]
-                start = time.perf_counter()
-                variants[name](q.text)
-                if r:
-                    times[name].append((time.perf_counter() - start) * 1000)
-    report["latency_ms"] = {name: summary_ms(values) for name, values in times.items()}
+    report["latency_ms"] = interleaved_latency(variants, queries, args.repeat)
     report["latency_ms"]["fused_over_sparse_p50"] = round(
         report["latency_ms"]["fused"]["p50"] / report["latency_ms"]["sparse only"]["p50"], 3)
     report["opensearch"] = opensearch_facts(client)
     for index in indices.values():
         delete_index(client, index)
 
-    rows = [[name, *(v[k] for k in ("p50", "p95", "p99", "mean"))] for name, v in report["latency_ms"].items()
-            if isinstance(v, dict)]
-    print(text_table(["search", "p50 ms", "p95 ms", "p99 ms", "mean ms"], rows), file=sys.stderr)
+    print(text_table(["search", "p50 ms", "p95 ms", "p99 ms", "mean ms"], latency_rows(report["latency_ms"])),
+          file=sys.stderr)
     print(text_table(["encoding", "sparse/s", "+dense/s", "ratio"],
                      [[k, v["sparse_texts_per_s"], v["dense_texts_per_s"], v["ratio"]]
                       for k, v in report["encoding"].items()]), file=sys.stderr)

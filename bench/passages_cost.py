@@ -29,20 +29,21 @@ import argparse
 import dataclasses
 import os
 import sys
-import time
 from typing import Any
 
 from common import (
     CORPUS_LANGUAGES,
     Doc,
+    alternating_seconds,
     bulk_load,
     encode_cached,
     help_pages,
+    interleaved_latency,
+    latency_rows,
     load_bench_encoder,
     log,
     machine,
     merged_from_passages,
-    summary_ms,
     text_table,
     title_queries,
     write_json,
@@ -57,15 +58,9 @@ from milco_os.specs import DEFAULT_QUERY_PRUNE, IndexSpec, SearchOptions
 
 def encoding_cost(encoder: Any, texts: list[str], rounds: int = 2) -> dict[str, Any]:
     """Seconds to encode ``texts`` merged and into passages, alternating in batches of 16, ``rounds`` times."""
-    seconds = {"merged": 0.0, "passages": 0.0}
     encoder.encode_passages(texts[:16])  # warm-up: allocations, first-call overheads
-    for r in range(rounds):
-        for i in range(0, len(texts), 16):
-            part = texts[i : i + 16]
-            for kind in (("merged", "passages") if (i // 16 + r) % 2 == 0 else ("passages", "merged")):
-                start = time.perf_counter()
-                (encoder.encode_passages if kind == "passages" else encoder.encode_documents)(part)
-                seconds[kind] += time.perf_counter() - start
+    seconds = alternating_seconds({"merged": encoder.encode_documents, "passages": encoder.encode_passages}, texts,
+                                  16, rounds)
     n = len(texts) * rounds
     return {"texts": len(texts), "rounds": rounds, "merged_texts_per_s": round(n / seconds["merged"], 2),
             "passages_texts_per_s": round(n / seconds["passages"], 2),
@@ -162,26 +157,15 @@ def main(argv: list[str] | None = None) -> int:
         "passages": lambda text: search(client, indices["passages"], text, memo, options, stats=stats["passages"]),
         "bm25": lambda text: hit_ids(client, indices["merged"], match_body(text, 10)),
     }
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    names = list(variants)
-    for r in range(args.repeat + 1):  # the first round warms caches and is not counted
-        for i, q in enumerate(queries):
-            for k in range(len(names)):
-                name = names[(i + k) % len(names)]
-                start = time.perf_counter()
-                variants[name](q.text)
-                if r:
-                    times[name].append((time.perf_counter() - start) * 1000)
-    report["latency_ms"] = {name: summary_ms(values) for name, values in times.items()}
+    report["latency_ms"] = interleaved_latency(variants, queries, args.repeat)
     report["latency_ms"]["passages_over_merged_p50"] = round(
         report["latency_ms"]["passages"]["p50"] / report["latency_ms"]["merged"]["p50"], 3)
     report["opensearch"] = opensearch_facts(client)
     for index in indices.values():
         delete_index(client, index)
 
-    rows = [[name, *(v[k] for k in ("p50", "p95", "p99", "mean"))] for name, v in report["latency_ms"].items()
-            if isinstance(v, dict)]
-    print(text_table(["search", "p50 ms", "p95 ms", "p99 ms", "mean ms"], rows), file=sys.stderr)
+    print(text_table(["search", "p50 ms", "p95 ms", "p99 ms", "mean ms"], latency_rows(report["latency_ms"])),
+          file=sys.stderr)
     print(f"index bytes: {report['index_bytes']}; corpus: {report['corpus']}", file=sys.stderr)
     write_json("passages-cost", report)
     return 0
