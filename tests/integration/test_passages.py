@@ -199,3 +199,16 @@ def test_the_service_returns_the_passage_and_ml_commons_refuses_passages(
         assert added.status_code == 200 and added.json()["indexed"] == ["new"]
     with pytest.raises(ConfigError, match="stores passages"):
         register(client, passages_index, service_url="http://127.0.0.1:1")
+
+
+def test_without_vectors_in_source_the_passages_terms_come_from_opensearchs_explanation(
+    client, milco_mini, index_name: str,  # noqa: ANN001
+) -> None:
+    spec = IndexSpec(text_fields=("title", "text"), replicas=0, passages=True, vectors_in_source=False)
+    create_index(client, index_name, milco_mini.info, spec)
+    ingest(client, index_name, DOCS[:1], milco_mini, refresh=True)
+    stored = client.get(index=index_name, id="office")["_source"]["milco_passages"]
+    assert stored and all(set(p) == {"start", "end"} for p in stored)  # the vectors are not kept in _source
+    hit = search(client, index_name, "print to PDF", milco_mini, SearchOptions(explain=True)).hits[0]
+    assert {t.view for t in hit.terms} <= {"pivot", "echo"} and "print" in {t.term for t in hit.terms}
+    assert sum(t.contribution for t in hit.terms) == pytest.approx(hit.score, rel=PRECISION)
