@@ -816,8 +816,11 @@ def passages_choice_section(source: str = "passages-choice") -> str:
 
     r = load(source)
     parts = []
+    order = ("merged", "max", "sum", "avg", "top2", "top3", "merged+max", "dense-merged", "dense-max",
+             "fused-merged", "fused-max")
     for model, runs in r["results"].items():
-        variants = [v for v in r["variants"] if all(v in runs[run] for run in runs)]
+        variants = [v for v in sorted(r["variants"], key=lambda v: order.index(v) if v in order else len(order))
+                    if all(v in runs[run] for run in runs)]
         rows = [[run.removesuffix("-dev"), *(round(runs[run][v]["ndcg@10"], 3) for v in variants)] for run in runs]
         rows.append(["mean", *(round(r["mean_ndcg@10"][model][v], 3) for v in variants)])
         parts.append(f"**{model}** (dev, whole pages; "
