@@ -393,7 +393,8 @@ def eval_runs_read() -> set[str]:
     summary = {_run_name(base, split) for sets in SUMMARY_SETS.values() for base, _ in sets
                for split in ("dev", "test")}
     dense = {f"dense-{base}-{split}" for base in DENSE_SETS for split in ("dev", "test")} | set(DENSE_WHOLE_RUNS)
-    return summary | set(ALPHA_RUNS) | set(MODEL_SUMMARY_RUNS) | dense | set(PASSAGE_RUNS.values())
+    passages = {run for runs in PASSAGE_RUNS.values() for run in runs}
+    return summary | set(ALPHA_RUNS) | set(MODEL_SUMMARY_RUNS) | dense | passages
 
 
 def _run_name(base: str, split: str) -> str:
@@ -797,8 +798,9 @@ def dense_cost_section(source: str = "dense-cost") -> str:
             f"({lat['fused_over_sparse_p50']:.2f}×: {'met' if lat['fused_over_sparse_p50'] <= 2 else 'missed'}).")
 
 
-#: The test runs over whole pages, merged and with passages (bench/evaluate.py ``_passage_runs``), per set.
-PASSAGE_RUNS = {base: f"passages-{base}-test" for base in DENSE_SETS}
+#: The test runs over whole pages, merged and with passages (bench/evaluate.py ``_passage_runs``), per set: the
+#: sparse systems of both models beside BM25, and milco-mini's fused systems.
+PASSAGE_RUNS = {base: (f"passages-{base}-test", f"passages-fused-{base}-test") for base in DENSE_SETS}
 PASSAGE_TARGET_SETS = ("titles-clir", "titles-mlir")
 
 
@@ -839,27 +841,30 @@ def passages_choice_section(source: str = "passages-choice") -> str:
 
 
 def passages_summary_section() -> str:
-    """Whole pages on test, through the engine: BM25, merged and passages per model, and the targets."""
-    rows, verdicts = [], []
-    models = ("milco-mini α=0.5", "splade-tiny")
-    for base, run in PASSAGE_RUNS.items():
-        values = _overall(load_report(f"eval/{run}"))
+    """Whole pages on test, through the engine: BM25, merged and passages per model and milco-mini fused, and the
+    targets (met or missed, for the sparse and the fused systems)."""
+    from milco_os.specs import DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION
+
+    rows, verdicts = [], {"sparse": [], "fused": []}
+    fused = f"milco-mini fused {DEFAULT_FUSION}:{DEFAULT_DENSE_WEIGHT:g}"
+    for base, (run, fused_run) in PASSAGE_RUNS.items():
+        values = _overall(load_report(f"eval/{run}")) | _overall(load_report(f"eval/{fused_run}"))
         bm25 = values["BM25 (language analyzers)"]
         row: list[Any] = [base, round(bm25, 3)]
-        for model in models:
+        for kind, model in (("sparse", "milco-mini α=0.5"), ("sparse", "splade-tiny"), ("fused", fused)):
             merged, passages = values[model], values[f"{model} passages"]
-            row += [round(merged, 3), round(passages, 3), f"{passages / bm25:.2f}×", f"{passages / merged:.2f}×"]
-            if base in PASSAGE_TARGET_SETS and model.startswith("milco-mini"):
+            row += [round(merged, 3), round(passages, 3), f"{passages / merged:.2f}×"]
+            if base in PASSAGE_TARGET_SETS and model != "splade-tiny":
                 met = ("met" if passages >= 1.2 * bm25 else "missed", "met" if passages >= 1.15 * merged else "missed")
-                verdicts.append(f"{base}: {passages / bm25:.2f}× BM25 ({met[0]}), "
-                                f"{passages / merged:.2f}× merged ({met[1]})")
+                verdicts[kind].append(f"{base} {passages / bm25:.2f}× BM25 ({met[0]}), {passages / merged:.2f}× "
+                                      f"merged ({met[1]})")
         rows.append(row)
     headers = ["set", "BM25"]
-    for model in ("milco-mini", "splade-tiny"):
-        headers += [f"{model} merged", f"{model} passages", "/ BM25", "/ merged"]
-    return (md_table(headers, rows)
-            + "\n\nTargets for milco-mini (whole-page CLIR and MLIR: passages ≥ 1.2× BM25 and ≥ 1.15× merged): "
-            + "; ".join(verdicts) + ".")
+    for model in ("milco-mini", "splade-tiny", f"milco-mini fused ({DEFAULT_FUSION}:{DEFAULT_DENSE_WEIGHT:g})"):
+        headers += [f"{model} merged", "passages", "/ merged"]
+    return (md_table(headers, rows, decimals=3)
+            + "\n\nTargets (whole-page CLIR and MLIR: passages ≥ 1.2× BM25 and ≥ 1.15× merged), milco-mini's sparse "
+            f"views: {'; '.join(verdicts['sparse'])}. Fused with its dense view: {'; '.join(verdicts['fused'])}.")
 
 
 def passages_cost_section(source: str = "passages-cost") -> str:
