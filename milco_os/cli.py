@@ -313,11 +313,10 @@ def _listed(name: str, hit: Any) -> str:
 
 
 def _passage_line(passage: Any, width: int = 160) -> str:
-    """``passage 1,204-1,910 (dense): "text…"``: the passage that scored a hit, its text on one line, cut."""
-    text = " ".join(passage.text.split())
-    text = text if len(text) <= width else text[: width - 1] + "…"
+    """``passage 1,204-1,910 (dense): 'text…'``: the passage that scored a hit, its text on one line, cut."""
+    span, _, text = passage.excerpt(width).partition(" ")
     origin = "" if passage.list == "sparse" else f" ({passage.list})"
-    return f"passage {passage.start:,}-{passage.end:,}{origin}: [italic]{escape(repr(text))}[/]"
+    return f"passage {span}{origin}: [italic]{escape(repr(text))}[/]"
 
 
 def print_hits(result: Any, explain: bool, top_terms: int) -> None:

@@ -77,14 +77,6 @@ def help_documents(cache_dir: Any, pages_per_language: int, seed: int = 7, whole
     return docs
 
 
-def passage_excerpt(passage: Any, width: int = 60) -> str:
-    """A hit's best passage on one line: its characters' span and the start of its text."""
-    if passage is None:
-        return ""
-    text = " ".join(passage.text.split())
-    return f"{passage.start:,}-{passage.end:,} {text[:width]}{'…' if len(text) > width else ''}"
-
-
 def run_demo(
     settings: Settings, *, port: int, index: str, console: Console, size: int = 4, start_node: bool = True,
     pages_per_language: int = PAGES_PER_LANGUAGE, passages: bool = False,
@@ -177,7 +169,7 @@ def run_demo(
         for rank, hit in enumerate(result.hits, 1):
             terms = ", ".join(f"{t.term}{'*' if t.view == 'echo' else ''} {t.contribution:.2f}" for t in hit.terms[:4])
             ranks = [", ".join(str(hit.lists[n].rank) if n in hit.lists else "-" for n in result.lists)]
-            excerpt = [passage_excerpt(hit.passage)] if passages else []
+            excerpt = [hit.passage.excerpt(60) if hit.passage else ""] if passages else []
             table.add_row(str(rank), f"{hit.score:.3f}" if result.lists else f"{hit.score:.2f}", hit.id,
                           hit.source.get("title", ""), *(ranks if result.lists else []), *excerpt, terms)
         console.print(table)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from milco_os.errors import OpenSearchUnavailable, SearchIndexError
+from milco_os.layout import read_layout
 from milco_os.opensearch.bm25 import (
     DEFAULT_SIZE,
     STANDARD,
@@ -36,11 +37,11 @@ from milco_os.opensearch.bm25 import (
 from milco_os.opensearch.bulk import BulkConfig, write_documents
 from milco_os.opensearch.documents import dense_values
 from milco_os.opensearch.hybrid import knn_body
-from milco_os.opensearch.indices import create_index, create_plain_index, delete_index, refresh
+from milco_os.opensearch.indices import create_index, create_plain_index, delete_index, index_record, refresh
 from milco_os.opensearch.ingest import Ingester, batches
+from milco_os.opensearch.mapping import written_fields
 from milco_os.opensearch.measure import force_merge, store_bytes
-from milco_os.opensearch.query import PassageQuery
-from milco_os.opensearch.search import msearch_ids, search
+from milco_os.opensearch.search import msearch_ids, passage_query, search
 from milco_os.pruning import Pruning
 from milco_os.specs import DEFAULT_ALPHA, IndexSpec, SearchOptions
 from milco_os.types import Encoded, Passage
@@ -332,21 +333,19 @@ class MemoEncoder:
         return self._memo(texts, self._queries, self._inner.encode_queries, dense)
 
     def encode_passages(self, texts: Sequence[str], *, dense: bool = False) -> list[list[Passage]]:
-        new = list(dict.fromkeys(t for t in texts if t not in self._passages
-                                 or (dense and any(p.encoded.dense is None for p in self._passages[t]))))
-        if new:
-            self._passages.update(zip(new, self._inner.encode_passages(new, dense=dense), strict=True))
-        return [self._passages[t] for t in texts]
+        return self._memo(texts, self._passages, self._inner.encode_passages, dense,
+                          lacks_dense=lambda passages: any(p.encoded.dense is None for p in passages))
 
     def remember_passages(self, texts: Sequence[str], passages: Sequence[list[Passage]]) -> None:
         """Take passage encodings made elsewhere (read back from a cache) as this encoder's own."""
         self._passages.update(zip(texts, passages, strict=True))
 
     @staticmethod
-    def _memo(texts: Sequence[str], seen: dict[str, Encoded], encode: Callable[..., list[Encoded]],
-              dense: bool) -> list[Encoded]:
-        """An encoding with the dense view also serves a request without it (the sparse views are the same)."""
-        new = list(dict.fromkeys(t for t in texts if t not in seen or (dense and seen[t].dense is None and t)))
+    def _memo(texts: Sequence[str], seen: dict[str, Any], encode: Callable[..., list[Any]], dense: bool,
+              lacks_dense: Callable[[Any], bool] = lambda e: e.dense is None) -> list[Any]:
+        """An encoding with the dense view also serves a request without it (the sparse views are the same); one
+        without it is made again when the dense view is asked for (an empty text has none to make)."""
+        new = list(dict.fromkeys(t for t in texts if t not in seen or (dense and t and lacks_dense(seen[t]))))
         if new:
             seen.update(zip(new, encode(new, dense=dense), strict=True))
         return [seen[t] for t in texts]
@@ -458,11 +457,13 @@ def run_sparse(
         advance = progress(f"{name} search", len(evalset.queries))
         if dense_only:
             vectors = counting.encode_queries([q["text"] for q in evalset.queries], dense=True)
-            field, nested = spec.dense_field, None
-            if passages:
-                field, nested = f"{spec.passages_field}.{spec.dense_field}", PassageQuery(spec.passages_field)
-            excludes = [spec.passages_field if passages else field]
-            bodies = [knn_body(dense_values(v.dense), field, size, None, excludes, passages=nested) for v in vectors]
+            record = index_record(client, index)
+            layout = read_layout(record, index)
+            assert layout.dense is not None
+            nested = passage_query(record, options, name="dense")
+            excludes = written_fields(record, index)
+            bodies = [knn_body(dense_values(v.dense), layout.dense.field, size, None, excludes, passages=nested)
+                      for v in vectors]
             for part in batches(list(zip(evalset.queries, bodies, strict=True)), 100):
                 for (q, _), ids in zip(part, msearch_ids(client, index, [b for _, b in part]), strict=True):
                     run[q["id"]] = ids

@@ -78,20 +78,24 @@ def bm25_body(text: str, fields: list[str], filters: list[dict[str, Any]] | None
     return body
 
 
+def knn_query(field: str, clause: dict[str, Any], filters: list[dict[str, Any]] | None,
+              passages: PassageQuery | None = None, kind: str = "knn") -> dict[str, Any]:
+    """A ``knn`` (or neural-search's ``neural``) query on ``field`` with ``clause`` (vector or text, and ``k``):
+    ``filters`` inside it, applied while the graph is searched; on an index with passages a ``nested`` query
+    (a document's nearest passage) with the filters, on the documents, outside it."""
+    if passages is None:
+        return {kind: {field: {**clause, "filter": {"bool": {"filter": filters}}} if filters else clause}}
+    query = passages.wrap({kind: {field: clause}})
+    return {"bool": {"must": [query], "filter": filters}} if filters else query
+
+
 def knn_body(vector: list[float], field: str, k: int, filters: list[dict[str, Any]] | None,
              source_excludes: list[str] | None, passages: PassageQuery | None = None) -> dict[str, Any]:
     """The dense view's ``k`` nearest documents (the k-NN plugin's ``knn`` query on the Lucene engine, which applies
     ``filters`` while it searches the graph, so a filter never empties the list). On an index with passages, the
     ``k`` documents with the nearest passages, each with that passage (a ``nested`` query; the filters, on the
     documents, then apply after the graph search and can leave fewer than ``k``)."""
-    clause: dict[str, Any] = {"vector": vector, "k": k}
-    if filters and passages is None:
-        clause["filter"] = {"bool": {"filter": filters}}
-    query: dict[str, Any] = {"knn": {field: clause}}
-    if passages is not None:
-        query = passages.wrap(query)
-        if filters:
-            query = {"bool": {"must": [query], "filter": filters}}
+    query = knn_query(field, {"vector": vector, "k": k}, filters, passages)
     body: dict[str, Any] = {"query": query, "size": k, "track_total_hits": False}
     if source_excludes:
         body["_source"] = {"excludes": source_excludes}

@@ -135,9 +135,18 @@ def scored_query(
     if passages is None:
         return expansion_query(query, alpha=alpha, pivot_field=pivot_field, echo_field=echo_field, filters=filters)
     inner = expansion_query(query, alpha=alpha, pivot_field=pivot_field, echo_field=echo_field)
-    if inner == match_nothing():
-        return inner
-    boolean: dict[str, Any] = {"should": [passages.wrap(inner, inner_hits=inner_hits)], "minimum_should_match": 1}
+    return through_passages(inner, passages, filters, inner_hits=inner_hits)
+
+
+def through_passages(
+    query: dict[str, Any], passages: PassageQuery | None, filters: list[dict[str, Any]] | None = None, *,
+    inner_hits: bool = True,
+) -> dict[str, Any]:
+    """A query on the passages' fields as a ``bool`` whose ``should`` holds it nested (and takes more clauses),
+    ``filters`` on the documents beside it; unchanged without passages or when it matches nothing."""
+    if passages is None or query == match_nothing():
+        return query
+    boolean: dict[str, Any] = {"should": [passages.wrap(query, inner_hits=inner_hits)], "minimum_should_match": 1}
     if filters:
         boolean["filter"] = filters
     return {"bool": boolean}

@@ -38,6 +38,11 @@ class PassageHit:
     score: float
     list: str = "sparse"
 
+    def excerpt(self, width: int) -> str:
+        """``1,204-1,910 text…``: the span and the text on one line, cut to ``width`` characters."""
+        text = " ".join(self.text.split())
+        return f"{self.start:,}-{self.end:,} {text if len(text) <= width else text[: width - 1] + '…'}"
+
 
 @dataclass
 class Hit:
@@ -115,10 +120,10 @@ def query_request(
     (:func:`milco_os.opensearch.hybrid.plugin_body`; ``search`` fuses the same lists itself)."""
     from milco_os.errors import ConfigError
     from milco_os.opensearch.documents import dense_values
-    from milco_os.opensearch.hybrid import bm25_body, plugin_body, window
+    from milco_os.opensearch.hybrid import bm25_body, knn_query, plugin_body, window
     from milco_os.opensearch.indices import index_record
     from milco_os.opensearch.mlcommons import record_model, record_query
-    from milco_os.opensearch.query import expansion_query, match_nothing, neural_sparse_query
+    from milco_os.opensearch.query import expansion_query, neural_sparse_query, through_passages
     from milco_os.pruning import Pruning
 
     options = options or SearchOptions()
@@ -155,9 +160,7 @@ def query_request(
         fields = {"pivot_field": record["fields"]["pivot"], "echo_field": record["fields"]["echo"]}
         query = (neural_sparse_query(encoded, **fields, alpha=options.alpha) if form == "neural_sparse"
                  else expansion_query(encoded, **fields, alpha=options.alpha))
-        passages = passage_query(record, options)
-        if passages is not None and query != match_nothing():  # scored through the passages, filters outside
-            query = {"bool": {"should": [passages.wrap(query)], "minimum_should_match": 1}}
+        query = through_passages(query, passage_query(record, options))
         if dense and encoded.dense is not None:
             dense_clause = {"vector": dense_values(encoded.dense)}
     filters = list(options.filters)
@@ -175,16 +178,9 @@ def query_request(
             dense_clause = {"query_text": text, "model_id": record_model(record, "query/dense")}
         if dense_clause is not None:
             dense_clause["k"] = window(options.size, options.from_)
-            if filters:
-                dense_clause["filter"] = {"bool": {"filter": filters}}
-            dense_query: dict[str, Any] = {"neural" if form == "model" else "knn": {fusion.dense_field: dense_clause}}
-            nested = passage_query(record, options, name="dense")
-            if nested is not None:  # the document's nearest passage; filters outside (see knn_body)
-                dense_clause.pop("filter", None)
-                dense_query = nested.wrap(dense_query)
-                if filters:
-                    dense_query = {"bool": {"must": [dense_query], "filter": filters}}
-            queries.append(dense_query)
+            queries.append(knn_query(fusion.dense_field, dense_clause, filters or None,
+                                     passage_query(record, options, name="dense"),
+                                     kind="neural" if form == "model" else "knn"))
             weights.append(fusion.weights["dense"])
     try:
         return plugin_body(queries, weights, norm=fusion.norm, size=options.size, from_=options.from_)

@@ -38,7 +38,6 @@ def count_body(field: str, key: str, passages: str | None = None) -> dict[str, A
             "query": {"constant_score": {"filter": {"rank_feature": {"field": f"{field}.{key}"}}}}}
 
 
-
 class IndexTermStats:
     """Document frequencies of one index's keys, read as queries need them (see the module docstring)."""
 

@@ -212,3 +212,20 @@ def test_without_vectors_in_source_the_passages_terms_come_from_opensearchs_expl
     hit = search(client, index_name, "print to PDF", milco_mini, SearchOptions(explain=True)).hits[0]
     assert {t.view for t in hit.terms} <= {"pivot", "echo"} and "print" in {t.term for t in hit.terms}
     assert sum(t.contribution for t in hit.terms) == pytest.approx(hit.score, rel=PRECISION)
+
+
+@pytest.mark.parametrize("passages", [False, True])
+def test_the_eval_systems_search_either_layout(client, milco_mini, passages: bool) -> None:  # noqa: ANN001
+    from milco_os.evaluation.runner import SimpleEvalSet
+    from milco_os.evaluation.systems import run_sparse
+
+    corpus = [{"id": d["id"], "text": d["title"] + "\n" + d["text"], "lang": "en"} for d in DOCS]
+    queries = [{"id": "q1", "text": "Rosen im Frühling schneiden", "lang": "de"},
+               {"id": "q2", "text": "Wie drucke ich ein PDF?", "lang": "de"}]
+    evalset = SimpleEvalSet("passages-eval", corpus, queries, {"q1": {"garden": 1}, "q2": {"office": 1}})
+    for dense_only in (False, True):
+        result = run_sparse(client, evalset, milco_mini, name=f"p{int(passages)}{int(dense_only)}",
+                            dense_only=dense_only, passages=passages)
+        assert result.run["q1"][0] == "garden" and result.run["q2"][0] == "office", (dense_only, result.run)
+        assert result.config["units"] == ("passages" if passages else "merged")
+        assert result.stats["documents"] == len(DOCS) and ("passages" in result.stats) == passages
