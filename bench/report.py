@@ -587,6 +587,15 @@ def search_choices_section() -> str:
 
 # ------------------------------------------------------------------------------------------ models
 MODELS = ROOT / "milco_os" / "models"
+
+
+def newest_delta(model: str) -> Path:
+    """The newest shipped version's delta directory of an assembled model (``milco_mini``, ``csplade_mini``)."""
+    from milco_os.models.sources.versions import version_dir
+
+    return version_dir(MODELS / model, model, None)[0]
+
+
 #: docs/csplade.md's runs table: the logs of docs/csplade/runs/ in this order, with a note after the name (a
 #: log not named here comes last under its own name; the run whose log is the shipped one is set in bold).
 CSPLADE_RUNS = {"adapted-causal-T1-flops1": "", "adapted-echo-T1-flops1": "",
@@ -624,7 +633,7 @@ def csplade_runs_section() -> str:
     """docs/csplade.md: alive terms and ranking loss of the contrastive runs kept in ``docs/csplade/runs/``."""
     runs = bench_module("csplade_runs")
     logs = {p.name.removesuffix(".log.jsonl"): p for p in sorted((ROOT / "docs" / "csplade" / "runs").glob("*.jsonl"))}
-    shipped = (MODELS / "csplade_mini" / "contrastive.log.jsonl").read_bytes()
+    shipped = (newest_delta("csplade_mini") / "contrastive.log.jsonl").read_bytes()
     lines = ["| run | first steps: query / document terms, ranking loss | middle | last |", "|---|---|---|---|"]
     for stem in [s for s in CSPLADE_RUNS if s in logs] + [s for s in logs if s not in CSPLADE_RUNS]:
         rows = runs.read_log(logs[stem])
@@ -637,7 +646,8 @@ def csplade_runs_section() -> str:
 
 def csplade_eval_section() -> str:
     """docs/csplade.md: the test-split evaluation recorded in csplade-mini's manifest (csplade-mini in bold)."""
-    manifest = json.loads((MODELS / "csplade_mini" / "manifest.json").read_text(encoding="utf-8"))
+    delta = newest_delta("csplade_mini")
+    manifest = json.loads((delta / "manifest.json").read_text(encoding="utf-8"))
     systems = manifest["evaluation"][CSPLADE_EVAL]
     lines = ["| system | nDCG@10 | MRR@10 | R@100 |", "|---|---:|---:|---:|"]
     for key in [k for k in CSPLADE_SYSTEMS if k in systems] + [k for k in systems if k not in CSPLADE_SYSTEMS]:
@@ -646,7 +656,7 @@ def csplade_eval_section() -> str:
         if key == f"sparse:csplade-{manifest['variant']}":  # the shipped variant
             cells = [f"**{c}**" for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
-    return (f"From `milco_os/models/csplade_mini/manifest.json` (`evaluation`, \"{CSPLADE_EVAL}\").\n\n"
+    return (f"From `{delta.relative_to(ROOT)}/manifest.json` (`evaluation`, \"{CSPLADE_EVAL}\").\n\n"
             + "\n".join(lines))
 
 
@@ -665,7 +675,7 @@ def quantisation_section(source: str = "quantisation") -> str:
 def gates_section() -> str:
     """docs/models.md: milco-mini's gates after SAP's token alignment (``sap.log.jsonl``, step 0) and those of the
     SAP and shipped SCT deltas (``manifest.json``, ``gates``)."""
-    mini = MODELS / "milco_mini"
+    mini = newest_delta("milco_mini")
     manifest = json.loads((mini / "manifest.json").read_text(encoding="utf-8"))
     sap_log = [r for r in _jsonl(mini / "sap.log.jsonl") if r.get("stage") == "sap" and "gates" in r]
     sct_log = [r for r in _jsonl(mini / "sct.log.jsonl") if r.get("stage") == "sct" and "gates" in r]

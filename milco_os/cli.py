@@ -95,6 +95,26 @@ def load_model(settings: Any, **kwargs: Any) -> Any:
         return load_encoder(settings.model, settings.cache_dir, **kwargs)
 
 
+def following_index(settings: Any, client: Any, index: str) -> Any:
+    """``settings`` with the model to encode for INDEX: a bare built-in name (the default milco-mini) follows the
+    index to the shipped version that built it, and says so on stderr. A missing or foreign index leaves them as
+    they are (the command reports it where it reads the index)."""
+    from milco_os.errors import IndexNotFound, ModelMismatch
+    from milco_os.loading import model_for_index, pinned
+    from milco_os.opensearch.indices import index_record
+
+    try:
+        built_with = index_record(client, index).get("model", {}).get("name")
+    except (IndexNotFound, ModelMismatch):
+        return settings
+    chosen = model_for_index(settings.model, built_with)
+    if chosen == settings.model or chosen == (newest := pinned(settings.model)):
+        return settings
+    err.print(f"index {index!r} was built with {chosen}: encoding with it ({settings.model} is now {newest}; "
+              f"`milco-os upgrade {index}` re-encodes the index with it)", highlight=False, markup=False)
+    return settings.model_copy(update={"model": chosen})
+
+
 def ray_job(ray_options: Any, settings: Any, runtime: str, quantize: str | None) -> tuple[Any, Any]:
     """(the Ray job, None) with --ray: the actors load the model; else (None, the model loaded here)."""
     if ray_options is None:
@@ -198,6 +218,79 @@ def index_info_command(name: Annotated[str, typer.Argument(help="Index or alias 
     out.print_json(json.dumps(index_info(connect(settings), name)))
 
 
+@index_app.command("list")
+@handle_errors
+@with_settings(opensearch=True)
+def index_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per index (for scripts).")] = False,
+    settings: Any = None,
+) -> None:
+    """List the milco-os indices: aliases, the model that built each, layout, documents and size."""
+    from rich.table import Table
+
+    from milco_os.opensearch.indices import list_indices
+
+    rows = list_indices(connect(settings))
+    if as_json:
+        for row in rows:
+            sys.stdout.write(json.dumps(row) + "\n")
+        return
+    if not rows:
+        err.print("no milco-os indices (create one with `milco-os index create NAME`)", highlight=False)
+        return
+    table = Table("index", "aliases", "model", "layout", "documents", "size", box=None, padding=(0, 2))
+    for row in rows:
+        table.add_row(escape(row["index"]), escape(", ".join(row["aliases"]) or "-"), escape(str(row["model"])),
+                      row["layout"], f"{row['documents']:,}", size_text(row["size_bytes"]))
+    out.print(table)
+
+
+def size_text(n_bytes: int) -> str:
+    """``1.4 MiB``: sizes as people read them."""
+    size = float(n_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    return f"{size:,.1f} GiB"  # pragma: no cover (the loop returns)
+
+
+@index_app.command("delete")
+@handle_errors
+@with_settings(opensearch=True)
+def index_delete(
+    name: Annotated[str, typer.Argument(help="Index name (not an alias).")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking (needed where there is no terminal).")
+                   ] = False,
+    with_aliases: Annotated[bool, typer.Option(
+        "--with-aliases", help="Delete it even when aliases point at it (they go with it).")] = False,
+    settings: Any = None,
+) -> None:
+    """Delete a milco-os index and its documents (asks first on a terminal; never an alias or a foreign index)."""
+    from milco_os.opensearch.indices import delete_milco_index, document_count, index_record
+
+    checked_index_name("NAME", name)
+    client = connect(settings)
+    confirm(f"delete index {name!r} and its {document_count(client, name):,} documents?", yes,
+            lambda: index_record(client, name))
+    aliases = delete_milco_index(client, name, with_aliases=with_aliases)
+    out.print(f"deleted index {name!r}" + (f" and its aliases {', '.join(aliases)}" if aliases else ""),
+              highlight=False)
+
+
+def confirm(question: str, yes: bool, check: Any = None) -> None:
+    """Go on only when told: --yes, or the answer on a terminal (``check()`` first, so a refusal comes before the
+    question). Without a terminal and without --yes: a one-line error."""
+    if yes:
+        return
+    if check is not None:
+        check()
+    if not sys.stdin.isatty():
+        raise ConfigError(f"{question.rstrip('?')}: not without --yes (no terminal to ask on)")
+    if not typer.confirm(question, default=False, err=True):
+        raise typer.Exit(1)
+
+
 # ------------------------------------------------------------------------------------------ ingest
 @app.command()
 @handle_errors
@@ -237,7 +330,7 @@ def ingest(
     if path is not None and not path.is_file():  # before the model loads; ingest_file checks it too
         raise ConfigError(f"{file}: no such file")
     client = connect(settings)
-    ray, encoder = ray_job(ray_options, settings, runtime, quantize)
+    ray, encoder = ray_job(ray_options, following_index(settings, client, index), runtime, quantize)
     config = BulkConfig(encode_batch=batch_size, max_docs=bulk_docs, max_bytes=int(bulk_mb * 1024 * 1024),
                         max_retries=max_retries)
     with ProgressBar("ingest") as bar:
@@ -285,6 +378,7 @@ def search(
     client = connect(settings)
     # Read once for all queries: the document frequencies `--query-prune selective:R` prunes by.
     stats = term_stats(client, index, index_record(client, index), options)
+    settings = following_index(settings, client, index)
     if print_query is not None:
         encoder = None if print_query == "model" else load_model(settings)
         for text in [query] if query is not None else typed_queries():
@@ -375,7 +469,9 @@ def reindex(
     for option, name in (("--source", source), ("--dest", dest), ("--alias", alias)):
         checked_index_name(option, name)
     client = connect(settings)
-    ray, encoder = ray_job(ray_options, settings, runtime, quantize)
+    # A resumed job goes on with the model that created DEST (a new one is created with the newest).
+    ray, encoder = ray_job(ray_options, following_index(settings, client, dest) if resume else settings, runtime,
+                           quantize)
     dead = dead_letter or Path(f"{dest}.failed.jsonl")
     with ProgressBar("reindex") as bar:
         report = run_reindex(
@@ -392,6 +488,120 @@ def reindex(
             f"reindex incomplete: {dest} holds {report.dest_count} of {report.source_count} documents; "
             f"{report.failed_total} failed (see {dead}); fix them (ingest that file into {dest}), then run again "
             f"with --resume to verify{' and move the alias' if alias else ''}", report.ingest.failures)
+
+
+@app.command()
+@handle_errors
+@with_settings(opensearch=True)
+def delete(
+    ids: Annotated[list[str] | None, typer.Argument(help="Ids of the documents to delete.")] = None,
+    *,
+    index: IndexOpt,
+    ids_file: Annotated[str | None, typer.Option(
+        "--ids-file", help="JSONL of ids ('-': stdin): per line an id, or an object with an \"id\" (an ingest file "
+                           "or a dead-letter file works as it is).")] = None,
+    dead_letter: Annotated[Path | None, typer.Option(
+        "--dead-letter", help="Where ids that could not be deleted go (default: <index>.delete-failed.jsonl; an "
+                              "existing one is rotated to .1).")] = None,
+    max_retries: MaxRetriesOpt = 5,
+    settings: Any = None,
+) -> None:
+    """Delete documents by id from a milco-os index (or an alias of one); ids the index does not hold are reported,
+    ids that could not be deleted are kept in a dead-letter file that --ids-file reads again."""
+    from milco_os.opensearch.bulk import BulkConfig
+    from milco_os.opensearch.delete import delete_documents, read_ids
+
+    checked_index_name("--index", index)
+    if bool(ids) == (ids_file is not None):
+        raise ConfigError("IDS / --ids-file: give ids, or --ids-file, not both")
+    wanted = list(ids) if ids else list(read_ids(None if ids_file == "-" else Path(ids_file or "")))
+    if not wanted:
+        raise ConfigError(f"--ids-file {ids_file}: holds no ids")
+    dead = dead_letter or Path(f"{index}.delete-failed.jsonl")
+    with ProgressBar("delete") as bar:
+        report = delete_documents(connect(settings), index, wanted, config=BulkConfig(max_retries=max_retries),
+                                  dead_letter=dead, progress=bar if len(wanted) > 10_000 else None)
+    out.print(f"deleted {len(report.deleted)}, not found {len(report.not_found)}, failed {len(report.failed)}, "
+              f"retried {report.retried}", highlight=False)
+    if report.not_found:
+        shown = ", ".join(report.not_found[:5]) + (" ..." if len(report.not_found) > 5 else "")
+        err.print(f"not in {index}: {shown}", highlight=False, markup=False, soft_wrap=True)
+    if report.failed:
+        for doc_id, reason in report.failed[:5]:
+            err.print(f"  {doc_id}: {reason}", highlight=False, markup=False, soft_wrap=True)
+        raise IngestError(f"{len(report.failed)} documents were not deleted; their ids are in {dead} "
+                          f"(run again with --ids-file {dead})", report.failed)
+
+
+@app.command()
+@handle_errors
+@with_ray_options
+@with_settings(model=True, opensearch=True)
+def upgrade(
+    name: Annotated[str, typer.Argument(help="The alias (or index) searches use.")],
+    dest: Annotated[str | None, typer.Option("--dest", help="The new index (default: NAME-<model>, e.g. "
+                                                            "docs-milco-mini-2).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted upgrade from its checkpoint.")
+                      ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="NAME is an index, not an alias: replace it by an alias "
+                                                          "of the new index without asking.")] = False,
+    slices: Annotated[int, typer.Option("--slices", min=1, help="Parallel point-in-time slices.")] = 1,
+    dead_letter: DeadLetterOpt = None,
+    max_retries: MaxRetriesOpt = 5,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Documents encoded together.")] = 32,
+    runtime: RuntimeOpt = "torch",
+    quantize: QuantizeOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what changed as JSON.")] = False,
+    settings: Any = None,
+    ray_options: Any = None,
+) -> None:
+    """Re-encode an index with the newest version of its model (or --model) into a new index with the same options,
+    then point NAME at it: an alias moves (the old index is kept); an index named NAME is replaced by an alias of
+    the new one. Resumable (--resume), verified by count; reports documents, size and model before and after."""
+    from milco_os.loading import assembled_sources, resolve_model
+    from milco_os.models.layouts import fingerprint
+    from milco_os.opensearch.bulk import BulkConfig
+    from milco_os.opensearch.indices import index_record
+    from milco_os.opensearch.upgrade import plan_upgrade
+    from milco_os.opensearch.upgrade import upgrade as run_upgrade
+
+    checked_index_name("NAME", name)
+    checked_index_name("--dest", dest)
+    client = connect(settings)
+    built = index_record(client, name)["model"]
+    # The index's own model, newest version, unless another is named (--model, MILCO_OS_MODEL).
+    own = built.get("name", "").partition("@")[0]
+    model = settings.model if "model" in settings.model_fields_set or own not in assembled_sources() else own
+    path, given_name = resolve_model(model, settings.cache_dir)
+    if not resume and fingerprint(path) == built.get("fingerprint"):
+        out.print(f"{name} already uses {built.get('name')}; nothing to do", highlight=False)
+        return
+    plan = plan_upgrade(client, name, given_name or path.name, dest)
+    if not plan.is_alias:
+        confirm(f"{name!r} is an index: once {plan.dest} holds its documents, {name!r} is deleted and becomes an "
+                f"alias of {plan.dest}; go on?", yes)
+    ray, encoder = ray_job(ray_options, settings.model_copy(update={"model": model}), runtime, quantize)
+    with ProgressBar("upgrade") as bar:
+        report = run_upgrade(client, plan, encoder, cache_dir=settings.cache_dir, resume=resume, slices=slices,
+                             config=BulkConfig(encode_batch=batch_size, max_retries=max_retries),
+                             dead_letter=dead_letter or Path(f"{plan.dest}.failed.jsonl"), progress=bar, ray=ray)
+    summary = report.to_dict()
+    before, after = summary["before"], summary["after"]
+    if as_json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+    else:
+        out.print(f"{name}: {before['model']} -> {after['model']}; documents {before['documents']:,} -> "
+                  f"{after['documents']:,}; size {size_text(before['size_bytes'])} -> {size_text(after['size_bytes'])}",
+                  highlight=False)
+        if report.moved:
+            kept = (f"; the old index {plan.source} is kept (`milco-os index delete {plan.source}` drops it)"
+                    if plan.is_alias else f"; the old index {plan.source} was replaced")
+            out.print(f"{name} -> {plan.dest}{kept}", highlight=False)
+    if not report.moved:
+        raise IngestError(
+            f"upgrade incomplete: {plan.dest} holds {after['documents']} of {before['documents']} documents; "
+            f"{report.reindex.failed_total} failed; fix them, then run again with --resume to verify and move "
+            f"{name}", report.reindex.ingest.failures)
 
 
 # ------------------------------------------------------------------------------------------ demo, serve, eval

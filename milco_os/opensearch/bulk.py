@@ -5,8 +5,9 @@
 not be reached are retried (only those items), a bounded number of times, with the same backoff. A
 whole request that OpenSearch refuses (400, e.g. one id over 512 bytes) is split in halves until the bad
 document is alone, so one bad item never sinks the valid documents sent with it. Every action ends in
-exactly one of :class:`BulkOutcome`'s lists: written, failed (the document is at fault) or unavailable
-(OpenSearch was, after the retries). Writes are by ``_id``, so a retried write never duplicates a document.
+exactly one of :class:`BulkOutcome`'s lists: written, not found (a delete of an id the index does not
+hold), failed (the document is at fault) or unavailable (OpenSearch was, after the retries). Writes are by
+``_id``, so a retried write never duplicates a document.
 """
 
 from __future__ import annotations
@@ -46,12 +47,14 @@ class BulkConfig:
 class BulkOutcome:
     """What became of the documents of one write."""
 
-    written: list[str] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)  # indexed, or deleted
+    not_found: list[str] = field(default_factory=list)  # deletes of ids the index does not hold
     failed: list[tuple[str, str]] = field(default_factory=list)  # (id, reason): the document is at fault
     unavailable: list[tuple[str, str]] = field(default_factory=list)  # (id, reason): OpenSearch was
 
     def add(self, other: BulkOutcome) -> None:
         self.written += other.written
+        self.not_found += other.not_found
         self.failed += other.failed
         self.unavailable += other.unavailable
 
@@ -60,6 +63,12 @@ def index_actions(index: str, documents: Iterable[tuple[str, dict[str, Any]]]) -
     """``(id, source)`` pairs -> bulk ``index`` actions (by id, so a repeated write overwrites)."""
     for doc_id, source in documents:
         yield {"_op_type": "index", "_index": index, "_id": str(doc_id), "_source": source}
+
+
+def delete_actions(index: str, ids: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """Ids -> bulk ``delete`` actions."""
+    for doc_id in ids:
+        yield {"_op_type": "delete", "_index": index, "_id": str(doc_id)}
 
 
 def _retryable(status: Any) -> bool:
@@ -118,6 +127,8 @@ class BulkWriter:
             status = result.get("status")
             if ok:
                 outcome.written.append(doc_id)
+            elif status == 404 and result.get("result") == "not_found":  # a delete of an id that is not there
+                outcome.not_found.append(doc_id)
             elif (error := result.get("exception")) is not None and not _retryable(status):
                 refused.setdefault(id(error), (error, []))[1].append(action)
             elif status == 429:  # streaming_bulk already backed off and retried it max_retries times

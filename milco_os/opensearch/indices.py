@@ -1,5 +1,5 @@
-"""Index operations (IO): create an index for a model, read and check its ``_meta``, and the small
-administrative requests the front ends need (exists, count, refresh, delete, server version)."""
+"""Index operations (IO): create an index for a model, read and check its ``_meta``, list and delete milco-os
+indices, and the small administrative requests the front ends need (exists, count, refresh, server version)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from milco_os.errors import IndexExists, IndexNotFound, ModelMismatch, SearchIndexError
 from milco_os.opensearch.client import describe_transport_error
-from milco_os.opensearch.mapping import META_KEY, check_meta, index_body
+from milco_os.opensearch.mapping import META_KEY, check_meta, index_body, spec_of
 from milco_os.specs import IndexSpec
 from milco_os.types import ModelInfo
 
@@ -76,6 +76,61 @@ def index_info(client: OpenSearch, name: str) -> dict[str, Any]:
     if passages is not None:
         info["passages"] = passage_count(client, name, passages.path)
     return info
+
+
+def created_spec(client: OpenSearch, name: str) -> IndexSpec:
+    """The options the milco-os index ``name`` (or the one index behind an alias) was created with."""
+    record = index_record(client, name)
+    concrete, mapping = next(iter(client.indices.get_mapping(index=name).items()))
+    settings = client.indices.get_settings(index=concrete)[concrete]["settings"]["index"]
+    return spec_of(record, mapping["mappings"].get("properties", {}), settings, concrete)
+
+
+def list_indices(client: OpenSearch) -> list[dict[str, Any]]:
+    """Every open milco-os index this client may see, by name: its aliases, model, layout, documents and size."""
+    from milco_os.layout import read_layout
+
+    mappings = client.indices.get_mapping(index="*", expand_wildcards="open")
+    records = {name: m["mappings"]["_meta"][META_KEY] for name, m in mappings.items()
+               if META_KEY in (m["mappings"].get("_meta") or {})}
+    if not records:
+        return []
+    stats = client.indices.stats(index="*", metric="store", expand_wildcards="open")["indices"]
+    aliases = client.indices.get_alias(index="*", expand_wildcards="open")
+    rows = []
+    for name in sorted(records):
+        record = records[name]
+        try:
+            layout = read_layout(record, name)
+            units = layout.units + (" + dense" if layout.dense else "")
+        except ModelMismatch:  # written by a newer milco-os
+            units = "unknown"
+        rows.append({
+            "index": name,
+            "aliases": sorted(aliases.get(name, {}).get("aliases", {})),
+            "model": record.get("model", {}).get("name"),
+            "layout": units,
+            "documents": document_count(client, name),
+            "size_bytes": int(stats.get(name, {}).get("primaries", {}).get("store", {}).get("size_in_bytes", 0)),
+        })
+    return rows
+
+
+def delete_milco_index(client: OpenSearch, name: str, *, with_aliases: bool = False) -> list[str]:
+    """Delete the milco-os index ``name``, never an alias nor an index milco-os did not create; an index that
+    aliases point at only ``with_aliases`` (searches through them would fail). Returns those aliases."""
+    if client.indices.exists_alias(name=name):
+        holders = ", ".join(sorted(client.indices.get_alias(name=name)))
+        msg = f"{name!r} is an alias (of {holders}), not an index; delete an index by its own name"
+        raise SearchIndexError(msg)
+    index_record(client, name)  # missing, or not milco-os's: refused
+    aliases = sorted(client.indices.get_alias(index=name).get(name, {}).get("aliases", {}))
+    if aliases and not with_aliases:
+        msg = (f"index {name!r} is the target of alias {', '.join(aliases)}: searches through it would fail; "
+               "delete it with its aliases (--with-aliases) or move them first")
+        raise SearchIndexError(msg)
+    client.indices.delete(index=name)
+    return aliases
 
 
 def index_exists(client: OpenSearch, name: str) -> bool:

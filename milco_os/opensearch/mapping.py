@@ -82,6 +82,31 @@ def index_body(info: ModelInfo, spec: IndexSpec) -> dict[str, Any]:
     return {"settings": {"index": settings}, "mappings": mappings}
 
 
+def spec_of(record: dict[str, Any], properties: dict[str, Any], settings: dict[str, Any], index: str) -> IndexSpec:
+    """The options an index was created with, read back from its ``_meta`` record, its mapping's ``properties`` and
+    its ``index`` settings (``number_of_shards`` ...): what a re-encoded copy of it is created with."""
+    from milco_os.pruning import Pruning
+
+    layout = read_layout(record, index)
+    relative = layout.passages.relative if layout.passages else str
+    text_fields = tuple(record["fields"]["text"])
+    defaults = IndexSpec()
+    return IndexSpec(
+        text_fields=text_fields,
+        pivot_field=relative(record["fields"]["pivot"]),
+        echo_field=relative(record["fields"]["echo"]),
+        doc_pruning=Pruning.from_meta(record.get("document_pruning") or {}),
+        bm25=properties.get(text_fields[0], {}).get("index", True) is not False,
+        vectors_in_source=bool(record.get("vectors_in_source", True)),
+        shards=int(settings["number_of_shards"]),
+        replicas=int(settings["number_of_replicas"]),
+        dense=layout.dense is not None,
+        dense_field=relative(layout.dense.field) if layout.dense else defaults.dense_field,
+        passages=layout.passages is not None,
+        passages_field=layout.passages.path if layout.passages else defaults.passages_field,
+    )
+
+
 def written_fields(record: dict[str, Any], index: str) -> list[str]:
     """The top-level fields milco-os writes into each document of an index with ``record`` (beside the user's)."""
     layout = read_layout(record, index)

@@ -88,10 +88,13 @@ class SearchResult:
     body: dict[str, Any]
     #: The fused lists, in order (empty without fusion).
     lists: tuple[str, ...] = ()
+    #: The model that encoded the query (the index's own version when a bare built-in name followed it).
+    model: str = ""
 
     def to_dict(self, top_terms: int | None = None) -> dict[str, Any]:
         return {
             "took_ms": self.took_ms,
+            "model": self.model,
             "query": {"pivot": self.query.pivot.to_terms(), "echo": self.query.echo.to_terms()},
             "hits": [h.to_dict(top_terms) for h in self.hits],
         }
@@ -306,7 +309,7 @@ def search(
         hits.append(Hit(id=h["_id"], score=float(h["_score"]), source=shown, terms=terms,
                         lists=where[i] if where else {}, passage=passage))
     return SearchResult(query=query, hits=hits, took_ms=took, body=body,
-                        lists=tuple(fusion.weights) if fusion is not None else ())
+                        lists=tuple(fusion.weights) if fusion is not None else (), model=encoder.info.name)
 
 
 def best_passage(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -181,6 +182,8 @@ def create_app(settings: Settings, *, service_api_key: str | None = None) -> Fas
     app.state.settings = settings
     app.state.recent_encodings = RecentEncodings()
     app.state.term_stats = {}  # index -> IndexTermStats, for `selective` query pruning
+    app.state.encoders = {}  # other shipped versions of the model, loaded for the indices they built
+    app.state.encoders_lock = threading.Lock()
     app.add_middleware(GuardV1, api_key=service_api_key)
     app.include_router(router)
     return app

@@ -10,12 +10,14 @@ the library's exceptions as they are: the app maps each type to its HTTP status.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from milco_os.errors import ModelMismatch
 from milco_os.opensearch.client import reachable as opensearch_reachable
 from milco_os.opensearch.validation import check_filters, check_index_name
 from milco_os.pruning import Pruning
@@ -44,6 +46,8 @@ from milco_os.specs import SearchOptions, TwoPhase
 
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
+
+T = TypeVar("T")
 
 # Dependencies. Plain attribute reads, so ``async``: no trip through the thread pool.
 
@@ -166,9 +170,12 @@ def neural_sparse(
     },
     openapi_extra=DOCUMENTS_BODY,
 )
-async def add_documents(name: IndexName, docs: Documents, client: Client, encoder: Encoder) -> JSONResponse:
+async def add_documents(
+    name: IndexName, docs: Documents, client: Client, encoder: Encoder, request: Request
+) -> JSONResponse:
     """Index a JSON array of documents, or NDJSON (one document per line)."""
-    return await run_in_threadpool(ingest_documents, client, encoder, name, docs)
+    return await run_in_threadpool(for_index, request, encoder,
+                                   lambda chosen: ingest_documents(client, chosen, name, docs))
 
 
 @router.post(
@@ -183,7 +190,28 @@ def search_index(
 
     options = search_options(req, settings)
     stats = cached_stats(request, client, name, options)
-    return search(client, name, req.query, encoder, options, stats=stats).to_dict()
+    return for_index(request, encoder, lambda chosen: search(client, name, req.query, chosen, options,
+                                                              stats=stats).to_dict())
+
+
+def for_index(request: Request, encoder: SparseEncoder, work: Callable[[SparseEncoder], T]) -> T:
+    """``work(encoder)``; when the index was built with another shipped version of the service's model (a bare
+    built-in name, which follows each index to its version), ``work`` again with that version, loaded on first need
+    and kept. The library refuses a model that does not fit before it writes or searches anything, so the second
+    call repeats nothing."""
+    from milco_os.loading import load_encoder, model_for_index
+
+    try:
+        return work(encoder)
+    except ModelMismatch as e:
+        state = request.app.state
+        wanted = model_for_index(state.settings.model, e.index_model)
+        if wanted in (state.settings.model, encoder.info.name):
+            raise
+        with state.encoders_lock:  # one load per version, however many requests ask at once
+            if wanted not in state.encoders:
+                state.encoders[wanted] = load_encoder(wanted, state.settings.cache_dir)
+        return work(state.encoders[wanted])
 
 
 #: Seconds the service keeps an index's document frequencies before it reads them again.

@@ -167,6 +167,8 @@ class Hit(BaseModel):
 
 class SearchResponse(BaseModel):
     took_ms: int
+    model: str = Field(description="the model that encoded the query: the index's own version of a built-in model "
+                                   "when the service runs a newer one")
     query: Terms
     hits: list[Hit]
 

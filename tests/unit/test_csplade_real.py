@@ -380,26 +380,39 @@ def test_delta_without_adaptation_and_malformed_deltas(base: Base, tmp_path: Pat
 
 
 # ------------------------------------------------------------------------------------------ registration
-def test_csplade_mini_is_listed_only_with_a_delta(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_csplade_mini_is_listed_only_with_a_delta(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert ("csplade-mini" in loading.builtin_models()) == csplade_mini.is_available()
-    monkeypatch.setattr(csplade_mini, "is_available", lambda: False)
-    assert "csplade-mini" not in loading.builtin_models()
-    monkeypatch.setattr(csplade_mini, "is_available", lambda: True)
+    monkeypatch.setattr(csplade_mini, "DELTA_ROOT", tmp_path)
+    (tmp_path / "1").mkdir()  # a version directory without its manifest is no delta
+    assert "csplade-mini" not in loading.builtin_models() and not csplade_mini.is_available()
+    for version in ("1", "2"):
+        (tmp_path / version / "manifest.json").parent.mkdir(exist_ok=True)
+        (tmp_path / version / "manifest.json").write_text("{}")
     models = loading.builtin_models()
-    assert models["csplade-mini"] == csplade_mini.DESCRIPTION and "SmolLM2-135M" in models["csplade-mini"]
+    assert models["csplade-mini"].startswith(csplade_mini.DESCRIPTION) and "SmolLM2-135M" in models["csplade-mini"]
+    assert "versions 1, 2 (csplade-mini = csplade-mini@2)" in models["csplade-mini"]
     assert "milco-mini" in models and "smollm2-135m" in models
 
 
-def test_resolve_model_builds_csplade_mini(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    built: list[Path] = []
+def test_resolve_model_builds_the_asked_csplade_mini_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[tuple[Path, Path]] = []
 
-    def fake_build(cache: Path) -> Path:
-        built.append(cache)
+    def fake_build(cache: Path, delta_dir: Path) -> Path:
+        built.append((cache, delta_dir))
         return tmp_path / "built"
 
+    root = tmp_path / "deltas"
+    for version in ("1", "2", "10"):
+        (root / version).mkdir(parents=True)
+        (root / version / "manifest.json").write_text("{}")
+    monkeypatch.setattr(csplade_mini, "DELTA_ROOT", root)
     monkeypatch.setattr(csplade_mini, "build_model", fake_build)
-    assert loading.resolve_model("csplade-mini", tmp_path) == (tmp_path / "built", "csplade-mini")
-    assert built == [tmp_path]
+    assert loading.resolve_model("csplade-mini", tmp_path) == (tmp_path / "built", "csplade-mini@10")  # numeric
+    assert loading.resolve_model("csplade-mini@2", tmp_path) == (tmp_path / "built", "csplade-mini@2")
+    assert built == [(tmp_path, root / "10"), (tmp_path, root / "2")]
+    with pytest.raises(ModelError, match=r"'csplade-mini@3': no such version; shipped: csplade-mini@1, "):
+        loading.resolve_model("csplade-mini@3", tmp_path)
+    assert len(built) == 2
 
 
 def test_packaged_smollm2_resolves_to_a_gguf_csplade_directory(cache_dir: Path) -> None:

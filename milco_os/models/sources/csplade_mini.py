@@ -7,7 +7,8 @@
 
 The delta (the two adapter directories and ``manifest.json``: name, variant, max query / document lengths,
 the query / document top-k of its top-k masked training (null: none), base and training records) is
-committed under ``milco_os/models/csplade_mini/`` by the training driver (:mod:`milco_os.training.csplade`).
+committed under ``milco_os/models/csplade_mini/<version>/`` (every shipped version kept:
+:mod:`milco_os.models.sources.versions`) from what the training driver writes (:mod:`milco_os.training.csplade`).
 :func:`build_model` merges the adapters into the base, in that order, and writes a plain Hugging Face
 causal-LM directory (config.json, fp32 model.safetensors, tokenizer files, ``csplade_config.json``) into the
 cache, which :func:`milco_os.loading.load_dir` loads as a CSPLADE model without peft.
@@ -43,7 +44,8 @@ DESCRIPTION = (
 )
 BASE = "smollm2-135m"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DELTA_DIR = Path(__file__).resolve().parent.parent / "csplade_mini"
+#: One directory per shipped version: ``<DELTA_ROOT>/1/``, ...
+DELTA_ROOT = Path(__file__).resolve().parent.parent / "csplade_mini"
 MANIFEST_FILE = "manifest.json"
 #: The adapter directories of a delta, in the order they are merged; only the contrastive one is required.
 PHASES = ("adapt", "contrastive")
@@ -88,12 +90,15 @@ def load_base(cache_dir: Path) -> tuple[Any, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- delta
-def is_available(delta_dir: Path = DELTA_DIR) -> bool:
-    """Whether a trained delta is there (csplade-mini is listed as a built-in model only then)."""
-    return (Path(delta_dir) / MANIFEST_FILE).is_file()
+def is_available(delta_dir: Path | None = None) -> bool:
+    """Whether a trained delta is there (default: any shipped version; csplade-mini is listed as a built-in model
+    only then)."""
+    from milco_os.models.sources.versions import versions
+
+    return (Path(delta_dir) / MANIFEST_FILE).is_file() if delta_dir else bool(versions(DELTA_ROOT))
 
 
-def read_manifest(delta_dir: Path = DELTA_DIR) -> dict[str, Any]:
+def read_manifest(delta_dir: Path) -> dict[str, Any]:
     """The delta's ``manifest.json``, checked for what :func:`build_model` uses from it."""
     path = Path(delta_dir) / MANIFEST_FILE
     if not path.is_file():
@@ -140,7 +145,7 @@ def adapter_files(adapter_dir: Path) -> list[str]:
     return [ADAPTER_CONFIG, weights[0]]
 
 
-def delta_phases(delta_dir: Path = DELTA_DIR) -> list[str]:
+def delta_phases(delta_dir: Path) -> list[str]:
     """The adapter directories of the delta, in merge order (``adapt`` only when present)."""
     delta_dir = Path(delta_dir)
     phases = []
@@ -154,7 +159,7 @@ def delta_phases(delta_dir: Path = DELTA_DIR) -> list[str]:
     return phases
 
 
-def delta_files(delta_dir: Path = DELTA_DIR) -> list[str]:
+def delta_files(delta_dir: Path) -> list[str]:
     """Every file of the delta that the assembled model depends on, relative to ``delta_dir``."""
     delta_dir = Path(delta_dir)
     files = [MANIFEST_FILE]
@@ -163,7 +168,7 @@ def delta_files(delta_dir: Path = DELTA_DIR) -> list[str]:
     return files
 
 
-def delta_sha256(delta_dir: Path = DELTA_DIR) -> str:
+def delta_sha256(delta_dir: Path) -> str:
     """Hex SHA-256 over the delta's files (name and content, in :func:`delta_files` order) and the pinned
     base wheel, so that a new delta or a new base gets a new cache directory."""
     from milco_os.models.sources.packaged import PACKAGED
@@ -212,7 +217,7 @@ def apply_adapter(lm: Any, adapter_dir: Path) -> Any:
     return merged
 
 
-def merge_delta(lm: Any, delta_dir: Path = DELTA_DIR) -> Any:
+def merge_delta(lm: Any, delta_dir: Path) -> Any:
     """``lm`` (the raw base) with the delta's adapters merged, adaptation first."""
     for phase in delta_phases(delta_dir):
         lm = apply_adapter(lm, Path(delta_dir) / phase)
@@ -271,10 +276,13 @@ def _prime_fingerprint(model_dir: Path) -> None:
         log.debug("%s: fingerprint not primed (%s)", model_dir, e)
 
 
-def build_model(cache_dir: Path, delta_dir: Path = DELTA_DIR, force: bool = False) -> Path:
-    """Assemble csplade-mini into ``<cache>/models/csplade-mini-<delta digest>/`` (a plain causal-LM
-    directory with the adapters merged) on first use, and return it."""
-    delta_dir = Path(delta_dir)
+def build_model(cache_dir: Path, delta_dir: Path | None = None, force: bool = False) -> Path:
+    """Assemble csplade-mini (the delta in ``delta_dir``, default: the newest shipped version) into
+    ``<cache>/models/csplade-mini-<delta digest>/`` (a plain causal-LM directory with the adapters merged) on first
+    use, and return it."""
+    from milco_os.models.sources.versions import version_dir
+
+    delta_dir = Path(delta_dir) if delta_dir else version_dir(DELTA_ROOT, NAME, None)[0]
     manifest = read_manifest(delta_dir)
     digest = delta_sha256(delta_dir)
     target = models_dir(cache_dir) / f"{NAME}-{digest[:12]}"

@@ -5,9 +5,10 @@
     head      splade-tiny's BERT MLM head (transform + decoder over WordPiece 30,522)        trained
     echo      code-faithful LexEcho: ReLU(Linear(H)) * scale on the backbone states          trained
 
-The trained parts (the "delta", a few MB) are committed under ``milco_os/models/milco_mini/`` with a
-manifest; :func:`build_model` joins them with the base parts into an official-layout MILCO directory in
-the cache, which :func:`milco_os.loading.load_dir` loads like any released MILCO checkpoint.
+The trained parts (the "delta", 31 MiB) are committed under ``milco_os/models/milco_mini/<version>/`` with a
+manifest, every shipped version kept (:mod:`milco_os.models.sources.versions`); :func:`build_model` joins them
+with the base parts into an official-layout MILCO directory in the cache, which :func:`milco_os.loading.load_dir`
+loads like any released MILCO checkpoint.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ DESCRIPTION = (
     "multilingual MILCO (e5-small backbone, splade-tiny English head, LexEcho), trained on LibreOffice help; "
     "assembled on first use"
 )
-DELTA_DIR = Path(__file__).resolve().parents[1] / "milco_mini"
+#: One directory per shipped version: ``<DELTA_ROOT>/1/``, ``<DELTA_ROOT>/2/``, ...
+DELTA_ROOT = Path(__file__).resolve().parents[1] / "milco_mini"
 DELTA_FILE = "delta.safetensors"
 MANIFEST_FILE = "manifest.json"
 #: Parameter prefixes of :class:`MilcoModule` that training always changes (plus any unfrozen backbone layers).
@@ -107,7 +109,7 @@ def save_delta(module: torch.nn.Module, out_dir: Path, manifest: dict[str, Any])
     return out_dir
 
 
-def read_manifest(delta_dir: Path = DELTA_DIR) -> dict[str, Any]:
+def read_manifest(delta_dir: Path) -> dict[str, Any]:
     path = Path(delta_dir) / MANIFEST_FILE
     if not path.is_file():
         msg = f"{path}: missing; not a milco-mini delta (train one with `milco-os train sap|sct`)"
@@ -145,11 +147,14 @@ def _prime_fast_loading(model_dir: Path, splade_dir: Path) -> None:
         log.debug("%s: not primed for fast loading (%s)", model_dir, e)
 
 
-def build_model(cache_dir: Path, delta_dir: Path = DELTA_DIR, force: bool = False) -> Path:
-    """Assemble milco-mini into ``<cache>/models/milco-mini-<delta digest>/`` (official MILCO layout:
-    config.json naming the backbone and head directories, model.safetensors, tokenizer) and return it."""
+def build_model(cache_dir: Path, delta_dir: Path | None = None, force: bool = False) -> Path:
+    """Assemble milco-mini (the delta in ``delta_dir``, default: the newest shipped version) into
+    ``<cache>/models/milco-mini-<delta digest>/`` (official MILCO layout: config.json naming the backbone and head
+    directories, model.safetensors, tokenizer) and return it."""
+    from milco_os.models.sources.versions import version_dir
     from milco_os.paths import sha256_file
 
+    delta_dir = delta_dir or version_dir(DELTA_ROOT, NAME, None)[0]
     delta_path = Path(delta_dir) / DELTA_FILE
     manifest = read_manifest(delta_dir)
     if not delta_path.is_file():
