@@ -226,8 +226,6 @@ def index_list(
     settings: Any = None,
 ) -> None:
     """List the milco-os indices: aliases, the model that built each, layout, documents and size."""
-    from rich.table import Table
-
     from milco_os.opensearch.indices import list_indices
 
     rows = list_indices(connect(settings))
@@ -238,11 +236,14 @@ def index_list(
     if not rows:
         err.print("no milco-os indices (create one with `milco-os index create NAME`)", highlight=False)
         return
-    table = Table("index", "aliases", "model", "layout", "documents", "size", box=None, padding=(0, 2))
-    for row in rows:
-        table.add_row(escape(row["index"]), escape(", ".join(row["aliases"]) or "-"), escape(str(row["model"])),
-                      row["layout"], f"{row['documents']:,}", size_text(row["size_bytes"]))
-    out.print(table)
+    # Plain columns, never cut to the terminal's width: names are what scripts and people copy from here.
+    cells = [("index", "aliases", "model", "layout", "documents", "size")]
+    cells += [(row["index"], ", ".join(row["aliases"]) or "-", str(row["model"]), row["layout"], f"{row['documents']:,}",
+               size_text(row["size_bytes"])) for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
+    for line in cells:
+        text = "  ".join(value.rjust(w) if i >= 4 else value.ljust(w) for i, (value, w) in enumerate(zip(line, widths, strict=True)))
+        out.print(text.rstrip(), highlight=False, markup=False)
 
 
 def size_text(n_bytes: int) -> str:

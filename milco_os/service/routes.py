@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from milco_os.errors import ModelMismatch
+from milco_os.opensearch.bulk import BulkConfig
 from milco_os.opensearch.client import reachable as opensearch_reachable
 from milco_os.opensearch.validation import check_filters, check_index_name
 from milco_os.pruning import Pruning
@@ -28,6 +29,8 @@ from milco_os.service.schemas import (
     ERROR_MEANINGS,
     MAX_DOCUMENTS,
     RETRY_AFTER,
+    DeleteRequest,
+    DeleteResponse,
     EncodeRequest,
     EncodeResponse,
     ErrorResponse,
@@ -86,6 +89,8 @@ IndexName = Annotated[str, Depends(index_name)]
 Documents = Annotated[list[Any], Depends(documents_body)]
 
 router = APIRouter()
+#: A request waits for its writes and deletes: fewer, shorter retries than a batch job's.
+SERVICE_BULK = BulkConfig(max_retries=2, initial_backoff=0.5)
 
 
 @router.get("/healthz")
@@ -178,6 +183,46 @@ async def add_documents(
                                    lambda chosen: ingest_documents(client, chosen, name, docs))
 
 
+@router.delete(
+    "/v1/indices/{name}/documents/{doc_id:path}",
+    response_model=DeleteResponse,
+    responses={404: {"model": ErrorResponse, "description": "the index, or the document, does not exist"},
+               **errors(401, 409, 503)},
+)
+def delete_document(name: IndexName, doc_id: str, client: Client) -> JSONResponse:
+    """Delete one document by id."""
+    from milco_os.opensearch.delete import delete_documents
+
+    report = delete_documents(client, name, [doc_id], config=SERVICE_BULK)
+    if report.not_found:
+        raise HTTPException(404, f"document {doc_id!r} is not in index {name!r}")
+    return delete_response(report)
+
+
+@router.post(
+    "/v1/indices/{name}/documents/delete",
+    response_model=DeleteResponse,
+    responses={207: {"model": DeleteResponse, "description": "some ids could not be deleted; they are in `failed`"},
+               **errors(401, 404, 409, 413, 422, 503)},
+)
+def delete_documents_by_id(name: IndexName, req: DeleteRequest, client: Client) -> JSONResponse:
+    """Delete documents by id (ids the index does not hold are listed in ``not_found``, not an error)."""
+    from milco_os.opensearch.delete import delete_documents
+
+    return delete_response(delete_documents(client, name, req.ids, config=SERVICE_BULK))
+
+
+def delete_response(report: Any) -> JSONResponse:
+    """200 when every id was deleted or not there, 207 when some failed, 503 with Retry-After when every failure
+    was OpenSearch being unavailable."""
+    content = {"deleted": report.deleted, "not_found": report.not_found,
+               "failed": [{"id": doc_id, "reason": reason} for doc_id, reason in report.failed],
+               "retried": report.retried}
+    if report.failed and len(report.unavailable) == len(report.failed):
+        return JSONResponse(status_code=503, content=content, headers=RETRY_AFTER)
+    return JSONResponse(status_code=207 if report.failed else 200, content=content)
+
+
 @router.post(
     "/v1/indices/{name}/search",
     response_model=SearchResponse,
@@ -266,10 +311,9 @@ def ingest_documents(client: OpenSearch, encoder: SparseEncoder, name: str, docs
     200 when all were written, 207 when some failed (``failed`` says why), 503 with Retry-After when every
     failed document failed only because OpenSearch was unavailable. ``indexed`` lists exactly the ids written.
     """
-    from milco_os.opensearch.bulk import BulkConfig
     from milco_os.opensearch.ingest import Ingester, validate_document
 
-    ingester = Ingester(client, name, encoder, config=BulkConfig(max_retries=2, initial_backoff=0.5))
+    ingester = Ingester(client, name, encoder, config=SERVICE_BULK)
     problems = []
     first_at: dict[str, int] = {}  # id -> position of the first document with it
     for i, doc in enumerate(docs):

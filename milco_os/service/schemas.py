@@ -184,6 +184,18 @@ class IngestResponse(BaseModel):
     retried: int
 
 
+class DeleteRequest(BaseModel):
+    ids: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(
+        min_length=1, max_length=MAX_DOCUMENTS, description=f"ids of the documents to delete (at most {MAX_DOCUMENTS})")
+
+
+class DeleteResponse(BaseModel):
+    deleted: list[str] = Field(description="ids deleted, in request order")
+    not_found: list[str] = Field(description="ids the index does not hold")
+    failed: list[FailedDocument]
+    retried: int
+
+
 class Readiness(BaseModel):
     model_loaded: bool
     opensearch_reachable: bool
