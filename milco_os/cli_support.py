@@ -79,7 +79,8 @@ def fix_for(e: MilcoError) -> str:
     if isinstance(e, IndexExists):
         return f"{text}; delete it first or choose another name"
     if isinstance(e, ModelMismatch):
-        return f"{text}; use --model {e.index_model} or reindex into a new index" if e.index_model else (
+        return (f"{text}; use --model {e.index_model}, or re-encode the index (`milco-os upgrade {e.index} --model "
+                "MODEL`)") if e.index_model else (
             f"{text}; create milco-os indices with `milco-os index create`")
     if isinstance(e, InterruptedJob):
         return f"{text}; continue it with --resume, or delete the file to start over"

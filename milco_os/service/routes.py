@@ -187,7 +187,7 @@ async def add_documents(
     "/v1/indices/{name}/documents/{doc_id:path}",
     response_model=DeleteResponse,
     responses={404: {"model": ErrorResponse, "description": "the index, or the document, does not exist"},
-               **errors(401, 409, 503)},
+               **errors(400, 401, 409, 413, 422, 503)},
 )
 def delete_document(name: IndexName, doc_id: str, client: Client) -> JSONResponse:
     """Delete one document by id."""
@@ -203,7 +203,7 @@ def delete_document(name: IndexName, doc_id: str, client: Client) -> JSONRespons
     "/v1/indices/{name}/documents/delete",
     response_model=DeleteResponse,
     responses={207: {"model": DeleteResponse, "description": "some ids could not be deleted; they are in `failed`"},
-               **errors(401, 404, 409, 413, 422, 503)},
+               **errors(400, 401, 404, 409, 413, 422, 503)},
 )
 def delete_documents_by_id(name: IndexName, req: DeleteRequest, client: Client) -> JSONResponse:
     """Delete documents by id (ids the index does not hold are listed in ``not_found``, not an error)."""

@@ -39,6 +39,8 @@ OPERATIONS = [
     ("POST", "/v1/neural-sparse"),
     ("POST", "/v1/indices/{name}/documents"),
     ("POST", "/v1/indices/{name}/search"),
+    ("DELETE", "/v1/indices/{name}/documents/{doc_id}"),
+    ("POST", "/v1/indices/{name}/documents/delete"),
 ]
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 SETTINGS = hypothesis.settings(
@@ -88,12 +90,13 @@ def _aim_at_real_index(case: schemathesis.Case, index: str) -> None:
         case.path_parameters["name"] = index
 
 
-# GET routes have no parameters and no body: nothing to violate, so no negative mode for them.
+# GET routes have no parameters and no body, the DELETE route only free strings in its path: nothing to violate,
+# so no negative mode for them.
 RUNS = [
     pytest.param(method, path, mode, id=f"{method} {path} {mode}")
     for method, path in OPERATIONS
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
-    if method != "GET" or mode is GenerationMode.POSITIVE
+    if method not in ("GET", "DELETE") or mode is GenerationMode.POSITIVE
 ]
 
 

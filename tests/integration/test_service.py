@@ -249,13 +249,14 @@ def test_openapi_documents_bodies_and_errors(settings) -> None:
     documents = spec["paths"]["/v1/indices/{name}/documents"]["post"]
     assert set(documents["requestBody"]["content"]) == {"application/json", "application/x-ndjson"}
     assert documents["requestBody"]["content"]["application/json"]["schema"]["type"] == "array"
-    for path, methods in spec["paths"].items():
-        if not path.startswith("/v1"):
-            continue
-        responses = methods["post"]["responses"]
-        assert {"400", "401", "413", "422"} <= set(responses), path
+    routes = [(path, method, spec) for path, methods in spec["paths"].items() for method, spec in methods.items()
+              if path.startswith("/v1")]
+    assert ("/v1/indices/{name}/documents/{doc_id}", "delete") in [(path, method) for path, method, _ in routes]
+    for path, method, route in routes:
+        responses = route["responses"]
+        assert {"400", "401", "413", "422"} <= set(responses), (path, method)
         if "{name}" in path:
-            assert {"404", "409", "503"} <= set(responses), path
+            assert {"404", "409", "503"} <= set(responses), (path, method)
         assert responses["422"]["content"]["application/json"]["schema"] == {
             "$ref": "#/components/schemas/ErrorResponse"
         }
