@@ -1,4 +1,5 @@
-"""A deterministic fake encoder for tests about the OpenSearch side (no model weights involved)."""
+"""A deterministic fake encoder for tests about the OpenSearch side (no model weights involved), and a client
+whose bulk requests find OpenSearch unreachable."""
 
 from __future__ import annotations
 
@@ -29,3 +30,18 @@ class FakeEncoder(SparseEncoder):
             ids = input_ids[r][attention_mask[r] == 1]
             pivot[r, ids] = 1.0 + (ids % 7) / 7.0
         return pivot, attention_mask.astype(np.float32) * 0.5
+
+
+class BulkDown:
+    """The real client, except that every bulk request finds OpenSearch unreachable."""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+    def bulk(self, *_: object, **__: object) -> None:
+        from opensearchpy.exceptions import ConnectionError as TransportConnectionError
+
+        raise TransportConnectionError("N/A", "connection refused (test)", None)

@@ -20,6 +20,7 @@ from milco_os.opensearch.ingest import ingest
 from milco_os.service.app import create_app
 from milco_os.service.routes import get_client
 from milco_os.specs import IndexSpec
+from tests.fakes import BulkDown
 
 DOCS = [
     {"id": "heart", "text": "A heart attack is caused by a blocked coronary artery.", "lang": "en"},
@@ -75,21 +76,6 @@ def test_delete_by_id_and_by_file_from_the_cli(settings, client, filled: str, tm
         full = args if "--index" in args else ["--index", filled, *args]
         result = cli("delete", *full, settings=settings)
         assert result.exit_code == 1 and fragment in result.stderr, result.stderr
-
-
-class BulkDown:
-    """The real client, except that every bulk request finds OpenSearch unreachable."""
-
-    def __init__(self, real: object) -> None:
-        self.real = real
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.real, name)
-
-    def bulk(self, *_: object, **__: object) -> None:
-        from opensearchpy.exceptions import ConnectionError as TransportConnectionError
-
-        raise TransportConnectionError("N/A", "connection refused (test)", None)
 
 
 def test_ids_that_could_not_be_deleted_are_dead_lettered_and_read_back(client, filled: str, tmp_path: Path) -> None:  # noqa: ANN001

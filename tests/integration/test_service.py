@@ -17,6 +17,7 @@ from milco_os.opensearch.ingest import ingest
 from milco_os.service.app import MAX_BODY_BYTES, MAX_JSON_BYTES, create_app
 from milco_os.service.routes import get_client
 from milco_os.specs import IndexSpec
+from tests.fakes import BulkDown
 
 
 def test_health_encode_and_search(settings, client, splade_tiny, index_name: str) -> None:
@@ -313,21 +314,6 @@ def test_index_errors_are_mapped_by_type(settings, client, splade_tiny, index_na
     finally:
         client.indices.delete(index=plain, ignore_unavailable=True)
     assert client.count(index=index_name)["count"] == 0  # nothing written into another model's index
-
-
-class BulkDown:
-    """The real client, except that every bulk request finds OpenSearch unreachable."""
-
-    def __init__(self, real: object) -> None:
-        self.real = real
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.real, name)
-
-    def bulk(self, *_: object, **__: object) -> None:
-        from opensearchpy.exceptions import ConnectionError as TransportConnectionError
-
-        raise TransportConnectionError("N/A", "connection refused (test)", None)
 
 
 def test_documents_when_opensearch_is_unavailable_are_503(settings, client, splade_tiny, index_name: str) -> None:
