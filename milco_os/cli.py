@@ -238,12 +238,13 @@ def index_list(
         return
     # Plain columns, never cut to the terminal's width: names are what scripts and people copy from here.
     cells = [("index", "aliases", "model", "layout", "documents", "size")]
-    cells += [(row["index"], ", ".join(row["aliases"]) or "-", str(row["model"]), row["layout"], f"{row['documents']:,}",
-               size_text(row["size_bytes"])) for row in rows]
+    cells += [(row["index"], ", ".join(row["aliases"]) or "-", str(row["model"]), row["layout"],
+               f"{row['documents']:,}", size_text(row["size_bytes"])) for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
     for line in cells:
-        text = "  ".join(value.rjust(w) if i >= 4 else value.ljust(w) for i, (value, w) in enumerate(zip(line, widths, strict=True)))
-        out.print(text.rstrip(), highlight=False, markup=False)
+        padded = [value.rjust(w) if i >= 4 else value.ljust(w)  # numbers right-aligned
+                  for i, (value, w) in enumerate(zip(line, widths, strict=True))]
+        out.print("  ".join(padded).rstrip(), highlight=False, markup=False)
 
 
 def size_text(n_bytes: int) -> str:
