@@ -78,7 +78,7 @@ def targets(record: dict[str, Any]) -> list[Target]:
 # ------------------------------------------------------------------------------------------ pure builders
 def connector_body(
     target: Target, *, index: str, service_url: str, prune: str, fingerprint: str, has_key: bool,
-    dense: bool = False,
+    dense: bool = False, model: str | None = None,
 ) -> dict[str, Any]:
     """A connector whose predict action posts the texts to the service's :data:`ROUTE` (``dense``: the index has
     a dense view, so every view's request asks for it and the service encodes each text once for all three).
@@ -86,9 +86,12 @@ def connector_body(
     ml-commons' default pre-processing puts the texts, as a JSON array, in ``${parameters.input}``; its default
     post-processing hands the service's ``{"response": [...]}`` to neural-search unchanged. The dense view's
     ``{"response": [[...], ...]}`` goes through its default embedding post-processing (``response_filter``
-    picks the list), into the tensors neural-search's ``text_embedding`` processor and ``neural`` query read."""
+    picks the list), into the tensors neural-search's ``text_embedding`` processor and ``neural`` query read.
+    ``model`` names the model that built the index (with its version), so that a service running a newer version
+    of that built-in model answers with the index's own (``/v1/neural-sparse``)."""
     sent = {"texts": _INPUT, "kind": target.kind, "view": target.view, "prune": prune, "model_fingerprint": fingerprint}
-    request = json.dumps(sent | ({"dense": True} if dense else {})).replace(json.dumps(_INPUT), "${parameters.input}")
+    sent |= ({"dense": True} if dense else {}) | ({"model": model} if model else {})
+    request = json.dumps(sent).replace(json.dumps(_INPUT), "${parameters.input}")
     headers = {"Content-Type": "application/json"}
     if has_key:
         headers["Authorization"] = "Bearer ${credential.service_key}"
@@ -409,7 +412,7 @@ def register(
             connector = _call(client, "POST", f"{ML}/connectors/_create", _with_key(connector_body(
                 target, index=index, service_url=service_url, prune=view_prune,
                 fingerprint=record["model"]["fingerprint"], has_key=bool(service_key),
-                dense=read_layout(record, index).dense is not None), service_key),
+                dense=read_layout(record, index).dense is not None, model=record["model"].get("name")), service_key),
                 what=f"creating the {target.key} connector")
             reg["connectors"][target.key] = connector["connector_id"]
             model = _call(client, "POST", f"{ML}/models/_register", model_body(

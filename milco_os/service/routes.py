@@ -126,7 +126,8 @@ async def get_recent(request: Request) -> RecentEncodings:
 
 @router.post("/v1/neural-sparse", response_model=NeuralSparseResponse, responses=errors(400, 401, 409, 413, 422))
 def neural_sparse(
-    req: NeuralSparseRequest, encoder: Encoder, recent: Annotated[RecentEncodings, Depends(get_recent)]
+    req: NeuralSparseRequest, encoder: Encoder, recent: Annotated[RecentEncodings, Depends(get_recent)],
+    request: Request,
 ) -> dict[str, Any]:
     """For ml-commons remote models: ``{"response": [{feature name: weight}, ...]}``, one map per text, the one
     shape neural-search's ``sparse_encoding`` processor and ``neural_sparse`` query read without a script; the
@@ -134,6 +135,9 @@ def neural_sparse(
     from milco_os.opensearch.documents import dense_values, feature_map
     from milco_os.opensearch.query import query_tokens
 
+    if req.model_fingerprint is not None and req.model_fingerprint != encoder.info.fingerprint:
+        # A connector registered for an index built with an older shipped version of the service's model.
+        encoder = version_encoder(request, encoder, req.model) or encoder
     info = encoder.info
     if req.model_fingerprint is not None and req.model_fingerprint != info.fingerprint:
         msg = (
@@ -240,23 +244,32 @@ def search_index(
 
 
 def for_index(request: Request, encoder: SparseEncoder, work: Callable[[SparseEncoder], T]) -> T:
-    """``work(encoder)``; when the index was built with another shipped version of the service's model (a bare
-    built-in name, which follows each index to its version), ``work`` again with that version, loaded on first need
-    and kept. The library refuses a model that does not fit before it writes or searches anything, so the second
-    call repeats nothing."""
-    from milco_os.loading import load_encoder, model_for_index
-
+    """``work(encoder)``; when the index was built with another shipped version of the service's model, ``work``
+    again with that version (:func:`version_encoder`). The library refuses a model that does not fit before it
+    writes or searches anything, so the second call repeats nothing."""
     try:
         return work(encoder)
     except ModelMismatch as e:
-        state = request.app.state
-        wanted = model_for_index(state.settings.model, e.index_model)
-        if wanted in (state.settings.model, encoder.info.name):
+        other = version_encoder(request, encoder, e.index_model)
+        if other is None:
             raise
-        with state.encoders_lock:  # one load per version, however many requests ask at once
-            if wanted not in state.encoders:
-                state.encoders[wanted] = load_encoder(wanted, state.settings.cache_dir)
-        return work(state.encoders[wanted])
+        return work(other)
+
+
+def version_encoder(request: Request, encoder: SparseEncoder, index_model: str | None) -> SparseEncoder | None:
+    """The shipped version of the service's model that built an index (its ``_meta`` names ``index_model``), loaded
+    on first need and kept; None when the service's model does not follow it (a pinned version, another model, a
+    directory) or already is it."""
+    from milco_os.loading import load_encoder, model_for_index
+
+    state = request.app.state
+    wanted = model_for_index(state.settings.model, index_model)
+    if wanted in (state.settings.model, encoder.info.name):
+        return None
+    with state.encoders_lock:  # one load per version, however many requests ask at once
+        if wanted not in state.encoders:
+            state.encoders[wanted] = load_encoder(wanted, state.settings.cache_dir)
+        return state.encoders[wanted]
 
 
 #: Seconds the service keeps an index's document frequencies before it reads them again.

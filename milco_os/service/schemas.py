@@ -53,6 +53,9 @@ class NeuralSparseRequest(BaseModel):
     model_fingerprint: str | None = Field(
         None, description="the fingerprint of the model that built the index; 409 when the loaded model differs",
     )
+    model: str | None = Field(
+        None, max_length=512, description="the name of the model that built the index (with its version): a service "
+                                          "running a bare built-in name encodes with that shipped version")
 
 
 class NeuralSparseResponse(BaseModel):

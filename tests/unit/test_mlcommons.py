@@ -55,8 +55,10 @@ def test_connector_posts_the_texts_with_kind_view_pruning_and_fingerprint() -> N
     assert sent == {"texts": ["a", "b \"c\""], "kind": "document", "view": "echo", "prune": "top_k:64",
                     "model_fingerprint": "sha256:abc"}
     no_key = connector_body(Target("query", "pivot", "p"), index="docs", service_url="http://h:1", prune="none",
-                            fingerprint="f", has_key=False)
+                            fingerprint="f", has_key=False, model="milco-mini@1")
     assert "Authorization" not in no_key["actions"][0]["headers"]
+    assert json.loads(no_key["actions"][0]["request_body"].replace("${parameters.input}", "[]"))["model"] == \
+        "milco-mini@1"
     assert no_key["credential"], "ml-commons refuses a connector without a credential"
 
 
@@ -177,6 +179,20 @@ def test_route_refuses_another_model_a_bad_view_or_pruning(http: TestClient) -> 
     assert bad_view.status_code == 422 and bad_view.json()["detail"][0]["loc"] == ["body", "view"]
     bad_prune = http.post(ROUTE, json={"texts": ["x"], "kind": "query", "view": "pivot", "prune": "top_k:-1"})
     assert bad_prune.status_code == 422 and bad_prune.json()["detail"][0]["loc"][-1] == "prune"
+
+
+def test_route_answers_with_the_shipped_version_a_connector_was_registered_for(http: TestClient) -> None:
+    """The service runs the bare milco-mini (a newer version); a connector of an index built with milco-mini@1
+    names it, and is answered with that version (loaded on first need and kept: here, already kept)."""
+    from tests.fakes import FakeEncoder
+
+    http.app.state.settings = Settings(opensearch_url="http://127.0.0.1:9", model="milco-mini")
+    http.app.state.encoders["milco-mini@1"] = FakeEncoder(fingerprint="sha256:v1")
+    sent = {"texts": ["heart"], "kind": "query", "view": "pivot", "model_fingerprint": "sha256:v1"}
+    assert http.post(ROUTE, json=sent | {"model": "milco-mini@1"}).status_code == 200
+    for model in (None, "milco-mini@7", "splade-tiny"):  # not said, not shipped, another model: refused
+        refused = http.post(ROUTE, json=sent | ({"model": model} if model else {}))
+        assert refused.status_code == 409 and "sha256:v1" in refused.json()["detail"], model
 
 
 def test_plugin_closure_installs_what_each_plugin_needs_first() -> None:
