@@ -71,6 +71,15 @@ class SctConfig(_Config):
     strip_title: bool = Field(True, description="positives without the page title (the query itself)")
     allow_failed_init: bool = Field(False, description="start even from a SAP delta that failed its gates")
     max_queries: int = Field(20_000, ge=1)
+    query_sources: list[Literal["titles", "keywords"]] = Field(
+        ["titles"], min_length=1, description="where queries come from: train-page titles, and the help's own index "
+                                              "entries (keywords) that point only at train pages")
+    teacher: Literal["states", "e5"] = Field(
+        "e5", description="what mines the hard negatives and scores the groups: e5-small as it is meant to be used "
+                          "(query: / passage: prefixes, final layer, normalised mean pooling), or the mean of the "
+                          "cached backbone states below the trained layers (states; milco-mini@1)")
+    distill_weight: float = Field(0.0, ge=0, description="with loss infonce: weight of KL(teacher || student) over "
+                                                         "each query's own group beside it")
     doc_languages: list[str] = Field(["en-us"], min_length=1, description="languages of the positive pages")
     query_max_length: int = Field(64, ge=8)
     passage_max_length: int = Field(128, ge=16)

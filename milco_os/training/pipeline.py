@@ -234,10 +234,11 @@ def run_sap(config: SapConfig, cache_dir: Path, progress: ProgressFactory = _no_
 
 
 def sct_data(config: SctConfig, cache_dir: Path) -> tuple[list[str], list[str], list[int], np.ndarray, int]:
-    """(queries, passages, positive passage of each query, page of each passage, train titles dropped as
-    leaks): titles of train pages in every training language (English too) -> the page's text in one of
-    ``doc_languages``. A train title that leaks a dev/test title or heading (several pages are titled
-    "Toolbars"; :class:`libreoffice.HeldOut`) would be an evaluation query: it is no query. With
+    """(queries, passages, positive passage of each query, page of each passage, queries dropped as leaks):
+    titles of train pages (and with ``query_sources`` keywords, :func:`train_keywords`) in every training
+    language (English too) -> the page's text in one of ``doc_languages``. A query that leaks a dev/test title or
+    heading (several pages are titled "Toolbars"; :class:`libreoffice.HeldOut`) would be an evaluation query: it
+    is no query. With
     ``strip_title`` a passage leaves out the page title: the query must be matched by the page's content,
     not by copying the title."""
     from milco_os.datasets import libreoffice
@@ -258,21 +259,61 @@ def sct_data(config: SctConfig, cache_dir: Path) -> tuple[list[str], list[str], 
                 doc_pages.append(page_ids.setdefault(path, len(page_ids)))
     held_out = libreoffice.HeldOut.of_pages(pages)
     queries, positives, leaks = [], [], 0
-    for lang in langs:
-        for path, page in sorted(pages[lang].items()):
-            if libreoffice.split_of(path) != "train" or not page.title.strip():
-                continue
-            if held_out.leaks(page.title):
-                leaks += 1
-                continue
-            doc_lang = rng.choice(config.doc_languages)
-            if (doc_lang, path) in passage_of:
-                queries.append(page.title)
-                positives.append(passage_of[(doc_lang, path)])
+    candidates: list[tuple[str, str]] = []  # (query, page)
+    if "titles" in config.query_sources:
+        candidates += [(page.title, path) for lang in langs for path, page in sorted(pages[lang].items())
+                       if libreoffice.split_of(path) == "train" and page.title.strip()]
+    if "keywords" in config.query_sources:
+        candidates += train_keywords(langs, cache_dir)
+    for text, path in candidates:
+        if held_out.leaks(text):
+            leaks += 1
+            continue
+        doc_lang = rng.choice(config.doc_languages)
+        if (doc_lang, path) in passage_of:
+            queries.append(text)
+            positives.append(passage_of[(doc_lang, path)])
     order = rng.sample(range(len(queries)), min(config.max_queries, len(queries)))
-    log.warning("SCT: %d queries (of %d) over %d passages; %d train titles dropped as leaks of %d dev/test "
-                "titles and headings", len(order), len(queries), len(passages), leaks, len(held_out))
+    log.warning("SCT: %d queries (of %d, from %s) over %d passages; %d dropped as leaks of %d dev/test titles and "
+                "headings", len(order), len(queries), "+".join(config.query_sources), len(passages), leaks,
+                len(held_out))
     return [queries[i] for i in order], passages, [positives[i] for i in order], np.array(doc_pages), leaks
+
+
+def train_keywords(langs: Sequence[str], cache_dir: Path) -> list[tuple[str, str]]:
+    """(query, page) for the help's own index entries in ``langs`` whose pages, in every language that has the
+    entry, are all in the train split: an entry that also points at a dev or test page is an evaluation query of
+    the keyword sets, so it is none here; nor is an entry left untranslated (an English query). One per (keyword,
+    page), in language and file order."""
+    from milco_os.datasets import libreoffice
+
+    root = libreoffice.fetch_help(list(langs), cache_dir)
+    entries = {lang: libreoffice.load_index_entries(root, lang) for lang in langs}
+    english = {e.text for e in entries.get(ENGLISH, ())}
+    wanted = [(lang, libreoffice.keyword_query(e.text), e.path) for lang in langs for e in entries[lang]
+              if lang == ENGLISH or e.text not in english]
+    splits: dict[str, set[str]] = {}  # query text -> the splits of every page it points at, in any language
+    for _, text, path in wanted:
+        splits.setdefault(text, set()).add(libreoffice.split_of(path))
+    return list(dict.fromkeys((text, path) for _, text, path in wanted if text and splits[text] == {"train"}))
+
+
+def e5_embeddings(cache_dir: Path, queries: Sequence[str], passages: Sequence[str], config: SctConfig
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """e5-small's own embeddings of the queries and passages (``query: `` / ``passage: ``, final layer,
+    normalised mean pooling), at the training lengths; kept in the output directory for a resumed run."""
+    from milco_os.evaluation.systems import E5_PASSAGE_PREFIX, E5_QUERY_PREFIX, E5Encoder
+
+    def compute(texts: Sequence[str], prefix: str, max_length: int) -> Callable[[], torch.Tensor]:
+        return lambda: torch.from_numpy(E5Encoder(milco_mini.base_parts(cache_dir)[0], device=config.device)
+                                        .encode(texts, prefix, max_length))
+
+    out = config.output
+    q = _cached(out / f"e5-{_texts_key(queries, config.query_max_length)}.pt",
+                compute(queries, E5_QUERY_PREFIX, config.query_max_length))
+    d = _cached(out / f"e5-{_texts_key(passages, config.passage_max_length)}.pt",
+                compute(passages, E5_PASSAGE_PREFIX, config.passage_max_length))
+    return q.numpy(), d.numpy()
 
 
 def mean_pooled(states: CachedStates) -> np.ndarray:
@@ -326,10 +367,14 @@ def run_sct(config: SctConfig, cache_dir: Path, progress: ProgressFactory = _no_
     q_states = _states(module, tokenizer, queries, config.query_max_length, "queries", progress, k, config.output)
     d_states = _states(module, tokenizer, passages, config.passage_max_length, "passages", progress, k,
                        config.output)
-    groups, teacher = hard_negative_groups(mean_pooled(q_states), mean_pooled(d_states), positives,
-                                           config.group_size, doc_pages=doc_pages)
+    if config.teacher == "e5":
+        q_emb, d_emb = e5_embeddings(cache_dir, queries, passages, config)
+    else:
+        q_emb, d_emb = mean_pooled(q_states), mean_pooled(d_states)
+    groups, teacher = hard_negative_groups(q_emb, d_emb, positives, config.group_size, doc_pages=doc_pages)
     teacher_top1 = float(np.mean(np.argmax(teacher, axis=1) == 0))
-    log.warning("dense teacher ranks the positive first in its group for %.1f%% of the queries", 100 * teacher_top1)
+    log.warning("the %s teacher ranks the positive first in its group for %.1f%% of the queries", config.teacher,
+                100 * teacher_top1)
     start = time.monotonic()
     steps = -(-len(queries) // config.batch_size) * config.epochs
     gates = train_sct(module, q_states, d_states, groups, teacher, config, doc_pages=doc_pages,

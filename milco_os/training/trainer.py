@@ -326,6 +326,16 @@ def ranking_loss(
     return torch.nn.functional.cross_entropy(scores, target)
 
 
+def sct_ranking_loss(scores: torch.Tensor, group_size: int, config: SctConfig, teacher: torch.Tensor,
+                     doc_rows: torch.Tensor | None) -> torch.Tensor:
+    """The configured ranking loss, and with ``distill_weight`` beside an InfoNCE loss, that weight times
+    KL(teacher || student) over each query's own group."""
+    loss = ranking_loss(scores, group_size, config.loss, teacher, doc_rows)
+    if config.distill_weight and config.loss != "kl":
+        loss = loss + config.distill_weight * ranking_loss(scores, group_size, "kl", teacher)
+    return loss
+
+
 def own_groups(scores: torch.Tensor, group_size: int) -> torch.Tensor:
     """[B, B*G] -> [B, G]: each query's scores of its own passages."""
     b = scores.shape[0]
@@ -371,7 +381,7 @@ def train_sct(
                                                                   config.train_top_layers, vocab)
             teacher = torch.softmax(torch.from_numpy(teacher_scores[rows]).float() / config.teacher_temperature, -1)
             teacher, same_page = teacher.to(device), torch.from_numpy(pages[doc_rows]).to(device)
-            rank_loss = ranking_loss(scores, g, config.loss, teacher, same_page)
+            rank_loss = sct_ranking_loss(scores, g, config, teacher, same_page)
             loss = rank_loss
             if config.pivot_only_weight:
                 loss = loss + config.pivot_only_weight * ranking_loss(pivot_scores, g, config.loss, teacher, same_page)

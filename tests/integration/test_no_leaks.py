@@ -89,3 +89,29 @@ def test_sct_and_retrieval_queries_are_no_held_out_title(pages: dict[str, dict[s
     assert "Toolbars" not in queries
     retrieval = lo.retrieval_pairs(pages, LANGS, "train")
     assert retrieval and not any(naive.leaks(p.query) for p in retrieval)
+
+
+def test_sct_keyword_queries_are_no_evaluation_query(pages: dict[str, dict[str, lo.Page]], cache_dir: Path,
+                                                      tmp_path: Path) -> None:
+    """The help's own index entries as SCT queries: never one of the keyword sets' dev or test queries (in any of
+    the languages), never a held-out title or heading, and each positive a train page the entry points at."""
+    config = SctConfig(languages=FOREIGN, doc_languages=["en-us"], output=tmp_path, max_queries=10**8,
+                       query_sources=["keywords"])
+    queries, passages, positives, _, _ = pipeline.sct_data(config, cache_dir)
+    assert len(queries) > 1000
+    naive = Naive(pages)
+    assert not any(naive.leaks(q) for q in queries)
+    root = lo.fetch_help(LANGS, cache_dir)
+    entries = {lang: lo.load_index_entries(root, lang) for lang in LANGS}
+    held_out = {q["text"] for split in ("dev", "test")
+                for q in lo.keywords_mlir_eval(pages, entries, split, LANGS).queries
+                + lo.keywords_clir_eval(pages, entries, split, FOREIGN).queries}
+    assert len(held_out) > 100 and not set(queries) & held_out
+    pages_of = defaultdict(set)
+    for text, path in pipeline.train_keywords(LANGS, cache_dir):
+        assert lo.split_of(path) == "train"
+        pages_of[text].add(path)
+    shown_by = defaultdict(set)  # passage text -> the English pages that read so
+    for path, page in pages["en-us"].items():
+        shown_by[lo.page_text(page, include_title=False)].add(path)
+    assert all(shown_by[passages[row]] & pages_of[query] for query, row in zip(queries, positives, strict=True))

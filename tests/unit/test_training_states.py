@@ -23,7 +23,15 @@ from milco_os.training.states import (
     token_loss,
     top_layers,
 )
-from milco_os.training.trainer import batch_scores, own_groups, ranking_loss, sparsity, train_sap, train_sct
+from milco_os.training.trainer import (
+    batch_scores,
+    own_groups,
+    ranking_loss,
+    sct_ranking_loss,
+    sparsity,
+    train_sap,
+    train_sct,
+)
 from tests.unit.tiny_models import multilingual_tokenizer
 
 
@@ -128,7 +136,8 @@ def test_batch_scores_are_the_dual_view_dot_products() -> None:
             assert float(scores[b, d]) == pytest.approx(float(q_pivot[b] @ d_pivot[d]) + echo, rel=1e-4, abs=1e-5)
 
 
-def test_sct_steps_learn_to_rank_the_positive_first(tmp_path: Path) -> None:
+@pytest.mark.parametrize("distill_weight", [0.0, 1.0], ids=["infonce", "infonce+kl"])
+def test_sct_steps_learn_to_rank_the_positive_first(tmp_path: Path, distill_weight: float) -> None:
     module = tiny_module()
     for p in module.m_model.parameters():
         p.requires_grad_(False)
@@ -139,7 +148,7 @@ def test_sct_steps_learn_to_rank_the_positive_first(tmp_path: Path) -> None:
     q_states = encode_states(module.m_model, tokenizer, queries, max_length=16)
     groups = np.array([[0, 4, 5], [1, 4, 2], [2, 3, 4], [3, 0, 1]])
     config = SctConfig(languages=["de"], output=tmp_path, lr=5e-2, batch_size=4, epochs=30, loss="infonce",
-                       group_size=3, lambda_q=0.0, lambda_d=0.0, warmup_ratio=0.0)
+                       group_size=3, lambda_q=0.0, lambda_d=0.0, warmup_ratio=0.0, distill_weight=distill_weight)
 
     def top1() -> float:
         with torch.no_grad():
@@ -148,7 +157,8 @@ def test_sct_steps_learn_to_rank_the_positive_first(tmp_path: Path) -> None:
         return float((own_groups(scores, 3).argmax(-1) == 0).float().mean())
 
     before = top1()
-    train_sct(module, q_states, d_states, groups, np.zeros(groups.shape), config)
+    teacher = np.tile([0.9, 0.5, 0.4], (4, 1))  # cosines: the positive first (what the KL term distils)
+    train_sct(module, q_states, d_states, groups, teacher, config)
     assert top1() == 1.0 and before < 1.0
     assert (tmp_path / "train.log.jsonl").read_text().count('"stage": "sct"') >= 1
 
@@ -163,6 +173,18 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
     (tmp_path / "broken.toml").write_text("languages = [")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(tmp_path / "broken.toml", SapConfig)
+
+
+def test_distillation_adds_the_weighted_kl_to_infonce(tmp_path: Path) -> None:
+    scores = torch.tensor([[5.0, 1.0, 0.0, 9.0], [0.0, 9.0, 2.0, 1.0]])
+    teacher = torch.tensor([[0.9, 0.1], [0.5, 0.5]])
+    nce, kl = ranking_loss(scores, 2, "infonce", None), ranking_loss(scores, 2, "kl", teacher)
+    config = SctConfig(languages=["de"], output=tmp_path, loss="infonce", distill_weight=0.25)
+    assert float(sct_ranking_loss(scores, 2, config, teacher, None)) == pytest.approx(float(nce + 0.25 * kl))
+    assert float(sct_ranking_loss(scores, 2, config.model_copy(update={"distill_weight": 0.0}), teacher, None)) == \
+        pytest.approx(float(nce))
+    assert float(sct_ranking_loss(scores, 2, config.model_copy(update={"loss": "kl"}), teacher, None)) == \
+        pytest.approx(float(kl))
 
 
 def test_ranking_losses_pick_each_querys_own_group() -> None:
