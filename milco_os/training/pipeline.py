@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -233,8 +233,18 @@ def run_sap(config: SapConfig, cache_dir: Path, progress: ProgressFactory = _no_
     return milco_mini.save_delta(module, config.output, _manifest(config, extra))
 
 
-def sct_data(config: SctConfig, cache_dir: Path) -> tuple[list[str], list[str], list[int], np.ndarray, int]:
-    """(queries, passages, positive passage of each query, page of each passage, queries dropped as leaks):
+class SctData(NamedTuple):
+    queries: list[str]
+    passages: list[str]
+    positives: list[int]  # the positive passage of each query
+    doc_pages: np.ndarray  # the page of each passage
+    relevant: list[frozenset[int]]  # every page each query stands for: none of them is its negative
+    dropped_as_leaks: int
+
+
+def sct_data(config: SctConfig, cache_dir: Path) -> SctData:
+    """(queries, passages, positive passage of each query, page of each passage, the pages each query stands
+    for, queries dropped as leaks):
     titles of train pages (and with ``query_sources`` keywords, :func:`train_keywords`) in every training
     language (English too) -> the page's text in one of ``doc_languages``. A query that leaks a dev/test title or
     heading (several pages are titled "Toolbars"; :class:`libreoffice.HeldOut`) would be an evaluation query: it
@@ -265,6 +275,10 @@ def sct_data(config: SctConfig, cache_dir: Path) -> tuple[list[str], list[str], 
                        if libreoffice.split_of(path) == "train" and page.title.strip()]
     if "keywords" in config.query_sources:
         candidates += train_keywords(langs, cache_dir)
+    relevant: dict[str, set[int]] = {}  # query text -> every page it stands for (a keyword points at several)
+    for text, path in candidates:
+        if path in page_ids:
+            relevant.setdefault(text, set()).add(page_ids[path])
     for text, path in candidates:
         if held_out.leaks(text):
             leaks += 1
@@ -277,7 +291,8 @@ def sct_data(config: SctConfig, cache_dir: Path) -> tuple[list[str], list[str], 
     log.warning("SCT: %d queries (of %d, from %s) over %d passages; %d dropped as leaks of %d dev/test titles and "
                 "headings", len(order), len(queries), "+".join(config.query_sources), len(passages), leaks,
                 len(held_out))
-    return [queries[i] for i in order], passages, [positives[i] for i in order], np.array(doc_pages), leaks
+    return SctData([queries[i] for i in order], passages, [positives[i] for i in order], np.array(doc_pages),
+                   [frozenset(relevant[queries[i]]) for i in order], leaks)
 
 
 def train_keywords(langs: Sequence[str], cache_dir: Path) -> list[tuple[str, str]]:
@@ -327,10 +342,11 @@ def mean_pooled(states: CachedStates) -> np.ndarray:
 
 def hard_negative_groups(
     q_emb: np.ndarray, d_emb: np.ndarray, positives: Sequence[int], group_size: int, chunk: int = 1024,
-    doc_pages: np.ndarray | None = None,
+    doc_pages: np.ndarray | None = None, relevant: Sequence[frozenset[int]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per query: the positive, then the ``group_size - 1`` passages the dense teacher ranks highest among
-    those of other pages (a translation of the positive is no negative); and the teacher's cosine for each.
+    those of other pages (a translation of the positive is no negative, nor is a page in the query's
+    ``relevant`` set: a keyword points at several pages); and the teacher's cosine for each.
     Returns (groups [Q, G], scores [Q, G])."""
     pages = doc_pages if doc_pages is not None else np.arange(len(d_emb))
     groups = np.zeros((len(positives), group_size), dtype=np.int64)
@@ -342,6 +358,8 @@ def hard_negative_groups(
             sim = sim.copy()
             pos_score = sim[pos]
             sim[pages == pages[pos]] = -np.inf
+            if relevant is not None and relevant[start + k]:
+                sim[np.isin(pages, list(relevant[start + k]))] = -np.inf
             negs = np.argpartition(-sim, group_size - 1)[: group_size - 1]
             negs = negs[np.argsort(-sim[negs])]
             groups[start + k] = [pos, *negs]
@@ -362,7 +380,7 @@ def run_sct(config: SctConfig, cache_dir: Path, progress: ProgressFactory = _no_
         for p in module.mlm_head.parameters():
             p.requires_grad_(False)
     vocab = active_vocab(module)
-    queries, passages, positives, doc_pages, dropped_as_leaks = sct_data(config, cache_dir)
+    queries, passages, positives, doc_pages, relevant, dropped_as_leaks = sct_data(config, cache_dir)
     k = config.train_top_layers
     q_states = _states(module, tokenizer, queries, config.query_max_length, "queries", progress, k, config.output)
     d_states = _states(module, tokenizer, passages, config.passage_max_length, "passages", progress, k,
@@ -371,7 +389,8 @@ def run_sct(config: SctConfig, cache_dir: Path, progress: ProgressFactory = _no_
         q_emb, d_emb = e5_embeddings(cache_dir, queries, passages, config)
     else:
         q_emb, d_emb = mean_pooled(q_states), mean_pooled(d_states)
-    groups, teacher = hard_negative_groups(q_emb, d_emb, positives, config.group_size, doc_pages=doc_pages)
+    groups, teacher = hard_negative_groups(q_emb, d_emb, positives, config.group_size, doc_pages=doc_pages,
+                                           relevant=relevant)
     teacher_top1 = float(np.mean(np.argmax(teacher, axis=1) == 0))
     log.warning("the %s teacher ranks the positive first in its group for %.1f%% of the queries", config.teacher,
                 100 * teacher_top1)

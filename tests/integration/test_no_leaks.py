@@ -78,7 +78,7 @@ def test_sct_and_retrieval_queries_are_no_held_out_title(pages: dict[str, dict[s
                                                           tmp_path: Path) -> None:
     naive = Naive(pages)
     config = SctConfig(languages=FOREIGN, doc_languages=["en-us", "de", "ja"], output=tmp_path, max_queries=10**8)
-    queries, _, _, _, dropped = pipeline.sct_data(config, cache_dir)
+    queries, _, _, _, _, dropped = pipeline.sct_data(config, cache_dir)
     assert queries and not any(naive.leaks(q) for q in queries)
     train_titles = [p.title for pp in pages.values() for path, p in pp.items()
                     if lo.split_of(path) == "train" and p.title.strip()]
@@ -97,7 +97,7 @@ def test_sct_keyword_queries_are_no_evaluation_query(pages: dict[str, dict[str, 
     the languages), never a held-out title or heading, and each positive a train page the entry points at."""
     config = SctConfig(languages=FOREIGN, doc_languages=["en-us"], output=tmp_path, max_queries=10**8,
                        query_sources=["keywords"])
-    queries, passages, positives, _, _ = pipeline.sct_data(config, cache_dir)
+    queries, passages, positives, _, relevant, _ = pipeline.sct_data(config, cache_dir)
     assert len(queries) > 1000
     naive = Naive(pages)
     assert not any(naive.leaks(q) for q in queries)
@@ -115,3 +115,4 @@ def test_sct_keyword_queries_are_no_evaluation_query(pages: dict[str, dict[str, 
     for path, page in pages["en-us"].items():
         shown_by[lo.page_text(page, include_title=False)].add(path)
     assert all(shown_by[passages[row]] & pages_of[query] for query, row in zip(queries, positives, strict=True))
+    assert all(len(pages) >= 1 for pages in relevant) and max(len(pages) for pages in relevant) > 1

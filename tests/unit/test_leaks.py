@@ -176,7 +176,7 @@ def test_sap_pairs_and_sct_queries_drop_leaks_and_count_them(monkeypatch: pytest
     assert not any(held.leaks(x) or held.leaks(en) for x, en in pairs)
 
     sct = SctConfig(languages=["de"], doc_languages=["en-us", "de"], output=tmp_path / "sct")
-    queries, passages, positives, _, leaks = pipeline.sct_data(sct, tmp_path)
+    queries, passages, positives, _, _, leaks = pipeline.sct_data(sct, tmp_path)
     assert sorted(queries) == ["Fonts", "Schriftarten", "Sonderzeichen in Calc einfügen", "Symbole", "Symbols"]
     assert leaks == 3
     assert len(positives) == len(queries) and all(0 <= i < len(passages) for i in positives)

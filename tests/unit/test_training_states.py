@@ -271,6 +271,9 @@ def test_hard_negatives_skip_translations_of_the_positive() -> None:
     assert groups.tolist() == [[0, 2]]  # row 1 is the same page in another language
     groups, _ = hard_negative_groups(q, d, [0], 2)
     assert groups.tolist() == [[0, 1]]
+    # A keyword that also stands for page 8: that page is no negative either.
+    groups, _ = hard_negative_groups(q, d, [0], 2, doc_pages=np.array([7, 7, 8, 9]), relevant=[frozenset({7, 8})])
+    assert groups.tolist() == [[0, 3]]
 
 
 def test_align_pieces_pairs_overlapping_spans_and_special_tokens() -> None:
