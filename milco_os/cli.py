@@ -95,16 +95,16 @@ def load_model(settings: Any, **kwargs: Any) -> Any:
         return load_encoder(settings.model, settings.cache_dir, **kwargs)
 
 
-def following_index(settings: Any, client: Any, index: str) -> Any:
-    """``settings`` with the model to encode for INDEX: a bare built-in name (the default milco-mini) follows the
-    index to the shipped version that built it, and says so on stderr. A missing or foreign index leaves them as
-    they are (the command reports it where it reads the index)."""
+def following_index(settings: Any, client: Any, index: str, record: dict[str, Any] | None = None) -> Any:
+    """``settings`` with the model to encode for INDEX (its ``record``, read here when not given): a bare built-in
+    name (the default milco-mini) follows the index to the shipped version that built it, and says so on stderr.
+    A missing or foreign index leaves them as they are (the command reports it where it reads the index)."""
     from milco_os.errors import IndexNotFound, ModelMismatch
     from milco_os.loading import model_for_index, pinned
     from milco_os.opensearch.indices import index_record
 
     try:
-        built_with = index_record(client, index).get("model", {}).get("name")
+        built_with = (record or index_record(client, index)).get("model", {}).get("name")
     except (IndexNotFound, ModelMismatch):
         return settings
     chosen = model_for_index(settings.model, built_with)
@@ -379,8 +379,9 @@ def search(
     checked_index_name("--index", index)
     client = connect(settings)
     # Read once for all queries: the document frequencies `--query-prune selective:R` prunes by.
-    stats = term_stats(client, index, index_record(client, index), options)
-    settings = following_index(settings, client, index)
+    record = index_record(client, index)
+    stats = term_stats(client, index, record, options)
+    settings = following_index(settings, client, index, record)
     if print_query is not None:
         encoder = None if print_query == "model" else load_model(settings)
         for text in [query] if query is not None else typed_queries():

@@ -37,6 +37,12 @@ def create_plain_index(client: OpenSearch, name: str, body: dict[str, Any]) -> N
 
 def index_record(client: OpenSearch, name: str) -> dict[str, Any]:
     """The ``_meta.milco_os`` record of an index (raises IndexNotFound for a missing index)."""
+    return _milco_mapping(client, name)[1]
+
+
+def _milco_mapping(client: OpenSearch, name: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(the index behind ``name``, its ``_meta.milco_os`` record, its mapping): IndexNotFound for a missing index,
+    one line for a name of several indices or an index milco-os did not create."""
     from opensearchpy.exceptions import NotFoundError
 
     try:
@@ -46,12 +52,12 @@ def index_record(client: OpenSearch, name: str) -> dict[str, Any]:
     if len(mapping) != 1:
         msg = f"{name!r} names {len(mapping)} indices; give exactly one index or alias"
         raise SearchIndexError(msg)
-    meta = next(iter(mapping.values()))["mappings"].get("_meta")
-    record = (meta or {}).get(META_KEY)
+    concrete, found = next(iter(mapping.items()))
+    record = (found["mappings"].get("_meta") or {}).get(META_KEY)
     if record is None:
         msg = f"index {name!r} was not created by milco-os (no _meta.{META_KEY})"
         raise ModelMismatch(msg, name)
-    return record
+    return concrete, record, found["mappings"]
 
 
 def checked_record(client: OpenSearch, name: str, info: ModelInfo) -> dict[str, Any]:
@@ -80,10 +86,9 @@ def index_info(client: OpenSearch, name: str) -> dict[str, Any]:
 
 def created_spec(client: OpenSearch, name: str) -> IndexSpec:
     """The options the milco-os index ``name`` (or the one index behind an alias) was created with."""
-    record = index_record(client, name)
-    concrete, mapping = next(iter(client.indices.get_mapping(index=name).items()))
+    concrete, record, mappings = _milco_mapping(client, name)
     settings = client.indices.get_settings(index=concrete)[concrete]["settings"]["index"]
-    return spec_of(record, mapping["mappings"].get("properties", {}), settings, concrete)
+    return spec_of(record, mappings.get("properties", {}), settings, concrete)
 
 
 def list_indices(client: OpenSearch) -> list[dict[str, Any]]:

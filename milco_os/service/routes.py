@@ -139,7 +139,7 @@ def neural_sparse(
         # A connector registered for an index built with an older shipped version of the service's model.
         encoder = version_encoder(request, encoder, req.model) or encoder
     info = encoder.info
-    if req.model_fingerprint is not None and req.model_fingerprint != info.fingerprint:
+    if req.model_fingerprint not in (None, info.fingerprint):
         msg = (
             f"the connector was registered for model fingerprint {req.model_fingerprint}, but this service runs "
             f"{info.name!r} ({info.fingerprint}); mixing models gives meaningless scores"

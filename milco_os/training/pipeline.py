@@ -248,9 +248,8 @@ def sct_data(config: SctConfig, cache_dir: Path) -> SctData:
     titles of train pages (and with ``query_sources`` keywords, :func:`train_keywords`) in every training
     language (English too) -> the page's text in one of ``doc_languages``. A query that leaks a dev/test title or
     heading (several pages are titled "Toolbars"; :class:`libreoffice.HeldOut`) would be an evaluation query: it
-    is no query. With
-    ``strip_title`` a passage leaves out the page title: the query must be matched by the page's content,
-    not by copying the title."""
+    is no query. With ``strip_title`` a passage leaves out the page title: the query must be matched by the
+    page's content, not by copying the title."""
     from milco_os.datasets import libreoffice
 
     rng = random.Random(config.seed)
@@ -317,11 +316,15 @@ def e5_embeddings(cache_dir: Path, queries: Sequence[str], passages: Sequence[st
                   ) -> tuple[np.ndarray, np.ndarray]:
     """e5-small's own embeddings of the queries and passages (``query: `` / ``passage: ``, final layer,
     normalised mean pooling), at the training lengths; kept in the output directory for a resumed run."""
+    import functools
+
     from milco_os.evaluation.systems import E5_PASSAGE_PREFIX, E5_QUERY_PREFIX, E5Encoder
 
+    # Loaded once, and only when a side is not cached yet.
+    e5 = functools.cache(lambda: E5Encoder(milco_mini.base_parts(cache_dir)[0], device=config.device))
+
     def compute(texts: Sequence[str], prefix: str, max_length: int) -> Callable[[], torch.Tensor]:
-        return lambda: torch.from_numpy(E5Encoder(milco_mini.base_parts(cache_dir)[0], device=config.device)
-                                        .encode(texts, prefix, max_length))
+        return lambda: torch.from_numpy(e5().encode(texts, prefix, max_length))
 
     out = config.output
     q = _cached(out / f"e5-{_texts_key(queries, config.query_max_length)}.pt",
