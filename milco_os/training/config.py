@@ -83,6 +83,15 @@ class SctConfig(_Config):
     doc_languages: list[str] = Field(["en-us"], min_length=1, description="languages of the positive pages")
     query_max_length: int = Field(64, ge=8)
     passage_max_length: int = Field(128, ge=16)
+    ground_weight: float = Field(0.0, ge=0, description="weight of SAP's sparse MSE (spec Eq. 8) on every passage "
+                                                        "toward the English teacher's raw max-pooled logits of the "
+                                                        "page's English text: keeps the pivot grounded while it "
+                                                        "learns to rank")
+    ground_top_k: int = Field(256, ge=1, description="teacher entries kept per passage (the rest count as 0)")
+    common_lambda: float = Field(0.0, ge=0, description="weight of the common-term penalty: each pivot term active "
+                                                        "in more than common_share of the batch's texts pays its "
+                                                        "mean weight times that excess")
+    common_share: float = Field(0.1, gt=0, lt=1)
 
 
 class _CspladeConfig(BaseModel):

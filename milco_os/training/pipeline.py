@@ -69,8 +69,8 @@ def _gate_fn(config: SapConfig | SctConfig, module: Any, tokenizer: Any, en_toke
 
 
 def _cached(path: Path, compute: Callable[[], Any]) -> Any:
-    """``compute()`` (a tensor or :class:`CachedStates`) once, kept in ``path`` so that a resumed run skips
-    it; read back with ``weights_only`` (tensors only, no pickled objects)."""
+    """``compute()`` (a tensor, a tuple of them or :class:`CachedStates`) once, kept in ``path`` so that a
+    resumed run skips it; read back with ``weights_only`` (tensors only, no pickled objects)."""
     if path.is_file():
         log.warning("reading %s", path)
         saved = torch.load(path, weights_only=True)
@@ -240,6 +240,7 @@ class SctData(NamedTuple):
     doc_pages: np.ndarray  # the page of each passage
     relevant: list[frozenset[int]]  # every page each query stands for: none of them is its negative
     dropped_as_leaks: int
+    english_passages: list[str]  # each passage's page in English, as passages are made (the grounding input)
 
 
 def sct_data(config: SctConfig, cache_dir: Path) -> SctData:
@@ -256,7 +257,7 @@ def sct_data(config: SctConfig, cache_dir: Path) -> SctData:
     langs = sorted({ENGLISH, *config.languages, *config.doc_languages})
     pages = _pages(langs, cache_dir)
     passages, passage_of, page_ids = [], {}, {}
-    doc_pages = []
+    doc_pages, english_passages = [], []
     for lang in config.doc_languages:
         for path, page in sorted(pages[lang].items()):
             if libreoffice.split_of(path) == "train":
@@ -266,6 +267,9 @@ def sct_data(config: SctConfig, cache_dir: Path) -> SctData:
                 passage_of[(lang, path)] = len(passages)
                 passages.append(text)
                 doc_pages.append(page_ids.setdefault(path, len(page_ids)))
+                english = pages[ENGLISH].get(path)
+                english_passages.append(libreoffice.page_text(english, include_title=not config.strip_title)
+                                        if english is not None else text)
     held_out = libreoffice.HeldOut.of_pages(pages)
     queries, positives, leaks = [], [], 0
     candidates: list[tuple[str, str]] = []  # (query, page)
@@ -291,7 +295,7 @@ def sct_data(config: SctConfig, cache_dir: Path) -> SctData:
                 "headings", len(order), len(queries), "+".join(config.query_sources), len(passages), leaks,
                 len(held_out))
     return SctData([queries[i] for i in order], passages, [positives[i] for i in order], np.array(doc_pages),
-                   [frozenset(relevant[queries[i]]) for i in order], leaks)
+                   [frozenset(relevant[queries[i]]) for i in order], leaks, english_passages)
 
 
 def train_keywords(langs: Sequence[str], cache_dir: Path) -> list[tuple[str, str]]:
@@ -332,6 +336,35 @@ def e5_embeddings(cache_dir: Path, queries: Sequence[str], passages: Sequence[st
     d = _cached(out / f"e5-{_texts_key(passages, config.passage_max_length)}.pt",
                 compute(passages, E5_PASSAGE_PREFIX, config.passage_max_length))
     return q.numpy(), d.numpy()
+
+
+def grounding_targets(splade_dir: Path, en_tokenizer: Any, english_passages: Sequence[str], vocab: torch.Tensor,
+                      config: SctConfig, progress: ProgressFactory = _no_progress) -> tuple[torch.Tensor, torch.Tensor]:
+    """The English teacher's raw max-pooled logits of each passage's English page, over ``vocab``, as its top
+    ``ground_top_k`` entries (:func:`~milco_os.training.states.top_k_targets`); each distinct text is encoded
+    once, and the result kept in the output directory."""
+    from transformers import AutoModelForMaskedLM
+
+    from milco_os.training.states import teacher_logits, top_k_targets
+
+    def compute() -> tuple[torch.Tensor, torch.Tensor]:
+        teacher = AutoModelForMaskedLM.from_pretrained(str(splade_dir)).eval()
+        unique = list(dict.fromkeys(english_passages))
+        advance = progress("grounding targets", len(unique))
+        indices, values = [], []
+        for s in range(0, len(unique), 32):
+            logits = teacher_logits(teacher, en_tokenizer, unique[s : s + 32], config.passage_max_length)
+            i, v = top_k_targets(logits[:, vocab], config.ground_top_k)
+            indices.append(i)
+            values.append(v)
+            advance(len(i))
+        row = {text: n for n, text in enumerate(unique)}
+        rows = torch.tensor([row[t] for t in english_passages])
+        return torch.cat(indices)[rows], torch.cat(values)[rows]
+
+    key = _texts_key(english_passages, config.passage_max_length, config.ground_top_k, vocab.tolist())
+    indices, values = _cached(config.output / f"ground-{key}.pt", compute)
+    return indices, values
 
 
 def mean_pooled(states: CachedStates) -> np.ndarray:
@@ -383,7 +416,7 @@ def run_sct(config: SctConfig, cache_dir: Path, progress: ProgressFactory = _no_
         for p in module.mlm_head.parameters():
             p.requires_grad_(False)
     vocab = active_vocab(module)
-    queries, passages, positives, doc_pages, relevant, dropped_as_leaks = sct_data(config, cache_dir)
+    queries, passages, positives, doc_pages, relevant, dropped_as_leaks, english_passages = sct_data(config, cache_dir)
     k = config.train_top_layers
     q_states = _states(module, tokenizer, queries, config.query_max_length, "queries", progress, k, config.output)
     d_states = _states(module, tokenizer, passages, config.passage_max_length, "passages", progress, k,
@@ -397,12 +430,15 @@ def run_sct(config: SctConfig, cache_dir: Path, progress: ProgressFactory = _no_
     teacher_top1 = float(np.mean(np.argmax(teacher, axis=1) == 0))
     log.warning("the %s teacher ranks the positive first in its group for %.1f%% of the queries", config.teacher,
                 100 * teacher_top1)
+    ground = None
+    if config.ground_weight:
+        ground = grounding_targets(splade_dir, en_tokenizer, english_passages, vocab, config, progress)
     start = time.monotonic()
     steps = -(-len(queries) // config.batch_size) * config.epochs
     gates = train_sct(module, q_states, d_states, groups, teacher, config, doc_pages=doc_pages,
                       vocab=vocab if len(vocab) < module.mlm_head.predictions.decoder.out_features else None,
                       gate_fn=_gate_fn(config, module, tokenizer, en_tokenizer, splade_dir, cache_dir),
-                      on_step=progress("SCT", steps))
+                      on_step=progress("SCT", steps), ground=ground)
     extra = {"sct_queries": len(queries), "sct_queries_dropped_as_leaks": dropped_as_leaks,
              "sct_passages": len(passages), "teacher_top1_in_group": teacher_top1,
              "sct_seconds": round(time.monotonic() - start), "gates": gates}

@@ -180,10 +180,35 @@ def sparse_mse(
     """Spec Eq. 8 over the flattened batch: mean squared error on the entries where the student's or the
     teacher's raw logit is positive. Returns (loss, student values without grad). ``target`` [B, V] is over
     ``vocab`` when given."""
+    loss, values, _ = pivot_and_mse(module, states, mask, target, vocab)
+    return loss, values
+
+
+def pivot_and_mse(
+    module: MilcoModule, states: torch.Tensor, mask: torch.Tensor, target: torch.Tensor,
+    vocab: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`sparse_mse` and :func:`sparse_pivot` from one pass over the logits: (loss, values without grad,
+    pivot [B, V] with grad)."""
     values, idx, selected = pooled_logits(module, states, mask, lambda v: (v > 0) | (target > 0), vocab)
+    pivot = torch.zeros_like(values).index_put((idx[0], idx[1]), torch.log1p(torch.relu(selected)))
     if selected.numel() == 0:
-        return selected.sum() * 0.0, values
-    return torch.mean((selected - target[idx[0], idx[1]]) ** 2), values
+        return selected.sum() * 0.0, values, pivot
+    return torch.mean((selected - target[idx[0], idx[1]]) ** 2), values, pivot
+
+
+def top_k_targets(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest positive entries of each row of ``logits`` [N, V] as (indices [N, k] int64, values
+    [N, k] float16), zero-padded where a row has fewer: a teacher target at a fraction of a dense row's size."""
+    values, indices = logits.float().topk(min(k, logits.shape[1]), dim=1)
+    values = torch.where(values > 0, values, torch.zeros_like(values))
+    return indices, values.half()
+
+
+def dense_targets(indices: torch.Tensor, values: torch.Tensor, size: int) -> torch.Tensor:
+    """Rows of :func:`top_k_targets` back to dense [B, size] targets."""
+    out = torch.zeros(indices.shape[0], size)
+    return out.scatter_(1, indices, values.float())
 
 
 def align_pieces(student: Sequence[tuple[int, int]], teacher: Sequence[tuple[int, int]]) -> list[list[int]]:

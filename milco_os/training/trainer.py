@@ -17,14 +17,23 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from milco_os.models.milco import MilcoModule, dual_view_scores, head_transform
 from milco_os.training.config import SapConfig, SctConfig
-from milco_os.training.states import CachedStates, head_inputs, sparse_mse, sparse_pivot, token_loss, top_layers
+from milco_os.training.states import (
+    CachedStates,
+    dense_targets,
+    head_inputs,
+    pivot_and_mse,
+    sparse_mse,
+    sparse_pivot,
+    token_loss,
+    top_layers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -276,28 +285,43 @@ def train_sap(
 
 
 # --------------------------------------------------------------------------------------------- SCT
+class BatchScores(NamedTuple):
+    scores: torch.Tensor  # [Bq, Bd], both views
+    pivot_scores: torch.Tensor  # [Bq, Bd], the pivot view alone
+    q_pivot: torch.Tensor
+    d_pivot: torch.Tensor
+    ground: torch.Tensor | None  # the passages' grounding loss, when targets were given
+
+
 def batch_scores(
     module: MilcoModule,
     q: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     d: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     train_top_layers: int = 0,
     vocab: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    d_target: torch.Tensor | None = None,
+) -> BatchScores:
     """Dual-view scores of every query against every passage of the batch [Bq, Bd] (spec A2.3), the pivot
-    part of them alone, and the two pivot views (for the sparsity terms)."""
+    part of them alone, the two pivot views (for the sparsity terms), and with ``d_target`` (the English
+    teacher's raw logits of each passage, over ``vocab``) the passages' grounding loss (spec Eq. 8)."""
     q_ids, q_mask, q_states = q
     d_ids, d_mask, d_states = d
     q_states = top_layers(module, q_states, q_mask, train_top_layers)
     d_states = top_layers(module, d_states, d_mask, train_top_layers)
     q_pivot = sparse_pivot(module, q_states, q_mask, vocab)
-    d_pivot = sparse_pivot(module, d_states, d_mask, vocab)
+    ground = None
+    if d_target is None:
+        d_pivot = sparse_pivot(module, d_states, d_mask, vocab)
+    else:
+        ground, _, d_pivot = pivot_and_mse(module, d_states, d_mask, d_target, vocab)
     pivot_scores = q_pivot @ d_pivot.T
     if not module.has_echo:
-        return pivot_scores, pivot_scores, q_pivot, d_pivot
+        return BatchScores(pivot_scores, pivot_scores, q_pivot, d_pivot, ground)
     # Zero on pads (so padded ids never match) and on special tokens (the echo view leaves them out).
     q_echo = module.echo_weights(q_states, q_mask) * not_special(module, q_ids)
     d_echo = module.echo_weights(d_states, d_mask) * not_special(module, d_ids)
-    return dual_view_scores(q_pivot, q_ids, q_echo, d_pivot, d_ids, d_echo), pivot_scores, q_pivot, d_pivot
+    return BatchScores(dual_view_scores(q_pivot, q_ids, q_echo, d_pivot, d_ids, d_echo), pivot_scores, q_pivot,
+                       d_pivot, ground)
 
 
 def not_special(module: MilcoModule, ids: torch.Tensor) -> torch.Tensor:
@@ -350,6 +374,14 @@ def sparsity(pivot: torch.Tensor, kind: str) -> torch.Tensor:
     return pivot.abs().sum(1).mean()
 
 
+def common_terms(pivot: torch.Tensor, share: float) -> torch.Tensor:
+    """Each term active in more than ``share`` of the batch's vectors pays its mean weight times the excess
+    share: a penalty that reaches only the terms that fire nearly everywhere (FLOPS shrinks every term in
+    proportion to its own mass, rare ones included)."""
+    active = (pivot > 0).float().mean(0).detach()
+    return (torch.relu(active - share) * pivot.abs().mean(0)).sum()
+
+
 def train_sct(
     module: MilcoModule,
     q_states: CachedStates,
@@ -361,10 +393,13 @@ def train_sct(
     vocab: torch.Tensor | None = None,
     gate_fn: GateFn | None = None,
     on_step: Callable[[], None] | None = None,
+    ground: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, Any] | None:
     """``groups[i]``: passage rows for query i, positive first; ``teacher_scores[i]``: the teacher's
     scores of those passages (used by ``kl``; ``infonce`` needs only the positive); ``doc_pages[row]``: the
-    page a passage row shows (translations of the positive are not negatives). Returns the final gates."""
+    page a passage row shows (translations of the positive are not negatives); ``ground``: per passage row,
+    the English teacher's top entries (:func:`~milco_os.training.states.top_k_targets`, over ``vocab``) that
+    ``ground_weight`` pulls the passage's pivot toward. Returns the final gates."""
     batches = plan(len(q_states), config.batch_size, config.epochs, config.seed)
     run = Run(module, config, "sct", len(batches), gate_fn, on_step)
     warmup = max(1, int(len(batches) * config.regulariser_warmup))
@@ -377,8 +412,12 @@ def train_sct(
             rows = batches[step]
             q = q_states.batch(rows, device)
             doc_rows = [int(p) for r in rows for p in groups[r]]
-            scores, pivot_scores, q_pivot, d_pivot = batch_scores(module, q, d_states.batch(doc_rows, device),
-                                                                  config.train_top_layers, vocab)
+            d_target = None
+            if ground is not None and config.ground_weight:
+                width = len(vocab) if vocab is not None else module.mlm_head.predictions.decoder.out_features
+                d_target = dense_targets(ground[0][doc_rows], ground[1][doc_rows], width).to(device)
+            scores, pivot_scores, q_pivot, d_pivot, ground_loss = batch_scores(
+                module, q, d_states.batch(doc_rows, device), config.train_top_layers, vocab, d_target)
             teacher = torch.softmax(torch.from_numpy(teacher_scores[rows]).float() / config.teacher_temperature, -1)
             teacher, same_page = teacher.to(device), torch.from_numpy(pages[doc_rows]).to(device)
             rank_loss = sct_ranking_loss(scores, g, config, teacher, same_page)
@@ -388,12 +427,20 @@ def train_sct(
             ramp = min(1.0, ((step + 1) / warmup) ** 2)  # quadratic warm-up of lambda (SPLADE)
             reg_q, reg_d = sparsity(q_pivot, config.regulariser), sparsity(d_pivot, config.regulariser)
             loss = loss + ramp * (config.lambda_q * reg_q + config.lambda_d * reg_d)
+            extra = {}
+            if config.common_lambda:
+                common = common_terms(q_pivot, config.common_share) + common_terms(d_pivot, config.common_share)
+                loss = loss + ramp * config.common_lambda * common
+                extra["common"] = common.item()
+            if ground_loss is not None:
+                loss = loss + config.ground_weight * ground_loss
+                extra["ground"] = ground_loss.item()
             run.update(loss)
             run.log.add(
                 step, loss=loss.item(), rank_loss=rank_loss.item(),
                 q_terms=(q_pivot > 0).sum(1).float().mean().item(), d_terms=(d_pivot > 0).sum(1).float().mean().item(),
                 top1=(own_groups(scores, g).argmax(-1) == 0).float().mean().item(),
-                pivot_top1=(own_groups(pivot_scores, g).argmax(-1) == 0).float().mean().item(),
+                pivot_top1=(own_groups(pivot_scores, g).argmax(-1) == 0).float().mean().item(), **extra,
             )
             run.step_done(step)
         return run.finish()

@@ -78,7 +78,8 @@ def test_sct_and_retrieval_queries_are_no_held_out_title(pages: dict[str, dict[s
                                                           tmp_path: Path) -> None:
     naive = Naive(pages)
     config = SctConfig(languages=FOREIGN, doc_languages=["en-us", "de", "ja"], output=tmp_path, max_queries=10**8)
-    queries, _, _, _, _, dropped = pipeline.sct_data(config, cache_dir)
+    data = pipeline.sct_data(config, cache_dir)
+    queries, dropped = data.queries, data.dropped_as_leaks
     assert queries and not any(naive.leaks(q) for q in queries)
     train_titles = [p.title for pp in pages.values() for path, p in pp.items()
                     if lo.split_of(path) == "train" and p.title.strip()]
@@ -97,7 +98,8 @@ def test_sct_keyword_queries_are_no_evaluation_query(pages: dict[str, dict[str, 
     the languages), never a held-out title or heading, and each positive a train page the entry points at."""
     config = SctConfig(languages=FOREIGN, doc_languages=["en-us"], output=tmp_path, max_queries=10**8,
                        query_sources=["keywords"])
-    queries, passages, positives, _, relevant, _ = pipeline.sct_data(config, cache_dir)
+    data = pipeline.sct_data(config, cache_dir)
+    queries, passages, positives, relevant = data.queries, data.passages, data.positives, data.relevant
     assert len(queries) > 1000
     naive = Naive(pages)
     assert not any(naive.leaks(q) for q in queries)

@@ -176,10 +176,17 @@ def test_sap_pairs_and_sct_queries_drop_leaks_and_count_them(monkeypatch: pytest
     assert not any(held.leaks(x) or held.leaks(en) for x, en in pairs)
 
     sct = SctConfig(languages=["de"], doc_languages=["en-us", "de"], output=tmp_path / "sct")
-    queries, passages, positives, _, _, leaks = pipeline.sct_data(sct, tmp_path)
+    data = pipeline.sct_data(sct, tmp_path)
+    queries, passages, positives = data.queries, data.passages, data.positives
     assert sorted(queries) == ["Fonts", "Schriftarten", "Sonderzeichen in Calc einfügen", "Symbole", "Symbols"]
-    assert leaks == 3
+    assert data.dropped_as_leaks == 3
     assert len(positives) == len(queries) and all(0 <= i < len(passages) for i in positives)
+    # Each passage's grounding input is its page in English: an English passage is its own, a German one is not.
+    assert len(data.english_passages) == len(passages)
+    english_rows = [i for i, page in enumerate(data.doc_pages) if (data.doc_pages[:i] == page).sum() == 0]
+    for i, page in enumerate(data.doc_pages):
+        first = english_rows[[data.doc_pages[r] for r in english_rows].index(page)]
+        assert data.english_passages[i] == passages[first]
 
 
 H1_H2 = """<html><head><title>T</title></head><body><h1 id="hd_1">Page title</h1><p id="p1">Text.</p>

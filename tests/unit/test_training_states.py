@@ -11,20 +11,23 @@ import torch
 from transformers import BertConfig, BertForMaskedLM, BertModel
 
 from milco_os.errors import ConfigError
-from milco_os.models.milco import MilcoModule
+from milco_os.models.milco import MilcoModule, head_decoder
 from milco_os.models.pooling import masked_max
 from milco_os.training.config import SapConfig, SctConfig, load_config
 from milco_os.training.states import (
     align_pieces,
+    dense_targets,
     encode_states,
     sparse_mse,
     sparse_pivot,
     teacher_token_targets,
     token_loss,
+    top_k_targets,
     top_layers,
 )
 from milco_os.training.trainer import (
     batch_scores,
+    common_terms,
     own_groups,
     ranking_loss,
     sct_ranking_loss,
@@ -125,7 +128,7 @@ def test_batch_scores_are_the_dual_view_dot_products() -> None:
     q_ids = torch.randint(0, 6, (3, 7))
     d_ids = torch.randint(0, 6, (6, 5))
     with torch.no_grad():
-        scores, _, q_pivot, d_pivot = batch_scores(module, (q_ids, q_mask, q_states), (d_ids, d_mask, d_states))
+        scores, _, q_pivot, d_pivot, _ = batch_scores(module, (q_ids, q_mask, q_states), (d_ids, d_mask, d_states))
         q_echo = module.echo_weights(q_states, q_mask)
         d_echo = module.echo_weights(d_states, d_mask)
     assert scores.shape == (3, 6)
@@ -153,7 +156,7 @@ def test_sct_steps_learn_to_rank_the_positive_first(tmp_path: Path, distill_weig
     def top1() -> float:
         with torch.no_grad():
             d = d_states.batch([int(p) for r in range(4) for p in groups[r]])
-            scores, _, _, _ = batch_scores(module, q_states.batch(range(4)), d)
+            scores = batch_scores(module, q_states.batch(range(4)), d).scores
         return float((own_groups(scores, 3).argmax(-1) == 0).float().mean())
 
     before = top1()
@@ -260,6 +263,50 @@ def test_sparsity_terms() -> None:
     assert sparsity(pivot, "l1").item() == pytest.approx(3.0)
     # FLOPS: the always-on term 0 dominates (mean 2 -> 4), the rare ones add 0.25 each.
     assert sparsity(pivot, "flops").item() == pytest.approx(4.5)
+
+
+def test_common_terms_charge_only_terms_above_the_share() -> None:
+    # term 0 fires in 3 of 4 vectors (excess 0.5 over 0.25) with mean weight 1.5; term 1 in 1 of 4 (no excess).
+    pivot = torch.tensor([[2.0, 4.0], [2.0, 0.0], [2.0, 0.0], [0.0, 0.0]], requires_grad=True)
+    penalty = common_terms(pivot, 0.25)
+    assert penalty.item() == pytest.approx(0.5 * 1.5)
+    penalty.backward()
+    assert pivot.grad[:, 1].abs().sum().item() == 0.0 and pivot.grad[0, 0].item() > 0
+
+
+def test_top_k_targets_round_trip_to_dense_rows() -> None:
+    logits = torch.tensor([[3.0, -1.0, 0.5, 2.0], [-2.0, -1.0, 1.0, -3.0]])
+    indices, values = top_k_targets(logits, 2)
+    assert indices.shape == (2, 2) and values.dtype == torch.float16
+    dense = dense_targets(indices, values, 4)
+    # The two largest positive logits of each row survive; the rest (and negatives) become 0.
+    assert torch.equal(dense, torch.tensor([[3.0, 0.0, 0.0, 2.0], [0.0, 0.0, 1.0, 0.0]]))
+
+
+def test_grounding_pulls_the_passage_pivot_toward_its_target(tmp_path: Path) -> None:
+    module = tiny_module()
+    tokenizer = multilingual_tokenizer()
+    docs = ["green tea", "heart attack", "der Hund", "lava flow"]
+    d_states = encode_states(module.m_model, tokenizer, docs, max_length=16)
+    q_states = encode_states(module.m_model, tokenizer, ["tea", "heart", "Hund", "lava"], max_length=16)
+    groups = np.array([[0, 1], [1, 2], [2, 3], [3, 0]])
+    vocab_size = head_decoder(module.mlm_head).out_features
+    target = torch.zeros(4, vocab_size)
+    target[:, 3] = 4.0  # every passage should weigh term 3 with raw logit 4 and nothing else
+    ground = top_k_targets(target, 8)
+    config = SctConfig(languages=["de"], output=tmp_path, lr=5e-2, batch_size=4, epochs=40, loss="infonce",
+                       group_size=2, lambda_q=0.0, lambda_d=0.0, warmup_ratio=0.0, ground_weight=10.0)
+
+    def error() -> float:
+        with torch.no_grad():
+            d = d_states.batch([int(p) for r in range(4) for p in groups[r]])
+            out = batch_scores(module, q_states.batch(range(4)), d, d_target=target[groups.reshape(-1)])
+        return float(out.ground)
+
+    before = error()
+    train_sct(module, q_states, d_states, groups, np.ones((4, 2)), config, ground=ground)
+    assert error() < 0.5 * before
+    assert '"ground"' in (tmp_path / "train.log.jsonl").read_text()
 
 
 def test_hard_negatives_skip_translations_of_the_positive() -> None:
