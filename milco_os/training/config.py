@@ -89,9 +89,10 @@ class SctConfig(_Config):
                                                         "learns to rank")
     ground_top_k: int = Field(256, ge=1, description="teacher entries kept per passage (the rest count as 0)")
     common_lambda: float = Field(0.0, ge=0, description="weight of the common-term penalty: each pivot term active "
-                                                        "in more than common_share of the batch's texts pays its "
+                                                        "in more than common_share of the batch's passages pays its "
                                                         "mean weight times that excess")
-    common_share: float = Field(0.1, gt=0, lt=1)
+    common_share: float = Field(0.1, gt=0, lt=1, description="also: grounding targets leave out the terms in the "
+                                                             "teacher's top 20 of more than this share of the pages")
 
 
 class _CspladeConfig(BaseModel):

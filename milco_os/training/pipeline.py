@@ -341,11 +341,12 @@ def e5_embeddings(cache_dir: Path, queries: Sequence[str], passages: Sequence[st
 def grounding_targets(splade_dir: Path, en_tokenizer: Any, english_passages: Sequence[str], vocab: torch.Tensor,
                       config: SctConfig, progress: ProgressFactory = _no_progress) -> tuple[torch.Tensor, torch.Tensor]:
     """The English teacher's raw max-pooled logits of each passage's English page, over ``vocab``, as its top
-    ``ground_top_k`` entries (:func:`~milco_os.training.states.top_k_targets`); each distinct text is encoded
-    once, and the result kept in the output directory."""
+    ``ground_top_k`` entries (:func:`~milco_os.training.states.top_k_targets`), less the teacher's own common
+    terms (:func:`~milco_os.training.states.drop_common` at ``common_share``); each distinct text is encoded once,
+    and the result kept in the output directory."""
     from transformers import AutoModelForMaskedLM
 
-    from milco_os.training.states import teacher_logits, top_k_targets
+    from milco_os.training.states import drop_common, teacher_logits, top_k_targets
 
     def compute() -> tuple[torch.Tensor, torch.Tensor]:
         teacher = AutoModelForMaskedLM.from_pretrained(str(splade_dir)).eval()
@@ -358,11 +359,17 @@ def grounding_targets(splade_dir: Path, en_tokenizer: Any, english_passages: Seq
             indices.append(i)
             values.append(v)
             advance(len(i))
+        indices_t, values_t = torch.cat(indices), torch.cat(values)
+        values_t, common = drop_common(indices_t, values_t, config.common_share)
+        log.warning("grounding targets leave out %d terms in the teacher's top 20 of more than %.0f%% of the pages: "
+                    "%s", len(common), 100 * config.common_share,
+                    " ".join(en_tokenizer.convert_ids_to_tokens(vocab[common].tolist())))
         row = {text: n for n, text in enumerate(unique)}
         rows = torch.tensor([row[t] for t in english_passages])
-        return torch.cat(indices)[rows], torch.cat(values)[rows]
+        return indices_t[rows], values_t[rows]
 
-    key = _texts_key(english_passages, config.passage_max_length, config.ground_top_k, vocab.tolist())
+    key = _texts_key(english_passages, config.passage_max_length, config.ground_top_k, config.common_share,
+                     vocab.tolist())
     indices, values = _cached(config.output / f"ground-{key}.pt", compute)
     return indices, values
 

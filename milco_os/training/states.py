@@ -205,6 +205,18 @@ def top_k_targets(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Ten
     return indices, values.half()
 
 
+def drop_common(indices: torch.Tensor, values: torch.Tensor, share: float, top: int = 20
+                ) -> tuple[torch.Tensor, list[int]]:
+    """``values`` with 0 for every term that is among the ``top`` heaviest of more than ``share`` of the rows (the
+    teacher's own near-always-on terms, ``libre`` in the help: grounding toward them would teach the student the
+    same), and those terms."""
+    heaviest = values.float().topk(min(top, values.shape[1]), dim=1).indices
+    top_terms = torch.gather(indices, 1, heaviest)[torch.gather(values, 1, heaviest) > 0]
+    counts = torch.bincount(top_terms, minlength=int(indices.max()) + 1 if indices.numel() else 1)
+    common = torch.nonzero(counts > share * len(indices)).squeeze(1)
+    return torch.where(torch.isin(indices, common), torch.zeros_like(values), values), common.tolist()
+
+
 def dense_targets(indices: torch.Tensor, values: torch.Tensor, size: int) -> torch.Tensor:
     """Rows of :func:`top_k_targets` back to dense [B, size] targets."""
     out = torch.zeros(indices.shape[0], size)

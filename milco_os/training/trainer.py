@@ -428,8 +428,8 @@ def train_sct(
             reg_q, reg_d = sparsity(q_pivot, config.regulariser), sparsity(d_pivot, config.regulariser)
             loss = loss + ramp * (config.lambda_q * reg_q + config.lambda_d * reg_d)
             extra = {}
-            if config.common_lambda:
-                common = common_terms(q_pivot, config.common_share) + common_terms(d_pivot, config.common_share)
+            if config.common_lambda:  # documents only: a batch holds too few queries to tell common from shared
+                common = common_terms(d_pivot, config.common_share)
                 loss = loss + ramp * config.common_lambda * common
                 extra["common"] = common.item()
             if ground_loss is not None:
