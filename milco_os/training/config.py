@@ -91,8 +91,9 @@ class SctConfig(_Config):
     common_lambda: float = Field(0.0, ge=0, description="weight of the common-term penalty: each pivot term active "
                                                         "in more than common_share of the batch's passages pays its "
                                                         "mean weight times that excess")
-    common_share: float = Field(0.1, gt=0, lt=1, description="also: grounding targets leave out the terms in the "
-                                                             "teacher's top 20 of more than this share of the pages")
+    common_share: float = Field(0.1, gt=0, lt=1, description="also: grounding targets scale each term in the "
+                                                             "teacher's top 20 of a share df > this of the pages "
+                                                             "by share / df")
 
 
 class _CspladeConfig(BaseModel):

@@ -341,12 +341,12 @@ def e5_embeddings(cache_dir: Path, queries: Sequence[str], passages: Sequence[st
 def grounding_targets(splade_dir: Path, en_tokenizer: Any, english_passages: Sequence[str], vocab: torch.Tensor,
                       config: SctConfig, progress: ProgressFactory = _no_progress) -> tuple[torch.Tensor, torch.Tensor]:
     """The English teacher's raw max-pooled logits of each passage's English page, over ``vocab``, as its top
-    ``ground_top_k`` entries (:func:`~milco_os.training.states.top_k_targets`), less the teacher's own common
-    terms (:func:`~milco_os.training.states.drop_common` at ``common_share``); each distinct text is encoded once,
-    and the result kept in the output directory."""
+    ``ground_top_k`` entries (:func:`~milco_os.training.states.top_k_targets`), with the teacher's own common
+    terms damped (:func:`~milco_os.training.states.damp_common` at ``common_share``); each distinct text is
+    encoded once, and the result kept in the output directory."""
     from transformers import AutoModelForMaskedLM
 
-    from milco_os.training.states import drop_common, teacher_logits, top_k_targets
+    from milco_os.training.states import damp_common, teacher_logits, top_k_targets
 
     def compute() -> tuple[torch.Tensor, torch.Tensor]:
         teacher = AutoModelForMaskedLM.from_pretrained(str(splade_dir)).eval()
@@ -360,10 +360,12 @@ def grounding_targets(splade_dir: Path, en_tokenizer: Any, english_passages: Seq
             values.append(v)
             advance(len(i))
         indices_t, values_t = torch.cat(indices), torch.cat(values)
-        values_t, common = drop_common(indices_t, values_t, config.common_share)
-        log.warning("grounding targets leave out %d terms in the teacher's top 20 of more than %.0f%% of the pages: "
-                    "%s", len(common), 100 * config.common_share,
-                    " ".join(en_tokenizer.convert_ids_to_tokens(vocab[common].tolist())))
+        values_t, common = damp_common(indices_t, values_t, config.common_share)
+        names = en_tokenizer.convert_ids_to_tokens(vocab[list(common)].tolist())
+        log.warning("grounding targets damp %d terms in the teacher's top 20 of more than %.0f%% of the pages: %s",
+                    len(common), 100 * config.common_share,
+                    " ".join(f"{n}x{f:.2f}" for n, f in sorted(zip(names, common.values(), strict=True),
+                                                              key=lambda x: x[1])))
         row = {text: n for n, text in enumerate(unique)}
         rows = torch.tensor([row[t] for t in english_passages])
         return indices_t[rows], values_t[rows]

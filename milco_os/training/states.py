@@ -205,16 +205,19 @@ def top_k_targets(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Ten
     return indices, values.half()
 
 
-def drop_common(indices: torch.Tensor, values: torch.Tensor, share: float, top: int = 20
-                ) -> tuple[torch.Tensor, list[int]]:
-    """``values`` with 0 for every term that is among the ``top`` heaviest of more than ``share`` of the rows (the
-    teacher's own near-always-on terms, ``libre`` in the help: grounding toward them would teach the student the
-    same), and those terms."""
+def damp_common(indices: torch.Tensor, values: torch.Tensor, share: float, top: int = 20
+                ) -> tuple[torch.Tensor, dict[int, float]]:
+    """``values`` with every term that is among the ``top`` heaviest of a share ``df > share`` of the rows scaled by
+    ``share / df``, and those terms with their factor. The teacher's own near-always-on terms (``to``, ``libre``
+    in the help) then weigh less than a page's specific ones, in proportion to how common they are, instead of
+    teaching the student to put them into every page; a term stays where the teacher gives it (``table`` on
+    a table's page)."""
     heaviest = values.float().topk(min(top, values.shape[1]), dim=1).indices
     top_terms = torch.gather(indices, 1, heaviest)[torch.gather(values, 1, heaviest) > 0]
-    counts = torch.bincount(top_terms, minlength=int(indices.max()) + 1 if indices.numel() else 1)
-    common = torch.nonzero(counts > share * len(indices)).squeeze(1)
-    return torch.where(torch.isin(indices, common), torch.zeros_like(values), values), common.tolist()
+    df = torch.bincount(top_terms, minlength=int(indices.max()) + 1 if indices.numel() else 1) / max(1, len(indices))
+    factor = torch.clamp(share / df.clamp(min=1e-9), max=1.0)
+    common = torch.nonzero(factor < 1).squeeze(1)
+    return (values.float() * factor[indices]).half(), {int(t): float(factor[t]) for t in common}
 
 
 def dense_targets(indices: torch.Tensor, values: torch.Tensor, size: int) -> torch.Tensor:

@@ -16,8 +16,8 @@ from milco_os.models.pooling import masked_max
 from milco_os.training.config import SapConfig, SctConfig, load_config
 from milco_os.training.states import (
     align_pieces,
+    damp_common,
     dense_targets,
-    drop_common,
     encode_states,
     sparse_mse,
     sparse_pivot,
@@ -284,14 +284,15 @@ def test_top_k_targets_round_trip_to_dense_rows() -> None:
     assert torch.equal(dense, torch.tensor([[3.0, 0.0, 0.0, 2.0], [0.0, 0.0, 1.0, 0.0]]))
 
 
-def test_drop_common_zeroes_terms_in_the_top_of_more_than_the_share_of_rows() -> None:
-    # Term 7 is among the top 2 of all three rows, term 5 of one: at share 0.5 only term 7 goes, everywhere.
+def test_damp_common_scales_terms_in_the_top_of_many_rows_by_their_rarity() -> None:
+    # Term 7 is among the top 2 of all three rows (df 1), term 1 of one (df 1/3): at share 0.5 term 7 is scaled by
+    # 0.5 everywhere, the others stay as they are.
     indices = torch.tensor([[7, 1, 5], [2, 7, 3], [7, 4, 6]])
     values = torch.tensor([[3.0, 2.0, 1.0], [4.0, 3.5, 1.0], [1.0, 0.9, 0.5]]).half()
-    kept, common = drop_common(indices, values, 0.5, top=2)
-    assert common == [7]
-    assert torch.equal(kept == 0, indices == 7)
-    assert torch.equal(kept[indices != 7], values[indices != 7])
+    damped, common = damp_common(indices, values, 0.5, top=2)
+    assert common == {7: 0.5}
+    assert torch.equal(damped[indices == 7], values[indices == 7] * 0.5)
+    assert torch.equal(damped[indices != 7], values[indices != 7])
 
 
 def test_grounding_pulls_the_passage_pivot_toward_its_target(tmp_path: Path) -> None:
