@@ -22,7 +22,6 @@ from milco_os.cli_support import (
     handle_errors,
     one_line,
     out,
-    ray_address_default,
     read_stdin_lines,
     task_progress,
     typed_queries,
@@ -777,7 +776,7 @@ def main() -> None:
         from click.exceptions import UsageError
 
     try:
-        code = app(args=ray_address_default(sys.argv[1:]), standalone_mode=False)
+        code = app(standalone_mode=False)
     except UsageError as e:
         if not e.format_message():  # no arguments at all: the help was printed, nothing more to say
             sys.exit(e.exit_code)

@@ -133,7 +133,7 @@ def check_reachable(address: str | None, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except (OSError, ValueError) as e:
-        msg = f"--ray {address}: cannot connect to the Ray cluster ({e.strerror or e})"
+        msg = f"--ray-address {address}: cannot connect to the Ray cluster ({e.strerror or e})"
         raise ConfigError(msg) from None
 
 
@@ -161,7 +161,8 @@ class RayPool:
                 ray.init(address=options.address, include_dashboard=False, log_to_driver=False,
                          configure_logging=False)
             except ConnectionError as e:
-                msg = f"--ray {options.address}: cannot connect to the Ray cluster ({e})"
+                where = f"--ray-address {options.address}" if options.address else "--ray"
+                msg = f"{where}: cannot connect to the Ray cluster ({e})"
                 raise ConfigError(msg) from None
             self._connected = True
         self.actors: list[Any] = []

@@ -104,8 +104,9 @@ def test_ray_ingest_and_reindex_store_what_the_single_process_path_stores(
         new_index(client, splade_tiny.info, on_ray)
         local = cli.run("ingest", str(path), "--index", here, "--batch-size", "16",
                         "--dead-letter", str(tmp_path / "here.failed.jsonl"))
-        ray_run = cli.run("ingest", str(path), "--index", on_ray, "--batch-size", "16", "--ray", ray_address,
-                          "--actors", "2", "--dead-letter", str(tmp_path / "ray.failed.jsonl"), timeout=300)
+        ray_run = cli.run("ingest", str(path), "--index", on_ray, "--batch-size", "16", "--ray", "--ray-address",
+                          ray_address, "--actors", "2", "--dead-letter", str(tmp_path / "ray.failed.jsonl"),
+                          timeout=300)
         for run in (local, ray_run):  # the same exit code, report and dead-letter file
             assert run.returncode == 1, run.describe()
             assert "indexed 300, failed 2" in run.stdout
@@ -119,7 +120,8 @@ def test_ray_ingest_and_reindex_store_what_the_single_process_path_stores(
         assert stored(client, on_ray) == expected  # same ids, same fields, same vectors
 
         again = cli.run("reindex", "--source", here, "--dest", reindexed, "--replicas", "0", "--batch-size", "16",
-                        "--checkpoint", str(tmp_path / "reindex.json"), "--ray", ray_address, timeout=300)
+                        "--checkpoint", str(tmp_path / "reindex.json"), "--ray", "--ray-address", ray_address,
+                        timeout=300)
         assert again.returncode == 0, again.describe()
         assert "300 of 300 documents" in again.stdout
         assert stored(client, reindexed) == expected
@@ -134,8 +136,8 @@ def test_a_killed_encoder_actor_is_restarted_and_every_document_is_indexed_once(
     path = tmp_path / "docs.jsonl"
     ids = write_documents(path, 3000)
     new_index(client, splade_tiny.info, index_name)
-    run = cli.start("ingest", str(path), "--index", index_name, "--batch-size", "16", "--ray", ray_address,
-                    "--actors", "2")
+    run = cli.start("ingest", str(path), "--index", index_name, "--batch-size", "16", "--ray", "--ray-address",
+                    ray_address, "--actors", "2")
     checkpoint = checkpoint_path(path)
     wait_until(lambda: (read_checkpoint(checkpoint) or {}).get("done", 0) >= 300, 240, "300 documents", run)
     victims = actor_pids()
@@ -158,7 +160,8 @@ def test_a_killed_driver_resumes_from_its_checkpoint(
     path = tmp_path / "docs.jsonl"
     ids = write_documents(path, 2000)
     new_index(client, splade_tiny.info, index_name)
-    args = ("ingest", str(path), "--index", index_name, "--batch-size", "16", "--ray", ray_address, "--actors", "2")
+    args = ("ingest", str(path), "--index", index_name, "--batch-size", "16", "--ray", "--ray-address", ray_address,
+            "--actors", "2")
     run = cli.start(*args)
     checkpoint = checkpoint_path(path)
     wait_until(lambda: (read_checkpoint(checkpoint) or {}).get("done", 0) >= 200, 240, "200 documents", run)
@@ -190,7 +193,7 @@ def test_a_ray_reindex_into_a_dense_index_stores_the_dense_view_as_the_single_pr
     ingest(client, index_name, docs, milco, refresh=True)
     here, on_ray = f"{index_name}-dense", f"{index_name}-dense-ray"
     try:
-        for dest, extra in ((here, ()), (on_ray, ("--ray", ray_address))):
+        for dest, extra in ((here, ()), (on_ray, ("--ray", "--ray-address", ray_address))):
             run = cli.run("reindex", "--source", index_name, "--dest", dest, "--replicas", "0", "--dense",
                           "--checkpoint", str(tmp_path / f"{dest}.json"), *extra, model="milco-mini", timeout=600)
             assert run.returncode == 0, run.describe()
@@ -219,7 +222,7 @@ def test_a_ray_reindex_into_passages_stores_what_the_single_process_path_stores(
     ingest(client, index_name, docs, milco, refresh=True)
     here, on_ray = f"{index_name}-passages", f"{index_name}-passages-ray"
     try:
-        for dest, extra in ((here, ()), (on_ray, ("--ray", ray_address))):
+        for dest, extra in ((here, ()), (on_ray, ("--ray", "--ray-address", ray_address))):
             run = cli.run("reindex", "--source", index_name, "--dest", dest, "--replicas", "0", "--passages",
                           "--checkpoint", str(tmp_path / f"{dest}.json"), *extra, model="milco-mini", timeout=600)
             assert run.returncode == 0, run.describe()
