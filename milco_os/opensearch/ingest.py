@@ -543,19 +543,19 @@ def _ingest_file(
         job = {"kind": "ingest", "file": str(path.resolve()), "index": ingester.index}
         checkpoint = Checkpoint.open(checkpoint_path(path), job, start, resume=resume)
         start = dict(checkpoint.progress)
-    lines: list[int] = []
 
-    def documents() -> Iterator[Any]:
-        for number, doc in read_jsonl(path, start["line"]):
-            lines.append(number)
-            yield doc
+    def numbered_batches() -> Iterator[tuple[list[Any], int]]:
+        """Batches tagged with their last line number, all the checkpoint needs: only the batches in flight hold
+        line numbers, so memory does not grow with the input."""
+        for numbered in batches(read_jsonl(path, start["line"]), ingester.config.encode_batch):
+            yield [doc for _, doc in numbered], numbered[-1][0]
 
     done = [0]
 
-    def acknowledged(n_docs: int, report: IngestReport) -> None:
+    def acknowledged(last_line: int, n_docs: int, report: IngestReport) -> None:
         done[0] += n_docs
         if checkpoint is not None:
-            checkpoint.progress.update(line=lines[done[0] - 1], done=start["done"] + done[0],
+            checkpoint.progress.update(line=last_line, done=start["done"] + done[0],
                                        failed=start["failed"] + report.failed)
             checkpoint.save()
         if progress is not None:
@@ -564,7 +564,7 @@ def _ingest_file(
     if progress is not None:
         progress.start(_count_lines(path) if path is not None else None, start["done"])
     try:
-        report = ingester.run(documents(), on_batch=acknowledged)
+        report = ingester.run_batches(numbered_batches(), on_batch=acknowledged)
     except JobStopped as e:
         e.checkpoint = checkpoint.path if checkpoint else None
         e.dead_letter = dead
