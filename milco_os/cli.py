@@ -22,7 +22,6 @@ from milco_os.cli_support import (
     handle_errors,
     one_line,
     out,
-    ray_address_default,
     read_stdin_lines,
     task_progress,
     typed_queries,
@@ -322,7 +321,9 @@ def ingest(
     A dead-letter file can be ingested again as it is.
 
     With --ray, encoder actors on a Ray cluster encode and write the batches; this process reads the file
-    and keeps the checkpoint and the dead-letter file as above (docs/scaling-out.md).
+    and keeps the checkpoint and the dead-letter file as above (docs/scaling-out.md). Documents carry their
+    position in the file as an external version there, so an id repeated in the file ends with its last line
+    whichever actor writes first; an older line written after a newer one is counted as superseded.
     """
     from milco_os.opensearch.bulk import BulkConfig
     from milco_os.opensearch.ingest import ingest_file
@@ -339,7 +340,8 @@ def ingest(
         result = ingest_file(client, index, encoder, path, resume=resume, dead_letter=dead_letter, config=config,
                              max_chars=max_chars, progress=bar, ray=ray)
     report = result.report
-    out.print(f"indexed {report.indexed}, failed {report.failed}, retried {report.retried}, "
+    superseded = f", superseded {report.superseded}" if report.superseded else ""
+    out.print(f"indexed {report.indexed}, failed {report.failed}{superseded}, retried {report.retried}, "
               f"{report.elapsed_s:.1f}s ({report.docs_per_s:,.0f} docs/s)", highlight=False)
     if result.failed_total:
         for doc_id, reason in report.failures[:5]:
@@ -777,7 +779,7 @@ def main() -> None:
         from click.exceptions import UsageError
 
     try:
-        code = app(args=ray_address_default(sys.argv[1:]), standalone_mode=False)
+        code = app(standalone_mode=False)
     except UsageError as e:
         if not e.format_message():  # no arguments at all: the help was printed, nothing more to say
             sys.exit(e.exit_code)

@@ -330,9 +330,11 @@ def cluster_status(
     else:
         tls = f"; TLS, CA {status['ca_certs']}" if status.get("secure") else ""
         plugins = f"; plugins: {', '.join(status['plugins']) or 'none'}" if status.get("plugins") is not None else ""
+        refused = (f"; it refused the admin password in {status['password_file']}"
+                   if status["health"] == "unauthorized" else "")
         out.print(
             f"OpenSearch {status['version']} at {status['url']}: {status['health']} "
-            f"(pid {status['pid']}{tls}{plugins})",
+            f"(pid {status['pid']}{tls}{plugins}{refused})",
             highlight=False, markup=False, soft_wrap=True,
         )
     if not healthy:

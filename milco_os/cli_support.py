@@ -323,41 +323,34 @@ with_search_options = injected("options", [
 ], build_search_options)
 
 
-#: ``--ray`` given without an address (last, or followed by another option) means a Ray started here.
-LOCAL_RAY = "local"
-
-
-def ray_address_default(args: list[str]) -> list[str]:
-    """``args`` with ``local`` after a ``--ray`` that has no value (click has no optional option values)."""
-    out: list[str] = []
-    for i, arg in enumerate(args):
-        out.append(arg)
-        if arg == "--ray" and (i + 1 == len(args) or args[i + 1].startswith("-")):
-            out.append(LOCAL_RAY)
-    return out
-
-
-def build_ray_options(ray: str | None, actors: int | None, num_cpus: float, num_gpus: float) -> Any:
+def build_ray_options(ray: bool, ray_address: str | None, actors: int | None, num_cpus: float,
+                      num_gpus: float) -> Any:
     import re
 
     from milco_os.opensearch.ray_pool import RayOptions
 
-    if ray is None:
-        unused = [flag for flag, value, default in (("--actors", actors, None), ("--num-cpus", num_cpus, 1.0),
-                                                    ("--num-gpus", num_gpus, 0.0)) if value != default]
+    if not ray:
+        unused = [flag for flag, value, default in (("--ray-address", ray_address, None), ("--actors", actors, None),
+                                                    ("--num-cpus", num_cpus, 1.0), ("--num-gpus", num_gpus, 0.0))
+                  if value != default]
         if unused:
             raise ConfigError(f"{unused[0]}: sets the Ray encoder actors; add --ray")
         return None
-    if ray != LOCAL_RAY and ray != "auto" and not re.fullmatch(r"(ray://)?[\w.\-\[\]:]+:\d+", ray):
-        raise ConfigError(f"--ray {ray}: expected nothing (a Ray started here), auto, HOST:PORT or ray://HOST:PORT")
-    return RayOptions(address=None if ray == LOCAL_RAY else ray, actors=actors, num_cpus=num_cpus, num_gpus=num_gpus)
+    if ray_address is not None and ray_address != "auto" and not re.fullmatch(r"(ray://)?[\w.\-\[\]:]+:\d+",
+                                                                             ray_address):
+        raise ConfigError(f"--ray-address {ray_address}: expected auto, HOST:PORT or ray://HOST:PORT")
+    return RayOptions(address=ray_address, actors=actors, num_cpus=num_cpus, num_gpus=num_gpus)
 
 
 RAY_PANEL = "Scaling out on Ray (the ray extra)"
+# --ray is a plain flag and the address an option of its own: an option whose value may be left out takes
+# whatever follows it, the input file too (`ingest --index X --ray docs.jsonl`).
 with_ray_options = injected("ray_options", [
-    option("ray", str | None, "--ray", "Encode and write on Ray actors: --ray alone starts Ray here; auto or "
-           "HOST:PORT joins a running cluster (ray start), ray://HOST:PORT through Ray Client.", RAY_PANEL,
-           metavar="[ADDRESS]"),
+    option("ray", bool, "--ray", "Encode and write on Ray actors: on a Ray started here, or on the cluster "
+           "--ray-address names (without it, RAY_ADDRESS when set, as Ray itself does).", RAY_PANEL, False),
+    option("ray_address", str | None, "--ray-address", "With --ray: join a running Ray cluster, auto (the one this "
+           "machine belongs to: ray start), HOST:PORT, or ray://HOST:PORT through Ray Client.", RAY_PANEL,
+           metavar="ADDRESS"),
     option("actors", int | None, "--actors", "Encoder actors (default: as many as the cluster's CPUs, or GPUs, "
            "allow).", RAY_PANEL, min=1),
     option("num_cpus", float, "--num-cpus", "CPUs per actor (also its encoder threads).", RAY_PANEL, 1.0, min=0.01),

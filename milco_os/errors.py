@@ -75,7 +75,7 @@ class OpenSearchUnavailable(JobStopped):
 
 
 class WorkersLost(JobStopped):
-    """Encoder workers (Ray actors) kept dying: a batch was still unwritten after their restarts and retries."""
+    """Encoder workers (Ray actors) kept dying: a batch was still unwritten after it was given to new actors."""
 
 
 class DataError(MilcoError):

@@ -1224,7 +1224,8 @@ class LocalNode:
 
     def status(self) -> dict:
         """``{"running": bool, "url", "version", "health", "pid", "port", "secure", "ca_certs", "password_file",
-        "plugins"}``."""
+        "plugins"}``; ``health`` is the cluster's (green, yellow, red), or why there is none: unreachable,
+        unauthorized (a secure node refused the password in ``password_file``) or the HTTP status it answered."""
         import urllib.error
 
         pid = self.running_pid()
@@ -1239,6 +1240,9 @@ class LocalNode:
         try:
             root = self._get("/", timeout=5.0)
             result["version"] = root.get("version", {}).get("number", result["version"])
+        except urllib.error.HTTPError as e:  # it answered: reachable, but refusing (401: not the admin password)
+            result["health"] = "unauthorized" if e.code == 401 else f"HTTP {e.code}"
+            return result
         except (urllib.error.URLError, OSError, ValueError):
             result["health"] = "unreachable"
             return result

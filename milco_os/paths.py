@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any
 
 
 def models_dir(cache_dir: Path) -> Path:
@@ -28,20 +33,31 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename, so a kill never leaves a half-written file
-    (checkpoints are read back after exactly such kills). The temporary file gets a fresh random name,
-    created exclusively, so a symlink planted at a predictable name is never followed."""
-    import os
-    import tempfile
-
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """A file to write ``path`` through: it becomes ``path`` (by a rename) only when the block ends without an
+    error, so a kill never leaves a half-written file (checkpoints and caches are read back after exactly such
+    kills). The temporary file, in the same directory, gets a fresh random name and is created exclusively
+    (mode 0600), so a symlink planted at a predictable name is never followed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
+            yield f
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """``text`` into ``path`` through :func:`atomic_file`."""
+    with atomic_file(path, "w") as f:
+        f.write(text)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """``data`` into ``path`` through :func:`atomic_file`."""
+    with atomic_file(path) as f:
+        f.write(data)

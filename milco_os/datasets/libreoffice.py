@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from milco_os.errors import DataError
-from milco_os.paths import data_dir, sha256_file, write_text_atomic
+from milco_os.paths import data_dir, sha256_file, write_bytes_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -242,9 +242,7 @@ def load_pages(root: Path, lang: str) -> dict[str, Page]:
         pages[rel] = parse_page(file.read_text(encoding="utf-8", errors="replace"), rel, lang)
     payload = json.dumps({"version": _PAGE_CACHE_VERSION, "pages": [vars(p) for p in pages.values()]},
                          ensure_ascii=False).encode("utf-8")
-    tmp = cache.with_name(cache.name + ".tmp")
-    tmp.write_bytes(gzip.compress(payload))
-    tmp.replace(cache)
+    write_bytes_atomic(cache, gzip.compress(payload))
     return pages
 
 

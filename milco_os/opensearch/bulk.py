@@ -6,14 +6,16 @@ not be reached are retried (only those items), a bounded number of times, with t
 whole request that OpenSearch refuses (400, e.g. one id over 512 bytes) is split in halves until the bad
 document is alone, so one bad item never sinks the valid documents sent with it. Every action ends in
 exactly one of :class:`BulkOutcome`'s lists: written, not found (a delete of an id the index does not
-hold), failed (the document is at fault) or unavailable (OpenSearch was, after the retries). Writes are by
-``_id``, so a retried write never duplicates a document.
+hold), superseded (an externally versioned write refused because a newer version of the id is stored), failed
+(the document is at fault) or unavailable (OpenSearch was, after the retries). Writes are by ``_id``, so a
+retried write never duplicates a document.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -49,12 +51,14 @@ class BulkOutcome:
 
     written: list[str] = field(default_factory=list)  # indexed, or deleted
     not_found: list[str] = field(default_factory=list)  # deletes of ids the index does not hold
+    superseded: list[str] = field(default_factory=list)  # a newer external version of the id is stored
     failed: list[tuple[str, str]] = field(default_factory=list)  # (id, reason): the document is at fault
     unavailable: list[tuple[str, str]] = field(default_factory=list)  # (id, reason): OpenSearch was
 
     def add(self, other: BulkOutcome) -> None:
         self.written += other.written
         self.not_found += other.not_found
+        self.superseded += other.superseded
         self.failed += other.failed
         self.unavailable += other.unavailable
 
@@ -69,6 +73,18 @@ def delete_actions(index: str, ids: Iterable[str]) -> Iterator[dict[str, Any]]:
     """Ids -> bulk ``delete`` actions."""
     for doc_id in ids:
         yield {"_op_type": "delete", "_index": index, "_id": str(doc_id)}
+
+
+#: How OpenSearch and Elasticsearch word an external version conflict: "[id]: version conflict, current version
+#: [7] is higher or equal to the one provided [5]".
+_STORED_VERSION = re.compile(r"current version \[(\d+)\]")
+
+
+def _ours_is_stored(action: dict[str, Any], result: dict[str, Any]) -> bool:
+    """A version conflict where the stored version is the action's own: an earlier attempt of this very write got
+    through (a request resent after its answer was lost), so the document is written, not superseded."""
+    match = _STORED_VERSION.search(str((result.get("error") or {}).get("reason", "")))
+    return match is not None and int(match.group(1)) == action.get("version")
 
 
 def _retryable(status: Any) -> bool:
@@ -129,6 +145,8 @@ class BulkWriter:
                 outcome.written.append(doc_id)
             elif status == 404 and result.get("result") == "not_found":  # a delete of an id that is not there
                 outcome.not_found.append(doc_id)
+            elif status == 409 and action.get("version_type") == "external":  # expected: see ray_pool
+                (outcome.written if _ours_is_stored(action, result) else outcome.superseded).append(doc_id)
             elif (error := result.get("exception")) is not None and not _retryable(status):
                 refused.setdefault(id(error), (error, []))[1].append(action)
             elif status == 429:  # streaming_bulk already backed off and retried it max_retries times

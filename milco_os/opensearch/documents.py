@@ -50,10 +50,11 @@ def passages_source(
 
 def index_action(
     index: str, doc_id: str, fields: dict[str, Any], encoded: Encoded | list[Passage], *, pivot_field: str,
-    echo_field: str, dense_field: str | None = None, passages_field: str | None = None,
+    echo_field: str, dense_field: str | None = None, passages_field: str | None = None, version: int | None = None,
 ) -> dict[str, Any]:
     """A bulk ``index`` action; writing by id makes a retried or repeated write idempotent. With
-    ``passages_field``, ``encoded`` is the document's passages (:func:`passages_source`)."""
+    ``passages_field``, ``encoded`` is the document's passages (:func:`passages_source`). With ``version``, an
+    external version: the write is refused (409) when the index holds that id at this version or a higher one."""
     views = {"pivot_field": pivot_field, "echo_field": echo_field, "dense_field": dense_field}
     if passages_field is not None:
         assert isinstance(encoded, list)
@@ -61,4 +62,7 @@ def index_action(
     else:
         assert isinstance(encoded, Encoded)
         source = document_source(fields, encoded, **views)
-    return {"_op_type": "index", "_index": index, "_id": doc_id, "_source": source}
+    action = {"_op_type": "index", "_index": index, "_id": doc_id, "_source": source}
+    if version is not None:
+        action |= {"version": version, "version_type": "external"}
+    return action

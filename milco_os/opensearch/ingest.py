@@ -70,6 +70,7 @@ class UnreadableLine:
 class IngestReport:
     indexed: int = 0
     failed: int = 0
+    superseded: int = 0  # Ray path: a later line with the same id was stored first (ray_pool's versions)
     retried: int = 0
     elapsed_s: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
@@ -77,7 +78,7 @@ class IngestReport:
 
     @property
     def docs_per_s(self) -> float:
-        return (self.indexed + self.failed) / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        return (self.indexed + self.failed + self.superseded) / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
 @dataclass
@@ -247,18 +248,20 @@ class Ingester:
         self.dead_letter = DeadLetter(dead_letter, append=append_dead_letter)
 
     def encode_batch(
-        self, docs: list[Any]
+        self, docs: list[Any], first_version: int | None = None
     ) -> tuple[list[dict[str, Any]], dict[str, Any], list[tuple[Any, str]]]:
-        """Validate and encode one batch: (bulk actions, {id: original doc}, [(invalid doc, reason)])."""
-        valid, invalid = [], []
-        for doc in docs:
+        """Validate and encode one batch: (bulk actions, {id: original doc}, [(invalid doc, reason)]). With
+        ``first_version``, ``docs[i]`` is written with the external version ``first_version + i``."""
+        valid: list[tuple[int, Any]] = []  # (position in the batch, document)
+        invalid: list[tuple[Any, str]] = []
+        for position, doc in enumerate(docs):
             problem = validate_document(doc, self.text_fields, self.id_field, self.max_chars)
             if problem:
                 invalid.append((doc, problem))
             else:
-                valid.append(doc)
+                valid.append((position, doc))
         assert self.encoder is not None
-        texts = [document_text(d, self.text_fields) for d in valid]
+        texts = [document_text(d, self.text_fields) for _, d in valid]
         dense = self.dense_field is not None
         views = {"pivot_field": self.pivot_field, "echo_field": self.echo_field, "dense_field": self.dense_field}
         if self.passages is None:
@@ -270,33 +273,35 @@ class Ingester:
             views["passages_field"] = self.passages.path
             encoded, valid = self._whole_texts_only(texts, encoded, valid, invalid)
         actions, originals = [], {}
-        for doc, enc in zip(valid, encoded, strict=True):
+        for (position, doc), enc in zip(valid, encoded, strict=True):
             doc_id = str(doc[self.id_field])
             fields = {k: v for k, v in doc.items() if k != self.id_field}
-            actions.append(index_action(self.index, doc_id, fields, enc, **views))
+            version = None if first_version is None else first_version + position
+            actions.append(index_action(self.index, doc_id, fields, enc, **views, version=version))
             originals[doc_id] = doc
         return actions, originals, invalid
 
     def _whole_texts_only(
-        self, texts: list[str], encoded: list[Any], valid: list[Any], invalid: list[tuple[Any, str]]
-    ) -> tuple[list[Any], list[Any]]:
+        self, texts: list[str], encoded: list[Any], valid: list[tuple[int, Any]], invalid: list[tuple[Any, str]]
+    ) -> tuple[list[Any], list[tuple[int, Any]]]:
         """Documents whose passages cover their whole text; the others (more windows than the encoder makes for
         one text) are refused with their reason rather than stored without their end."""
         assert self.encoder is not None
         kept_encoded, kept_docs = [], []
-        for text, passages, doc in zip(texts, encoded, valid, strict=True):
+        for text, passages, (position, doc) in zip(texts, encoded, valid, strict=True):
             if len(passages) >= self.encoder.max_windows and passages[-1].end < len(text.rstrip()):
                 invalid.append((doc, f"text fields {self.text_fields}: more than {self.encoder.max_windows} passages "
                                      f"(the first end at character {passages[-1].end:,} of {len(text):,}); split "
                                      "the document"))
             else:
                 kept_encoded.append(passages)
-                kept_docs.append(doc)
+                kept_docs.append((position, doc))
         return kept_encoded, kept_docs
 
-    def write_batch(self, docs: list[Any]) -> BatchResult:
-        """Encode and write one batch here (a pool's worker calls this); nothing is acknowledged yet."""
-        actions, originals, invalid = self.encode_batch(docs)
+    def write_batch(self, docs: list[Any], first_version: int | None = None) -> BatchResult:
+        """Encode and write one batch here (a pool's worker calls this); nothing is acknowledged yet.
+        ``first_version``: see :meth:`encode_batch`."""
+        actions, originals, invalid = self.encode_batch(docs, first_version)
         retried = self.writer.retried
         outcome = self.writer.write(actions)
         not_written = {doc_id for doc_id, _ in outcome.failed + outcome.unavailable}
@@ -314,6 +319,7 @@ class Ingester:
         for doc, reason in result.invalid:
             self._fail(report, doc, reason)
         report.indexed += len(outcome.written)
+        report.superseded += len(outcome.superseded)
         for doc_id, reason in outcome.failed + outcome.unavailable:
             self._fail(report, result.originals.get(doc_id, {self.id_field: doc_id}), reason)
         report.unavailable += [doc_id for doc_id, _ in outcome.unavailable]
@@ -537,19 +543,19 @@ def _ingest_file(
         job = {"kind": "ingest", "file": str(path.resolve()), "index": ingester.index}
         checkpoint = Checkpoint.open(checkpoint_path(path), job, start, resume=resume)
         start = dict(checkpoint.progress)
-    lines: list[int] = []
 
-    def documents() -> Iterator[Any]:
-        for number, doc in read_jsonl(path, start["line"]):
-            lines.append(number)
-            yield doc
+    def numbered_batches() -> Iterator[tuple[list[Any], int]]:
+        """Batches tagged with their last line number, all the checkpoint needs: only the batches in flight hold
+        line numbers, so memory does not grow with the input."""
+        for numbered in batches(read_jsonl(path, start["line"]), ingester.config.encode_batch):
+            yield [doc for _, doc in numbered], numbered[-1][0]
 
     done = [0]
 
-    def acknowledged(n_docs: int, report: IngestReport) -> None:
+    def acknowledged(last_line: int, n_docs: int, report: IngestReport) -> None:
         done[0] += n_docs
         if checkpoint is not None:
-            checkpoint.progress.update(line=lines[done[0] - 1], done=start["done"] + done[0],
+            checkpoint.progress.update(line=last_line, done=start["done"] + done[0],
                                        failed=start["failed"] + report.failed)
             checkpoint.save()
         if progress is not None:
@@ -558,7 +564,7 @@ def _ingest_file(
     if progress is not None:
         progress.start(_count_lines(path) if path is not None else None, start["done"])
     try:
-        report = ingester.run(documents(), on_batch=acknowledged)
+        report = ingester.run_batches(numbered_batches(), on_batch=acknowledged)
     except JobStopped as e:
         e.checkpoint = checkpoint.path if checkpoint else None
         e.dead_letter = dead

@@ -6,22 +6,33 @@ OpenSearch itself, with the same retries as the single-process path. The driver 
 only reads the input (a JSONL file or the source index's point-in-time slices), hands each batch to the
 least busy actor, and takes the results back **in input order**: every batch is then acknowledged exactly as
 a local one (counts, dead-letter file, checkpoint), so a killed job resumes from its checkpoint and the
-dead-letter file and exit codes are those of the single-process path. Writes are by ``_id``, so a batch
-written twice (a retried task, a resumed job) is still one document per id.
+dead-letter file and exit codes are those of the single-process path.
+
+Actors write at the same time, and a batch may be written twice (given to another actor after its first died
+mid-write), so "the last write wins" would store whichever version of a repeated ``_id`` came last in time. The
+Ray path therefore writes every document with an external version, its position in the input (after the job's
+start time in nanoseconds, so a later job's versions are higher than an earlier one's): OpenSearch (and
+Elasticsearch) keeps the highest, which is the id's last line in input order, whatever the actors do. An older
+line that arrives after a newer one is refused with a version conflict; that is the expected outcome, counted as
+superseded, never a failure (a batch written again finds its own versions where its first attempt got through:
+those count as indexed). No set of ids is kept in memory.
 
 Why actors fed by the driver rather than Ray Data ``map_batches`` over a read datasource: the input then
 never has to be readable from the workers' machines (a local file, or an index only the driver may read), and
 the checkpoint moves per acknowledged block, in order, which a streaming dataset does not expose. The cost
 is the driver's reading and serialising, which ``bench/scale.py`` measures.
 
-A killed actor is restarted (the model loaded again) and its unfinished batches are retried, each up to
-``max_restarts`` times; past that the job stops with :class:`~milco_os.errors.WorkersLost`, its checkpoint
-intact. Ray is imported only here, only when ``--ray`` is given (``pip install milco-os[ray]``).
+Ray restarts no actor by itself: the driver keeps the count per batch. When an actor dies (OOM killer, SIGKILL,
+its machine), the driver replaces it with a new actor (the model loaded again) and gives each batch it had not
+finished to the least busy other actor; a batch that sees ``max_batch_retries`` + 1 of its actors die stops the job
+with :class:`~milco_os.errors.WorkersLost`, its checkpoint intact, however long the other actors stay healthy.
+Ray is imported only here, only when ``--ray`` is given (``pip install milco-os[ray]``).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -49,7 +60,7 @@ class RayOptions:
     actors: int | None = None  # None: as many as the cluster's CPUs (or GPUs, with num_gpus) allow
     num_cpus: float = 1.0
     num_gpus: float = 0.0
-    max_restarts: int = 3  # per actor; a batch is retried as often
+    max_batch_retries: int = 3  # times a batch is given to another actor after the one writing it died
 
     def __post_init__(self) -> None:
         if self.actors is not None and self.actors < 1:
@@ -57,8 +68,8 @@ class RayOptions:
         if self.num_cpus <= 0 or self.num_gpus < 0:
             raise ConfigError(f"--num-cpus {self.num_cpus} / --num-gpus {self.num_gpus}: need num-cpus > 0, "
                               "num-gpus >= 0")
-        if self.max_restarts < 0:
-            raise ConfigError(f"max_restarts {self.max_restarts}: must be >= 0")
+        if self.max_batch_retries < 0:
+            raise ConfigError(f"max_batch_retries {self.max_batch_retries}: must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -111,7 +122,7 @@ class BatchWorker:
     def info(self) -> ModelInfo:
         return self.encoder.info
 
-    def write_batch(self, docs: list[Any]) -> BatchResult:
+    def write_batch(self, docs: list[Any], first_version: int) -> BatchResult:
         if self.ingester is None:
             from milco_os.opensearch.client import make_client
             from milco_os.opensearch.ingest import Ingester
@@ -119,7 +130,21 @@ class BatchWorker:
             spec = self.spec
             self.ingester = Ingester(make_client(spec.settings), spec.index, self.encoder, config=spec.config,
                                      id_field=spec.id_field, max_chars=spec.max_chars)
-        return self.ingester.write_batch(docs)
+        return self.ingester.write_batch(docs, first_version=first_version)
+
+
+@dataclass
+class _Flight:
+    """A batch on its way: the documents stay here until acknowledged, to be given to another actor if its own
+    dies."""
+
+    tag: Any
+    docs: list[Any]
+    first_version: int  # the external version of docs[0]; docs[i] has first_version + i
+    ref: Any = None
+    slot: int = -1  # where in the pool the actor writing it is ...
+    actor: Any = None  # ... and that actor's handle (the slot may hold a new actor since)
+    deaths: int = 0  # actors that died with it unfinished
 
 
 def check_reachable(address: str | None, timeout: float = 5.0) -> None:
@@ -133,7 +158,7 @@ def check_reachable(address: str | None, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except (OSError, ValueError) as e:
-        msg = f"--ray {address}: cannot connect to the Ray cluster ({e.strerror or e})"
+        msg = f"--ray-address {address}: cannot connect to the Ray cluster ({e.strerror or e})"
         raise ConfigError(msg) from None
 
 
@@ -161,21 +186,29 @@ class RayPool:
                 ray.init(address=options.address, include_dashboard=False, log_to_driver=False,
                          configure_logging=False)
             except ConnectionError as e:
-                msg = f"--ray {options.address}: cannot connect to the Ray cluster ({e})"
+                where = f"--ray-address {options.address}" if options.address else "--ray"
+                msg = f"{where}: cannot connect to the Ray cluster ({e})"
                 raise ConfigError(msg) from None
             self._connected = True
         self.actors: list[Any] = []
         try:
             n = options.actors or self._fitting_actors(ray.cluster_resources())
+            # No restarts and no task retries by Ray: Ray counts restarts over an actor's life, not per batch,
+            # so the driver replaces dead actors and retries batches itself (see the module docstring).
             actor_class = ray.remote(BatchWorker).options(
-                num_cpus=options.num_cpus, num_gpus=options.num_gpus, max_restarts=options.max_restarts,
-                max_task_retries=options.max_restarts,
+                num_cpus=options.num_cpus, num_gpus=options.num_gpus, max_restarts=0, max_task_retries=0,
             )
             threads = max(1, int(options.num_cpus))
             device = "cuda" if options.num_gpus > 0 else "cpu"
-            self.actors = [actor_class.remote(spec, threads, device) for _ in range(n)]
+            self._new_actor = lambda: actor_class.remote(spec, threads, device)
+            self.actors = [self._new_actor() for _ in range(n)]
             log.info("started %d encoder actors (%s CPU, %s GPU each)", n, options.num_cpus, options.num_gpus)
-            self._info: ModelInfo = self._get(self.actors[0].info.remote())
+            try:
+                self._info: ModelInfo = self._get(self.actors[0].info.remote())
+            except ray.exceptions.RayActorError as e:
+                msg = (f"an encoder actor died before it loaded the model ({type(e).__name__}; see the Ray logs for "
+                       "why: often memory)")
+                raise WorkersLost(msg) from None
         except BaseException:
             self.close()
             raise
@@ -195,11 +228,15 @@ class RayPool:
 
     def results(self, tagged_batches: Iterable[tuple[list[Any], Any]]) -> Iterator[tuple[Any, BatchResult]]:
         """Each batch to the least busy actor, ``QUEUED_PER_ACTOR`` + 1 in flight per actor; results in input
-        order. An empty batch (a reindex slice's end marker) needs no actor."""
+        order. An empty batch (a reindex slice's end marker) needs no actor. Document ``i`` of the job is written
+        with the external version ``start + i`` (``start``: this call's time in nanoseconds)."""
         window = len(self.actors) * (QUEUED_PER_ACTOR + 1)
         busy = [0] * len(self.actors)
-        pending: deque[tuple[Any, Any, int]] = deque()
+        pending: deque[_Flight] = deque()
         source = iter(tagged_batches)
+        # Nanoseconds leave room for positions (a job writes far fewer documents than it lasts nanoseconds, so a
+        # later job starts above an earlier one's last version) and last until 2262 in a signed 64-bit version.
+        next_version = time.time_ns()
         exhausted = False
         while True:
             while not exhausted and len(pending) < window:
@@ -208,24 +245,61 @@ class RayPool:
                     exhausted = True
                     break
                 docs, tag = item
-                if not docs:
-                    pending.append((tag, None, -1))
-                    continue
-                i = busy.index(min(busy))
-                busy[i] += 1
-                pending.append((tag, self.actors[i].write_batch.remote(docs), i))
+                flight = _Flight(tag, docs, next_version)
+                next_version += len(docs)
+                if docs:
+                    self._submit(flight, busy)
+                pending.append(flight)
             if not pending:
                 return
-            tag, ref, i = pending.popleft()
-            if ref is None:
-                yield tag, BatchResult(0, BulkOutcome(), [], {})
+            flight = pending.popleft()
+            if not flight.docs:
+                yield flight.tag, BatchResult(0, BulkOutcome(), [], {})
                 continue
-            result = self._get(ref)
-            busy[i] -= 1
-            yield tag, result
+            yield flight.tag, self._result(flight, busy)
+
+    def _submit(self, flight: _Flight, busy: list[int], avoid: int = -1) -> None:
+        """Give ``flight`` to the least busy actor (another than slot ``avoid`` when there is one)."""
+        slots = [i for i in range(len(self.actors)) if i != avoid] or [avoid]
+        i = min(slots, key=busy.__getitem__)
+        busy[i] += 1
+        flight.slot, flight.actor = i, self.actors[i]
+        flight.ref = flight.actor.write_batch.remote(flight.docs, flight.first_version)
+
+    def _result(self, flight: _Flight, busy: list[int]) -> BatchResult:
+        """The batch's result; when its actor died, the batch again on another actor (the dead one replaced)."""
+        ray = ray_module()
+        while True:
+            try:
+                result = self._get(flight.ref)
+            except ray.exceptions.RayActorError as e:
+                busy[flight.slot] -= 1
+                self._replace(flight.slot, flight.actor)
+                flight.deaths += 1
+                if flight.deaths > self.options.max_batch_retries:
+                    msg = (f"{flight.deaths} encoder actors died in turn before finishing one batch "
+                           f"({type(e).__name__}; see the Ray logs for why: often memory)")
+                    raise WorkersLost(msg) from None
+                log.warning("an encoder actor died (%s); its batch goes to another actor (attempt %d of %d)",
+                            type(e).__name__, flight.deaths + 1, self.options.max_batch_retries + 1)
+                self._submit(flight, busy, avoid=flight.slot)
+                continue
+            busy[flight.slot] -= 1
+            return result
+
+    def _replace(self, slot: int, dead: Any) -> None:
+        """A new actor in ``slot`` for ``dead`` (once: the dead actor's other batches find it replaced)."""
+        if self.actors[slot] is not dead:
+            return
+        ray = ray_module()
+        try:  # an actor only unreachable for a while would otherwise stay, unused, holding its resources
+            ray.kill(dead, no_restart=True)
+        except Exception:  # noqa: BLE001 (already gone)
+            pass
+        self.actors[slot] = self._new_actor()
 
     def _get(self, ref: Any) -> Any:
-        """``ray.get``; an error raised inside an actor comes back as itself, a lost actor as WorkersLost."""
+        """``ray.get``; an error raised inside an actor comes back as itself (a lost actor: RayActorError)."""
         ray = ray_module()
         try:
             return ray.get(ref)
@@ -233,10 +307,6 @@ class RayPool:
             if isinstance(e.cause, BaseException):
                 raise e.cause from None
             raise
-        except ray.exceptions.RayActorError as e:
-            msg = (f"an encoder actor died and was restarted {self.options.max_restarts} times without finishing "
-                   f"its batch ({type(e).__name__}; see the Ray logs for why: often memory)")
-            raise WorkersLost(msg) from None
 
     def close(self) -> None:
         ray = ray_module()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import shutil
 import time
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 
 from milco_os.models.csplade import CSpladeModule, adaptation_loss
 from milco_os.models.sources import csplade_mini
+from milco_os.paths import atomic_file
 from milco_os.training.config import CspladeAdaptConfig, CspladeConfig
 from milco_os.training.trainer import StepLog, hardware_facts, optimizer_and_schedule, plan, seed_everything, update
 
@@ -120,10 +120,9 @@ class Checkpoint:
     def save(self, step: int) -> None:
         from peft import get_peft_model_state_dict
 
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        torch.save({"step": step, "adapter": get_peft_model_state_dict(self.model),
-                    "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict()}, tmp)
-        os.replace(tmp, self.path)
+        with atomic_file(self.path) as f:
+            torch.save({"step": step, "adapter": get_peft_model_state_dict(self.model),
+                        "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict()}, f)
 
 
 def _setup(config: CspladeAdaptConfig | CspladeConfig) -> None:

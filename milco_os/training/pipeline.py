@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from milco_os.models.sources import milco_mini
+from milco_os.paths import atomic_file
 from milco_os.training.config import SapConfig, SctConfig
 from milco_os.training.states import CachedStates, encode_states
 from milco_os.training.trainer import hardware_facts, seed_everything, train_sap, train_sct
@@ -76,10 +77,8 @@ def _cached(path: Path, compute: Callable[[], Any]) -> Any:
         saved = torch.load(path, weights_only=True)
         return CachedStates.from_tensors(saved) if isinstance(saved, dict) else saved
     value = compute()
-    tmp = path.with_name(path.name + ".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(value.to_tensors() if isinstance(value, CachedStates) else value, tmp)
-    tmp.replace(path)
+    with atomic_file(path) as f:
+        torch.save(value.to_tensors() if isinstance(value, CachedStates) else value, f)
     return value
 
 

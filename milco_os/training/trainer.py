@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from milco_os.models.milco import MilcoModule, dual_view_scores, head_transform
+from milco_os.paths import atomic_file
 from milco_os.training.config import SapConfig, SctConfig
 from milco_os.training.states import (
     CachedStates,
@@ -154,10 +155,9 @@ class Run:
     def save(self, step: int) -> None:
         from milco_os.models.sources.milco_mini import trained_state
 
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        torch.save({"step": step, "state": trained_state(self.module), "optimizer": self.optimizer.state_dict(),
-                    "schedule": self.schedule.state_dict()}, tmp)
-        os.replace(tmp, self.path)
+        with atomic_file(self.path) as f:
+            torch.save({"step": step, "state": trained_state(self.module), "optimizer": self.optimizer.state_dict(),
+                        "schedule": self.schedule.state_dict()}, f)
 
     def gates(self, step: int) -> dict[str, Any] | None:
         if self.gate_fn is None:

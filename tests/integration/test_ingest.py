@@ -13,7 +13,7 @@ import pytest
 from milco_os.errors import ModelMismatch
 from milco_os.opensearch.bulk import BulkConfig, BulkWriter
 from milco_os.opensearch.indices import create_index
-from milco_os.opensearch.ingest import Ingester, unwrap_dead_letter
+from milco_os.opensearch.ingest import Ingester, IngestReport, unwrap_dead_letter
 from milco_os.specs import IndexSpec
 from tests.fakes import FakeEncoder
 
@@ -52,6 +52,27 @@ def test_writes_are_idempotent_by_id(client, index_name: str) -> None:
     ingester.run(docs(40), refresh=True)
     ingester.run(docs(40), refresh=True)
     assert client.count(index=index_name)["count"] == 40
+
+
+def test_with_versions_by_position_a_later_line_stays_whichever_write_comes_last(client, index_name: str) -> None:
+    """What the Ray path relies on: batches written out of input order, and one written twice, still leave each
+    id's last line stored; the older line is superseded (not failed, not dead-lettered)."""
+    encoder = FakeEncoder()
+    create_index(client, index_name, encoder.info, IndexSpec(replicas=0))
+    ingester = Ingester(client, index_name, encoder)
+    later = [{"id": "a", "text": "Tee later"}, {"id": "b", "text": "Hund"}]
+    first = ingester.write_batch(later, first_version=1_000)
+    earlier = ingester.write_batch([{"id": "c", "text": "Vulkan"}, {"id": "a", "text": "Tee earlier"}],
+                                   first_version=998)  # lines before `later`, written after it
+    again = ingester.write_batch(later, first_version=1_000)  # the same batch again (its actor died after writing)
+    assert sorted(first.outcome.written) == ["a", "b"]
+    assert earlier.outcome.written == ["c"] and earlier.outcome.superseded == ["a"] and not earlier.outcome.failed
+    assert sorted(again.outcome.written) == ["a", "b"] and not again.outcome.superseded
+    assert client.get(index=index_name, id="a")["_source"]["text"] == "Tee later"
+    report = IngestReport()
+    for result in (first, earlier, again):
+        ingester.acknowledge(report, result)
+    assert (report.indexed, report.superseded, report.failed) == (5, 1, 0)
 
 
 def test_model_mismatch_is_refused(client, index_name: str) -> None:

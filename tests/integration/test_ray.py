@@ -1,12 +1,13 @@
 """`ingest --ray` and `reindex --ray` on a local Ray cluster of two nodes (a head and a worker, each a `ray start`
-of its own, as on two machines): a killed encoder actor, a killed driver, and the same index as the
-single-process path."""
+of its own, as on two machines): a killed encoder actor (once, and one actor again and again), a killed driver,
+ids repeated in the input, and the same index as the single-process path."""
 
 from __future__ import annotations
 
 import json
 import os
 import random
+import re
 import secrets
 import signal
 import subprocess
@@ -104,8 +105,9 @@ def test_ray_ingest_and_reindex_store_what_the_single_process_path_stores(
         new_index(client, splade_tiny.info, on_ray)
         local = cli.run("ingest", str(path), "--index", here, "--batch-size", "16",
                         "--dead-letter", str(tmp_path / "here.failed.jsonl"))
-        ray_run = cli.run("ingest", str(path), "--index", on_ray, "--batch-size", "16", "--ray", ray_address,
-                          "--actors", "2", "--dead-letter", str(tmp_path / "ray.failed.jsonl"), timeout=300)
+        ray_run = cli.run("ingest", str(path), "--index", on_ray, "--batch-size", "16", "--ray", "--ray-address",
+                          ray_address, "--actors", "2", "--dead-letter", str(tmp_path / "ray.failed.jsonl"),
+                          timeout=300)
         for run in (local, ray_run):  # the same exit code, report and dead-letter file
             assert run.returncode == 1, run.describe()
             assert "indexed 300, failed 2" in run.stdout
@@ -119,7 +121,8 @@ def test_ray_ingest_and_reindex_store_what_the_single_process_path_stores(
         assert stored(client, on_ray) == expected  # same ids, same fields, same vectors
 
         again = cli.run("reindex", "--source", here, "--dest", reindexed, "--replicas", "0", "--batch-size", "16",
-                        "--checkpoint", str(tmp_path / "reindex.json"), "--ray", ray_address, timeout=300)
+                        "--checkpoint", str(tmp_path / "reindex.json"), "--ray", "--ray-address", ray_address,
+                        timeout=300)
         assert again.returncode == 0, again.describe()
         assert "300 of 300 documents" in again.stdout
         assert stored(client, reindexed) == expected
@@ -134,8 +137,8 @@ def test_a_killed_encoder_actor_is_restarted_and_every_document_is_indexed_once(
     path = tmp_path / "docs.jsonl"
     ids = write_documents(path, 3000)
     new_index(client, splade_tiny.info, index_name)
-    run = cli.start("ingest", str(path), "--index", index_name, "--batch-size", "16", "--ray", ray_address,
-                    "--actors", "2")
+    run = cli.start("ingest", str(path), "--index", index_name, "--batch-size", "16", "--ray", "--ray-address",
+                    ray_address, "--actors", "2")
     checkpoint = checkpoint_path(path)
     wait_until(lambda: (read_checkpoint(checkpoint) or {}).get("done", 0) >= 300, 240, "300 documents", run)
     victims = actor_pids()
@@ -152,13 +155,79 @@ def test_a_killed_encoder_actor_is_restarted_and_every_document_is_indexed_once(
     assert not default_dead_letter(path, index_name).exists()
 
 
+def test_one_actor_killed_four_times_does_not_stop_a_job_whose_other_actor_is_healthy(
+    client: Any, splade_tiny: Any, ray_address: str, cli: Cli, tmp_path: Path, index_name: str
+) -> None:
+    """Ray's own restarts count over an actor's life: with 3 allowed, the fourth kill of one actor stopped the job.
+    Retries are counted per batch now, and a batch whose actor died goes to the other actor."""
+    path = tmp_path / "docs.jsonl"
+    ids = write_documents(path, 4000)
+    new_index(client, splade_tiny.info, index_name)
+    run = cli.start("ingest", str(path), "--index", index_name, "--batch-size", "16", "--ray", "--ray-address",
+                    ray_address, "--actors", "2")
+    checkpoint = checkpoint_path(path)
+    wait_until(lambda: (read_checkpoint(checkpoint) or {}).get("done", 0) >= 100, 240, "100 documents", run)
+    killed: list[int] = []
+    victim = actor_pids()[0]
+    for _ in range(4):  # the first actor, then each time the process that took its place
+        before = set(actor_pids())
+        assert len(before) == 2 and victim in before, before
+        os.kill(victim, signal.SIGKILL)
+        killed.append(victim)
+
+        def replaced(before: set[int] = before) -> set[int] | None:
+            now = set(actor_pids())
+            return now - before if len(now) == 2 else None  # one new process, one of the two gone
+
+        victim = wait_until(replaced, 120, "the killed actor's replacement", run).pop()
+    result = run.wait(900, "the ingest with one actor killed four times")
+
+    assert result.returncode == 0, result.describe()
+    assert "indexed 4000, failed 0" in result.stdout
+    assert not set(killed) & set(actor_pids())
+    assert set(stored(client, index_name)) == ids
+    assert client.count(index=index_name)["count"] == 4000
+
+
+def test_ids_repeated_in_the_input_end_with_their_last_line_whatever_the_actors_do(
+    client: Any, splade_tiny: Any, ray_address: str, cli: Cli, tmp_path: Path, index_name: str
+) -> None:
+    """Each id's first line and last line are in neighbouring batches, which the two actors write at the same time;
+    the first lines are long, so their batch is written after the last lines' batch: without versions, whichever
+    write came last in time stayed."""
+    path = tmp_path / "docs.jsonl"
+    rng = random.Random(11)
+    blocks, batch = 20, 16
+    with open(path, "w", encoding="utf-8") as f:
+        for block in range(blocks):
+            block_ids = [f"doc-{block:02d}-{i:02d}" for i in range(batch)]
+            for version, words in (("first", 150), ("last", 5)):
+                for doc_id in block_ids:
+                    text = f"{version} " + " ".join(rng.choices(WORDS, k=words))
+                    f.write(json.dumps({"id": doc_id, "text": text, "version": version}) + "\n")
+    new_index(client, splade_tiny.info, index_name)
+    run = cli.run("ingest", str(path), "--index", index_name, "--batch-size", str(batch), "--ray", "--ray-address",
+                  ray_address, "--actors", "2", timeout=600)
+
+    assert run.returncode == 0, run.describe()
+    found = re.search(r"indexed (\d+), failed 0(?:, superseded (\d+))?,", run.stdout)
+    assert found, run.stdout
+    indexed, superseded = int(found[1]), int(found[2] or 0)
+    assert indexed + superseded == 2 * blocks * batch and indexed >= blocks * batch
+    versions = {doc_id: source["version"] for doc_id, source in stored(client, index_name).items()}
+    assert len(versions) == blocks * batch
+    assert set(versions.values()) == {"last"}, sorted(i for i, v in versions.items() if v != "last")
+    assert not default_dead_letter(path, index_name).exists()
+
+
 def test_a_killed_driver_resumes_from_its_checkpoint(
     client: Any, splade_tiny: Any, ray_address: str, cli: Cli, tmp_path: Path, index_name: str
 ) -> None:
     path = tmp_path / "docs.jsonl"
     ids = write_documents(path, 2000)
     new_index(client, splade_tiny.info, index_name)
-    args = ("ingest", str(path), "--index", index_name, "--batch-size", "16", "--ray", ray_address, "--actors", "2")
+    args = ("ingest", str(path), "--index", index_name, "--batch-size", "16", "--ray", "--ray-address", ray_address,
+            "--actors", "2")
     run = cli.start(*args)
     checkpoint = checkpoint_path(path)
     wait_until(lambda: (read_checkpoint(checkpoint) or {}).get("done", 0) >= 200, 240, "200 documents", run)
@@ -190,7 +259,7 @@ def test_a_ray_reindex_into_a_dense_index_stores_the_dense_view_as_the_single_pr
     ingest(client, index_name, docs, milco, refresh=True)
     here, on_ray = f"{index_name}-dense", f"{index_name}-dense-ray"
     try:
-        for dest, extra in ((here, ()), (on_ray, ("--ray", ray_address))):
+        for dest, extra in ((here, ()), (on_ray, ("--ray", "--ray-address", ray_address))):
             run = cli.run("reindex", "--source", index_name, "--dest", dest, "--replicas", "0", "--dense",
                           "--checkpoint", str(tmp_path / f"{dest}.json"), *extra, model="milco-mini", timeout=600)
             assert run.returncode == 0, run.describe()
@@ -219,7 +288,7 @@ def test_a_ray_reindex_into_passages_stores_what_the_single_process_path_stores(
     ingest(client, index_name, docs, milco, refresh=True)
     here, on_ray = f"{index_name}-passages", f"{index_name}-passages-ray"
     try:
-        for dest, extra in ((here, ()), (on_ray, ("--ray", ray_address))):
+        for dest, extra in ((here, ()), (on_ray, ("--ray", "--ray-address", ray_address))):
             run = cli.run("reindex", "--source", index_name, "--dest", dest, "--replicas", "0", "--passages",
                           "--checkpoint", str(tmp_path / f"{dest}.json"), *extra, model="milco-mini", timeout=600)
             assert run.returncode == 0, run.describe()

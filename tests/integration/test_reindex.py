@@ -132,6 +132,50 @@ def test_writes_refused_mid_run_stop_the_job_and_resume_converges(client, index_
     assert list(client.indices.get_alias(name=alias)) == [dest_name] and not checkpoint.exists()
 
 
+class SearchFailsAfter:
+    """The real client, except that every search after the first ``pages`` finds OpenSearch unreachable."""
+
+    def __init__(self, real: object, pages: int) -> None:
+        self.real = real
+        self.pages = pages
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+    def search(self, *args: object, **kwargs: object) -> object:
+        from opensearchpy.exceptions import ConnectionError as TransportConnectionError
+
+        if self.pages == 0:
+            raise TransportConnectionError("N/A", "connection refused (test)", None)
+        self.pages -= 1
+        return self.real.search(*args, **kwargs)
+
+
+def test_reading_the_source_failing_mid_run_stops_the_job_and_resume_converges(client, index_name: str,
+                                                                              dest_name: str, tmp_path: Path) -> None:
+    """The read side's stop: SRC's third page cannot be read. The two pages read before are acknowledged, the
+    job stops with OpenSearchUnavailable naming its checkpoint (no further), and --resume brings every id."""
+    from tests.fakes import FakeEncoder
+
+    fill_source(client, index_name, 120)
+    checkpoint, dead = tmp_path / "cp.json", tmp_path / "dead.jsonl"
+    alias = index_name + "-live"
+    kwargs = {"spec": IndexSpec(replicas=0), "checkpoint_path": checkpoint, "alias": alias, "page_size": 10,
+              "config": BulkConfig(encode_batch=10), "dead_letter": dead}
+    with pytest.raises(OpenSearchUnavailable, match=f"reading '{index_name}' failed") as stopped:
+        reindex(SearchFailsAfter(client, pages=2), index_name, dest_name, FakeEncoder(), **kwargs)
+    assert stopped.value.checkpoint == checkpoint
+    state = json.loads(checkpoint.read_text())["progress"]
+    assert state["written"] == 20 and state["after"] == ["doc-0019"] and state["done"] == [False]
+    assert not dead.exists() and not client.indices.exists_alias(name=alias)
+
+    report = reindex(client, index_name, dest_name, FakeEncoder(), resume=True, **kwargs)
+    assert report.verified and report.dest_count == 120 and report.ingest.indexed == 100
+    ids = {h["_id"] for h in client.search(index=dest_name, body={"size": 200, "_source": False})["hits"]["hits"]}
+    assert ids == {f"doc-{i:04d}" for i in range(120)}
+    assert list(client.indices.get_alias(name=alias)) == [dest_name] and not checkpoint.exists()
+
+
 def test_failed_documents_come_back_through_ingest_and_resume_verifies(client, index_name: str, dest_name: str,
                                                                       tmp_path: Path) -> None:
     """Dead-letter lines of a reindex carry the source _id as ``id`` (what `milco-os ingest` reads); the

@@ -1,6 +1,6 @@
 """A secured local node (`cluster up --secure`): TLS with CA verification and basic auth end to end, through the
-Python API and the CLI; plain HTTP, a wrong CA, a wrong password and a missing CA fail with one clear line;
-the password shows up in no output and no log line.
+Python API and the CLI; plain HTTP, a wrong CA, a wrong password and a missing CA fail with one clear line
+(`cluster status` says unauthorized); the password shows up in no output and no log line.
 
 The node (security plugin, generated certificates, port 9260) is started once for this module."""
 
@@ -171,6 +171,21 @@ def test_wrong_password_fails(secure_node: SecureNode, cache_dir: Path, tmp_path
     result = milco_os("index", "info", "any", *connect_flags(secure_node, password_file=wrong, ca=secure_node.ca),
                       cache_dir=cache_dir)
     assert_one_line_error(result, "refused the credentials", "401")
+
+
+def test_cluster_status_says_unauthorized_when_the_node_refuses_the_password(secure_node: SecureNode,
+                                                                             cache_dir: Path) -> None:
+    # `cluster status` reads the password file node.json names; the node now refuses what the file holds.
+    secure_node.password_file.write_text("not-the-password\n", encoding="utf-8")
+    try:
+        status = milco_os("cluster", "status", "--port", str(PORT), cache_dir=cache_dir)
+        as_json = milco_os("cluster", "status", "--port", str(PORT), "--json", cache_dir=cache_dir)
+    finally:
+        secure_node.password_file.write_text(secure_node.password + "\n", encoding="utf-8")
+    assert status.returncode == 1, status.stdout + status.stderr
+    assert f"{secure_node.url}: unauthorized" in status.stdout and "unreachable" not in status.stdout
+    assert f"refused the admin password in {secure_node.password_file}" in status.stdout
+    assert as_json.returncode == 1 and json.loads(as_json.stdout)["health"] == "unauthorized"
 
 
 def test_insecure_works_without_ca_but_is_not_the_default(secure_node: SecureNode, cache_dir: Path,

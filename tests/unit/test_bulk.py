@@ -154,3 +154,31 @@ def test_ingest_dead_letters_what_still_fails(client: OpenSearch, tmp_path: Path
     lines = [json.loads(line) for line in dead.read_text().splitlines()]
     assert {line["id"] for line in lines} == {"b", "c"}
     assert all(line["document"]["text"].startswith("text ") for line in lines)
+
+
+def conflict(stored: dict[str, int]) -> Answer:
+    """Every item refused as OpenSearch refuses an external version at or below the stored one."""
+
+    def answer(ids: list[str]) -> dict[str, Any]:
+        out = [{"index": {"_index": "docs", "_id": doc_id, "status": 409, "error": {
+            "type": "version_conflict_engine_exception",
+            "reason": f"[{doc_id}]: version conflict, current version [{stored[doc_id]}] is higher or equal to the "
+                      "one provided [5]"}}} for doc_id in ids]
+        return {"took": 1, "errors": True, "items": out}
+
+    return answer
+
+
+def test_an_older_external_version_is_superseded_not_failed(client: OpenSearch) -> None:
+    script = ScriptedTransport(client, [conflict({"a": 9, "b": 5})])
+    versioned = [{**action, "version": 5, "version_type": "external"} for action in actions("a", "b")]
+    outcome = BulkWriter(client, FAST).write(versioned)
+    # a: a later line is stored (version 9); b: this very write got through on an earlier attempt (version 5)
+    assert outcome.superseded == ["a"] and outcome.written == ["b"]
+    assert not outcome.failed and not outcome.unavailable and len(script.requests) == 1
+
+
+def test_a_conflict_without_external_versions_is_a_failure(client: OpenSearch) -> None:
+    ScriptedTransport(client, [conflict({"a": 9})])
+    outcome = BulkWriter(client, FAST).write(actions("a"))
+    assert outcome.failed[0][0] == "a" and not outcome.superseded

@@ -20,7 +20,7 @@ from milco_os.opensearch.ingest import (
     unwrap_dead_letter,
     validate_document,
 )
-from milco_os.paths import write_text_atomic
+from milco_os.paths import atomic_file, write_text_atomic
 from milco_os.settings import Settings
 
 
@@ -44,6 +44,59 @@ def test_atomic_write_replaces_a_symlinked_target_instead_of_writing_through_it(
     target.symlink_to(victim)
     write_text_atomic(target, "new")
     assert victim.read_text() == "precious" and not target.is_symlink() and target.read_text() == "new"
+
+
+def test_an_atomic_file_that_fails_leaves_the_old_file_and_no_temporary_one(tmp_path: Path) -> None:
+    target = tmp_path / "cache.pt"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_file(target) as f:
+        f.write(b"half of the new")
+        raise RuntimeError("killed mid-write")
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["cache.pt"]
+
+
+def plant_symlinks(directory: Path, name: str) -> Path:
+    """A file an attacker wants overwritten, linked from the temporary names a writer of ``name`` could predict."""
+    victim = directory / "victim"
+    victim.write_text("precious")
+    for planted in (f"{name}.tmp", f".{name}.tmp"):
+        (directory / planted).symlink_to(victim)
+    return victim
+
+
+def test_training_caches_and_checkpoints_never_write_through_a_predictable_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from milco_os.training import csplade
+    from milco_os.training.pipeline import _cached
+
+    victim = plant_symlinks(tmp_path, "states.pt")
+    assert torch.equal(_cached(tmp_path / "states.pt", lambda: torch.ones(3)), torch.ones(3))
+    assert victim.read_text() == "precious"
+    assert torch.equal(torch.load(tmp_path / "states.pt", weights_only=True), torch.ones(3))
+
+    # A LoRA checkpoint, its adapter's state stubbed (no model needed to write it).
+    monkeypatch.setattr("peft.get_peft_model_state_dict", lambda model: {"w": torch.zeros(1)})
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    checkpoint = csplade.Checkpoint(tmp_path, None, optimizer, schedule)
+    victim = plant_symlinks(tmp_path, "checkpoint.pt")
+    checkpoint.save(7)
+    assert victim.read_text() == "precious"
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 7
+
+
+def test_the_help_pages_cache_never_writes_through_a_predictable_name(tmp_path: Path) -> None:
+    from milco_os.datasets.libreoffice import help_dir_name, load_pages
+
+    text = tmp_path / "usr" / "share" / "libreoffice" / "help" / help_dir_name("de") / "text"
+    text.mkdir(parents=True)
+    (text / "page.html").write_text("<html><head><title>Seite</title></head><body><p>Text</p></body></html>")
+    victim = plant_symlinks(tmp_path, "pages-de.json.gz")
+    assert "page.html" in load_pages(tmp_path, "de")
+    assert victim.read_text() == "precious" and (tmp_path / "pages-de.json.gz").is_file()
 
 
 def test_dead_letter_rotates_per_run_and_appends_on_resume(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import json
 import ssl
 import stat
 import subprocess
+import urllib.error
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,21 @@ def test_node_json_of_a_secure_node_gives_https_and_the_ca(tmp_path: Path) -> No
     status = again.status()  # pid 1 is not an OpenSearch process: not running, but still says how it was set up
     assert status["running"] is False
     assert status["secure"] is True and status["ca_certs"] == "/x/root-ca.pem"
+
+
+@pytest.mark.parametrize(("answer", "health"), [
+    (urllib.error.HTTPError("https://127.0.0.1:9299/", 401, "Unauthorized", {}, None), "unauthorized"),
+    (urllib.error.URLError(ConnectionRefusedError(111, "refused")), "unreachable"),
+])
+def test_status_tells_a_refused_password_from_an_unreachable_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer: Exception, health: str
+) -> None:
+    node = LocalNode(tmp_path, 9299)
+
+    def refuse(self: LocalNode, path: str, timeout: float) -> dict:
+        raise answer
+
+    monkeypatch.setattr(LocalNode, "running_pid", lambda self: 4242)
+    monkeypatch.setattr(LocalNode, "_get", refuse)
+    status = node.status()
+    assert status["running"] is True and status["health"] == health
