@@ -5,6 +5,7 @@ and the chart stay in ``results/eval/<run>/`` (ignored).
     .venv/bin/python bench/evaluate.py --url http://127.0.0.1:9270                 # every run not yet reported
     .venv/bin/python bench/evaluate.py --runs keywords-clir-dev,keywords-mlir-dev  # some runs
     .venv/bin/python bench/evaluate.py --runs titles-clir-test --force             # again, replacing its report
+    .venv/bin/python bench/evaluate.py --runs titles-clir-dev --model DIR          # a candidate model, on dev
 
 Each corpus is encoded once per model and kept under ``<cache>/bench/`` (resumable chunk by chunk), so runs
 over the same corpus (the CLIR sets share the English pages, the MLIR sets the mixed corpus, dev and test
@@ -176,6 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime", default="onnx", choices=["torch", "onnx"],
                         help="sparse encoders' runtime (onnx fp32: the same terms as torch, faster on a CPU)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="milco-os cache (default: the usual one)")
+    parser.add_argument("--model", default=None,
+                        help="evaluate this model in place of the runs' sparse models: a candidate before it ships "
+                             "(a directory: `milco-os models build milco-mini --delta DIR` prints it); its reports "
+                             "go to --reports")
+    parser.add_argument("--reports", type=Path, default=None,
+                        help="report directory (default: reports/eval; with --model, reports/eval/candidates/NAME)")
     args = parser.parse_args(argv)
     names = [n for n in args.runs.split(",") if n]
     unknown = [n for n in names if n not in RUNS]
@@ -196,11 +203,15 @@ def main(argv: list[str] | None = None) -> int:
     client = bench_client(args.url)
     encoders: dict[str, Any] = {}  # shared by every run: a corpus is encoded once per model
     console = Console(width=200)
-    REPORTS.mkdir(parents=True, exist_ok=True)
+    candidate = Path(args.model).name if args.model else None
+    reports = args.reports or (REPORTS / "candidates" / candidate if candidate else REPORTS)
+    reports.mkdir(parents=True, exist_ok=True)
     for name in names:
-        run, target = RUNS[name], REPORTS / f"{name}.json"
+        run, target = RUNS[name], reports / f"{name}.json"
+        if args.model:
+            run = dataclasses.replace(run, models=(args.model,))
         if target.is_file() and not args.force:
-            print(f"{name}: reported already ({target.relative_to(ROOT)}); --force runs it again", file=sys.stderr)
+            print(f"{name}: reported already ({target}); --force runs it again", file=sys.stderr)
             continue
         start = time.monotonic()
         evalset, langs = runner.load_eval_set(run.dataset, run.split, None, cache_dir, run.whole_pages)
@@ -218,12 +229,12 @@ def main(argv: list[str] | None = None) -> int:
             opensearch=runner.opensearch_info(client),
             extra={"run": name, "max_queries": run.max_queries, "unjudged_queries_skipped": skipped,
                    "whole_pages": run.whole_pages, "sparse_runtime": args.runtime,
-                   "encodings_shared_across_runs": True})
-        write_report(report, per_query, RESULTS / name)
+                   "encodings_shared_across_runs": True, **({"candidate": candidate} if candidate else {})})
+        write_report(report, per_query, RESULTS / (f"{name}-{candidate}" if candidate else name))
         target.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         for table in eval_tables(report):
             console.print(table)
-        print(f"{name}: {time.monotonic() - start:.0f} s, wrote {target.relative_to(ROOT)}", file=sys.stderr)
+        print(f"{name}: {time.monotonic() - start:.0f} s, wrote {target}", file=sys.stderr)
     return 0
 
 

@@ -91,6 +91,9 @@ class SctConfig(_Config):
     common_lambda: float = Field(0.0, ge=0, description="weight of the common-term penalty: each pivot term active "
                                                         "in more than common_share of the batch's passages pays its "
                                                         "mean weight times that excess")
+    negative_ceiling: float | None = Field(None, gt=0, description="no hard negative the teacher scores above this "
+                                                                   "times the positive's score (likely a false "
+                                                                   "negative: a page as good as the labelled one)")
     common_share: float = Field(0.1, gt=0, lt=1, description="also: grounding targets scale each term in the "
                                                              "teacher's top 20 of a share df > this of the pages "
                                                              "by share / df")

@@ -387,10 +387,12 @@ def mean_pooled(states: CachedStates) -> np.ndarray:
 def hard_negative_groups(
     q_emb: np.ndarray, d_emb: np.ndarray, positives: Sequence[int], group_size: int, chunk: int = 1024,
     doc_pages: np.ndarray | None = None, relevant: Sequence[frozenset[int]] | None = None,
+    ceiling: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per query: the positive, then the ``group_size - 1`` passages the dense teacher ranks highest among
     those of other pages (a translation of the positive is no negative, nor is a page in the query's
-    ``relevant`` set: a keyword points at several pages); and the teacher's cosine for each.
+    ``relevant`` set: a keyword points at several pages; with ``ceiling``, nor is a passage the teacher scores
+    above ``ceiling`` times the positive's score: likely a false negative); and the teacher's cosine for each.
     Returns (groups [Q, G], scores [Q, G])."""
     pages = doc_pages if doc_pages is not None else np.arange(len(d_emb))
     groups = np.zeros((len(positives), group_size), dtype=np.int64)
@@ -404,6 +406,8 @@ def hard_negative_groups(
             sim[pages == pages[pos]] = -np.inf
             if relevant is not None and relevant[start + k]:
                 sim[np.isin(pages, list(relevant[start + k]))] = -np.inf
+            if ceiling is not None:
+                sim[sim > ceiling * pos_score] = -np.inf
             negs = np.argpartition(-sim, group_size - 1)[: group_size - 1]
             negs = negs[np.argsort(-sim[negs])]
             groups[start + k] = [pos, *negs]
@@ -434,7 +438,7 @@ def run_sct(config: SctConfig, cache_dir: Path, progress: ProgressFactory = _no_
     else:
         q_emb, d_emb = mean_pooled(q_states), mean_pooled(d_states)
     groups, teacher = hard_negative_groups(q_emb, d_emb, positives, config.group_size, doc_pages=doc_pages,
-                                           relevant=relevant)
+                                           relevant=relevant, ceiling=config.negative_ceiling)
     teacher_top1 = float(np.mean(np.argmax(teacher, axis=1) == 0))
     log.warning("the %s teacher ranks the positive first in its group for %.1f%% of the queries", config.teacher,
                 100 * teacher_top1)
@@ -446,7 +450,9 @@ def run_sct(config: SctConfig, cache_dir: Path, progress: ProgressFactory = _no_
     gates = train_sct(module, q_states, d_states, groups, teacher, config, doc_pages=doc_pages,
                       vocab=vocab if len(vocab) < module.mlm_head.predictions.decoder.out_features else None,
                       gate_fn=_gate_fn(config, module, tokenizer, en_tokenizer, splade_dir, cache_dir),
-                      on_step=progress("SCT", steps), ground=ground)
+                      on_step=progress("SCT", steps), ground=ground,
+                      on_gates=lambda step, result: milco_mini.save_delta(
+                          module, config.output / f"step-{step}", _manifest(config, {"step": step, "gates": result})))
     extra = {"sct_queries": len(queries), "sct_queries_dropped_as_leaks": dropped_as_leaks,
              "sct_passages": len(passages), "teacher_top1_in_group": teacher_top1,
              "sct_seconds": round(time.monotonic() - start), "gates": gates}

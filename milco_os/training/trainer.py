@@ -136,8 +136,10 @@ class Run:
     every ``gate_every`` steps it measures the gates."""
 
     def __init__(self, module: MilcoModule, config: SapConfig | SctConfig, stage: str, total: int,
-                 gate_fn: GateFn | None = None, on_step: Callable[[], None] | None = None) -> None:
+                 gate_fn: GateFn | None = None, on_step: Callable[[], None] | None = None,
+                 on_gates: Callable[[int, dict[str, Any]], Any] | None = None) -> None:
         self.module, self.config, self.total, self.gate_fn, self.on_step = module, config, total, gate_fn, on_step
+        self.on_gates = on_gates
         self.optimizer, self.schedule = optimizer_and_schedule(module, config.lr, total, config.warmup_ratio,
                                                                config.backbone_lr)
         self.path = Path(config.output) / "checkpoint.pt"
@@ -166,6 +168,8 @@ class Run:
         self.log.file.write(json.dumps({"stage": self.log.stage, "step": step, "gates": result}) + "\n")
         self.log.file.flush()
         log.warning("%s gates at step %d: %s", self.log.stage, step, result)
+        if self.on_gates is not None:
+            self.on_gates(step, result)
         return result
 
     def update(self, loss: torch.Tensor) -> None:
@@ -394,14 +398,17 @@ def train_sct(
     gate_fn: GateFn | None = None,
     on_step: Callable[[], None] | None = None,
     ground: tuple[torch.Tensor, torch.Tensor] | None = None,
+    on_gates: Callable[[int, dict[str, Any]], Any] | None = None,
 ) -> dict[str, Any] | None:
     """``groups[i]``: passage rows for query i, positive first; ``teacher_scores[i]``: the teacher's
     scores of those passages (used by ``kl``; ``infonce`` needs only the positive); ``doc_pages[row]``: the
     page a passage row shows (translations of the positive are not negatives); ``ground``: per passage row,
     the English teacher's top entries (:func:`~milco_os.training.states.top_k_targets`, over ``vocab``) that
-    ``ground_weight`` pulls the passage's pivot toward. Returns the final gates."""
+    ``ground_weight`` pulls the passage's pivot toward; ``on_gates(step, gates)`` runs after each gate
+    measurement (the pipeline keeps each measured step's delta, to choose among them on dev). Returns the final
+    gates."""
     batches = plan(len(q_states), config.batch_size, config.epochs, config.seed)
-    run = Run(module, config, "sct", len(batches), gate_fn, on_step)
+    run = Run(module, config, "sct", len(batches), gate_fn, on_step, on_gates)
     warmup = max(1, int(len(batches) * config.regulariser_warmup))
     module.train()
     g = groups.shape[1]

@@ -333,6 +333,10 @@ def test_hard_negatives_skip_translations_of_the_positive() -> None:
     # A keyword that also stands for page 8: that page is no negative either.
     groups, _ = hard_negative_groups(q, d, [0], 2, doc_pages=np.array([7, 7, 8, 9]), relevant=[frozenset({7, 8})])
     assert groups.tolist() == [[0, 3]]
+    # A passage the teacher scores near the positive (0.99 and 0.9 of its 1.0) is likely relevant: above a ceiling
+    # of 0.95 x the positive's score it is no negative; at 0.8 neither is 0.9's.
+    assert hard_negative_groups(q, d, [0], 2, ceiling=0.95)[0].tolist() == [[0, 2]]
+    assert hard_negative_groups(q, d, [0], 2, ceiling=0.8)[0].tolist() == [[0, 3]]
 
 
 def test_align_pieces_pairs_overlapping_spans_and_special_tokens() -> None:
