@@ -35,7 +35,8 @@ from milco_os.errors import (
     OpenSearchUnavailable,
     SearchIndexError,
 )
-from milco_os.opensearch.client import describe_transport_error, redact_urls_in
+from milco_os.opensearch.client import describe_transport_error
+from milco_os.redact import redact_urls_in
 from milco_os.service.recent import RecentEncodings
 from milco_os.service.routes import router
 from milco_os.service.schemas import (  # noqa: F401 (the limits are part of this module's interface)
