@@ -112,49 +112,35 @@ def run_training(stage: str, config_path: Path, settings: Any) -> None:
     out.print(f"{stage}: trained parameters and manifest in {path} (log: {path}/train.log.jsonl)", highlight=False)
 
 
-@train_app.command("sap")
-@handle_errors
-@with_settings()
-def train_sap_command(
-    config: Annotated[Path, typer.Argument(help="TOML config, e.g. configs/train/sap.toml.")],
-    settings: Any = None,
-) -> None:
-    """Sparse Alignment Pretraining: align the student's English logits to the splade-tiny teacher on bitext."""
-    run_training("sap", config, settings)
+#: Each training stage: its example config and what it does. Every stage is one command of the same shape,
+#: ``milco-os train STAGE CONFIG``, made by :func:`train_command`.
+TRAIN_STAGES = {
+    "sap": ("configs/train/sap.toml",
+            "Sparse Alignment Pretraining: align the student's English logits to the splade-tiny teacher on bitext."),
+    "sct": ("configs/train/sct.toml",
+            "Sparse Contrastive Training: rank help pages for titles in any language; trains LexEcho."),
+    "csplade-adapt": ("configs/train/csplade-adapt.toml",
+                      "CSPLADE adaptation phase: next-token CE plus CE on log(1 + ReLU(logits)) on English help text "
+                      "(LoRA)."),
+    "csplade": ("configs/train/csplade-bi.toml",
+                "CSPLADE contrastive training of one variant (causal, echo, bi): InfoNCE + FLOPS with LoRA; the "
+                "output\ndirectory is a csplade-mini delta."),
+}
 
 
-@train_app.command("sct")
-@handle_errors
-@with_settings()
-def train_sct_command(
-    config: Annotated[Path, typer.Argument(help="TOML config, e.g. configs/train/sct.toml.")],
-    settings: Any = None,
-) -> None:
-    """Sparse Contrastive Training: rank help pages for titles in any language; trains LexEcho."""
-    run_training("sct", config, settings)
+def train_command(stage: str, example: str, summary: str) -> None:
+    """Register ``milco-os train STAGE CONFIG``."""
+
+    def command(config: Path, settings: Any = None) -> None:
+        run_training(stage, config, settings)
+
+    # Built here, not written as a (string) annotation: the argument's help names this stage's example config.
+    command.__annotations__["config"] = Annotated[Path, typer.Argument(help=f"TOML config, e.g. {example}.")]
+    train_app.command(stage, help=summary)(handle_errors(with_settings()(command)))
 
 
-@train_app.command("csplade-adapt")
-@handle_errors
-@with_settings()
-def train_csplade_adapt_command(
-    config: Annotated[Path, typer.Argument(help="TOML config, e.g. configs/train/csplade-adapt.toml.")],
-    settings: Any = None,
-) -> None:
-    """CSPLADE adaptation phase: next-token CE plus CE on log(1 + ReLU(logits)) on English help text (LoRA)."""
-    run_training("csplade-adapt", config, settings)
-
-
-@train_app.command("csplade")
-@handle_errors
-@with_settings()
-def train_csplade_command(
-    config: Annotated[Path, typer.Argument(help="TOML config, e.g. configs/train/csplade-bi.toml.")],
-    settings: Any = None,
-) -> None:
-    """CSPLADE contrastive training of one variant (causal, echo, bi): InfoNCE + FLOPS with LoRA; the output
-    directory is a csplade-mini delta."""
-    run_training("csplade", config, settings)
+for _stage, (_example, _summary) in TRAIN_STAGES.items():
+    train_command(_stage, _example, _summary)
 
 
 @cluster_app.command("up")
