@@ -18,6 +18,7 @@ from milco_os import cli_encode, cli_eval, cli_jobs, cli_search, cli_service
 from milco_os.cli_admin import cluster_app, models_app, train_app
 from milco_os.cli_index import index_app
 from milco_os.cli_support import err, one_line, out
+from milco_os.quiet import quiet_third_party
 
 app = typer.Typer(
     name="milco-os",
@@ -34,6 +35,7 @@ def main_callback(
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    quiet_third_party()  # known notices of libraries milco-os imports, each dropped precisely (milco_os.quiet)
     # opensearch-py logs every failed request (with a traceback) at WARNING; milco-os reports failures
     # itself, once, as a clear message.
     logging.getLogger("opensearch").setLevel(logging.INFO if verbose else logging.CRITICAL)

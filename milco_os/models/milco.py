@@ -226,9 +226,9 @@ def load_milco_dir(path: Path, name: str, **encoder_kwargs: Any) -> SparseEncode
         m_config: Any = bert.BertShape.from_config(m_raw)
         en_config: Any = bert.BertShape.from_config(en_raw)
     else:
+        quiet_transformers()
         from transformers import AutoConfig
 
-        quiet_transformers()
         m_config = AutoConfig.from_pretrained(str(m_dir))
         en_config = AutoConfig.from_pretrained(str(en_dir))
     expected = {

@@ -40,12 +40,12 @@ class SpladeMLM(nn.Module):
 
 def load_splade_dir(path: Path, name: str, **encoder_kwargs: Any) -> SparseEncoder:
     """A Hugging Face ``*ForMaskedLM`` directory as an English-only SPLADE encoder."""
+    quiet_transformers()
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     from milco_os.runtime.torch_runtime import TorchEncoder
 
     path = Path(path)
-    quiet_transformers()
     config = read_config(path)
     fingerprint = splade_fingerprint(path)
     try:
