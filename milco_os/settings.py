@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from milco_os.errors import ConfigError
+from milco_os.redact import redact_urls_in as _shown  # URLs in messages lose their user:password
 
 #: The model used when none is named. A built-in name (see ``milco-os models``), a local directory or a
 #: Hugging Face hub id.
@@ -62,8 +63,6 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_urls(cls, value: str) -> str:
         from urllib.parse import urlsplit
-
-        from milco_os.opensearch.client import redact_urls_in as _shown  # URLs in messages lose their user:password
 
         urls = [u.strip() for u in value.split(",") if u.strip()]
         if not urls:

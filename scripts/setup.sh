@@ -32,6 +32,8 @@ if sys.version_info < (3, 11):
 PY
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
-# constraints.txt pins every package to the versions the tests ran with.
-"$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[dev]"
+# constraints.txt pins every package to the versions the tests ran with. setuptools announces every editable
+# install with a multi-line "Editable installation." warning about its own mechanism, which recent pip (26) shows even
+# with -q; that one warning (matched by its first words) is dropped, every other one still shows.
+PYTHONWARNINGS="ignore:Editable installation" "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[dev]"
 echo "setup: done ($("$VENV/bin/milco-os" version))"

@@ -170,12 +170,12 @@ class E5Encoder:
     """multilingual-e5 conventions: a prefix per side, mean pooling over the attention mask, L2 norm."""
 
     def __init__(self, path: Path, *, device: str | None = None, batch_size: int = 64) -> None:
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
-
         from milco_os.models.files import quiet_transformers
         from milco_os.runtime.torch_runtime import pick_device
 
         quiet_transformers()
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
         self.path = Path(path)
         self.device = pick_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))

@@ -132,10 +132,14 @@ class BertSelfAttention(nn.Module):
         return out.reshape(batch, length, -1).contiguous()
 
 
-class BertSelfOutput(nn.Module):
-    def __init__(self, shape: BertShape) -> None:
+class BertOutput(nn.Module):
+    """Dense projection back to the hidden size, residual, LayerNorm: the block that closes both the attention
+    (transformers' ``BertSelfOutput``, from ``hidden_size``) and the feed-forward (``BertOutput``, from
+    ``intermediate_size``) halves of a layer. The parameter names are those of both."""
+
+    def __init__(self, shape: BertShape, in_features: int) -> None:
         super().__init__()
-        self.dense = Linear(shape.hidden_size, shape.hidden_size)
+        self.dense = Linear(in_features, shape.hidden_size)
         self.LayerNorm = LayerNorm(shape.hidden_size, eps=shape.layer_norm_eps)
 
     def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
@@ -146,7 +150,7 @@ class BertAttention(nn.Module):
     def __init__(self, shape: BertShape) -> None:
         super().__init__()
         self.self = BertSelfAttention(shape)
-        self.output = BertSelfOutput(shape)
+        self.output = BertOutput(shape, shape.hidden_size)
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return self.output(self.self(hidden, mask), hidden)
@@ -161,22 +165,12 @@ class BertIntermediate(nn.Module):
         return F.gelu(self.dense(hidden))
 
 
-class BertOutput(nn.Module):
-    def __init__(self, shape: BertShape) -> None:
-        super().__init__()
-        self.dense = Linear(shape.intermediate_size, shape.hidden_size)
-        self.LayerNorm = LayerNorm(shape.hidden_size, eps=shape.layer_norm_eps)
-
-    def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dense(hidden) + residual)
-
-
 class BertLayer(nn.Module):
     def __init__(self, shape: BertShape) -> None:
         super().__init__()
         self.attention = BertAttention(shape)
         self.intermediate = BertIntermediate(shape)
-        self.output = BertOutput(shape)
+        self.output = BertOutput(shape, shape.intermediate_size)
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         attended = self.attention(hidden, mask)

@@ -28,6 +28,7 @@ from milco_os.models.layouts import (
     CSPLADE_DEFAULT_CHUNK_SIZE,
     CSPLADE_DEFAULT_VARIANT,
     CSPLADE_VARIANTS,
+    ModelDir,
     csplade_layout,
 )
 from milco_os.models.pooling import log_saturate
@@ -212,7 +213,9 @@ def adaptation_loss(
 
 
 # ---------------------------------------------------------------------------------------------- loading
-def load_csplade_dir(path: Path, name: str, variant: str | None = None, **encoder_kwargs: Any) -> SparseEncoder:
+def load_csplade_dir(
+    source: Path | ModelDir, name: str, variant: str | None = None, **encoder_kwargs: Any
+) -> SparseEncoder:
     """A Hugging Face causal-LM directory (config.json + weights, or one ``*.gguf``), optionally a LoRA
     adapter directory (``adapter_config.json``) over a local base, as a CSPLADE :class:`TorchEncoder`.
 
@@ -226,7 +229,7 @@ def load_csplade_dir(path: Path, name: str, variant: str | None = None, **encode
     """
     from milco_os.runtime.torch_runtime import TorchEncoder
 
-    layout = csplade_layout(path, variant)
+    layout = csplade_layout(source.path if isinstance(source, ModelDir) else source, variant)
     path = layout.path
     model_dir, gguf_file, adapter = layout.model_dir, layout.gguf_file, layout.adapter
     quiet_transformers()

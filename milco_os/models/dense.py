@@ -11,6 +11,7 @@ trained without one, and one input feeds both views.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,13 +23,14 @@ from milco_os.models import bert
 POOLING = "mean"
 
 
-def original_top_layers(backbone_dir: Path, start: int) -> nn.ModuleList:
-    """The backbone checkpoint's layers ``start ..`` as plain-torch BERT layers (weights memory-mapped)."""
+def original_top_layers(backbone_dir: Path, start: int, config: dict[str, Any] | None = None) -> nn.ModuleList:
+    """The backbone checkpoint's layers ``start ..`` as plain-torch BERT layers (weights memory-mapped).
+    ``config``: the backbone's config.json where the caller has read it (else it is read here)."""
     from safetensors.torch import load_file
 
     from milco_os.models.files import read_config
 
-    config = read_config(backbone_dir)
+    config = config if config is not None else read_config(backbone_dir)
     if not bert.supported(config):
         msg = f"{backbone_dir}: the dense view needs a plain BERT backbone (see milco_os.models.bert)"
         raise ModelError(msg)

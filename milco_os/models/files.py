@@ -140,11 +140,12 @@ def weight_file(path: Path) -> str | None:
 
 
 def quiet_transformers() -> None:
-    """Silence transformers' warnings and progress bars (milco-os reports problems itself), and torch's
-    deprecation notices that importing torchao (the optional quantisation extra) would print."""
-    import logging
+    """Silence transformers' warnings and progress bars (milco-os reports problems itself), and the known
+    third-party notices importing it would print (:mod:`milco_os.quiet`). Call it before importing a model
+    class from transformers: importing one is what prints them."""
+    from milco_os.quiet import quiet_third_party
 
-    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    quiet_third_party()
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()

@@ -4,6 +4,10 @@ No torch and no weights are loaded here, so the loading factory can name a model
 without building the model. Each family's loader takes its ``info.fingerprint`` from the same functions,
 which keeps the two values identical by construction.
 
+A directory is read once into a :class:`ModelDir` (its path, parsed ``config.json`` and family); the factory
+hands that object to :func:`fingerprint`, the layout functions and the family's loader, so one load reads each
+``config.json`` once. Every function here also takes a plain path, which it reads itself.
+
 Families, recognised by their files:
 
 - ``onnx``: ``model.onnx`` or ``milco_os_model.json`` (a milco-os export);
@@ -16,7 +20,7 @@ Families, recognised by their files:
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,24 +36,42 @@ def is_onnx_dir(path: Path) -> bool:
     return any((Path(path) / name).is_file() for name in ONNX_MARKERS)
 
 
-def family_of(path: Path) -> str:
-    """The family of a model directory (see the module docstring); ModelError for anything else."""
+@dataclass(frozen=True)
+class ModelDir:
+    """A model directory, read once: its path, its parsed ``config.json`` (None where it has none: an ONNX
+    export, a LoRA adapter directory, a single ``*.gguf``) and its family (see the module docstring)."""
+
+    path: Path
+    family: str
+    config: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+
+    def require_config(self) -> dict[str, Any]:
+        """``config.json``, which this family needs; ModelError where the directory has none."""
+        if self.config is None:
+            msg = f"{self.path}: no config.json; expected a Hugging Face model directory (config.json + weights)"
+            raise ModelError(msg)
+        return self.config
+
+
+def read_model_dir(path: Path) -> ModelDir:
+    """Read ``path`` once: its family, from its files, and its ``config.json``; ModelError for anything that is
+    not a model directory of a known family."""
     path = Path(path)
     if not path.is_dir():
         msg = f"{path}: not a directory"
         raise ModelError(msg)
     if is_onnx_dir(path):
-        return "onnx"
+        return ModelDir(path, "onnx")
     if not (path / "config.json").is_file() and ((path / ADAPTER_CONFIG).is_file() or any(path.glob("*.gguf"))):
-        return "csplade"  # a LoRA adapter directory, or one *.gguf causal LM (e.g. the packaged SmolLM2)
+        return ModelDir(path, "csplade")  # a LoRA adapter directory, or one *.gguf causal LM (the packaged SmolLM2)
     config = read_config(path)
     if config.get("model_type") == "milco":
-        return "milco"
+        return ModelDir(path, "milco", config)
     architectures = config.get("architectures") or []
     if any(str(a).endswith("ForMaskedLM") for a in architectures):
-        return "splade"
+        return ModelDir(path, "splade", config)
     if any(str(a).endswith("ForCausalLM") for a in architectures):
-        return "csplade"
+        return ModelDir(path, "csplade", config)
     msg = (
         f"{path}/config.json: model_type {config.get('model_type')!r} with architectures {architectures} is not "
         "supported; expected a MILCO checkpoint (model_type milco), a masked LM (SPLADE) or a causal LM (CSPLADE)"
@@ -57,18 +79,28 @@ def family_of(path: Path) -> str:
     raise ModelError(msg)
 
 
-def fingerprint(path: Path, *, variant: str | None = None) -> str:
-    """The ``info.fingerprint`` the model in ``path`` gets when it is loaded, computed without loading it.
+def as_model_dir(source: Path | ModelDir) -> ModelDir:
+    """``source`` itself when it is already read, else :func:`read_model_dir` of it."""
+    return source if isinstance(source, ModelDir) else read_model_dir(source)
+
+
+def family_of(path: Path | ModelDir) -> str:
+    """The family of a model directory (see the module docstring); ModelError for anything else."""
+    return as_model_dir(path).family
+
+
+def fingerprint(source: Path | ModelDir, *, variant: str | None = None) -> str:
+    """The ``info.fingerprint`` the model in ``source`` gets when it is loaded, computed without loading it.
 
     ``variant`` is the CSPLADE variant argument of the loader (None: the directory's own)."""
-    family = family_of(path)
-    if family == "onnx":
-        return onnx_fingerprint(path)
-    if family == "milco":
-        return milco_fingerprint(path)
-    if family == "splade":
-        return splade_fingerprint(path)
-    return csplade_layout(path, variant).fingerprint
+    model = as_model_dir(source)
+    if model.family == "onnx":
+        return onnx_fingerprint(model.path)
+    if model.family == "milco":
+        return milco_fingerprint(model)
+    if model.family == "splade":
+        return splade_fingerprint(model)
+    return csplade_layout(model.path, variant).fingerprint
 
 
 def onnx_fingerprint(path: Path) -> str:
@@ -89,17 +121,19 @@ def _single_weights(path: Path) -> str:
     return name
 
 
-def splade_fingerprint(path: Path) -> str:
+def splade_fingerprint(source: Path | ModelDir) -> str:
     """A masked-LM directory: config.json + its weights file."""
-    read_config(path)
-    return fingerprint_dir(Path(path), ["config.json", _single_weights(path)])
+    model = as_model_dir(source)
+    model.require_config()
+    return fingerprint_dir(model.path, ["config.json", _single_weights(model.path)])
 
 
-def milco_fingerprint(path: Path) -> str:
+def milco_fingerprint(source: Path | ModelDir) -> str:
     """A MILCO checkpoint: config.json + its weights file (the backbone and head configs it names are not
     part of it: the weights file holds every parameter)."""
-    read_config(path)
-    return fingerprint_dir(Path(path), ["config.json", _single_weights(path)])
+    model = as_model_dir(source)
+    model.require_config()
+    return fingerprint_dir(model.path, ["config.json", _single_weights(model.path)])
 
 
 # ---------------------------------------------------------------------------------------------- MILCO
@@ -108,10 +142,14 @@ class MilcoLayout:
     """The directories a MILCO checkpoint draws on: the backbone and English head checkpoints its config
     names, and where its (multilingual) tokenizer is."""
 
-    config: dict[str, Any]
+    model: ModelDir
     m_dir: Path
     en_dir: Path
     tokenizer_dir: Path
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.model.require_config()
 
 
 def resolve_checkpoint(reference: str, model_dir: Path, key: str) -> Path:
@@ -133,9 +171,9 @@ def resolve_checkpoint(reference: str, model_dir: Path, key: str) -> Path:
     raise ModelError(msg)
 
 
-def milco_layout(path: Path) -> MilcoLayout:
-    path = Path(path)
-    config = read_config(path)
+def milco_layout(source: Path | ModelDir) -> MilcoLayout:
+    model = as_model_dir(source)
+    path, config = model.path, model.require_config()
     for key in ("multilingual_encoder_checkpoint", "lsr_encoder_checkpoint"):
         if not config.get(key):
             msg = f"{path}/config.json: missing {key!r} (a MILCO config names its backbone and English head)"
@@ -143,7 +181,7 @@ def milco_layout(path: Path) -> MilcoLayout:
     m_dir = resolve_checkpoint(config["multilingual_encoder_checkpoint"], path, "multilingual_encoder_checkpoint")
     en_dir = resolve_checkpoint(config["lsr_encoder_checkpoint"], path, "lsr_encoder_checkpoint")
     own_tokenizer = (path / "tokenizer_config.json").is_file() or (path / "tokenizer.json").is_file()
-    return MilcoLayout(config=config, m_dir=m_dir, en_dir=en_dir, tokenizer_dir=path if own_tokenizer else m_dir)
+    return MilcoLayout(model=model, m_dir=m_dir, en_dir=en_dir, tokenizer_dir=path if own_tokenizer else m_dir)
 
 
 # ---------------------------------------------------------------------------------------------- CSPLADE

@@ -29,7 +29,7 @@ from milco_os.errors import ModelError
 from milco_os.models import bert
 from milco_os.models.dense import mean_pooled
 from milco_os.models.files import load_state_dict, quiet_transformers, read_config, weight_file
-from milco_os.models.layouts import milco_fingerprint, milco_layout
+from milco_os.models.layouts import MilcoLayout, ModelDir, milco_fingerprint, milco_layout
 from milco_os.models.pooling import log_saturate, masked_max
 from milco_os.types import DenseInfo, ModelInfo, pad_vocab, vocab_from_tokenizer
 
@@ -202,7 +202,9 @@ def dual_view_scores(
 
 
 # ---------------------------------------------------------------------------------------------- loading
-def load_milco_dir(path: Path, name: str, **encoder_kwargs: Any) -> SparseEncoder:
+def load_milco_dir(
+    source: Path | ModelDir, name: str, *, layout: MilcoLayout | None = None, **encoder_kwargs: Any
+) -> SparseEncoder:
     """A MILCO checkpoint in the official layout (github thongnt99/milco: ``MILCOConfig`` +
     ``pytorch_model.bin``/``model.safetensors`` with ``m_model.*``, ``projector.*``, ``mlm_head.*``,
     ``echo.*``, ``scale`` weights); the backbone and English head configurations (and tokenizers) come from
@@ -212,23 +214,25 @@ def load_milco_dir(path: Path, name: str, **encoder_kwargs: Any) -> SparseEncode
     modules of :mod:`milco_os.models.bert` built on the meta device, the weights memory-mapped, tokenizers
     without transformers (:mod:`milco_os.models.tokenizer`); the outputs are bit-identical to the
     transformers path, which every other checkpoint takes.
+
+    ``source``: the directory, or it read (:class:`~milco_os.models.layouts.ModelDir`); ``layout``: its
+    :func:`~milco_os.models.layouts.milco_layout`, where the caller has it already.
     """
     from milco_os.models import bert
     from milco_os.models.tokenizer import load_tokenizer
     from milco_os.runtime.torch_runtime import TorchEncoder
 
-    path = Path(path)
-    layout = milco_layout(path)
-    config, m_dir, en_dir = layout.config, layout.m_dir, layout.en_dir
+    layout = layout or milco_layout(source)
+    path, config, m_dir, en_dir = layout.model.path, layout.config, layout.m_dir, layout.en_dir
     m_raw, en_raw = read_config(m_dir), read_config(en_dir)
     fast = bert.supported(m_raw) and bert.supported(en_raw) and weight_file(path) == "model.safetensors"
     if fast:
         m_config: Any = bert.BertShape.from_config(m_raw)
         en_config: Any = bert.BertShape.from_config(en_raw)
     else:
+        quiet_transformers()
         from transformers import AutoConfig
 
-        quiet_transformers()
         m_config = AutoConfig.from_pretrained(str(m_dir))
         en_config = AutoConfig.from_pretrained(str(en_dir))
     expected = {
@@ -294,14 +298,15 @@ def load_milco_dir(path: Path, name: str, **encoder_kwargs: Any) -> SparseEncode
         raise ModelError(msg)
 
     # The backbone's own embedding comes with the pass when its checkpoint is here in plain BERT form (milco-mini).
-    dense = _attach_dense_view(module, state, m_dir) if fast and (m_dir / "model.safetensors").is_file() else None
+    dense = (_attach_dense_view(module, state, m_dir, m_raw) if fast and (m_dir / "model.safetensors").is_file()
+             else None)
     del state
     pivot_vocab = pad_vocab(vocab_from_tokenizer(en_tokenizer, name="en-wordpiece"), en_config.vocab_size)
     echo_vocab = pad_vocab(vocab_from_tokenizer(tokenizer, name="source-pieces"), m_config.vocab_size)
     info = ModelInfo(
         name=name,
         family="milco",
-        fingerprint=milco_fingerprint(path),
+        fingerprint=milco_fingerprint(layout.model),
         pivot_vocab=pivot_vocab,
         echo_vocab=echo_vocab if echo_impl else None,
         max_query_length=int(config.get("query_max_length", 64)),
@@ -313,9 +318,12 @@ def load_milco_dir(path: Path, name: str, **encoder_kwargs: Any) -> SparseEncode
     return TorchEncoder(info, tokenizer, module, **kwargs)
 
 
-def _attach_dense_view(module: MilcoModule, state: dict[str, torch.Tensor], backbone_dir: Path) -> DenseInfo | None:
+def _attach_dense_view(
+    module: MilcoModule, state: dict[str, torch.Tensor], backbone_dir: Path, backbone_config: dict[str, Any]
+) -> DenseInfo | None:
     """Give ``module`` the backbone checkpoint's embedding as its dense view: its original layers from the first
-    one training changed (docs/dense.md); None (no dense view) when training changed its embeddings too."""
+    one training changed (docs/dense.md); None (no dense view) when training changed its embeddings too.
+    ``backbone_config``: the backbone's config.json, as the loader read it."""
     import hashlib
 
     from milco_os.models.dense import POOLING, first_changed_layer, original_top_layers
@@ -325,7 +333,8 @@ def _attach_dense_view(module: MilcoModule, state: dict[str, torch.Tensor], back
     if start is None:
         return None
     layers = len(module.m_model.encoder.layer)
-    module.with_dense_view(original_top_layers(backbone_dir, start) if start < layers else nn.ModuleList())
+    module.with_dense_view(original_top_layers(backbone_dir, start, backbone_config) if start < layers
+                           else nn.ModuleList())
     backbone = fingerprint_dir(backbone_dir, ["config.json", "model.safetensors"])
     digest = hashlib.sha256(f"{backbone}\n{POOLING}\n".encode()).hexdigest()[:16]
     return DenseInfo(name=f"{backbone_dir.name} ({POOLING} pooling)", fingerprint=f"sha256:{digest}",

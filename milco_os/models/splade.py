@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from milco_os.errors import ModelError
-from milco_os.models.files import quiet_transformers, read_config
-from milco_os.models.layouts import splade_fingerprint
+from milco_os.models.files import quiet_transformers
+from milco_os.models.layouts import ModelDir, as_model_dir, splade_fingerprint
 from milco_os.models.pooling import splade_pool
 from milco_os.types import ModelInfo, pad_vocab, vocab_from_tokenizer
 
@@ -38,16 +38,17 @@ class SpladeMLM(nn.Module):
         return pivot, torch.zeros_like(input_ids, dtype=pivot.dtype)
 
 
-def load_splade_dir(path: Path, name: str, **encoder_kwargs: Any) -> SparseEncoder:
-    """A Hugging Face ``*ForMaskedLM`` directory as an English-only SPLADE encoder."""
+def load_splade_dir(source: Path | ModelDir, name: str, **encoder_kwargs: Any) -> SparseEncoder:
+    """A Hugging Face ``*ForMaskedLM`` directory (or it read, a :class:`~milco_os.models.layouts.ModelDir`) as an
+    English-only SPLADE encoder."""
+    quiet_transformers()
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     from milco_os.runtime.torch_runtime import TorchEncoder
 
-    path = Path(path)
-    quiet_transformers()
-    config = read_config(path)
-    fingerprint = splade_fingerprint(path)
+    model = as_model_dir(source)
+    path, config = model.path, model.require_config()
+    fingerprint = splade_fingerprint(model)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         mlm = AutoModelForMaskedLM.from_pretrained(str(path))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from milco_os.errors import ConfigError
+from milco_os.redact import redact_urls_in
 
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
@@ -93,13 +94,6 @@ def reachable(client: OpenSearch) -> bool:
 def close(client: OpenSearch) -> None:
     """Release the client's connections (e.g. when the service shuts down)."""
     client.close()
-
-
-def redact_urls_in(text: str) -> str:
-    """``text`` with the credentials of every URL in it replaced (errors may quote a URL)."""
-    import re
-
-    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@", r"\1***@", text)
 
 
 def describe_transport_error(e: Exception) -> str:

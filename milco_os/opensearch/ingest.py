@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from milco_os.errors import ConfigError, JobStopped, OpenSearchUnavailable
 from milco_os.layout import read_layout
-from milco_os.opensearch.bulk import BulkConfig, BulkOutcome, BulkWriter
+from milco_os.opensearch.batch import MAX_DOCUMENT_CHARS, BatchPool, BatchResult, PoolRequest
+from milco_os.opensearch.bulk import BulkConfig, BulkWriter
 from milco_os.opensearch.checkpoint import Checkpoint
 from milco_os.opensearch.documents import index_action
 from milco_os.opensearch.indices import checked_record
@@ -40,9 +41,7 @@ from milco_os.pruning import Pruning
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
 
-    from milco_os.opensearch.ray_pool import RayJob
     from milco_os.runtime.encoder import SparseEncoder
-    from milco_os.types import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +50,6 @@ log = logging.getLogger(__name__)
 DEAD_LETTER_MARK = "_milco_os_failed"
 #: OpenSearch rejects a whole bulk request when one ``_id`` is longer than this (in UTF-8 bytes).
 MAX_ID_BYTES = 512
-#: Text per document (all text fields together). Longer texts are refused with a clear reason: encoding
-#: cost grows with length (one 5 MB document ran for 29 minutes at 3 GB), and a retrieval unit that long
-#: should be split into passages before indexing.
-MAX_DOCUMENT_CHARS = 200_000
 
 
 @dataclass(frozen=True)
@@ -79,28 +74,6 @@ class IngestReport:
     @property
     def docs_per_s(self) -> float:
         return (self.indexed + self.failed + self.superseded) / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-
-@dataclass
-class BatchResult:
-    """What became of one batch, encoded and written (where :meth:`Ingester.write_batch` ran)."""
-
-    n_docs: int
-    outcome: BulkOutcome
-    invalid: list[tuple[Any, str]]  # (document, reason): refused before encoding
-    originals: dict[str, Any]  # id -> document, for the ids the outcome did not write
-    retried: int = 0  # items sent again (5xx, 429, unreachable) while writing it
-
-
-class BatchPool(Protocol):
-    """Encodes and writes batches elsewhere (e.g. on Ray actors), each with :meth:`Ingester.write_batch`."""
-
-    @property
-    def info(self) -> ModelInfo: ...
-
-    def results(self, tagged_batches: Iterable[tuple[list[Any], Any]]) -> Iterator[tuple[Any, BatchResult]]:
-        """``(tag, result)`` for every batch, in input order."""
-        ...
 
 
 def batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -488,7 +461,9 @@ def checkpoint_path(path: Path) -> Path:
     return path.with_name(path.name + ".milco-os-checkpoint.json")
 
 
-def batch_pool(ray: RayJob | None, index: str, **worker: Any) -> contextlib.AbstractContextManager[BatchPool | None]:
+def batch_pool(
+    ray: PoolRequest | None, index: str, **worker: Any
+) -> contextlib.AbstractContextManager[BatchPool | None]:
     """Where a job encodes: the Ray actors of ``ray`` writing ``index`` (stopped when the job ends), or None
     (here). ``worker``: the actors' writer settings (``config``, ``id_field``, ``max_chars``)."""
     return ray.pool(index, **worker) if ray is not None else contextlib.nullcontext()
@@ -505,7 +480,7 @@ def ingest_file(
     config: BulkConfig | None = None,
     max_chars: int = MAX_DOCUMENT_CHARS,
     progress: JobProgress | None = None,
-    ray: RayJob | None = None,
+    ray: PoolRequest | None = None,
 ) -> FileIngestReport:
     """Ingest a JSONL file (``None``: stdin), one document per line.
 

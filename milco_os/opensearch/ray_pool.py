@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from milco_os.errors import ConfigError, WorkersLost
+from milco_os.opensearch.batch import MAX_DOCUMENT_CHARS, BatchResult
 from milco_os.opensearch.bulk import BulkConfig, BulkOutcome
-from milco_os.opensearch.ingest import MAX_DOCUMENT_CHARS, BatchResult
 
 if TYPE_CHECKING:
     from milco_os.settings import Settings

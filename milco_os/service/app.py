@@ -35,7 +35,9 @@ from milco_os.errors import (
     OpenSearchUnavailable,
     SearchIndexError,
 )
-from milco_os.opensearch.client import describe_transport_error, redact_urls_in
+from milco_os.opensearch.client import describe_transport_error
+from milco_os.quiet import quiet_third_party
+from milco_os.redact import redact_urls_in
 from milco_os.service.recent import RecentEncodings
 from milco_os.service.routes import router
 from milco_os.service.schemas import (  # noqa: F401 (the limits are part of this module's interface)
@@ -162,6 +164,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
 
 def create_app(settings: Settings, *, service_api_key: str | None = None) -> FastAPI:
     """The app. With ``service_api_key`` every /v1 route needs ``Authorization: Bearer <key>``."""
+    quiet_third_party()  # the lifespan loads a model: its libraries' known notices stay out of the log
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

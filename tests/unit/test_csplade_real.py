@@ -394,6 +394,19 @@ def test_csplade_mini_is_listed_only_with_a_delta(tmp_path: Path, monkeypatch: p
     assert "milco-mini" in models and "smollm2-135m" in models
 
 
+def test_models_fetch_takes_its_list_from_the_loading_layer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fetchable = loading.fetchable_builtins()
+    assert set(loading.builtin_models()) <= set(fetchable)  # every model `milco-os models` lists can be fetched
+    assert {"xlmr-tokenizer", "e5-small"} <= set(fetchable)  # and the parts the assembled ones are built from
+    with pytest.raises(ModelError, match=f"'nope' is not a built-in model; built-in: {', '.join(fetchable)}"):
+        loading.fetch_builtin("nope", tmp_path)
+    monkeypatch.setattr(csplade_mini, "DELTA_ROOT", tmp_path / "none")
+    assert "csplade-mini" not in loading.fetchable_builtins()
+    with pytest.raises(ModelError, match="'csplade-mini' is not a built-in model"):
+        loading.fetch_builtin("csplade-mini", tmp_path)
+    assert not (tmp_path / "models").exists()
+
+
 def test_resolve_model_builds_the_asked_csplade_mini_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     built: list[tuple[Path, Path]] = []
 

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from milco_os.errors import ConfigError
-from milco_os.opensearch.client import describe_transport_error, redact_urls_in
+from milco_os.opensearch.client import describe_transport_error
 from milco_os.opensearch.ingest import (
     DEAD_LETTER_MARK,
     MAX_ID_BYTES,
@@ -21,6 +21,7 @@ from milco_os.opensearch.ingest import (
     validate_document,
 )
 from milco_os.paths import atomic_file, write_text_atomic
+from milco_os.redact import redact_urls_in
 from milco_os.settings import Settings
 
 

@@ -1,8 +1,9 @@
 """The import graph of milco_os has no cycles, and the light entry points stay light.
 
 Every ``import`` / ``from ... import`` in every module counts, function-local ones included (a cycle that
-only closes when a function runs is still a cycle); imports under ``if TYPE_CHECKING:`` do not run and
-are left out.
+only closes when a function runs is still a cycle), and so do imports under ``if TYPE_CHECKING:``: they do
+not run, but a circle hidden that way is still two modules that each need the other (issue 31), and it
+closes the moment someone needs the name at run time.
 """
 
 from __future__ import annotations
@@ -27,28 +28,9 @@ def module_names() -> dict[str, Path]:
     return out
 
 
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
 def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
-    """Every import statement, at any depth, except those under ``if TYPE_CHECKING:``."""
-    found: list[ast.Import | ast.ImportFrom] = []
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
-            for child in node.orelse:
-                visit(child)
-            return
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            found.append(node)
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(tree)
-    return found
+    """Every import statement, at any depth (``if TYPE_CHECKING:`` blocks included)."""
+    return [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -139,6 +121,7 @@ def test_the_graph_sees_function_local_and_relative_imports() -> None:
     graph = import_graph()
     assert "milco_os.models.milco" in graph["milco_os.loading"]  # imported inside load_dir
     assert "milco_os.errors" in graph["milco_os.models.files"]
+    assert "milco_os.runtime.encoder" in graph["milco_os.opensearch.ingest"]  # under if TYPE_CHECKING:
 
 
 def test_milco_os_has_no_import_cycles() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from milco_os import loading
-from milco_os.cli import size_text
+from milco_os.cli_index import size_text
 from milco_os.errors import ConfigError, ModelError
 from milco_os.models.sources import milco_mini
 from milco_os.models.sources.versions import split_ref, version_dir, versions

