@@ -21,7 +21,7 @@ test: setup  ## lint, unit tests and integration tests against a real local Open
 unit: setup  ## unit tests only (no OpenSearch)
 	$(BIN)/pytest tests/unit -q
 
-bench: setup  ## benchmarks (not tests), about two hours on 2 cores (+25 min to encode the corpus once, +50 min the whole pages): encoding, latency vs BM25, index size, ingest, quality, quantisation, ml-commons, growth to 1M, Ray actors, the dense view, passages; prints the targets
+bench: setup  ## benchmarks (not tests), about two hours on 2 cores (+25 min to encode the corpus once, +50 min the whole pages): encoding, latency vs BM25, index size, ingest, quality, quantisation, ml-commons, growth to 1M, Ray actors, the dense view, passages, start-up; prints the targets
 	bash scripts/bench.sh
 
 bench-quick: setup  ## the same scripts on small samples (a smoke run, a few minutes)

@@ -38,43 +38,45 @@ trap '$BIN/milco-os cluster down --port "$PORT"' EXIT
 started=$(date +%s)
 step() { echo; echo "=== $* ($(( ($(date +%s) - started) / 60 )) min so far)"; }
 
-step "1/13 encoding throughput and memory"
+step "1/14 encoding throughput and memory"
 $BIN/python bench/encode.py --model "$MODEL" "${ENCODE[@]}"
-step "2/13 query latency"
+step "2/14 query latency"
 $BIN/python bench/latency.py --url "$URL" --model "$MODEL" --docs "$DOCS" --queries "$QUERIES"
-step "3/13 index size"
+step "3/14 index size"
 $BIN/python bench/index_size.py --url "$URL" --model "$MODEL" --corpus-docs "$DOCS" --docs "$SIZE_DOCS"
-step "4/13 ingest and reindex throughput"
+step "4/14 ingest and reindex throughput"
 $BIN/python bench/throughput.py --url "$URL" --model "$MODEL" --docs "$PAGES"
-step "5/13 quality against cost"
+step "5/14 quality against cost"
 $BIN/python bench/quality.py --url "$URL" --model "$MODEL" --max-queries "$EVAL_QUERIES"
-step "6/13 CSPLADE quantisation study (no OpenSearch; about 10 minutes)"
+step "6/14 CSPLADE quantisation study (no OpenSearch; about 10 minutes)"
 if $BIN/python -c "import torchao" 2>/dev/null; then
   $BIN/python bench/quantisation.py --model "${BENCH_CSPLADE_MODEL:-csplade-mini}" ${QUANT[@]+"${QUANT[@]}"} \
     ${MILCO_OS_BENCH_REPORTS:+--out "$MILCO_OS_BENCH_REPORTS/quantisation.json" --chart results/bench/quantisation.png}
 else
   echo "skipped: needs the quant extra (.venv/bin/pip install -e '.[quant]' -c constraints.txt)"
 fi
-step "7/13 OpenSearch calling milco-os through ml-commons (its own node with plugins on port 9291)"
+step "7/14 OpenSearch calling milco-os through ml-commons (its own node with plugins on port 9291)"
 $BIN/python bench/ml_commons.py "${MLC[@]}"
-step "8/13 cost growth: latency and index size as the corpus grows tenfold twice (copies beyond the encoded paragraphs)"
+step "8/14 cost growth: latency and index size as the corpus grows tenfold twice (copies beyond the encoded paragraphs)"
 $BIN/python bench/growth.py --url "$URL" --model "$MODEL" "${GROWTH[@]}"
-step "9/13 scaling out: ingest on 1, 2 and 4 Ray encoder actors against the single process"
+step "9/14 scaling out: ingest on 1, 2 and 4 Ray encoder actors against the single process"
 $BIN/python bench/scale.py --url "$URL" --model "$MODEL" "${SCALE[@]}"
-step "10/13 the dense view: which backbone layers it reads (dev sets, no OpenSearch; about 15 minutes)"
+step "10/14 the dense view: which backbone layers it reads (dev sets, no OpenSearch; about 15 minutes)"
 if [ "${1:-}" = "--quick" ]; then echo "skipped in --quick (it reads the four whole dev sets)"; else
   $BIN/python bench/dense_view.py
 fi
-step "11/13 the dense view's cost: encoding, index size, fused latency against sparse only and BM25"
+step "11/14 the dense view's cost: encoding, index size, fused latency against sparse only and BM25"
 $BIN/python bench/dense_cost.py --url "$URL" --model "$MODEL" "${DENSE[@]}"
-step "12/13 passages: how a document scores from its passages (dev sets, whole pages, no OpenSearch; about 50 minutes the first time)"
+step "12/14 passages: how a document scores from its passages (dev sets, whole pages, no OpenSearch; about 50 minutes the first time)"
 if [ "${1:-}" = "--quick" ]; then echo "skipped in --quick (it encodes the whole pages of the dev sets)"; else
   $BIN/python bench/passages.py
 fi
-step "13/13 passages' cost: encoding, index size and latency against the merged layout and BM25 (the encodings of step 12)"
+step "13/14 passages' cost: encoding, index size and latency against the merged layout and BM25 (the encodings of step 12)"
 if [ "${1:-}" = "--quick" ]; then echo "skipped in --quick (it reads step 12's encodings)"; else
   $BIN/python bench/passages_cost.py --url "$URL" --model "$MODEL" --queries "$QUERIES"
 fi
+step "14/14 start-up: --help, version, one cold search, the interactive mode's further queries"
+$BIN/python bench/startup.py --url "$URL" --model "$MODEL"
 step "done: reports in ${MILCO_OS_BENCH_REPORTS:-reports/bench}/ (bench/report.py writes them into the docs)"
 echo "Targets:"
 $BIN/python bench/report.py --targets
