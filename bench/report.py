@@ -904,8 +904,8 @@ def startup_section(source: str = "startup") -> str:
     rows = [[what, round(seconds, 2), targets.get(what), ("met" if seconds < targets[what] else "missed")
              if what in targets else None] for what, seconds in r["seconds"].items()]
     head = (f"{r['model']}, a fresh `milco-os` process per measurement (start to exit), median of {r['runs']} runs, "
-            "the model's files in the cache and in the page cache (the second of two runs a user makes); the interactive "
-            "search mode keeps the model loaded, so a further query costs only its own search.\n\n")
+            "the model's files in the cache and in the page cache (the second of two runs a user makes); the "
+            "interactive search mode keeps the model loaded, so a further query costs only its own search.\n\n")
     return head + md_table(["what", "seconds", "target (s)", ""], rows)
 
 
