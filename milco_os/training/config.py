@@ -58,6 +58,9 @@ class SctConfig(_Config):
     stage: Literal["sct"] = "sct"
     loss: Literal["kl", "infonce"] = "kl"
     group_size: int = Field(8, ge=2, description="1 positive + group_size-1 hard negatives per query")
+    negative_ceiling: float | None = Field(None, gt=0, description="no hard negative the teacher scores above this "
+                                                                   "times the positive's score (likely a false "
+                                                                   "negative: a page as good as the labelled one)")
     teacher_temperature: float = Field(0.02, gt=0, description="e5 cosine / T before the teacher softmax")
     lambda_q: float = Field(1e-3, ge=0)
     lambda_d: float = Field(1e-5, ge=0)
@@ -91,9 +94,6 @@ class SctConfig(_Config):
     common_lambda: float = Field(0.0, ge=0, description="weight of the common-term penalty: each pivot term active "
                                                         "in more than common_share of the batch's passages pays its "
                                                         "mean weight times that excess")
-    negative_ceiling: float | None = Field(None, gt=0, description="no hard negative the teacher scores above this "
-                                                                   "times the positive's score (likely a false "
-                                                                   "negative: a page as good as the labelled one)")
     common_share: float = Field(0.1, gt=0, lt=1, description="also: grounding targets scale each term in the "
                                                              "teacher's top 20 of a share df > this of the pages "
                                                              "by share / df")

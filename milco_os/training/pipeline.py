@@ -371,8 +371,7 @@ def grounding_targets(splade_dir: Path, en_tokenizer: Any, english_passages: Seq
 
     key = _texts_key(english_passages, config.passage_max_length, config.ground_top_k, config.common_share,
                      vocab.tolist())
-    indices, values = _cached(config.output / f"ground-{key}.pt", compute)
-    return indices, values
+    return tuple(_cached(config.output / f"ground-{key}.pt", compute))
 
 
 def mean_pooled(states: CachedStates) -> np.ndarray:

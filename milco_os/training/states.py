@@ -159,8 +159,19 @@ def sparse_pivot(module: MilcoModule, states: torch.Tensor, mask: torch.Tensor, 
     """The pivot view log(1 + ReLU(max logits)) as a dense [B, V] tensor whose gradient matches the dense
     computation (entries with a non-positive max are 0 with zero gradient either way)."""
     values, idx, selected = pooled_logits(module, states, mask, lambda v: v > 0, vocab)
-    out = torch.zeros_like(values)
-    return out.index_put((idx[0], idx[1]), torch.log1p(torch.relu(selected)))
+    return _pivot(values, idx, selected)
+
+
+def _pivot(values: torch.Tensor, idx: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """The dense [B, V] pivot from :func:`pooled_logits`' selected entries (a non-positive one gives 0 and no
+    gradient)."""
+    return torch.zeros_like(values).index_put((idx[0], idx[1]), torch.log1p(torch.relu(selected)))
+
+
+def _mse(selected: torch.Tensor, idx: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if selected.numel() == 0:
+        return selected.sum() * 0.0
+    return torch.mean((selected - target[idx[0], idx[1]]) ** 2)
 
 
 @torch.no_grad()
@@ -180,21 +191,18 @@ def sparse_mse(
     """Spec Eq. 8 over the flattened batch: mean squared error on the entries where the student's or the
     teacher's raw logit is positive. Returns (loss, student values without grad). ``target`` [B, V] is over
     ``vocab`` when given."""
-    loss, values, _ = pivot_and_mse(module, states, mask, target, vocab)
-    return loss, values
+    values, idx, selected = pooled_logits(module, states, mask, lambda v: (v > 0) | (target > 0), vocab)
+    return _mse(selected, idx, target), values
 
 
 def pivot_and_mse(
     module: MilcoModule, states: torch.Tensor, mask: torch.Tensor, target: torch.Tensor,
     vocab: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`sparse_mse` and :func:`sparse_pivot` from one pass over the logits: (loss, values without grad,
-    pivot [B, V] with grad)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sparse_mse` and :func:`sparse_pivot` from one pass over the logits: (loss, pivot [B, V] with
+    grad)."""
     values, idx, selected = pooled_logits(module, states, mask, lambda v: (v > 0) | (target > 0), vocab)
-    pivot = torch.zeros_like(values).index_put((idx[0], idx[1]), torch.log1p(torch.relu(selected)))
-    if selected.numel() == 0:
-        return selected.sum() * 0.0, values, pivot
-    return torch.mean((selected - target[idx[0], idx[1]]) ** 2), values, pivot
+    return _mse(selected, idx, target), _pivot(values, idx, selected)
 
 
 def top_k_targets(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from milco_os.models.milco import MilcoModule, dual_view_scores, head_transform
+from milco_os.models.milco import MilcoModule, dual_view_scores, head_decoder, head_transform
 from milco_os.paths import atomic_file
 from milco_os.training.config import SapConfig, SctConfig
 from milco_os.training.states import (
@@ -317,7 +317,7 @@ def batch_scores(
     if d_target is None:
         d_pivot = sparse_pivot(module, d_states, d_mask, vocab)
     else:
-        ground, _, d_pivot = pivot_and_mse(module, d_states, d_mask, d_target, vocab)
+        ground, d_pivot = pivot_and_mse(module, d_states, d_mask, d_target, vocab)
     pivot_scores = q_pivot @ d_pivot.T
     if not module.has_echo:
         return BatchScores(pivot_scores, pivot_scores, q_pivot, d_pivot, ground)
@@ -414,6 +414,7 @@ def train_sct(
     g = groups.shape[1]
     pages = doc_pages if doc_pages is not None else np.arange(len(d_states))
     device = torch.device(config.device)
+    width = len(vocab) if vocab is not None else head_decoder(module.mlm_head).out_features  # of the targets
     try:
         for step in range(run.first, len(batches)):
             rows = batches[step]
@@ -421,7 +422,6 @@ def train_sct(
             doc_rows = [int(p) for r in rows for p in groups[r]]
             d_target = None
             if ground is not None and config.ground_weight:
-                width = len(vocab) if vocab is not None else module.mlm_head.predictions.decoder.out_features
                 d_target = dense_targets(ground[0][doc_rows], ground[1][doc_rows], width).to(device)
             scores, pivot_scores, q_pivot, d_pivot, ground_loss = batch_scores(
                 module, q, d_states.batch(doc_rows, device), config.train_top_layers, vocab, d_target)
