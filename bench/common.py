@@ -25,8 +25,7 @@ from milco_os.specs import ECHO_FIELD, PIVOT_FIELD
 from milco_os.types import Encoded, Passage, SparseVector
 
 if TYPE_CHECKING:
-    from opensearchpy import OpenSearch
-
+    from milco_os.opensearch.engine import Client
     from milco_os.runtime.encoder import SparseEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -323,7 +322,7 @@ def mean_terms(encoded: Sequence[Encoded]) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------------------ indexing
 def bulk_load(
-    client: OpenSearch,
+    client: Client,
     index: str,
     docs: Sequence[Doc],
     encoded: Sequence[Any] | None,

@@ -126,16 +126,14 @@ def handle_errors(fn: F) -> F:
 
 def describe_unexpected(e: Exception) -> str:
     """One line for an error no command turned into a MilcoError (with -v, the traceback is logged)."""
-    from opensearchpy.exceptions import ConnectionError as TransportConnectionError
-    from opensearchpy.exceptions import TransportError
-
     from milco_os.opensearch.client import describe_transport_error
+    from milco_os.opensearch.engine import connection_error, error_engine, error_status, transport_error
 
     logging.getLogger("milco_os").info("details", exc_info=e)
-    if isinstance(e, TransportConnectionError):
-        return f"OpenSearch unreachable ({type(e).__name__}); check --url / MILCO_OS_OPENSEARCH_URL and that it is up"
-    if isinstance(e, TransportError):
-        return f"OpenSearch refused the request (HTTP {e.status_code}): {describe_transport_error(e)}"
+    if isinstance(e, connection_error()):
+        return f"{error_engine(e).label} unreachable ({type(e).__name__}); check --url / MILCO_OS_OPENSEARCH_URL and that it is up"
+    if isinstance(e, transport_error()):
+        return f"{error_engine(e).label} refused the request (HTTP {error_status(e)}): {describe_transport_error(e)}"
     return f"unexpected {type(e).__name__}: {e} (run with -v for the traceback)"
 
 

@@ -1,8 +1,9 @@
 """What an index holds, as one versioned record in its ``_meta.milco_os.layout``: ingest, reindex, search, the
 service and eval read it instead of flags.
 
-    engine     the search engine the index lives in                 opensearch
-    sparse     the field type of the pivot and echo views           rank_features (exact scores)
+    engine     the search engine the index lives in                 opensearch or elasticsearch
+    sparse     the field type of the pivot and echo views           rank_features (OpenSearch) or
+                                                                    sparse_vector (Elasticsearch); exact scores
     units      what one stored vector covers                        merged (a document's windows in one vector)
                                                                     or passages (each window a nested object)
     retrieval  how the sparse views are searched                    exact
@@ -13,8 +14,8 @@ An index created before the record existed has today's layout: :func:`read_layou
 does not know) is refused with one line naming the key, so an older milco-os never misreads a newer index.
 The combinations (docs/dense.md has the table): ``units`` is ``merged`` or ``passages`` (docs/passages.md:
 each of a document's windows is a nested object under ``passages.path`` with its own views and character
-span, and a document scores as its best passage), ``dense`` is present or not, with either; Elasticsearch
-(engine), ``sparse_vector`` fields and approximate sparse retrieval are values later layouts add.
+span, and a document scores as its best passage), ``dense`` is present or not, with either, on
+either engine; approximate sparse retrieval is a value later layouts add.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from typing import Any
 from milco_os.errors import ModelMismatch
 
 LAYOUT_VERSION = 1
-ENGINES = ("opensearch",)
-SPARSE_KINDS = ("rank_features",)
+ENGINES = ("opensearch", "elasticsearch")
+SPARSE_KINDS = ("rank_features", "sparse_vector")
+#: The sparse field types each engine's indices use.
+ENGINE_SPARSE = {"opensearch": ("rank_features",), "elasticsearch": ("sparse_vector",)}
 UNITS = ("merged", "passages")
 RETRIEVALS = ("exact",)
 #: The k-NN field: HNSW graphs in Lucene (no native library), scored by cosine similarity (the dense view is
@@ -101,7 +104,8 @@ def read_layout(record: dict[str, Any], index: str) -> Layout:
     version = raw.get("version")
     if not isinstance(version, int) or not 1 <= version <= LAYOUT_VERSION:
         raise refuse("version", version, tuple(range(1, LAYOUT_VERSION + 1)))
-    for key, known in (("engine", ENGINES), ("sparse", SPARSE_KINDS), ("units", UNITS), ("retrieval", RETRIEVALS)):
+    for key, known in (("engine", ENGINES), ("sparse", ENGINE_SPARSE.get(raw.get("engine"), SPARSE_KINDS)),
+                       ("units", UNITS), ("retrieval", RETRIEVALS)):
         if raw.get(key) not in known:
             raise refuse(key, raw.get(key), known)
     dense = raw.get("dense")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,7 +40,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MILCO_OS_", extra="ignore")
 
     opensearch_url: str = Field(
-        "http://127.0.0.1:9200", description="OpenSearch URL; several may be given, comma-separated"
+        "http://127.0.0.1:9200", description="OpenSearch or Elasticsearch URL; several may be given, comma-separated"
+    )
+    engine: Literal["auto", "opensearch", "elasticsearch"] = Field(
+        "auto", description="the engine at the URL; auto: asked with the first request"
     )
     opensearch_username: str | None = None
     opensearch_password: SecretStr | None = None

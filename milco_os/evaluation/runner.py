@@ -27,7 +27,7 @@ from milco_os.pruning import Pruning
 from milco_os.specs import DEFAULT_ALPHA, DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION, SearchOptions
 
 if TYPE_CHECKING:
-    from opensearchpy import OpenSearch
+    from milco_os.opensearch.engine import Client
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ def judged_queries(evalset: EvalSetLike, max_queries: int | None = None) -> tupl
 
 # ------------------------------------------------------------------------------------------ running
 def run_systems(
-    client: OpenSearch | None,
+    client: Client | None,
     evalset: EvalSetLike,
     specs: Sequence[SystemSpec],
     *,
@@ -328,7 +328,7 @@ def run_systems(
     return results
 
 
-def opensearch_info(client: OpenSearch | None) -> dict[str, Any]:
+def opensearch_info(client: Client | None) -> dict[str, Any]:
     """What the report records about OpenSearch: its version (nothing without a client or an answer)."""
     from milco_os.opensearch.indices import server_version
 

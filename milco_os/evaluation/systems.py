@@ -47,8 +47,7 @@ from milco_os.specs import DEFAULT_ALPHA, IndexSpec, SearchOptions
 from milco_os.types import Encoded, Passage
 
 if TYPE_CHECKING:
-    from opensearchpy import OpenSearch
-
+    from milco_os.opensearch.engine import Client
     from milco_os.runtime.encoder import SparseEncoder
 
 log = logging.getLogger(__name__)
@@ -89,7 +88,7 @@ def eval_index_name(dataset: str, system: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ BM25
-def _write_or_raise(client: OpenSearch, index: str, docs: Sequence[Mapping[str, Any]]) -> None:
+def _write_or_raise(client: Client, index: str, docs: Sequence[Mapping[str, Any]]) -> None:
     """Write BM25 documents; any document not written stops the run (an incomplete index would skew it)."""
     outcome = write_documents(client, index, bm25_documents(docs))
     if outcome.failed:
@@ -103,7 +102,7 @@ def _write_or_raise(client: OpenSearch, index: str, docs: Sequence[Mapping[str, 
 
 
 def run_bm25(
-    client: OpenSearch,
+    client: Client,
     evalset: EvalSetLike,
     *,
     size: int = DEFAULT_SIZE,
@@ -154,7 +153,7 @@ def run_bm25(
     )
 
 
-def merged_size(client: OpenSearch, index: str, source_filtered: bool = False) -> int:
+def merged_size(client: Client, index: str, source_filtered: bool = False) -> int:
     """The index's primary store in bytes after a merge to one segment (comparable across systems; with a
     filtered ``_source``, after OpenSearch dropped its transient recovery copy: see ``force_merge``)."""
     force_merge(client, index, source_filtered=source_filtered, wait_s=90)
@@ -410,7 +409,7 @@ def _views(alpha: float, has_echo: bool) -> str:
 
 
 def run_sparse(
-    client: OpenSearch,
+    client: Client,
     evalset: EvalSetLike,
     encoder: SparseEncoder,
     *,

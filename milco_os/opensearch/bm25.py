@@ -15,9 +15,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from opensearchpy import OpenSearch
+    from milco_os.opensearch.engine import Client
 
-#: milco-os language codes -> OpenSearch built-in language analyzers (module analysis-common). A code
+#: milco-os language codes -> Client built-in language analyzers (module analysis-common). A code
 #: is looked up as given (lower case), then by its part before "-" (``de-ch`` -> ``de``).
 LANGUAGE_ANALYZERS: dict[str, str] = {
     "ar": "arabic", "hy": "armenian", "eu": "basque", "bn": "bengali", "pt-br": "brazilian",
@@ -101,24 +101,25 @@ def bm25_query_body(text: str, langs: Sequence[str], size: int = DEFAULT_SIZE) -
     }
 
 
-def unavailable_analyzers(client: OpenSearch, names: Sequence[str]) -> dict[str, str]:
+def unavailable_analyzers(client: Client, names: Sequence[str]) -> dict[str, str]:
     """Analyzers the node does not know (e.g. a distribution without the analysis-common module), each
     with OpenSearch's reason."""
-    from opensearchpy.exceptions import TransportError
+    from milco_os.opensearch.engine import error_status, transport_error
 
     missing: dict[str, str] = {}
     for name in sorted(set(names) - {STANDARD}):
         try:
             client.indices.analyze(body={"analyzer": name, "text": "probe"})
-        except TransportError as e:
-            if e.status_code != 400:
+        except transport_error() as e:
+            if error_status(e) != 400:
                 raise
-            reason = e.info.get("error", {}).get("reason") if isinstance(e.info, dict) else None
-            missing[name] = str(reason or e.error)
+            info = getattr(e, "info", None)
+            reason = info.get("error", {}).get("reason") if isinstance(info, dict) else None
+            missing[name] = str(reason or getattr(e, "error", e))
     return missing
 
 
-def choose_analyzers(client: OpenSearch, langs: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+def choose_analyzers(client: Client, langs: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
     """:func:`resolve_analyzers` for ``langs`` against what this node has."""
     wanted = {analyzer_for(lang) for lang in langs}
     return resolve_analyzers(langs, unavailable_analyzers(client, sorted(wanted)))

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from milco_os.opensearch.client import describe_transport_error
 
 if TYPE_CHECKING:
-    from opensearchpy import OpenSearch
+    from milco_os.opensearch.engine import Client
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def _retryable(status: Any) -> bool:
 class BulkWriter:
     """Writes bulk actions (``_op_type``/``_index``/``_id``/``_source`` dicts); see the module docstring."""
 
-    def __init__(self, client: OpenSearch, config: BulkConfig, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, client: Client, config: BulkConfig, sleep: Callable[[float], None] = time.sleep) -> None:
         self.client = client
         self.config = config
         self.sleep = sleep
@@ -123,7 +123,7 @@ class BulkWriter:
 
     def _send(self, actions: list[dict[str, Any]], outcome: BulkOutcome) -> tuple[list[dict[str, Any]], str]:
         """One pass of ``streaming_bulk`` over ``actions``; returns the actions to retry and why."""
-        from opensearchpy.helpers import streaming_bulk
+        from milco_os.opensearch.engine import engine_of
 
         by_id: dict[str, deque[dict[str, Any]]] = defaultdict(deque)  # results name ids; ids may repeat
         for action in actions:
@@ -131,7 +131,7 @@ class BulkWriter:
         retry: list[dict[str, Any]] = []
         reason = ""
         refused: dict[int, tuple[Exception, list[dict[str, Any]]]] = {}  # whole requests refused (4xx)
-        results = streaming_bulk(
+        results = engine_of(self.client).streaming_bulk()(
             self.client, actions, chunk_size=self.config.max_docs, max_chunk_bytes=self.config.max_bytes,
             raise_on_error=False, raise_on_exception=False, max_retries=self.config.max_retries,
             initial_backoff=self.config.initial_backoff, max_backoff=self.config.max_backoff,  # type: ignore[arg-type]
@@ -169,19 +169,20 @@ class BulkWriter:
 
 def _item_error(result: dict[str, Any]) -> str:
     """One line for a failed item: OpenSearch's reason for it, or the error of its whole request."""
-    from opensearchpy.exceptions import ConnectionError as TransportConnectionError
+    from milco_os.opensearch.engine import connection_error, error_engine, error_status
 
     error = result.get("exception")
-    if isinstance(error, TransportConnectionError):
-        return f"OpenSearch unreachable: {type(error).__name__}: {error.info or error.error}"
+    if isinstance(error, connection_error()):
+        detail = getattr(error, "info", None) or getattr(error, "error", None) or error
+        return f"{error_engine(error).label} unreachable: {type(error).__name__}: {detail}"
     if error is not None:
-        status = error.status_code if isinstance(error.status_code, int) else 0
+        status = error_status(error) or 0
         return f"bulk request failed with HTTP {status}: {describe_transport_error(error)}"
     return f"HTTP {result.get('status')}: {json.dumps(result.get('error'))}"
 
 
 def write_documents(
-    client: OpenSearch, index: str, documents: Iterable[tuple[str, dict[str, Any]]], config: BulkConfig | None = None
+    client: Client, index: str, documents: Iterable[tuple[str, dict[str, Any]]], config: BulkConfig | None = None
 ) -> BulkOutcome:
     """Write ``(id, source)`` pairs to a plain index (e.g. a BM25 baseline) with the retries above."""
     return BulkWriter(client, config or BulkConfig()).write(list(index_actions(index, documents)))

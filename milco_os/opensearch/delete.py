@@ -15,7 +15,7 @@ from milco_os.opensearch.indices import index_record
 from milco_os.opensearch.ingest import DeadLetter, JobProgress, UnreadableLine, batches, read_jsonl
 
 if TYPE_CHECKING:
-    from opensearchpy import OpenSearch
+    from milco_os.opensearch.engine import Client
 
 #: Ids deleted per round (each round is acknowledged and counted before the next).
 ROUND = 5_000
@@ -31,7 +31,7 @@ class DeleteReport:
 
 
 def delete_documents(
-    client: OpenSearch,
+    client: Client,
     index: str,
     ids: Iterable[str],
     *,

@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from milco_os.opensearch.engine import OPENSEARCH, Engine
 from milco_os.specs import HYBRID_NORMS
 
 if TYPE_CHECKING:
-    from opensearchpy import OpenSearch
-
+    from milco_os.opensearch.engine import Client
     from milco_os.opensearch.query import PassageQuery
 
 RRF_K = 60
@@ -79,23 +79,24 @@ def bm25_body(text: str, fields: list[str], filters: list[dict[str, Any]] | None
 
 
 def knn_query(field: str, clause: dict[str, Any], filters: list[dict[str, Any]] | None,
-              passages: PassageQuery | None = None, kind: str = "knn") -> dict[str, Any]:
+              passages: PassageQuery | None = None, kind: str = "knn", engine: Engine = OPENSEARCH) -> dict[str, Any]:
     """A ``knn`` (or neural-search's ``neural``) query on ``field`` with ``clause`` (vector or text, and ``k``):
     ``filters`` inside it, applied while the graph is searched; on an index with passages a ``nested`` query
     (a document's nearest passage) with the filters, on the documents, outside it."""
     if passages is None:
-        return {kind: {field: {**clause, "filter": {"bool": {"filter": filters}}} if filters else clause}}
-    query = passages.wrap({kind: {field: clause}})
+        return engine.knn_clause(field, clause, filters, kind)
+    query = passages.wrap(engine.knn_clause(field, clause, None, kind))
     return {"bool": {"must": [query], "filter": filters}} if filters else query
 
 
 def knn_body(vector: list[float], field: str, k: int, filters: list[dict[str, Any]] | None,
-             source_excludes: list[str] | None, passages: PassageQuery | None = None) -> dict[str, Any]:
+             source_excludes: list[str] | None, passages: PassageQuery | None = None,
+             engine: Engine = OPENSEARCH) -> dict[str, Any]:
     """The dense view's ``k`` nearest documents (the k-NN plugin's ``knn`` query on the Lucene engine, which applies
     ``filters`` while it searches the graph, so a filter never empties the list). On an index with passages, the
     ``k`` documents with the nearest passages, each with that passage (a ``nested`` query; the filters, on the
     documents, then apply after the graph search and can leave fewer than ``k``)."""
-    query = knn_query(field, {"vector": vector, "k": k}, filters, passages)
+    query = knn_query(field, {"vector": vector, "k": k}, filters, passages, engine=engine)
     body: dict[str, Any] = {"query": query, "size": k, "track_total_hits": False}
     if source_excludes:
         body["_source"] = {"excludes": source_excludes}
@@ -142,7 +143,7 @@ class Listed:
 
 
 def fused_hits(
-    client: OpenSearch, index: str, bodies: dict[str, dict[str, Any]], weights: dict[str, float], *,
+    client: Client, index: str, bodies: dict[str, dict[str, Any]], weights: dict[str, float], *,
     norm: str, size: int, from_: int, page_sources: bool = True,
 ) -> tuple[list[dict[str, Any]], int, list[dict[str, Listed]]]:
     """Run the named bodies (each asked for :func:`window` hits; a ``knn`` body keeps its own ``k``) in one

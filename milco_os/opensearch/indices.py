@@ -7,47 +7,46 @@ from typing import TYPE_CHECKING, Any
 
 from milco_os.errors import IndexExists, IndexNotFound, ModelMismatch, SearchIndexError
 from milco_os.opensearch.client import describe_transport_error
+from milco_os.opensearch.engine import engine_of, not_found_error
 from milco_os.opensearch.mapping import META_KEY, check_meta, index_body, spec_of
 from milco_os.specs import IndexSpec
 from milco_os.types import ModelInfo
 
 if TYPE_CHECKING:
-    from opensearchpy import OpenSearch
+    from milco_os.opensearch.engine import Client
 
 
-def create_index(client: OpenSearch, name: str, info: ModelInfo, spec: IndexSpec | None = None) -> dict[str, Any]:
+def create_index(client: Client, name: str, info: ModelInfo, spec: IndexSpec | None = None) -> dict[str, Any]:
     """Create a milco-os index for the model ``info``; returns the body sent."""
-    body = index_body(info, spec or IndexSpec())
+    body = index_body(info, spec or IndexSpec(), engine_of(client))
     create_plain_index(client, name, body)
     return body
 
 
-def create_plain_index(client: OpenSearch, name: str, body: dict[str, Any]) -> None:
+def create_plain_index(client: Client, name: str, body: dict[str, Any]) -> None:
     """Create an index from a ready body (e.g. a BM25 baseline); a clear error when it exists or is refused."""
-    from opensearchpy.exceptions import RequestError
+    from milco_os.opensearch.engine import bad_request_error
 
     try:
         client.indices.create(index=name, body=body)
-    except RequestError as e:
+    except bad_request_error() as e:
         if e.error == "resource_already_exists_exception":
             raise IndexExists(name) from e
-        msg = f"OpenSearch refused to create index {name!r}: {describe_transport_error(e)}"
+        msg = f"{engine_of(client).label} refused to create index {name!r}: {describe_transport_error(e)}"
         raise SearchIndexError(msg) from e
 
 
-def index_record(client: OpenSearch, name: str) -> dict[str, Any]:
+def index_record(client: Client, name: str) -> dict[str, Any]:
     """The ``_meta.milco_os`` record of an index (raises IndexNotFound for a missing index)."""
     return _milco_mapping(client, name)[1]
 
 
-def _milco_mapping(client: OpenSearch, name: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+def _milco_mapping(client: Client, name: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """(the index behind ``name``, its ``_meta.milco_os`` record, its mapping): IndexNotFound for a missing index,
     one line for a name of several indices or an index milco-os did not create."""
-    from opensearchpy.exceptions import NotFoundError
-
     try:
         mapping = client.indices.get_mapping(index=name)
-    except NotFoundError as e:
+    except not_found_error() as e:
         raise IndexNotFound(name) from e
     if len(mapping) != 1:
         msg = f"{name!r} names {len(mapping)} indices; give exactly one index or alias"
@@ -60,12 +59,12 @@ def _milco_mapping(client: OpenSearch, name: str) -> tuple[str, dict[str, Any], 
     return concrete, record, found["mappings"]
 
 
-def checked_record(client: OpenSearch, name: str, info: ModelInfo) -> dict[str, Any]:
+def checked_record(client: Client, name: str, info: ModelInfo) -> dict[str, Any]:
     """The index's record, after refusing a model that differs from the one that built it."""
     return check_meta({META_KEY: index_record(client, name)}, info, name)
 
 
-def index_info(client: OpenSearch, name: str) -> dict[str, Any]:
+def index_info(client: Client, name: str) -> dict[str, Any]:
     """``_meta.milco_os``, document count and store size of an index (or the index behind an alias)."""
     from milco_os.layout import read_layout
 
@@ -84,14 +83,14 @@ def index_info(client: OpenSearch, name: str) -> dict[str, Any]:
     return info
 
 
-def created_spec(client: OpenSearch, name: str) -> IndexSpec:
+def created_spec(client: Client, name: str) -> IndexSpec:
     """The options the milco-os index ``name`` (or the one index behind an alias) was created with."""
     concrete, record, mappings = _milco_mapping(client, name)
     settings = client.indices.get_settings(index=concrete)[concrete]["settings"]["index"]
     return spec_of(record, mappings.get("properties", {}), settings, concrete)
 
 
-def list_indices(client: OpenSearch) -> list[dict[str, Any]]:
+def list_indices(client: Client) -> list[dict[str, Any]]:
     """Every open milco-os index this client may see, by name: its aliases, model, layout, documents and size."""
     from milco_os.layout import read_layout
 
@@ -121,7 +120,7 @@ def list_indices(client: OpenSearch) -> list[dict[str, Any]]:
     return rows
 
 
-def delete_milco_index(client: OpenSearch, name: str, *, with_aliases: bool = False) -> list[str]:
+def delete_milco_index(client: Client, name: str, *, with_aliases: bool = False) -> list[str]:
     """Delete the milco-os index ``name``, never an alias nor an index milco-os did not create; an index that
     aliases point at only ``with_aliases`` (searches through them would fail). Returns those aliases."""
     if client.indices.exists_alias(name=name):
@@ -138,35 +137,33 @@ def delete_milco_index(client: OpenSearch, name: str, *, with_aliases: bool = Fa
     return aliases
 
 
-def index_exists(client: OpenSearch, name: str) -> bool:
+def index_exists(client: Client, name: str) -> bool:
     return bool(client.indices.exists(index=name))
 
 
-def document_count(client: OpenSearch, name: str) -> int:
+def document_count(client: Client, name: str) -> int:
     """Documents in ``name`` (raises IndexNotFound for a missing index)."""
-    from opensearchpy.exceptions import NotFoundError
-
     try:
         return int(client.count(index=name)["count"])
-    except NotFoundError as e:
+    except not_found_error() as e:
         raise IndexNotFound(name) from e
 
 
-def passage_count(client: OpenSearch, index: str, path: str) -> int:
+def passage_count(client: Client, index: str, path: str) -> int:
     """The number of passages in ``index`` (objects of the nested field ``path``)."""
     body = {"size": 0, "aggs": {"passages": {"nested": {"path": path}}}}
     return int(client.search(index=index, body=body)["aggregations"]["passages"]["doc_count"])
 
 
-def refresh(client: OpenSearch, name: str) -> None:
+def refresh(client: Client, name: str) -> None:
     client.indices.refresh(index=name)
 
 
-def delete_index(client: OpenSearch, name: str) -> None:
+def delete_index(client: Client, name: str) -> None:
     """Delete ``name`` if it exists."""
     client.indices.delete(index=name, ignore_unavailable=True)
 
 
-def server_version(client: OpenSearch) -> str:
+def server_version(client: Client) -> str:
     """The cluster's version number, e.g. ``2.19.6``."""
-    return str(client.info()["version"]["number"])
+    return engine_of(client).version(client)

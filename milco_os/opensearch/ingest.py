@@ -39,8 +39,7 @@ from milco_os.opensearch.indices import checked_record
 from milco_os.pruning import Pruning
 
 if TYPE_CHECKING:
-    from opensearchpy import OpenSearch
-
+    from milco_os.opensearch.engine import Client
     from milco_os.runtime.encoder import SparseEncoder
 
 log = logging.getLogger(__name__)
@@ -185,7 +184,7 @@ class Ingester:
 
     def __init__(
         self,
-        client: OpenSearch,
+        client: Client,
         index: str,
         encoder: SparseEncoder | None,
         *,
@@ -394,7 +393,7 @@ class Ingester:
 
 
 def ingest(
-    client: OpenSearch,
+    client: Client,
     index: str,
     documents: Iterable[Any],
     encoder: SparseEncoder,
@@ -470,7 +469,7 @@ def batch_pool(
 
 
 def ingest_file(
-    client: OpenSearch,
+    client: Client,
     index: str,
     encoder: SparseEncoder | None,
     path: Path | None,

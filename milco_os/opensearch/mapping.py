@@ -1,5 +1,6 @@
-"""Pure builders for the index body: text fields, ``rank_features`` fields, the dense view's ``knn_vector`` and the
-``_meta`` contract (with its layout record, :mod:`milco_os.layout`)."""
+"""Pure builders for the index body: text fields, the sparse views' fields (``rank_features``; ``sparse_vector`` on
+Elasticsearch), the dense view's vector field and the ``_meta`` contract (with its layout record,
+:mod:`milco_os.layout`)."""
 
 from __future__ import annotations
 
@@ -8,25 +9,28 @@ from typing import Any
 from milco_os import __version__
 from milco_os.errors import ConfigError, ModelMismatch
 from milco_os.keys import KEY_SCHEME_VERSION
-from milco_os.layout import DENSE_METHOD, DenseLayout, Layout, PassageLayout, read_layout
+from milco_os.layout import DenseLayout, Layout, PassageLayout, read_layout
+from milco_os.opensearch.engine import OPENSEARCH, Engine
 from milco_os.specs import IndexSpec
 from milco_os.types import ModelInfo
 
 META_KEY = "milco_os"
 
 
-def index_layout(info: ModelInfo, spec: IndexSpec) -> Layout:
-    """The layout ``spec`` asks of an index for the model ``info`` (a dense field needs a model with a dense view)."""
+def index_layout(info: ModelInfo, spec: IndexSpec, engine: Engine = OPENSEARCH) -> Layout:
+    """The layout ``spec`` asks of an index in ``engine`` for the model ``info`` (a dense field needs a model with a
+    dense view)."""
     passages = PassageLayout(spec.passages_field) if spec.passages else None
     units = "passages" if passages else "merged"
+    where = {"engine": engine.name, "sparse": engine.sparse, "units": units, "passages": passages}
     if not spec.dense:
-        return Layout(units=units, passages=passages)
+        return Layout(**where)
     if info.dense is None:
         msg = f"--dense: model {info.name!r} has no dense view (milco-mini has one; docs/dense.md)"
         raise ConfigError(msg)
     model = {"name": info.dense.name, "fingerprint": info.dense.fingerprint}
     dense = DenseLayout(field=_in(passages, spec.dense_field), dimensions=info.dense.dimensions, model=model)
-    return Layout(units=units, passages=passages, dense=dense)
+    return Layout(**where, dense=dense)
 
 
 def _in(passages: PassageLayout | None, field: str) -> str:
@@ -34,9 +38,9 @@ def _in(passages: PassageLayout | None, field: str) -> str:
     return f"{passages.path}.{field}" if passages else field
 
 
-def index_meta(info: ModelInfo, spec: IndexSpec) -> dict[str, Any]:
+def index_meta(info: ModelInfo, spec: IndexSpec, engine: Engine = OPENSEARCH) -> dict[str, Any]:
     """The ``_meta.milco_os`` record every milco-os index carries (its ``fields`` name the views' full paths)."""
-    layout = index_layout(info, spec)
+    layout = index_layout(info, spec, engine)
     return {
         "layout": layout.to_meta(),
         "model": {"name": info.name, "family": info.family, "fingerprint": info.fingerprint},
@@ -57,19 +61,19 @@ def index_meta(info: ModelInfo, spec: IndexSpec) -> dict[str, Any]:
     }
 
 
-def index_body(info: ModelInfo, spec: IndexSpec) -> dict[str, Any]:
-    """Settings + mappings for a new index (see :class:`~milco_os.specs.IndexSpec`)."""
+def index_body(info: ModelInfo, spec: IndexSpec, engine: Engine = OPENSEARCH) -> dict[str, Any]:
+    """Settings + mappings for a new index in ``engine`` (see :class:`~milco_os.specs.IndexSpec`)."""
     text_mapping = {"type": "text"} if spec.bm25 else {"type": "text", "index": False}
     properties: dict[str, Any] = {field: dict(text_mapping) for field in spec.text_fields}
-    views: dict[str, Any] = {spec.pivot_field: {"type": "rank_features"}, spec.echo_field: {"type": "rank_features"}}
-    meta = index_meta(info, spec)
+    views: dict[str, Any] = {spec.pivot_field: engine.sparse_mapping(), spec.echo_field: engine.sparse_mapping()}
+    meta = index_meta(info, spec, engine)
     mappings: dict[str, Any] = {"_meta": {META_KEY: meta}, "properties": properties}
     settings: dict[str, Any] = {"number_of_shards": spec.shards, "number_of_replicas": spec.replicas}
     excludes = [] if spec.vectors_in_source else [meta["fields"]["pivot"], meta["fields"]["echo"]]
     dense = meta["layout"]["dense"]
     if dense is not None:
-        views[spec.dense_field] = {"type": "knn_vector", "dimension": dense["dimensions"], "method": DENSE_METHOD}
-        settings["knn"] = True
+        views[spec.dense_field] = engine.dense_mapping(dense["dimensions"])
+        settings.update(engine.dense_settings())
         excludes.append(dense["field"])
     if spec.passages:
         # A passage's span is read back from _source (inner hits), never searched: stored, not indexed.

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from milco_os.opensearch.indices import refresh, server_version
 
 if TYPE_CHECKING:
-    from opensearchpy import OpenSearch
+    from milco_os.opensearch.engine import Client
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +30,20 @@ MERGE_TIMEOUT = 1800
 
 
 # ------------------------------------------------------------------------------------------ client
-def bench_client(url: str, timeout: int = BENCH_TIMEOUT) -> OpenSearch:
+def bench_client(url: str, timeout: int = BENCH_TIMEOUT) -> Client:
     """The product's client settings for ``url`` with a long timeout and no compression (on one machine
     compression only adds client CPU to every request)."""
-    from opensearchpy import OpenSearch
-
-    from milco_os.opensearch.client import client_kwargs
+    from milco_os.opensearch.client import detect_engine
     from milco_os.settings import Settings
 
-    kwargs = client_kwargs(Settings(opensearch_url=url, opensearch_timeout=timeout))
+    settings = Settings(opensearch_url=url, opensearch_timeout=timeout)
+    engine = detect_engine(settings)
+    kwargs = engine.client_kwargs(settings)
     kwargs["http_compress"] = False
-    return OpenSearch(**kwargs)
+    return engine.client_class()(**kwargs)
 
 
-def opensearch_facts(client: OpenSearch) -> dict[str, Any]:
+def opensearch_facts(client: Client) -> dict[str, Any]:
     """Version, number of nodes and each node's maximum heap (MiB)."""
     nodes = client.nodes.info(metric="jvm")["nodes"]
     heap = [n["jvm"]["mem"]["heap_max_in_bytes"] for n in nodes.values()]
@@ -59,7 +59,7 @@ def text_index_body(fields: Sequence[str] = ("text",), *, shards: int = 1, repli
     }
 
 
-def force_merge(client: OpenSearch, index: str, *, source_filtered: bool = False, wait_s: float = 180) -> bool:
+def force_merge(client: Client, index: str, *, source_filtered: bool = False, wait_s: float = 180) -> bool:
     """Merge to one segment. With a filtered ``_source`` OpenSearch also keeps the whole original source
     (``_recovery_source``) until its peer-recovery retention lease passes those operations (synced every
     ~30 s) and a merge runs after a flush; ``source_filtered`` waits for that, so the size read afterwards
@@ -83,14 +83,14 @@ def force_merge(client: OpenSearch, index: str, *, source_filtered: bool = False
     return steady
 
 
-def store_bytes(client: OpenSearch, index: str) -> int:
+def store_bytes(client: Client, index: str) -> int:
     """The primary store size of ``index`` in bytes."""
     stats = client.indices.stats(index=index, metric="store")
     return int(stats["indices"][index]["primaries"]["store"]["size_in_bytes"])
 
 
 def bulk_through_pipeline(
-    client: OpenSearch, index: str, pipeline: str, docs: Sequence[tuple[str, dict[str, Any]]], chunk: int
+    client: Client, index: str, pipeline: str, docs: Sequence[tuple[str, dict[str, Any]]], chunk: int
 ) -> float:
     """Index raw ``(id, source)`` documents through an ingest ``pipeline`` in bulk requests of ``chunk``
     documents, then refresh; returns the seconds it took. Any item error fails the run."""
@@ -109,7 +109,7 @@ def bulk_through_pipeline(
 
 
 # ------------------------------------------------------------------------------------------ searching
-def hit_ids(client: OpenSearch, index: str, body: dict[str, Any], params: dict[str, Any] | None = None) -> list[str]:
+def hit_ids(client: Client, index: str, body: dict[str, Any], params: dict[str, Any] | None = None) -> list[str]:
     """The ids of one search's hits, in order."""
     return [h["_id"] for h in client.search(index=index, body=body, params=params)["hits"]["hits"]]
 
@@ -137,7 +137,7 @@ class LoadResult:
         return len(self.client_ms) / self.wall_s if self.wall_s > 0 else 0.0
 
 
-def run_queries(client: OpenSearch, index: str, bodies: Sequence[str], concurrency: int) -> LoadResult:
+def run_queries(client: Client, index: str, bodies: Sequence[str], concurrency: int) -> LoadResult:
     """Send every (pre-serialised, see :func:`timed_request`) body once, ``concurrency`` at a time, and time
     each request: client time runs from sending the request to the parsed response."""
     start = time.perf_counter()
@@ -147,7 +147,7 @@ def run_queries(client: OpenSearch, index: str, bodies: Sequence[str], concurren
 
 
 def run_interleaved(
-    client: OpenSearch, index: str, variants: Mapping[str, Sequence[str]], concurrency: int, repeat: int = 1
+    client: Client, index: str, variants: Mapping[str, Sequence[str]], concurrency: int, repeat: int = 1
 ) -> dict[str, LoadResult]:
     """Every variant's bodies (one per query, same queries), interleaved query by query with the variants'
     order rotating, ``repeat`` rounds, ``concurrency`` at a time: a change in the machine's speed during the
@@ -172,7 +172,7 @@ def run_interleaved(
 Answer = tuple[float, float, list[str]]
 
 
-def _send_all(client: OpenSearch, index: str, bodies: list[str], concurrency: int) -> list[Answer]:
+def _send_all(client: Client, index: str, bodies: list[str], concurrency: int) -> list[Answer]:
     """(client ms, OpenSearch took ms, hit ids) for each body, sent in order by ``concurrency`` threads."""
     n = len(bodies)
     answers: list[Answer] = [(0.0, 0.0, [])] * n

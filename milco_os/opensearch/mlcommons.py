@@ -40,7 +40,7 @@ from milco_os.pruning import Pruning
 from milco_os.specs import DEFAULT_ALPHA, TwoPhase
 
 if TYPE_CHECKING:
-    from opensearchpy import OpenSearch
+    from milco_os.opensearch.engine import Client
 
 log = logging.getLogger(__name__)
 ROUTE = "/v1/neural-sparse"
@@ -278,7 +278,7 @@ def _private(host: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ IO
-def _call(client: OpenSearch, method: str, path: str, body: dict[str, Any] | None = None,
+def _call(client: Client, method: str, path: str, body: dict[str, Any] | None = None,
           params: dict[str, Any] | None = None, what: str = "") -> Any:
     from opensearchpy.exceptions import TransportError
 
@@ -293,7 +293,7 @@ def _call(client: OpenSearch, method: str, path: str, body: dict[str, Any] | Non
         raise SearchIndexError(msg) from None
 
 
-def _wait_task(client: OpenSearch, task_id: str, what: str, timeout: float = 120.0) -> dict[str, Any]:
+def _wait_task(client: Client, task_id: str, what: str, timeout: float = 120.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         task = _call(client, "GET", f"{ML}/tasks/{task_id}", what=what)
@@ -309,12 +309,12 @@ def _wait_task(client: OpenSearch, task_id: str, what: str, timeout: float = 120
         time.sleep(0.5)
 
 
-def ml_node_count(client: OpenSearch) -> int:
+def ml_node_count(client: Client) -> int:
     nodes = client.nodes.info(metric="settings")["nodes"].values()
     return sum("ml" in node.get("roles", []) for node in nodes)
 
 
-def check_cluster(client: OpenSearch, service_url: str, *, configure: bool) -> dict[str, Any]:
+def check_cluster(client: Client, service_url: str, *, configure: bool) -> dict[str, Any]:
     """Refuse (one line naming each setting) or, with ``configure``, set what ml-commons needs to call the
     service; returns the settings changed."""
     flat = client.cluster.get_settings(include_defaults=True, flat_settings=True)
@@ -330,7 +330,7 @@ def check_cluster(client: OpenSearch, service_url: str, *, configure: bool) -> d
     return fixes
 
 
-def _put_record(client: OpenSearch, index: str, reg: dict[str, Any] | None) -> None:
+def _put_record(client: Client, index: str, reg: dict[str, Any] | None) -> None:
     """Write (or with None remove) the registration in ``_meta.milco_os``, keeping the rest of ``_meta``."""
     mapping = client.indices.get_mapping(index=index)
     concrete, body = next(iter(mapping.items()))
@@ -344,7 +344,7 @@ def _put_record(client: OpenSearch, index: str, reg: dict[str, Any] | None) -> N
 
 
 def register(
-    client: OpenSearch,
+    client: Client,
     index: str,
     *,
     service_url: str,
@@ -433,7 +433,7 @@ def register(
         defaults = {t.field: reg["models"][t.key] for t in targets(record) if t.kind == "query"}
         _call(client, "PUT", f"/_search/pipeline/{name}", search_pipeline_body(defaults, two_phase, index=index),
               what="creating the search pipeline")
-        step("checking the path: OpenSearch -> milco-os serve -> OpenSearch")
+        step("checking the path: Client -> milco-os serve -> Client")
         check_path(client, index, name, record)
         _put_record(client, index, reg)
     except BaseException:
@@ -445,7 +445,7 @@ def register(
     return reg
 
 
-def _exists(client: OpenSearch, path: str) -> bool:
+def _exists(client: Client, path: str) -> bool:
     from opensearchpy.exceptions import NotFoundError
 
     try:
@@ -461,7 +461,7 @@ def _with_key(body: dict[str, Any], key: str | None) -> dict[str, Any]:
     return body
 
 
-def check_path(client: OpenSearch, index: str, pipeline: str, record: dict[str, Any]) -> None:
+def check_path(client: Client, index: str, pipeline: str, record: dict[str, Any]) -> None:
     """Simulate the ingest pipeline on one document and run one query through the search pipeline; fail with
     ml-commons' own reason if any part is wrong (service unreachable or refusing, wrong key, another model,
     untrusted endpoint)."""
@@ -490,7 +490,7 @@ def check_path(client: OpenSearch, index: str, pipeline: str, record: dict[str, 
           what="a test query through the search pipeline")
 
 
-def _remove(client: OpenSearch, reg: dict[str, Any]) -> list[str]:
+def _remove(client: Client, reg: dict[str, Any]) -> list[str]:
     """Delete what ``reg`` names, tolerating what is already gone; returns what was removed."""
     from opensearchpy.exceptions import NotFoundError, TransportError
 
@@ -520,7 +520,7 @@ def _remove(client: OpenSearch, reg: dict[str, Any]) -> list[str]:
     return removed
 
 
-def unregister(client: OpenSearch, index: str) -> list[str]:
+def unregister(client: Client, index: str) -> list[str]:
     """Remove the pipelines, models, connectors and model group :func:`register` made for ``index``, and its
     record in ``_meta``; returns what was removed."""
     record = index_record(client, index)

@@ -1,4 +1,5 @@
-"""Pure builders for search requests: a query's sparse vectors -> weighted ``rank_feature`` clauses.
+"""Pure builders for search requests: a query's sparse vectors -> one weighted clause per term (``rank_feature`` on
+OpenSearch, a boosted ``term`` on Elasticsearch's ``sparse_vector``: :mod:`milco_os.opensearch.engine`).
 
 Score of a hit = alpha * <q_pivot, d_pivot> + (1 - alpha) * <q_echo, d_echo>, exactly up to the
 precision of stored feature values (Lucene keeps 9 significant bits, ~0.4%). alpha = 0.5 ranks like
@@ -7,13 +8,13 @@ MILCO's unweighted sum.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from milco_os.keys import decode_key, encode_key
+from milco_os.opensearch.engine import OPENSEARCH, Engine
 from milco_os.pruning import selective
 from milco_os.specs import DEFAULT_ALPHA, TwoPhase
 from milco_os.types import Encoded, SparseVector
@@ -32,14 +33,11 @@ def query_tokens(vec: SparseVector, scale: float = 1.0) -> dict[str, float]:
     return {encode_key(token): scale * weight for token, weight in vec.to_terms().items()}
 
 
-def feature_clauses(vec: SparseVector, field: str, scale: float) -> list[dict[str, Any]]:
-    """One ``rank_feature`` clause per term: linear in the stored value, boosted by scale * weight."""
+def feature_clauses(vec: SparseVector, field: str, scale: float, engine: Engine = OPENSEARCH) -> list[dict[str, Any]]:
+    """One clause per term: linear in the stored value, boosted by scale * weight."""
     if scale <= 0:
         return []
-    return [
-        {"rank_feature": {"field": f"{field}.{key}", "linear": {}, "boost": weight}}
-        for key, weight in query_tokens(vec, scale).items()
-    ]
+    return [engine.term_clause(field, key, weight) for key, weight in query_tokens(vec, scale).items()]
 
 
 def expansion_query(
@@ -49,12 +47,14 @@ def expansion_query(
     pivot_field: str,
     echo_field: str,
     filters: list[dict[str, Any]] | None = None,
+    engine: Engine = OPENSEARCH,
 ) -> dict[str, Any]:
     """``bool.should`` over pivot and echo terms (and ``filter`` clauses, which do not score)."""
     if not 0 <= alpha <= 1:
         msg = f"alpha must be in [0, 1], got {alpha}"
         raise ValueError(msg)
-    should = feature_clauses(query.pivot, pivot_field, alpha) + feature_clauses(query.echo, echo_field, 1 - alpha)
+    should = (feature_clauses(query.pivot, pivot_field, alpha, engine)
+              + feature_clauses(query.echo, echo_field, 1 - alpha, engine))
     boolean: dict[str, Any] = {"should": should, "minimum_should_match": 1 if should else 0}
     if filters:
         boolean["filter"] = filters
@@ -128,13 +128,14 @@ class PassageQuery:
 
 def scored_query(
     query: Encoded, *, alpha: float, pivot_field: str, echo_field: str, filters: list[dict[str, Any]] | None = None,
-    passages: PassageQuery | None = None, inner_hits: bool = True,
+    passages: PassageQuery | None = None, inner_hits: bool = True, engine: Engine = OPENSEARCH,
 ) -> dict[str, Any]:
     """:func:`expansion_query`, on an index with passages scored through its passages (``filters`` apply to the
     documents, outside the nested query); either way a ``bool`` whose ``should`` takes more clauses."""
+    views = {"alpha": alpha, "pivot_field": pivot_field, "echo_field": echo_field, "engine": engine}
     if passages is None:
-        return expansion_query(query, alpha=alpha, pivot_field=pivot_field, echo_field=echo_field, filters=filters)
-    inner = expansion_query(query, alpha=alpha, pivot_field=pivot_field, echo_field=echo_field)
+        return expansion_query(query, **views, filters=filters)
+    inner = expansion_query(query, **views)
     return through_passages(inner, passages, filters, inner_hits=inner_hits)
 
 
@@ -176,6 +177,7 @@ def search_body(
     source_excludes: list[str] | None = None,
     stats: TermStats | None = None,
     passages: PassageQuery | None = None,
+    engine: Engine = OPENSEARCH,
 ) -> dict[str, Any]:
     """The whole search request. Filters restrict without scoring; ``hybrid`` adds BM25 to the score;
     ``stats``: the index's term statistics, for a two-phase ``value`` split; ``passages``: an index with passages
@@ -184,7 +186,7 @@ def search_body(
     rest: Encoded | None = None
     if two_phase is not None:
         first, rest = two_phase_split(query, two_phase, stats)
-    views = {"alpha": alpha, "pivot_field": pivot_field, "echo_field": echo_field}
+    views = {"alpha": alpha, "pivot_field": pivot_field, "echo_field": echo_field, "engine": engine}
     main = scored_query(first, **views, filters=filters, passages=passages)
 
     def with_bm25(scored: dict[str, Any]) -> dict[str, Any]:
@@ -276,20 +278,17 @@ def term_contributions(
     return out
 
 
-_LINEAR = re.compile(r"^Linear function on the (?P<field>.+) field for the (?P<key>.+) feature, computed as w \* S")
-
-
 def contributions_from_explanation(
-    explanation: dict[str, Any], *, alpha: float, pivot_field: str, echo_field: str
+    explanation: dict[str, Any], *, alpha: float, pivot_field: str, echo_field: str, engine: Engine = OPENSEARCH
 ) -> list[TermContribution]:
-    """Per-term contributions read from OpenSearch's ``_explanation`` (used when the vectors are not kept
+    """Per-term contributions read from the engine's ``_explanation`` (used when the vectors are not kept
     in ``_source``). Document weights are the values Lucene stored (9 significant bits)."""
     views = {pivot_field: ("pivot", alpha), echo_field: ("echo", 1 - alpha)}
     out: list[TermContribution] = []
     stack = [explanation]
     while stack:
         node = stack.pop()
-        m = _LINEAR.match(node.get("description", ""))
+        m = engine.explained_term.match(node.get("description", ""))
         if m and m.group("field") in views:
             view, scale = views[m.group("field")]
             values = {d["description"].split(",")[0]: float(d["value"]) for d in node.get("details", [])}

@@ -39,8 +39,7 @@ from milco_os.opensearch.mapping import index_meta, written_fields
 from milco_os.specs import IndexSpec
 
 if TYPE_CHECKING:
-    from opensearchpy import OpenSearch
-
+    from milco_os.opensearch.engine import Client
     from milco_os.opensearch.ray_pool import RayJob
     from milco_os.runtime.encoder import SparseEncoder
 
@@ -88,7 +87,7 @@ def scan_body(
 
 
 def _read_slice(
-    client: OpenSearch, pit_id: str, slice_id: int, slices: int, after: str | None, page_size: int,
+    client: Client, pit_id: str, slice_id: int, slices: int, after: str | None, page_size: int,
     exclude: list[str],
 ) -> Iterator[list[dict[str, Any]]]:
     while True:
@@ -106,7 +105,7 @@ def _read_slice(
 
 
 def reindex(
-    client: OpenSearch,
+    client: Client,
     source: str,
     dest: str,
     encoder: SparseEncoder | None,
@@ -125,7 +124,7 @@ def reindex(
     """Reindex SRC into DEST (created from ``spec`` when missing) with ``encoder``, or on Ray actors with
     ``ray`` (``encoder`` then None); see the module docstring. When it stops before the end, the
     :class:`~milco_os.errors.JobStopped` it raises names the checkpoint."""
-    from opensearchpy.exceptions import TransportError
+    from milco_os.opensearch.engine import engine_of, transport_error
 
     # Refusals first: they need no encoder (on Ray, starting the actors takes a while).
     if slices < 1 or page_size < 1:
@@ -146,7 +145,7 @@ def reindex(
         if not index_exists(client, dest):
             create_index(client, dest, info, spec)
         else:
-            _check_same_layout(index_record(client, dest), index_meta(info, spec), dest)
+            _check_same_layout(index_record(client, dest), index_meta(info, spec, engine_of(client)), dest)
 
         ingester = Ingester(client, dest, encoder, config=config, dead_letter=dead_letter, id_field=_ID_KEY,
                             stop_when_unavailable=True, append_dead_letter=resume, pool=pool)
@@ -156,8 +155,8 @@ def reindex(
             exclude += written_fields(index_record(client, source), source)
         failed_before = int(checkpoint.progress["failed"])
         try:
-            pit_id = client.create_pit(index=source, keep_alive="10m")["pit_id"]
-        except TransportError as e:
+            pit_id = engine_of(client).open_pit(client, source, keep_alive="10m")
+        except transport_error() as e:
             msg = f"cannot open a point in time on {source!r}: {describe_transport_error(e)}"
             raise OpenSearchUnavailable(msg) from None
         pages: queue.Queue[tuple[int, list[dict[str, Any]] | None] | BaseException] = queue.Queue(maxsize=2 * slices)
@@ -178,7 +177,7 @@ def reindex(
                 t.start()
             while open_slices:
                 item = pages.get()
-                if isinstance(item, TransportError):
+                if isinstance(item, transport_error()):
                     msg = f"reading {source!r} failed: {describe_transport_error(item)}"
                     raise OpenSearchUnavailable(msg)
                 if isinstance(item, BaseException):
@@ -212,7 +211,7 @@ def reindex(
             raise
         finally:
             try:
-                client.delete_pit(body={"pit_id": [pit_id]})
+                engine_of(client).close_pit(client, pit_id)
             except Exception:  # noqa: BLE001 (the PIT expires on its own; never mask the real error)
                 log.warning("could not delete point in time %s", pit_id[:16])
 
@@ -242,7 +241,7 @@ def _check_same_layout(record: dict[str, Any], wanted: dict[str, Any], dest: str
         raise ConfigError(msg)
 
 
-def swap_alias(client: OpenSearch, alias: str, index: str) -> None:
+def swap_alias(client: Client, alias: str, index: str) -> None:
     """Point ``alias`` at ``index`` only, in one atomic request."""
     actions: list[dict[str, Any]] = []
     if client.indices.exists_alias(name=alias):

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from milco_os.layout import read_layout
+from milco_os.opensearch.engine import OPENSEARCH, engine_of_record
 from milco_os.opensearch.hybrid import Listed
 from milco_os.opensearch.indices import checked_record
 from milco_os.opensearch.query import (
@@ -20,8 +21,7 @@ from milco_os.specs import DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION, DEFAULT_QUERY_P
 from milco_os.types import Encoded
 
 if TYPE_CHECKING:
-    from opensearchpy import OpenSearch
-
+    from milco_os.opensearch.engine import Client
     from milco_os.pruning import TermStats
     from milco_os.runtime.encoder import SparseEncoder
 
@@ -105,7 +105,7 @@ QUERY_FORMS = ("rank_feature", "neural_sparse", "model")
 
 
 def query_request(
-    client: OpenSearch,
+    client: Client,
     index: str,
     text: str,
     encoder: SparseEncoder | None,
@@ -116,7 +116,7 @@ def query_request(
     """The exact search body for ``text``, for users who send queries from their own code: ``rank_feature``
     (what ``search`` sends), ``neural_sparse`` with ``query_tokens`` (neural-search plugin; keys as the index
     stores them, alpha folded into the weights), or ``model`` (``neural_sparse`` with the ml-commons query models
-    registered for the index: OpenSearch encodes the text; no encoder needed). When ``search`` would fuse lists
+    registered for the index: Client encodes the text; no encoder needed). When ``search`` would fuse lists
     (``hybrid_norm``, an index with a dense view) the body is neural-search's ``hybrid`` query of that sparse
     query, BM25 and the dense view (``knn`` with the query's vector, or for ``model`` a ``neural`` query with the
     index's ml-commons dense model), fused by a temporary search pipeline
@@ -139,6 +139,11 @@ def query_request(
         assert encoder is not None
         record = checked_record(client, index, encoder.info)
     fusion = fusion_plan(record, index, options)
+    engine = engine_of_record(record, index)
+    if form != "rank_feature" and engine is not OPENSEARCH:
+        msg = (f"--print-query {form}: that query belongs to OpenSearch's neural-search plugin; "
+               f"index {index!r} is in {engine.label}")
+        raise ConfigError(msg)
     if form == "rank_feature" and fusion is None:
         assert encoder is not None
         return _request(record, text, encoder, options, term_stats(client, index, record, options, stats))[1]
@@ -151,7 +156,7 @@ def query_request(
         # OpenSearch encodes and prunes the query as registered: only the full query or the CLI's default
         # (which nobody asked for) can pass here unnoticed.
         if str(options.query_pruning) not in (str(Pruning.parse("none")), str(Pruning.parse(DEFAULT_QUERY_PRUNE))):
-            msg = ("--print-query model: OpenSearch encodes the query, pruned as registered "
+            msg = ("--print-query model: Client encodes the query, pruned as registered "
                    "(milco-os ml-commons register --query-prune); drop --query-prune here")
             raise ConfigError(msg)
         query = record_query(text, record, alpha=options.alpha)
@@ -162,7 +167,7 @@ def query_request(
         encoded = options.query_pruning.apply(encoder.encode_queries([text], dense=dense)[0], stats)
         fields = {"pivot_field": record["fields"]["pivot"], "echo_field": record["fields"]["echo"]}
         query = (neural_sparse_query(encoded, **fields, alpha=options.alpha) if form == "neural_sparse"
-                 else expansion_query(encoded, **fields, alpha=options.alpha))
+                 else expansion_query(encoded, **fields, alpha=options.alpha, engine=engine))
         query = through_passages(query, passage_query(record, options))
         if dense and encoded.dense is not None:
             dense_clause = {"vector": dense_values(encoded.dense)}
@@ -171,6 +176,10 @@ def query_request(
         query["bool"] |= {"filter": filters, "minimum_should_match": 1}
     if fusion is None:
         return {"query": query, "size": options.size, "from": options.from_}
+    if engine is not OPENSEARCH:
+        msg = (f"--print-query: index {index!r} is in {engine.label}, which has no neural-search hybrid query; "
+               "search fuses the lists itself (drop --print-query, or --dense 0 for the sparse request alone)")
+        raise ConfigError(msg)
     # Fused by OpenSearch: neural-search's hybrid query and processors.
     queries, weights = [query], [1.0]
     if "bm25" in fusion.weights:
@@ -197,7 +206,7 @@ def needs_term_stats(options: SearchOptions) -> bool:
 
 
 def term_stats(
-    client: OpenSearch, index: str, record: dict[str, Any], options: SearchOptions, stats: TermStats | None = None
+    client: Client, index: str, record: dict[str, Any], options: SearchOptions, stats: TermStats | None = None
 ) -> TermStats | None:
     """The index's term statistics when ``options`` need them (``stats`` if given), else None."""
     if not needs_term_stats(options) or stats is not None:
@@ -216,6 +225,7 @@ def _request(
     pivot_field, echo_field = record["fields"]["pivot"], record["fields"]["echo"]
     from_source = record.get("vectors_in_source", True)
     query = options.query_pruning.apply(encoder.encode_queries([text], dense=dense)[0], stats)
+    engine = engine_of_record(record)
     hybrid = (
         Hybrid(text=text, fields=tuple(record["fields"]["text"]), weight=options.hybrid_weight)
         if options.hybrid_weight is not None
@@ -243,6 +253,7 @@ def _request(
         source_excludes=excludes,
         stats=stats,
         passages=passages,
+        engine=engine,
     )
     return query, body
 
@@ -259,7 +270,7 @@ def passage_query(record: dict[str, Any], options: SearchOptions, name: str = "s
 
 
 def search(
-    client: OpenSearch,
+    client: Client,
     index: str,
     text: str,
     encoder: SparseEncoder,
@@ -304,7 +315,8 @@ def search(
                     stored = {f: stored.get(passages.relative(f)) or {} for f in (pivot_field, echo_field)}
                 terms = term_contributions(query, stored, **views)
             else:
-                terms = contributions_from_explanation(scored.get("_explanation", {}), **views)
+                terms = contributions_from_explanation(scored.get("_explanation", {}), **views,
+                                                       engine=engine_of_record(record, index))
         shown = {k: v for k, v in source.items() if k not in (pivot_field, echo_field)}
         hits.append(Hit(id=h["_id"], score=float(h["_score"]), source=shown, terms=terms,
                         lists=where[i] if where else {}, passage=passage))
@@ -383,11 +395,12 @@ def _fused_bodies(
         bodies["bm25"] = bm25_body(text, list(record["fields"]["text"]), filters, excludes)
     if fusion.dense_field is not None and query.dense is not None:
         bodies["dense"] = knn_body(dense_values(query.dense), fusion.dense_field, depth, filters, excludes,
-                                   passages=passage_query(record, replace(options, explain=False), name="dense"))
+                                   passages=passage_query(record, replace(options, explain=False), name="dense"),
+                                   engine=engine_of_record(record))
     return query, bodies
 
 
-def msearch_ids(client: OpenSearch, index: str, bodies: list[dict[str, Any]]) -> list[list[str]]:
+def msearch_ids(client: Client, index: str, bodies: list[dict[str, Any]]) -> list[list[str]]:
     """The hit ids of several searches on ``index``, in one ``_msearch`` round trip."""
     from milco_os.errors import SearchIndexError
 

@@ -17,34 +17,36 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from milco_os.keys import encode_key
+from milco_os.opensearch.engine import OPENSEARCH, Engine
 from milco_os.opensearch.indices import document_count, passage_count
 
 if TYPE_CHECKING:
-    from opensearchpy import OpenSearch
-
+    from milco_os.opensearch.engine import Client
     from milco_os.types import SparseVector
 
 #: Counts per ``_msearch`` request.
 COUNTS_PER_REQUEST = 256
 
 
-def count_body(field: str, key: str, passages: str | None = None) -> dict[str, Any]:
+def count_body(field: str, key: str, passages: str | None = None, engine: Engine = OPENSEARCH) -> dict[str, Any]:
     """Count the documents that hold feature ``key`` of ``field`` (no scoring, no hits); with ``passages`` (the
     nested field's path), the passages that hold it."""
+    holding = engine.holding(field, key)
     if passages is not None:
         return {"size": 0, "aggs": {"passages": {"nested": {"path": passages}, "aggs": {
-            "holding": {"filter": {"rank_feature": {"field": f"{field}.{key}"}}}}}}}
-    return {"size": 0, "track_total_hits": True,
-            "query": {"constant_score": {"filter": {"rank_feature": {"field": f"{field}.{key}"}}}}}
+            "holding": {"filter": holding}}}}}
+    return {"size": 0, "track_total_hits": True, "query": {"constant_score": {"filter": holding}}}
 
 
 class IndexTermStats:
     """Document frequencies of one index's keys, read as queries need them (see the module docstring)."""
 
-    def __init__(self, client: OpenSearch, index: str, record: dict[str, Any]) -> None:
+    def __init__(self, client: Client, index: str, record: dict[str, Any]) -> None:
         from milco_os.layout import read_layout
+        from milco_os.opensearch.engine import engine_of_record
 
         self.client, self.index = client, index
+        self.engine = engine_of_record(record, index)
         self.fields = {"pivot": record["fields"]["pivot"], "echo": record["fields"]["echo"]}
         passages = read_layout(record, index).passages
         self.passages = passages.path if passages is not None else None
@@ -75,7 +77,7 @@ class IndexTermStats:
 
         lines: list[dict[str, Any]] = []
         for key in keys:
-            lines += [{"index": self.index}, count_body(field, key, self.passages)]
+            lines += [{"index": self.index}, count_body(field, key, self.passages, self.engine)]
         responses = self.client.msearch(body=lines)["responses"]
         counts = {}
         for key, item in zip(keys, responses, strict=True):

@@ -22,8 +22,7 @@ from milco_os.opensearch.ingest import JobProgress
 from milco_os.opensearch.reindex import ReindexReport, default_checkpoint_path, reindex, swap_alias
 
 if TYPE_CHECKING:
-    from opensearchpy import OpenSearch
-
+    from milco_os.opensearch.engine import Client
     from milco_os.opensearch.ray_pool import RayJob
     from milco_os.runtime.encoder import SparseEncoder
 
@@ -61,7 +60,7 @@ def dest_name(name: str, model: str) -> str:
     return f"{name}-{re.sub(r'[^a-z0-9_]+', '-', model.lower()).strip('-')}"
 
 
-def plan_upgrade(client: OpenSearch, name: str, model: str, dest: str | None = None) -> UpgradePlan:
+def plan_upgrade(client: Client, name: str, model: str, dest: str | None = None) -> UpgradePlan:
     """Where an upgrade of ``name`` to ``model`` reads and writes (refusals before any work)."""
     is_alias = bool(client.indices.exists_alias(name=name))
     if is_alias:
@@ -80,7 +79,7 @@ def plan_upgrade(client: OpenSearch, name: str, model: str, dest: str | None = N
 
 
 def upgrade(
-    client: OpenSearch,
+    client: Client,
     plan: UpgradePlan,
     encoder: SparseEncoder | None,
     *,
@@ -108,7 +107,7 @@ def upgrade(
                          moved=report.verified)
 
 
-def replace_index(client: OpenSearch, old: str, new: str) -> None:
+def replace_index(client: Client, old: str, new: str) -> None:
     """Remove the index ``old`` and make its name an alias of ``new``, in one atomic request."""
     client.indices.update_aliases(body={"actions": [{"remove_index": {"index": old}},
                                                     {"add": {"index": new, "alias": old}}]})

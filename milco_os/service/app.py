@@ -24,7 +24,6 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
-from opensearchpy.exceptions import TransportError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from milco_os import __version__
@@ -36,6 +35,7 @@ from milco_os.errors import (
     SearchIndexError,
 )
 from milco_os.opensearch.client import describe_transport_error
+from milco_os.opensearch.engine import error_engine, error_status, transport_error
 from milco_os.quiet import quiet_third_party
 from milco_os.redact import redact_urls_in
 from milco_os.service.recent import RecentEncodings
@@ -138,16 +138,18 @@ async def unprocessable(_: Request, exc: ConfigError | EncodingError) -> JSONRes
     return error_response(422, [problem(["body"], one_line(exc))])
 
 
-async def opensearch_error(_: Request, exc: TransportError) -> JSONResponse:
-    status = exc.status_code if isinstance(exc.status_code, int) else 0  # "N/A": no HTTP answer
+async def opensearch_error(_: Request, exc: Exception) -> JSONResponse:
+    """A request the cluster (either engine) refused or did not answer."""
+    status = error_status(exc) or 0  # no HTTP answer
+    label = error_engine(exc).label
     reason = describe_transport_error(exc)
     # A 4xx is about the request (a bad filter, from + size over the result window, ...); but 401/403
     # mean our own credentials or a cluster block, and 429 an overloaded cluster: not the client's doing.
     if 400 <= status < 500 and status not in (401, 403, 429):
-        code = 404 if exc.error == "index_not_found_exception" else 400
-        return error_response(code, f"OpenSearch refused the request: {reason}")
-    detail = f"OpenSearch is unavailable: {type(exc).__name__}" if status == 0 else (
-        f"OpenSearch failed (HTTP {status}): {reason}"
+        code = 404 if getattr(exc, "error", None) == "index_not_found_exception" else 400
+        return error_response(code, f"{label} refused the request: {reason}")
+    detail = f"{label} is unavailable: {type(exc).__name__}" if status == 0 else (
+        f"{label} failed (HTTP {status}): {reason}"
     )
     return error_response(503, detail, headers=RETRY_AFTER)
 
@@ -158,7 +160,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     OpenSearchUnavailable: opensearch_unavailable,
     ConfigError: unprocessable,
     EncodingError: unprocessable,
-    TransportError: opensearch_error,
+    **dict.fromkeys(transport_error(), opensearch_error),
 }
 
 

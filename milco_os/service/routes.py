@@ -48,7 +48,7 @@ from milco_os.settings import Settings
 from milco_os.specs import SearchOptions, TwoPhase
 
 if TYPE_CHECKING:
-    from opensearchpy import OpenSearch
+    from milco_os.opensearch.engine import Client as EngineClient
 
 T = TypeVar("T")
 
@@ -59,7 +59,7 @@ async def get_encoder(request: Request) -> SparseEncoder:
     return request.app.state.encoder
 
 
-async def get_client(request: Request) -> OpenSearch:
+async def get_client(request: Request) -> EngineClient:
     return request.app.state.client
 
 
@@ -83,7 +83,7 @@ async def documents_body(request: Request) -> list[Any]:
 
 
 Encoder = Annotated[SparseEncoder, Depends(get_encoder)]
-Client = Annotated[Any, Depends(get_client)]  # opensearchpy.OpenSearch, used only through the library
+Client = Annotated[Any, Depends(get_client)]  # either engine's client, used only through the library
 ServiceSettings = Annotated[Settings, Depends(get_settings)]
 IndexName = Annotated[str, Depends(index_name)]
 Documents = Annotated[list[Any], Depends(documents_body)]
@@ -278,7 +278,7 @@ STATS_TTL_S = 300.0
 STATS_INDICES = 64
 
 
-def cached_stats(request: Request, client: OpenSearch, index: str, options: SearchOptions) -> Any:
+def cached_stats(request: Request, client: EngineClient, index: str, options: SearchOptions) -> Any:
     """The index's term statistics for ``selective`` pruning and two-phase, kept per index for STATS_TTL_S (None
     when the options need none)."""
     from milco_os.opensearch.indices import index_record
@@ -318,7 +318,7 @@ def search_options(req: SearchRequest, settings: Settings) -> SearchOptions:
         raise invalid(["body"], str(e)) from None
 
 
-def ingest_documents(client: OpenSearch, encoder: SparseEncoder, name: str, docs: list[Any]) -> JSONResponse:
+def ingest_documents(client: EngineClient, encoder: SparseEncoder, name: str, docs: list[Any]) -> JSONResponse:
     """Validate every document first (422 listing the problems, nothing written), then ingest them all.
 
     200 when all were written, 207 when some failed (``failed`` says why), 503 with Retry-After when every

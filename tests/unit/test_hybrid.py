@@ -55,6 +55,18 @@ def test_knn_body_filters_inside_the_graph_search() -> None:
     assert "filter" not in knn_body([1.0], "v", 5, None, None)["query"]["knn"]["v"]
 
 
+def test_on_elasticsearch_the_knn_query_filters_inside_the_graph_search_and_neural_is_refused() -> None:
+    from milco_os.errors import ConfigError
+    from milco_os.opensearch.engine import ELASTICSEARCH
+    from milco_os.opensearch.hybrid import knn_body, knn_query
+
+    body = knn_body([0.6, 0.8], "milco_dense", 100, [{"term": {"lang": "de"}}], None, engine=ELASTICSEARCH)
+    assert body["query"] == {"knn": {"field": "milco_dense", "query_vector": [0.6, 0.8], "k": 100,
+                                     "num_candidates": 100, "filter": [{"term": {"lang": "de"}}]}}
+    with pytest.raises(ConfigError, match="neural.*Elasticsearch has no such query"):
+        knn_query("v", {"query_text": "x", "k": 5}, None, kind="neural", engine=ELASTICSEARCH)
+
+
 def test_options_refuse_a_normalisation_without_lists_with_two_phase_or_unknown() -> None:
     assert SearchOptions(hybrid_weight=1.0, hybrid_norm="minmax").hybrid_norm == "minmax"
     # Without --hybrid the normalisation may still fuse the dense view's list; with --dense 0 nothing is left.

@@ -1,5 +1,6 @@
-"""One owner for OpenSearch IO: only ``milco_os/opensearch/`` (and the local node) talk to the client. Front
-ends (CLI, service, eval, demo, bench) pass a client through to the layer's functions, never call it."""
+"""One owner for engine IO: only ``milco_os/opensearch/`` (and the local node) talk to a client or import an engine's
+client library. Front ends (CLI, service, eval, demo, bench) pass a client through to the layer's functions, never
+call it."""
 
 from __future__ import annotations
 
@@ -32,21 +33,19 @@ def client_calls(tree: ast.AST) -> list[tuple[int, str]]:
     return found
 
 
-def opensearchpy_imports(tree: ast.AST) -> list[tuple[int, str]]:
-    """Imports of opensearch-py other than its exception types (which front ends may catch) and the
-    ``OpenSearch`` type for annotations (under ``if TYPE_CHECKING:``)."""
-    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
-                   and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING"
-                   for n in ast.walk(block)}
+#: The engines' client libraries (opensearch-py, Elastic's client and its transport).
+ENGINE_LIBRARIES = ("opensearchpy", "elasticsearch", "elastic_transport")
+
+
+def engine_library_imports(tree: ast.AST) -> list[tuple[int, str]]:
+    """Any import of an engine's client library, its exception types and annotation-only imports included: front
+    ends catch the layer's error tuples (:mod:`milco_os.opensearch.engine`) and annotate with its ``Client``."""
     found = []
     for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("opensearchpy"):
-            if node.module != "opensearchpy.exceptions":
-                found.append((node.lineno, node.module or ""))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ENGINE_LIBRARIES:
+            found.append((node.lineno, node.module or ""))
         elif isinstance(node, ast.Import):
-            found += [(node.lineno, a.name) for a in node.names if a.name.startswith("opensearchpy")]
+            found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] in ENGINE_LIBRARIES]
     return found
 
 
@@ -54,12 +53,14 @@ def test_front_ends_never_call_the_client() -> None:
     problems = []
     for path in front_end_files():
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        for line, what in client_calls(tree) + opensearchpy_imports(tree):
+        for line, what in client_calls(tree) + engine_library_imports(tree):
             problems.append(f"{path.relative_to(ROOT)}:{line}: {what}")
-    assert not problems, "OpenSearch IO outside milco_os/opensearch/:\n" + "\n".join(problems)
+    assert not problems, "engine IO outside milco_os/opensearch/:\n" + "\n".join(problems)
 
 
 def test_the_check_finds_a_client_call() -> None:
     tree = ast.parse("def f(request):\n    request.app.state.client.indices.refresh(index='x')\n    client.info()\n")
     assert [what for _, what in client_calls(tree)] == ["request.app.state.client.indices.refresh", "client.info"]
-    assert opensearchpy_imports(ast.parse("from opensearchpy.helpers import bulk")) == [(1, "opensearchpy.helpers")]
+    assert engine_library_imports(ast.parse("from opensearchpy.helpers import bulk")) == [(1, "opensearchpy.helpers")]
+    typing_only = "if TYPE_CHECKING:\n    from elasticsearch import Elasticsearch\nimport elastic_transport\n"
+    assert sorted(engine_library_imports(ast.parse(typing_only))) == [(2, "elasticsearch"), (3, "elastic_transport")]

@@ -45,7 +45,7 @@ def test_a_sparse_index_records_todays_layout_and_an_old_index_reads_as_it() -> 
 
 
 @pytest.mark.parametrize(("key", "value"), [
-    ("version", LAYOUT_VERSION + 1), ("engine", "elasticsearch"), ("sparse", "sparse_vector"),
+    ("version", LAYOUT_VERSION + 1), ("engine", "solr"), ("sparse", "sparse_vector"),  # not on OpenSearch (yet)
     ("units", "sentences"), ("retrieval", "approximate"), ("dense", {"field": "v"}),
     ("passages", {"path": "milco_passages"}),  # passages where the units are merged
 ])
@@ -104,3 +104,28 @@ def test_the_fusion_plan_follows_the_layout_and_the_options() -> None:
         fusion_plan(sparse, "docs", SearchOptions(dense_weight=1.0))
     with pytest.raises(ConfigError, match="--hybrid-norm: nothing to fuse"):
         fusion_plan(sparse, "docs", SearchOptions(hybrid_norm="minmax"))
+
+
+def test_an_elasticsearch_index_has_sparse_vector_views_that_never_prune_and_a_float_hnsw_dense_vector() -> None:
+    from milco_os.opensearch.engine import ELASTICSEARCH
+
+    body = index_body(with_dense(), IndexSpec(dense=True), ELASTICSEARCH)
+    properties = body["mappings"]["properties"]
+    for view in ("milco_pivot", "milco_echo"):
+        # exact dot products: 8.19's default query-term pruning is off
+        assert properties[view] == {"type": "sparse_vector", "index_options": {"prune": False}}
+    dense = properties["milco_dense"]
+    assert (dense["type"], dense["dims"], dense["similarity"], dense["index_options"]["type"]) == (
+        "dense_vector", 4, "cosine", "hnsw")
+    assert "knn" not in body["settings"]["index"]  # an OpenSearch setting Elasticsearch refuses
+    layout = read_layout(body["mappings"]["_meta"]["milco_os"], "docs")
+    assert (layout.engine, layout.sparse) == ("elasticsearch", "sparse_vector")
+
+
+def test_an_elasticsearch_layout_with_rank_features_is_refused_naming_the_sparse_key() -> None:
+    from milco_os.opensearch.engine import ELASTICSEARCH
+
+    meta = index_body(with_dense(), IndexSpec(), ELASTICSEARCH)["mappings"]["_meta"]["milco_os"]
+    meta["layout"]["sparse"] = "rank_features"
+    with pytest.raises(ModelMismatch, match=r"layout\.sparse is 'rank_features'.*knows sparse_vector"):
+        read_layout(meta, "docs")

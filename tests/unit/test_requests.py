@@ -68,6 +68,26 @@ def test_expansion_query_weights_views_by_alpha() -> None:
     assert len(pivot_only["bool"]["should"]) == 1
 
 
+def test_on_elasticsearch_each_term_is_a_boosted_term_clause_on_its_sparse_vector_view() -> None:
+    from milco_os.opensearch.engine import ELASTICSEARCH
+    from milco_os.opensearch.stats import count_body
+
+    q = encoded({"heart": 2.0, "u.s.": 1.0}, {"▁Herz": 1.0})
+    should = expansion_query(q, alpha=0.25, pivot_field="p", echo_field="e", engine=ELASTICSEARCH)["bool"]["should"]
+    assert {"term": {"p": {"value": "heart", "boost": 0.5}}} in should
+    assert {"term": {"p": {"value": "u%2Es%2E", "boost": 0.25}}} in should  # the key the index stores
+    assert {"term": {"e": {"value": "▁Herz", "boost": 0.75}}} in should
+    # two-phase: the rescore window's query is built the same way
+    from milco_os.specs import TwoPhase
+
+    two_phase = TwoPhase(ratio=0.9, split="weight")
+    body = search_body(q, pivot_field="p", echo_field="e", two_phase=two_phase, engine=ELASTICSEARCH)
+    rescore = body["rescore"]["query"]["rescore_query"]["bool"]["should"]
+    assert all("term" in clause for clause in rescore + body["query"]["bool"]["should"])
+    counted = count_body("p", "heart", engine=ELASTICSEARCH)["query"]
+    assert counted == {"constant_score": {"filter": {"term": {"p": "heart"}}}}
+
+
 def test_empty_query_matches_nothing() -> None:
     body = search_body(encoded({}), pivot_field="p", echo_field="e")
     assert body["query"] == {"bool": {"must_not": [{"match_all": {}}]}}
