@@ -48,6 +48,7 @@ def one_line(text: str) -> str:
 #: Settings fields -> the flag and environment variable that set them, for error messages.
 SETTING_NAMES = {
     "opensearch_url": "--url / MILCO_OS_OPENSEARCH_URL",
+    "engine": "--engine / MILCO_OS_ENGINE",
     "opensearch_timeout": "--timeout / MILCO_OS_OPENSEARCH_TIMEOUT",
     "opensearch_verify_certs": "--insecure / MILCO_OS_OPENSEARCH_VERIFY_CERTS",
     "opensearch_ca_certs": "--ca-certs / MILCO_OS_OPENSEARCH_CA_CERTS",
@@ -195,8 +196,10 @@ CACHE_DIR = option("cache_dir", Path | None, "--cache-dir", "Cache for downloads
 MODEL = option("model", str | None, "--model", "Built-in model name, model directory or hub id "
                "(env MILCO_OS_MODEL).", MODEL_PANEL)
 CONNECTION = [
-    option("url", str | None, "--url", "OpenSearch URL(s), comma-separated (env MILCO_OS_OPENSEARCH_URL).",
-           CONNECTION_PANEL),
+    option("url", str | None, "--url", "OpenSearch or Elasticsearch URL(s), comma-separated "
+           "(env MILCO_OS_OPENSEARCH_URL).", CONNECTION_PANEL),
+    option("engine", str | None, "--engine", "The engine at the URL: opensearch, elasticsearch, or auto, which asks "
+           "it (env MILCO_OS_ENGINE; default auto).", CONNECTION_PANEL),
     option("username", str | None, "--username", "Basic-auth user (env MILCO_OS_OPENSEARCH_USERNAME).",
            CONNECTION_PANEL),
     option("password_file", Path | None, "--password-file", "File holding the basic-auth password "
@@ -213,14 +216,14 @@ CONNECTION = [
 
 
 def build_settings(cache_dir: Path | None = None, model: str | None = None, url: str | None = None,
-                   username: str | None = None, password_file: Path | None = None, api_key_file: Path | None = None,
+                   engine: str | None = None, username: str | None = None, password_file: Path | None = None, api_key_file: Path | None = None,
                    ca_certs: Path | None = None, insecure: bool = False, timeout: float | None = None) -> Any:
     """Settings from the environment, overridden by the flags that were given. Secrets come from files
     (flags) or the environment, never from the command line itself."""
     from milco_os.settings import Settings
 
     given = {
-        "cache_dir": cache_dir, "model": model, "opensearch_url": url, "opensearch_username": username,
+        "cache_dir": cache_dir, "model": model, "opensearch_url": url, "engine": engine, "opensearch_username": username,
         "opensearch_password_file": password_file, "opensearch_api_key_file": api_key_file,
         "opensearch_ca_certs": ca_certs, "opensearch_verify_certs": False if insecure else None,
         "opensearch_timeout": timeout,

@@ -343,6 +343,17 @@ def _put_record(client: Client, index: str, reg: dict[str, Any] | None) -> None:
     client.indices.put_mapping(index=concrete, body={"_meta": {**meta, META_KEY: record}})
 
 
+def only_on_opensearch(client: Client) -> None:
+    """ml-commons and neural-search are OpenSearch plugins: refuse them on another engine with one line."""
+    from milco_os.opensearch.engine import OPENSEARCH, engine_of
+
+    engine = engine_of(client)
+    if engine is not OPENSEARCH:
+        msg = (f"ml-commons is an OpenSearch plugin; {engine.label} has none (encode with milco-os itself: ingest, "
+               "search and the service work on either engine)")
+        raise ConfigError(msg)
+
+
 def register(
     client: Client,
     index: str,
@@ -359,6 +370,7 @@ def register(
     """Create the connectors, models and pipelines for ``index`` (see the module docstring); returns the
     registration recorded in its ``_meta``. Anything created before a failure is removed again."""
     step = on_step or (lambda _msg: None)
+    only_on_opensearch(client)
     record = index_record(client, index)
     if record.get("key_scheme") != KEY_SCHEME_VERSION:  # the service writes this milco-os's keys
         msg = (f"index {index!r} uses term-key scheme {record.get('key_scheme')}, this milco-os writes scheme "
@@ -523,6 +535,7 @@ def _remove(client: Client, reg: dict[str, Any]) -> list[str]:
 def unregister(client: Client, index: str) -> list[str]:
     """Remove the pipelines, models, connectors and model group :func:`register` made for ``index``, and its
     record in ``_meta``; returns what was removed."""
+    only_on_opensearch(client)
     record = index_record(client, index)
     reg = record.get(RECORD_KEY)
     if not reg:
