@@ -9,11 +9,16 @@ from typing import Annotated, Any
 import typer
 
 from milco_os.cli_support import err, handle_errors, out, with_settings
-from milco_os.localnode import DEFAULT_HEAP, DEFAULT_PORT, OPENSEARCH_VERSION
+from milco_os.localnode import DEFAULT_HEAP, ELASTICSEARCH, ELASTICSEARCH_VERSION, OPENSEARCH, OPENSEARCH_VERSION
 
-Port = Annotated[int, typer.Option("--port", help="HTTP port of the local node (127.0.0.1); of a cluster's first node.")]
+Port = Annotated[
+    int | None,
+    typer.Option("--port", help=f"HTTP port of the local node (127.0.0.1); of a cluster's first node. Default: "
+                                f"{OPENSEARCH.default_port}, with --engine elasticsearch {ELASTICSEARCH.default_port}."),
+]
 cluster_app = typer.Typer(
-    help="Run a local OpenSearch (no Docker needed): a single node, or with --nodes N a cluster of N nodes.",
+    help="Run a local OpenSearch or Elasticsearch (no Docker needed): a single node, or with --nodes N a cluster of N "
+         "OpenSearch nodes.",
     no_args_is_help=True,
 )
 
@@ -143,51 +148,66 @@ for _stage, (_example, _summary) in TRAIN_STAGES.items():
     train_command(_stage, _example, _summary)
 
 
+def engine_option(action: str) -> Any:
+    """The --engine option of ``cluster ACTION``."""
+    return typer.Option("--engine", help=f"{action}: opensearch or elasticsearch.")
+
+
 @cluster_app.command("up")
 @handle_errors
 @with_settings()
 def cluster_up(
-    port: Port = DEFAULT_PORT,
+    port: Port = None,
+    engine: Annotated[str, engine_option("The engine to run (default opensearch)")] = "opensearch",
     version: Annotated[
-        str, typer.Option("--version", help="OpenSearch version to fetch from Maven Central (3.x needs JDK 21+).")
-    ] = OPENSEARCH_VERSION,
+        str | None,
+        typer.Option("--version", help=f"Version to fetch from Maven Central (default: OpenSearch {OPENSEARCH_VERSION}, "
+                                        f"Elasticsearch {ELASTICSEARCH_VERSION}; OpenSearch 3.x needs JDK 21+)."),
+    ] = None,
     archive: Annotated[
-        Path | None, typer.Option("--archive", help="Use this OpenSearch zip/tarball instead of downloading.")
+        Path | None,
+        typer.Option("--archive", help="Use this zip/tarball of the engine's distribution instead of downloading."),
     ] = None,
     nodes: Annotated[
         int,
-        typer.Option("--nodes", min=1, help="Nodes in the cluster, on ports PORT..PORT+N-1; all cluster-manager-"
-                                            "eligible data nodes (default 1: a single node)."),
+        typer.Option("--nodes", min=1, help="OpenSearch nodes in the cluster, on ports PORT..PORT+N-1; all "
+                                            "cluster-manager-eligible data nodes (default 1: a single node)."),
     ] = 1,
     heap: Annotated[str, typer.Option("--heap", help="JVM heap size of each node, e.g. 512m or 2g.")] = DEFAULT_HEAP,
     fresh: Annotated[bool, typer.Option("--fresh", help="Wipe the nodes' data before starting.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for a healthy cluster.")] = 180.0,
     secure: Annotated[
-        bool, typer.Option("--secure", help="With the security plugin: TLS (generated certificates) and basic auth.")
+        bool, typer.Option("--secure", help="TLS (generated certificates) and basic auth: OpenSearch's security "
+                                            "plugin (user admin), Elasticsearch's x-pack security (user elastic).")
     ] = False,
     admin_password_file: Annotated[
         Path | None,
-        typer.Option("--admin-password-file", help="With --secure: file holding the admin password (default: generated)."),
+        typer.Option("--admin-password-file", help="With --secure: file holding the admin (elastic) password "
+                                                   "(default: generated)."),
     ] = None,
     plugins: Annotated[
         list[str] | None,
         typer.Option(
             "--plugins",
-            help="Also install these plugins from Maven Central, with the ones they need (repeat or comma-separate): "
-                 "neural-search (adds ml-commons, knn, job-scheduler and lang-painless), ml-commons, knn, job-scheduler.",
+            help="OpenSearch only: also install these plugins from Maven Central, with the ones they need (repeat or "
+                 "comma-separate): neural-search (adds ml-commons, knn, job-scheduler and lang-painless), ml-commons, "
+                 "knn, job-scheduler.",
         ),
     ] = None,
     settings: Any = None,
 ) -> None:
-    """Download (once), configure and start a local OpenSearch node, or with --nodes N a cluster of N nodes,
-    and wait until it is healthy; prints its URL (a cluster: every node's URL, comma-separated, which
-    MILCO_OS_OPENSEARCH_URL accepts). Running it again starts only the nodes that are not running."""
-    from milco_os.localnode import LocalCluster, LocalNode
+    """Download (once), configure and start a local OpenSearch node (or with --engine elasticsearch an
+    Elasticsearch node), or with --nodes N a cluster of N OpenSearch nodes, and wait until it is healthy; prints
+    its URL (a cluster: every node's URL, comma-separated, which MILCO_OS_OPENSEARCH_URL accepts). Running it
+    again starts only the nodes that are not running."""
+    from milco_os.localnode import LocalCluster, LocalNode, engine_spec
 
+    spec = engine_spec(engine)
+    port = spec.default_port if port is None else port
     wanted = tuple(name.strip() for given in plugins or () for name in given.split(",") if name.strip())
     if nodes == 1:
-        node = LocalNode(settings.cache_dir, port)
-        with err.status(f"starting OpenSearch on port {port} (first run downloads it) ..."):
+        node = LocalNode(settings.cache_dir, port, spec)
+        with err.status(f"starting {spec.title} on port {port} (first run downloads it) ..."):
             info = node.up(
                 version=version, archive=archive, heap=heap, fresh=fresh, timeout=timeout,
                 secure=secure, admin_password_file=admin_password_file, plugins=wanted,
@@ -195,7 +215,7 @@ def cluster_up(
         err.print(started_node(info), highlight=False, markup=False, soft_wrap=True)
         out.print(info.url, highlight=False)
         return
-    cluster = LocalCluster(settings.cache_dir, port, nodes)
+    cluster = LocalCluster(settings.cache_dir, port, nodes, spec)
     with err.status(f"starting {nodes} OpenSearch nodes on ports {port}-{port + nodes - 1} "
                     "(first run downloads it) ..."):
         infos = cluster.up(
@@ -218,19 +238,20 @@ def started_node(info: Any) -> str:
     """What `cluster up` tells people: paths, never the password itself."""
     import shlex
 
-    from milco_os.localnode import ADMIN_USER
+    from milco_os.localnode import engine_spec
 
+    spec = engine_spec(info.engine)
     where = f"pid {info.pid}, data in {info.node_dir}/data"
     if info.plugins:
         where += f"; plugins: {', '.join(info.plugins)}"
     if not info.secure:
-        return f"OpenSearch {info.version} is up ({where})"
+        return f"{spec.title} {info.version} is up ({where})"
     return "\n".join([
-        f"OpenSearch {info.version} is up with TLS and basic auth ({where})",
+        f"{spec.title} {info.version} is up with TLS and basic auth ({where})",
         f"CA certificate: {info.ca_certs}",
         "connect with:",
         f"  export MILCO_OS_OPENSEARCH_URL={info.url}",
-        f"  export MILCO_OS_OPENSEARCH_USERNAME={ADMIN_USER}",
+        f"  export MILCO_OS_OPENSEARCH_USERNAME={spec.admin_user}",
         f"  export MILCO_OS_OPENSEARCH_PASSWORD_FILE={shlex.quote(str(info.password_file))}",
         f"  export MILCO_OS_OPENSEARCH_CA_CERTS={shlex.quote(str(info.ca_certs))}",
     ])
@@ -240,15 +261,19 @@ def started_node(info: Any) -> str:
 @handle_errors
 @with_settings()
 def cluster_down(
-    port: Port = DEFAULT_PORT,
+    port: Port = None,
+    engine: Annotated[str | None, engine_option("The engine of the node (default: the one that runs on the port, "
+                                                "as its node.json says)")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait before killing it.")] = 60.0,
     settings: Any = None,
 ) -> None:
     """Stop the local node started by `cluster up` and wait until its process has exited. The first port of a
     cluster stops all its nodes; another node's port stops that node only (`cluster up` starts it again)."""
-    from milco_os.localnode import LocalCluster, LocalNode
+    from milco_os.localnode import LocalCluster
 
-    cluster = LocalCluster.of(settings.cache_dir, port)
+    cluster = LocalCluster.of(settings.cache_dir, port, engine)
+    node = next(m for m in cluster.members if port is None or m.port == port)
+    port, title = node.port, node.engine.title
     if len(cluster.ports) > 1 and port == cluster.port:
         stopped = cluster.down(timeout=timeout)
         if stopped:
@@ -257,28 +282,31 @@ def cluster_down(
         else:
             out.print(f"no milco-os OpenSearch node of the cluster on port {port} is running")
         return
-    node = LocalNode(settings.cache_dir, port)
     member = (f" (one of the {len(cluster.ports)}-node cluster on port {cluster.port}; `milco-os cluster up --port "
               f"{cluster.port} --nodes {len(cluster.ports)}` starts it again)") if len(cluster.ports) > 1 else ""
     if node.down(timeout=timeout):
-        out.print(f"stopped the OpenSearch node on port {port}{member}")
+        out.print(f"stopped the {title} node on port {port}{member}")
     else:
-        out.print(f"no milco-os OpenSearch node is running on port {port}")
+        out.print(f"no milco-os {title} node is running on port {port}")
 
 
 @cluster_app.command("status")
 @handle_errors
 @with_settings()
 def cluster_status(
-    port: Port = DEFAULT_PORT,
+    port: Port = None,
+    engine: Annotated[str | None, engine_option("The engine of the node (default: the one that runs on the port, "
+                                                "as its node.json says)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     settings: Any = None,
 ) -> None:
-    """Print the local node's version, health and URL (a cluster's: one line per node); exits 1 when it is not
-    running or unhealthy (a cluster: unless every node runs and has joined)."""
+    """Print the local node's engine, version, health and URL (a cluster's: one line per node); exits 1 when it is
+    not running or unhealthy (a cluster: unless every node runs and has joined)."""
     from milco_os.localnode import LocalCluster
 
-    cluster = LocalCluster.of(settings.cache_dir, port)
+    cluster = LocalCluster.of(settings.cache_dir, port, engine)
+    spec = cluster.members[0].engine
+    port = cluster.port if port is None else port
     status = cluster.status()
     healthy = status["healthy"]
     if as_json:
@@ -287,7 +315,9 @@ def cluster_status(
         out.print(f"no milco-os OpenSearch node of the cluster on port {cluster.port} is running (start it: "
                   f"milco-os cluster up --port {cluster.port} --nodes {len(cluster.ports)})")
     elif not status["running"]:
-        out.print(f"no milco-os OpenSearch node is running on port {port} (start one: milco-os cluster up)")
+        start = "milco-os cluster up" + ("" if spec is OPENSEARCH else f" --engine {spec.name}") + (
+            "" if port == spec.default_port else f" --port {port}")
+        out.print(f"no milco-os {spec.title} node is running on port {port} (start one: {start})")
     elif len(cluster.ports) > 1:
         out.print(
             f"OpenSearch {status['version']} cluster {cluster.name}: {status['health']}, "
@@ -300,10 +330,10 @@ def cluster_status(
     else:
         tls = f"; TLS, CA {status['ca_certs']}" if status.get("secure") else ""
         plugins = f"; plugins: {', '.join(status['plugins']) or 'none'}" if status.get("plugins") is not None else ""
-        refused = (f"; it refused the admin password in {status['password_file']}"
+        refused = (f"; it refused the {spec.admin_user} password in {status['password_file']}"
                    if status["health"] == "unauthorized" else "")
         out.print(
-            f"OpenSearch {status['version']} at {status['url']}: {status['health']} "
+            f"{spec.title} {status['version']} at {status['url']}: {status['health']} "
             f"(pid {status['pid']}{tls}{plugins}{refused})",
             highlight=False, markup=False, soft_wrap=True,
         )

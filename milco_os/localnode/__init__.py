@@ -1,5 +1,7 @@
-"""Local OpenSearch without Docker: one node, or a cluster of several on consecutive ports; provision,
-start, stop, status.
+"""Local OpenSearch or Elasticsearch without Docker: one node, or (OpenSearch) a cluster of several on consecutive
+ports; provision, start, stop, status. The engine is a parameter (``LocalNode(..., engine="elasticsearch")``,
+``cluster up --engine elasticsearch``); what differs between the two is one
+:class:`~milco_os.localnode.engine.EngineSpec` each, and everything below holds for both unless it says otherwise.
 
 The distribution is Maven Central's integration-test zip (no bundled JDK; only the transport module).
 ``rank_features`` lives in the ``mapper-extras`` module and the language analyzers (``german``, ``cjk``,
@@ -25,6 +27,17 @@ cluster managers are every member's name.
 OpenSearch refuses to run as root; when milco-os runs as root it starts the node as the unprivileged
 system user ``milco-os`` (created on first use).
 
+Elasticsearch (default 8.19.21, Java 17+) runs Maven Central's integration-test zip of it too, under
+``<cache>/elasticsearch/`` with the same layout (``dist/elasticsearch-<version>/``, ``nodes/<port>/``). Its
+default HTTP port is 9400 and a single node's transport ports are 9500-9599, so both engines run side by side;
+node.json records the engine, so ``cluster status``/``down --port P`` know which runs there. Its config turns
+x-pack security off (or on, with ``--secure``) and machine learning off (and, where the distribution has the
+module, the GeoIP database downloader). The zip has no ``analysis-common`` module and Maven Central has no jar of
+it (see :mod:`~milco_os.localnode.engine`): no language analyzers, and a secure node cannot make API keys. A
+secure Elasticsearch node has TLS on HTTP and transport with certificates generated as for OpenSearch, and
+basic auth for the built-in superuser ``elastic``, whose password (from the same kind of file) is the keystore's
+``bootstrap.password``. ``--plugins`` and ``--nodes N`` are OpenSearch's only.
+
 A secure node (``up(secure=True)``, ``cluster up --secure``) runs from its own copy of the distribution,
 ``dist/opensearch-<version>-secure/``, which adds the security plugin from Maven Central, so the plain
 distribution stays security-free. It gets TLS on HTTP and transport with certificates generated for it
@@ -40,7 +53,8 @@ every plugin they need: neural-search needs ml-commons and knn, ml-commons needs
 Its ``opensearch.yml`` lets ml-commons run models on this data node and call connectors on the loopback
 address, where ``milco-os serve`` listens.
 
-The package, by concern: :mod:`~milco_os.localnode.distribution` (versions, Maven, unpacking, modules, Java),
+The package, by concern: :mod:`~milco_os.localnode.engine` (what differs between OpenSearch and Elasticsearch),
+:mod:`~milco_os.localnode.distribution` (versions, Maven, unpacking, modules, Java),
 :mod:`~milco_os.localnode.plugins`, :mod:`~milco_os.localnode.security`, :mod:`~milco_os.localnode.process`
 (ports, the service user, start and stop), :mod:`~milco_os.localnode.membership` (cluster names and transport
 ports), :mod:`~milco_os.localnode.provision` (the distributions a node runs from),
@@ -63,6 +77,7 @@ from milco_os.localnode.distribution import (
     plugin_descriptor,
     required_java,
 )
+from milco_os.localnode.engine import ELASTICSEARCH, ELASTICSEARCH_VERSION, ENGINES, OPENSEARCH, EngineSpec, engine_spec
 from milco_os.localnode.membership import ClusterMembership, cluster_name, free_transport_port, node_name
 from milco_os.localnode.node import DEFAULT_HEAP, DEFAULT_PORT, LocalNode, NodeInfo
 from milco_os.localnode.plugins import PLUGIN_MODULES, PLUGINS, PluginSpec, plugin_closure
@@ -83,13 +98,18 @@ __all__ = [
     "ADMIN_USER",
     "DEFAULT_HEAP",
     "DEFAULT_PORT",
+    "ELASTICSEARCH",
+    "ELASTICSEARCH_VERSION",
+    "ENGINES",
     "EXTRA_MODULES",
     "NODE_DN",
+    "OPENSEARCH",
     "OPENSEARCH_3_VERSION",
     "OPENSEARCH_VERSION",
     "PLUGINS",
     "PLUGIN_MODULES",
     "ClusterMembership",
+    "EngineSpec",
     "LocalCluster",
     "LocalNode",
     "ModuleSpec",
@@ -99,6 +119,7 @@ __all__ = [
     "_pid_alive",
     "archive_version",
     "cluster_name",
+    "engine_spec",
     "find_java_home",
     "free_transport_port",
     "generate_certs",

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from milco_os.errors import ClusterError, ConfigError
-from milco_os.localnode.distribution import OPENSEARCH_VERSION, find_java_home, required_java
+from milco_os.localnode.distribution import find_java_home
+from milco_os.localnode.engine import EngineSpec, engine_spec
 from milco_os.localnode.membership import ClusterMembership, cluster_name, free_transport_port, node_name
-from milco_os.localnode.node import DEFAULT_HEAP, DEFAULT_PORT, LocalNode, NodeInfo
+from milco_os.localnode.node import DEFAULT_HEAP, LocalNode, NodeInfo
 from milco_os.localnode.process import _pid_alive, _stop, port_in_use
 
 log = logging.getLogger(__name__)
@@ -21,11 +22,19 @@ log = logging.getLogger(__name__)
 
 class LocalCluster:
     """N local OpenSearch nodes forming one cluster: HTTP ports ``port`` .. ``port`` + N - 1, named after the
-    first. With N = 1 it is the single node :class:`LocalNode` runs."""
+    first. With N = 1 it is the single node :class:`LocalNode` runs, of either engine (Elasticsearch: a single
+    node only)."""
 
-    def __init__(self, cache_dir: Path, port: int = DEFAULT_PORT, nodes: int = 1) -> None:
+    def __init__(
+        self, cache_dir: Path, port: int | None = None, nodes: int = 1, engine: str | EngineSpec = "opensearch"
+    ) -> None:
+        spec = engine_spec(engine)
+        port = spec.default_port if port is None else port
         if nodes < 1:
             msg = f"--nodes {nodes}: must be at least 1"
+            raise ConfigError(msg)
+        if nodes > 1 and not spec.multi_node:
+            msg = f"--nodes {nodes} with --engine {spec.name}: not supported (a single {spec.title} node only)"
             raise ConfigError(msg)
         if port + nodes - 1 > 65535:
             msg = f"--port {port} --nodes {nodes}: the last node's port, {port + nodes - 1}, is above 65535"
@@ -33,14 +42,16 @@ class LocalCluster:
         self.cache_dir = Path(cache_dir)
         self.port = port
         self.ports = list(range(port, port + nodes))
-        self.members = [LocalNode(cache_dir, p) for p in self.ports]
+        self.members = [LocalNode(cache_dir, p, spec) for p in self.ports]
 
     @classmethod
-    def of(cls, cache_dir: Path, port: int) -> LocalCluster:
-        """The cluster the node on ``port`` was last started in (as its node.json records), or that node alone."""
-        info = LocalNode(cache_dir, port).info()
-        ports = info.members() if info else [port]
-        return cls(cache_dir, ports[0], len(ports))
+    def of(cls, cache_dir: Path, port: int | None = None, engine: str | None = None) -> LocalCluster:
+        """The cluster the node on ``port`` was last started in (as its node.json records), or that node alone;
+        the node is :meth:`LocalNode.find`'s (of ``engine``, or of the engine that runs, or ran last, there)."""
+        node = LocalNode.find(cache_dir, port, engine)
+        info = node.info()
+        ports = info.members() if info else [node.port]
+        return cls(cache_dir, ports[0], len(ports), node.engine)
 
     @property
     def name(self) -> str:
@@ -52,7 +63,7 @@ class LocalCluster:
 
     def up(
         self,
-        version: str = OPENSEARCH_VERSION,
+        version: str | None = None,
         archive: Path | None = None,
         heap: str = DEFAULT_HEAP,
         fresh: bool = False,
@@ -97,7 +108,8 @@ class LocalCluster:
                     msg = (f"the cluster on port {self.port} runs OpenSearch {info.version}; start its missing "
                            f"nodes with --version {info.version}")
                     raise ClusterError(msg)
-            java_home = find_java_home(required_java(version))
+            engine = self.members[0].engine
+            java_home = find_java_home(engine.required_java(version), engine.title, engine.env_prefix)
             membership = self._membership(set(running))
             if fresh:
                 for member in self.members:

@@ -1,5 +1,5 @@
-"""The OpenSearch distribution a local node runs: which version and artifacts, fetching them with Maven, unpacking
-them, adding the modules the integration-test zip lacks (their descriptors), and the JDK it needs."""
+"""The distribution a local node runs: which version and artifacts, fetching them with Maven, unpacking them,
+adding the modules OpenSearch's integration-test zip lacks (their descriptors), and the JDK it needs."""
 
 from __future__ import annotations
 
@@ -62,10 +62,15 @@ EXTRA_MODULES = (
 READY_MARK = ".milco-os-ready"
 
 
-def required_java(version: str) -> int:
-    """Minimum JDK major version for an OpenSearch version (3.x needs 21, 2.x needs 11)."""
+#: (major version, the Java it needs), newest first: OpenSearch 3.x needs 21, 2.x needs 11.
+OPENSEARCH_JAVA = ((3, 21), (0, 11))
+
+
+def required_java(version: str, java: tuple[tuple[int, int], ...] = OPENSEARCH_JAVA) -> int:
+    """Minimum JDK major version for ``version``, by the table ``java`` (default: OpenSearch's): the first entry
+    whose major version ``version`` reaches."""
     major = int(version.split(".")[0])
-    return 21 if major >= 3 else 11
+    return next(needed for since, needed in java if major >= since)
 
 
 def java_major(java: Path) -> int | None:
@@ -83,13 +88,14 @@ def java_major(java: Path) -> int | None:
     return int(m.group(2) or 0) if major == 1 else major  # "1.8.0" is Java 8
 
 
-def find_java_home(min_major: int) -> Path:
-    """A JDK home with ``java`` >= ``min_major``.
+def find_java_home(min_major: int, engine: str = "OpenSearch", env_prefix: str = "OPENSEARCH") -> Path:
+    """A JDK home with ``java`` >= ``min_major`` for ``engine`` (its title, for the message).
 
-    Order: OPENSEARCH_JAVA_HOME, JAVA_HOME, ``java`` on PATH, then the newest suitable JDK under
-    /usr/lib/jvm. The first suitable one wins.
+    Order: <env_prefix>_JAVA_HOME (OPENSEARCH_JAVA_HOME, ES_JAVA_HOME), JAVA_HOME, ``java`` on PATH, then the
+    newest suitable JDK under /usr/lib/jvm. The first suitable one wins.
     """
-    preferred: list[Path] = [Path(os.environ[v]) for v in ("OPENSEARCH_JAVA_HOME", "JAVA_HOME") if os.environ.get(v)]
+    own = f"{env_prefix}_JAVA_HOME"
+    preferred: list[Path] = [Path(os.environ[v]) for v in (own, "JAVA_HOME") if os.environ.get(v)]
     on_path = shutil.which("java")
     if on_path:
         preferred.append(Path(os.path.realpath(on_path)).parent.parent)
@@ -115,8 +121,8 @@ def find_java_home(min_major: int) -> Path:
         return best[1]
     found = "; ".join(seen) or "none"
     msg = (
-        f"OpenSearch needs Java {min_major} or newer; found: {found}. Install a JDK "
-        f"(e.g. apt-get install openjdk-17-jdk-headless) or set OPENSEARCH_JAVA_HOME."
+        f"{engine} needs Java {min_major} or newer; found: {found}. Install a JDK "
+        f"(e.g. apt-get install openjdk-17-jdk-headless) or set {own}."
     )
     raise ClusterError(msg)
 
@@ -129,7 +135,7 @@ def _maven(artifact: str, goal: list[str], dest: Path, cwd: str | None = None) -
     if not mvn:
         msg = (
             f"Maven (mvn) is needed to download {artifact}; install it (apt-get install maven) "
-            "or pass --archive with an OpenSearch zip or tarball"
+            "or pass --archive with a zip or tarball of the distribution"
         )
         raise ClusterError(msg)
     dest.mkdir(parents=True, exist_ok=True)
@@ -183,8 +189,9 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def _extract(archive: Path, dest: Path) -> Path:
-    """Unpack a zip or tarball into ``dest`` and return the directory holding ``bin/opensearch``."""
+def _extract(archive: Path, dest: Path, binary: str = "opensearch", engine: str = "OpenSearch") -> Path:
+    """Unpack a zip or tarball into ``dest`` and return the directory holding ``bin/<binary>`` (``bin/opensearch``,
+    ``bin/elasticsearch``; ``engine`` is its title, for messages)."""
     import tarfile
 
     dest.mkdir(parents=True, exist_ok=True)
@@ -195,24 +202,24 @@ def _extract(archive: Path, dest: Path) -> Path:
         with tarfile.open(archive) as tf:
             tf.extractall(dest, filter="data")
     else:
-        msg = f"--archive {archive}: expected a .zip, .tar.gz or .tgz OpenSearch distribution"
+        msg = f"--archive {archive}: expected a .zip, .tar.gz or .tgz {engine} distribution"
         raise ClusterError(msg)
-    homes = [p.parent.parent for p in dest.glob("*/bin/opensearch")] + [
-        p.parent.parent for p in dest.glob("bin/opensearch")
+    homes = [p.parent.parent for p in dest.glob(f"*/bin/{binary}")] + [
+        p.parent.parent for p in dest.glob(f"bin/{binary}")
     ]
     if not homes:
-        msg = f"--archive {archive}: no bin/opensearch inside; is this an OpenSearch distribution?"
+        msg = f"--archive {archive}: no bin/{binary} inside; is this an {engine} distribution?"
         raise ClusterError(msg)
     return homes[0]
 
 
-def archive_version(home: Path) -> str:
-    """The OpenSearch version of an unpacked distribution (from ``lib/opensearch-<v>.jar``)."""
-    for jar in (home / "lib").glob("opensearch-*.jar"):
-        m = re.fullmatch(r"opensearch-(\d+\.\d+\.\d+)\.jar", jar.name)
+def archive_version(home: Path, binary: str = "opensearch") -> str:
+    """The version of an unpacked distribution (from ``lib/<binary>-<v>.jar``: ``lib/opensearch-2.19.6.jar``)."""
+    for jar in (home / "lib").glob(f"{binary}-*.jar"):
+        m = re.fullmatch(rf"{re.escape(binary)}-(\d+\.\d+\.\d+)\.jar", jar.name)
         if m:
             return m.group(1)
-    msg = f"cannot tell the OpenSearch version of {home}: no lib/opensearch-<version>.jar"
+    msg = f"cannot tell the version of {home}: no lib/{binary}-<version>.jar"
     raise ClusterError(msg)
 
 

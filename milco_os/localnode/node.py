@@ -1,5 +1,5 @@
-"""One local OpenSearch node: its configuration, start, health, stop and status; what it started is recorded in
-``nodes/<port>/node.json``."""
+"""One local node, OpenSearch or Elasticsearch: its configuration, start, health, stop and status; what it started
+is recorded in ``<cache>/<engine>/nodes/<port>/node.json``."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from milco_os.errors import ClusterError, ConfigError
-from milco_os.localnode.distribution import OPENSEARCH_VERSION, find_java_home, required_java
+from milco_os.localnode.distribution import find_java_home
+from milco_os.localnode.engine import ENGINES, OPENSEARCH, EngineSpec, engine_spec
 from milco_os.localnode.membership import ClusterMembership, cluster_name, describe_membership, node_name
 from milco_os.localnode.plugins import ML_COMMONS_SETTINGS, plugin_closure
 from milco_os.localnode.process import (
     _STARTED,
-    MAIN_CLASS,
     SERVICE_USER,
     _chown_tree,
     _cmdline,
@@ -29,22 +29,14 @@ from milco_os.localnode.process import (
     port_in_use,
 )
 from milco_os.localnode.provision import Provisioner
-from milco_os.localnode.security import (
-    ADMIN_USER,
-    CA_FILE,
-    SECURITY_PLUGIN,
-    generate_certs,
-    hash_password,
-    internal_users_yml,
-    read_password,
-    security_settings,
-)
+from milco_os.localnode.security import CA_FILE, generate_certs, read_password
 
 if TYPE_CHECKING:
     import ssl
 
 
-DEFAULT_PORT = 9200
+#: OpenSearch's default HTTP port (Elasticsearch's: ``ELASTICSEARCH.default_port``, 9400).
+DEFAULT_PORT = OPENSEARCH.default_port
 DEFAULT_HEAP = "1g"
 
 
@@ -69,36 +61,55 @@ class NodeInfo:
     # node.json files written before clusters existed, which were all single nodes).
     cluster_ports: list[int] = field(default_factory=list)
     transport_port: int | None = None  # a cluster member's fixed transport port (a single node's is a range)
+    engine: str = "opensearch"  # what runs there (node.json files written before engines existed: OpenSearch)
 
     def members(self) -> list[int]:
         return list(self.cluster_ports) or [self.port]
 
 
 class LocalNode(Provisioner):
-    """One local OpenSearch node, identified by its HTTP port: a single node, or a member of a
-    :class:`LocalCluster`."""
+    """One local node of ``engine`` (a name from :data:`~milco_os.localnode.engine.ENGINES`, default OpenSearch),
+    identified by its HTTP port (default: the engine's): a single node, or a member of a :class:`LocalCluster`."""
 
-    def __init__(self, cache_dir: Path, port: int = DEFAULT_PORT) -> None:
+    def __init__(self, cache_dir: Path, port: int | None = None, engine: str | EngineSpec = "opensearch") -> None:
+        self.engine = engine_spec(engine)
+        port = self.engine.default_port if port is None else port
         if not 1 <= port <= 65535:
             msg = f"--port {port}: must be between 1 and 65535"
             raise ClusterError(msg)
-        self.root = Path(cache_dir) / "opensearch"
+        self.root = Path(cache_dir) / self.engine.name
         self.port = port
         self.node_dir = self.root / "nodes" / str(port)
         info = self.info()
         scheme = "https" if info and info.secure else "http"  # as the node was last started
         self.url = f"{scheme}://127.0.0.1:{port}"
 
+    @classmethod
+    def find(cls, cache_dir: Path, port: int | None = None, engine: str | None = None) -> LocalNode:
+        """The node on ``port`` (default: the engine's default port; without an engine, OpenSearch's): of
+        ``engine`` when given, else of the engine whose node there runs, else the one last started there (as
+        their node.json files say), else OpenSearch's."""
+        if engine is not None:
+            return cls(cache_dir, port, engine)
+        port = OPENSEARCH.default_port if port is None else port
+        nodes = [cls(cache_dir, port, name) for name in ENGINES]
+        running = [node for node in nodes if node.running_pid() is not None]
+        if running:
+            return running[0]
+        recorded = [(info.started_at, i) for i, node in enumerate(nodes) if (info := node.info()) is not None]
+        return nodes[max(recorded)[1]] if recorded else nodes[0]
+
     def _write_config(
         self, home: Path, heap: str, secure: bool = False, plugins: tuple[str, ...] = (),
         membership: ClusterMembership | None = None,
     ) -> Path:
-        """The node's config directory: the distribution's config with our ``opensearch.yml`` (a single node, or,
-        with ``membership``, a member of a multi-node cluster) and ``jvm.options`` pointed at our directories."""
+        """The node's config directory: the distribution's config with our ``opensearch.yml`` or
+        ``elasticsearch.yml`` (a single node, or, with ``membership``, a member of a multi-node cluster) and
+        ``jvm.options`` pointed at our directories."""
         conf = self.node_dir / "config"
         conf.mkdir(parents=True, exist_ok=True)
         for item in (home / "config").iterdir():
-            if item.name == "opensearch.yml":
+            if item.name == self.engine.config_file:
                 continue
             target = conf / item.name
             if item.is_dir():
@@ -115,10 +126,10 @@ class LocalNode(Provisioner):
         jvm_options.write_text(text, encoding="utf-8")
         if membership is None:
             # A range, so two local nodes never fight over one transport port.
-            discovery = "transport.port: 9300-9399\ndiscovery.type: single-node\n"
+            discovery = f"transport.port: {self.engine.transport_ports}\ndiscovery.type: single-node\n"
         else:
             discovery = membership.settings(self.port)
-        (conf / "opensearch.yml").write_text(
+        (conf / self.engine.config_file).write_text(
             "# Written by milco-os (cluster up); rewritten on every start.\n"
             f"cluster.name: {cluster_name(list(membership.http_ports) if membership else [self.port])}\n"
             f"node.name: {node_name(self.port)}\n"
@@ -129,9 +140,7 @@ class LocalNode(Provisioner):
             f"path.logs: {self.node_dir / 'logs'}\n"
             # A laptop's disk is often > 90% full; watermarks would then refuse shard allocation.
             "cluster.routing.allocation.disk.threshold_enabled: false\n"
-            # Expanded queries are long disjunctions (one clause per query term and view).
-            "indices.query.bool.max_clause_count: 8192\n"
-            + (security_settings() if secure else "")
+            + self.engine.node_settings(home, secure)
             + (ML_COMMONS_SETTINGS if "ml-commons" in plugins else ""),
             encoding="utf-8",
         )
@@ -159,7 +168,8 @@ class LocalNode(Provisioner):
 
     def _write_security(self, home: Path, conf: Path, java_home: Path, password_file: Path) -> Path:
         """Certificates (generated once, kept across restarts so clients keep trusting the same CA) and the
-        security plugin's configuration. Returns the CA certificate's path."""
+        engine's user with the password (OpenSearch: the security plugin's configuration; Elasticsearch: the
+        keystore). Returns the CA certificate's path."""
         ca = self.cert_dir / CA_FILE
         if not all((self.cert_dir / name).exists() for name in (CA_FILE, "node.pem", "node-key.pem", "admin.pem")):
             ca = generate_certs(self.cert_dir)
@@ -167,13 +177,8 @@ class LocalNode(Provisioner):
         (conf / "certs").mkdir(exist_ok=True)
         for name in (CA_FILE, "node.pem", "node-key.pem"):
             shutil.copy2(self.cert_dir / name, conf / "certs" / name)
-        security_conf = conf / "opensearch-security"
-        security_conf.mkdir(exist_ok=True)
-        for item in (home / "plugins" / SECURITY_PLUGIN / "config").glob("*.yml"):
-            shutil.copy2(item, security_conf / item.name)
-        password_hash = hash_password(home, java_home, read_password(password_file))
-        (security_conf / "internal_users.yml").write_text(internal_users_yml(password_hash), encoding="utf-8")
-        # The plugin warns about every config file other users could read; keep them private to the node.
+        self.engine.write_auth(home, conf, java_home, read_password(password_file))
+        # OpenSearch's plugin warns about every config file other users could read; keep them private to the node.
         for root, _dirs, files in os.walk(conf):
             os.chmod(root, 0o700)
             for name in files:
@@ -189,7 +194,8 @@ class LocalNode(Provisioner):
         if info is None or not info.secure:
             return None, {}
         context = ssl.create_default_context(cafile=info.ca_certs)
-        token = base64.b64encode(f"{ADMIN_USER}:{read_password(Path(info.password_file or ''))}".encode()).decode()
+        password = read_password(Path(info.password_file or ""))
+        token = base64.b64encode(f"{self.engine.admin_user}:{password}".encode()).decode()
         return context, {"Authorization": f"Basic {token}"}
 
     def _get(self, path: str, timeout: float) -> dict:
@@ -232,12 +238,13 @@ class LocalNode(Provisioner):
             raise ClusterError(msg)
 
     def running_pid(self) -> int | None:
-        """The pid of this node's OpenSearch process, if it is alive (and really ours)."""
+        """The pid of this node's process (what bin/opensearch or bin/elasticsearch became), if it is alive (and
+        really ours)."""
         info = self.info()
         if info is None or not _pid_alive(info.pid):
             return None
         cmd = _cmdline(info.pid)
-        if MAIN_CLASS not in cmd or str(self.node_dir / "config") not in cmd:
+        if self.engine.main_class not in cmd or str(self.node_dir / "config") not in cmd:
             return None  # the pid was reused by an unrelated process
         return info.pid
 
@@ -251,7 +258,7 @@ class LocalNode(Provisioner):
 
     def up(
         self,
-        version: str = OPENSEARCH_VERSION,
+        version: str | None = None,
         archive: Path | None = None,
         heap: str = DEFAULT_HEAP,
         fresh: bool = False,
@@ -262,14 +269,19 @@ class LocalNode(Provisioner):
     ) -> NodeInfo:
         """Start the node (provisioning it first) and wait until it is healthy.
 
-        ``secure``: with the security plugin, TLS (certificates generated under the node directory) and basic
-        auth for ``admin``, whose password is read from ``admin_password_file`` (generated when None).
-        ``plugins``: names from :data:`PLUGINS`, installed with the plugins they need."""
+        ``version``: of the engine (default: its pinned one). ``secure``: TLS (certificates generated under the
+        node directory) and basic auth for the engine's superuser (OpenSearch's security plugin with ``admin``;
+        Elasticsearch's x-pack security with ``elastic``), whose password is read from ``admin_password_file``
+        (generated when None). ``plugins``: OpenSearch only, names from :data:`PLUGINS`, installed with the
+        plugins they need."""
         if not re.fullmatch(r"\d+[mMgG]", heap):
             msg = f"--heap {heap!r}: expected a size such as 512m or 2g"
             raise ClusterError(msg)
         if admin_password_file is not None and not secure:
             msg = "--admin-password-file is for a secure node; add --secure"
+            raise ConfigError(msg)
+        if plugins and not self.engine.takes_plugins:
+            msg = f"--plugins: OpenSearch plugins, which an {self.engine.title} node does not take"
             raise ConfigError(msg)
         wanted = plugin_closure(plugins)
         if wanted and secure:
@@ -299,10 +311,14 @@ class LocalNode(Provisioner):
             self._wait_healthy(info.pid, timeout)
             return info
         if port_in_use(self.port):
-            msg = (
-                f"port {self.port} is already in use by another process (not a milco-os node); "
-                "stop it or choose another port with --port"
-            )
+            others = [spec.title for name, spec in ENGINES.items()
+                      if name != self.engine.name and LocalNode(self.root.parent, self.port, name).running_pid()]
+            if others:
+                msg = (f"port {self.port} runs a milco-os {others[0]} node; stop it first (milco-os cluster down "
+                       f"--port {self.port}) or choose another port with --port")
+            else:
+                msg = (f"port {self.port} is already in use by another process (not a milco-os node); "
+                       "stop it or choose another port with --port")
             raise ClusterError(msg)
         if secure:
             home, version = self.install_secure(version, archive)
@@ -310,7 +326,7 @@ class LocalNode(Provisioner):
             home, version = self.install_plugins(wanted, version, archive)
         else:
             home, version = self.install(version, archive)
-        java_home = find_java_home(required_java(version))
+        java_home = find_java_home(self.engine.required_java(version), self.engine.title, self.engine.env_prefix)
         if fresh:
             for sub in ("data", "logs"):
                 shutil.rmtree(self.node_dir / sub, ignore_errors=True)
@@ -346,18 +362,19 @@ class LocalNode(Provisioner):
                     _chown_tree(path, os.geteuid(), os.getegid())
             user_kwargs = {"user": uid, "group": gid, "extra_groups": []}
             user = SERVICE_USER
+        prefix = self.engine.env_prefix
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "LANG": "C.UTF-8",
-            "OPENSEARCH_PATH_CONF": str(conf),
-            "OPENSEARCH_JAVA_HOME": str(java_home),
-            "OPENSEARCH_JAVA_OPTS": f"-Xms{heap} -Xmx{heap}",
-            "OPENSEARCH_TMPDIR": str(self.node_dir / "tmp"),
+            f"{prefix}_PATH_CONF": str(conf),
+            f"{prefix}_JAVA_HOME": str(java_home),
+            f"{prefix}_JAVA_OPTS": f"-Xms{heap} -Xmx{heap}",
+            f"{prefix}_TMPDIR": str(self.node_dir / "tmp"),
         }
         console = open(self.node_dir / "logs" / "console.log", "ab")  # noqa: SIM115 (handed to the child)
         try:
             proc = subprocess.Popen(
-                [str(home / "bin" / "opensearch")],
+                [str(home / "bin" / self.engine.binary)],
                 cwd=self.node_dir,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -385,6 +402,7 @@ class LocalNode(Provisioner):
             plugins=list(plugins or []),
             cluster_ports=list(membership.http_ports) if membership else [self.port],
             transport_port=membership.transport_port(self.port) if membership else None,
+            engine=self.engine.name,
         )
         (self.node_dir / "node.json").write_text(json.dumps(asdict(info), indent=2), encoding="utf-8")
         return info
@@ -395,19 +413,22 @@ class LocalNode(Provisioner):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not _pid_alive(pid):
-                msg = f"OpenSearch on port {self.port} exited during start-up. Last log lines:\n{self.log_tail()}"
+                msg = (f"{self.engine.title} on port {self.port} exited during start-up. Last log lines:\n"
+                       f"{self.log_tail()}")
                 raise ClusterError(msg)
             try:
                 health = self._get("/_cluster/health", timeout=2.0)
             except urllib.error.HTTPError as e:
-                # A secure node answers 503 until its security index exists, then 401 only for a wrong
-                # password: its security index was made, on an earlier start, with another one.
+                # A secure OpenSearch node answers 503 until its security index exists, then 401 only for a
+                # wrong password: its security index was made, on an earlier start, with another one (an
+                # Elasticsearch node's holds one once the password was changed through its API).
                 if e.code == 401:
+                    user = self.engine.admin_user
                     msg = (
-                        f"OpenSearch on port {self.port} refused the admin password (HTTP 401): its security index "
-                        "was created with another password. Use that password file, or --fresh to wipe the "
-                        f"node's data and start over (it is still running as pid {pid}; `milco-os cluster down "
-                        f"--port {self.port}` stops it)"
+                        f"{self.engine.title} on port {self.port} refused the {user} password (HTTP 401): its "
+                        f"security index holds another password for {user}. Use that password file, or --fresh to "
+                        f"wipe the node's data and start over (it is still running as pid {pid}; `milco-os cluster "
+                        f"down --port {self.port}` stops it)"
                     )
                     raise ClusterError(msg) from None
                 health = None
@@ -417,7 +438,7 @@ class LocalNode(Provisioner):
                 return
             time.sleep(0.5)
         msg = (
-            f"OpenSearch on port {self.port} did not become healthy within {timeout:.0f}s "
+            f"{self.engine.title} on port {self.port} did not become healthy within {timeout:.0f}s "
             f"(it is still running as pid {pid}; `milco-os cluster down --port {self.port}` stops it). "
             f"Last log lines:\n{self.log_tail()}"
         )
@@ -430,8 +451,8 @@ class LocalNode(Provisioner):
         candidates = [p for p in (logs / f"{name}.log", logs / "console.log") if p.exists() and p.stat().st_size > 0]
         if not candidates:
             return "(no log output)"
-        # The newest: a JVM that fails before OpenSearch logs anything writes only to console.log, and the
-        # OpenSearch log may then be an earlier run's.
+        # The newest: a JVM that fails before the engine logs anything writes only to console.log, and the
+        # engine's log may then be an earlier run's.
         path = max(candidates, key=lambda p: p.stat().st_mtime)
         text = path.read_text(encoding="utf-8", errors="replace").splitlines()
         return "\n".join(text[-lines:])
@@ -444,15 +465,23 @@ class LocalNode(Provisioner):
         _stop([pid], timeout)
         return True
 
+    def version(self, timeout: float = 5.0) -> str | None:
+        """The version the node reports (``GET /_nodes/_local``: Elasticsearch's integration-test zip answers
+        ``GET /`` with 405); None when it reports none. Raises what the request raises."""
+        nodes = self._get("/_nodes/_local?filter_path=nodes.*.version", timeout=timeout).get("nodes") or {}
+        return next((node.get("version") for node in nodes.values()), None)
+
     def status(self) -> dict:
-        """``{"running": bool, "url", "version", "health", "pid", "port", "secure", "ca_certs", "password_file",
-        "plugins"}``; ``health`` is the cluster's (green, yellow, red), or why there is none: unreachable,
-        unauthorized (a secure node refused the password in ``password_file``) or the HTTP status it answered."""
+        """``{"running": bool, "engine", "url", "version", "health", "pid", "port", "secure", "ca_certs",
+        "password_file", "plugins"}``; ``health`` is the cluster's (green, yellow, red), or why there is none:
+        unreachable, unauthorized (a secure node refused the password in ``password_file``) or the HTTP status it
+        answered."""
         import urllib.error
 
         pid = self.running_pid()
         info = self.info()
-        result: dict = {"running": pid is not None, "url": self.url, "pid": pid, "port": self.port}
+        result: dict = {"running": pid is not None, "engine": self.engine.name, "url": self.url, "pid": pid,
+                        "port": self.port}
         result["secure"] = bool(info and info.secure)
         result["ca_certs"] = info.ca_certs if info else None
         result["password_file"] = info.password_file if info else None
@@ -460,8 +489,7 @@ class LocalNode(Provisioner):
             return result
         result["version"] = info.version if info else None
         try:
-            root = self._get("/", timeout=5.0)
-            result["version"] = root.get("version", {}).get("number", result["version"])
+            result["version"] = self.version() or result["version"]
         except urllib.error.HTTPError as e:  # it answered: reachable, but refusing (401: not the admin password)
             result["health"] = "unauthorized" if e.code == 401 else f"HTTP {e.code}"
             return result

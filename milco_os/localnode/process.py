@@ -20,8 +20,6 @@ log = logging.getLogger(__name__)
 
 
 SERVICE_USER = "milco-os"
-#: The main class on an OpenSearch process's command line (how a recorded pid is checked to still be ours).
-MAIN_CLASS = "org.opensearch.bootstrap.OpenSearch"
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -78,7 +76,7 @@ def _stop(pids: list[int], timeout: float) -> None:
     for pid in pids:
         while _pid_alive(pid):
             if time.monotonic() > deadline:
-                log.warning("OpenSearch (pid %d) ignored SIGTERM for %.0fs; killing it", pid, timeout)
+                log.warning("the node (pid %d) ignored SIGTERM for %.0fs; killing it", pid, timeout)
                 os.kill(pid, signal.SIGKILL)
                 deadline = time.monotonic() + 30
             time.sleep(0.2)
@@ -102,7 +100,7 @@ def _ensure_service_user() -> tuple[int, int]:
         cmd = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0 and "already exists" not in proc.stderr:
-            msg = f"cannot create the unprivileged user {SERVICE_USER!r} for OpenSearch: {proc.stderr.strip()}"
+            msg = f"cannot create the unprivileged user {SERVICE_USER!r} for the node: {proc.stderr.strip()}"
             raise ClusterError(msg) from None
         entry = pwd.getpwnam(SERVICE_USER)
     return entry.pw_uid, entry.pw_gid

@@ -1,5 +1,5 @@
-"""The distributions under ``<cache>/opensearch/dist/`` a node runs from: the plain one (with the modules the
-integration-test zip lacks), and derived copies with the security plugin or with plugins."""
+"""The distributions under ``<cache>/<engine>/dist/`` a node runs from: the plain one (with the modules the
+integration-test zip lacks), and, for OpenSearch, derived copies with the security plugin or with plugins."""
 
 from __future__ import annotations
 
@@ -9,9 +9,6 @@ from pathlib import Path
 
 from milco_os.errors import ClusterError
 from milco_os.localnode.distribution import (
-    DISTRIBUTION_ARTIFACT,
-    EXTRA_MODULES,
-    OPENSEARCH_VERSION,
     READY_MARK,
     ModuleSpec,
     _extract,
@@ -23,6 +20,7 @@ from milco_os.localnode.distribution import (
     plugin_class,
     plugin_descriptor,
 )
+from milco_os.localnode.engine import EngineSpec
 from milco_os.localnode.plugins import PLUGIN_MODULES, PLUGINS, plugin_closure
 from milco_os.localnode.security import (
     SECURITY_PLUGIN,
@@ -33,13 +31,17 @@ from milco_os.localnode.security import (
 
 
 class Provisioner:
-    """Provisions the distributions under ``root`` (``<cache>/opensearch/``);
+    """Provisions the distributions of ``engine`` under ``root`` (``<cache>/<engine>/``);
     :class:`~milco_os.localnode.node.LocalNode` is one, for the node it starts."""
 
     root: Path
+    engine: EngineSpec
 
-    def install(self, version: str = OPENSEARCH_VERSION, archive: Path | None = None) -> tuple[Path, str]:
-        """Make an unpacked, runnable distribution available; returns (home, version)."""
+    def install(self, version: str | None = None, archive: Path | None = None) -> tuple[Path, str]:
+        """Make an unpacked, runnable distribution available (``version``: the engine's default when None);
+        returns (home, version)."""
+        engine = self.engine
+        version = version or engine.default_version
         if archive is not None:
             archive = Path(archive)
             if not archive.is_file():
@@ -47,35 +49,38 @@ class Provisioner:
                 raise ClusterError(msg)
             staging = self.root / "dist" / f".unpack-{archive.name}"
             shutil.rmtree(staging, ignore_errors=True)
-            home = _extract(archive, staging)
-            version = archive_version(home)
-            final = self.root / "dist" / f"opensearch-{version}-{archive.stem.split('.')[0]}"
+            home = _extract(archive, staging, engine.binary, engine.title)
+            version = archive_version(home, engine.binary)
+            final = self.root / "dist" / f"{engine.binary}-{version}-{archive.stem.split('.')[0]}"
             shutil.rmtree(final, ignore_errors=True)
             home.rename(final)
             shutil.rmtree(staging, ignore_errors=True)
             home = final
         else:
-            home = self.root / "dist" / f"opensearch-{version}"
+            home = self.root / "dist" / f"{engine.binary}-{version}"
             if not (home / READY_MARK).exists():
                 archives = self.root / "archives"
-                zip_path = archives / f"opensearch-{version}.zip"
+                zip_path = archives / f"{engine.binary}-{version}.zip"
                 if not zip_path.exists():
-                    _maven_copy(DISTRIBUTION_ARTIFACT.format(version=version), archives)
+                    _maven_copy(engine.distribution_artifact.format(version=version), archives)
                 staging = self.root / "dist" / f".unpack-{version}"
                 shutil.rmtree(staging, ignore_errors=True)
-                unpacked = _extract(zip_path, staging)
+                unpacked = _extract(zip_path, staging, engine.binary, engine.title)
                 shutil.rmtree(home, ignore_errors=True)
                 unpacked.rename(home)
                 shutil.rmtree(staging, ignore_errors=True)
-        for spec in EXTRA_MODULES:
-            self._add_module(home, archive_version(home), spec)
+        for spec in engine.extra_modules:
+            self._add_module(home, archive_version(home, engine.binary), spec)
         (home / READY_MARK).touch()
-        return home, archive_version(home)
+        return home, archive_version(home, engine.binary)
 
-    def install_secure(self, version: str = OPENSEARCH_VERSION, archive: Path | None = None) -> tuple[Path, str]:
-        """Like ``install``, plus the security plugin, in a copy of its own (``<home>-secure``): the plain
-        distribution must stay free of it, since the plugin refuses to start without TLS configured."""
+    def install_secure(self, version: str | None = None, archive: Path | None = None) -> tuple[Path, str]:
+        """Like ``install``, plus OpenSearch's security plugin, in a copy of its own (``<home>-secure``): the plain
+        distribution must stay free of it, since the plugin refuses to start without TLS configured. A
+        distribution that carries its security (Elasticsearch's x-pack) is the plain one."""
         base, version = self.install(version, archive)
+        if self.engine.security_bundled:
+            return base, version
 
         def add_security(staging: Path) -> None:
             plugin = staging / "plugins" / SECURITY_PLUGIN
@@ -90,7 +95,7 @@ class Provisioner:
         return self._derived(base, "-secure", archive, add_security), version
 
     def install_plugins(
-        self, plugins: list[str], version: str = OPENSEARCH_VERSION, archive: Path | None = None
+        self, plugins: list[str], version: str | None = None, archive: Path | None = None
     ) -> tuple[Path, str]:
         """Like ``install``, plus ``plugins`` and the plugins they need, in a copy of its own
         (``<home>-with-<plugins>``), so the plain distribution stays the small default."""

@@ -1,5 +1,6 @@
-"""A secure node (``cluster up --secure``): the security plugin's version and descriptor, generated
-certificates, the admin user and its password, and the ``opensearch.yml`` lines that turn TLS and auth on."""
+"""A secure node (``cluster up --secure``): generated certificates (both engines), the admin user and its password,
+and the config lines that turn TLS and auth on: OpenSearch's security plugin (its version, descriptor and
+``internal_users.yml``) and Elasticsearch's x-pack security (its keystore's ``bootstrap.password``)."""
 
 from __future__ import annotations
 
@@ -155,6 +156,17 @@ def hash_password(home: Path, java_home: Path, password: str) -> str:
     return hashes[-1]
 
 
+def write_internal_users(home: Path, conf: Path, java_home: Path, password: str) -> None:
+    """OpenSearch: the security plugin's configuration in ``conf/opensearch-security/``, its stock files with our
+    user database (only ``admin``, with ``password`` hashed)."""
+    security_conf = conf / "opensearch-security"
+    security_conf.mkdir(exist_ok=True)
+    for item in (home / "plugins" / SECURITY_PLUGIN / "config").glob("*.yml"):
+        shutil.copy2(item, security_conf / item.name)
+    password_hash = hash_password(home, java_home, password)
+    (security_conf / "internal_users.yml").write_text(internal_users_yml(password_hash), encoding="utf-8")
+
+
 def internal_users_yml(password_hash: str) -> str:
     """The security plugin's user database: only ``admin`` (the plugin's demo users have well-known passwords)."""
     return (
@@ -188,3 +200,44 @@ def security_settings() -> str:
         # No audit sink is configured: say so, rather than have the plugin log an error on every start.
         "plugins.security.audit.type: noop\n"
     )
+
+
+def elasticsearch_security_settings() -> str:
+    """The elasticsearch.yml lines of a secure node: x-pack security with TLS on HTTP and transport (the generated
+    certificates, relative to its config directory) and basic auth for the built-in superuser ``elastic``."""
+    lines = ["# x-pack security: TLS on HTTP and transport with the generated certificates, basic auth for elastic.",
+             "xpack.security.enabled: true"]
+    for layer in ("http", "transport"):
+        lines += [
+            f"xpack.security.{layer}.ssl.enabled: true",
+            f"xpack.security.{layer}.ssl.certificate: certs/node.pem",
+            f"xpack.security.{layer}.ssl.key: certs/node-key.pem",
+            f"xpack.security.{layer}.ssl.certificate_authorities: [certs/{CA_FILE}]",
+        ]
+    # Nodes present the one node certificate (its host names do not name every member).
+    lines.append("xpack.security.transport.ssl.verification_mode: certificate")
+    return "\n".join(lines) + "\n"
+
+
+def write_bootstrap_password(home: Path, conf: Path, java_home: Path, password: str) -> None:
+    """Elasticsearch: ``password`` as ``bootstrap.password`` in the node's keystore (``conf/elasticsearch.keystore``,
+    made anew), which is the built-in ``elastic`` user's password until it is changed through the API (then the
+    security index holds it). Written on every start, so a new password file takes effect. The password goes
+    through standard input, not the command line (visible in ps)."""
+    import subprocess
+
+    # The keystore holds nothing else of value (its random seed is made anew), and the tool will not rewrite one
+    # the service user owns when run as root ("changing the file owner").
+    (conf / "elasticsearch.keystore").unlink(missing_ok=True)
+
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "ES_PATH_CONF": str(conf),
+           "ES_JAVA_HOME": str(java_home)}
+    cmd = [str(home / "bin" / "elasticsearch-keystore"), "add", "--stdin", "--force", "bootstrap.password"]
+    try:
+        proc = subprocess.run(cmd, input=password, capture_output=True, text=True, env=env, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        msg = f"cannot write the elastic password into the keystore: {type(e).__name__}"
+        raise ClusterError(msg) from None
+    if proc.returncode != 0:
+        msg = f"cannot write the elastic password into the keystore: {' '.join(proc.stderr.split())[:300]}"
+        raise ClusterError(msg)

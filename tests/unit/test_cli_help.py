@@ -15,9 +15,10 @@ runner = CliRunner()
     [
         ([], ["cluster", "demo", "models", "version", "encode", "export-onnx", "serve"]),
         (["cluster"], ["up", "down", "status"]),
-        (["cluster", "up"], ["--port", "--version", "--archive", "--heap", "--fresh", "--cache-dir", "--timeout"]),
-        (["cluster", "down"], ["--port", "--timeout"]),
-        (["cluster", "status"], ["--port", "--json"]),
+        (["cluster", "up"], ["--port", "--engine", "--version", "--archive", "--heap", "--fresh", "--cache-dir",
+                             "--timeout"]),
+        (["cluster", "down"], ["--port", "--engine", "--timeout"]),
+        (["cluster", "status"], ["--port", "--engine", "--json"]),
         (["demo"], ["--model", "--port", "--index", "--pages-per-language", "--report"]),
         (["encode"], ["--model", "--kind", "--runtime", "--quantize", "--doc-prune", "--query-prune"]),
         (["index", "create"], ["--text-field", "--doc-prune", "--bm25", "--replicas"]),
