@@ -1,5 +1,6 @@
 """Shared fixtures. Integration tests talk to a real OpenSearch node: the one at MILCO_OS_TEST_URL
-(started by scripts/test.sh), or, when that is unset, a local node this session starts and stops."""
+(started by scripts/test.sh), or, when that is unset, a local node this session starts and stops. Those that ask for
+``elasticsearch_url`` get an Elasticsearch node the same way (MILCO_OS_TEST_ES_URL, or one started here)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from milco_os.settings import Settings, default_cache_dir
 
 SELF_STARTED_PORT = 9251
+ES_SELF_STARTED_PORT = 9254
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -50,6 +52,23 @@ def opensearch_url(cache_dir: Path) -> Iterator[str]:
 
     node = LocalNode(cache_dir, SELF_STARTED_PORT)
     info = node.up(plugins=("knn",))  # index create --dense needs the k-NN plugin
+    try:
+        yield info.url
+    finally:
+        node.down()
+
+
+@pytest.fixture(scope="session")
+def elasticsearch_url(cache_dir: Path) -> Iterator[str]:
+    """An Elasticsearch node for the session: MILCO_OS_TEST_ES_URL, else a plain local one (started on first use)."""
+    url = os.environ.get("MILCO_OS_TEST_ES_URL")
+    if url:
+        yield url
+        return
+    from milco_os.localnode import LocalNode
+
+    node = LocalNode(cache_dir, ES_SELF_STARTED_PORT, engine="elasticsearch")
+    info = node.up(heap="512m")
     try:
         yield info.url
     finally:
