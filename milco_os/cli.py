@@ -36,9 +36,10 @@ def main_callback(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     quiet_third_party()  # known notices of libraries milco-os imports, each dropped precisely (milco_os.quiet)
-    # opensearch-py logs every failed request (with a traceback) at WARNING; milco-os reports failures
-    # itself, once, as a clear message.
-    logging.getLogger("opensearch").setLevel(logging.INFO if verbose else logging.CRITICAL)
+    # The engines' clients log every failed request (opensearch-py with a traceback) at WARNING; milco-os reports
+    # failures itself, once, as a clear message.
+    for client_logger in ("opensearch", "elastic_transport"):
+        logging.getLogger(client_logger).setLevel(logging.INFO if verbose else logging.CRITICAL)
 
 
 @app.command()

@@ -82,6 +82,40 @@ def settings(opensearch_url: str, cache_dir: Path) -> Settings:
     return Settings(opensearch_url=opensearch_url, cache_dir=cache_dir, model="splade-tiny")
 
 
+#: The engines that tests taking ``engine_settings``/``engine_client`` run against; MILCO_OS_TEST_ENGINES narrows them
+#: (the test command's second pass, on OpenSearch 3.x, runs them on OpenSearch only).
+TEST_ENGINES = tuple(os.environ.get("MILCO_OS_TEST_ENGINES", "opensearch,elasticsearch").split(","))
+
+
+@pytest.fixture(scope="session", params=TEST_ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def engine_settings(engine: str, request: pytest.FixtureRequest, cache_dir: Path) -> Settings:
+    """The settings of :func:`settings` for the engine under test (its node, and the engine named, not detected)."""
+    if engine == "opensearch":
+        return request.getfixturevalue("settings")
+    url = request.getfixturevalue("elasticsearch_url")
+    return Settings(opensearch_url=url, cache_dir=cache_dir, model="splade-tiny", engine="elasticsearch")
+
+
+@pytest.fixture(scope="session")
+def engine_client(engine_settings: Settings):  # noqa: ANN201 (either engine's client)
+    from milco_os.opensearch.client import make_client
+
+    return make_client(engine_settings)
+
+
+@pytest.fixture
+def engine_index(engine_client) -> Iterator[str]:  # noqa: ANN001
+    """A unique index name on the engine under test; the index is deleted afterwards."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    engine_client.indices.delete(index=name, ignore_unavailable=True)
+
+
 @pytest.fixture(scope="session")
 def client(settings: Settings):  # noqa: ANN201 (opensearchpy.OpenSearch)
     from milco_os.opensearch.client import make_client

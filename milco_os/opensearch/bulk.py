@@ -123,7 +123,7 @@ class BulkWriter:
 
     def _send(self, actions: list[dict[str, Any]], outcome: BulkOutcome) -> tuple[list[dict[str, Any]], str]:
         """One pass of ``streaming_bulk`` over ``actions``; returns the actions to retry and why."""
-        from milco_os.opensearch.engine import engine_of
+        from milco_os.opensearch.engine import connection_error, engine_of
 
         by_id: dict[str, deque[dict[str, Any]]] = defaultdict(deque)  # results name ids; ids may repeat
         for action in actions:
@@ -131,32 +131,40 @@ class BulkWriter:
         retry: list[dict[str, Any]] = []
         reason = ""
         refused: dict[int, tuple[Exception, list[dict[str, Any]]]] = {}  # whole requests refused (4xx)
-        results = engine_of(self.client).streaming_bulk()(
+        engine = engine_of(self.client)
+        label = engine.label
+        results = engine.streaming_bulk()(
             self.client, actions, chunk_size=self.config.max_docs, max_chunk_bytes=self.config.max_bytes,
             raise_on_error=False, raise_on_exception=False, max_retries=self.config.max_retries,
             initial_backoff=self.config.initial_backoff, max_backoff=self.config.max_backoff,  # type: ignore[arg-type]
         )
-        for ok, item in results:
-            result = next(iter(item.values()))
-            doc_id = str(result.get("_id"))
-            action = by_id[doc_id].popleft()
-            status = result.get("status")
-            if ok:
-                outcome.written.append(doc_id)
-            elif status == 404 and result.get("result") == "not_found":  # a delete of an id that is not there
-                outcome.not_found.append(doc_id)
-            elif status == 409 and action.get("version_type") == "external":  # expected: see ray_pool
-                (outcome.written if _ours_is_stored(action, result) else outcome.superseded).append(doc_id)
-            elif (error := result.get("exception")) is not None and not _retryable(status):
-                refused.setdefault(id(error), (error, []))[1].append(action)
-            elif status == 429:  # streaming_bulk already backed off and retried it max_retries times
-                gave_up = f"(gave up after {self.config.max_retries} retries)"
-                outcome.unavailable.append((doc_id, f"OpenSearch is overloaded: {_item_error(result)} {gave_up}"))
-            elif _retryable(status):
-                retry.append(action)
-                reason = _item_error(result)
-            else:
-                outcome.failed.append((doc_id, _item_error(result)))
+        try:
+            for ok, item in results:
+                result = next(iter(item.values()))
+                doc_id = str(result.get("_id"))
+                action = by_id[doc_id].popleft()
+                status = result.get("status")
+                if ok:
+                    outcome.written.append(doc_id)
+                elif status == 404 and result.get("result") == "not_found":  # a delete of an id that is not there
+                    outcome.not_found.append(doc_id)
+                elif status == 409 and action.get("version_type") == "external":  # expected: see ray_pool
+                    (outcome.written if _ours_is_stored(action, result) else outcome.superseded).append(doc_id)
+                elif (error := result.get("exception")) is not None and not _retryable(status):
+                    refused.setdefault(id(error), (error, []))[1].append(action)
+                elif status == 429:  # streaming_bulk already backed off and retried it max_retries times
+                    gave_up = f"(gave up after {self.config.max_retries} retries)"
+                    outcome.unavailable.append((doc_id, f"{label} is overloaded: {_item_error(result)} {gave_up}"))
+                elif _retryable(status):
+                    retry.append(action)
+                    reason = _item_error(result)
+                else:
+                    outcome.failed.append((doc_id, _item_error(result)))
+        except connection_error() as e:
+            # opensearch-py's streaming_bulk reports a request that got no answer on each of its items; Elastic's
+            # raises it: every action this pass has seen no answer for is retried, as on OpenSearch.
+            retry += [action for waiting in by_id.values() for action in waiting]
+            reason = _item_error({"exception": e})
         for error, part in refused.values():
             if len(part) == 1:
                 outcome.failed.append((str(part[0]["_id"]), _item_error({"exception": error})))

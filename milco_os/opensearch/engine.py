@@ -117,6 +117,13 @@ class Engine:
 
     # ---- point in time
 
+    #: Reading a whole index (reindex): the sort of its pages and the field its slices are cut by. ``_id`` is the
+    #: same in every point in time, so a job resumes with a fresh one.
+    scan_sort: tuple[dict[str, str], ...] = ({"_id": "asc"},)
+    slice_field: str | None = "_id"
+    #: Whether a resumed read needs the point in time it started with (its sort values mean nothing in another).
+    resume_needs_same_pit = False
+
     def open_pit(self, client: Any, index: str, keep_alive: str) -> str:
         return str(client.create_pit(index=index, keep_alive=keep_alive)["pit_id"])
 
@@ -201,6 +208,12 @@ class ElasticsearchEngine(Engine):
         from elasticsearch.helpers import streaming_bulk
 
         return streaming_bulk
+
+    # Elasticsearch 8 refuses fielddata on _id (indices.id_field_data.enabled), so pages are read in the point in
+    # time's own order, _shard_doc, whose values mean nothing in another point in time.
+    scan_sort = ({"_shard_doc": "asc"},)
+    slice_field = None
+    resume_needs_same_pit = True
 
     def open_pit(self, client: Any, index: str, keep_alive: str) -> str:
         return str(client.open_point_in_time(index=index, keep_alive=keep_alive)["id"])

@@ -177,8 +177,8 @@ def fused_hits(
               for rank, (doc_id, score) in enumerate(scores, 1) if doc_id == doc} for doc, _ in page]
     if page_sources and page:
         excludes = (bodies[names[0]].get("_source") or {}).get("excludes")
-        params = {"_source_excludes": ",".join(excludes)} if excludes else None
-        found = client.mget(index=index, body={"ids": [doc for doc, _ in page]}, params=params)["docs"]
+        filtered = {"_source_excludes": ",".join(excludes)} if excludes else {}
+        found = client.mget(index=index, body={"ids": [doc for doc, _ in page]}, **filtered)["docs"]
         sources = {d["_id"]: d.get("_source", {}) for d in found if d.get("found")}
         for doc, _ in page:
             raw[doc] = {**raw[doc], "_source": sources.get(doc, {})}

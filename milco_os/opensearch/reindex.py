@@ -33,6 +33,7 @@ from milco_os.layout import read_layout
 from milco_os.opensearch.bulk import BulkConfig
 from milco_os.opensearch.checkpoint import Checkpoint, InterruptedJob
 from milco_os.opensearch.client import describe_transport_error
+from milco_os.opensearch.engine import OPENSEARCH, Engine, engine_of, error_status, transport_error
 from milco_os.opensearch.indices import create_index, document_count, index_exists, index_record
 from milco_os.opensearch.ingest import Ingester, IngestReport, JobProgress, batch_pool
 from milco_os.opensearch.mapping import index_meta, written_fields
@@ -69,29 +70,32 @@ def default_checkpoint_path(cache_dir: Path, source: str, dest: str) -> Path:
 
 
 def scan_body(
-    pit_id: str, slice_id: int, slices: int, after: str | None, page_size: int, exclude: list[str]
+    pit_id: str, slice_id: int, slices: int, after: str | int | None, page_size: int, exclude: list[str],
+    engine: Engine = OPENSEARCH,
 ) -> dict[str, Any]:
-    """One page of a slice of SRC, in ``_id`` order after ``after``."""
+    """One page of a slice of SRC, in the engine's scan order (``_id`` on OpenSearch) after ``after``."""
     body: dict[str, Any] = {
         "size": page_size,
-        "pit": {"id": pit_id, "keep_alive": "10m"},
-        "sort": [{"_id": "asc"}],
+        "pit": {"id": pit_id, "keep_alive": PIT_KEEP_ALIVE},
+        "sort": list(engine.scan_sort),
         "track_total_hits": False,
         "_source": {"excludes": exclude} if exclude else True,
     }
     if slices > 1:
-        body["slice"] = {"field": "_id", "id": slice_id, "max": slices}
+        cut = {"field": engine.slice_field} if engine.slice_field else {}
+        body["slice"] = {**cut, "id": slice_id, "max": slices}
     if after is not None:
         body["search_after"] = [after]
     return body
 
 
 def _read_slice(
-    client: Client, pit_id: str, slice_id: int, slices: int, after: str | None, page_size: int,
+    client: Client, pit_id: str, slice_id: int, slices: int, after: str | int | None, page_size: int,
     exclude: list[str],
 ) -> Iterator[list[dict[str, Any]]]:
+    engine = engine_of(client)
     while True:
-        body = scan_body(pit_id, slice_id, slices, after, page_size, exclude)
+        body = scan_body(pit_id, slice_id, slices, after, page_size, exclude, engine)
         with warnings.catch_warnings():
             # Sorting on _id loads its fielddata, which OpenSearch flags as deprecated. It is the only
             # unique key every index has that stays stable across points in time (2.x has no _shard_doc),
@@ -124,7 +128,7 @@ def reindex(
     """Reindex SRC into DEST (created from ``spec`` when missing) with ``encoder``, or on Ray actors with
     ``ray`` (``encoder`` then None); see the module docstring. When it stops before the end, the
     :class:`~milco_os.errors.JobStopped` it raises names the checkpoint."""
-    from milco_os.opensearch.engine import engine_of, transport_error
+    from milco_os.opensearch.engine import transport_error
 
     # Refusals first: they need no encoder (on Ray, starting the actors takes a while).
     if slices < 1 or page_size < 1:
@@ -154,11 +158,7 @@ def reindex(
         with contextlib.suppress(ModelMismatch):
             exclude += written_fields(index_record(client, source), source)
         failed_before = int(checkpoint.progress["failed"])
-        try:
-            pit_id = engine_of(client).open_pit(client, source, keep_alive="10m")
-        except transport_error() as e:
-            msg = f"cannot open a point in time on {source!r}: {describe_transport_error(e)}"
-            raise OpenSearchUnavailable(msg) from None
+        pit_id = _point_in_time(client, source, checkpoint)
         pages: queue.Queue[tuple[int, list[dict[str, Any]] | None] | BaseException] = queue.Queue(maxsize=2 * slices)
 
         def reader(slice_id: int) -> None:
@@ -170,7 +170,7 @@ def reindex(
             except BaseException as e:  # handed to the consumer, which raises it
                 pages.put(e)
 
-        def tagged_batches() -> Iterator[tuple[list[dict[str, Any]], tuple[int, str | None]]]:
+        def tagged_batches() -> Iterator[tuple[list[dict[str, Any]], tuple[int, str | int | None]]]:
             open_slices = {i for i in range(slices) if not checkpoint.progress["done"][i]}
             threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in sorted(open_slices)]
             for t in threads:
@@ -179,6 +179,8 @@ def reindex(
                 item = pages.get()
                 if isinstance(item, transport_error()):
                     msg = f"reading {source!r} failed: {describe_transport_error(item)}"
+                    if error_status(item) == 400:  # refused, not unavailable: resuming would not help
+                        raise SearchIndexError(msg)
                     raise OpenSearchUnavailable(msg)
                 if isinstance(item, BaseException):
                     raise item
@@ -188,14 +190,14 @@ def reindex(
                     yield [], (slice_id, None)  # marks the slice done once everything before it is acknowledged
                     continue
                 docs = [{**h.get("_source", {}), _ID_KEY: h["_id"]} for h in hits]
-                yield docs, (slice_id, hits[-1]["_id"])
+                yield docs, (slice_id, hits[-1]["sort"][0])
 
-        def acknowledged(tag: tuple[int, str | None], n_docs: int, report: IngestReport) -> None:
-            slice_id, last_id = tag
-            if last_id is None:
+        def acknowledged(tag: tuple[int, str | int | None], n_docs: int, report: IngestReport) -> None:
+            slice_id, last_after = tag
+            if last_after is None:
                 checkpoint.progress["done"][slice_id] = True
             else:
-                checkpoint.progress["after"][slice_id] = last_id
+                checkpoint.progress["after"][slice_id] = last_after
                 checkpoint.progress["written"] += n_docs
             checkpoint.progress["failed"] = failed_before + report.failed
             checkpoint.save()
@@ -227,6 +229,40 @@ def reindex(
         log.warning("not moving alias %s: %s holds %d of %d documents", alias, dest, report.dest_count,
                     report.source_count)
     return report
+
+
+#: How long a point in time outlives its last page (renewed by each page).
+PIT_KEEP_ALIVE = "10m"
+
+
+def _point_in_time(client: Client, source: str, checkpoint: Checkpoint) -> str:
+    """The point in time the job reads SRC through. On an engine whose scan order is the point in time's own
+    (Elasticsearch), a resumed job reuses the one it started with; when that one has expired, the slices not yet
+    done are read again from their start (rewritten by id: nothing is lost, only work repeated)."""
+    engine = engine_of(client)
+    saved = checkpoint.progress.get("pit")
+    if engine.resume_needs_same_pit and saved:
+        try:
+            client.search(body={"size": 0, "pit": {"id": saved, "keep_alive": PIT_KEEP_ALIVE}})
+            return str(saved)
+        except transport_error() as e:
+            if error_status(e) != 404:
+                msg = f"cannot read {source!r} through its point in time: {describe_transport_error(e)}"
+                raise OpenSearchUnavailable(msg) from None
+            open_slices = [i for i, done in enumerate(checkpoint.progress["done"]) if not done]
+            log.warning("the point in time of this job has expired: slices %s of %r are read again from their start",
+                        open_slices, source)
+            checkpoint.progress["after"] = [None if i in open_slices else a
+                                            for i, a in enumerate(checkpoint.progress["after"])]
+    try:
+        pit_id = engine.open_pit(client, source, keep_alive=PIT_KEEP_ALIVE)
+    except transport_error() as e:
+        msg = f"cannot open a point in time on {source!r}: {describe_transport_error(e)}"
+        raise OpenSearchUnavailable(msg) from None
+    if engine.resume_needs_same_pit:
+        checkpoint.progress["pit"] = pit_id
+        checkpoint.save()
+    return pit_id
 
 
 def _check_same_layout(record: dict[str, Any], wanted: dict[str, Any], dest: str) -> None:

@@ -201,8 +201,14 @@ def dead_letter_ids(path: Path) -> list[str]:
 
 
 def all_ids(client: Any, index: str) -> list[str]:
-    """Every ``_id`` in ``index`` (a scroll over all of it, so duplicates would show)."""
-    from opensearchpy import helpers
+    """Every ``_id`` in ``index`` (a scroll over all of it, so duplicates would show), with the client library's own
+    scan helper."""
+    from milco_os.opensearch.engine import ELASTICSEARCH, engine_of
+
+    if engine_of(client) is ELASTICSEARCH:
+        from elasticsearch import helpers
+    else:
+        from opensearchpy import helpers  # type: ignore[no-redef]
 
     query = {"query": {"match_all": {}}, "_source": False}
     return [hit["_id"] for hit in helpers.scan(client, index=index, query=query, size=1000, scroll="2m")]
@@ -224,14 +230,19 @@ def assert_converged(client: Any, index: str, expected: Iterable[str]) -> None:
     assert len(ids) == count == int(stats["count"]) == len(expected), (len(ids), count, stats, len(expected))
 
 
-def slice_ids(client: Any, index: str, slice_id: int, slices: int) -> list[str]:
-    """The ids of one ``_id`` slice of ``index`` in ``_id`` order, read by reindex's own slice reader."""
+def slice_ids(client: Any, index: str, slice_id: int, slices: int) -> list[tuple[str, Any]]:
+    """(id, sort value) of each document of one slice of ``index``, in reindex's order, read by its own slice reader
+    (OpenSearch: ``_id`` slices in ``_id`` order, the sort value the id; Elasticsearch: the point in time's own slices
+    and ``_shard_doc`` order, the same in every point in time while the index does not change)."""
+    from milco_os.opensearch.engine import engine_of
     from milco_os.opensearch.reindex import _read_slice
 
-    pit = client.create_pit(index=index, keep_alive="2m")["pit_id"]
+    engine = engine_of(client)
+    pit = engine.open_pit(client, index, keep_alive="2m")
     try:
-        return [h["_id"] for hits in _read_slice(client, pit, slice_id, slices, None, 500, []) for h in hits]
+        return [(h["_id"], h["sort"][0]) for hits in _read_slice(client, pit, slice_id, slices, None, 500, [])
+                for h in hits]
     finally:
-        client.delete_pit(body={"pit_id": [pit]})
+        engine.close_pit(client, pit)
 
 

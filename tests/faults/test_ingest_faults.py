@@ -144,7 +144,7 @@ def test_node_paused_with_a_bulk_request_in_flight(node: FaultNode, cli: Cli, in
             stopped = run.wait(GIVE_UP_WHILE_PAUSED_S, "the ingest with the node paused (bounded retries)")
             state = check_clean_stop(stopped, job.checkpoint)
     if pause == "long":
-        node.client.cluster.health(wait_for_status="yellow", timeout="60s", request_timeout=70)
+        node.wait_yellow()
         job.check_acknowledged(node.client, state)
         job.finish(node.client)
         return

@@ -63,7 +63,7 @@ class Reindex:
         client.indices.refresh(index=self.source)
         client.indices.put_alias(index=self.source, name=self.alias)
         self.slices = [slice_ids(client, self.source, s, SLICES) for s in range(SLICES)]
-        assert sorted(self.slices[0] + self.slices[1]) == self.ids
+        assert sorted(doc for doc, _ in self.slices[0] + self.slices[1]) == self.ids
         self.args = ["reindex", "--source", self.source, "--dest", self.dest, "--text-field", "text",
                      "--checkpoint", str(self.checkpoint), "--alias", self.alias, "--slices", str(SLICES),
                      "--page-size", "16", "--replicas", "0", "--dead-letter", str(self.dead),
@@ -82,9 +82,9 @@ class Reindex:
         assert not all(state["done"]), f"an interrupted run marked every slice done: {state}"
         self.client.indices.refresh(index=self.dest)
         kept = set(all_ids(self.client, self.dest)) | set(dead_letter_ids(self.dead))
-        for s, ids in enumerate(self.slices):
+        for s, read in enumerate(self.slices):
             after = state["after"][s]
-            claimed = ids if state["done"][s] else [i for i in ids if after is not None and i <= after]
+            claimed = [doc for doc, at in read if state["done"][s] or (after is not None and at <= after)]
             lost = [i for i in claimed if i not in kept]
             assert not lost, f"slice {s}: checkpoint {state} is past {len(lost)} unwritten documents, e.g. {lost[:5]}"
 

@@ -1,5 +1,5 @@
-"""Ingest: invalid documents are reported and kept; retries are bounded; an OpenSearch outage mid-ingest
-loses nothing that was acknowledged; a model mismatch is refused."""
+"""Ingest, on each engine: invalid documents are reported and kept; retries are bounded; an outage of the node
+mid-ingest loses nothing that was acknowledged; a model mismatch is refused."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from milco_os.opensearch.bulk import BulkConfig, BulkWriter
 from milco_os.opensearch.indices import create_index
 from milco_os.opensearch.ingest import Ingester, IngestReport, unwrap_dead_letter
 from milco_os.specs import IndexSpec
+from tests.conftest import TEST_ENGINES
 from tests.fakes import FakeEncoder
 
 
@@ -22,9 +23,9 @@ def docs(n: int, prefix: str = "d") -> list[dict]:
     return [{"id": f"{prefix}{i}", "text": f"der Hund und Tee {i}", "n": i} for i in range(n)]
 
 
-def test_invalid_documents_go_to_the_dead_letter_file(client, index_name: str, tmp_path: Path) -> None:
+def test_invalid_documents_go_to_the_dead_letter_file(engine_client, engine_index: str, tmp_path: Path) -> None:
     encoder = FakeEncoder()
-    create_index(client, index_name, encoder.info, IndexSpec(replicas=0))
+    create_index(engine_client, engine_index, encoder.info, IndexSpec(replicas=0))
     batch = docs(10) + [
         {"text": "no id"},
         {"id": "bad-type", "text": 42},
@@ -33,33 +34,34 @@ def test_invalid_documents_go_to_the_dead_letter_file(client, index_name: str, t
         {"id": "ok-extra", "text": "Vulkan", "lang": "de"},
     ]
     dead = tmp_path / "dead.jsonl"
-    report = Ingester(client, index_name, encoder, dead_letter=dead).run(batch, refresh=True)
+    report = Ingester(engine_client, engine_index, encoder, dead_letter=dead).run(batch, refresh=True)
     assert report.indexed == 11 and report.failed == 4
-    assert client.count(index=index_name)["count"] == 11
+    assert engine_client.count(index=engine_index)["count"] == 11
     reasons = dict(report.failures)
     assert "field 'id': missing" in reasons["None"]
     assert "field 'text': must be a string, got int" in reasons["bad-type"]
     assert "no text" in reasons["empty"]
     records = [json.loads(line) for line in dead.read_text().splitlines()]
     assert len(records) == 4 and {"text": 42, "id": "bad-type"} in [r["document"] for r in records]
-    assert client.get(index=index_name, id="ok-extra")["_source"]["lang"] == "de"
+    assert engine_client.get(index=engine_index, id="ok-extra")["_source"]["lang"] == "de"
 
 
-def test_writes_are_idempotent_by_id(client, index_name: str) -> None:
+def test_writes_are_idempotent_by_id(engine_client, engine_index: str) -> None:
     encoder = FakeEncoder()
-    create_index(client, index_name, encoder.info, IndexSpec(replicas=0))
-    ingester = Ingester(client, index_name, encoder, config=BulkConfig(encode_batch=7, max_docs=5))
+    create_index(engine_client, engine_index, encoder.info, IndexSpec(replicas=0))
+    ingester = Ingester(engine_client, engine_index, encoder, config=BulkConfig(encode_batch=7, max_docs=5))
     ingester.run(docs(40), refresh=True)
     ingester.run(docs(40), refresh=True)
-    assert client.count(index=index_name)["count"] == 40
+    assert engine_client.count(index=engine_index)["count"] == 40
 
 
-def test_with_versions_by_position_a_later_line_stays_whichever_write_comes_last(client, index_name: str) -> None:
+def test_with_versions_by_position_a_later_line_stays_whichever_write_comes_last(engine_client,
+                                                                               engine_index: str) -> None:
     """What the Ray path relies on: batches written out of input order, and one written twice, still leave each
     id's last line stored; the older line is superseded (not failed, not dead-lettered)."""
     encoder = FakeEncoder()
-    create_index(client, index_name, encoder.info, IndexSpec(replicas=0))
-    ingester = Ingester(client, index_name, encoder)
+    create_index(engine_client, engine_index, encoder.info, IndexSpec(replicas=0))
+    ingester = Ingester(engine_client, engine_index, encoder)
     later = [{"id": "a", "text": "Tee later"}, {"id": "b", "text": "Hund"}]
     first = ingester.write_batch(later, first_version=1_000)
     earlier = ingester.write_batch([{"id": "c", "text": "Vulkan"}, {"id": "a", "text": "Tee earlier"}],
@@ -68,30 +70,32 @@ def test_with_versions_by_position_a_later_line_stays_whichever_write_comes_last
     assert sorted(first.outcome.written) == ["a", "b"]
     assert earlier.outcome.written == ["c"] and earlier.outcome.superseded == ["a"] and not earlier.outcome.failed
     assert sorted(again.outcome.written) == ["a", "b"] and not again.outcome.superseded
-    assert client.get(index=index_name, id="a")["_source"]["text"] == "Tee later"
+    assert engine_client.get(index=engine_index, id="a")["_source"]["text"] == "Tee later"
     report = IngestReport()
     for result in (first, earlier, again):
         ingester.acknowledge(report, result)
     assert (report.indexed, report.superseded, report.failed) == (5, 1, 0)
 
 
-def test_model_mismatch_is_refused(client, index_name: str) -> None:
-    create_index(client, index_name, FakeEncoder(fingerprint="sha256:one").info, IndexSpec(replicas=0))
+def test_model_mismatch_is_refused(engine_client, engine_index: str) -> None:
+    create_index(engine_client, engine_index, FakeEncoder(fingerprint="sha256:one").info, IndexSpec(replicas=0))
     with pytest.raises(ModelMismatch, match=r"was built with model 'fake' \(sha256:one\).*sha256:two"):
-        Ingester(client, index_name, FakeEncoder(fingerprint="sha256:two"))
+        Ingester(engine_client, engine_index, FakeEncoder(fingerprint="sha256:two"))
 
 
-def test_opensearch_stopped_mid_ingest_loses_nothing_acknowledged(cache_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine_name", [e for e in TEST_ENGINES if e in ("opensearch", "elasticsearch")])
+def test_the_node_stopped_mid_ingest_loses_nothing_acknowledged(cache_dir: Path, tmp_path: Path,
+                                                               engine_name: str) -> None:
     """A node of its own is stopped after the first acknowledged batch: the job retries (bounded), then
     reports the rest as failed and keeps them; after a restart every acknowledged document is there."""
     from milco_os.localnode import LocalNode
     from milco_os.opensearch.client import make_client
     from milco_os.settings import Settings
 
-    node = LocalNode(cache_dir, 9264)
+    node = LocalNode(cache_dir, {"opensearch": 9264, "elasticsearch": 9266}[engine_name], engine=engine_name)
     node.up(heap="512m", fresh=True)
     try:
-        client = make_client(Settings(opensearch_url=node.url, opensearch_timeout=5))
+        client = make_client(Settings(opensearch_url=node.url, opensearch_timeout=5, engine=engine_name))
         encoder = FakeEncoder(delay=0.2)
         create_index(client, "outage", encoder.info, IndexSpec(replicas=0))
         sleeps: list[float] = []
@@ -131,25 +135,26 @@ def test_opensearch_stopped_mid_ingest_loses_nothing_acknowledged(cache_dir: Pat
         node.down()
 
 
-def test_one_bad_document_does_not_sink_its_bulk_request(client, index_name: str) -> None:
+def test_one_bad_document_does_not_sink_its_bulk_request(engine_client, engine_index: str) -> None:
     """OpenSearch refuses a whole bulk request for one _id over 512 bytes; the writer halves the request
     until the bad document is alone, so the others are written and the bad one's reason is OpenSearch's."""
-    client.indices.create(index=index_name, body={"settings": {"number_of_replicas": 0}})
+    engine_client.indices.create(index=engine_index, body={"settings": {"number_of_replicas": 0}})
     long_id = "x" * 600
-    actions = [{"_index": index_name, "_id": i, "_source": {"text": "t"}} for i in ("a", "b", long_id, "c", "d")]
-    outcome = BulkWriter(client, BulkConfig()).write(actions)
+    actions = [{"_index": engine_index, "_id": i, "_source": {"text": "t"}} for i in ("a", "b", long_id, "c", "d")]
+    outcome = BulkWriter(engine_client, BulkConfig()).write(actions)
     assert sorted(outcome.written) == ["a", "b", "c", "d"] and not outcome.unavailable
     ((bad_id, reason),) = outcome.failed
     assert bad_id == long_id and "HTTP 400" in reason and "512" in reason
 
 
-def test_ingest_refuses_overlong_ids_and_texts_and_keeps_the_rest(client, index_name: str, tmp_path: Path) -> None:
+def test_ingest_refuses_overlong_ids_and_texts_and_keeps_the_rest(engine_client, engine_index: str,
+                                                                 tmp_path: Path) -> None:
     encoder = FakeEncoder()
-    create_index(client, index_name, encoder.info, IndexSpec(replicas=0))
+    create_index(engine_client, engine_index, encoder.info, IndexSpec(replicas=0))
     batch = [*docs(3), {"id": "y" * 600, "text": "ok"}, {"id": "huge", "text": "z " * 60}]
-    ingester = Ingester(client, index_name, encoder, dead_letter=tmp_path / "dead.jsonl", max_chars=100)
+    ingester = Ingester(engine_client, engine_index, encoder, dead_letter=tmp_path / "dead.jsonl", max_chars=100)
     report = ingester.run(batch, refresh=True)
     assert report.indexed == 3
     reasons = dict(report.failures)
     assert "512 bytes" in reasons["y" * 600] and "over the limit of 100" in reasons["huge"]
-    assert client.count(index=index_name)["count"] == 3
+    assert engine_client.count(index=engine_index)["count"] == 3

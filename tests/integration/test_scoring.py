@@ -1,5 +1,5 @@
-"""OpenSearch computes milco-os scores exactly: alpha-weighted pivot + echo dot products, two-phase
-rescoring, explanations."""
+"""Each engine computes milco-os scores exactly: alpha-weighted pivot + echo dot products, two-phase
+rescoring, explanations (OpenSearch's rank_features and Elasticsearch's sparse_vector alike)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from milco_os.opensearch.documents import index_action
+from milco_os.opensearch.engine import engine_of
 from milco_os.opensearch.mapping import index_body
 from milco_os.opensearch.query import (
     TwoPhase,
@@ -32,7 +33,7 @@ def random_vector(rng: random.Random, vocab: Vocab, n: int) -> SparseVector:
 
 
 def build_index(client, name: str, rng: random.Random, n_docs: int = 150) -> dict[str, Encoded]:  # noqa: ANN001
-    client.indices.create(index=name, body=index_body(INFO, IndexSpec(replicas=0)))
+    client.indices.create(index=name, body=index_body(INFO, IndexSpec(replicas=0), engine_of(client)))
     docs = {
         f"d{i}": Encoded(random_vector(rng, PIVOT, rng.randint(5, 60)), random_vector(rng, ECHO, rng.randint(0, 20)))
         for i in range(n_docs)
@@ -46,18 +47,23 @@ def build_index(client, name: str, rng: random.Random, n_docs: int = 150) -> dic
     return docs
 
 
+def views(client) -> dict:  # noqa: ANN001
+    """The search builders' view arguments for an index of :func:`build_index` in ``client``'s engine."""
+    return {"pivot_field": "milco_pivot", "echo_field": "milco_echo", "engine": engine_of(client)}
+
+
 def exact(q: Encoded, d: Encoded, alpha: float) -> float:
     return alpha * q.pivot.dot(d.pivot) + (1 - alpha) * q.echo.dot(d.echo)
 
 
 @pytest.mark.parametrize("alpha", [0.5, 0.2, 1.0])
-def test_scores_equal_weighted_dot_products(client, index_name: str, alpha: float) -> None:
+def test_scores_equal_weighted_dot_products(engine_client, engine_index: str, alpha: float) -> None:
     rng = random.Random(11)
-    docs = build_index(client, index_name, rng)
+    docs = build_index(engine_client, engine_index, rng)
     for _ in range(5):
         q = Encoded(random_vector(rng, PIVOT, 40), random_vector(rng, ECHO, 8))
-        body = search_body(q, pivot_field="milco_pivot", echo_field="milco_echo", alpha=alpha, size=200)
-        hits = client.search(index=index_name, body=body)["hits"]["hits"]
+        body = search_body(q, **views(engine_client), alpha=alpha, size=200)
+        hits = engine_client.search(index=engine_index, body=body)["hits"]["hits"]
         expected = {doc_id: exact(q, d, alpha) for doc_id, d in docs.items()}
         assert {h["_id"] for h in hits} == {k for k, v in expected.items() if v > 0}
         for h in hits:
@@ -67,35 +73,34 @@ def test_scores_equal_weighted_dot_products(client, index_name: str, alpha: floa
 
 
 @pytest.mark.parametrize("two_phase", [TwoPhase(), PLUGIN_TWO_PHASE], ids=["by value", "by weight"])
-def test_two_phase_gives_the_same_top_10_and_scores(client, index_name: str, two_phase: TwoPhase) -> None:
+def test_two_phase_gives_the_same_top_10_and_scores(engine_client, engine_index: str, two_phase: TwoPhase) -> None:
     from milco_os.opensearch.stats import IndexTermStats
 
     rng = random.Random(5)
-    build_index(client, index_name, rng, n_docs=300)
-    stats = IndexTermStats(client, index_name, {"fields": {"pivot": "milco_pivot", "echo": "milco_echo"}})
+    build_index(engine_client, engine_index, rng, n_docs=300)
+    stats = IndexTermStats(engine_client, engine_index, engine_client.indices.get_mapping(
+        index=engine_index)[engine_index]["mappings"]["_meta"]["milco_os"])
     for _ in range(5):
         q = Encoded(random_vector(rng, PIVOT, 60), random_vector(rng, ECHO, 10))
-        full = search_body(q, pivot_field="milco_pivot", echo_field="milco_echo", size=10)
-        two = search_body(q, pivot_field="milco_pivot", echo_field="milco_echo", size=10, two_phase=two_phase,
+        full = search_body(q, **views(engine_client), size=10)
+        two = search_body(q, **views(engine_client), size=10, two_phase=two_phase,
                           stats=stats)
         assert "rescore" in two and len(two["query"]["bool"]["should"]) < len(full["query"]["bool"]["should"])
-        a = client.search(index=index_name, body=full)["hits"]["hits"]
-        b = client.search(index=index_name, body=two)["hits"]["hits"]
+        a = engine_client.search(index=engine_index, body=full)["hits"]["hits"]
+        b = engine_client.search(index=engine_index, body=two)["hits"]["hits"]
         assert [h["_id"] for h in a] == [h["_id"] for h in b]
         for x, y in zip(a, b, strict=True):
             assert y["_score"] == pytest.approx(x["_score"], rel=1e-4)
 
 
-def test_explanations_from_source_and_from_opensearch_agree(client, index_name: str) -> None:
+def test_explanations_from_source_and_from_the_engine_agree(engine_client, engine_index: str) -> None:
     rng = random.Random(3)
-    build_index(client, index_name, rng, n_docs=60)
+    build_index(engine_client, engine_index, rng, n_docs=60)
     q = Encoded(random_vector(rng, PIVOT, 80), random_vector(rng, ECHO, 15))
-    body = search_body(q, pivot_field="milco_pivot", echo_field="milco_echo", alpha=0.4, size=5, explain=True)
-    for hit in client.search(index=index_name, body=body)["hits"]["hits"]:
+    body = search_body(q, **views(engine_client), alpha=0.4, size=5, explain=True)
+    for hit in engine_client.search(index=engine_index, body=body)["hits"]["hits"]:
         stored = term_contributions(q, hit["_source"], alpha=0.4, pivot_field="milco_pivot", echo_field="milco_echo")
-        explained = contributions_from_explanation(
-            hit["_explanation"], alpha=0.4, pivot_field="milco_pivot", echo_field="milco_echo"
-        )
+        explained = contributions_from_explanation(hit["_explanation"], alpha=0.4, **views(engine_client))
         assert {(t.view, t.term) for t in stored} == {(t.view, t.term) for t in explained}
         assert sum(t.contribution for t in explained) == pytest.approx(hit["_score"], rel=1e-5)
         assert sum(t.contribution for t in stored) == pytest.approx(hit["_score"], rel=PRECISION)
