@@ -36,6 +36,7 @@ from milco_os.opensearch.bm25 import (
 )
 from milco_os.opensearch.bulk import BulkConfig, write_documents
 from milco_os.opensearch.documents import dense_values
+from milco_os.opensearch.engine import engine_of_record
 from milco_os.opensearch.hybrid import knn_body
 from milco_os.opensearch.indices import create_index, create_plain_index, delete_index, index_record, refresh
 from milco_os.opensearch.ingest import Ingester, batches
@@ -461,8 +462,8 @@ def run_sparse(
             assert layout.dense is not None
             nested = passage_query(record, options, name="dense")
             excludes = written_fields(record, index)
-            bodies = [knn_body(dense_values(v.dense), layout.dense.field, size, None, excludes, passages=nested)
-                      for v in vectors]
+            bodies = [knn_body(dense_values(v.dense), layout.dense.field, size, None, excludes, passages=nested,
+                               engine=engine_of_record(record, index)) for v in vectors]
             for part in batches(list(zip(evalset.queries, bodies, strict=True)), 100):
                 for (q, _), ids in zip(part, msearch_ids(client, index, [b for _, b in part]), strict=True):
                     run[q["id"]] = ids

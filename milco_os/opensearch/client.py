@@ -92,7 +92,7 @@ def connect(settings: Settings) -> Any:
 def reachable(client: Any) -> bool:
     """Whether the cluster answers a ping (any transport failure: no)."""
     try:
-        return bool(client.ping())
+        return engine_of(client).ping(client)
     except Exception:  # noqa: BLE001 (readiness: every failure means "not reachable")
         return False
 

@@ -110,6 +110,14 @@ class Engine:
         """The server's version number, e.g. ``2.19.6``."""
         return str(client.info()["version"]["number"])
 
+    def timed(self, client: Any, seconds: float) -> tuple[Any, dict[str, Any]]:
+        """(client, keyword arguments) for a request that may take ``seconds``, longer than the client's timeout."""
+        return client, {"request_timeout": seconds}
+
+    def ping(self, client: Any) -> bool:
+        """Whether the cluster answers (a failed request may raise)."""
+        return bool(client.ping())
+
     def streaming_bulk(self) -> Callable[..., Iterator[tuple[bool, dict[str, Any]]]]:
         from opensearchpy.helpers import streaming_bulk
 
@@ -203,6 +211,15 @@ class ElasticsearchEngine(Engine):
         # `GET /` is not answered by every distribution (the integration-test zip says 405); the nodes API is.
         nodes = client.nodes.info(node_id="_local", metric="_none", filter_path="nodes.*.version")["nodes"]
         return str(next(iter(nodes.values()))["version"])
+
+    def timed(self, client: Any, seconds: float) -> tuple[Any, dict[str, Any]]:
+        # Elastic's client takes transport options through options(), not as keyword arguments of a request.
+        return client.options(request_timeout=seconds), {}
+
+    def ping(self, client: Any) -> bool:
+        # `HEAD /` belongs to the rest-root module, which not every distribution has (the integration-test zip).
+        self.version(client)
+        return True
 
     def streaming_bulk(self) -> Callable[..., Iterator[tuple[bool, dict[str, Any]]]]:
         from elasticsearch.helpers import streaming_bulk

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from milco_os.opensearch.engine import engine_of
 from milco_os.opensearch.indices import refresh, server_version
 
 if TYPE_CHECKING:
@@ -78,7 +79,8 @@ def force_merge(client: Client, index: str, *, source_filtered: bool = False, wa
             steady = False
             log.warning("%s: retention lease did not advance in %.0fs; size includes _recovery_source", index, wait_s)
         client.indices.flush(index=index)
-    client.indices.forcemerge(index=index, max_num_segments=1, request_timeout=MERGE_TIMEOUT)
+    patient, timeout = engine_of(client).timed(client, MERGE_TIMEOUT)
+    patient.indices.forcemerge(index=index, max_num_segments=1, **timeout)
     refresh(client, index)
     return steady
 
@@ -99,7 +101,7 @@ def bulk_through_pipeline(
         lines = []
         for doc_id, source in docs[i : i + chunk]:
             lines += [json.dumps({"index": {"_id": doc_id}}), json.dumps(source, ensure_ascii=False)]
-        resp = client.bulk(index=index, body="\n".join(lines) + "\n", params={"pipeline": pipeline})
+        resp = client.bulk(index=index, body="\n".join(lines) + "\n", pipeline=pipeline)
         if resp["errors"]:
             errors = [item["index"]["error"] for item in resp["items"] if item["index"].get("error")]
             msg = f"bulk through pipeline {pipeline!r}: {len(errors)} failed, first: {errors[0]}"
@@ -111,7 +113,7 @@ def bulk_through_pipeline(
 # ------------------------------------------------------------------------------------------ searching
 def hit_ids(client: Client, index: str, body: dict[str, Any], params: dict[str, Any] | None = None) -> list[str]:
     """The ids of one search's hits, in order."""
-    return [h["_id"] for h in client.search(index=index, body=body, params=params)["hits"]["hits"]]
+    return [h["_id"] for h in client.search(index=index, body=body, **(params or {}))["hits"]["hits"]]
 
 
 def match_body(text: str, size: int, field: str = "text") -> dict[str, Any]:

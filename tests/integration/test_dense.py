@@ -14,6 +14,7 @@ import pytest
 from milco_os.errors import ConfigError, ModelMismatch
 from milco_os.layout import read_layout
 from milco_os.opensearch.documents import dense_values
+from milco_os.opensearch.engine import engine_of
 from milco_os.opensearch.hybrid import fuse, knn_body
 from milco_os.opensearch.indices import create_index, index_record
 from milco_os.opensearch.ingest import ingest
@@ -47,35 +48,51 @@ def dense_index(client, milco_mini, index_name: str) -> str:  # noqa: ANN001
     return index_name
 
 
-def test_the_layout_record_says_what_the_index_holds(client, milco_mini, dense_index: str) -> None:  # noqa: ANN001
+@pytest.fixture
+def engine_dense_index(engine_client, milco_mini, engine_index: str) -> str:  # noqa: ANN001
+    """:func:`dense_index` on the engine under test."""
+    create_index(engine_client, engine_index, milco_mini.info, IndexSpec(replicas=0, dense=True))
+    report = ingest(engine_client, engine_index, [d for d in DOCS if d["text"]], milco_mini, refresh=True)
+    assert report.indexed == 7
+    return engine_index
+
+
+def test_the_layout_record_says_what_the_index_holds(engine_client, milco_mini,  # noqa: ANN001
+                                                     engine_dense_index: str) -> None:
+    client, dense_index = engine_client, engine_dense_index
     record = index_record(client, dense_index)
     layout = read_layout(record, dense_index)
     assert layout.dense is not None and layout.dense.dimensions == 384
     assert layout.dense.model["fingerprint"] == milco_mini.info.dense.fingerprint
     mapping = client.indices.get_mapping(index=dense_index)[dense_index]["mappings"]
-    assert mapping["properties"]["milco_dense"]["type"] == "knn_vector"
+    assert mapping["properties"]["milco_dense"]["type"] == {"opensearch": "knn_vector",
+                                                            "elasticsearch": "dense_vector"}[layout.engine]
     assert "milco_dense" in mapping["_source"]["excludes"]  # explain reads the k-NN hits, not the vector
 
 
-def test_dense_hits_equal_exact_cosine(client, milco_mini, dense_index: str) -> None:  # noqa: ANN001
+def test_dense_hits_equal_exact_cosine(engine_client, milco_mini, engine_dense_index: str) -> None:  # noqa: ANN001
+    client, dense_index = engine_client, engine_dense_index
     texts = [d["text"] for d in DOCS if d["text"]]
     docs = milco_mini.encode_documents(texts, dense=True)
     for query in ("capitale de la France", "Haustiere schlafen", "hot tea"):
         q = milco_mini.encode_queries([query], dense=True)[0].dense
         exact = sorted(((float(q @ d.dense), doc["id"]) for doc, d in zip(DOCS, docs, strict=False)), reverse=True)
-        body = knn_body([float(x) for x in q], "milco_dense", 7, None, None)
+        body = knn_body([float(x) for x in q], "milco_dense", 7, None, None, engine=engine_of(client))
         hits = client.search(index=dense_index, body=body)["hits"]["hits"]
         assert [h["_id"] for h in hits] == [doc_id for _, doc_id in exact], query
-        # OpenSearch's Lucene cosine score is (1 + cos) / 2.
+        # Lucene's cosine score, on either engine, is (1 + cos) / 2.
         np.testing.assert_allclose([2 * h["_score"] - 1 for h in hits], [c for c, _ in exact], atol=1e-4)
 
 
-def test_search_fuses_the_dense_and_sparse_lists_as_computed_by_hand(client, milco_mini, dense_index: str) -> None:  # noqa: ANN001, E501
+def test_search_fuses_the_dense_and_sparse_lists_as_computed_by_hand(engine_client, milco_mini,  # noqa: ANN001
+                                                                     engine_dense_index: str) -> None:
+    client, dense_index = engine_client, engine_dense_index
     text = "capitale de la France"
     sparse = search(client, dense_index, text, milco_mini, SearchOptions(size=100, dense_weight=0))
     assert sparse.lists == () and len(sparse.hits) >= 2
     q = milco_mini.encode_queries([text], dense=True)[0].dense
-    dense = client.search(index=dense_index, body=knn_body(dense_values(q), "milco_dense", 100, None, None))
+    dense = client.search(index=dense_index, body=knn_body(dense_values(q), "milco_dense", 100, None, None,
+                                                           engine=engine_of(client)))
     dense_list = [(h["_id"], h["_score"]) for h in dense["hits"]["hits"]]
     for norm, weight in ((DEFAULT_FUSION, None), ("minmax", 0.5), ("rrf", 2.0)):
         fused = search(client, dense_index, text, milco_mini,

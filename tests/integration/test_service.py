@@ -20,15 +20,15 @@ from milco_os.specs import IndexSpec
 from tests.fakes import BulkDown
 
 
-def test_health_encode_and_search(settings, client, splade_tiny, index_name: str) -> None:
-    create_index(client, index_name, splade_tiny.info, IndexSpec(replicas=0))
+def test_health_encode_and_search(engine_settings, engine_client, splade_tiny, engine_index: str) -> None:
+    create_index(engine_client, engine_index, splade_tiny.info, IndexSpec(replicas=0))
     docs = [
         {"id": "a", "text": "A heart attack is caused by a blocked coronary artery."},
         {"id": "b", "text": "Green tea should be brewed with water below boiling."},
     ]
-    assert ingest(client, index_name, docs, splade_tiny, refresh=True).indexed == 2
+    assert ingest(engine_client, engine_index, docs, splade_tiny, refresh=True).indexed == 2
 
-    with TestClient(create_app(settings)) as http:
+    with TestClient(create_app(engine_settings)) as http:
         assert http.get("/healthz").json() == {"status": "ok"}
         ready = http.get("/readyz")
         assert ready.status_code == 200 and ready.json()["opensearch_reachable"] is True
@@ -38,7 +38,7 @@ def test_health_encode_and_search(settings, client, splade_tiny, index_name: str
         pivot = encoded.json()["results"][0]["pivot"]
         assert "heart" in list(pivot)[:5]
 
-        found = http.post(f"/v1/indices/{index_name}/search", json={"query": "heart attack", "explain": True})
+        found = http.post(f"/v1/indices/{engine_index}/search", json={"query": "heart attack", "explain": True})
         assert found.status_code == 200
         hits = found.json()["hits"]
         assert hits[0]["id"] == "a"
@@ -53,32 +53,33 @@ def test_health_encode_and_search(settings, client, splade_tiny, index_name: str
         assert "does not exist" in missing.json()["detail"]
 
 
-def test_documents_endpoint_validation_and_auth(settings, client, splade_tiny, index_name: str) -> None:
-    create_index(client, index_name, splade_tiny.info, IndexSpec(replicas=0))
-    with TestClient(create_app(settings, service_api_key="s3cret")) as http:
+def test_documents_endpoint_validation_and_auth(engine_settings, engine_client, splade_tiny,
+                                                engine_index: str) -> None:
+    create_index(engine_client, engine_index, splade_tiny.info, IndexSpec(replicas=0))
+    with TestClient(create_app(engine_settings, service_api_key="s3cret")) as http:
         auth = {"Authorization": "Bearer s3cret"}
-        assert http.post(f"/v1/indices/{index_name}/documents", json=[]).status_code == 401
+        assert http.post(f"/v1/indices/{engine_index}/documents", json=[]).status_code == 401
         assert http.get("/healthz").status_code == 200  # health needs no key
 
         ndjson = '{"id": "1", "text": "heart attack"}\n{"id": "2", "text": "green tea"}\n'
-        ok = http.post(f"/v1/indices/{index_name}/documents", content=ndjson,
+        ok = http.post(f"/v1/indices/{engine_index}/documents", content=ndjson,
                        headers={**auth, "content-type": "application/x-ndjson"})
         assert ok.status_code == 200 and ok.json() == {"indexed": ["1", "2"], "failed": [], "retried": 0}
 
-        bad = http.post(f"/v1/indices/{index_name}/documents", json=[{"id": "3", "text": "x"}, {"text": 5}],
+        bad = http.post(f"/v1/indices/{engine_index}/documents", json=[{"id": "3", "text": "x"}, {"text": 5}],
                         headers=auth)
         assert bad.status_code == 422
         assert bad.json()["detail"][0]["loc"] == ["body", 1] and "'id'" in bad.json()["detail"][0]["msg"]
 
-        broken = http.post(f"/v1/indices/{index_name}/documents", content="{not json",
+        broken = http.post(f"/v1/indices/{engine_index}/documents", content="{not json",
                            headers={**auth, "content-type": "application/json"})
         assert broken.status_code == 422 and "invalid JSON" in broken.json()["detail"][0]["msg"]
 
-        client.indices.refresh(index=index_name)
-        found = http.post(f"/v1/indices/{index_name}/search", json={"query": "heart", "explain": True, "size": 1},
+        engine_client.indices.refresh(index=engine_index)
+        found = http.post(f"/v1/indices/{engine_index}/search", json={"query": "heart", "explain": True, "size": 1},
                           headers=auth)
         assert found.json()["hits"][0]["id"] == "1"
-        pruned = http.post(f"/v1/indices/{index_name}/search", json={"query": "heart", "query_prune": "top_k:0"},
+        pruned = http.post(f"/v1/indices/{engine_index}/search", json={"query": "heart", "query_prune": "top_k:0"},
                            headers=auth)
         assert pruned.status_code == 422 and "top_k" in str(pruned.json())
 
@@ -102,12 +103,13 @@ def _problems(response) -> str:  # noqa: ANN001 (httpx.Response)
     return " | ".join(p["msg"] for p in response.json()["detail"])
 
 
-def test_client_mistakes_are_4xx_never_500(settings, client, splade_tiny, index_name: str) -> None:
-    create_index(client, index_name, splade_tiny.info, IndexSpec(replicas=0))
-    ingest(client, index_name, [{"id": "a", "text": "heart attack"}], splade_tiny, refresh=True)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as http:
+def test_client_mistakes_are_4xx_never_500(engine: str, engine_settings, engine_client, splade_tiny,
+                                           engine_index: str) -> None:
+    create_index(engine_client, engine_index, splade_tiny.info, IndexSpec(replicas=0))
+    ingest(engine_client, engine_index, [{"id": "a", "text": "heart attack"}], splade_tiny, refresh=True)
+    with TestClient(create_app(engine_settings), raise_server_exceptions=False) as http:
         def search(**body: object):  # noqa: ANN202
-            return http.post(f"/v1/indices/{index_name}/search", json={"query": "heart", **body})
+            return http.post(f"/v1/indices/{engine_index}/search", json={"query": "heart", **body})
 
         bogus = search(filters=[{"bogus": 1}])
         assert "filters[0]: unknown query clause 'bogus'" in _problems(bogus)
@@ -117,7 +119,8 @@ def test_client_mistakes_are_4xx_never_500(settings, client, splade_tiny, index_
 
         window = search(**{"from": 20000})
         assert window.status_code == 400
-        assert window.json()["detail"].startswith("OpenSearch refused the request:")
+        label = "Elasticsearch" if engine == "elasticsearch" else "OpenSearch"
+        assert window.json()["detail"].startswith(f"{label} refused the request:")
         assert "Result window is too large" in window.json()["detail"] and "\n" not in window.json()["detail"]
         malformed = search(filters=[{"range": {"text": {"gte": {"x": 1}}}}])  # allowed clause, bad body
         assert malformed.status_code == 400 and "[range] query does not support [x]" in malformed.json()["detail"]
@@ -148,18 +151,19 @@ def test_script_filters_pass_when_allowed(settings, client, splade_tiny, index_n
             assert found.status_code == 200 and found.json()["hits"][0]["id"] == "a"
 
 
-def test_documents_report_written_ids_and_refuse_duplicates(settings, client, splade_tiny, index_name: str) -> None:
-    create_index(client, index_name, splade_tiny.info, IndexSpec(replicas=0))
-    with TestClient(create_app(settings)) as http:
-        url = f"/v1/indices/{index_name}/documents"
+def test_documents_report_written_ids_and_refuse_duplicates(engine_settings, engine_client, splade_tiny,
+                                                            engine_index: str) -> None:
+    create_index(engine_client, engine_index, splade_tiny.info, IndexSpec(replicas=0))
+    with TestClient(create_app(engine_settings)) as http:
+        url = f"/v1/indices/{engine_index}/documents"
         ok = http.post(url, json=[{"id": "x", "text": "green tea"}, {"id": 7, "text": "black tea"}])
         assert ok.status_code == 200 and ok.json()["indexed"] == ["x", "7"]
 
         twice = http.post(url, json=[{"id": "1", "text": "a"}, {"id": "2", "text": "b"}, {"id": 1, "text": "c"}])
         assert "duplicate id '1': documents 0 and 2 both use it" in _problems(twice)
         assert twice.json()["detail"][0]["loc"] == ["body", 2, "id"]
-        client.indices.refresh(index=index_name)
-        assert client.count(index=index_name)["count"] == 2  # nothing of the refused request was written
+        engine_client.indices.refresh(index=engine_index)
+        assert engine_client.count(index=engine_index)["count"] == 2  # nothing of the refused request was written
 
 
 def test_startup_warns_when_the_service_is_open(settings, caplog: pytest.LogCaptureFixture) -> None:
@@ -288,23 +292,23 @@ def test_opensearch_failures_that_are_not_the_clients_are_503(settings) -> None:
             assert f"HTTP {exc.status_code}" in found.json()["detail"]
 
 
-def test_index_errors_are_mapped_by_type(settings, client, splade_tiny, index_name: str) -> None:
+def test_index_errors_are_mapped_by_type(engine_settings, engine_client, splade_tiny, engine_index: str) -> None:
     """IndexNotFound -> 404; ModelMismatch (another model's index, or not a milco-os index) -> 409, on both
     index routes, each with the library's one-line message."""
     from dataclasses import replace
 
     other_model = replace(splade_tiny.info, name="other-model", fingerprint="0" * 16)
-    create_index(client, index_name, other_model, IndexSpec(replicas=0))
-    plain = f"{index_name}-plain"
-    client.indices.create(index=plain, body={"settings": {"number_of_replicas": 0}})
+    create_index(engine_client, engine_index, other_model, IndexSpec(replicas=0))
+    plain = f"{engine_index}-plain"
+    engine_client.indices.create(index=plain, body={"settings": {"number_of_replicas": 0}})
     try:
-        with TestClient(create_app(settings)) as http:
+        with TestClient(create_app(engine_settings)) as http:
             for route, body in (("search", {"query": "x"}), ("documents", [{"id": "1", "text": "x"}])):
-                missing = http.post(f"/v1/indices/{index_name}-missing/{route}", json=body)
+                missing = http.post(f"/v1/indices/{engine_index}-missing/{route}", json=body)
                 assert missing.status_code == 404, missing.text
-                assert missing.json()["detail"] == f"index '{index_name}-missing' does not exist"
+                assert missing.json()["detail"] == f"index '{engine_index}-missing' does not exist"
 
-                mismatch = http.post(f"/v1/indices/{index_name}/{route}", json=body)
+                mismatch = http.post(f"/v1/indices/{engine_index}/{route}", json=body)
                 assert mismatch.status_code == 409, mismatch.text
                 assert "was built with model 'other-model'" in mismatch.json()["detail"]
 
@@ -312,8 +316,8 @@ def test_index_errors_are_mapped_by_type(settings, client, splade_tiny, index_na
                 assert foreign.status_code == 409, foreign.text
                 assert "was not created by milco-os" in foreign.json()["detail"]
     finally:
-        client.indices.delete(index=plain, ignore_unavailable=True)
-    assert client.count(index=index_name)["count"] == 0  # nothing written into another model's index
+        engine_client.indices.delete(index=plain, ignore_unavailable=True)
+    assert engine_client.count(index=engine_index)["count"] == 0  # nothing written into another model's index
 
 
 def test_documents_when_opensearch_is_unavailable_are_503(settings, client, splade_tiny, index_name: str) -> None:
@@ -332,12 +336,13 @@ def test_documents_when_opensearch_is_unavailable_are_503(settings, client, spla
     assert client.count(index=index_name)["count"] == 0
 
 
-def test_documents_refused_by_opensearch_are_207(settings, client, splade_tiny, index_name: str) -> None:
+def test_documents_refused_by_the_engine_are_207(engine_settings, engine_client, splade_tiny,
+                                                 engine_index: str) -> None:
     """A document OpenSearch refuses (its field does not fit the mapping) is the document's fault: 207 with
     its reason, the others written, and no Retry-After."""
-    create_index(client, index_name, splade_tiny.info, IndexSpec(replicas=0))
-    url = f"/v1/indices/{index_name}/documents"
-    with TestClient(create_app(settings)) as http:
+    create_index(engine_client, engine_index, splade_tiny.info, IndexSpec(replicas=0))
+    url = f"/v1/indices/{engine_index}/documents"
+    with TestClient(create_app(engine_settings)) as http:
         assert http.post(url, json=[{"id": "1", "text": "heart", "year": 2020}]).status_code == 200
         mixed = http.post(url, json=[{"id": "2", "text": "tea", "year": 2021}, {"id": "3", "text": "x", "year": "y"}])
         assert mixed.status_code == 207 and "retry-after" not in mixed.headers, mixed.text
@@ -345,18 +350,19 @@ def test_documents_refused_by_opensearch_are_207(settings, client, splade_tiny, 
         assert "year" in mixed.json()["failed"][0]["reason"]
 
 
-def test_query_prune_takes_pivot_and_echo_rules(settings, client, splade_tiny, index_name: str) -> None:
+def test_query_prune_takes_pivot_and_echo_rules(engine_settings, engine_client, splade_tiny, engine_index: str) -> None:
     """``query_prune`` is PIVOT[,ECHO], as ``milco-os search --query-prune``: one rule prunes both views."""
     import re
 
     from milco_os.service.schemas import PRUNE_PATTERN
 
-    create_index(client, index_name, splade_tiny.info, IndexSpec(replicas=0))
-    ingest(client, index_name, [{"id": "a", "text": "heart attack symptoms and causes"}], splade_tiny, refresh=True)
+    create_index(engine_client, engine_index, splade_tiny.info, IndexSpec(replicas=0))
+    ingest(engine_client, engine_index, [{"id": "a", "text": "heart attack symptoms and causes"}], splade_tiny,
+           refresh=True)
     query = "what are the symptoms of a heart attack"
-    with TestClient(create_app(settings)) as http:
+    with TestClient(create_app(engine_settings)) as http:
         def search(prune: str):  # noqa: ANN202
-            return http.post(f"/v1/indices/{index_name}/search", json={"query": query, "query_prune": prune})
+            return http.post(f"/v1/indices/{engine_index}/search", json={"query": query, "query_prune": prune})
 
         full = search("none").json()["query"]
         both = search("top_k:2").json()["query"]
@@ -371,7 +377,7 @@ def test_query_prune_takes_pivot_and_echo_rules(settings, client, splade_tiny, i
             assert why in _problems(refused), refused.text
             assert refused.json()["detail"][0]["loc"] == ["body", "query_prune"]
 
-    pattern = create_app(settings).openapi()["components"]["schemas"]["SearchRequest"]["properties"]
+    pattern = create_app(engine_settings).openapi()["components"]["schemas"]["SearchRequest"]["properties"]
     assert pattern["query_prune"]["pattern"] == PRUNE_PATTERN
     for ok in ("none", "top_k:16", "top_k:16,none", "mass:0.9,max_ratio:0.1"):
         assert re.match(PRUNE_PATTERN, ok), ok
