@@ -19,10 +19,18 @@ SELF_STARTED_PORT = 9251
 ES_SELF_STARTED_PORT = 9254
 
 
+#: Test parameters that name the engine a test runs against (the engine-parametrised fixtures, the fault node).
+ENGINE_PARAMETERS = ("engine", "engine_name", "fault_node")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in item.path.parts:
             item.add_marker(pytest.mark.integration)
+        params = getattr(item, "callspec", None)
+        on_elasticsearch = params is not None and "elasticsearch" in (params.params.get(p) for p in ENGINE_PARAMETERS)
+        if on_elasticsearch or "elasticsearch_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.elasticsearch)  # the test command runs these as a suite of their own
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

@@ -30,9 +30,9 @@ def make_client(settings: Settings) -> Any:
 
 def detect_engine(settings: Settings) -> Engine:
     """The engine at ``settings.opensearch_url``: Elastic's client checks that a cluster says it is Elasticsearch
-    (the ``X-Elastic-Product`` header of each successful response) and refuses any other; OpenSearch when it is
-    not, or when no answer tells (unreachable, refused credentials: :func:`connect` then says so)."""
-    from elasticsearch import UnsupportedProductError
+    (the ``X-Elastic-Product`` header of each response) and refuses any other; OpenSearch when it is not, or when
+    no answer tells (unreachable, TLS refused: :func:`connect` then says so)."""
+    from elasticsearch import ApiError, UnsupportedProductError
 
     probe = ELASTICSEARCH.client(settings.model_copy(update={"opensearch_timeout": min(settings.opensearch_timeout,
                                                                                        10.0)}))
@@ -40,6 +40,11 @@ def detect_engine(settings: Settings) -> Engine:
         probe.options(max_retries=0).cluster.health()
     except UnsupportedProductError:
         return OPENSEARCH
+    except ApiError as e:  # an error answer (refused credentials ...): Elasticsearch's own media type tells
+        headers = e.meta.headers
+        elastic = (headers.get("x-elastic-product") == "Elasticsearch"
+                   or str(headers.get("content-type", "")).startswith("application/vnd.elasticsearch"))
+        return ELASTICSEARCH if elastic else OPENSEARCH
     except Exception:  # noqa: BLE001 (no answer tells the engine: the first real request reports the problem)
         log.debug("engine detection got no answer from %s", redact_urls_in(settings.opensearch_url))
         return OPENSEARCH

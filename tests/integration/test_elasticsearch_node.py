@@ -26,13 +26,15 @@ import pytest
 
 from milco_os.localnode import ELASTICSEARCH_VERSION, LocalNode, generate_certs
 
+pytestmark = pytest.mark.elasticsearch  # the test command runs this module in its Elasticsearch suite
+
 SECURE_PORT = 9255
 #: Every CLI output of this module, checked for the password at the end.
 OUTPUTS: list[str] = []
 
 
-def milco_os(*args: str, cache_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, MILCO_OS_CACHE_DIR=str(cache_dir))
+def milco_os(*args: str, cache_dir: Path, **env_vars: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, MILCO_OS_CACHE_DIR=str(cache_dir), **env_vars)
     result = subprocess.run([sys.executable, "-m", "milco_os.cli", *args], capture_output=True, text=True, env=env,
                             timeout=300)
     OUTPUTS.append(result.stdout + result.stderr)
@@ -74,10 +76,10 @@ def test_health_and_version(elasticsearch_url: str) -> None:
 
 
 def test_status_and_up_know_the_engine(elasticsearch_url: str, cache_dir: Path) -> None:
-    if os.environ.get("MILCO_OS_TEST_ES_URL"):
-        pytest.skip("MILCO_OS_TEST_ES_URL: not a node this session's `cluster up` manages")
     port = urlsplit(elasticsearch_url).port
     assert port is not None
+    if LocalNode(cache_dir, port, "elasticsearch").info() is None:
+        pytest.skip(f"MILCO_OS_TEST_ES_URL: not a node `cluster up` started with this cache ({cache_dir})")
     status = milco_os("cluster", "status", "--port", str(port), cache_dir=cache_dir)  # no --engine: node.json's
     assert status.returncode == 0, status.stdout + status.stderr
     assert f"Elasticsearch {ELASTICSEARCH_VERSION} at {elasticsearch_url}: " in status.stdout
@@ -169,6 +171,35 @@ def test_api_key_can_be_created_and_used(secure_node: SecureNode) -> None:
     key = get(f"{secure_node.url}/_security/api_key", verified, basic(secure_node.password), {"name": "milco-os-test"})
     api_key = {"Authorization": f"ApiKey {key['encoded']}"}
     assert get(f"{secure_node.url}/_security/_authenticate", verified, api_key)["api_key"]["name"] == "milco-os-test"
+
+
+def test_milco_os_ingests_and_searches_over_tls_with_the_password_and_says_what_is_wrong_otherwise(
+    secure_node: SecureNode, cache_dir: Path, tmp_path: Path,
+) -> None:
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"id": "a", "text": "A heart attack is caused by a blocked artery."}\n'
+                    '{"id": "b", "text": "Green tea is brewed below boiling."}\n', encoding="utf-8")
+    env = {"MILCO_OS_OPENSEARCH_URL": secure_node.url, "MILCO_OS_OPENSEARCH_USERNAME": "elastic",
+           "MILCO_OS_OPENSEARCH_PASSWORD_FILE": str(secure_node.password_file),
+           "MILCO_OS_OPENSEARCH_CA_CERTS": str(secure_node.ca), "MILCO_OS_MODEL": "splade-tiny"}
+    for args in (("index", "create", "secure-docs", "--replicas", "0"),
+                 ("ingest", "--index", "secure-docs", str(docs))):
+        done = milco_os(*args, cache_dir=cache_dir, **env)
+        assert done.returncode == 0, done.stderr
+    found = milco_os("search", "--index", "secure-docs", "heart attack", "--json", cache_dir=cache_dir, **env)
+    assert found.returncode == 0 and json.loads(found.stdout)["hits"][0]["id"] == "a", found.stderr
+
+    wrong = tmp_path / "wrong-password"
+    wrong.write_text("not-the-password\n", encoding="utf-8")
+    for change, expected in (
+        ({"MILCO_OS_OPENSEARCH_PASSWORD_FILE": str(wrong)}, "Elasticsearch at https://127.0.0.1:9255 refused the "
+                                                            "credentials (HTTP 401)"),
+        ({"MILCO_OS_OPENSEARCH_CA_CERTS": str(generate_certs(tmp_path / "other"))}, "TLS certificate verification "
+                                                                                    "failed for https://127.0.0.1:9255"),
+    ):
+        refused = milco_os("index", "list", cache_dir=cache_dir, **{**env, **change})
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode == 1 and len(lines) == 1 and expected in lines[0], refused.stderr
 
 
 def test_status_and_down_by_port_alone(secure_node: SecureNode, cache_dir: Path) -> None:
