@@ -16,14 +16,16 @@ from milco_os.cli_support import (
     with_settings,
 )
 from milco_os.errors import ConfigError
-from milco_os.localnode import DEFAULT_PORT
 from milco_os.specs import DEFAULT_ALPHA, DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION
 
 
 @handle_errors
 @with_settings(model=True)
 def demo(
-    port: Annotated[int, typer.Option("--port", help="HTTP port of the local node (127.0.0.1).")] = DEFAULT_PORT,
+    port: Annotated[int | None, typer.Option("--port", help="HTTP port of the local node (127.0.0.1; default: the "
+                                             "engine's, 9200 or 9400).")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="The local node's engine: opensearch or elasticsearch.")
+                      ] = "opensearch",
     index: Annotated[str, typer.Option("--index", help="Index to (re)create for the demo.")] = "milco-demo",
     pages_per_language: Annotated[int, typer.Option(
         "--pages-per-language", min=1, help="LibreOffice help pages indexed per language.")] = 300,
@@ -31,14 +33,17 @@ def demo(
     passages: Annotated[bool, typer.Option("--passages", help="Index whole pages with passages (docs/passages.md) and show each hit's best passage; encoding whole pages takes several times longer.")] = False,
     settings: Any = None,
 ) -> None:
-    """Start the local node, index LibreOffice help pages in 6 languages with the default model, run cross-lingual searches.
+    """Start the local node (OpenSearch, or with --engine elasticsearch Elasticsearch), index LibreOffice help pages in 6 languages with the default model, run cross-lingual searches.
 
     Each example query looks for a page held out from training, indexed in another language than the query's."""
     from milco_os.demo import run_demo, write_report
+    from milco_os.localnode import engine_spec
 
-    local = settings.model_copy(update={"opensearch_url": f"http://127.0.0.1:{port}"})
+    spec = engine_spec(engine)
+    port = spec.default_port if port is None else port
+    local = settings.model_copy(update={"opensearch_url": f"http://127.0.0.1:{port}", "engine": spec.name})
     summary = run_demo(local, port=port, index=index, console=out, pages_per_language=pages_per_language,
-                       passages=passages)
+                       passages=passages, engine=spec.name)
     if report is not None:
         out.print(f"report: {write_report(summary, report)}", highlight=False, markup=False)
 

@@ -79,26 +79,27 @@ def help_documents(cache_dir: Any, pages_per_language: int, seed: int = 7, whole
 
 def run_demo(
     settings: Settings, *, port: int, index: str, console: Console, size: int = 4, start_node: bool = True,
-    pages_per_language: int = PAGES_PER_LANGUAGE, passages: bool = False,
+    pages_per_language: int = PAGES_PER_LANGUAGE, passages: bool = False, engine: str = "opensearch",
 ) -> dict[str, Any]:
     """Run the demo end to end; returns a summary (also printed), the content of ``--report``.
 
-    With ``start_node`` the local node on ``port`` is started (or found running); otherwise the demo
-    uses whatever OpenSearch ``settings.opensearch_url`` points at.
+    With ``start_node`` the local node of ``engine`` (opensearch or elasticsearch) on ``port`` is started (or found
+    running); otherwise the demo uses whatever cluster ``settings.opensearch_url`` points at.
 
-    Summary keys: ``created_at`` (UTC), ``opensearch``, ``model``, ``corpus`` (``libreoffice-help``, or
-    ``sample`` where the help cannot be downloaded), ``pages_per_language`` (as asked), ``documents``,
-    ``documents_per_language``, ``languages``, ``document_pruning``, ``query_prune``, ``fusion`` (the lists fused
-    on an index with the model's dense view, or None), ``size``, ``queries``,
-    ``found`` (the page is among the ``size`` hits shown), ``top1_found``, ``hits_shown``,
-    ``hits_in_another_language``, ``hits_in_another_language_expected`` (a ranking blind to language, see
-    :func:`language_blind_expectation`) and ``per_query``: for each query ``text``, ``lang``, ``path``,
-    ``split`` (of that path), ``rank`` of the page looked for (``None``: not shown), ``hit_languages`` and
-    ``pivot_terms`` (the query's five heaviest English pivot terms, after query pruning).
+    Summary keys: ``created_at`` (UTC), ``engine``, ``opensearch`` (the engine's version), ``model``, ``corpus``
+    (``libreoffice-help``, or ``sample`` where the help cannot be downloaded), ``pages_per_language`` (as asked),
+    ``documents``, ``documents_per_language``, ``languages``, ``document_pruning``, ``query_prune``, ``fusion`` (the
+    lists fused on an index with the model's dense view, or None), ``size``, ``queries``, ``found`` (the page is
+    among the ``size`` hits shown), ``top1_found``, ``hits_shown``, ``hits_in_another_language``,
+    ``hits_in_another_language_expected`` (a ranking blind to language, see :func:`language_blind_expectation`) and
+    ``per_query``: for each query ``text``, ``lang``, ``path``, ``split`` (of that path), ``rank`` of the page
+    looked for (``None``: not shown), ``hit_languages`` and ``pivot_terms`` (the query's five heaviest English pivot
+    terms, after query pruning).
     """
     from milco_os.loading import load_encoder
     from milco_os.localnode import LocalNode
     from milco_os.opensearch.client import make_client
+    from milco_os.opensearch.engine import engine_of
     from milco_os.opensearch.indices import create_index, delete_index, index_record, server_version
     from milco_os.opensearch.ingest import ingest
     from milco_os.opensearch.search import search, term_stats
@@ -106,11 +107,13 @@ def run_demo(
     from milco_os.specs import DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION, DEFAULT_QUERY_PRUNE, IndexSpec, SearchOptions
 
     if start_node:
-        with console.status(f"starting the local OpenSearch node on port {port} ..."):
-            LocalNode(settings.cache_dir, port).up(plugins=("knn",))  # the dense view's k-NN field
+        node = LocalNode(settings.cache_dir, port, engine)
+        with console.status(f"starting the local {node.engine.title} node on port {port} ..."):
+            # OpenSearch's dense view is the k-NN plugin's field; Elasticsearch's is in its core.
+            node.up(plugins=("knn",) if node.engine.takes_plugins else ())
     client = make_client(settings)
     os_version = server_version(client)
-    console.print(f"OpenSearch {os_version} at {settings.opensearch_url}", highlight=False)
+    console.print(f"{engine_of(client).label} {os_version} at {settings.opensearch_url}", highlight=False)
     with console.status(f"loading model {settings.model!r} ..."):
         encoder = load_encoder(settings.model, settings.cache_dir)
     info = encoder.info
@@ -189,6 +192,7 @@ def run_demo(
                                           docs_per_language)
     summary = {
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "engine": engine_of(client).name,
         "opensearch": os_version,
         "model": info.name,
         "corpus": corpus,

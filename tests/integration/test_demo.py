@@ -64,3 +64,28 @@ def test_demo_with_passages_indexes_whole_pages_and_shows_each_hits_best_passage
     assert summary["units"] == "passages" and read_layout(info["meta"], index_name).passages is not None
     assert info["documents"] == summary["documents"] and info["passages"] > summary["documents"]  # whole pages
     assert "best passage" in printed and summary["hits_shown"] == 4 * len(help_queries())
+
+
+def test_the_demo_finds_the_same_pages_on_elasticsearch_as_on_opensearch(settings, client, elasticsearch_url: str,
+                                                                         index_name: str) -> None:
+    """The same model, pages and queries on both engines: every query's page at the same rank, the same hits."""
+    from milco_os.opensearch.client import make_client
+    from milco_os.settings import Settings
+
+    on_elasticsearch = Settings(opensearch_url=elasticsearch_url, cache_dir=settings.cache_dir,
+                                engine="elasticsearch")
+    elastic = make_client(on_elasticsearch)
+    summaries = {}
+    try:
+        for engine, engine_settings in (("opensearch", settings), ("elasticsearch", on_elasticsearch)):
+            console = Console(file=io.StringIO(), width=200)
+            summaries[engine] = run_demo(engine_settings.model_copy(update={"model": DEFAULT_MODEL}), port=0,
+                                         index=index_name, console=console, start_node=False, pages_per_language=20)
+            assert summaries[engine]["engine"] == engine
+    finally:
+        elastic.indices.delete(index=index_name, ignore_unavailable=True)
+    opensearch, elasticsearch = summaries["opensearch"], summaries["elasticsearch"]
+    assert elasticsearch["documents"] == opensearch["documents"] and elasticsearch["found"] == opensearch["found"]
+    for os_query, es_query in zip(opensearch["per_query"], elasticsearch["per_query"], strict=True):
+        assert (es_query["text"], es_query["rank"], es_query["hit_languages"]) == (
+            os_query["text"], os_query["rank"], os_query["hit_languages"])

@@ -77,7 +77,8 @@ def test_run_demo_summary_keys_are_documented() -> None:
     """The README generator reads these keys from reports/demo.json: run_demo's docstring names each."""
     doc = demo.run_demo.__doc__ or ""
     for key in ["created_at", "documents", "languages", "queries", "found", "top1_found", "hits_shown",
-                "hits_in_another_language", "hits_in_another_language_expected", "model", "opensearch", "size",
+                "hits_in_another_language", "hits_in_another_language_expected", "model", "engine", "opensearch",
+                "size",
                 "pages_per_language", "query_prune", "per_query", "text", "lang", "path", "split", "rank",
                 "hit_languages"]:
         assert f"``{key}``" in doc, key
