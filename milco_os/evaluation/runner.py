@@ -329,12 +329,14 @@ def run_systems(
 
 
 def opensearch_info(client: Client | None) -> dict[str, Any]:
-    """What the report records about OpenSearch: its version (nothing without a client or an answer)."""
+    """What the report records about the cluster (under the key ``opensearch``, whichever the engine): its engine and
+    version (nothing without a client or an answer)."""
+    from milco_os.opensearch.engine import engine_of
     from milco_os.opensearch.indices import server_version
 
     if client is None:
         return {}
     try:
-        return {"version": server_version(client)}
+        return {"engine": engine_of(client).name, "version": server_version(client)}
     except Exception:  # noqa: BLE001 (informational only)
         return {}

@@ -59,6 +59,14 @@ def cli(settings: Any, tmp_path: Path) -> Iterator[Cli]:
     runner.kill_all()
 
 
+@pytest.fixture
+def engine_cli(engine_settings: Any, tmp_path: Path) -> Iterator[Cli]:
+    """:func:`cli` against the engine under test."""
+    runner = Cli(engine_settings.opensearch_url, engine_settings.cache_dir, tmp_path)
+    yield runner
+    runner.kill_all()
+
+
 def write_documents(path: Path, n: int) -> set[str]:
     rng = random.Random(7)
     with open(path, "w", encoding="utf-8") as f:
@@ -93,21 +101,21 @@ def actor_pids() -> list[int]:
 
 
 def test_ray_ingest_and_reindex_store_what_the_single_process_path_stores(
-    client: Any, splade_tiny: Any, ray_address: str, cli: Cli, tmp_path: Path, index_name: str
+    engine_client: Any, splade_tiny: Any, ray_address: str, engine_cli: Cli, tmp_path: Path, engine_index: str
 ) -> None:
     path = tmp_path / "docs.jsonl"
     ids = write_documents(path, 300)
     with open(path, "a", encoding="utf-8") as f:  # two documents that cannot be indexed, amid the others
         f.write('{"text": "no id"}\n{"id": "broken", "text": \n')
-    here, on_ray, reindexed = index_name, f"{index_name}-ray", f"{index_name}-reindexed"
+    here, on_ray, reindexed = engine_index, f"{engine_index}-ray", f"{engine_index}-reindexed"
     try:
-        new_index(client, splade_tiny.info, here)
-        new_index(client, splade_tiny.info, on_ray)
-        local = cli.run("ingest", str(path), "--index", here, "--batch-size", "16",
-                        "--dead-letter", str(tmp_path / "here.failed.jsonl"))
-        ray_run = cli.run("ingest", str(path), "--index", on_ray, "--batch-size", "16", "--ray", "--ray-address",
-                          ray_address, "--actors", "2", "--dead-letter", str(tmp_path / "ray.failed.jsonl"),
-                          timeout=300)
+        new_index(engine_client, splade_tiny.info, here)
+        new_index(engine_client, splade_tiny.info, on_ray)
+        local = engine_cli.run("ingest", str(path), "--index", here, "--batch-size", "16",
+                               "--dead-letter", str(tmp_path / "here.failed.jsonl"))
+        ray_run = engine_cli.run("ingest", str(path), "--index", on_ray, "--batch-size", "16", "--ray",
+                                 "--ray-address", ray_address, "--actors", "2",
+                                 "--dead-letter", str(tmp_path / "ray.failed.jsonl"), timeout=300)
         for run in (local, ray_run):  # the same exit code, report and dead-letter file
             assert run.returncode == 1, run.describe()
             assert "indexed 300, failed 2" in run.stdout
@@ -116,19 +124,19 @@ def test_ray_ingest_and_reindex_store_what_the_single_process_path_stores(
         assert (tmp_path / "ray.failed.jsonl").read_text(encoding="utf-8") == dead_here
         assert len(dead_here.splitlines()) == 2
 
-        expected = stored(client, here)
+        expected = stored(engine_client, here)
         assert set(expected) == ids
-        assert stored(client, on_ray) == expected  # same ids, same fields, same vectors
+        assert stored(engine_client, on_ray) == expected  # same ids, same fields, same vectors
 
-        again = cli.run("reindex", "--source", here, "--dest", reindexed, "--replicas", "0", "--batch-size", "16",
-                        "--checkpoint", str(tmp_path / "reindex.json"), "--ray", "--ray-address", ray_address,
-                        timeout=300)
+        again = engine_cli.run("reindex", "--source", here, "--dest", reindexed, "--replicas", "0",
+                               "--batch-size", "16", "--checkpoint", str(tmp_path / "reindex.json"), "--ray",
+                               "--ray-address", ray_address, timeout=300)
         assert again.returncode == 0, again.describe()
         assert "300 of 300 documents" in again.stdout
-        assert stored(client, reindexed) == expected
-        assert index_record(client, reindexed) == index_record(client, here)  # the same _meta contract
+        assert stored(engine_client, reindexed) == expected
+        assert index_record(engine_client, reindexed) == index_record(engine_client, here)  # the same _meta contract
     finally:
-        client.indices.delete(index=f"{on_ray},{reindexed}", ignore_unavailable=True)
+        engine_client.indices.delete(index=f"{on_ray},{reindexed}", ignore_unavailable=True)
 
 
 def test_a_killed_encoder_actor_is_restarted_and_every_document_is_indexed_once(
