@@ -3,8 +3,8 @@
 Both stages log, every 20 steps, the loss and the average number of non-zero pivot terms (queries and
 documents apart in SCT), to stderr and to ``<output>/train.log.jsonl``; every ``gate_every`` steps the
 gates of :mod:`.gates` (``gates`` records). Every ``checkpoint_every`` steps they write a resumable
-checkpoint (trained parameters, optimiser, schedule, step, torch's random state) to ``<output>/checkpoint.pt``: run the same
-command again after a kill and training continues from there, on the same batches.
+checkpoint (trained parameters, optimiser, schedule, step, torch's random state) to ``<output>/checkpoint.pt``:
+run the same command again after a kill and training continues from there, on the same batches.
 """
 
 from __future__ import annotations
