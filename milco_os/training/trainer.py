@@ -3,8 +3,8 @@
 Both stages log, every 20 steps, the loss and the average number of non-zero pivot terms (queries and
 documents apart in SCT), to stderr and to ``<output>/train.log.jsonl``; every ``gate_every`` steps the
 gates of :mod:`.gates` (``gates`` records). Every ``checkpoint_every`` steps they write a resumable
-checkpoint (trained parameters, optimiser, schedule, step) to ``<output>/checkpoint.pt``: run the same
-command again after a kill and training continues from there, on the same batches.
+checkpoint (trained parameters, optimiser, schedule, step, torch's random state) to ``<output>/checkpoint.pt``:
+run the same command again after a kill and training continues from there, on the same batches.
 """
 
 from __future__ import annotations
@@ -150,6 +150,8 @@ class Run:
             module.load_state_dict(saved["state"], strict=False)
             self.optimizer.load_state_dict(saved["optimizer"])
             self.schedule.load_state_dict(saved["schedule"])
+            if "torch_rng" in saved:  # dropout continues as it would have: a resumed run repeats an unbroken one
+                torch.set_rng_state(saved["torch_rng"])
             self.first = int(saved["step"])
             log.warning("resuming from %s at step %d", self.path, self.first)
         self.log = StepLog(config.output, stage, total)
@@ -159,7 +161,7 @@ class Run:
 
         with atomic_file(self.path) as f:
             torch.save({"step": step, "state": trained_state(self.module), "optimizer": self.optimizer.state_dict(),
-                        "schedule": self.schedule.state_dict()}, f)
+                        "schedule": self.schedule.state_dict(), "torch_rng": torch.get_rng_state()}, f)
 
     def gates(self, step: int) -> dict[str, Any] | None:
         if self.gate_fn is None:

@@ -398,3 +398,22 @@ def test_cached_states_round_trip_through_a_weights_only_file(tmp_path: Path) ->
     again = _cached(tmp_path / "s.pt", lambda: pytest.fail("computed twice"))
     assert (again.ids == first.ids).all() and (again.offsets == first.offsets).all()
     assert torch.equal(again.states, first.states)
+
+
+def test_a_resumed_run_draws_the_random_numbers_an_unbroken_one_would(tmp_path: Path) -> None:
+    """Dropout after a resume continues the saved random stream, not the seed's start or wherever it happens to be."""
+    from milco_os.training.trainer import Run
+
+    config = SapConfig(languages=["de"], output=tmp_path, lr=1e-2, batch_size=3, epochs=1, checkpoint_every=1,
+                       english_term=False)
+    first = Run(tiny_module(), config, "sap", 4, None, None)
+    torch.manual_seed(1)
+    torch.rand(5)  # what steps 1-2 drew
+    first.save(2)
+    first.close()
+    unbroken = torch.rand(5)  # what step 3 draws
+    torch.manual_seed(99)  # a new process starts elsewhere
+    resumed = Run(tiny_module(), config, "sap", 4, None, None)
+    resumed.close()
+    assert resumed.first == 2
+    torch.testing.assert_close(torch.rand(5), unbroken)
