@@ -10,6 +10,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,37 +51,32 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MILCO_OS_CACHE_DIR") or default_cache_dir())
 
 
-@pytest.fixture(scope="session")
-def opensearch_url(cache_dir: Path) -> Iterator[str]:
-    url = os.environ.get("MILCO_OS_TEST_URL")
+def node_url(variable: str, cache_dir: Path, port: int, engine: str, **up: Any) -> Iterator[str]:
+    """The URL in ``variable``; else that of a local ``engine`` node this session starts on ``port`` (and stops)."""
+    url = os.environ.get(variable)
     if url:
         yield url
         return
     from milco_os.localnode import LocalNode
 
-    node = LocalNode(cache_dir, SELF_STARTED_PORT)
-    info = node.up(plugins=("knn",))  # index create --dense needs the k-NN plugin
+    node = LocalNode(cache_dir, port, engine=engine)
+    info = node.up(**up)
     try:
         yield info.url
     finally:
         node.down()
+
+
+@pytest.fixture(scope="session")
+def opensearch_url(cache_dir: Path) -> Iterator[str]:
+    # index create --dense needs the k-NN plugin
+    yield from node_url("MILCO_OS_TEST_URL", cache_dir, SELF_STARTED_PORT, "opensearch", plugins=("knn",))
 
 
 @pytest.fixture(scope="session")
 def elasticsearch_url(cache_dir: Path) -> Iterator[str]:
     """An Elasticsearch node for the session: MILCO_OS_TEST_ES_URL, else a plain local one (started on first use)."""
-    url = os.environ.get("MILCO_OS_TEST_ES_URL")
-    if url:
-        yield url
-        return
-    from milco_os.localnode import LocalNode
-
-    node = LocalNode(cache_dir, ES_SELF_STARTED_PORT, engine="elasticsearch")
-    info = node.up(heap="512m")
-    try:
-        yield info.url
-    finally:
-        node.down()
+    yield from node_url("MILCO_OS_TEST_ES_URL", cache_dir, ES_SELF_STARTED_PORT, "elasticsearch", heap="512m")
 
 
 @pytest.fixture(scope="session")

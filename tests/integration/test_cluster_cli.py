@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import node_processes
+
 PORT = 9262
 
 
@@ -22,17 +24,7 @@ def milco_os(*args: str, cache_dir: Path) -> subprocess.CompletedProcess[str]:
 
 def opensearch_processes(port: int) -> list[str]:
     """Command lines of OpenSearch processes configured for ``port``'s node directory."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-        except OSError:
-            continue
-        if "org.opensearch.bootstrap.OpenSearch" in cmd and f"/nodes/{port}/config" in cmd:
-            found.append(cmd)
-    return found
+    return node_processes("org.opensearch.bootstrap.OpenSearch", f"/nodes/{port}/config")
 
 
 def test_up_status_down(cache_dir: Path) -> None:

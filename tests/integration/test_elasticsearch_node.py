@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from milco_os.localnode import ELASTICSEARCH_VERSION, LocalNode, generate_certs
+from tests.support.processes import node_processes
 
 pytestmark = pytest.mark.elasticsearch  # the test command runs this module in its Elasticsearch suite
 
@@ -51,17 +52,7 @@ def get(url: str, context: ssl.SSLContext | None = None, headers: dict[str, str]
 
 def elasticsearch_servers(port: int) -> list[str]:
     """Command lines of Elasticsearch server JVMs of ``port``'s node directory."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-        except OSError:
-            continue
-        if "org.elasticsearch.bootstrap.Elasticsearch" in cmd and f"/elasticsearch/nodes/{port}/" in cmd:
-            found.append(cmd)
-    return found
+    return node_processes("org.elasticsearch.bootstrap.Elasticsearch", f"/elasticsearch/nodes/{port}/")
 
 
 # ------------------------------------------------------------------------------------------ the plain node
