@@ -2,15 +2,17 @@
 
     .venv/bin/python bench/latency.py --url http://127.0.0.1:9260              # 100k paragraphs
     .venv/bin/python bench/latency.py --url http://127.0.0.1:9260 --docs 5000  # a quick run
+    .venv/bin/python bench/latency.py --url http://127.0.0.1:9400 --concurrency 1,4   # on Elasticsearch
 
 Corpus: distinct LibreOffice-help paragraphs in seven languages (en, de, fr, es, ja, zh-cn, ru), encoded
-once (cached under ``<cache>/bench``) and indexed with both a BM25 text field and the milco-os
-``rank_features`` fields (document pruning ``--doc-prune``), force-merged to one segment. Queries:
+once (cached under ``<cache>/bench``) and indexed with both a BM25 text field and the milco-os sparse
+fields (``rank_features``; on Elasticsearch ``sparse_vector``; document pruning ``--doc-prune``), force-merged to
+one segment. The engine is the cluster's at ``--url``; BM25 is that engine's own. Queries:
 page titles of the held-out split, in the same languages. Every variant runs every query ``--repeat`` times at
 each concurrency, interleaved query by query with the other variants (so a slower spell of the machine hits
 all of them); QPS is concurrency over mean client time. Query encoding is timed on its own (batch 1), so OpenSearch time
-and encoding time are reported separately. Results: a table, ``reports/bench/latency.json`` and
-``latency.png``.
+and encoding time are reported separately. Results: a table, ``reports/bench/<report>.json`` and ``<report>.png``
+(``--report``; default ``latency``, on Elasticsearch ``latency-elasticsearch``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from common import (
     write_json,
 )
 
+from milco_os.opensearch.engine import OPENSEARCH, Engine, engine_of
 from milco_os.opensearch.indices import create_index, delete_index
 from milco_os.opensearch.measure import (
     LoadResult,
@@ -91,8 +94,8 @@ def variant_name(rule: str) -> str:
     return "milco full" if rule == "none" else f"milco q-{rule}"
 
 
-def milco_body(query: Any, size: int, **options: Any) -> dict[str, Any]:
-    return search_body(query, pivot_field=PIVOT_FIELD, echo_field=ECHO_FIELD, size=size, **options)
+def milco_body(query: Any, size: int, engine: Engine = OPENSEARCH, **options: Any) -> dict[str, Any]:
+    return search_body(query, pivot_field=PIVOT_FIELD, echo_field=ECHO_FIELD, size=size, engine=engine, **options)
 
 
 def document_frequencies(encoded: list[Any], pivot_size: int, echo_size: int) -> tuple[Any, Any]:
@@ -112,20 +115,21 @@ def mean_postings(queries: list[Any], pivot_df: Any, echo_df: Any) -> float:
 
 
 def variant_bodies(
-    queries: list[Any], encoded: list[Any], stats: ArrayStats, *, size: int
+    queries: list[Any], encoded: list[Any], stats: ArrayStats, *, size: int, engine: Engine = OPENSEARCH,
 ) -> tuple[dict[str, list[str]], dict[str, dict[str, float]]]:
-    """Every variant's request bodies (serialised once, so the client spends no time on them while
+    """Every variant's request bodies for ``engine`` (serialised once, so the client spends no time on them while
     timed) and the mean number of query terms per view."""
     bodies: dict[str, list[str]] = {"bm25 match": [timed_request(match_body(q.text, size)) for q in queries]}
     terms: dict[str, dict[str, float]] = {"bm25 match": {}}
     for rule, pruned in pruned_queries(encoded, stats).items():
-        bodies[variant_name(rule)] = [timed_request(milco_body(e, size)) for e in pruned]
+        bodies[variant_name(rule)] = [timed_request(milco_body(e, size, engine)) for e in pruned]
         terms[variant_name(rule)] = mean_terms(pruned)
     for name, two_phase in TWO_PHASE.items():
-        bodies[name] = [timed_request(milco_body(e, size, two_phase=two_phase, stats=stats)) for e in encoded]
+        bodies[name] = [timed_request(milco_body(e, size, engine, two_phase=two_phase, stats=stats))
+                        for e in encoded]
         terms[name] = terms["milco full"]
     bodies["milco hybrid"] = [
-        timed_request(milco_body(e, size, hybrid=Hybrid(q.text, ("text",))))
+        timed_request(milco_body(e, size, engine, hybrid=Hybrid(q.text, ("text",))))
         for q, e in zip(queries, encoded, strict=True)
     ]
     terms["milco hybrid"] = terms["milco full"]
@@ -160,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=10, help="hits per query")
     parser.add_argument("--cache-dir", type=Path, default=None, help="milco-os cache (default: the usual one)")
     parser.add_argument("--keep-index", action="store_true", help="leave the benchmark index in place")
+    parser.add_argument("--report", default=None,
+                        help="report name (default: latency; on Elasticsearch latency-elasticsearch)")
     args = parser.parse_args(argv)
 
     from milco_os.settings import get_settings
@@ -167,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     cache_dir = args.cache_dir or get_settings().cache_dir
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     client = bench_client(args.url)
+    engine = engine_of(client)
+    report = args.report or ("latency" if engine is OPENSEARCH else f"latency-{engine.name}")
     facts = {"machine": machine(), "opensearch": opensearch_facts(client)}
 
     pages = help_pages(cache_dir, CORPUS_LANGUAGES)
@@ -192,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     del encoded
 
     q_encoded, q_encode_ms = time_query_encoding(encoder, [q.text for q in queries])
-    bodies, q_terms = variant_bodies(queries, q_encoded, stats, size=args.size)
+    bodies, q_terms = variant_bodies(queries, q_encoded, stats, size=args.size, engine=engine)
     postings = {variant_name(rule): mean_postings(qs, pivot_df, echo_df)
                 for rule, qs in pruned_queries(q_encoded, stats).items()}
     for name in (*TWO_PHASE, "milco hybrid"):
@@ -239,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     table = text_table(headers, rows)
     encoding = summary_ms(q_encode_ms)
     print(f"\nQuery latency on {len(docs)} paragraphs ({args.doc_prune} per view), {len(queries)} queries, "
-          f"OpenSearch {facts['opensearch']['version']}; client ms = request sent -> response parsed, "
+          f"{engine.label} {facts['opensearch']['version']}; client ms = request sent -> response parsed, "
           f"excluding query encoding")
     print(table)
     print(f"\nquery encoding ({args.model}, {args.runtime}, batch 1): p50 {encoding['p50']} ms, "
@@ -258,12 +266,12 @@ def main(argv: list[str] | None = None) -> int:
         "results": records,
         "table": table,
     }
-    write_json("latency", record)
-    plot(records, concurrencies, len(docs))
+    write_json(report, record)
+    plot(records, concurrencies, len(docs), report)
     return 0
 
 
-def plot(records: list[dict[str, Any]], concurrencies: list[int], n_docs: int) -> None:
+def plot(records: list[dict[str, Any]], concurrencies: list[int], n_docs: int, name: str = "latency") -> None:
     plt = pyplot()
     variants = list(dict.fromkeys(r["variant"] for r in records))
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
@@ -286,7 +294,7 @@ def plot(records: list[dict[str, Any]], concurrencies: list[int], n_docs: int) -
     right.set_ylabel("queries per second (log scale)")
     right.set_title("Throughput")
     right.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    save_chart(fig, "latency")
+    save_chart(fig, name)
 
 
 if __name__ == "__main__":

@@ -120,11 +120,13 @@ def latency_section(source: str = "latency") -> str:
             for x in sorted(r["results"], key=lambda x: x["concurrency"])]
     enc = r["query_encoding_ms"]
     s = r["settings"]
-    head = (f"{c['documents']:,} paragraphs in {len(c['languages'])} languages; document pruning "
+    engine = "Elasticsearch" if r["opensearch"].get("engine") == "elasticsearch" else "OpenSearch"
+    head = (f"{engine} {r['opensearch']['version']}: " if engine != "OpenSearch" else "") + (
+            f"{c['documents']:,} paragraphs in {len(c['languages'])} languages; document pruning "
             f"`{s['doc_prune']}` per view ({c['terms_per_doc_indexed']['total']} terms/doc indexed, "
             f"{c['terms_per_doc_unpruned']['total']} before pruning); {s['queries']} title queries; index "
             f"{c['store_bytes'] / 2**20:.0f} MiB after force-merge. Milliseconds are client-side (request sent "
-            f"to response parsed) and exclude query encoding; \"took\" is OpenSearch's own time; \"postings / query\" "
+            f"to response parsed) and exclude query encoding; \"took\" is {engine}'s own time; \"postings / query\" "
             f"is how many (document, term) entries the query's terms point at, the work before any skipping.\n\n")
     tail = (f"\n\nQuery encoding, measured separately ({s['model']}, {s['runtime']}, one query at a time): "
             f"p50 {enc['p50']} ms, p95 {enc['p95']} ms, p99 {enc['p99']} ms.")

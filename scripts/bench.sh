@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark command (`make bench`; not part of the tests): starts its own OpenSearch node on
-# BENCH_PORT, runs every bench/ script against it, stops the node on exit. Reports: reports/bench/ (committed;
+# BENCH_PORT, runs every bench/ script against it (and the latency run again on an Elasticsearch node on
+# BENCH_ES_PORT), stops the nodes on exit. Reports: reports/bench/ (committed;
 # bench/report.py writes the docs from them), charts: results/bench/.
 #   scripts/bench.sh           # the full run: 100k paragraphs, growth to 1M, the dense view, passages (about three
 #                              # hours on 2 cores)
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 BIN=.venv/bin
 PORT=${BENCH_PORT:-9260}
 URL="http://127.0.0.1:$PORT"
+ES_PORT=${BENCH_ES_PORT:-9410}  # step 15: the same latency run on Elasticsearch
 MODEL=${BENCH_MODEL:-milco-mini}
 
 if [ "${1:-}" = "--quick" ]; then
@@ -34,49 +36,54 @@ fi
 
 $BIN/milco-os models fetch
 $BIN/milco-os cluster up --port "$PORT" --plugins knn   # k-NN: the dense view's field (step 11)
-trap '$BIN/milco-os cluster down --port "$PORT"' EXIT
+trap '$BIN/milco-os cluster down --port "$PORT"; $BIN/milco-os cluster down --port "$ES_PORT" >/dev/null 2>&1 || true' EXIT
 started=$(date +%s)
 step() { echo; echo "=== $* ($(( ($(date +%s) - started) / 60 )) min so far)"; }
 
-step "1/14 encoding throughput and memory"
+step "1/15 encoding throughput and memory"
 $BIN/python bench/encode.py --model "$MODEL" "${ENCODE[@]}"
-step "2/14 query latency"
+step "2/15 query latency"
 $BIN/python bench/latency.py --url "$URL" --model "$MODEL" --docs "$DOCS" --queries "$QUERIES"
-step "3/14 index size"
+step "3/15 index size"
 $BIN/python bench/index_size.py --url "$URL" --model "$MODEL" --corpus-docs "$DOCS" --docs "$SIZE_DOCS"
-step "4/14 ingest and reindex throughput"
+step "4/15 ingest and reindex throughput"
 $BIN/python bench/throughput.py --url "$URL" --model "$MODEL" --docs "$PAGES"
-step "5/14 quality against cost"
+step "5/15 quality against cost"
 $BIN/python bench/quality.py --url "$URL" --model "$MODEL" --max-queries "$EVAL_QUERIES"
-step "6/14 CSPLADE quantisation study (no OpenSearch; about 10 minutes)"
+step "6/15 CSPLADE quantisation study (no OpenSearch; about 10 minutes)"
 if $BIN/python -c "import torchao" 2>/dev/null; then
   $BIN/python bench/quantisation.py --model "${BENCH_CSPLADE_MODEL:-csplade-mini}" ${QUANT[@]+"${QUANT[@]}"} \
     ${MILCO_OS_BENCH_REPORTS:+--out "$MILCO_OS_BENCH_REPORTS/quantisation.json" --chart results/bench/quantisation.png}
 else
   echo "skipped: needs the quant extra (.venv/bin/pip install -e '.[quant]' -c constraints.txt)"
 fi
-step "7/14 OpenSearch calling milco-os through ml-commons (its own node with plugins on port 9291)"
+step "7/15 OpenSearch calling milco-os through ml-commons (its own node with plugins on port 9291)"
 $BIN/python bench/ml_commons.py "${MLC[@]}"
-step "8/14 cost growth: latency and index size as the corpus grows tenfold twice (copies beyond the encoded paragraphs)"
+step "8/15 cost growth: latency and index size as the corpus grows tenfold twice (copies beyond the encoded paragraphs)"
 $BIN/python bench/growth.py --url "$URL" --model "$MODEL" "${GROWTH[@]}"
-step "9/14 scaling out: ingest on 1, 2 and 4 Ray encoder actors against the single process"
+step "9/15 scaling out: ingest on 1, 2 and 4 Ray encoder actors against the single process"
 $BIN/python bench/scale.py --url "$URL" --model "$MODEL" "${SCALE[@]}"
-step "10/14 the dense view: which backbone layers it reads (dev sets, no OpenSearch; about 15 minutes)"
+step "10/15 the dense view: which backbone layers it reads (dev sets, no OpenSearch; about 15 minutes)"
 if [ "${1:-}" = "--quick" ]; then echo "skipped in --quick (it reads the four whole dev sets)"; else
   $BIN/python bench/dense_view.py
 fi
-step "11/14 the dense view's cost: encoding, index size, fused latency against sparse only and BM25"
+step "11/15 the dense view's cost: encoding, index size, fused latency against sparse only and BM25"
 $BIN/python bench/dense_cost.py --url "$URL" --model "$MODEL" "${DENSE[@]}"
-step "12/14 passages: how a document scores from its passages (dev sets, whole pages, no OpenSearch; about 50 minutes the first time)"
+step "12/15 passages: how a document scores from its passages (dev sets, whole pages, no OpenSearch; about 50 minutes the first time)"
 if [ "${1:-}" = "--quick" ]; then echo "skipped in --quick (it encodes the whole pages of the dev sets)"; else
   $BIN/python bench/passages.py
 fi
-step "13/14 passages' cost: encoding, index size and latency against the merged layout and BM25 (the encodings of step 12)"
+step "13/15 passages' cost: encoding, index size and latency against the merged layout and BM25 (the encodings of step 12)"
 if [ "${1:-}" = "--quick" ]; then echo "skipped in --quick (it reads step 12's encodings)"; else
   $BIN/python bench/passages_cost.py --url "$URL" --model "$MODEL" --queries "$QUERIES"
 fi
-step "14/14 start-up: --help, version, one cold search, the interactive mode's further queries"
+step "14/15 start-up: --help, version, one cold search, the interactive mode's further queries"
 $BIN/python bench/startup.py --url "$URL" --model "$MODEL"
+step "15/15 on Elasticsearch: query latency against its own BM25 (the corpus encodings of step 2)"
+$BIN/milco-os cluster up --engine elasticsearch --port "$ES_PORT"
+$BIN/python bench/latency.py --url "http://127.0.0.1:$ES_PORT" --model "$MODEL" --docs "$DOCS" --queries "$QUERIES" \
+  --concurrency 1,4
+$BIN/milco-os cluster down --port "$ES_PORT"
 step "done: reports in ${MILCO_OS_BENCH_REPORTS:-reports/bench}/ (bench/report.py writes them into the docs)"
 echo "Targets:"
 $BIN/python bench/report.py --targets

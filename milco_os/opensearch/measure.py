@@ -45,10 +45,11 @@ def bench_client(url: str, timeout: int = BENCH_TIMEOUT) -> Client:
 
 
 def opensearch_facts(client: Client) -> dict[str, Any]:
-    """Version, number of nodes and each node's maximum heap (MiB)."""
+    """Engine, version, number of nodes and each node's maximum heap (MiB)."""
     nodes = client.nodes.info(metric="jvm")["nodes"]
     heap = [n["jvm"]["mem"]["heap_max_in_bytes"] for n in nodes.values()]
-    return {"version": server_version(client), "nodes": len(nodes), "heap_max_mb": [h // 2**20 for h in heap]}
+    return {"engine": engine_of(client).name, "version": server_version(client), "nodes": len(nodes),
+            "heap_max_mb": [h // 2**20 for h in heap]}
 
 
 # ------------------------------------------------------------------------------------------ indices
