@@ -911,6 +911,28 @@ def startup_section(source: str = "startup") -> str:
     return head + md_table(["what", "seconds", "target (s)", ""], rows)
 
 
+#: The evaluation runs repeated on Elasticsearch (``bench/evaluate.py --url <Elasticsearch> --reports
+#: reports/eval/elasticsearch``), beside their OpenSearch reports.
+ENGINE_RUNS = ("titles-clir-dev", "keywords-clir-dev")
+
+
+def engines_section() -> str:
+    """nDCG@10 of the same evaluation runs on OpenSearch and on Elasticsearch, system by system."""
+    rows, versions = [], {}
+    for run in ENGINE_RUNS:
+        on = {"OpenSearch": load_report(f"eval/{run}"), "Elasticsearch": load_report(f"eval/elasticsearch/{run}")}
+        versions = {engine: r["opensearch"]["version"] for engine, r in on.items()}
+        elastic = {x["name"]: x for x in on["Elasticsearch"]["systems"]}
+        for system in on["OpenSearch"]["systems"]:
+            if system["name"] in elastic:
+                a, b = (x["metrics"]["overall"]["ndcg@10"] for x in (system, elastic[system["name"]]))
+                rows.append([run, system["name"], round(a, 3), round(b, 3), round(b - a, 3)])
+    head = (f"OpenSearch {versions['OpenSearch']} and Elasticsearch {versions['Elasticsearch']} (the local node's "
+            "integration-test zip), the same queries, corpus and encodings, `bench/evaluate.py` with `--url` and "
+            "`--reports reports/eval/elasticsearch`; nDCG@10.\n\n")
+    return head + md_table(["run", "system", "OpenSearch", "Elasticsearch", "difference"], rows, decimals=3)
+
+
 SECTIONS: dict[str, Callable[..., str]] = {
     "machine": machine_section, "encode": encode_section, "latency": latency_section,
     "index_size": index_size_section, "throughput": throughput_section, "quality": quality_section,
@@ -921,7 +943,7 @@ SECTIONS: dict[str, Callable[..., str]] = {
     "gates": gates_section, "dense-view": dense_view_section, "fusion-choice": fusion_choice_section,
     "dense-summary": dense_summary_section, "dense-cost": dense_cost_section,
     "passages-choice": passages_choice_section, "passages-summary": passages_summary_section,
-    "passages-cost": passages_cost_section, "startup": startup_section,
+    "passages-cost": passages_cost_section, "startup": startup_section, "engines": engines_section,
 }
 
 

@@ -143,7 +143,7 @@ def test_report_files(client, splade_tiny, tmp_path: Path) -> None:  # noqa: ANN
     assert saved["systems"][0]["metrics"]["per_language"]["en"]["queries"] == 3
     assert paths["chart"].stat().st_size > 1000
     assert "| bm25 (" in markdown_table(saved)
-    assert saved["opensearch"] == {"version": client.info()["version"]["number"]}
+    assert saved["opensearch"] == {"engine": "opensearch", "version": client.info()["version"]["number"]}
     assert opensearch_info(None) == {}
 
 
