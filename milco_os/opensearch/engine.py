@@ -28,10 +28,6 @@ if TYPE_CHECKING:
     #: A client of either engine; the IO layer's functions take either.
     Client = OpenSearch | Elasticsearch
 
-#: The dense view's HNSW graph, as both engines build it in Lucene.
-HNSW = {"m": 16, "ef_construction": 128}
-
-
 class Engine:
     """OpenSearch: ``rank_features`` views scored by ``rank_feature`` clauses, the k-NN plugin's ``knn_vector``
     (Lucene engine), ``create_pit``/``delete_pit``; its client is opensearch-py."""
@@ -158,8 +154,10 @@ class ElasticsearchEngine(Engine):
 
     def dense_mapping(self, dimensions: int) -> dict[str, Any]:
         # Float HNSW as on OpenSearch (8.x's default quantises to int8); cosine scores a hit (1 + cos) / 2.
+        from milco_os.layout import DENSE_METHOD
+
         return {"type": "dense_vector", "dims": dimensions, "index": True, "similarity": "cosine",
-                "index_options": {"type": "hnsw", **HNSW}}
+                "index_options": {"type": "hnsw", **DENSE_METHOD["parameters"]}}
 
     def dense_settings(self) -> dict[str, Any]:
         return {}
