@@ -186,23 +186,18 @@ class ElasticsearchEngine(Engine):
         return Elasticsearch
 
     def client_kwargs(self, settings: Settings) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "hosts": settings.opensearch_urls,
-            "request_timeout": settings.opensearch_timeout,
-            "verify_certs": settings.opensearch_verify_certs,
-            "retry_on_timeout": True,
-            "max_retries": 2,
-            "http_compress": True,
-            "connections_per_node": 16,
-        }
-        if settings.opensearch_ca_certs:
-            kwargs["ca_certs"] = str(settings.opensearch_ca_certs)
-        if settings.opensearch_username:
-            kwargs["basic_auth"] = (settings.opensearch_username, _password(settings))
+        # The same settings under the names Elastic's client gives them.
+        kwargs = super().client_kwargs(settings)
+        kwargs["request_timeout"] = kwargs.pop("timeout")
+        kwargs["connections_per_node"] = kwargs.pop("pool_maxsize")
+        if "http_auth" in kwargs:
+            kwargs["basic_auth"] = kwargs.pop("http_auth")
         if settings.opensearch_api_key:
+            # The same Authorization header, which Elastic's client writes itself; it takes one kind of
+            # credentials, and the API key wins, as its header does on OpenSearch.
+            del kwargs["headers"]
+            kwargs.pop("basic_auth", None)
             kwargs["api_key"] = settings.opensearch_api_key.get_secret_value()
-        if not settings.opensearch_verify_certs:
-            kwargs["ssl_show_warn"] = False
         return kwargs
 
     def version(self, client: Any) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from milco_os.errors import ConfigError
 from milco_os.opensearch.client import client_kwargs
@@ -50,3 +51,17 @@ def test_tls_verification_is_on_by_default_and_ca_is_passed() -> None:
     assert kwargs["verify_certs"] is True
     assert kwargs["ca_certs"] == "/etc/ca.pem"
     assert "http_auth" not in kwargs
+
+
+def test_elasticsearchs_client_gets_the_same_settings_under_its_own_names() -> None:
+    from milco_os.opensearch.engine import ELASTICSEARCH
+
+    settings = Settings(engine="elasticsearch", opensearch_username="elastic", opensearch_password="pw",
+                        opensearch_ca_certs=Path("/etc/ca.pem"), opensearch_timeout=7)
+    kwargs = client_kwargs(settings)
+    assert kwargs["basic_auth"] == ("elastic", "pw") and "http_auth" not in kwargs
+    assert kwargs["request_timeout"] == 7 and kwargs["ca_certs"] == "/etc/ca.pem" and kwargs["verify_certs"] is True
+    with_key = settings.model_copy(update={"opensearch_api_key": SecretStr("a2V5")})
+    kwargs = ELASTICSEARCH.client_kwargs(with_key)
+    assert kwargs["api_key"] == "a2V5" and "basic_auth" not in kwargs and "headers" not in kwargs  # one kind only
+    ELASTICSEARCH.client(with_key).close()  # Elastic's client takes them (it refuses two kinds of credentials)
