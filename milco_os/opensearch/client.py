@@ -34,8 +34,11 @@ def detect_engine(settings: Settings) -> Engine:
     no answer tells (unreachable, TLS refused: :func:`connect` then says so)."""
     from elasticsearch import ApiError, UnsupportedProductError
 
-    probe = ELASTICSEARCH.client(settings.model_copy(update={"opensearch_timeout": min(settings.opensearch_timeout,
-                                                                                       10.0)}))
+    try:  # Elastic's client refuses some settings opensearch-py takes (TLS options on an http:// URL)
+        probe = ELASTICSEARCH.client(settings.model_copy(update={"opensearch_timeout": min(settings.opensearch_timeout,
+                                                                                           10.0)}))
+    except ConfigError:
+        return OPENSEARCH
     try:
         probe.options(max_retries=0).cluster.health()
     except UnsupportedProductError:

@@ -73,7 +73,11 @@ class Engine:
     # ---- the client
 
     def client(self, settings: Settings) -> Any:
-        return self.client_class()(**self.client_kwargs(settings))
+        try:
+            return self.client_class()(**self.client_kwargs(settings))
+        except ValueError as e:  # e.g. Elastic's client: TLS options on an http:// URL
+            msg = f"{self.label}'s client refuses the connection settings: {e}"
+            raise ConfigError(msg) from None
 
     def client_class(self) -> type:
         from opensearchpy import OpenSearch
