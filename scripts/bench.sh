@@ -79,10 +79,10 @@ if [ "${1:-}" = "--quick" ]; then echo "skipped in --quick (it reads step 12's e
 fi
 step "14/15 start-up: --help, version, one cold search, the interactive mode's further queries"
 $BIN/python bench/startup.py --url "$URL" --model "$MODEL"
-step "15/15 on Elasticsearch: query latency against its own BM25 (the corpus encodings of step 2)"
+step "15/15 on Elasticsearch: query latency against its own BM25 (20,000 paragraphs, as §8's OpenSearch run)"
 $BIN/milco-os cluster up --engine elasticsearch --port "$ES_PORT"
-$BIN/python bench/latency.py --url "http://127.0.0.1:$ES_PORT" --model "$MODEL" --docs "$DOCS" --queries "$QUERIES" \
-  --concurrency 1,4
+$BIN/python bench/latency.py --url "http://127.0.0.1:$ES_PORT" --model "$MODEL" --docs "$SIZE_DOCS" \
+  --queries "$QUERIES" --concurrency 1,4
 $BIN/milco-os cluster down --port "$ES_PORT"
 step "done: reports in ${MILCO_OS_BENCH_REPORTS:-reports/bench}/ (bench/report.py writes them into the docs)"
 echo "Targets:"
