@@ -56,7 +56,8 @@ def test_tls_verification_is_on_by_default_and_ca_is_passed() -> None:
 def test_elasticsearchs_client_gets_the_same_settings_under_its_own_names() -> None:
     from milco_os.opensearch.engine import ELASTICSEARCH
 
-    settings = Settings(engine="elasticsearch", opensearch_username="elastic", opensearch_password="pw",
+    settings = Settings(opensearch_url="https://127.0.0.1:9400", engine="elasticsearch", opensearch_username="elastic",
+                        opensearch_password="pw",
                         opensearch_ca_certs=Path("/etc/ca.pem"), opensearch_timeout=7)
     kwargs = client_kwargs(settings)
     assert kwargs["basic_auth"] == ("elastic", "pw") and "http_auth" not in kwargs
