@@ -1,6 +1,6 @@
 """Bad input at the command line: every command answers with exit code 1 and exactly one line on stderr
-naming the option and the problem — no traceback, no credentials — against a real node where the
-problem is one OpenSearch finds (a result window too large, ...)."""
+naming the option and the problem — no traceback, no credentials — against a real node of each engine where the
+problem is one the engine finds (a result window too large, ...)."""
 
 from __future__ import annotations
 
@@ -19,12 +19,13 @@ PASSWORD = "hunter2-not-shown"
 
 
 @pytest.fixture(scope="module")
-def searchable(client, splade_tiny) -> str:  # noqa: ANN001
+def searchable(engine_client, splade_tiny) -> str:  # noqa: ANN001
+    """An index on the engine under test."""
     name = "test-cli-bad-input"
-    client.indices.delete(index=name, ignore_unavailable=True)
-    create_index(client, name, splade_tiny.info, IndexSpec(replicas=0))
+    engine_client.indices.delete(index=name, ignore_unavailable=True)
+    create_index(engine_client, name, splade_tiny.info, IndexSpec(replicas=0))
     yield name
-    client.indices.delete(index=name, ignore_unavailable=True)
+    engine_client.indices.delete(index=name, ignore_unavailable=True)
 
 
 def cases(url: str, index: str, tmp: Path) -> list[tuple[list[str], dict[str, str], str]]:
@@ -64,10 +65,10 @@ def cases(url: str, index: str, tmp: Path) -> list[tuple[list[str], dict[str, st
     ]
 
 
-def test_every_bad_input_gets_one_clear_line(opensearch_url: str, searchable: str, cache_dir: Path,
+def test_every_bad_input_gets_one_clear_line(engine_settings, searchable: str, cache_dir: Path,  # noqa: ANN001
                                              tmp_path: Path) -> None:
     runner = CliRunner()
-    for args, env, fragment in cases(opensearch_url, searchable, tmp_path):
+    for args, env, fragment in cases(engine_settings.opensearch_url, searchable, tmp_path):
         result = runner.invoke(app, args, env={"MILCO_OS_CACHE_DIR": str(cache_dir), **env})
         lines = result.stderr.splitlines()
         where = f"milco-os {' '.join(args)} -> exit {result.exit_code}, stderr {result.stderr!r}"
@@ -78,11 +79,11 @@ def test_every_bad_input_gets_one_clear_line(opensearch_url: str, searchable: st
         assert PASSWORD not in result.stderr + result.stdout, where
 
 
-def test_a_real_process_prints_no_traceback(opensearch_url: str, searchable: str, cache_dir: Path) -> None:
-    """The same through a real interpreter (what a user sees), for an error OpenSearch itself raises."""
+def test_a_real_process_prints_no_traceback(engine_settings, searchable: str, cache_dir: Path) -> None:  # noqa: ANN001
+    """The same through a real interpreter (what a user sees), for an error the engine itself raises."""
     run = subprocess.run(
         [sys.executable, "-m", "milco_os.cli", "search", "x", "--index", searchable, "--from", "20000",
-         "--url", opensearch_url, "--model", "splade-tiny", "--cache-dir", str(cache_dir)],
+         "--url", engine_settings.opensearch_url, "--model", "splade-tiny", "--cache-dir", str(cache_dir)],
         capture_output=True, text=True, timeout=300,
     )
     assert run.returncode == 1 and "Traceback" not in run.stderr
@@ -96,8 +97,9 @@ def test_usage_errors_are_one_line_too() -> None:
         assert run.returncode == 2 and run.stderr.count("\n") == 1 and fragment in run.stderr, run.stderr
 
 
-def test_unreadable_lines_are_reported_as_such(opensearch_url: str, searchable: str, cache_dir: Path,
+def test_unreadable_lines_are_reported_as_such(engine_settings, searchable: str, cache_dir: Path,  # noqa: ANN001
                                                tmp_path: Path) -> None:
+    opensearch_url = engine_settings.opensearch_url
     source = tmp_path / "docs.jsonl"
     source.write_bytes(b'{"id": "1", "text": "heart attack"}\n{oops\n\xff\xfe\n')
     result = CliRunner().invoke(app, ["ingest", str(source), "--index", searchable, "--url", opensearch_url,
