@@ -112,12 +112,17 @@ def engine_client(engine_settings: Settings):  # noqa: ANN201 (either engine's c
     return make_client(engine_settings)
 
 
+def unique_index(client) -> Iterator[str]:  # noqa: ANN001
+    """A unique index name for one test; the index is deleted afterwards."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    client.indices.delete(index=name, ignore_unavailable=True)
+
+
 @pytest.fixture
 def engine_index(engine_client) -> Iterator[str]:  # noqa: ANN001
     """A unique index name on the engine under test; the index is deleted afterwards."""
-    name = f"test-{uuid.uuid4().hex[:12]}"
-    yield name
-    engine_client.indices.delete(index=name, ignore_unavailable=True)
+    yield from unique_index(engine_client)
 
 
 @pytest.fixture(scope="session")
@@ -130,9 +135,7 @@ def client(settings: Settings):  # noqa: ANN201 (opensearchpy.OpenSearch)
 @pytest.fixture
 def index_name(client) -> Iterator[str]:  # noqa: ANN001
     """A unique index name for one test; the index is deleted afterwards."""
-    name = f"test-{uuid.uuid4().hex[:12]}"
-    yield name
-    client.indices.delete(index=name, ignore_unavailable=True)
+    yield from unique_index(client)
 
 
 @pytest.fixture(scope="session")

@@ -40,21 +40,23 @@ def milco_mini(cache_dir: Path):  # noqa: ANN201
     return load_encoder("milco-mini", cache_dir)
 
 
+def with_dense_view(client, encoder, name: str) -> str:  # noqa: ANN001
+    """``name`` created with a dense view and holding :data:`DOCS` (those with text)."""
+    create_index(client, name, encoder.info, IndexSpec(replicas=0, dense=True))
+    report = ingest(client, name, [d for d in DOCS if d["text"]], encoder, refresh=True)
+    assert report.indexed == 7
+    return name
+
+
 @pytest.fixture
 def dense_index(client, milco_mini, index_name: str) -> str:  # noqa: ANN001
-    create_index(client, index_name, milco_mini.info, IndexSpec(replicas=0, dense=True))
-    report = ingest(client, index_name, [d for d in DOCS if d["text"]], milco_mini, refresh=True)
-    assert report.indexed == 7
-    return index_name
+    return with_dense_view(client, milco_mini, index_name)
 
 
 @pytest.fixture
 def engine_dense_index(engine_client, milco_mini, engine_index: str) -> str:  # noqa: ANN001
     """:func:`dense_index` on the engine under test."""
-    create_index(engine_client, engine_index, milco_mini.info, IndexSpec(replicas=0, dense=True))
-    report = ingest(engine_client, engine_index, [d for d in DOCS if d["text"]], milco_mini, refresh=True)
-    assert report.indexed == 7
-    return engine_index
+    return with_dense_view(engine_client, milco_mini, engine_index)
 
 
 def test_the_layout_record_says_what_the_index_holds(engine_client, milco_mini,  # noqa: ANN001
