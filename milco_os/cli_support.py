@@ -244,16 +244,27 @@ QUERY_PRUNE_HELP = ("Query pruning PIVOT[,ECHO] (one rule prunes both views), e.
                     "full query.")
 
 
+#: Approximate indices ``--ann`` builds.
+ANN_METHODS = ("seismic",)
+
+
 def build_index_spec(text_field: list[str] | None, pivot_field: str, echo_field: str, doc_prune: str, bm25: bool,
-                     vectors_in_source: bool, shards: int, replicas: int, dense: bool, passages: bool) -> Any:
+                     vectors_in_source: bool, shards: int, replicas: int, dense: bool, passages: bool,
+                     ann: str | None, ann_param: list[str] | None) -> Any:
+    from milco_os.layout import Seismic
     from milco_os.pruning import Pruning
     from milco_os.specs import IndexSpec
 
     pruning = checked("--doc-prune", lambda: Pruning.parse(doc_prune))
+    if ann is not None and ann not in ANN_METHODS:
+        raise ConfigError(f"--ann {ann}: choose {', '.join(ANN_METHODS)}")
+    if ann is None and ann_param:
+        raise ConfigError(f"--ann-param {ann_param[0]}: sets the approximate index; add --ann seismic")
+    seismic = checked("--ann-param", lambda: Seismic.parse(ann_param or [])) if ann == "seismic" else None
     return checked("--text-field/--pivot-field/--echo-field", lambda: IndexSpec(
         text_fields=tuple(text_field or ["text"]), pivot_field=pivot_field, echo_field=echo_field,
         doc_pruning=pruning, bm25=bm25, vectors_in_source=vectors_in_source, shards=shards, replicas=replicas,
-        dense=dense, passages=passages,
+        dense=dense, passages=passages, seismic=seismic,
     ))
 
 
@@ -275,14 +286,21 @@ with_index_spec = injected("spec", [
            f"as nested objects of {PASSAGES_FIELD}, each with its own views and character span, instead of one merged "
            "vector: a document scores as its best passage, which search shows with its matched terms.",
            INDEX_PANEL, False),
+    option("ann", str | None, "--ann", "Approximate sparse retrieval: seismic stores the sparse views in "
+           "neural-search's sparse_vector fields with a SEISMIC index (OpenSearch 3.3+ with neural-search; "
+           "docs/seismic.md).", INDEX_PANEL),
+    option("ann_param", list[str] | None, "--ann-param", "A SEISMIC build parameter NAME=VALUE (repeatable): "
+           "n_postings, cluster_ratio, summary_prune_ratio, approximate_threshold, quantization_ceiling_ingest, "
+           "quantization_ceiling_search.", INDEX_PANEL),
 ], build_index_spec)
 
 
 def build_search_options(size: int, from_: int, alpha: float, query_prune: str, two_phase: bool,
                          hybrid: float | None, hybrid_norm: str | None, dense: float | None, filter_json: str | None,
-                         passage_score: str, explain: bool) -> Any:
+                         passage_score: str, ann_param: list[str] | None, explain: bool) -> Any:
     import json
 
+    from milco_os.layout import SeismicQuery
     from milco_os.opensearch.validation import check_filters
     from milco_os.pruning import Pruning
     from milco_os.settings import Settings
@@ -296,6 +314,7 @@ def build_search_options(size: int, from_: int, alpha: float, query_prune: str, 
         size=size, from_=from_, alpha=alpha, query_pruning=pruning, filters=filters,
         two_phase=TwoPhase() if two_phase else None, hybrid_weight=hybrid, hybrid_norm=hybrid_norm,
         dense_weight=dense, passage_score=passage_score, explain=explain,
+        seismic=checked("--ann-param", lambda: SeismicQuery.parse(ann_param)) if ann_param else None,
     ))
 
 
@@ -319,6 +338,9 @@ with_search_options = injected("options", [
     option("filter_json", str | None, "--filter", "An OpenSearch filter clause as JSON.", SEARCH_PANEL),
     option("passage_score", str, "--passage-score", "On an index with passages: a document scores as its best "
            "passage (max), or the sum or mean (avg) of its passages' scores.", SEARCH_PANEL, DEFAULT_PASSAGE_SCORE),
+    option("ann_param", list[str] | None, "--ann-param", "On a SEISMIC index: a query parameter NAME=VALUE "
+           "(repeatable): k (hits per view, default 100), top_n (query terms that pick clusters, default 10), "
+           "heap_factor (above 1: more clusters, better recall; default 1).", SEARCH_PANEL),
     option("explain", bool, "--explain", "Show the matching terms of each hit (fused: also its rank in each list and "
            "the dense view's cosine).", SEARCH_PANEL, False),
 ], build_search_options)

@@ -6,7 +6,10 @@ service and eval read it instead of flags.
                                                                     sparse_vector (Elasticsearch); exact scores
     units      what one stored vector covers                        merged (a document's windows in one vector)
                                                                     or passages (each window a nested object)
-    retrieval  how the sparse views are searched                    exact
+    retrieval  how the sparse views are searched                    exact, or seismic (OpenSearch 3.3+ with
+                                                                    neural-search: the pivot view approximate, in
+                                                                    a sparse_vector field; the echo view exact)
+    seismic    the SEISMIC index's build parameters, or none        {n_postings, cluster_ratio, ...}
     dense      the dense view's field, or none                      knn_vector (HNSW, Lucene engine)
 
 An index created before the record existed has today's layout: :func:`read_layout` returns
@@ -15,12 +18,16 @@ does not know) is refused with one line naming the key, so an older milco-os nev
 The combinations (docs/dense.md has the table): ``units`` is ``merged`` or ``passages`` (docs/passages.md:
 each of a document's windows is a nested object under ``passages.path`` with its own views and character
 span, and a document scores as its best passage), ``dense`` is present or not, with either, on
-either engine; approximate sparse retrieval is a value later layouts add.
+either engine. ``retrieval: seismic`` (docs/seismic.md) stores the pivot view in neural-search's ``sparse_vector``
+field, keyed by vocabulary id (:attr:`Layout.pivot_keys`), and searches it with the SEISMIC approximate index; the
+echo view stays an exact ``rank_features`` field, because ``sparse_vector`` takes ids below 32,768 only
+(:data:`SEISMIC_MAX_ID`) and the echo vocabulary has 250,002. It combines with passages and a dense view, on
+OpenSearch only.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from milco_os.errors import ModelMismatch
@@ -29,9 +36,12 @@ LAYOUT_VERSION = 1
 ENGINES = ("opensearch", "elasticsearch")
 SPARSE_KINDS = ("rank_features", "sparse_vector")
 #: The sparse field types each engine's indices use.
-ENGINE_SPARSE = {"opensearch": ("rank_features",), "elasticsearch": ("sparse_vector",)}
+ENGINE_SPARSE = {"opensearch": ("rank_features", "sparse_vector"), "elasticsearch": ("sparse_vector",)}
 UNITS = ("merged", "passages")
-RETRIEVALS = ("exact",)
+RETRIEVALS = ("exact", "seismic")
+#: The largest term id neural-search's ``sparse_vector`` takes (3.3-3.6 keep ids in 16 bits: a larger id is read
+#: back negative, and the segment's flush or every search of it fails).
+SEISMIC_MAX_ID = 32767
 #: The k-NN field: HNSW graphs in Lucene (no native library), scored by cosine similarity (the dense view is
 #: L2-normalised, so cosine is its dot product). OpenSearch's Lucene engine scores a hit (1 + cos) / 2.
 DENSE_SPACE = "cosinesimil"
@@ -55,6 +65,97 @@ class DenseLayout:
 
 
 @dataclass(frozen=True)
+class Seismic:
+    """The SEISMIC build parameters of neural-search's ``sparse_vector`` field (fixed when the index is created).
+
+    OpenSearch's own defaults suit segments of millions of documents (an approximate index only from 1,000,000
+    documents per segment, posting lists of 0.05% of a segment's documents). milco-os's defaults are for the
+    sizes people run, chosen on 100k paragraphs (BENCHMARKS.md §16): every segment is approximate, so what is
+    tested is what runs; posting lists keep ``n_postings`` documents; the quantisation ceilings sit at the
+    largest weights milco-mini gives (a weight above the ceiling is clipped to it; below it, 255 levels)."""
+
+    n_postings: int = 4000
+    cluster_ratio: float = 0.1
+    summary_prune_ratio: float = 0.4
+    approximate_threshold: int = 0
+    quantization_ceiling_ingest: float = 3.0
+    quantization_ceiling_search: float = 3.0
+
+    def __post_init__(self) -> None:
+        for name, ok, rule in (
+            ("n_postings", self.n_postings > 0, "> 0"),
+            ("cluster_ratio", 0 < self.cluster_ratio < 1, "in (0, 1)"),
+            ("summary_prune_ratio", 0 < self.summary_prune_ratio <= 1, "in (0, 1]"),
+            ("approximate_threshold", self.approximate_threshold >= 0, ">= 0"),
+            ("quantization_ceiling_ingest", self.quantization_ceiling_ingest > 0, "> 0"),
+            ("quantization_ceiling_search", self.quantization_ceiling_search > 0, "> 0"),
+        ):
+            if not ok:
+                msg = f"seismic parameter {name} must be {rule}, got {getattr(self, name)}"
+                raise ValueError(msg)
+
+    @classmethod
+    def parse(cls, pairs: list[str] | tuple[str, ...]) -> Seismic:
+        """From ``NAME=VALUE`` strings (``--ann-param n_postings=2000``); an unknown name or a bad value raises
+        ``ValueError`` naming it."""
+        return cls(**_named_values(cls, pairs, "seismic parameter"))
+
+    def to_meta(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SeismicQuery:
+    """The query-time parameters of a SEISMIC search (neural-search's ``method_parameters``; no reindexing needed):
+    ``k`` hits per view and shard (at least the page's depth), the ``top_n`` heaviest query terms of each view
+    that pick the clusters to visit (all terms still score), and ``heap_factor`` (above 1 visits more clusters:
+    better recall, slower). Defaults chosen on 100k paragraphs (BENCHMARKS.md §16)."""
+
+    k: int = 100
+    top_n: int = 10
+    heap_factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name, ok, rule in (("k", self.k >= 1, ">= 1"), ("top_n", self.top_n >= 1, ">= 1"),
+                               ("heap_factor", self.heap_factor > 0, "> 0")):
+            if not ok:
+                msg = f"seismic query parameter {name} must be {rule}, got {getattr(self, name)}"
+                raise ValueError(msg)
+
+    @classmethod
+    def parse(cls, pairs: list[str] | tuple[str, ...]) -> SeismicQuery:
+        """From ``NAME=VALUE`` strings (``--ann-param k=200``); an unknown name or a bad value raises ``ValueError``."""
+        return cls(**_named_values(cls, pairs, "seismic query parameter"))
+
+    def clause(self, field: str, tokens: dict[str, float], boost: float, depth: int,
+               filters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """One view's approximate clause: its ``k`` nearest documents by quantised dot product, times ``boost``;
+        ``filters`` apply while the index is searched (not after: a filtered top ``k`` stays ``k`` deep)."""
+        method: dict[str, Any] = {**asdict(self), "k": max(self.k, depth)}
+        if filters:
+            method["filter"] = {"bool": {"filter": filters}}
+        return {"neural_sparse": {field: {"query_tokens": tokens, "method_parameters": method, "boost": boost}}}
+
+
+def _named_values(cls: type, pairs: list[str] | tuple[str, ...], what: str) -> dict[str, Any]:
+    """``NAME=VALUE`` strings -> keyword arguments of the dataclass ``cls`` (its int and float fields)."""
+    kinds = {f.name: f.type for f in fields(cls)}
+    given: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        name = name.strip()
+        if not sep or name not in kinds:
+            msg = f"{what} {pair!r}: expected NAME=VALUE with NAME one of {', '.join(kinds)}"
+            raise ValueError(msg)
+        try:
+            given[name] = int(value) if kinds[name] == "int" else float(value)
+        except ValueError:
+            msg = f"{what} {name}: {value!r} is not {'an integer' if kinds[name] == 'int' else 'a number'}"
+            raise ValueError(msg) from None
+    return given
+
+
+@dataclass(frozen=True)
 class PassageLayout:
     """Passages: a ``nested`` field ``path`` whose objects hold a passage's ``start`` and ``end`` (character
     offsets in the document's text fields joined by newlines) and its views, named as the index's fields
@@ -75,12 +176,23 @@ class Layout:
     retrieval: str = "exact"
     dense: DenseLayout | None = None
     passages: PassageLayout | None = None
+    seismic: Seismic | None = None
     version: int = LAYOUT_VERSION
 
+    @property
+    def pivot_keys(self) -> str:
+        """How the pivot view names a term: ``names`` (the escaped vocabulary entry, :mod:`milco_os.keys`; the echo
+        view's always) or ``ids`` (its vocabulary id as a decimal string: neural-search's ``sparse_vector`` takes
+        nothing else). Either way the vocabularies' fingerprints in ``_meta`` guard what the keys mean."""
+        return "ids" if self.seismic is not None else "names"
+
     def to_meta(self) -> dict[str, Any]:
-        return {"version": self.version, "engine": self.engine, "sparse": self.sparse, "units": self.units,
+        meta = {"version": self.version, "engine": self.engine, "sparse": self.sparse, "units": self.units,
                 "retrieval": self.retrieval, "dense": self.dense.to_meta() if self.dense else None,
                 "passages": {"path": self.passages.path} if self.passages else None}
+        if self.seismic is not None:
+            meta["seismic"] = self.seismic.to_meta()
+        return meta
 
 
 #: The layout of an index created before the record existed (and of every index without a dense view).
@@ -124,5 +236,15 @@ def read_layout(record: dict[str, Any], index: str) -> Layout:
         passages = PassageLayout(passages["path"])
     elif passages is not None:
         raise refuse("passages", passages, ("null with units merged",))
+    seismic = raw.get("seismic")
+    if raw["retrieval"] == "seismic":
+        if raw["engine"] != "opensearch" or raw["sparse"] != "sparse_vector":
+            raise refuse("sparse", raw["sparse"], ("sparse_vector on opensearch with retrieval seismic",))
+        try:
+            seismic = Seismic(**seismic)
+        except (TypeError, ValueError) as e:
+            raise refuse("seismic", seismic, ("the SEISMIC build parameters",)) from e
+    elif seismic is not None or (raw["engine"] == "opensearch" and raw["sparse"] != "rank_features"):
+        raise refuse("retrieval", raw["retrieval"], ("seismic with a sparse_vector field on OpenSearch",))
     return Layout(engine=raw["engine"], sparse=raw["sparse"], units=raw["units"], retrieval=raw["retrieval"],
-                  dense=dense, passages=passages, version=version)
+                  dense=dense, passages=passages, seismic=seismic, version=version)

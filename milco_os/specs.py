@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from milco_os.layout import Seismic, SeismicQuery
     from milco_os.pruning import Pruning
 
 PIVOT_FIELD = "milco_pivot"
@@ -58,7 +59,9 @@ class IndexSpec:
     asks OpenSearch rather than reading the stored vectors); ``dense`` adds the model's dense view as a k-NN
     field (``dense_field``; never kept in ``_source``: explain reads its rank and similarity off the k-NN hits);
     ``passages`` stores each of a document's windows as a nested object of ``passages_field`` with its own views
-    (named as the fields above) instead of one merged vector per document (docs/passages.md)."""
+    (named as the fields above) instead of one merged vector per document (docs/passages.md); ``seismic`` stores
+    the sparse views in neural-search's ``sparse_vector`` fields, searched by the SEISMIC approximate index built
+    with these parameters (OpenSearch 3.3+ with neural-search; docs/seismic.md)."""
 
     text_fields: tuple[str, ...] = ("text",)
     pivot_field: str = PIVOT_FIELD
@@ -72,6 +75,7 @@ class IndexSpec:
     dense_field: str = DENSE_FIELD
     passages: bool = False
     passages_field: str = PASSAGES_FIELD
+    seismic: Seismic | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "text_fields", tuple(self.text_fields))
@@ -150,6 +154,8 @@ class SearchOptions:
     dense_weight: float | None = None
     #: On an index with passages: how a document scores from its passages (:data:`PASSAGE_SCORES`).
     passage_score: str = DEFAULT_PASSAGE_SCORE
+    #: On a SEISMIC index: its query-time parameters (None: the defaults).
+    seismic: SeismicQuery | None = None
     explain: bool = False
 
     def __post_init__(self) -> None:

@@ -17,10 +17,39 @@ if TYPE_CHECKING:
 
 
 def create_index(client: Client, name: str, info: ModelInfo, spec: IndexSpec | None = None) -> dict[str, Any]:
-    """Create a milco-os index for the model ``info``; returns the body sent."""
-    body = index_body(info, spec or IndexSpec(), engine_of(client))
+    """Create a milco-os index for the model ``info``; returns the body sent. A SEISMIC index is refused, with one
+    line naming the fix, on a node that cannot build one."""
+    spec = spec or IndexSpec()
+    body = index_body(info, spec, engine_of(client))
+    if spec.seismic is not None:
+        check_seismic_support(client)
     create_plain_index(client, name, body)
     return body
+
+
+#: The first OpenSearch release whose neural-search has the ``sparse_vector`` field and SEISMIC.
+SEISMIC_SINCE = (3, 3)
+SEISMIC_NODE_HINT = "milco-os cluster up --version 3.6.0 --plugins neural-search"
+
+
+def check_seismic_support(client: Client) -> None:
+    """Refuse (one line, naming the fix) a cluster that cannot hold a SEISMIC index: OpenSearch below 3.3, or a
+    node without the neural-search plugin."""
+    from milco_os.errors import ConfigError
+
+    engine = engine_of(client)
+    version = engine.version(client)
+    if tuple(int(x) for x in version.split(".")[:2]) < SEISMIC_SINCE:
+        msg = (f"--ann seismic needs OpenSearch 3.3 or newer with the neural-search plugin; this cluster runs "
+               f"{engine.label} {version} (try: {SEISMIC_NODE_HINT})")
+        raise ConfigError(msg)
+    with_plugin = {row["name"] for row in client.cat.plugins(format="json", h="name,component")
+                   if row["component"] == "opensearch-neural-search"}
+    missing = sorted({node["name"] for node in client.cat.nodes(format="json", h="name")} - with_plugin)
+    if missing:
+        msg = (f"--ann seismic needs the neural-search plugin on every node; {', '.join(missing)} lacks it "
+               f"(try: {SEISMIC_NODE_HINT})")
+        raise ConfigError(msg)
 
 
 def create_plain_index(client: Client, name: str, body: dict[str, Any]) -> None:

@@ -215,6 +215,7 @@ class Ingester:
         layout = read_layout(self.record, index)
         self.dense_field = layout.dense.field if layout.dense is not None else None
         self.passages = layout.passages
+        self.pivot_keys = layout.pivot_keys
         self.pruning = Pruning.from_meta(self.record["document_pruning"])
         self.writer = BulkWriter(client, self.config, sleep=sleep)
         self.dead_letter = DeadLetter(dead_letter, append=append_dead_letter)
@@ -249,7 +250,8 @@ class Ingester:
             doc_id = str(doc[self.id_field])
             fields = {k: v for k, v in doc.items() if k != self.id_field}
             version = None if first_version is None else first_version + position
-            actions.append(index_action(self.index, doc_id, fields, enc, **views, version=version))
+            actions.append(index_action(self.index, doc_id, fields, enc, **views, version=version,
+                                        pivot_keys=self.pivot_keys))
             originals[doc_id] = doc
         return actions, originals, invalid
 

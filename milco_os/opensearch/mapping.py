@@ -9,7 +9,7 @@ from typing import Any
 from milco_os import __version__
 from milco_os.errors import ConfigError, ModelMismatch
 from milco_os.keys import KEY_SCHEME_VERSION
-from milco_os.layout import DenseLayout, Layout, PassageLayout, read_layout
+from milco_os.layout import SEISMIC_MAX_ID, DenseLayout, Layout, PassageLayout, read_layout
 from milco_os.opensearch.engine import OPENSEARCH, Engine
 from milco_os.specs import IndexSpec
 from milco_os.types import ModelInfo
@@ -22,7 +22,17 @@ def index_layout(info: ModelInfo, spec: IndexSpec, engine: Engine = OPENSEARCH) 
     dense view)."""
     passages = PassageLayout(spec.passages_field) if spec.passages else None
     units = "passages" if passages else "merged"
-    where = {"engine": engine.name, "sparse": engine.sparse, "units": units, "passages": passages}
+    where: dict[str, Any] = {"engine": engine.name, "sparse": engine.sparse, "units": units, "passages": passages}
+    if spec.seismic is not None:
+        if engine.name != "opensearch":
+            msg = (f"--ann seismic is OpenSearch's (neural-search 3.3+); {engine.label} has no SEISMIC index: "
+                   "leave --ann out there")
+            raise ConfigError(msg)
+        if len(info.pivot_vocab.tokens) > SEISMIC_MAX_ID + 1:
+            msg = (f"--ann seismic: model {info.name!r} has {len(info.pivot_vocab.tokens):,} pivot terms; "
+                   f"neural-search's sparse_vector takes ids up to {SEISMIC_MAX_ID:,} (milco-mini's 30,522 fit)")
+            raise ConfigError(msg)
+        where |= {"sparse": "sparse_vector", "retrieval": "seismic", "seismic": spec.seismic}
     if not spec.dense:
         return Layout(**where)
     if info.dense is None:
@@ -65,10 +75,13 @@ def index_body(info: ModelInfo, spec: IndexSpec, engine: Engine = OPENSEARCH) ->
     """Settings + mappings for a new index in ``engine`` (see :class:`~milco_os.specs.IndexSpec`)."""
     text_mapping = {"type": "text"} if spec.bm25 else {"type": "text", "index": False}
     properties: dict[str, Any] = {field: dict(text_mapping) for field in spec.text_fields}
-    views: dict[str, Any] = {spec.pivot_field: engine.sparse_mapping(), spec.echo_field: engine.sparse_mapping()}
     meta = index_meta(info, spec, engine)
+    views: dict[str, Any] = {spec.pivot_field: pivot_mapping(read_layout(meta, ""), engine),
+                             spec.echo_field: engine.sparse_mapping()}
     mappings: dict[str, Any] = {"_meta": {META_KEY: meta}, "properties": properties}
     settings: dict[str, Any] = {"number_of_shards": spec.shards, "number_of_replicas": spec.replicas}
+    if spec.seismic is not None:
+        settings["sparse"] = True  # neural-search builds SEISMIC's structures only in an index that says so
     excludes = [] if spec.vectors_in_source else [meta["fields"]["pivot"], meta["fields"]["echo"]]
     dense = meta["layout"]["dense"]
     if dense is not None:
@@ -84,6 +97,13 @@ def index_body(info: ModelInfo, spec: IndexSpec, engine: Engine = OPENSEARCH) ->
     if excludes:
         mappings["_source"] = {"excludes": excludes}
     return {"settings": {"index": settings}, "mappings": mappings}
+
+
+def pivot_mapping(layout: Layout, engine: Engine = OPENSEARCH) -> dict[str, Any]:
+    """The pivot view's field: the engine's exact field, or neural-search's ``sparse_vector`` with SEISMIC."""
+    if layout.seismic is None:
+        return engine.sparse_mapping()
+    return {"type": "sparse_vector", "method": {"name": "seismic", "parameters": layout.seismic.to_meta()}}
 
 
 def spec_of(record: dict[str, Any], properties: dict[str, Any], settings: dict[str, Any], index: str) -> IndexSpec:
@@ -108,6 +128,7 @@ def spec_of(record: dict[str, Any], properties: dict[str, Any], settings: dict[s
         dense_field=relative(layout.dense.field) if layout.dense else defaults.dense_field,
         passages=layout.passages is not None,
         passages_field=layout.passages.path if layout.passages else defaults.passages_field,
+        seismic=layout.seismic,
     )
 
 

@@ -1,19 +1,23 @@
 """Pure builders for search requests: a query's sparse vectors -> one weighted clause per term (``rank_feature`` on
-OpenSearch, a boosted ``term`` on Elasticsearch's ``sparse_vector``: :mod:`milco_os.opensearch.engine`).
+OpenSearch, a boosted ``term`` on Elasticsearch's ``sparse_vector``: :mod:`milco_os.opensearch.engine`); on a
+SEISMIC index the pivot view is one approximate ``neural_sparse`` clause (:class:`~milco_os.layout.SeismicQuery`).
 
 Score of a hit = alpha * <q_pivot, d_pivot> + (1 - alpha) * <q_echo, d_echo>, exactly up to the
 precision of stored feature values (Lucene keeps 9 significant bits, ~0.4%). alpha = 0.5 ranks like
-MILCO's unweighted sum.
+MILCO's unweighted sum. On a SEISMIC index the pivot clause returns its approximate top ``k`` with
+byte-quantised weights, and a hit's score sums what that list and the exact echo terms give it.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from milco_os.keys import decode_key, encode_key
+from milco_os.layout import SeismicQuery
 from milco_os.opensearch.engine import OPENSEARCH, Engine
 from milco_os.pruning import selective
 from milco_os.specs import DEFAULT_ALPHA, TwoPhase
@@ -28,9 +32,18 @@ def match_nothing() -> dict[str, Any]:
     return {"bool": {"must_not": [{"match_all": {}}]}}
 
 
-def query_tokens(vec: SparseVector, scale: float = 1.0) -> dict[str, float]:
-    """``{feature name: scale * weight}``: a query's terms under the keys the index stores (``.`` -> ``%2E``)."""
+def query_tokens(vec: SparseVector, scale: float = 1.0, keys: str = "names") -> dict[str, float]:
+    """``{feature name: scale * weight}``: a query's terms under the keys the index stores (``.`` -> ``%2E``;
+    ``keys="ids"``: vocabulary ids, as a SEISMIC index stores them)."""
+    if keys == "ids":
+        s = vec.sorted()
+        return {str(int(i)): scale * float(w) for i, w in zip(s.ids, s.weights, strict=True)}
     return {encode_key(token): scale * weight for token, weight in vec.to_terms().items()}
+
+
+def key_token(key: str, vocab_tokens: list[str], keys: str = "names") -> str:
+    """The vocabulary entry a stored key names (the inverse of :func:`query_tokens`'s keys)."""
+    return vocab_tokens[int(key)] if keys == "ids" else decode_key(key)
 
 
 def feature_clauses(vec: SparseVector, field: str, scale: float, engine: Engine = OPENSEARCH) -> list[dict[str, Any]]:
@@ -48,13 +61,20 @@ def expansion_query(
     echo_field: str,
     filters: list[dict[str, Any]] | None = None,
     engine: Engine = OPENSEARCH,
+    seismic: SeismicQuery | None = None,
+    depth: int = 10,
 ) -> dict[str, Any]:
-    """``bool.should`` over pivot and echo terms (and ``filter`` clauses, which do not score)."""
+    """``bool.should`` over pivot and echo terms (and ``filter`` clauses, which do not score); on a SEISMIC index
+    (``seismic``) the pivot view is one approximate clause, ``depth`` hits deep at least."""
     if not 0 <= alpha <= 1:
         msg = f"alpha must be in [0, 1], got {alpha}"
         raise ValueError(msg)
-    should = (feature_clauses(query.pivot, pivot_field, alpha, engine)
-              + feature_clauses(query.echo, echo_field, 1 - alpha, engine))
+    if seismic is not None:
+        pivot = ([seismic.clause(pivot_field, query_tokens(query.pivot, keys="ids"), alpha, depth, filters)]
+                 if len(query.pivot) and alpha > 0 else [])
+    else:
+        pivot = feature_clauses(query.pivot, pivot_field, alpha, engine)
+    should = pivot + feature_clauses(query.echo, echo_field, 1 - alpha, engine)
     boolean: dict[str, Any] = {"should": should, "minimum_should_match": 1 if should else 0}
     if filters:
         boolean["filter"] = filters
@@ -129,10 +149,12 @@ class PassageQuery:
 def scored_query(
     query: Encoded, *, alpha: float, pivot_field: str, echo_field: str, filters: list[dict[str, Any]] | None = None,
     passages: PassageQuery | None = None, inner_hits: bool = True, engine: Engine = OPENSEARCH,
+    seismic: SeismicQuery | None = None, depth: int = 10,
 ) -> dict[str, Any]:
     """:func:`expansion_query`, on an index with passages scored through its passages (``filters`` apply to the
     documents, outside the nested query); either way a ``bool`` whose ``should`` takes more clauses."""
-    views = {"alpha": alpha, "pivot_field": pivot_field, "echo_field": echo_field, "engine": engine}
+    views = {"alpha": alpha, "pivot_field": pivot_field, "echo_field": echo_field, "engine": engine,
+             "seismic": seismic, "depth": depth}
     if passages is None:
         return expansion_query(query, **views, filters=filters)
     inner = expansion_query(query, **views)
@@ -178,15 +200,21 @@ def search_body(
     stats: TermStats | None = None,
     passages: PassageQuery | None = None,
     engine: Engine = OPENSEARCH,
+    seismic: SeismicQuery | None = None,
 ) -> dict[str, Any]:
     """The whole search request. Filters restrict without scoring; ``hybrid`` adds BM25 to the score;
     ``stats``: the index's term statistics, for a two-phase ``value`` split; ``passages``: an index with passages
-    (documents score through their passages; the best one comes back with each hit)."""
+    (documents score through their passages; the best one comes back with each hit); ``seismic``: a SEISMIC
+    index, searched approximately (no two-phase: SEISMIC is already a first phase of its own)."""
     first = query
     rest: Encoded | None = None
     if two_phase is not None:
+        if seismic is not None:
+            msg = "two-phase does not apply to a SEISMIC index: SEISMIC's own top_n and k already cut the query"
+            raise ValueError(msg)
         first, rest = two_phase_split(query, two_phase, stats)
-    views = {"alpha": alpha, "pivot_field": pivot_field, "echo_field": echo_field, "engine": engine}
+    views = {"alpha": alpha, "pivot_field": pivot_field, "echo_field": echo_field, "engine": engine,
+             "seismic": seismic, "depth": size + from_}
     main = scored_query(first, **views, filters=filters, passages=passages)
 
     def with_bm25(scored: dict[str, Any]) -> dict[str, Any]:
@@ -205,7 +233,7 @@ def search_body(
     if rest is not None and two_phase is not None and (len(rest.pivot) or len(rest.echo)):
         window = min(two_phase.max_window, max(int((size + from_) * two_phase.expansion), size + from_))
         if passages is None:  # first + rest = the full query, term by term
-            rescore, weights = expansion_query(rest, **views), (1.0, 1.0)
+            rescore, weights = expansion_query(rest, **{k: v for k, v in views.items() if k != "depth"}), (1.0, 1.0)
         else:  # a best passage is not a sum over terms: the window is scored again with the full query
             rescore = with_bm25(scored_query(query, **views, passages=passages, inner_hits=False))
             weights = (0.0, 1.0)
@@ -258,10 +286,12 @@ def term_contributions(
     alpha: float,
     pivot_field: str,
     echo_field: str,
+    pivot_keys: str = "names",
 ) -> list[TermContribution]:
     """Which query terms matched a document and how much each added, largest first.
 
-    Computed from the vectors stored in the hit's ``_source``: exact, and free of an extra request.
+    Computed from the vectors stored in the hit's ``_source``: exact, and free of an extra request (on a SEISMIC
+    index the engine scored the pivot view's byte-quantised weights, so the hit's score differs a little).
     """
     out: list[TermContribution] = []
     for view, vec, field, scale in (
@@ -269,11 +299,51 @@ def term_contributions(
         ("echo", query.echo, echo_field, 1 - alpha),
     ):
         stored = document_source.get(field) or {}
-        doc_terms = {decode_key(k): float(v) for k, v in stored.items()}
+        keys = pivot_keys if view == "pivot" else "names"
+        doc_terms = {key_token(k, vec.vocab.tokens, keys): float(v) for k, v in stored.items()}
         for term, q_weight in vec.to_terms().items():
             d_weight = doc_terms.get(term)
             if d_weight is not None and scale > 0:
                 out.append(TermContribution(view, term, q_weight, d_weight, scale * q_weight * d_weight))
+    out.sort(key=lambda c: -c.contribution)
+    return out
+
+
+#: SEISMIC's explanation of a view's score (neural-search 3.3+): the field, each term's quantised weights, and
+#: the factor that turns their product back into a score (boost * ceiling_ingest * ceiling_search / 255 / 255).
+_SEISMIC_FIELD = re.compile(r"^sparse_ann score for doc \d+ in field '(?P<field>.+)'")
+_SEISMIC_TERM = re.compile(r"^token '(?P<key>\d+)' contribution: query_weight=(?P<q>\d+) \* doc_weight=(?P<d>\d+)")
+_SEISMIC_SCALE = re.compile(r"^quantization rescaling")
+
+
+def contributions_from_seismic(
+    explanation: dict[str, Any], query: Encoded, *, alpha: float, pivot_field: str, echo_field: str
+) -> list[TermContribution]:
+    """Per-term contributions read from SEISMIC's explanation of a hit (used when the vectors are not kept in
+    ``_source``): the byte-quantised weights SEISMIC scored, turned back into weights on the model's scale."""
+    views = {pivot_field: ("pivot", alpha, query.pivot), echo_field: ("echo", 1 - alpha, query.echo)}
+    out: list[TermContribution] = []
+    stack = [explanation]
+    while stack:
+        node = stack.pop()
+        m = _SEISMIC_FIELD.match(node.get("description", ""))
+        named = m and next((v for f, v in views.items() if m.group("field") in (f, f.rsplit(".", 1)[-1])), None)
+        if not named:
+            stack.extend(node.get("details", []))
+            continue
+        view, scale, vec = named
+        details = node.get("details", [])
+        rescale = next((float(d["value"]) for d in details if _SEISMIC_SCALE.match(d.get("description", ""))), 0.0)
+        factors = next((d["details"] for d in details if _SEISMIC_SCALE.match(d.get("description", ""))), [])
+        ceilings = [float(d["value"]) for d in factors if "ceiling" in d.get("description", "")]
+        ingest, search = (ceilings + [0.0, 0.0])[:2]
+        for d in details:
+            for term in d.get("details", []):
+                t = _SEISMIC_TERM.match(term.get("description", ""))
+                if t:
+                    q, w = int(t.group("q")), int(t.group("d"))
+                    out.append(TermContribution(view, vec.vocab.tokens[int(t.group("key"))], q * search / 255,
+                                                w * ingest / 255, q * w * rescale))
     out.sort(key=lambda c: -c.contribution)
     return out
 

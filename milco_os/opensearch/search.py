@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from milco_os.layout import read_layout
+from milco_os.layout import SeismicQuery, read_layout
 from milco_os.opensearch.engine import OPENSEARCH, engine_of_record
 from milco_os.opensearch.hybrid import Listed
 from milco_os.opensearch.indices import checked_record
@@ -14,6 +14,7 @@ from milco_os.opensearch.query import (
     PassageQuery,
     TermContribution,
     contributions_from_explanation,
+    contributions_from_seismic,
     search_body,
     term_contributions,
 )
@@ -138,6 +139,7 @@ def query_request(
     else:
         assert encoder is not None
         record = checked_record(client, index, encoder.info)
+    options = options_for(record, index, options)
     fusion = fusion_plan(record, index, options)
     engine = engine_of_record(record, index)
     if form != "rank_feature" and engine is not OPENSEARCH:
@@ -166,8 +168,11 @@ def query_request(
         dense = fusion is not None and fusion.dense_field is not None
         encoded = options.query_pruning.apply(encoder.encode_queries([text], dense=dense)[0], stats)
         fields = {"pivot_field": record["fields"]["pivot"], "echo_field": record["fields"]["echo"]}
-        query = (neural_sparse_query(encoded, **fields, alpha=options.alpha) if form == "neural_sparse"
-                 else expansion_query(encoded, **fields, alpha=options.alpha, engine=engine))
+        seismic = seismic_query(record, options)
+        query = (neural_sparse_query(encoded, **fields, alpha=options.alpha)
+                 if form == "neural_sparse" and seismic is None
+                 else expansion_query(encoded, **fields, alpha=options.alpha, engine=engine, seismic=seismic,
+                                      depth=options.size + options.from_))
         query = through_passages(query, passage_query(record, options))
         if dense and encoded.dense is not None:
             dense_clause = {"vector": dense_values(encoded.dense)}
@@ -198,6 +203,39 @@ def query_request(
         return plugin_body(queries, weights, norm=fusion.norm, size=options.size, from_=options.from_)
     except ValueError as e:
         raise ConfigError(str(e)) from e
+
+
+def options_for(record: dict[str, Any], index: str, options: SearchOptions) -> SearchOptions:
+    """``options`` as they apply to the index with ``record``. A SEISMIC index prunes the query itself (``top_n``),
+    has no term statistics to read and is a first phase of its own: the default query pruning gives way to
+    SEISMIC's, and ``selective`` pruning, two-phase or SEISMIC parameters where they cannot apply get one line."""
+    from milco_os.errors import ConfigError
+    from milco_os.pruning import Pruning
+
+    layout = read_layout(record, index)
+    if layout.seismic is None:
+        if options.seismic is not None:
+            msg = f"--ann-param: index {index!r} is not a SEISMIC index (create one with --ann seismic)"
+            raise ConfigError(msg)
+        return options
+    if options.two_phase is not None:
+        msg = (f"--two-phase: index {index!r} is a SEISMIC index, already approximate (its top_n and k cut the "
+               "query); tune it with --ann-param instead")
+        raise ConfigError(msg)
+    if options.query_pruning.needs_stats:
+        if str(options.query_pruning) != str(Pruning.parse(DEFAULT_QUERY_PRUNE)):
+            msg = (f"--query-prune {options.query_pruning}: a SEISMIC index has no per-term document frequencies; "
+                   "use top_k:N or threshold:W, or SEISMIC's own --ann-param top_n=N")
+            raise ConfigError(msg)
+        options = replace(options, query_pruning=Pruning.parse("none"))
+    return options
+
+
+def seismic_query(record: dict[str, Any], options: SearchOptions) -> SeismicQuery | None:
+    """The SEISMIC query parameters on a SEISMIC index (None: an exact index)."""
+    if read_layout(record, "").seismic is None:
+        return None
+    return options.seismic or SeismicQuery()
 
 
 def needs_term_stats(options: SearchOptions) -> bool:
@@ -254,6 +292,7 @@ def _request(
         stats=stats,
         passages=passages,
         engine=engine,
+        seismic=seismic_query(record, options),
     )
     return query, body
 
@@ -279,8 +318,8 @@ def search(
 ) -> SearchResult:
     """Encode, prune and run ``text``. ``stats``: the index's term statistics for ``selective`` pruning, kept
     by callers that search one index many times (read here when needed and not given)."""
-    options = options or SearchOptions()
     record = checked_record(client, index, encoder.info)
+    options = options_for(record, index, options or SearchOptions())
     pivot_field, echo_field = record["fields"]["pivot"], record["fields"]["echo"]
     from_source = record.get("vectors_in_source", True)
     stats = term_stats(client, index, record, options, stats)
@@ -299,7 +338,8 @@ def search(
         query, body = _request(record, text, encoder, options, stats)
         resp = client.search(index=index, body=body)
         raw_hits, took = resp["hits"]["hits"], int(resp.get("took", 0))
-    passages = read_layout(record, index).passages
+    layout = read_layout(record, index)
+    passages = layout.passages
     hits = []
     for i, h in enumerate(raw_hits):
         source = h.get("_source", {})
@@ -313,10 +353,13 @@ def search(
                 stored = scored.get("_source", {})
                 if passages is not None:  # the passage's own source names its views relative to it
                     stored = {f: stored.get(passages.relative(f)) or {} for f in (pivot_field, echo_field)}
-                terms = term_contributions(query, stored, **views)
+                terms = term_contributions(query, stored, **views, pivot_keys=layout.pivot_keys)
             else:
-                terms = contributions_from_explanation(scored.get("_explanation", {}), **views,
-                                                       engine=engine_of_record(record, index))
+                explanation = scored.get("_explanation", {})
+                terms = contributions_from_explanation(explanation, **views, engine=engine_of_record(record, index))
+                if layout.seismic is not None:  # the pivot view's terms, as SEISMIC explains them
+                    terms = sorted(terms + contributions_from_seismic(explanation, query, **views),
+                                   key=lambda c: -c.contribution)
         shown = {k: v for k, v in source.items() if k not in (pivot_field, echo_field)}
         hits.append(Hit(id=h["_id"], score=float(h["_score"]), source=shown, terms=terms,
                         lists=where[i] if where else {}, passage=passage))
