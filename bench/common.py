@@ -333,6 +333,7 @@ def bulk_load(
     passages_field: str | None = None,
     source_fields: Callable[[Doc], dict[str, Any]] | None = None,
     chunk: int = 1000,
+    pivot_keys: str = "names",
     label: str = "",
 ) -> float:
     """Write documents (``{"text": ...}`` unless ``source_fields`` says otherwise, plus their precomputed
@@ -358,10 +359,11 @@ def bulk_load(
                 source = fields(docs[j])
                 if encoded is not None and passages_field is not None:
                     source = passages_source(source, encoded[j], passages_field=passages_field,
-                                             pivot_field=pivot_field, echo_field=echo_field, dense_field=dense_field)
+                                             pivot_field=pivot_field, echo_field=echo_field, dense_field=dense_field,
+                                             pivot_keys=pivot_keys)
                 elif encoded is not None:
                     source = document_source(source, encoded[j], pivot_field=pivot_field, echo_field=echo_field,
-                                             dense_field=dense_field)
+                                             dense_field=dense_field, pivot_keys=pivot_keys)
                 sources.append((docs[j].id, source))
             outcome = write_documents(client, index, sources, config)
             lost = outcome.failed + outcome.unavailable

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: lint, then every test (unit + integration) against real local nodes started here on their own
 # ports and stopped on exit, whatever happens: OpenSearch 2.x, then the Elasticsearch suite (the tests marked
-# `elasticsearch`), then the integration tests again on OpenSearch 3.x. Each suite prints its own time.
+# `elasticsearch`), then the integration tests again on OpenSearch 3.x with neural-search, SEISMIC's among them (the
+# tests marked `seismic`). Each suite prints its own time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -31,15 +32,17 @@ if [ $# -gt 0 ]; then  # the tests asked for, on both engines
   exit
 fi
 OS_VERSION=$($BIN/python -c "from milco_os.localnode import OPENSEARCH_VERSION; print(OPENSEARCH_VERSION)")
-suite "OpenSearch $OS_VERSION (unit, integration, faults)" $BIN/pytest -m "not elasticsearch"
+suite "OpenSearch $OS_VERSION (unit, integration, faults)" $BIN/pytest -m "not elasticsearch and not seismic"
 suite "Elasticsearch (integration, faults)" $BIN/pytest tests/integration tests/faults -m elasticsearch
 
-# The integration tests again against OpenSearch 3.x (Java 21+, found under /usr/lib/jvm). The tests that start
+# The integration tests again against OpenSearch 3.x (Java 21+, found under /usr/lib/jvm) with neural-search (and
+# the knn, ml-commons and job-scheduler plugins it needs), which also serves the SEISMIC tests. The tests that start
 # nodes of their own (plugins, security, cluster CLI, the three-node cluster) stay on 2.x.
 PORT3=${MILCO_OS_TEST_PORT_3X:-9252}
 VERSION3=$($BIN/python -c "from milco_os.localnode import OPENSEARCH_3_VERSION; print(OPENSEARCH_3_VERSION)")
-up "$PORT3" --version "$VERSION3" --plugins knn
-suite "OpenSearch $VERSION3 (integration)" env MILCO_OS_TEST_URL="http://127.0.0.1:$PORT3" \
+up "$PORT3" --version "$VERSION3" --plugins neural-search
+suite "OpenSearch $VERSION3 (integration, SEISMIC)" env MILCO_OS_TEST_URL="http://127.0.0.1:$PORT3" \
+  MILCO_OS_TEST_SEISMIC_URL="http://127.0.0.1:$PORT3" \
   $BIN/pytest tests/integration -m "not elasticsearch" \
   --deselect tests/integration/test_ml_commons.py --deselect tests/integration/test_secure_cluster.py \
   --deselect tests/integration/test_cluster_cli.py --deselect tests/integration/test_multinode.py \

@@ -18,6 +18,7 @@ from milco_os.settings import Settings, default_cache_dir
 
 SELF_STARTED_PORT = 9251
 ES_SELF_STARTED_PORT = 9254
+SEISMIC_SELF_STARTED_PORT = 9253
 
 
 #: Test parameters that name the engine a test runs against (the engine-parametrised fixtures, the fault node).
@@ -32,6 +33,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         on_elasticsearch = params is not None and "elasticsearch" in (params.params.get(p) for p in ENGINE_PARAMETERS)
         if on_elasticsearch or "elasticsearch_url" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.elasticsearch)  # the test command runs these as a suite of their own
+        if "seismic_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.seismic)  # run in the OpenSearch 3.x suite, whose node has neural-search
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -71,6 +74,15 @@ def node_url(variable: str, cache_dir: Path, port: int, engine: str, **up: Any) 
 def opensearch_url(cache_dir: Path) -> Iterator[str]:
     # index create --dense needs the k-NN plugin
     yield from node_url("MILCO_OS_TEST_URL", cache_dir, SELF_STARTED_PORT, "opensearch", plugins=("knn",))
+
+
+@pytest.fixture(scope="session")
+def seismic_url(cache_dir: Path) -> Iterator[str]:
+    """An OpenSearch 3.x node with neural-search (SEISMIC): MILCO_OS_TEST_SEISMIC_URL, else one started here."""
+    from milco_os.localnode import OPENSEARCH_3_VERSION
+
+    yield from node_url("MILCO_OS_TEST_SEISMIC_URL", cache_dir, SEISMIC_SELF_STARTED_PORT, "opensearch",
+                        version=OPENSEARCH_3_VERSION, plugins=("neural-search",))
 
 
 @pytest.fixture(scope="session")

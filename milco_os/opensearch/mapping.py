@@ -28,6 +28,10 @@ def index_layout(info: ModelInfo, spec: IndexSpec, engine: Engine = OPENSEARCH) 
             msg = (f"--ann seismic is OpenSearch's (neural-search 3.3+); {engine.label} has no SEISMIC index: "
                    "leave --ann out there")
             raise ConfigError(msg)
+        if spec.passages:
+            msg = ("--ann seismic with --passages: not built yet (a SEISMIC search is rescored over its top k, and a "
+                   "document's best passage would need its own window); choose one of the two")
+            raise ConfigError(msg)
         if len(info.pivot_vocab.tokens) > SEISMIC_MAX_ID + 1:
             msg = (f"--ann seismic: model {info.name!r} has {len(info.pivot_vocab.tokens):,} pivot terms; "
                    f"neural-search's sparse_vector takes ids up to {SEISMIC_MAX_ID:,} (milco-mini's 30,522 fit)")

@@ -150,16 +150,19 @@ def run_queries(client: Client, index: str, bodies: Sequence[str], concurrency: 
 
 
 def run_interleaved(
-    client: Client, index: str, variants: Mapping[str, Sequence[str]], concurrency: int, repeat: int = 1
+    client: Client, index: str | Mapping[str, str], variants: Mapping[str, Sequence[str]], concurrency: int,
+    repeat: int = 1,
 ) -> dict[str, LoadResult]:
     """Every variant's bodies (one per query, same queries), interleaved query by query with the variants'
     order rotating, ``repeat`` rounds, ``concurrency`` at a time: a change in the machine's speed during the
     run (a shared VM) hits every variant alike. ``ranked`` is the first round's; each variant's ``wall_s`` is
-    its summed client time over ``concurrency``, so ``qps`` is Little's law (the variants share the clock)."""
+    its summed client time over ``concurrency``, so ``qps`` is Little's law (the variants share the clock).
+    ``index``: one for every variant, or each variant's own (by name)."""
     names = list(variants)
     n = len(variants[names[0]])
     order = [(names[(i + k) % len(names)], i) for _ in range(repeat) for i in range(n) for k in range(len(names))]
-    answers = _send_all(client, index, [variants[name][i] for name, i in order], concurrency)
+    targets = [index if isinstance(index, str) else index[name] for name, _ in order]
+    answers = _send_all(client, targets, [variants[name][i] for name, i in order], concurrency)
     results = {name: LoadResult([], [], [[] for _ in range(n)], 0.0) for name in names}
     for j, ((name, i), (ms, took, ids)) in enumerate(zip(order, answers, strict=True)):
         res = results[name]
@@ -175,9 +178,11 @@ def run_interleaved(
 Answer = tuple[float, float, list[str]]
 
 
-def _send_all(client: Client, index: str, bodies: list[str], concurrency: int) -> list[Answer]:
-    """(client ms, OpenSearch took ms, hit ids) for each body, sent in order by ``concurrency`` threads."""
+def _send_all(client: Client, index: str | list[str], bodies: list[str], concurrency: int) -> list[Answer]:
+    """(client ms, OpenSearch took ms, hit ids) for each body (to ``index``, or the body's own index), sent in order
+    by ``concurrency`` threads."""
     n = len(bodies)
+    indices = [index] * n if isinstance(index, str) else index
     answers: list[Answer] = [(0.0, 0.0, [])] * n
     errors: list[BaseException] = []
     lock = threading.Lock()
@@ -191,7 +196,7 @@ def _send_all(client: Client, index: str, bodies: list[str], concurrency: int) -
                 return
             try:
                 t0 = time.perf_counter()
-                resp = client.search(index=index, body=bodies[i], filter_path="took,hits.hits._id")
+                resp = client.search(index=indices[i], body=bodies[i], filter_path="took,hits.hits._id")
                 ms = (time.perf_counter() - t0) * 1000
             except BaseException as e:  # surfaced below
                 errors.append(e)

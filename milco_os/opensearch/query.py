@@ -61,20 +61,13 @@ def expansion_query(
     echo_field: str,
     filters: list[dict[str, Any]] | None = None,
     engine: Engine = OPENSEARCH,
-    seismic: SeismicQuery | None = None,
-    depth: int = 10,
 ) -> dict[str, Any]:
-    """``bool.should`` over pivot and echo terms (and ``filter`` clauses, which do not score); on a SEISMIC index
-    (``seismic``) the pivot view is one approximate clause, ``depth`` hits deep at least."""
+    """``bool.should`` over pivot and echo terms (and ``filter`` clauses, which do not score)."""
     if not 0 <= alpha <= 1:
         msg = f"alpha must be in [0, 1], got {alpha}"
         raise ValueError(msg)
-    if seismic is not None:
-        pivot = ([seismic.clause(pivot_field, query_tokens(query.pivot, keys="ids"), alpha, depth, filters)]
-                 if len(query.pivot) and alpha > 0 else [])
-    else:
-        pivot = feature_clauses(query.pivot, pivot_field, alpha, engine)
-    should = pivot + feature_clauses(query.echo, echo_field, 1 - alpha, engine)
+    should = (feature_clauses(query.pivot, pivot_field, alpha, engine)
+              + feature_clauses(query.echo, echo_field, 1 - alpha, engine))
     boolean: dict[str, Any] = {"should": should, "minimum_should_match": 1 if should else 0}
     if filters:
         boolean["filter"] = filters
@@ -149,12 +142,10 @@ class PassageQuery:
 def scored_query(
     query: Encoded, *, alpha: float, pivot_field: str, echo_field: str, filters: list[dict[str, Any]] | None = None,
     passages: PassageQuery | None = None, inner_hits: bool = True, engine: Engine = OPENSEARCH,
-    seismic: SeismicQuery | None = None, depth: int = 10,
 ) -> dict[str, Any]:
     """:func:`expansion_query`, on an index with passages scored through its passages (``filters`` apply to the
     documents, outside the nested query); either way a ``bool`` whose ``should`` takes more clauses."""
-    views = {"alpha": alpha, "pivot_field": pivot_field, "echo_field": echo_field, "engine": engine,
-             "seismic": seismic, "depth": depth}
+    views = {"alpha": alpha, "pivot_field": pivot_field, "echo_field": echo_field, "engine": engine}
     if passages is None:
         return expansion_query(query, **views, filters=filters)
     inner = expansion_query(query, **views)
@@ -205,16 +196,19 @@ def search_body(
     """The whole search request. Filters restrict without scoring; ``hybrid`` adds BM25 to the score;
     ``stats``: the index's term statistics, for a two-phase ``value`` split; ``passages``: an index with passages
     (documents score through their passages; the best one comes back with each hit); ``seismic``: a SEISMIC
-    index, searched approximately (no two-phase: SEISMIC is already a first phase of its own)."""
+    index (:func:`seismic_body`)."""
+    if seismic is not None:
+        if two_phase is not None or passages is not None:
+            msg = "a SEISMIC index is searched in two phases of its own: no two-phase, no passages"
+            raise ValueError(msg)
+        return seismic_body(query, seismic, pivot_field=pivot_field, echo_field=echo_field, alpha=alpha, size=size,
+                            from_=from_, filters=filters, hybrid=hybrid, explain=explain,
+                            source_excludes=source_excludes)
     first = query
     rest: Encoded | None = None
     if two_phase is not None:
-        if seismic is not None:
-            msg = "two-phase does not apply to a SEISMIC index: SEISMIC's own top_n and k already cut the query"
-            raise ValueError(msg)
         first, rest = two_phase_split(query, two_phase, stats)
-    views = {"alpha": alpha, "pivot_field": pivot_field, "echo_field": echo_field, "engine": engine,
-             "seismic": seismic, "depth": size + from_}
+    views = {"alpha": alpha, "pivot_field": pivot_field, "echo_field": echo_field, "engine": engine}
     main = scored_query(first, **views, filters=filters, passages=passages)
 
     def with_bm25(scored: dict[str, Any]) -> dict[str, Any]:
@@ -233,7 +227,7 @@ def search_body(
     if rest is not None and two_phase is not None and (len(rest.pivot) or len(rest.echo)):
         window = min(two_phase.max_window, max(int((size + from_) * two_phase.expansion), size + from_))
         if passages is None:  # first + rest = the full query, term by term
-            rescore, weights = expansion_query(rest, **{k: v for k, v in views.items() if k != "depth"}), (1.0, 1.0)
+            rescore, weights = expansion_query(rest, **views), (1.0, 1.0)
         else:  # a best passage is not a sum over terms: the window is scored again with the full query
             rescore = with_bm25(scored_query(query, **views, passages=passages, inner_hits=False))
             weights = (0.0, 1.0)
@@ -246,6 +240,43 @@ def search_body(
                 "score_mode": "total",
             },
         }
+    if explain:
+        body["explain"] = True
+    if source_excludes:
+        body["_source"] = {"excludes": source_excludes}
+    return body
+
+
+def seismic_body(
+    query: Encoded, seismic: SeismicQuery, *, pivot_field: str, echo_field: str, alpha: float, size: int = 10,
+    from_: int = 0, filters: list[dict[str, Any]] | None = None, hybrid: Hybrid | None = None, explain: bool = False,
+    source_excludes: list[str] | None = None,
+) -> dict[str, Any]:
+    """The search request on a SEISMIC index: SEISMIC finds the pivot view's approximate top ``k`` (``filters``
+    applied while it searches), and a rescore window over those ``k`` adds the echo view's exact terms (and BM25
+    with ``hybrid``). Summing an approximate top ``k`` with an exact echo query over all documents instead would
+    give documents outside that top ``k`` their echo score alone: on 20k paragraphs that kept 14% of the exact
+    query's top 10, the rescore 95% (BENCHMARKS.md §16). A query without pivot terms (or ``alpha`` 0) is exact."""
+    if not 0 <= alpha <= 1:
+        msg = f"alpha must be in [0, 1], got {alpha}"
+        raise ValueError(msg)
+    depth = max(seismic.k, size + from_)
+    bm25 = ([{"multi_match": {"query": hybrid.text, "fields": list(hybrid.fields), "boost": hybrid.weight}}]
+            if hybrid is not None else [])
+    rescore: list[dict[str, Any]] = []
+    if len(query.pivot) and alpha > 0:
+        pivot = seismic.clause(pivot_field, query_tokens(query.pivot, keys="ids"), alpha, depth, filters)
+        main = {"bool": {"should": [pivot], "minimum_should_match": 1, **({"filter": filters} if filters else {})}}
+        rescore = feature_clauses(query.echo, echo_field, 1 - alpha) + bm25
+    else:  # nothing for SEISMIC to do: the echo terms, exactly
+        main = expansion_query(query, alpha=alpha, pivot_field=pivot_field, echo_field=echo_field, filters=filters)
+        if main != match_nothing():
+            main["bool"]["should"] += bm25
+    body: dict[str, Any] = {"query": main, "size": size, "from": from_, "track_total_hits": False}
+    if rescore:
+        body["rescore"] = {"window_size": depth, "query": {
+            "rescore_query": {"bool": {"should": rescore}}, "query_weight": 1.0, "rescore_query_weight": 1.0,
+            "score_mode": "total"}}
     if explain:
         body["explain"] = True
     if source_excludes:

@@ -146,6 +146,13 @@ def query_request(
         msg = (f"--print-query {form}: that query belongs to OpenSearch's neural-search plugin; "
                f"index {index!r} is in {engine.label}")
         raise ConfigError(msg)
+    if seismic_query(record, options) is not None and form != "model":  # SEISMIC's body is its own (two phases)
+        if fusion is not None:
+            msg = (f"--print-query: index {index!r} is a SEISMIC index, whose query is a rescored SEISMIC search; "
+                   "search fuses the dense list itself (--dense 0 prints the sparse request alone)")
+            raise ConfigError(msg)
+        assert encoder is not None
+        return _request(record, text, encoder, options, None)[1]
     if form == "rank_feature" and fusion is None:
         assert encoder is not None
         return _request(record, text, encoder, options, term_stats(client, index, record, options, stats))[1]
@@ -168,11 +175,8 @@ def query_request(
         dense = fusion is not None and fusion.dense_field is not None
         encoded = options.query_pruning.apply(encoder.encode_queries([text], dense=dense)[0], stats)
         fields = {"pivot_field": record["fields"]["pivot"], "echo_field": record["fields"]["echo"]}
-        seismic = seismic_query(record, options)
-        query = (neural_sparse_query(encoded, **fields, alpha=options.alpha)
-                 if form == "neural_sparse" and seismic is None
-                 else expansion_query(encoded, **fields, alpha=options.alpha, engine=engine, seismic=seismic,
-                                      depth=options.size + options.from_))
+        query = (neural_sparse_query(encoded, **fields, alpha=options.alpha) if form == "neural_sparse"
+                 else expansion_query(encoded, **fields, alpha=options.alpha, engine=engine))
         query = through_passages(query, passage_query(record, options))
         if dense and encoded.dense is not None:
             dense_clause = {"vector": dense_values(encoded.dense)}
