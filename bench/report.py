@@ -32,7 +32,7 @@ REPORTS = ROOT / "reports"
 BENCH_REPORTS = Path(os.environ.get("MILCO_OS_BENCH_REPORTS") or REPORTS / "bench")
 CHART_RESULTS = ROOT / "results" / "bench"
 DOCS = ["README.md", "BENCHMARKS.md", "docs/evaluation.md", "docs/models.md", "docs/csplade.md",
-        "docs/scaling-out.md", "docs/dense.md", "docs/passages.md"]
+        "docs/scaling-out.md", "docs/dense.md", "docs/passages.md", "docs/seismic.md"]
 CHARTS = ROOT / "docs" / "bench"
 CHART_FILES = ["encode.png", "latency.png", "index_size.png", "throughput.png", "quality-libreoffice-clir.png",
                "quality-libreoffice-mlir.png", "growth.png", "scale.png"]
@@ -933,6 +933,54 @@ def engines_section() -> str:
     return head + md_table(["run", "system", "OpenSearch", "Elasticsearch", "difference"], rows, decimals=3)
 
 
+def seismic_section(source: str = "seismic") -> str:
+    """BENCHMARKS.md §16 and docs/seismic.md: ``reports/bench/seismic.json`` (bench/seismic.py)."""
+    r = load(source)
+    runs = sorted(r["runs"].values(), key=lambda x: x["documents"])
+    rows = []
+    for run in runs:
+        bm25 = {x["concurrency"]: x["client_ms"]["p50"] for x in run["latency"] if x["variant"] == "bm25 match"}
+        for x in run["latency"]:
+            index = run["indices"]["seismic" if x["variant"].startswith("seismic") else "exact"]
+            rows.append([run["documents"], run["real_documents"], x["concurrency"], x["variant"], x["client_ms"]["p50"],
+                         x["client_ms"]["p99"], round(x["client_ms"]["p50"] / bm25[x["concurrency"]], 2),
+                         x["recall_at_10"], round(index["store_bytes"] / 2**20, 1)])
+    builds = [[run["documents"], name, built["docs_per_s"], built["merge_s"], round(built["store_bytes"] / 2**20, 1)]
+              for run in runs for name, built in run["indices"].items()]
+    curve_run = next((run for run in runs if run["curve"]), None)
+    curve = [[", ".join(f"{k}={v}" for k, v in p["params"].items()), p["client_ms"]["p50"], p["client_ms"]["p99"],
+              p["recall_at_10"]] for p in (curve_run["curve"] if curve_run else [])]
+    s = r["settings"]
+    build = ", ".join(f"{k}={v}" for k, v in runs[0]["seismic_build"].items())
+    head = (f"OpenSearch {r['opensearch']['version']} with neural-search, one node; document pruning "
+            f"`{s['doc_prune']}` per view; {s['queries']} title queries × {s['repeat']} rounds, variants "
+            "interleaved, each on its own index (BM25 and the exact queries on the `rank_features` index); both "
+            "indices force-merged to one segment, vectors not in `_source`. "
+            f"SEISMIC build: {build}. Recall@10 is against the exact full query; documents beyond "
+            f"{s['real']:,} would be synthetic copies.\n\n")
+    out = head + md_table(["documents", "real", "clients", "variant", "p50 ms", "p99 ms", "p50 / BM25", "recall@10",
+                           "index MiB"], rows)
+    out += "\n\nBuilding each index (bulk load, then the force-merge that clusters SEISMIC's postings):\n\n"
+    out += md_table(["documents", "index", "docs/s loaded", "merge s", "MiB"], builds)
+    if curve_run:
+        out += (f"\n\nQuery-time parameters on the SEISMIC index of {curve_run['documents']:,} documents (1 client, "
+                "one at a time, not interleaved):\n\n")
+        out += md_table(["parameters", "p50 ms", "p99 ms", "recall@10"], curve)
+        default = curve_run["seismic_build"]
+        changed = [[", ".join(f"{k}={v}" for k, v in b["params"].items() if v != default[k]), b["index"]["docs_per_s"],
+                    b["index"]["merge_s"], round(b["index"]["store_bytes"] / 2**20, 1), b["client_ms"]["p50"],
+                    b["recall_at_10"]] for b in curve_run.get("build_curve", [])]
+        if changed:
+            out += ("\n\nBuild-time parameters (each a SEISMIC index of its own, the default query, 1 client; "
+                    "the rest as the build above):\n\n")
+            out += md_table(["changed", "docs/s loaded", "merge s", "MiB", "p50 ms", "recall@10"], changed)
+    if "weights" in runs[0]:
+        w = runs[0]["weights"]
+        out += (f"\n\nLargest pivot weights (what the quantisation ceilings must cover): documents "
+                f"{w['document_pivot_max']}, queries {w['query_pivot_max']}.")
+    return out
+
+
 SECTIONS: dict[str, Callable[..., str]] = {
     "machine": machine_section, "encode": encode_section, "latency": latency_section,
     "index_size": index_size_section, "throughput": throughput_section, "quality": quality_section,
@@ -944,6 +992,7 @@ SECTIONS: dict[str, Callable[..., str]] = {
     "dense-summary": dense_summary_section, "dense-cost": dense_cost_section,
     "passages-choice": passages_choice_section, "passages-summary": passages_summary_section,
     "passages-cost": passages_cost_section, "startup": startup_section, "engines": engines_section,
+    "seismic": seismic_section,
 }
 
 

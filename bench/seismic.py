@@ -68,6 +68,9 @@ EXACT, SEISMIC = "bench-exact", "bench-seismic"
 #: Query-time settings the curve visits (1 client, on the SEISMIC index of the first size).
 CURVE = [{"top_n": 5}, {"top_n": 10}, {"top_n": 20}, {"heap_factor": 0.8}, {"heap_factor": 1.2},
          {"heap_factor": 1.5}, {"k": 20}, {"k": 50}, {"k": 200}]
+#: Build-time settings the build curve visits (each a SEISMIC index of its own, on the first size).
+BUILD_CURVE = [{"n_postings": 1000}, {"n_postings": 2000}, {"n_postings": 8000}, {"summary_prune_ratio": 0.2},
+               {"cluster_ratio": 0.05}]
 #: The targets of issue 33 (printed against what was measured).
 TARGETS = {"p50 vs BM25 at 1M": 0.7, "p50 vs BM25 at 100k": 1.0, "recall@10": 0.95, "growth 100k -> 1M": 1.5,
            "index size vs rank_features": 1.5}
@@ -77,6 +80,15 @@ def recall(ranked: list[list[str]], truth: list[list[str]], k: int = 10) -> floa
     """Mean share of the exact top ``k`` that a variant's top ``k`` holds (queries with an empty truth skipped)."""
     shares = [len(set(r[:k]) & set(t[:k])) / len(t[:k]) for r, t in zip(ranked, truth, strict=True) if t]
     return round(sum(shares) / len(shares), 4) if shares else 0.0
+
+
+def summed_body(query: Any, seismic: SeismicQuery, size: int, alpha: float = 0.5) -> dict[str, Any]:
+    """What milco-os does not send, measured to show why: SEISMIC's top ``k`` of the pivot view summed with the
+    exact echo terms over every document (a document outside that top ``k`` keeps its echo score alone)."""
+    from milco_os.opensearch.query import feature_clauses, query_tokens
+
+    pivot = seismic.clause(PIVOT_FIELD, query_tokens(query.pivot, keys="ids"), alpha, size)
+    return {"query": {"bool": {"should": [pivot, *feature_clauses(query.echo, ECHO_FIELD, 1 - alpha)]}}, "size": size}
 
 
 def bodies_for(client: Any, queries: list[Any], encoded: list[Any], size: int,
@@ -90,6 +102,7 @@ def bodies_for(client: Any, queries: list[Any], encoded: list[Any], size: int,
         "exact default": (EXACT, [timed_request(search_body(default.apply(e, stats), **views)) for e in encoded]),
         "exact full": (EXACT, [timed_request(search_body(e, **views)) for e in encoded]),
         "seismic": (SEISMIC, [timed_request(search_body(e, **views, seismic=seismic)) for e in encoded]),
+        "seismic summed": (SEISMIC, [timed_request(summed_body(e, seismic, size)) for e in encoded]),
     }
 
 
@@ -130,7 +143,8 @@ def measure_size(client: Any, n: int, docs: list[Any], encoded: list[Any], queri
                             "qps": round(res.qps, 1), "recall_at_10": recall(res.ranked, truth)})
             log(f"{n:>9,} docs c={c} {name:<14} p50 {ms['p50']:7.2f} ms  p99 {ms['p99']:7.2f} ms  "
                 f"recall@10 {latency[-1]['recall_at_10']:.3f}")
-    points = []
+    points: list[dict[str, Any]] = []
+    builds: list[dict[str, Any]] = []
     if curve:
         truth = run_queries(client, EXACT, bodies["exact full"], 1).ranked
         for change in CURVE:
@@ -144,10 +158,27 @@ def measure_size(client: Any, n: int, docs: list[Any], encoded: list[Any], queri
                            "recall_at_10": recall(ranked, truth)})
             log(f"  curve {change}: p50 {points[-1]['client_ms']['p50']:.2f} ms recall@10 "
                 f"{points[-1]['recall_at_10']:.3f}")
+        for change in BUILD_CURVE:  # each a SEISMIC index of its own, searched with the default query
+            params = Seismic(**{**asdict(build_params), **change})
+            built = build(client, SEISMIC, info, IndexSpec(**base, seismic=params), corpus, "ids")
+            b = bodies["seismic"]
+            run_queries(client, SEISMIC, b[:50], 1)
+            res = run_queries(client, SEISMIC, b * args.repeat, 1)
+            builds.append({"params": asdict(params), "index": built, "client_ms": summary_ms(res.client_ms),
+                           "recall_at_10": recall(res.ranked[: len(b)], truth)})
+            log(f"  build {change}: p50 {builds[-1]['client_ms']['p50']:.2f} ms recall@10 "
+                f"{builds[-1]['recall_at_10']:.3f} {built['store_bytes'] / 2**20:.1f} MiB")
     for index in (EXACT, SEISMIC):
         delete_index(client, index)
+    # The largest weights, for the quantisation ceilings (a weight above its ceiling is clipped to it).
+    weights = {"document_pivot_max": max_weight(encoded[:real]), "query_pivot_max": max_weight(q_encoded)}
     return {"documents": n, "real_documents": real, "indices": indices, "latency": latency, "curve": points,
-            "seismic_build": asdict(build_params), "seismic_query": asdict(default_query)}
+            "build_curve": builds,
+            "seismic_build": asdict(build_params), "seismic_query": asdict(default_query), "weights": weights}
+
+
+def max_weight(encoded: list[Any]) -> float:
+    return round(max(float(e.pivot.weights.max()) for e in encoded if len(e.pivot)), 3)
 
 
 def at(run: dict[str, Any], variant: str, c: int) -> dict[str, Any]:
@@ -162,7 +193,7 @@ def report(record: dict[str, Any]) -> tuple[str, str]:
         for c in sorted({r["concurrency"] for r in run["latency"]}):
             bm25 = at(run, "bm25 match", c)["client_ms"]
             for r in (x for x in run["latency"] if x["concurrency"] == c):
-                index = run["indices"]["seismic" if r["variant"] == "seismic" else "exact"]
+                index = run["indices"]["seismic" if r["variant"].startswith("seismic") else "exact"]
                 rows.append([run["documents"], c, r["variant"], r["client_ms"]["p50"], r["client_ms"]["p99"],
                              round(r["client_ms"]["p50"] / bm25["p50"], 2), r["recall_at_10"],
                              round(index["store_bytes"] / 2**20, 1)])

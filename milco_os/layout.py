@@ -21,8 +21,8 @@ span, and a document scores as its best passage), ``dense`` is present or not, w
 either engine. ``retrieval: seismic`` (docs/seismic.md) stores the pivot view in neural-search's ``sparse_vector``
 field, keyed by vocabulary id (:attr:`Layout.pivot_keys`), and searches it with the SEISMIC approximate index; the
 echo view stays an exact ``rank_features`` field, because ``sparse_vector`` takes ids below 32,768 only
-(:data:`SEISMIC_MAX_ID`) and the echo vocabulary has 250,002. It combines with a dense view, not (yet) with passages,
-on OpenSearch only.
+(:data:`SEISMIC_MAX_ID`) and the echo vocabulary has 250,002. On OpenSearch only, and with neither a dense view
+(OpenSearch refuses an index that is both k-NN and sparse) nor, yet, passages.
 """
 
 from __future__ import annotations
@@ -242,6 +242,8 @@ def read_layout(record: dict[str, Any], index: str) -> Layout:
             raise refuse("sparse", raw["sparse"], ("sparse_vector on opensearch with retrieval seismic",))
         if raw["units"] != "merged":
             raise refuse("units", raw["units"], ("merged with retrieval seismic",))
+        if raw.get("dense") is not None:
+            raise refuse("dense", raw["dense"], ("null with retrieval seismic",))
         try:
             seismic = Seismic(**seismic)
         except (TypeError, ValueError) as e:

@@ -123,19 +123,22 @@ def list_indices(client: Client) -> list[dict[str, Any]]:
     """Every open milco-os index this client may see, by name: its aliases, model, layout, documents and size."""
     from milco_os.layout import read_layout
 
-    mappings = client.indices.get_mapping(index="*", expand_wildcards="open")
+    # Not the dot-prefixed system indices (ml-commons' .plugins-ml-config ...): reading them draws a deprecation
+    # warning, and milco-os never names an index so.
+    everything = "*,-.*"
+    mappings = client.indices.get_mapping(index=everything, expand_wildcards="open")
     records = {name: m["mappings"]["_meta"][META_KEY] for name, m in mappings.items()
                if META_KEY in (m["mappings"].get("_meta") or {})}
     if not records:
         return []
-    stats = client.indices.stats(index="*", metric="store", expand_wildcards="open")["indices"]
-    aliases = client.indices.get_alias(index="*", expand_wildcards="open")
+    stats = client.indices.stats(index=everything, metric="store", expand_wildcards="open")["indices"]
+    aliases = client.indices.get_alias(index=everything, expand_wildcards="open")
     rows = []
     for name in sorted(records):
         record = records[name]
         try:
             layout = read_layout(record, name)
-            units = layout.units + (" + dense" if layout.dense else "")
+            units = layout.units + (" + dense" if layout.dense else "") + (" + seismic" if layout.seismic else "")
         except ModelMismatch:  # written by a newer milco-os
             units = "unknown"
         rows.append({

@@ -28,6 +28,10 @@ def index_layout(info: ModelInfo, spec: IndexSpec, engine: Engine = OPENSEARCH) 
             msg = (f"--ann seismic is OpenSearch's (neural-search 3.3+); {engine.label} has no SEISMIC index: "
                    "leave --ann out there")
             raise ConfigError(msg)
+        if spec.dense:
+            msg = ("--ann seismic with --dense: OpenSearch refuses an index that is both (the k-NN and neural-search "
+                   "plugins each take over the index's codec, up to 3.6 at least); choose one of the two")
+            raise ConfigError(msg)
         if spec.passages:
             msg = ("--ann seismic with --passages: not built yet (a SEISMIC search is rescored over its top k, and a "
                    "document's best passage would need its own window); choose one of the two")

@@ -255,8 +255,8 @@ def seismic_body(
     """The search request on a SEISMIC index: SEISMIC finds the pivot view's approximate top ``k`` (``filters``
     applied while it searches), and a rescore window over those ``k`` adds the echo view's exact terms (and BM25
     with ``hybrid``). Summing an approximate top ``k`` with an exact echo query over all documents instead would
-    give documents outside that top ``k`` their echo score alone: on 20k paragraphs that kept 14% of the exact
-    query's top 10, the rescore 95% (BENCHMARKS.md §16). A query without pivot terms (or ``alpha`` 0) is exact."""
+    give documents outside that top ``k`` their echo score alone, and lose most of the exact query's top 10
+    (BENCHMARKS.md §16, ``seismic summed``). A query without pivot terms (or ``alpha`` 0) is exact."""
     if not 0 <= alpha <= 1:
         msg = f"alpha must be in [0, 1], got {alpha}"
         raise ValueError(msg)

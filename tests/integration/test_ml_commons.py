@@ -37,6 +37,8 @@ from milco_os.settings import Settings
 from milco_os.specs import DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION, PLUGIN_TWO_PHASE, IndexSpec, SearchOptions
 
 PORT = 9290
+#: The node's version: the default (2.x), or OpenSearch 3.x in the test command's 3.x suite.
+VERSION = os.environ.get("MILCO_OS_TEST_ML_VERSION") or None
 DATA = Path(__file__).resolve().parents[2] / "milco_os" / "data"
 SPEC = IndexSpec(text_fields=("title", "text"), doc_pruning=Pruning.parse("top_k:64"), replicas=0)
 
@@ -67,7 +69,7 @@ def stack(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     service = None
     log = (tmp_path_factory.mktemp("service") / "serve.log").open("w")
     try:
-        info = node.up(fresh=True, timeout=240, plugins=("neural-search",))
+        info = node.up(fresh=True, timeout=240, plugins=("neural-search",), version=VERSION)
         key = secrets.token_urlsafe(16)
         key_file = tmp_path_factory.mktemp("service") / "key"
         key_file.write_text(key, encoding="utf-8")

@@ -14,7 +14,7 @@ from milco_os.opensearch.engine import ELASTICSEARCH
 from milco_os.opensearch.mapping import index_body, spec_of
 from milco_os.opensearch.query import Hybrid, contributions_from_seismic, search_body, term_contributions
 from milco_os.specs import IndexSpec, TwoPhase
-from milco_os.types import Vocab
+from milco_os.types import DenseInfo, Vocab
 from tests.unit.helpers import encoded, model_info
 
 SPEC = IndexSpec(seismic=Seismic(n_postings=500))
@@ -48,6 +48,9 @@ def test_what_cannot_hold_a_seismic_index_is_refused() -> None:
         index_body(model_info(), SPEC, ELASTICSEARCH)
     with pytest.raises(ConfigError, match="--passages"):
         index_body(model_info(), dataclasses.replace(SPEC, passages=True))
+    with pytest.raises(ConfigError, match="--dense"):
+        index_body(dataclasses.replace(model_info(), dense=DenseInfo("d", "sha256:d", 4)),
+                   dataclasses.replace(SPEC, dense=True))
     big = dataclasses.replace(model_info(), pivot_vocab=Vocab("big", tuple(f"t{i}" for i in range(SEISMIC_MAX_ID + 2))))
     with pytest.raises(ConfigError, match="ids up to 32,767"):
         index_body(big, SPEC)
