@@ -113,6 +113,13 @@ def _passage_runs() -> dict[str, Run]:
     return runs
 
 
+def _seismic_runs() -> dict[str, Run]:
+    """``seismic-<set>-dev``: milco-mini on the exact index and on a SEISMIC one (docs/seismic.md), on dev; they need
+    an OpenSearch 3.3+ node with neural-search (``--url``)."""
+    return {f"seismic-{base}-dev": Run(dataset, "dev", models=("milco-mini",), alphas=(DEFAULT_ALPHA,),
+                                       systems="sparse,seismic") for base, dataset in FUSION_SETS.items()}
+
+
 #: Every run a doc quotes, cheapest first within each corpus (the cut pages, then whole pages).
 RUNS: dict[str, Run] = {
     "titles-clir-dev": Run("libreoffice-clir", "dev", alphas=DEV_ALPHAS),
@@ -124,6 +131,7 @@ RUNS: dict[str, Run] = {
     "titles-clir-test-whole": Run("libreoffice-clir", "test", True, models=("milco-mini",)),
     **_fusion_runs(),
     **_passage_runs(),
+    **_seismic_runs(),
 }
 
 

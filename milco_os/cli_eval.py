@@ -54,7 +54,7 @@ def eval_command(
     dataset: Annotated[str, typer.Option("--dataset", help="libreoffice-clir or libreoffice-mlir (page titles as queries), libreoffice-keywords-clir or libreoffice-keywords-mlir (the help's own index entries as queries), libreoffice-en (English titles -> English pages of the split).")],
     split: Annotated[str, typer.Option("--split", help="dev (where choices are made) or test (report a choice once).")] = "dev",
     languages: Annotated[str | None, typer.Option("--languages", help="Comma-separated language codes (default: the dataset's defaults).")] = None,
-    systems: Annotated[str, typer.Option("--systems", help="Comma-separated: bm25, dense (multilingual-e5-small), sparse, fused (sparse + the model's dense view, fused), dense-view (the model's dense view alone).")] = "bm25,dense,sparse",
+    systems: Annotated[str, typer.Option("--systems", help="Comma-separated: bm25, dense (multilingual-e5-small), sparse, fused (sparse + the model's dense view, fused), dense-view (the model's dense view alone), seismic (sparse on a SEISMIC index: OpenSearch 3.3+ with neural-search).")] = "bm25,dense,sparse",
     models: Annotated[list[str] | None, typer.Option("--model", help="Model(s) for the sparse system: built-in name, directory or hub id (repeatable; default: MILCO_OS_MODEL).")] = None,
     doc_prune: Annotated[list[str] | None, typer.Option("--doc-prune", help="Document pruning PIVOT[,ECHO] for the sparse system, e.g. mass:0.9 or top_k:128 (repeatable).")] = None,
     alpha: Annotated[list[float] | None, typer.Option("--alpha", min=0, max=1, help=f"Weight of the pivot view in sparse search (1.0: pivot only; repeatable). [default: {DEFAULT_ALPHA:g}]")] = None,

@@ -36,14 +36,14 @@ suite "OpenSearch $OS_VERSION (unit, integration, faults)" $BIN/pytest -m "not e
 suite "Elasticsearch (integration, faults)" $BIN/pytest tests/integration tests/faults -m elasticsearch
 
 # The integration tests again against OpenSearch 3.x (Java 21+, found under /usr/lib/jvm) with neural-search (and
-# the knn, ml-commons and job-scheduler plugins it needs), which also serves the SEISMIC tests. The tests that start
-# nodes of their own (plugins, security, cluster CLI, the three-node cluster) stay on 2.x.
+# the knn, ml-commons and job-scheduler plugins it needs), which also serves the SEISMIC tests; the ml-commons tests
+# start a 3.x node of their own with the same plugins. The other tests that start nodes of their own (security,
+# cluster CLI, the three-node cluster) stay on 2.x.
 PORT3=${MILCO_OS_TEST_PORT_3X:-9252}
 VERSION3=$($BIN/python -c "from milco_os.localnode import OPENSEARCH_3_VERSION; print(OPENSEARCH_3_VERSION)")
 up "$PORT3" --version "$VERSION3" --plugins neural-search
-suite "OpenSearch $VERSION3 (integration, SEISMIC)" env MILCO_OS_TEST_URL="http://127.0.0.1:$PORT3" \
-  MILCO_OS_TEST_SEISMIC_URL="http://127.0.0.1:$PORT3" \
-  $BIN/pytest tests/integration -m "not elasticsearch" \
-  --deselect tests/integration/test_ml_commons.py --deselect tests/integration/test_secure_cluster.py \
+suite "OpenSearch $VERSION3 (integration, SEISMIC, ml-commons)" env MILCO_OS_TEST_URL="http://127.0.0.1:$PORT3" \
+  MILCO_OS_TEST_SEISMIC_URL="http://127.0.0.1:$PORT3" MILCO_OS_TEST_ML_VERSION="$VERSION3" \
+  $BIN/pytest tests/integration -m "not elasticsearch" --deselect tests/integration/test_secure_cluster.py \
   --deselect tests/integration/test_cluster_cli.py --deselect tests/integration/test_multinode.py \
   --deselect tests/integration/test_elasticsearch_node.py

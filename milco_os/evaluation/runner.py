@@ -23,6 +23,7 @@ from milco_os.evaluation.systems import (
     run_dense,
     run_sparse,
 )
+from milco_os.layout import Seismic
 from milco_os.pruning import Pruning
 from milco_os.specs import DEFAULT_ALPHA, DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION, SearchOptions
 
@@ -36,7 +37,7 @@ DATASETS = ("libreoffice-clir", "libreoffice-mlir", "libreoffice-keywords-clir",
 #: Datasets built from the English pages alone (``--languages`` does not apply to them).
 ENGLISH_ONLY = ("libreoffice-en",)
 SPLITS = ("dev", "test")
-SYSTEM_KINDS = ("bm25", "dense", "sparse", "fused", "dense-view")
+SYSTEM_KINDS = ("bm25", "dense", "sparse", "fused", "dense-view", "seismic")
 #: The dense system's key among the encoders :func:`run_systems` keeps (the others are model references).
 DENSE_ENCODER = "<dense multilingual-e5-small>"
 
@@ -54,7 +55,7 @@ class SimpleEvalSet:
 # ------------------------------------------------------------------------------------------ planning
 @dataclass(frozen=True)
 class SystemSpec:
-    kind: str  # bm25 | dense | sparse | fused | dense-view
+    kind: str  # bm25 | dense | sparse | fused | dense-view | seismic
     name: str
     model: str | None = None
     doc_pruning: Pruning = field(default_factory=Pruning)
@@ -101,7 +102,7 @@ def plan_systems(
     if len(set(kinds)) != len(kinds):
         msg = f"--systems {','.join(systems)!r}: a system is named twice"
         raise ConfigError(msg)
-    model_kinds = {"sparse", "fused", "dense-view"}
+    model_kinds = {"sparse", "fused", "dense-view", "seismic"}
     if (models or doc_prunes) and not model_kinds & set(kinds):
         msg = "--model and --doc-prune configure the sparse system; add sparse to --systems"
         raise ConfigError(msg)
@@ -321,6 +322,7 @@ def run_systems(
                 client, evalset, encoder, name=spec.name, doc_pruning=spec.doc_pruning, alpha=spec.alpha,
                 size=size, keep_index=keep_indices, progress=progress, model_ref=spec.model, fusion=spec.fusion,
                 dense_only=spec.kind == "dense-view", passages=spec.passages,
+                seismic=Seismic() if spec.kind == "seismic" else None,
             )
         results.append(result)
         if on_result:

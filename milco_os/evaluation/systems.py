@@ -7,6 +7,7 @@
   :func:`search`.
 - ``fused``: the same with the model's dense view stored beside the sparse ones and fused at search time
   (docs/dense.md); ``dense-view``: that dense view's k-NN list alone.
+- ``seismic``: ``sparse`` on a SEISMIC index (OpenSearch 3.3+ with neural-search; docs/seismic.md).
 
 All OpenSearch IO goes through :mod:`milco_os.opensearch`: nothing here builds requests or calls the client directly.
 """
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from milco_os.errors import OpenSearchUnavailable, SearchIndexError
-from milco_os.layout import read_layout
+from milco_os.layout import Seismic, read_layout
 from milco_os.opensearch.bm25 import (
     DEFAULT_SIZE,
     STANDARD,
@@ -424,13 +425,15 @@ def run_sparse(
     fusion: tuple[str, float] | None = None,
     dense_only: bool = False,
     passages: bool = False,
+    seismic: Seismic | None = None,
 ) -> SystemResult:
     """Index the corpus with ``encoder`` (documents pruned by ``doc_pruning``) and search every query with
     :func:`milco_os.opensearch.search.search` (``alpha`` weighs the pivot view; 1.0 is pivot only).
 
     ``fusion`` (normalisation, weight): the index also holds the model's dense view, and search fuses its k-NN
     list with the sparse one; ``dense_only``: the dense view's k-NN list alone (the ``dense-view`` system);
-    ``passages``: the index stores each document's passages, and a document scores as its best."""
+    ``passages``: the index stores each document's passages, and a document scores as its best; ``seismic``: a
+    SEISMIC index with these build parameters, searched with SEISMIC's default query."""
     dense = fusion is not None or dense_only
     options = SearchOptions(size=size, alpha=alpha, dense_weight=fusion[1] if fusion else 0,
                             hybrid_norm=fusion[0] if fusion else None)
@@ -440,7 +443,7 @@ def run_sparse(
     corpus = [{"id": str(d["id"]), "text": d["text"], "lang": d["lang"]} for d in evalset.corpus if d.get("text")]
     start = time.monotonic()
     spec = IndexSpec(bm25=False, replicas=0, vectors_in_source=False, doc_pruning=doc_pruning, dense=dense,
-                     passages=passages)
+                     passages=passages, seismic=seismic)
     create_index(client, index, info, spec)
     try:
         ingester = Ingester(client, index, counting, config=BulkConfig())  # type: ignore[arg-type]
@@ -487,10 +490,12 @@ def run_sparse(
                                          "fusion": {"norm": fusion[0], "weight": fusion[1]} if fusion else None},
         "size": size,
         "units": "passages" if passages else "merged",
+        **({"seismic": asdict(seismic)} if seismic is not None else {}),
         "index": index if keep_index else None,
     }
     return SystemResult(
-        name=name, kind="dense-view" if dense_only else "fused" if fusion else "sparse", run=run, config=config,
+        name=name, kind="dense-view" if dense_only else "fused" if fusion else "seismic" if seismic else "sparse",
+        run=run, config=config,
         timing={"index_s": index_s, "search_s": search_s},
         stats={"documents": report.indexed, "avg_document_terms": counting.averages(),
                "avg_query_terms": counting.query_average(), "index_bytes": index_bytes,

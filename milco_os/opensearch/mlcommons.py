@@ -19,6 +19,7 @@ The builders are pure; :func:`register`, :func:`unregister` and :func:`cluster_p
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -31,7 +32,7 @@ from urllib.parse import urlsplit
 
 from milco_os.errors import ConfigError, ModelMismatch, SearchIndexError
 from milco_os.keys import KEY_SCHEME_VERSION
-from milco_os.layout import read_layout
+from milco_os.layout import SeismicQuery, read_layout
 from milco_os.opensearch.client import describe_transport_error
 from milco_os.opensearch.indices import index_record
 from milco_os.opensearch.mapping import META_KEY
@@ -78,7 +79,7 @@ def targets(record: dict[str, Any]) -> list[Target]:
 # ------------------------------------------------------------------------------------------ pure builders
 def connector_body(
     target: Target, *, index: str, service_url: str, prune: str, fingerprint: str, has_key: bool,
-    dense: bool = False, model: str | None = None,
+    dense: bool = False, model: str | None = None, keys: str = "names",
 ) -> dict[str, Any]:
     """A connector whose predict action posts the texts to the service's :data:`ROUTE` (``dense``: the index has
     a dense view, so every view's request asks for it and the service encodes each text once for all three).
@@ -88,9 +89,11 @@ def connector_body(
     ``{"response": [[...], ...]}`` goes through its default embedding post-processing (``response_filter``
     picks the list), into the tensors neural-search's ``text_embedding`` processor and ``neural`` query read.
     ``model`` names the model that built the index (with its version), so that a service running a newer version
-    of that built-in model answers with the index's own (``/v1/neural-sparse``)."""
+    of that built-in model answers with the index's own (``/v1/neural-sparse``). ``keys="ids"``: the terms come back
+    as vocabulary ids (the pivot view of a SEISMIC index)."""
     sent = {"texts": _INPUT, "kind": target.kind, "view": target.view, "prune": prune, "model_fingerprint": fingerprint}
     sent |= ({"dense": True} if dense else {}) | ({"model": model} if model else {})
+    sent |= {"keys": keys} if keys != "names" else {}
     request = json.dumps(sent).replace(json.dumps(_INPUT), "${parameters.input}")
     headers = {"Content-Type": "application/json"}
     if has_key:
@@ -185,11 +188,12 @@ def search_pipeline_body(defaults: dict[str, str], two_phase: TwoPhase | None, *
 
 def model_query(
     text: str, *, models: dict[str, str] | None = None, pivot_field: str, echo_field: str, alpha: float = DEFAULT_ALPHA,
-    fields: tuple[str, ...] = ("pivot", "echo"),
+    fields: tuple[str, ...] = ("pivot", "echo"), seismic: SeismicQuery | None = None, depth: int = 10,
 ) -> dict[str, Any]:
     """The ``neural_sparse`` query that OpenSearch encodes itself: one clause per view, boosted by alpha and
     1 - alpha. ``models``: view -> query model id; without one, the search pipeline's enricher supplies it.
-    Empty text matches nothing (as ``milco-os search``)."""
+    Empty text matches nothing (as ``milco-os search``). On a SEISMIC index (``seismic``) the pivot clause carries
+    SEISMIC's parameters; :func:`model_body` then moves the echo clause into a rescore window."""
     if not 0 <= alpha <= 1:
         msg = f"alpha must be in [0, 1], got {alpha}"
         raise ValueError(msg)
@@ -201,8 +205,27 @@ def model_query(
             clause: dict[str, Any] = {"query_text": text, "boost": boost}
             if models and view in models:
                 clause["model_id"] = models[view]
+            if view == "pivot" and seismic is not None:
+                clause["method_parameters"] = {**dataclasses.asdict(seismic), "k": max(seismic.k, depth)}
             should.append({"neural_sparse": {field: clause}})
     return {"bool": {"should": should}} if should else match_nothing()
+
+
+def model_search_body(query: dict[str, Any], *, size: int, from_: int = 0, seismic: SeismicQuery | None = None,
+                pivot_field: str = "") -> dict[str, Any]:
+    """A search body for :func:`model_query`'s query; on a SEISMIC index SEISMIC's top ``k`` by the pivot view, with
+    the echo clause added in a rescore window over it (as :func:`milco_os.opensearch.query.seismic_body`)."""
+    body: dict[str, Any] = {"query": query, "size": size, "from": from_}
+    should = query.get("bool", {}).get("should", [])
+    pivot = [c for c in should if pivot_field in c.get("neural_sparse", {})]
+    rest = [c for c in should if c not in pivot]
+    if seismic is None or not pivot or not rest:
+        return body
+    body["query"] = {"bool": {"should": pivot, **{k: v for k, v in query["bool"].items() if k != "should"}}}
+    body["rescore"] = {"window_size": max(seismic.k, size + from_), "query": {
+        "rescore_query": {"bool": {"should": rest}}, "query_weight": 1.0, "rescore_query_weight": 1.0,
+        "score_mode": "total"}}
+    return body
 
 
 def _registration(index_meta: dict[str, Any]) -> dict[str, Any]:
@@ -224,12 +247,14 @@ def record_model(index_meta: dict[str, Any], key: str) -> str:
     return str(reg["models"][key])
 
 
-def record_query(text: str, index_meta: dict[str, Any], *, alpha: float = DEFAULT_ALPHA) -> dict[str, Any]:
+def record_query(text: str, index_meta: dict[str, Any], *, alpha: float = DEFAULT_ALPHA,
+                 seismic: SeismicQuery | None = None, depth: int = 10) -> dict[str, Any]:
     """:func:`model_query` with the query models a registered index records in its ``_meta``."""
     reg = _registration(index_meta)
     models = {key.split("/")[1]: mid for key, mid in reg["models"].items() if key.startswith("query/")}
     return model_query(text, models=models, pivot_field=index_meta["fields"]["pivot"],
-                       echo_field=index_meta["fields"]["echo"], alpha=alpha, fields=tuple(models))
+                       echo_field=index_meta["fields"]["echo"], alpha=alpha, fields=tuple(models), seismic=seismic,
+                       depth=depth)
 
 
 def cluster_problems(settings: dict[str, Any], service_url: str, ml_nodes: int) -> dict[str, Any]:
@@ -380,6 +405,10 @@ def register(
         msg = (f"index {index!r} stores passages, which ml-commons' ingest processors do not write (one vector per "
                "document); index it with milco-os ingest, or register an index created without --passages")
         raise ConfigError(msg)
+    if two_phase is not None and read_layout(record, index).seismic is not None:
+        msg = (f"--two-phase: index {index!r} is a SEISMIC index, already approximate; its query is rescored over "
+               "SEISMIC's top k (milco-os search --print-query model shows it)")
+        raise ConfigError(msg)
     if record.get(RECORD_KEY):
         msg = (f"index {index!r} is already registered with ml-commons; "
                f"`milco-os ml-commons unregister --index {index}` first")
@@ -424,7 +453,8 @@ def register(
             connector = _call(client, "POST", f"{ML}/connectors/_create", _with_key(connector_body(
                 target, index=index, service_url=service_url, prune=view_prune,
                 fingerprint=record["model"]["fingerprint"], has_key=bool(service_key),
-                dense=read_layout(record, index).dense is not None, model=record["model"].get("name")), service_key),
+                dense=read_layout(record, index).dense is not None, model=record["model"].get("name"),
+                keys=read_layout(record, index).pivot_keys if target.view == "pivot" else "names"), service_key),
                 what=f"creating the {target.key} connector")
             reg["connectors"][target.key] = connector["connector_id"]
             model = _call(client, "POST", f"{ML}/models/_register", model_body(
@@ -496,9 +526,11 @@ def check_path(client: Client, index: str, pipeline: str, record: dict[str, Any]
     if empty:
         msg = f"the ingest pipeline wrote no {' or '.join(empty)} vector for a test sentence"
         raise SearchIndexError(msg)
+    seismic = SeismicQuery() if read_layout(record, index).seismic is not None else None
     query = model_query(text, pivot_field=record["fields"]["pivot"], echo_field=record["fields"]["echo"],
-                        fields=tuple(views))
-    _call(client, "POST", f"/{index}/_search", {"query": query, "size": 0}, params={"search_pipeline": pipeline},
+                        fields=tuple(views), seismic=seismic)
+    body = model_search_body(query, size=1, seismic=seismic, pivot_field=record["fields"]["pivot"])
+    _call(client, "POST", f"/{index}/_search", body, params={"search_pipeline": pipeline},
           what="a test query through the search pipeline")
 
 

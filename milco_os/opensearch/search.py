@@ -146,10 +146,23 @@ def query_request(
         msg = (f"--print-query {form}: that query belongs to OpenSearch's neural-search plugin; "
                f"index {index!r} is in {engine.label}")
         raise ConfigError(msg)
-    if seismic_query(record, options) is not None and form != "model":  # SEISMIC's body is its own (two phases)
+    seismic = seismic_query(record, options)
+    if seismic is not None and fusion is None and form == "model":
+        from milco_os.opensearch.mlcommons import model_search_body
+
+        if options.hybrid_weight is not None:
+            msg = (f"--print-query model: index {index!r} is a SEISMIC index; its ml-commons query has no BM25 sum "
+                   "(drop --hybrid, or --hybrid-norm to fuse BM25 as a list in milco-os search)")
+            raise ConfigError(msg)
+        query = record_query(text, record, alpha=options.alpha, seismic=seismic, depth=options.size + options.from_)
+        if options.filters:
+            query["bool"]["filter"] = list(options.filters)
+        return model_search_body(query, size=options.size, from_=options.from_, seismic=seismic,
+                                 pivot_field=record["fields"]["pivot"])
+    if seismic is not None:  # SEISMIC's body is its own (two phases)
         if fusion is not None:
             msg = (f"--print-query: index {index!r} is a SEISMIC index, whose query is a rescored SEISMIC search; "
-                   "search fuses the dense list itself (--dense 0 prints the sparse request alone)")
+                   "milco-os search fuses the lists itself (drop --hybrid-norm to print the sparse request)")
             raise ConfigError(msg)
         assert encoder is not None
         return _request(record, text, encoder, options, None)[1]

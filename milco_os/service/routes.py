@@ -161,9 +161,9 @@ def neural_sparse(
         return {"response": [dense_values(e.dense) if e.dense is not None else [0.0] * info.dense.dimensions
                              for e in encoded]}
     if req.kind == "query":  # queries keep full precision, as `milco-os search` sends them
-        return {"response": [query_tokens(getattr(e, req.view)) for e in encoded]}
+        return {"response": [query_tokens(getattr(e, req.view), keys=req.keys) for e in encoded]}
     # Rounded exactly as `milco-os ingest` writes them, so both paths store the same values.
-    return {"response": [feature_map(getattr(e, req.view)) for e in encoded]}
+    return {"response": [feature_map(getattr(e, req.view), req.keys) for e in encoded]}
 
 
 @router.post(

@@ -56,6 +56,9 @@ class NeuralSparseRequest(BaseModel):
     model: str | None = Field(
         None, max_length=512, description="the name of the model that built the index (with its version): a service "
                                           "running a bare built-in name encodes with that shipped version")
+    keys: str = Field(
+        "names", pattern="^(names|ids)$", description="how terms are named: names (escaped vocabulary entries), or "
+                                                      "ids (vocabulary ids: the pivot view of a SEISMIC index)")
 
 
 class NeuralSparseResponse(BaseModel):

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from milco_os.errors import ConfigError
+from milco_os.layout import Seismic
 from milco_os.localnode import LocalNode
 from milco_os.opensearch.bulk import BulkConfig
 from milco_os.opensearch.indices import create_index, index_record
@@ -374,3 +375,41 @@ def test_unregister_removes_models_connectors_and_pipelines(stack: Stack) -> Non
         assert again.returncode != 0 and "not registered" in again.stderr
     finally:
         client.indices.delete(index=name, ignore_unavailable=True)
+
+
+def test_a_seismic_index_through_ml_commons(stack: Stack) -> None:
+    """On a 3.x node: OpenSearch writes the pivot view as vocabulary ids through the pipeline, and its own query
+    (SEISMIC's top k, the echo view rescored) ranks as milco-os search on a milco-os-ingested copy. On 2.x the index
+    cannot exist: refused with one line naming the node to start."""
+    client = stack.client
+    spec = dataclasses.replace(SPEC, seismic=Seismic())
+    ours, theirs = f"ingest-seismic-{uuid.uuid4().hex[:8]}", f"pipeline-seismic-{uuid.uuid4().hex[:8]}"
+    if client.info()["version"]["number"].startswith("2."):
+        with pytest.raises(ConfigError, match=r"3\.3 or newer"):
+            create_index(client, ours, stack.encoder.info, spec)
+        return
+    try:
+        for name in (ours, theirs):
+            create_index(client, name, stack.encoder.info, spec)
+        Ingester(client, ours, stack.encoder, config=BulkConfig(encode_batch=32)).run(documents(), refresh=True)
+        with pytest.raises(ConfigError, match="--two-phase"):
+            register(client, theirs, service_url=stack.service_url, service_key=stack.key, two_phase=PLUGIN_TWO_PHASE)
+        reg = register(client, theirs, service_url=stack.service_url, service_key=stack.key)
+        bulk_raw_documents(client, theirs, reg["ingest_pipeline"])
+        client.indices.refresh(index=theirs)
+        written, expected = all_sources(client, theirs), all_sources(client, ours)
+        assert {d: s["milco_pivot"] for d, s in written.items()} == {d: s["milco_pivot"] for d, s in expected.items()}
+        assert all(key.isdigit() for s in written.values() for key in s["milco_pivot"])
+        for text in queries():
+            body = query_request(client, theirs, text, None, SearchOptions(size=5), form="model")
+            assert "rescore" in body and "method_parameters" in json.dumps(body["query"])
+            got = client.search(index=theirs, body=body, params={"search_pipeline": reg["search_pipeline"]})
+            mine = search(client, ours, text, stack.encoder, SearchOptions(size=5))
+            assert [h["_id"] for h in got["hits"]["hits"]][:1] == [h.id for h in mine.hits][:1], text
+    finally:
+        for name in (ours, theirs):
+            try:
+                unregister(client, name)
+            except ConfigError:
+                pass
+            client.indices.delete(index=name, ignore_unavailable=True)

@@ -45,7 +45,7 @@ def test_a_sparse_index_records_todays_layout_and_an_old_index_reads_as_it() -> 
 
 
 @pytest.mark.parametrize(("key", "value"), [
-    ("version", LAYOUT_VERSION + 1), ("engine", "solr"), ("sparse", "sparse_vector"),  # not on OpenSearch (yet)
+    ("version", LAYOUT_VERSION + 1), ("engine", "solr"), ("sparse", "dense_vector"),  # no sparse field type
     ("units", "sentences"), ("retrieval", "approximate"), ("dense", {"field": "v"}),
     ("passages", {"path": "milco_passages"}),  # passages where the units are merged
 ])

@@ -170,6 +170,13 @@ def test_route_answers_one_map_per_text_in_the_shape_neural_search_reads(http: T
         assert all(got[k] == want[k] for k in got), "document weights are rounded exactly as ingest writes them"
     query = http.post(ROUTE, json={"texts": texts[:1], "kind": "query", "view": "echo"}).json()["response"]
     assert query[0] and all(w == 0.5 for w in query[0].values())
+    # A SEISMIC index's pivot view: the same weights under vocabulary ids.
+    ids = http.post(ROUTE, json={"texts": texts, "kind": "document", "view": "pivot", "prune": "top_k:3",
+                                 "keys": "ids"}).json()["response"]
+    vocab = FakeEncoder().info.pivot_vocab.tokens
+    assert [{vocab[int(k)]: w for k, w in m.items()} for m in ids] == maps
+    bad = http.post(ROUTE, json={"texts": texts, "kind": "query", "view": "pivot", "keys": "tokens"})
+    assert bad.status_code == 422
 
 
 def test_route_refuses_another_model_a_bad_view_or_pruning(http: TestClient) -> None:
@@ -275,3 +282,25 @@ def test_concurrent_requests_for_one_text_encode_it_once() -> None:
     with pytest.raises(RuntimeError):
         recent.encode(Failing(fingerprint="other"), "query", ["x"])
     assert not recent._pending, "a failed encoding leaves no one waiting"
+
+
+def test_a_seismic_index_gets_ids_for_its_pivot_view_and_a_rescored_query() -> None:
+    from milco_os.layout import SeismicQuery
+    from milco_os.opensearch.mlcommons import Target, connector_body, model_query, model_search_body
+
+    pivot = connector_body(Target("document", "pivot", "p"), index="i", service_url="http://127.0.0.1:8000",
+                           prune="none", fingerprint="sha256:x", has_key=False, keys="ids")
+    assert json.loads(pivot["actions"][0]["request_body"].replace("${parameters.input}", "[]"))["keys"] == "ids"
+    echo = connector_body(Target("document", "echo", "e"), index="i", service_url="http://127.0.0.1:8000",
+                          prune="none", fingerprint="sha256:x", has_key=False)
+    assert "keys" not in echo["actions"][0]["request_body"]
+    seismic = SeismicQuery(k=30)
+    query = model_query("heart", models={"pivot": "m1", "echo": "m2"}, pivot_field="p", echo_field="e",
+                        seismic=seismic)
+    body = model_search_body(query, size=10, seismic=seismic, pivot_field="p")
+    (first,) = body["query"]["bool"]["should"]
+    assert first["neural_sparse"]["p"]["method_parameters"] == {"k": 30, "top_n": 10, "heap_factor": 1.0}
+    (rest,) = body["rescore"]["query"]["rescore_query"]["bool"]["should"]
+    assert rest["neural_sparse"]["e"]["model_id"] == "m2" and body["rescore"]["window_size"] == 30
+    exact = model_query("heart", pivot_field="p", echo_field="e")
+    assert model_search_body(exact, size=10, pivot_field="p") == {"query": exact, "size": 10, "from": 0}
