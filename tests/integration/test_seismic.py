@@ -232,3 +232,48 @@ def test_seismic_needs_a_node_that_has_it(client, milco_mini, index_name: str) -
     else:
         create_index(client, index_name, milco_mini.info, spec)
         assert read_layout(index_record(client, index_name), index_name).retrieval == "seismic"
+
+
+#: A plain OpenSearch 3.x node (no plugins) for the refusal below, started and stopped by the test.
+PLAIN_3X_PORT = 9256
+
+
+def test_a_3x_node_without_neural_search_is_refused_with_the_fix(seismic_url: str, cache_dir: Path) -> None:
+    """`cluster up --version 3.6.0` without plugins, then `index create --ann seismic` against it: one line, naming
+    the plugin and the command that starts a node with it. (``seismic_url``: run in the 3.x suite.)"""
+    from milco_os.localnode import OPENSEARCH_3_VERSION, LocalNode
+
+    node = LocalNode(cache_dir, PLAIN_3X_PORT)
+    node.down()
+    try:
+        info = node.up(version=OPENSEARCH_3_VERSION, fresh=True, heap="512m", timeout=240)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MILCO_OS_")}
+        env |= {"MILCO_OS_CACHE_DIR": str(cache_dir), "MILCO_OS_OPENSEARCH_URL": info.url}
+        result = subprocess.run([sys.executable, "-m", "milco_os.cli", "index", "create", "never-made", "--ann",
+                                 "seismic"], capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode != 0
+        assert "neural-search plugin on every node" in result.stderr and "--plugins neural-search" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    finally:
+        node.down()
+
+
+def test_the_service_ingests_and_searches_a_seismic_index(seismic_settings: Settings, seismic_client,
+                                                          pair) -> None:  # noqa: ANN001
+    from fastapi.testclient import TestClient
+
+    from milco_os.service.app import create_app
+
+    _, name = pair
+    with TestClient(create_app(seismic_settings)) as http:
+        written = http.post(f"/v1/indices/{name}/documents", json=[
+            {"id": "svc-1", "title": "Zugspitze", "text": "Die Zugspitze ist der höchste Berg Deutschlands."}])
+        assert written.status_code == 200, written.text
+        seismic_client.indices.refresh(index=name)
+        found = http.post(f"/v1/indices/{name}/search", json={"query": "highest mountain in Germany", "explain": True,
+                                                                "size": 3})
+        assert found.status_code == 200, found.text
+        hits = found.json()["hits"]
+        assert "svc-1" in [h["id"] for h in hits]
+        assert all(not t["term"].isdigit() for h in hits for t in h["terms"])
+    seismic_client.delete(index=name, id="svc-1", refresh=True)
