@@ -107,9 +107,9 @@ class Seismic:
 @dataclass(frozen=True)
 class SeismicQuery:
     """The query-time parameters of a SEISMIC search (neural-search's ``method_parameters``; no reindexing needed):
-    ``k`` hits per view and shard (at least the page's depth), the ``top_n`` heaviest query terms of each view
-    that pick the clusters to visit (all terms still score), and ``heap_factor`` (above 1 visits more clusters:
-    better recall, slower). Defaults chosen on 100k paragraphs (BENCHMARKS.md §16)."""
+    ``k`` hits per shard from SEISMIC, which the echo view then rescores (at least the page's depth), the ``top_n``
+    heaviest pivot terms of the query that pick the clusters to visit (all terms still score), and ``heap_factor``
+    (above 1 visits more clusters: better recall, slower). Measured on 100k paragraphs (BENCHMARKS.md §16)."""
 
     k: int = 100
     top_n: int = 10
