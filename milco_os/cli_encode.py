@@ -76,7 +76,8 @@ def encode(
 ) -> None:
     """Print one JSON object per text: {"pivot": {term: weight}, "echo": {piece: weight}}, largest first.
 
-    Terms are display keys (vocabulary entries, weights to 4 digits). To send vectors to OpenSearch yourself,
+    Terms are display keys (vocabulary entries as people read them: a byte-level entry decoded, ``Ġtable`` as
+    ``table`` and a piece inside a word as ``##table``; weights to 4 digits). To send vectors to OpenSearch yourself,
     use --index-keys, and weight the views as search does (alpha, 1 - alpha): `milco-os search --print-query
     neural_sparse` prints the whole query."""
     from milco_os.keys import encode_key
@@ -95,7 +96,7 @@ def encode(
     encoder = load_model(settings, runtime=runtime, quantize=quantize)
     for result in (encoder.encode_queries if kind == "query" else encoder.encode_documents)(texts):
         pruned = pruning.apply(result)
-        record = {view: {encode_key(t) if index_keys else t: float(f"{w:.4g}")
+        record = {view: {encode_key(t) if index_keys else getattr(pruned, view).vocab.readable(t): float(f"{w:.4g}")
                           for t, w in getattr(pruned, view).to_terms().items()}
                   for view in ("pivot", "echo")}
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -186,7 +186,7 @@ def run_demo(
         per_query.append({
             "text": q["text"], "lang": q["lang"], "path": path, "split": split_of(path) if path else None,
             "rank": ranks[0] if ranks else None, "hit_languages": hit_languages,
-            "pivot_terms": list(result.query.pivot.to_terms())[:5],
+            "pivot_terms": list(result.query.pivot.readable_terms())[:5],
         })
     expected = language_blind_expectation(((q["lang"], len(q["hit_languages"])) for q in per_query),
                                           docs_per_language)

@@ -37,6 +37,43 @@ class Vocab:
     def __len__(self) -> int:
         return len(self.tokens)
 
+    @cached_property
+    def byte_level(self) -> bool:
+        """Whether this is a byte-level BPE vocabulary (GPT-2's scheme, causal LLMs'): every byte is a printable
+        character, and ``Ġ`` (the space byte) starts a word. Told by its entries: a tenth or more start with ``Ġ``."""
+        return sum(t.startswith("Ġ") for t in self.tokens) * 10 >= len(self.tokens) > 0
+
+    def readable(self, token: str) -> str:
+        """``token`` as people read it (CLI, explain, the service): a byte-level entry decoded to its text, a word's
+        first piece as the word (``Ġtable`` -> ``table``) and a piece inside a word marked as WordPiece marks it
+        (``table`` -> ``##table``), since the two are different entries; ``␣`` for a bare space. Other
+        vocabularies' entries are readable already (``heart``, ``##ing``, ``▁Herz``). Index keys never change."""
+        if not self.byte_level:
+            return token
+        raw = bytes(_BYTE_OF_CHAR.get(c, 0x3F) for c in token).decode("utf-8", errors="backslashreplace")
+        word_start = raw.startswith(" ")
+        text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                       for c in (raw[1:] if word_start else raw))
+        return (text or "␣") if word_start else "##" + text
+
+
+def _byte_chars() -> dict[str, int]:
+    """GPT-2's byte -> printable character table, inverted: the printable bytes stand for themselves, the others
+    (control characters, space, 0x7F-0xA0, 0xAD) for the characters from U+0100 on, in byte order."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = dict.fromkeys(printable, 0)
+    n = 0
+    for b in range(256):
+        if b in chars:
+            chars[b] = b
+        else:
+            chars[b] = 256 + n
+            n += 1
+    return {chr(c): b for b, c in chars.items()}
+
+
+_BYTE_OF_CHAR = _byte_chars()
+
 
 @dataclass(frozen=True, eq=False)
 class SparseVector:
@@ -73,6 +110,10 @@ class SparseVector:
         """Same vector, largest weight first (ties broken by id, so the order is deterministic)."""
         order = np.lexsort((self.ids, -self.weights))
         return SparseVector(self.ids[order], self.weights[order], self.vocab)
+
+    def readable_terms(self) -> dict[str, float]:
+        """``{term as people read it: weight}``, largest weight first (:meth:`Vocab.readable`)."""
+        return {self.vocab.readable(token): weight for token, weight in self.to_terms().items()}
 
     def to_terms(self) -> dict[str, float]:
         """``{token: weight}``, largest weight first."""

@@ -96,7 +96,7 @@ class SearchResult:
         return {
             "took_ms": self.took_ms,
             "model": self.model,
-            "query": {"pivot": self.query.pivot.to_terms(), "echo": self.query.echo.to_terms()},
+            "query": {"pivot": self.query.pivot.readable_terms(), "echo": self.query.echo.readable_terms()},
             "hits": [h.to_dict(top_terms) for h in self.hits],
         }
 
@@ -377,6 +377,8 @@ def search(
                 if layout.seismic is not None:  # the pivot view's terms, as SEISMIC explains them
                     terms = sorted(terms + contributions_from_seismic(explanation, query, **views),
                                    key=lambda c: -c.contribution)
+        vocabs = {"pivot": query.pivot.vocab, "echo": query.echo.vocab}  # terms as people read them
+        terms = [replace(t, term=vocabs[t.view].readable(t.term)) for t in terms]
         shown = {k: v for k, v in source.items() if k not in (pivot_field, echo_field)}
         hits.append(Hit(id=h["_id"], score=float(h["_score"]), source=shown, terms=terms,
                         lists=where[i] if where else {}, passage=passage))

@@ -116,7 +116,7 @@ def encode(req: EncodeRequest, encoder: Encoder) -> dict[str, Any]:
     encode_fn = encoder.encode_queries if req.kind == "query" else encoder.encode_documents
     return {
         "model": encoder.info.name,
-        "results": [{"pivot": e.pivot.to_terms(), "echo": e.echo.to_terms()} for e in encode_fn(req.texts)],
+        "results": [{"pivot": e.pivot.readable_terms(), "echo": e.echo.readable_terms()} for e in encode_fn(req.texts)],
     }
 
 
