@@ -1000,6 +1000,22 @@ def engines_section() -> str:
     return head + md_table(["run", "system", "OpenSearch", "Elasticsearch", "difference"], rows, decimals=3)
 
 
+def activation_outliers_section() -> str:
+    """docs/csplade.md: what a per-tensor int8 quantiser sees in each model's activations
+    (bench/activation_outliers.py)."""
+    rows = []
+    for model in ("csplade-mini", "milco-mini"):
+        r = load(f"activation-outliers-{model}")
+        layers = r["layers"]
+        worst = max(layers, key=lambda x: x["max_over_median"])
+        rows.append([model, len(layers), round(r["summary"]["median_max_over_median"]),
+                     sum(x["share_rounded_to_zero"] >= 0.99 for x in layers),
+                     sum(x["share_rounded_to_zero"] >= 0.9 for x in layers), f"`{worst['linear']}`",
+                     round(worst["max_over_median"]), f"{worst['share_rounded_to_zero']:.1%}"])
+    return md_table(["model", "linear layers", "median max/median", "layers ≥ 99% rounded to zero",
+                     "layers ≥ 90%", "worst layer", "its max/median", "its values rounded to zero"], rows)
+
+
 def seismic_section(source: str = "seismic") -> str:
     """BENCHMARKS.md §16 and docs/seismic.md: ``reports/bench/seismic.json`` (bench/seismic.py)."""
     r = load(source)
@@ -1061,6 +1077,7 @@ SECTIONS: dict[str, Callable[..., str]] = {
     "passages-choice": passages_choice_section, "passages-summary": passages_summary_section,
     "passages-cost": passages_cost_section, "startup": startup_section, "engines": engines_section,
     "seismic": seismic_section, "seismic-eval": seismic_eval_section,
+    "activation-outliers": activation_outliers_section,
     "seismic-targets": lambda: _targets((("seismic",), seismic_targets)),
 }
 

@@ -205,10 +205,10 @@ def onnx_export_dir(cache_dir: Path, name: str, fingerprint: str, quantize: str 
 def _load_exported(
     directory: layouts.ModelDir, name: str, cache_dir: Path, quantize: str | None, encoder_kwargs: dict[str, Any]
 ) -> SparseEncoder:
-    from milco_os.runtime.export import variant_name
+    from milco_os.runtime.export import check_quantization
     from milco_os.runtime.onnx_runtime import load_onnx_dir
 
-    variant_name(quantize)  # an unknown quantization fails before anything is loaded
+    check_quantization(directory.family, quantize)  # unknown, or ruinous for this model: before anything loads
     model_kwargs = {k: v for k, v in encoder_kwargs.items() if k in _MODEL_KWARGS}
     target = onnx_export_dir(cache_dir, name, layouts.fingerprint(directory, **model_kwargs), quantize)
     if not (target / ".complete").exists():

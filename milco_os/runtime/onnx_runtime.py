@@ -20,6 +20,7 @@ from milco_os.runtime.export import (
     DENSE_OUTPUT,
     MANIFEST_FILE,
     VARIANT_FILES,
+    check_quantization,
     read_manifest,
     variant_name,
 )
@@ -164,6 +165,7 @@ def load_onnx_dir(path: Path, quantize: str | None = None, **encoder_kwargs: Any
     manifest = read_manifest(path)
     variant = variant_name(quantize) if quantize is not None else (manifest or {}).get("default", "fp32")
     variant = variant_name(variant)
+    check_quantization((manifest or {}).get("family", ""), variant)  # an int8 export made before the refusal
     model_file = path / VARIANT_FILES[variant]
     if not model_file.is_file():
         exported = sorted(n for n, f in VARIANT_FILES.items() if (path / f).is_file())

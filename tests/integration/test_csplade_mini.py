@@ -57,3 +57,15 @@ def test_default_pruning_and_retrieval_through_opensearch(csplade_mini, client, 
         hits = search(client, index_name, query, csplade_mini, SearchOptions(size=3, explain=True)).hits
         assert hits and hits[0].id == wanted, (query, [h.id for h in hits])
         assert hits[0].terms and not any("\u0120" in t.term for t in hits[0].terms)  # explain reads as words too
+
+
+def test_onnx_int8_is_refused_with_its_reason(cache_dir) -> None:  # noqa: ANN001
+    """onnxruntime's dynamic int8 ruins csplade-mini's terms (docs/csplade.md): refused before anything loads."""
+    for args in (["encode", "--model", "csplade-mini", "--runtime", "onnx", "--quantize", "int8", "x"],
+                 ["export-onnx", "--model", "csplade-mini", "--quantize", "int8", "--out", str(cache_dir / "never")]):
+        result = subprocess.run([sys.executable, "-m", "milco_os.cli", *args, "--cache-dir", str(cache_dir)],
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode != 0
+        assert "int8 is refused for csplade models" in result.stderr and "fp16" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not (cache_dir / "never").exists()

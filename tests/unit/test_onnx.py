@@ -426,3 +426,13 @@ def test_the_dense_view_is_exported_beside_the_sparse_ones(tmp_path: Path) -> No
     plain = onnx_encoder.encode_documents(texts[:1])[0]
     with_dense = onnx_encoder.encode_documents(texts[:1], dense=True)[0]
     assert plain.dense is None and plain.pivot.to_terms() == with_dense.pivot.to_terms()
+
+
+def test_int8_is_refused_for_the_families_it_ruins() -> None:
+    from milco_os.errors import ModelError
+    from milco_os.runtime.export import check_quantization
+
+    with pytest.raises(ModelError, match="int8 is refused for csplade models: .*outlier"):
+        check_quantization("csplade", "int8")
+    check_quantization("csplade", "fp16")
+    check_quantization("milco", "int8")

@@ -21,3 +21,4 @@ def test_byte_level_entries_read_as_words_and_marked_pieces() -> None:
     assert vec.to_terms() == {"\u0120table": 2.0, "table": 1.0}  # what the index stores is unchanged
     wordpiece = Vocab("bert", ("heart", "##ing", "tea"))
     assert not wordpiece.byte_level and wordpiece.readable("##ing") == "##ing"
+
