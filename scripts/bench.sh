@@ -3,7 +3,7 @@
 # BENCH_PORT, runs every bench/ script against it (and the latency run again on an Elasticsearch node on
 # BENCH_ES_PORT), stops the nodes on exit. Reports: reports/bench/ (committed;
 # bench/report.py writes the docs from them), charts: results/bench/.
-#   scripts/bench.sh           # the full run: 100k paragraphs, growth to 1M, the dense view, passages (about three
+#   scripts/bench.sh           # the full run: 100k paragraphs, growth to 1M, the dense view, passages, SEISMIC (about four
 #                              # hours on 2 cores)
 #   scripts/bench.sh --quick   # a smoke run on small samples (a few minutes)
 # Steps resume: a step that finished is skipped by the next run (BENCH_FRESH=1 runs every step again), and each step
