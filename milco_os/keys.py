@@ -9,7 +9,22 @@ its version is recorded in each index's ``_meta``; change the scheme only togeth
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from milco_os.types import SparseVector
+
 KEY_SCHEME_VERSION = 1
+
+
+def stored_terms(vec: SparseVector, keys: str = "names") -> dict[str, float]:
+    """``{key as the index stores it: weight}``, largest weight first: the escaped vocabulary entry, or with
+    ``keys="ids"`` (the pivot view of a SEISMIC index, :attr:`milco_os.layout.Layout.pivot_keys`) its vocabulary
+    id as a decimal string."""
+    if keys == "ids":
+        s = vec.sorted()
+        return {str(int(i)): float(w) for i, w in zip(s.ids, s.weights, strict=True)}
+    return {encode_key(token): weight for token, weight in vec.to_terms().items()}
 
 
 def encode_key(token: str) -> str:

@@ -127,14 +127,19 @@ class SeismicQuery:
         """From ``NAME=VALUE`` strings (``--ann-param k=200``); an unknown name or a bad value raises ``ValueError``."""
         return cls(**_named_values(cls, pairs, "seismic query parameter"))
 
-    def clause(self, field: str, tokens: dict[str, float], boost: float, depth: int,
-               filters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        """One view's approximate clause: its ``k`` nearest documents by quantised dot product, times ``boost``;
-        ``filters`` apply while the index is searched (not after: a filtered top ``k`` stays ``k`` deep)."""
+    def method_parameters(self, depth: int, filters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """neural-search's ``method_parameters``: ``k`` at least ``depth`` (the page's); ``filters`` apply while the
+        index is searched (not after: a filtered top ``k`` stays ``k`` deep)."""
         method: dict[str, Any] = {**asdict(self), "k": max(self.k, depth)}
         if filters:
             method["filter"] = {"bool": {"filter": filters}}
-        return {"neural_sparse": {field: {"query_tokens": tokens, "method_parameters": method, "boost": boost}}}
+        return method
+
+    def clause(self, field: str, tokens: dict[str, float], boost: float, depth: int,
+               filters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """One view's approximate clause: its ``k`` nearest documents by quantised dot product, times ``boost``."""
+        return {"neural_sparse": {field: {"query_tokens": tokens, "method_parameters": self.method_parameters(
+            depth, filters), "boost": boost}}}
 
 
 def _named_values(cls: type, pairs: list[str] | tuple[str, ...], what: str) -> dict[str, Any]:

@@ -8,17 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from milco_os.keys import encode_key
+from milco_os.keys import stored_terms
 from milco_os.types import Encoded, Passage, SparseVector
 
 
 def feature_map(vec: SparseVector, keys: str = "names") -> dict[str, float]:
     """``{escaped key: weight}`` (``keys="ids"``: ``{vocabulary id: weight}``), largest weight first. Five
     significant digits are plenty: Lucene keeps about three, SEISMIC a byte."""
-    if keys == "ids":
-        s = vec.sorted()
-        return {str(int(i)): float(f"{w:.5g}") for i, w in zip(s.ids, s.weights, strict=True)}
-    return {encode_key(token): float(f"{weight:.5g}") for token, weight in vec.to_terms().items()}
+    return {key: float(f"{weight:.5g}") for key, weight in stored_terms(vec, keys).items()}
 
 
 def dense_values(vector: np.ndarray) -> list[float]:

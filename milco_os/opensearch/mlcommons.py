@@ -19,7 +19,6 @@ The builders are pure; :func:`register`, :func:`unregister` and :func:`cluster_p
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import json
 import logging
@@ -36,7 +35,7 @@ from milco_os.layout import SeismicQuery, read_layout
 from milco_os.opensearch.client import describe_transport_error
 from milco_os.opensearch.indices import index_record
 from milco_os.opensearch.mapping import META_KEY
-from milco_os.opensearch.query import match_nothing
+from milco_os.opensearch.query import added_in_window, match_nothing
 from milco_os.pruning import Pruning
 from milco_os.specs import DEFAULT_ALPHA, TwoPhase
 
@@ -193,7 +192,7 @@ def model_query(
     """The ``neural_sparse`` query that OpenSearch encodes itself: one clause per view, boosted by alpha and
     1 - alpha. ``models``: view -> query model id; without one, the search pipeline's enricher supplies it.
     Empty text matches nothing (as ``milco-os search``). On a SEISMIC index (``seismic``) the pivot clause carries
-    SEISMIC's parameters; :func:`model_body` then moves the echo clause into a rescore window."""
+    SEISMIC's parameters; :func:`model_search_body` then moves the echo clause into a rescore window."""
     if not 0 <= alpha <= 1:
         msg = f"alpha must be in [0, 1], got {alpha}"
         raise ValueError(msg)
@@ -206,7 +205,7 @@ def model_query(
             if models and view in models:
                 clause["model_id"] = models[view]
             if view == "pivot" and seismic is not None:
-                clause["method_parameters"] = {**dataclasses.asdict(seismic), "k": max(seismic.k, depth)}
+                clause["method_parameters"] = seismic.method_parameters(depth)
             should.append({"neural_sparse": {field: clause}})
     return {"bool": {"should": should}} if should else match_nothing()
 
@@ -222,9 +221,7 @@ def model_search_body(query: dict[str, Any], *, size: int, from_: int = 0, seism
     if seismic is None or not pivot or not rest:
         return body
     body["query"] = {"bool": {"should": pivot, **{k: v for k, v in query["bool"].items() if k != "should"}}}
-    body["rescore"] = {"window_size": max(seismic.k, size + from_), "query": {
-        "rescore_query": {"bool": {"should": rest}}, "query_weight": 1.0, "rescore_query_weight": 1.0,
-        "score_mode": "total"}}
+    body["rescore"] = added_in_window(rest, max(seismic.k, size + from_))
     return body
 
 
@@ -397,15 +394,16 @@ def register(
     step = on_step or (lambda _msg: None)
     only_on_opensearch(client)
     record = index_record(client, index)
+    layout = read_layout(record, index)
     if record.get("key_scheme") != KEY_SCHEME_VERSION:  # the service writes this milco-os's keys
         msg = (f"index {index!r} uses term-key scheme {record.get('key_scheme')}, this milco-os writes scheme "
                f"{KEY_SCHEME_VERSION}; reindex it first")
         raise ModelMismatch(msg, index, record.get("model", {}).get("name"))
-    if read_layout(record, index).passages is not None:
+    if layout.passages is not None:
         msg = (f"index {index!r} stores passages, which ml-commons' ingest processors do not write (one vector per "
                "document); index it with milco-os ingest, or register an index created without --passages")
         raise ConfigError(msg)
-    if two_phase is not None and read_layout(record, index).seismic is not None:
+    if two_phase is not None and layout.seismic is not None:
         msg = (f"--two-phase: index {index!r} is a SEISMIC index, already approximate; its query is rescored over "
                "SEISMIC's top k (milco-os search --print-query model shows it)")
         raise ConfigError(msg)
@@ -453,8 +451,8 @@ def register(
             connector = _call(client, "POST", f"{ML}/connectors/_create", _with_key(connector_body(
                 target, index=index, service_url=service_url, prune=view_prune,
                 fingerprint=record["model"]["fingerprint"], has_key=bool(service_key),
-                dense=read_layout(record, index).dense is not None, model=record["model"].get("name"),
-                keys=read_layout(record, index).pivot_keys if target.view == "pivot" else "names"), service_key),
+                dense=layout.dense is not None, model=record["model"].get("name"),
+                keys=layout.pivot_keys if target.view == "pivot" else "names"), service_key),
                 what=f"creating the {target.key} connector")
             reg["connectors"][target.key] = connector["connector_id"]
             model = _call(client, "POST", f"{ML}/models/_register", model_body(
@@ -520,13 +518,14 @@ def check_path(client: Client, index: str, pipeline: str, record: dict[str, Any]
     source = outcome["doc"]["_source"]
     views = [v for v in ("pivot", "echo") if record["vocab"].get(v)]
     empty = [v for v in views if not source.get(record["fields"][v])]
-    dense = read_layout(record, index).dense
+    layout = read_layout(record, index)
+    dense = layout.dense
     if dense is not None and len(source.get(dense.field) or []) != dense.dimensions:
         empty.append("dense")
     if empty:
         msg = f"the ingest pipeline wrote no {' or '.join(empty)} vector for a test sentence"
         raise SearchIndexError(msg)
-    seismic = SeismicQuery() if read_layout(record, index).seismic is not None else None
+    seismic = SeismicQuery() if layout.seismic is not None else None
     query = model_query(text, pivot_field=record["fields"]["pivot"], echo_field=record["fields"]["echo"],
                         fields=tuple(views), seismic=seismic)
     body = model_search_body(query, size=1, seismic=seismic, pivot_field=record["fields"]["pivot"])

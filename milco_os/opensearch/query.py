@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from milco_os.keys import decode_key, encode_key
+from milco_os.keys import decode_key, stored_terms
 from milco_os.layout import SeismicQuery
 from milco_os.opensearch.engine import OPENSEARCH, Engine
 from milco_os.pruning import selective
@@ -35,10 +35,7 @@ def match_nothing() -> dict[str, Any]:
 def query_tokens(vec: SparseVector, scale: float = 1.0, keys: str = "names") -> dict[str, float]:
     """``{feature name: scale * weight}``: a query's terms under the keys the index stores (``.`` -> ``%2E``;
     ``keys="ids"``: vocabulary ids, as a SEISMIC index stores them)."""
-    if keys == "ids":
-        s = vec.sorted()
-        return {str(int(i)): scale * float(w) for i, w in zip(s.ids, s.weights, strict=True)}
-    return {encode_key(token): scale * weight for token, weight in vec.to_terms().items()}
+    return {key: scale * weight for key, weight in stored_terms(vec, keys).items()}
 
 
 def key_token(key: str, vocab_tokens: list[str], keys: str = "names") -> str:
@@ -274,14 +271,19 @@ def seismic_body(
             main["bool"]["should"] += bm25
     body: dict[str, Any] = {"query": main, "size": size, "from": from_, "track_total_hits": False}
     if rescore:
-        body["rescore"] = {"window_size": depth, "query": {
-            "rescore_query": {"bool": {"should": rescore}}, "query_weight": 1.0, "rescore_query_weight": 1.0,
-            "score_mode": "total"}}
+        body["rescore"] = added_in_window(rescore, depth)
     if explain:
         body["explain"] = True
     if source_excludes:
         body["_source"] = {"excludes": source_excludes}
     return body
+
+
+def added_in_window(should: list[dict[str, Any]], window: int) -> dict[str, Any]:
+    """A ``rescore`` that adds the ``should`` clauses' scores to the first phase's over its top ``window`` hits (a
+    SEISMIC search's second phase: the echo view, and BM25)."""
+    return {"window_size": window, "query": {"rescore_query": {"bool": {"should": should}}, "query_weight": 1.0,
+                                             "rescore_query_weight": 1.0, "score_mode": "total"}}
 
 
 def neural_sparse_query(
@@ -364,9 +366,9 @@ def contributions_from_seismic(
             continue
         view, scale, vec = named
         details = node.get("details", [])
-        rescale = next((float(d["value"]) for d in details if _SEISMIC_SCALE.match(d.get("description", ""))), 0.0)
-        factors = next((d["details"] for d in details if _SEISMIC_SCALE.match(d.get("description", ""))), [])
-        ceilings = [float(d["value"]) for d in factors if "ceiling" in d.get("description", "")]
+        scaling = next((d for d in details if _SEISMIC_SCALE.match(d.get("description", ""))), {})
+        rescale = float(scaling.get("value", 0.0))
+        ceilings = [float(d["value"]) for d in scaling.get("details", []) if "ceiling" in d.get("description", "")]
         ingest, search = (ceilings + [0.0, 0.0])[:2]
         for d in details:
             for term in d.get("details", []):

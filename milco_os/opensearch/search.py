@@ -357,6 +357,7 @@ def search(
         raw_hits, took = resp["hits"]["hits"], int(resp.get("took", 0))
     layout = read_layout(record, index)
     passages = layout.passages
+    vocabs = {"pivot": query.pivot.vocab, "echo": query.echo.vocab}  # explained terms as people read them
     hits = []
     for i, h in enumerate(raw_hits):
         source = h.get("_source", {})
@@ -377,7 +378,6 @@ def search(
                 if layout.seismic is not None:  # the pivot view's terms, as SEISMIC explains them
                     terms = sorted(terms + contributions_from_seismic(explanation, query, **views),
                                    key=lambda c: -c.contribution)
-        vocabs = {"pivot": query.pivot.vocab, "echo": query.echo.vocab}  # terms as people read them
         terms = [replace(t, term=vocabs[t.view].readable(t.term)) for t in terms]
         shown = {k: v for k, v in source.items() if k not in (pivot_field, echo_field)}
         hits.append(Hit(id=h["_id"], score=float(h["_score"]), source=shown, terms=terms,
