@@ -1,8 +1,11 @@
 """Alive terms per step of CSPLADE contrastive runs (the dying-ReLU reading of spec B3.1 / B6), from their
 ``train.log.jsonl``: one chart with the mean number of positive-weight terms per query and per document,
-and a Markdown table of each run's first, middle and last records.
+and a Markdown table of each run's first, middle and last records; with ``--dev-out``, a second chart of
+the dev measurements the runs logged (nDCG@10 and the share of queries without a function word in their
+top 5, against training steps).
 
-    .venv/bin/python bench/csplade_runs.py docs/csplade/runs/*.jsonl --out docs/csplade/runs.png
+    .venv/bin/python bench/csplade_runs.py docs/csplade/runs/*.jsonl --out docs/csplade/runs.png \
+        --dev-out docs/csplade/dev.png
 """
 
 from __future__ import annotations
@@ -16,6 +19,34 @@ def read_log(path: Path) -> list[dict]:
     """The per-step records of a contrastive run (those with ``q_terms``)."""
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return [r for r in rows if "q_terms" in r]
+
+
+def read_dev(path: Path) -> list[dict]:
+    """The dev measurements of a run (records with ``dev``: step, and nDCG@10, function-free share, terms)."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [{"step": r["step"], **r["dev"]} for r in rows if "dev" in r]
+
+
+def dev_chart(logs: list[Path], out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for path in logs:
+        rows = read_dev(path)
+        if rows:
+            name = path.stem.removesuffix(".log")
+            for ax, key in zip(axes, ("ndcg10", "function_free"), strict=True):
+                ax.plot([r["step"] for r in rows], [r[key] for r in rows], marker="o", label=name)
+    for ax, title in zip(axes, ("nDCG@10, libreoffice-en dev (exact, in memory)",
+                                "dev queries without a function word in their top 5"), strict=True):
+        ax.set_xlabel("training step (4 queries, 8 passages)")
+        ax.set_title(title)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
 
 
 def summary(name: str, rows: list[dict], window: int = 10) -> str:
@@ -34,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("logs", nargs="+", type=Path, help="train.log.jsonl files (the name is the file's stem)")
     parser.add_argument("--out", type=Path, required=True, help="chart (PNG)")
+    parser.add_argument("--dev-out", type=Path, help="chart of the dev measurements (PNG)")
     args = parser.parse_args(argv)
     import matplotlib
 
@@ -61,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)
+    if args.dev_out:
+        dev_chart(args.logs, args.dev_out)
     return 0
 
 

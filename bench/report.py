@@ -463,7 +463,8 @@ def eval_runs_read() -> set[str]:
                for split in ("dev", "test")}
     dense = {f"dense-{base}-{split}" for base in DENSE_SETS for split in ("dev", "test")} | set(DENSE_WHOLE_RUNS)
     passages = {run for runs in PASSAGE_RUNS.values() for run in runs}
-    return summary | set(ALPHA_RUNS) | set(MODEL_SUMMARY_RUNS) | dense | passages | set(SEISMIC_EVAL_RUNS)
+    return (summary | set(ALPHA_RUNS) | set(MODEL_SUMMARY_RUNS) | dense | passages | set(SEISMIC_EVAL_RUNS)
+            | {CSPLADE_EVAL_RUN})
 
 
 def _run_name(base: str, split: str) -> str:
@@ -673,10 +674,13 @@ CSPLADE_RUNS = {"adapted-causal-T1-flops1": "", "adapted-echo-T1-flops1": "",
                 "adapted-causal-T20-topk": "", "adapted-bi-T20-topk": "", "raw-causal-T20-topk": " (no adaptation)"}
 #: docs/csplade.md's evaluation: the systems of the manifest's ``evaluation`` entry, in this order and wording.
 CSPLADE_EVAL = "libreoffice-en-test (OpenSearch, scripts/csplade-eval.sh)"
+#: ``reports/eval/<this>.json``: the report scripts/csplade-eval.sh keeps.
+CSPLADE_EVAL_RUN = "csplade-libreoffice-en-test"
 CSPLADE_SYSTEMS = {"bm25": "BM25 (English analyzer)", "sparse:splade-tiny": "splade-tiny (English SPLADE, 2 layers)",
                    "sparse:milco-mini": "milco-mini, pivot view only (α = 1)",
-                   "sparse:csplade-echo": "csplade-mini = CSPLADE-Echo", "sparse:csplade-bi": "CSPLADE-Bi",
-                   "sparse:csplade-causal": "CSPLADE (causal)"}
+                   "sparse:csplade-echo": "csplade-mini = CSPLADE-Echo (300 steps)",
+                   "sparse:csplade-bi": "CSPLADE-Bi (100 steps)",
+                   "sparse:csplade-causal": "CSPLADE (causal, 100 steps)"}
 _BENCH_MODULES: dict[str, Any] = {}
 
 
@@ -713,19 +717,97 @@ def csplade_runs_section() -> str:
     return "\n".join(lines)
 
 
-def csplade_eval_section() -> str:
-    """docs/csplade.md: the test-split evaluation recorded in csplade-mini's manifest (csplade-mini in bold)."""
+def csplade_dev_section() -> str:
+    """docs/csplade.md: the dev measurements (known-item nDCG@10 in memory, function-free top 5) of each shipped
+    version (``reports/csplade/csplade-mini-<version>-dev.json``) and of each run that logged them."""
+    runs = bench_module("csplade_runs")
+    lines = ["| model or run | step | nDCG@10 | queries without a function word in their top 5 | "
+             "terms per query / page |", "|---|---:|---:|---:|---:|"]
+
+    def row(label: str, step: Any, r: dict) -> str:
+        return (f"| {label} | {step} | {r['ndcg10']:.3f} | {r['function_free']:.3f} | "
+                f"{r['q_terms']:.1f} / {r['d_terms']:.1f} |")
+
+    for path in sorted((ROOT / "reports" / "csplade").glob("csplade-mini-*-dev.json")):
+        r = json.loads(path.read_text(encoding="utf-8"))
+        lines.append(row(f"{path.stem.removesuffix('-dev').replace('mini-', 'mini@')} (shipped)", "", r))
+    for path in sorted((ROOT / "docs" / "csplade" / "runs").glob("*.jsonl")):
+        for r in runs.read_dev(path):
+            lines.append(row(path.name.removesuffix(".log.jsonl"), r["step"], r))
+    return "\n".join(lines)
+
+
+def csplade_summary_section() -> str:
+    """README: csplade-mini's test nDCG@10 against BM25, splade-tiny and its other variants
+    (``reports/eval/csplade-libreoffice-en-test.json``)."""
+    report = load_report(f"eval/{CSPLADE_EVAL_RUN}")
+    ndcg = {s["name"].split("[")[0]: s["metrics"]["overall"]["ndcg@10"] for s in report["systems"]}
+    version = newest_delta("csplade_mini").name
+    return (f"csplade-mini@{version} reaches nDCG@10 {ndcg['sparse:csplade-echo']:.2f} on English known-item search "
+            f"over held-out help pages ({report['counts']['judged_queries']} queries), against "
+            f"{ndcg['bm25']:.2f} for BM25 and {ndcg['sparse:splade-tiny']:.2f} for splade-tiny; the bi and causal "
+            f"variants, trained a third as long with the same recipe: {ndcg['sparse:csplade-bi']:.2f} and "
+            f"{ndcg['sparse:csplade-causal']:.2f}.")
+
+
+#: issue 34's targets, for the projection of the shipped run's dev curve.
+CSPLADE_TARGETS = {"ndcg10": 0.55, "function_free": 0.90}
+
+
+def csplade_projection_section() -> str:
+    """docs/csplade.md: the shipped csplade-mini's dev curve (its ``contrastive.log.jsonl``) fitted as
+    ``value = a + b · log2(step)`` by least squares, and the steps (and CPU hours at the run's own pace) where
+    the fit reaches each target of issue 34; an extrapolation, stated as one."""
+    import math
+
     delta = newest_delta("csplade_mini")
-    manifest = json.loads((delta / "manifest.json").read_text(encoding="utf-8"))
-    systems = manifest["evaluation"][CSPLADE_EVAL]
-    lines = ["| system | nDCG@10 | MRR@10 | R@100 |", "|---|---:|---:|---:|"]
+    records = _jsonl(delta / "contrastive.log.jsonl")
+    dev = bench_module("csplade_runs").read_dev(delta / "contrastive.log.jsonl")
+    trained = [r for r in records if "elapsed_s" in r]
+    seconds_per_step = trained[-1]["elapsed_s"] / trained[-1]["step"]
+    lines = ["| dev measure | at steps | fit: gain per doubling of steps | target | steps where the fit reaches it "
+             "| CPU hours at this run's pace |", "|---|---|---:|---:|---:|---:|"]
+    xs = [math.log2(r["step"]) for r in dev]
+    for key, target in CSPLADE_TARGETS.items():
+        ys = [r[key] for r in dev]
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+        steps = 2 ** (mx + (target - my) / slope) if slope > 0 else math.inf
+        reach = (f"{steps:,.0f} | {steps * seconds_per_step / 3600:.1f}" if steps <= 100 * dev[-1]["step"]
+                 else "beyond 100× this run | -")
+        lines.append(f"| {key} | " + ", ".join(f"{r['step']}: {r[key]:.3f}" for r in dev)
+                     + f" | {slope:+.3f} | {target:.2f} | {reach} |")
+    return (f"From `{delta.relative_to(ROOT)}/contrastive.log.jsonl` ({seconds_per_step:.1f} s per step of "
+            "4 queries and 8 passages on 2 CPU cores, dev measurements included).\n\n" + "\n".join(lines))
+
+
+def csplade_eval_section() -> str:
+    """docs/csplade.md: the test-split evaluation of ``scripts/csplade-eval.sh``
+    (``reports/eval/csplade-libreoffice-en-test.json``; the shipped variant in bold) with each system's terms
+    per document and per query (the postings it adds per page and the posting lists a query reads), and
+    csplade-mini@1's recorded numbers (its manifest's ``evaluation``) for comparison."""
+    report = load_report(f"eval/{CSPLADE_EVAL_RUN}")
+    variant = json.loads((newest_delta("csplade_mini") / "manifest.json").read_text(encoding="utf-8"))["variant"]
+    lines = ["| system | nDCG@10 | MRR@10 | R@100 | terms per document | terms per query |",
+             "|---|---:|---:|---:|---:|---:|"]
+    systems = {s["name"].split("[")[0]: s for s in report["systems"]}
     for key in [k for k in CSPLADE_SYSTEMS if k in systems] + [k for k in systems if k not in CSPLADE_SYSTEMS]:
-        metrics = (f"{systems[key][m]:.3f}" for m in ("ndcg@10", "mrr@10", "recall@100"))
-        cells = [CSPLADE_SYSTEMS.get(key, key), *metrics]
-        if key == f"sparse:csplade-{manifest['variant']}":  # the shipped variant
+        system = systems[key]
+        overall, stats = system["metrics"]["overall"], system.get("stats", {})
+        doc_terms = stats.get("avg_document_terms", {}).get("pivot")
+        cells = [CSPLADE_SYSTEMS.get(key, key), *(f"{overall[m]:.3f}" for m in ("ndcg@10", "mrr@10", "recall@100")),
+                 "-" if doc_terms is None else f"{doc_terms:.1f}",
+                 "-" if stats.get("avg_query_terms") is None else f"{stats['avg_query_terms']:.1f}"]
+        if key == f"sparse:csplade-{variant}":
             cells = [f"**{c}**" for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
-    return (f"From `{delta.relative_to(ROOT)}/manifest.json` (`evaluation`, \"{CSPLADE_EVAL}\").\n\n"
+    first = json.loads((ROOT / "milco_os" / "models" / "csplade_mini" / "1" / "manifest.json").read_text("utf-8"))
+    v1 = first["evaluation"][CSPLADE_EVAL]
+    lines.append("| csplade-mini@1 (CSPLADE-Echo, the first recipe; its recorded run) | "
+                 + " | ".join(f"{v1['sparse:csplade-echo'][m]:.3f}" for m in ("ndcg@10", "mrr@10", "recall@100"))
+                 + " | - | - |")
+    return ("From `reports/eval/csplade-libreoffice-en-test.json` (`scripts/csplade-eval.sh`), "
+            f"{report['counts']['judged_queries']} queries over {report['counts']['documents']} pages.\n\n"
             + "\n".join(lines))
 
 
@@ -1071,7 +1153,9 @@ SECTIONS: dict[str, Callable[..., str]] = {
     "growth": growth_section, "scale": scale_section, "targets": targets_section, "ml_commons": ml_commons_section,
     "build-targets": build_targets_section, "eval-summary": eval_summary_section, "alpha": alpha_section,
     "demo": demo_section, "model-summary": model_summary_section, "search-choices": search_choices_section,
-    "csplade-runs": csplade_runs_section, "csplade-eval": csplade_eval_section, "quantisation": quantisation_section,
+    "csplade-runs": csplade_runs_section, "csplade-dev": csplade_dev_section,
+    "csplade-projection": csplade_projection_section, "csplade-eval": csplade_eval_section,
+    "csplade-summary": csplade_summary_section, "quantisation": quantisation_section,
     "gates": gates_section, "dense-view": dense_view_section, "fusion-choice": fusion_choice_section,
     "dense-summary": dense_summary_section, "dense-cost": dense_cost_section,
     "passages-choice": passages_choice_section, "passages-summary": passages_summary_section,

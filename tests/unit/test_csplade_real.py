@@ -439,3 +439,34 @@ def test_packaged_smollm2_resolves_to_a_gguf_csplade_directory(cache_dir: Path) 
     assert layouts.fingerprint(path) == layout.fingerprint
     bi = layouts.fingerprint(path, variant="bi")
     assert bi == layouts.csplade_layout(path, "bi").fingerprint and bi != layout.fingerprint
+
+
+# ------------------------------------------------------------------------------- training aids (issue 34)
+def test_teacher_spellings_pair_splade_tiny_words_with_smollm_entries(base: Base, cache_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from milco_os.models.sources.packaged import fetch_packaged
+    from milco_os.training.csplade import teacher_spellings
+
+    teacher = AutoTokenizer.from_pretrained(str(fetch_packaged("splade-tiny", cache_dir)))
+    src, dst = teacher_spellings(teacher, base.tokenizer)
+    pairs: dict[str, list[str]] = {}
+    for s, d in zip(teacher.convert_ids_to_tokens(src.tolist()), base.tokenizer.convert_ids_to_tokens(dst.tolist()),
+                    strict=True):
+        pairs.setdefault(s, []).append(d)
+    assert pairs["table"] == ["Ġtable"] and pairs["heart"] == ["Ġheart"]
+    assert pairs["##ing"] == ["ing"]  # a piece inside a word: the LM's entry without the space mark
+    split = next(w for w, spelled in pairs.items() if len(spelled) > 1)  # a word the LM spells in pieces
+    assert base.tokenizer.convert_tokens_to_string(pairs[split]) == " " + split
+    assert "[CLS]" not in pairs and "[SEP]" not in pairs and "[PAD]" not in pairs
+
+
+def test_function_entries_follow_the_fixed_list(base: Base) -> None:
+    from milco_os.training.csplade import function_entries
+
+    function = function_entries(base.tokenizer, VOCAB)
+    ids = base.tokenizer.convert_tokens_to_ids
+    for token in ("Ġthe", "ĠThe", "Ġis", "Ġto", ",", "?", "Ċ", base.tokenizer.eos_token):
+        assert function[ids(token)], token
+    for token in ("Ġtable", "Ġheart", "ĠAttack", "ing", "Ġpage"):
+        assert not function[ids(token)], token

@@ -3,6 +3,7 @@ resume on the same batches (on a tiny random Llama in place of SmolLM2)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,8 @@ def test_random_negatives_put_the_positive_first_and_never_repeat_it() -> None:
 
 
 @pytest.mark.parametrize("name", ["csplade-adapt", "csplade-causal", "csplade-echo", "csplade-bi",
-                                  "csplade-causal-raw", "csplade-echo-t1", "csplade-echo-t1-raw"])
+                                  "csplade-causal-raw", "csplade-echo-t1", "csplade-echo-t1-raw", "csplade-echo-terms",
+                                  "csplade-bi-terms", "csplade-causal-terms", "csplade-echo-terms-df"])
 def test_committed_configs_parse(name: str) -> None:
     kind = CspladeAdaptConfig if name == "csplade-adapt" else CspladeConfig
     config = load_config(ROOT / "configs" / "train" / f"{name}.toml", kind)
@@ -49,6 +51,27 @@ def test_committed_configs_parse(name: str) -> None:
     if name != "csplade-adapt":
         assert config.variant == name.split("-")[1]
         assert (config.init is None) == name.endswith("-raw")
+
+
+def test_term_loss_counts_the_targets_and_the_kept_terms_and_revives_dropped_targets() -> None:
+    logits = torch.tensor([[3.0, 2.0, 1.0, -1.0]], requires_grad=True)
+    target = torch.tensor([[0.0, 1.2, 0.0, 0.5]])
+    # keep 2: entries 0 and 1 are the student's; entry 3 is the target's (its ReLU is dead); 2 is neither
+    w0 = torch.log1p(torch.tensor(3.0))
+    t1 = torch.log1p(torch.tensor(2.0)) - 1.2
+    t3 = training.LEAK * -1.0 - 0.5
+    loss = training.term_loss(logits, target, 2)
+    assert loss.item() == pytest.approx(float(w0**2 + t1**2 + t3**2) / 3)
+    loss.backward()
+    assert logits.grad[0, 2] == 0 and logits.grad[0, 0] > 0  # not selected; pushed down
+    assert logits.grad[0, 3] < 0  # a dropped target term is pulled back up
+
+
+def test_token_shares_count_each_text_once() -> None:
+    tok = llama_tokenizer()
+    shares = training.token_shares(tok, ["heart heart attack", "heart tea"], len(tok))
+    vocab = tok.get_vocab()
+    assert shares[vocab["heart"]] == 1.0 and shares[vocab["attack"]] == 0.5 and shares[vocab["sun"]] == 0.0
 
 
 class Stop(Exception):
@@ -81,7 +104,8 @@ def test_adaptation_then_contrastive_writes_a_delta_and_resumes_exactly(tmp_path
     def contrastive(output: Path, stop_at: int | None = None) -> Path:
         config = CspladeConfig(output=output, init=tmp_path / "adapt", variant="bi", steps=4, batch_size=2,
                                group_size=2, negatives="random", lr=1e-2, checkpoint_every=1,
-                               query_max_length=8, passage_max_length=16)
+                               query_max_length=8, passage_max_length=16, query_top_k=4, document_top_k=8,
+                               ground_weight=1.0, lambda_df=0.1, eval_every=2)
         done = [0]
 
         def progress(_n: int = 1) -> None:
@@ -99,6 +123,14 @@ def test_adaptation_then_contrastive_writes_a_delta_and_resumes_exactly(tmp_path
         torch.testing.assert_close(_adapter(resumed, "contrastive")[key], value)
     manifest = (whole / "manifest.json").read_text()
     assert '"variant": "bi"' in manifest and '"csplade-adapt"' in manifest
+    records = [json.loads(line) for line in (whole / "train.log.jsonl").read_text().splitlines()]
+    trained_steps = [r for r in records if "loss" in r]
+    assert all(r["ground"] > 0 and r["df"] > 0 for r in trained_steps)  # both extra losses took part
+    dev = [r for r in records if "dev" in r]
+    assert [r["step"] for r in dev] == [2, 4]  # every eval_every steps and at the end
+    assert all(0 <= r["dev"]["ndcg10"] <= 1 and 0 <= r["dev"]["function_free"] <= 1 and r["dev"]["q_terms"] <= 4
+               for r in dev)
+    assert json.loads(manifest)["dev"] == dev[-1]["dev"]
     assert (whole / "adapt" / "adapter_model.safetensors").is_file()  # the delta carries both adapters
     trained = _adapter(whole, "contrastive")
     assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in trained.items())
