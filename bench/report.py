@@ -806,9 +806,14 @@ def csplade_eval_section() -> str:
     lines.append("| csplade-mini@1 (CSPLADE-Echo, the first recipe; its recorded run) | "
                  + " | ".join(f"{v1['sparse:csplade-echo'][m]:.3f}" for m in ("ndcg@10", "mrr@10", "recall@100"))
                  + " | - | - |")
+    test = ROOT / "reports" / "csplade" / f"csplade-mini-{newest_delta('csplade_mini').name}-test.json"
+    terms = json.loads(test.read_text(encoding="utf-8"))
     return ("From `reports/eval/csplade-libreoffice-en-test.json` (`scripts/csplade-eval.sh`), "
             f"{report['counts']['judged_queries']} queries over {report['counts']['documents']} pages.\n\n"
-            + "\n".join(lines))
+            + "\n".join(lines)
+            + f"\n\nTest queries none of whose top 5 terms is a function word: {terms['function_free']:.3f} of "
+            f"{terms['queries']} (`{test.relative_to(ROOT)}`, `bench/csplade_dev.py --split test`; its in-memory "
+            f"nDCG@10: {terms['ndcg10']:.3f}).")
 
 
 def quantisation_section(source: str = "quantisation") -> str:
