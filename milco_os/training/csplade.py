@@ -427,10 +427,7 @@ def measure_delta(delta: Path, cache_dir: Path, split: str) -> dict[str, Any]:
     variant, lengths and top-k) on the English pages of ``split``."""
     manifest = csplade_mini.read_manifest(delta)
     lm, tokenizer = csplade_mini.load_base(cache_dir)
-    for phase in csplade_mini.PHASES:
-        if (Path(delta) / phase).is_dir():
-            lm = csplade_mini.apply_adapter(lm, Path(delta) / phase)
-    module = CSpladeModule(lm, variant=manifest["variant"]).eval()
+    module = CSpladeModule(csplade_mini.merge_delta(lm, delta), variant=manifest["variant"]).eval()
     config = CspladeConfig(output=Path(delta), variant=manifest["variant"],
                            query_max_length=manifest["max_query_length"],
                            document_max_length=manifest["max_document_length"],
