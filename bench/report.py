@@ -464,7 +464,7 @@ def eval_runs_read() -> set[str]:
     dense = {f"dense-{base}-{split}" for base in DENSE_SETS for split in ("dev", "test")} | set(DENSE_WHOLE_RUNS)
     passages = {run for runs in PASSAGE_RUNS.values() for run in runs}
     return (summary | set(ALPHA_RUNS) | set(MODEL_SUMMARY_RUNS) | dense | passages | set(SEISMIC_EVAL_RUNS)
-            | {CSPLADE_EVAL_RUN})
+            | {CSPLADE_EVAL_RUN, CSPLADE_V2_EVAL_RUN})
 
 
 def _run_name(base: str, split: str) -> str:
@@ -676,11 +676,16 @@ CSPLADE_RUNS = {"adapted-causal-T1-flops1": "", "adapted-echo-T1-flops1": "",
 CSPLADE_EVAL = "libreoffice-en-test (OpenSearch, scripts/csplade-eval.sh)"
 #: ``reports/eval/<this>.json``: the report scripts/csplade-eval.sh keeps.
 CSPLADE_EVAL_RUN = "csplade-libreoffice-en-test"
+#: Version 2's report of the same script, kept under this name when version 3's replaced it.
+CSPLADE_V2_EVAL_RUN = "csplade-mini-2-libreoffice-en-test"
+#: The runs that report evaluates: ``configs/train/csplade-<variant><this>.toml`` (scripts/csplade-eval.sh's
+#: CSPLADE_SUFFIX), whose ``steps`` the labels below give.
+CSPLADE_EVAL_SUFFIX = "-terms-long"
 CSPLADE_SYSTEMS = {"bm25": "BM25 (English analyzer)", "sparse:splade-tiny": "splade-tiny (English SPLADE, 2 layers)",
                    "sparse:milco-mini": "milco-mini, pivot view only (α = 1)",
-                   "sparse:csplade-echo": "csplade-mini = CSPLADE-Echo (300 steps)",
-                   "sparse:csplade-bi": "CSPLADE-Bi (100 steps)",
-                   "sparse:csplade-causal": "CSPLADE (causal, 100 steps)"}
+                   "sparse:csplade-echo": "csplade-mini = CSPLADE-Echo ({echo} steps)",
+                   "sparse:csplade-bi": "CSPLADE-Bi ({bi} steps)",
+                   "sparse:csplade-causal": "CSPLADE (causal, {causal} steps)"}
 _BENCH_MODULES: dict[str, Any] = {}
 
 
@@ -702,6 +707,14 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def csplade_eval_steps() -> dict[str, int]:
+    """Each variant's training steps in the evaluated runs (their configs, see ``CSPLADE_EVAL_SUFFIX``)."""
+    import tomllib
+
+    return {v: tomllib.loads((ROOT / "configs" / "train" / f"csplade-{v}{CSPLADE_EVAL_SUFFIX}.toml").read_text(
+        encoding="utf-8"))["steps"] for v in ("echo", "bi", "causal")}
+
+
 def csplade_runs_section() -> str:
     """docs/csplade.md: alive terms and ranking loss of the contrastive runs kept in ``docs/csplade/runs/``."""
     runs = bench_module("csplade_runs")
@@ -718,8 +731,9 @@ def csplade_runs_section() -> str:
 
 
 def csplade_dev_section() -> str:
-    """docs/csplade.md: the dev measurements (known-item nDCG@10 in memory, function-free top 5) of each shipped
-    version (``reports/csplade/csplade-mini-<version>-dev.json``) and of each run that logged them."""
+    """docs/csplade.md: the dev measurements (known-item nDCG@10 in memory, function-free top 5) of the term
+    teacher (``reports/csplade/splade-tiny-dev.json``), each shipped version
+    (``reports/csplade/csplade-mini-<version>-dev.json``) and each run that logged them."""
     runs = bench_module("csplade_runs")
     lines = ["| model or run | step | nDCG@10 | queries without a function word in their top 5 | "
              "terms per query / page |", "|---|---:|---:|---:|---:|"]
@@ -728,6 +742,8 @@ def csplade_dev_section() -> str:
         return (f"| {label} | {step} | {r['ndcg10']:.3f} | {r['function_free']:.3f} | "
                 f"{r['q_terms']:.1f} / {r['d_terms']:.1f} |")
 
+    teacher = json.loads((ROOT / "reports" / "csplade" / "splade-tiny-dev.json").read_text(encoding="utf-8"))
+    lines.append(row("splade-tiny (the term teacher, its own WordPiece terms)", "", teacher))
     for path in sorted((ROOT / "reports" / "csplade").glob("csplade-mini-*-dev.json")):
         r = json.loads(path.read_text(encoding="utf-8"))
         lines.append(row(f"{path.stem.removesuffix('-dev').replace('mini-', 'mini@')} (shipped)", "", r))
@@ -737,17 +753,40 @@ def csplade_dev_section() -> str:
     return "\n".join(lines)
 
 
+def csplade_variants_section() -> str:
+    """docs/csplade.md: the three variants of the evaluated recipe (``CSPLADE_EVAL_SUFFIX``) at the same step, the
+    last dev step of the shorter runs, from their logs in ``docs/csplade/runs/``: dev nDCG@10, function-free share
+    and the seconds the run took to get there (echo reads every text twice)."""
+    runs = bench_module("csplade_runs")
+    steps = csplade_eval_steps()
+    runs_dir = ROOT / "docs" / "csplade" / "runs"
+    logs = {v: runs_dir / f"adapted-{v}-T5-topk{CSPLADE_EVAL_SUFFIX}.log.jsonl" for v in steps}
+    at = min(steps.values())
+    lines = [f"| variant (dev, step {at}) | nDCG@10 | queries without a function word in their top 5 | "
+             f"seconds for {at} steps | steps in echo's time |", "|---|---:|---:|---:|---:|"]
+    seconds = {}
+    for variant in ("echo", "causal", "bi"):
+        path = logs[variant]
+        dev = next(r for r in runs.read_dev(path) if r["step"] == at)
+        seconds[variant] = next(r["elapsed_s"] for r in _jsonl(path) if r.get("step") == at and "elapsed_s" in r)
+        lines.append(f"| {variant} | {dev['ndcg10']:.3f} | {dev['function_free']:.3f} | {seconds[variant]:.0f} | "
+                     f"{at * seconds['echo'] / seconds[variant]:.0f} |")
+    return "\n".join(lines)
+
+
 def csplade_summary_section() -> str:
     """README: csplade-mini's test nDCG@10 against BM25, splade-tiny and its other variants
     (``reports/eval/csplade-libreoffice-en-test.json``)."""
     report = load_report(f"eval/{CSPLADE_EVAL_RUN}")
     ndcg = {s["name"].split("[")[0]: s["metrics"]["overall"]["ndcg@10"] for s in report["systems"]}
     version = newest_delta("csplade_mini").name
+    steps = csplade_eval_steps()
+    assert steps["bi"] == steps["causal"], steps
     return (f"csplade-mini@{version} reaches nDCG@10 {ndcg['sparse:csplade-echo']:.2f} on English known-item search "
             f"over held-out help pages ({report['counts']['judged_queries']} queries), against "
             f"{ndcg['bm25']:.2f} for BM25 and {ndcg['sparse:splade-tiny']:.2f} for splade-tiny; the bi and causal "
-            f"variants, trained a third as long with the same recipe: {ndcg['sparse:csplade-bi']:.2f} and "
-            f"{ndcg['sparse:csplade-causal']:.2f}.")
+            f"variants, trained with the same recipe for {steps['bi']} steps instead of {steps['echo']}: "
+            f"{ndcg['sparse:csplade-bi']:.2f} and {ndcg['sparse:csplade-causal']:.2f}.")
 
 
 #: issue 34's targets, for the projection of the shipped run's dev curve.
@@ -757,7 +796,8 @@ CSPLADE_TARGETS = {"ndcg10": 0.55, "function_free": 0.90}
 def csplade_projection_section() -> str:
     """docs/csplade.md: the shipped csplade-mini's dev curve (its ``contrastive.log.jsonl``) fitted as
     ``value = a + b · log2(step)`` by least squares, and the steps (and CPU hours at the run's own pace) where
-    the fit reaches each target of issue 34; an extrapolation, stated as one."""
+    the fit reaches each target of issue 34 (an extrapolation, stated as one), or the first dev step that
+    reached it."""
     import math
 
     delta = newest_delta("csplade_mini")
@@ -773,8 +813,10 @@ def csplade_projection_section() -> str:
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
         slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
         steps = 2 ** (mx + (target - my) / slope) if slope > 0 else math.inf
-        reach = (f"{steps:,.0f} | {steps * seconds_per_step / 3600:.1f}" if steps <= 100 * dev[-1]["step"]
-                 else "beyond 100× this run | -")
+        reached = [r["step"] for r in dev if r[key] >= target]
+        reach = (f"measured: {reached[0]:,} | {reached[0] * seconds_per_step / 3600:.1f}" if reached
+                 else f"{steps:,.0f} | {steps * seconds_per_step / 3600:.1f}" if steps <= 100 * dev[-1]["step"]
+                 else "never: the fit does not rise | -" if slope <= 0 else "beyond 100× this run | -")
         lines.append(f"| {key} | " + ", ".join(f"{r['step']}: {r[key]:.3f}" for r in dev)
                      + f" | {slope:+.3f} | {target:.2f} | {reach} |")
     return (f"From `{delta.relative_to(ROOT)}/contrastive.log.jsonl` ({seconds_per_step:.1f} s per step of "
@@ -791,16 +833,26 @@ def csplade_eval_section() -> str:
     lines = ["| system | nDCG@10 | MRR@10 | R@100 | terms per document | terms per query |",
              "|---|---:|---:|---:|---:|---:|"]
     systems = {s["name"].split("[")[0]: s for s in report["systems"]}
+    steps = csplade_eval_steps()
     for key in [k for k in CSPLADE_SYSTEMS if k in systems] + [k for k in systems if k not in CSPLADE_SYSTEMS]:
         system = systems[key]
         overall, stats = system["metrics"]["overall"], system.get("stats", {})
         doc_terms = stats.get("avg_document_terms", {}).get("pivot")
-        cells = [CSPLADE_SYSTEMS.get(key, key), *(f"{overall[m]:.3f}" for m in ("ndcg@10", "mrr@10", "recall@100")),
+        cells = [CSPLADE_SYSTEMS.get(key, key).format(**steps),
+                 *(f"{overall[m]:.3f}" for m in ("ndcg@10", "mrr@10", "recall@100")),
                  "-" if doc_terms is None else f"{doc_terms:.1f}",
                  "-" if stats.get("avg_query_terms") is None else f"{stats['avg_query_terms']:.1f}"]
         if key == f"sparse:csplade-{variant}":
             cells = [f"**{c}**" for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
+    earlier = load_report(f"eval/{CSPLADE_V2_EVAL_RUN}")
+    v2 = next(s for s in earlier["systems"] if s["name"].startswith("sparse:csplade-echo"))
+    v2_stats = v2["stats"]
+    trained = json.loads((MODELS / "csplade_mini" / "2" / "manifest.json").read_text("utf-8"))["training"]["csplade"]
+    lr = f"{trained['lr']:.0e}".replace("e-0", "e-")
+    lines.append(f"| csplade-mini@2 (CSPLADE-Echo, {trained['steps']} steps at lr {lr}; its run's report) | "
+                 + " | ".join(f"{v2['metrics']['overall'][m]:.3f}" for m in ("ndcg@10", "mrr@10", "recall@100"))
+                 + f" | {v2_stats['avg_document_terms']['pivot']:.1f} | {v2_stats['avg_query_terms']:.1f} |")
     first = json.loads((ROOT / "milco_os" / "models" / "csplade_mini" / "1" / "manifest.json").read_text("utf-8"))
     v1 = first["evaluation"][CSPLADE_EVAL]
     lines.append("| csplade-mini@1 (CSPLADE-Echo, the first recipe; its recorded run) | "
@@ -808,12 +860,14 @@ def csplade_eval_section() -> str:
                  + " | - | - |")
     test = ROOT / "reports" / "csplade" / f"csplade-mini-{newest_delta('csplade_mini').name}-test.json"
     terms = json.loads(test.read_text(encoding="utf-8"))
+    teacher = json.loads((ROOT / "reports" / "csplade" / "splade-tiny-test.json").read_text(encoding="utf-8"))
     return ("From `reports/eval/csplade-libreoffice-en-test.json` (`scripts/csplade-eval.sh`), "
             f"{report['counts']['judged_queries']} queries over {report['counts']['documents']} pages.\n\n"
             + "\n".join(lines)
             + f"\n\nTest queries none of whose top 5 terms is a function word: {terms['function_free']:.3f} of "
             f"{terms['queries']} (`{test.relative_to(ROOT)}`, `bench/csplade_dev.py --split test`; its in-memory "
-            f"nDCG@10: {terms['ndcg10']:.3f}).")
+            f"nDCG@10: {terms['ndcg10']:.3f}); for the term teacher splade-tiny, measured the same way in its own "
+            f"terms: {teacher['function_free']:.3f} (`reports/csplade/splade-tiny-test.json`).")
 
 
 def quantisation_section(source: str = "quantisation") -> str:
@@ -1160,7 +1214,8 @@ SECTIONS: dict[str, Callable[..., str]] = {
     "demo": demo_section, "model-summary": model_summary_section, "search-choices": search_choices_section,
     "csplade-runs": csplade_runs_section, "csplade-dev": csplade_dev_section,
     "csplade-projection": csplade_projection_section, "csplade-eval": csplade_eval_section,
-    "csplade-summary": csplade_summary_section, "quantisation": quantisation_section,
+    "csplade-summary": csplade_summary_section, "csplade-variants": csplade_variants_section,
+    "quantisation": quantisation_section,
     "gates": gates_section, "dense-view": dense_view_section, "fusion-choice": fusion_choice_section,
     "dense-summary": dense_summary_section, "dense-cost": dense_cost_section,
     "passages-choice": passages_choice_section, "passages-summary": passages_summary_section,

@@ -405,26 +405,35 @@ def encode_pooled(module: CSpladeModule, tokenizer: Any, texts: Sequence[str], m
 
 
 def known_item_measure(module: CSpladeModule, tokenizer: Any, pages: Sequence[tuple[str, str, str]],
-                       config: CspladeConfig, function: torch.Tensor) -> dict[str, float]:
+                       config: CspladeConfig, function: torch.Tensor, name_terms: int = 0) -> dict[str, Any]:
     """libreoffice-en known-item search (each English page's title -> the page without it) scored exactly in
     memory: nDCG@10, the share of queries none of whose top 5 terms is a function word (``function``: see
-    :func:`function_entries`), and the mean kept terms per query and page."""
+    :func:`function_entries`), and the mean kept terms per query and page; with ``name_terms``, also that many
+    of the function words most often in a query's top 5 (as people read them) with their counts."""
+    from collections import Counter
+
     from milco_os.training.gates import ndcg_at_10
+    from milco_os.types import Vocab
 
     titles = [title for _, title, _ in pages]
     queries = encode_pooled(module, tokenizer, titles, config.query_max_length, config.query_top_k, config.device)
     docs = encode_pooled(module, tokenizer, [text for _, _, text in pages], config.document_max_length,
                          config.document_top_k, config.device)
     values, top5 = queries.topk(5, dim=1)
-    has_function = (function[top5] & (values > 0)).any(1)
-    return {"ndcg10": round(ndcg_at_10(queries, docs, range(len(pages))), 4),
-            "function_free": round(float((~has_function).float().mean()), 4),
-            "q_terms": round(alive(queries), 1), "d_terms": round(alive(docs), 1)}
+    hits = function[top5] & (values > 0)
+    result: dict[str, Any] = {"ndcg10": round(ndcg_at_10(queries, docs, range(len(pages))), 4),
+                              "function_free": round(float((~hits.any(1)).float().mean()), 4),
+                              "q_terms": round(alive(queries), 1), "d_terms": round(alive(docs), 1)}
+    if name_terms:
+        vocab = Vocab("lm", tuple(t or "" for t in tokenizer.convert_ids_to_tokens(list(range(len(function))))))
+        counts = Counter(vocab.readable(vocab.tokens[t]) for t in top5[hits].tolist())
+        result["function_terms"] = dict(counts.most_common(name_terms))
+    return result
 
 
 def measure_delta(delta: Path, cache_dir: Path, split: str) -> dict[str, Any]:
     """:func:`known_item_measure` of a csplade-mini delta (its adapters merged into the base, its manifest's
-    variant, lengths and top-k) on the English pages of ``split``."""
+    variant, lengths and top-k) on the English pages of ``split``, naming the 10 commonest function words."""
     manifest = csplade_mini.read_manifest(delta)
     lm, tokenizer = csplade_mini.load_base(cache_dir)
     module = CSpladeModule(csplade_mini.merge_delta(lm, delta), variant=manifest["variant"]).eval()
@@ -436,7 +445,7 @@ def measure_delta(delta: Path, cache_dir: Path, split: str) -> dict[str, Any]:
     size = int(module._head().weight.shape[0])
     pages = english_pages(cache_dir, split)
     return {"split": split, "queries": len(pages),
-            **known_item_measure(module, tokenizer, pages, config, function_entries(tokenizer, size))}
+            **known_item_measure(module, tokenizer, pages, config, function_entries(tokenizer, size), name_terms=10)}
 
 
 def run_contrastive(config: CspladeConfig, cache_dir: Path, progress: Progress = _no_progress) -> Path:

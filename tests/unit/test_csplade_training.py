@@ -43,7 +43,9 @@ def test_random_negatives_put_the_positive_first_and_never_repeat_it() -> None:
 
 @pytest.mark.parametrize("name", ["csplade-adapt", "csplade-causal", "csplade-echo", "csplade-bi",
                                   "csplade-causal-raw", "csplade-echo-t1", "csplade-echo-t1-raw", "csplade-echo-terms",
-                                  "csplade-bi-terms", "csplade-causal-terms", "csplade-echo-terms-df"])
+                                  "csplade-bi-terms", "csplade-causal-terms", "csplade-echo-terms-df",
+                                  "csplade-echo-terms-long", "csplade-bi-terms-long", "csplade-causal-terms-long",
+                                  "csplade-causal-terms-600"])
 def test_committed_configs_parse(name: str) -> None:
     kind = CspladeAdaptConfig if name == "csplade-adapt" else CspladeConfig
     config = load_config(ROOT / "configs" / "train" / f"{name}.toml", kind)
@@ -134,3 +136,27 @@ def test_adaptation_then_contrastive_writes_a_delta_and_resumes_exactly(tmp_path
     assert (whole / "adapt" / "adapter_model.safetensors").is_file()  # the delta carries both adapters
     trained = _adapter(whole, "contrastive")
     assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in trained.items())
+
+
+def test_known_item_measure_names_the_function_words_it_counts(tiny_base: None) -> None:
+    from milco_os.models.csplade import CSpladeModule
+
+    lm, tok = training.csplade_mini.load_base(None)
+    module = CSpladeModule(lm, variant="echo").eval()
+    pages = training.english_pages(None, "dev")
+    config = CspladeConfig(output=Path("unused"), variant="echo", query_max_length=8, document_max_length=16,
+                           query_top_k=4, document_top_k=8)
+    size = int(module._head().weight.shape[0])
+    queries = training.encode_pooled(module, tok, [title for _, title, _ in pages], 8, 4, "cpu")
+    positive_top5 = int((queries.topk(5, dim=1).values > 0).sum())
+    assert positive_top5 > 0
+    # every entry a function word: each positive top-5 weight is counted once, under its readable term
+    everything = training.known_item_measure(module, tok, pages, config, torch.ones(size, dtype=torch.bool), 10_000)
+    assert sum(everything["function_terms"].values()) == positive_top5
+    assert everything["function_free"] == round(float((queries.topk(5, dim=1).values <= 0).all(1).float().mean()), 4)
+    # none: every query is function-free and nothing is named; without name_terms the key is absent
+    nothing = training.known_item_measure(module, tok, pages, config, torch.zeros(size, dtype=torch.bool), 10)
+    assert nothing["function_free"] == 1.0 and nothing["function_terms"] == {}
+    assert "function_terms" not in training.known_item_measure(module, tok, pages, config,
+                                                               torch.zeros(size, dtype=torch.bool))
+    assert everything["ndcg10"] == nothing["ndcg10"]  # naming words changes no score
