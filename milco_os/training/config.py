@@ -161,6 +161,8 @@ class CspladeConfig(_CspladeConfig):
     ground_top_k: int = Field(64, ge=1, description="the teacher's heaviest terms kept as a target per text")
     common_share: float = Field(0.1, gt=0, lt=1, description="the teacher's terms among the top 20 of more than "
                                                              "this share of the texts are scaled by share / df")
+    query_common_share: float | None = Field(None, gt=0, lt=1, description="common_share for the query targets "
+                                                                           "alone (unset: common_share)")
     lambda_df: float = Field(0.0, ge=0, description="document-frequency-aware sparsity: each kept term's "
                                                     "weight times its share of training pages, summed per "
                                                     "text, averaged over queries and passages")

@@ -318,7 +318,7 @@ def teacher_spellings(teacher_tokenizer: Any, tokenizer: Any) -> tuple[torch.Ten
 
 
 def term_targets(config: CspladeConfig, cache_dir: Path, tokenizer: Any, texts: Sequence[str], max_length: int,
-                 size: int) -> tuple[torch.Tensor, torch.Tensor]:
+                 size: int, common_share: float) -> tuple[torch.Tensor, torch.Tensor]:
     """splade-tiny's weights ``log(1 + ReLU(max logits))`` of each text as the student sees it (cut at
     ``max_length`` LM tokens), spelled in the LM's vocabulary of ``size`` entries (an LM entry takes the
     heaviest teacher entry spelling it), as the top ``ground_top_k`` (indices, values) per text, with the
@@ -346,12 +346,12 @@ def term_targets(config: CspladeConfig, cache_dir: Path, tokenizer: Any, texts: 
             indices.append(i)
             values.append(v)
         indices_t, values_t = torch.cat(indices), torch.cat(values)
-        values_t, common = damp_common(indices_t, values_t, config.common_share)
+        values_t, common = damp_common(indices_t, values_t, common_share)
         log.warning("term targets damp %d common terms: %s", len(common), " ".join(
             f"{tokenizer.convert_ids_to_tokens(t)}x{f:.2f}" for t, f in sorted(common.items(), key=lambda x: x[1])))
         return indices_t, values_t
 
-    key = _texts_key(texts, max_length, size, config.ground_top_k, config.common_share)
+    key = _texts_key(texts, max_length, size, config.ground_top_k, common_share)
     return tuple(_cached(Path(config.output) / f"terms-{key}.pt", compute))
 
 
@@ -457,8 +457,10 @@ def run_contrastive(config: CspladeConfig, cache_dir: Path, progress: Progress =
     module = CSpladeModule(model, variant=config.variant)
     size = int(module._head().weight.shape[0])
     if config.ground_weight:
-        q_terms = term_targets(config, cache_dir, tokenizer, queries, config.query_max_length, size)
-        d_terms = term_targets(config, cache_dir, tokenizer, passages, config.passage_max_length, size)
+        q_terms = term_targets(config, cache_dir, tokenizer, queries, config.query_max_length, size,
+                               config.query_common_share or config.common_share)
+        d_terms = term_targets(config, cache_dir, tokenizer, passages, config.passage_max_length, size,
+                               config.common_share)
     shares = token_shares(tokenizer, passages, size).to(config.device) if config.lambda_df else None
     dev_pages = english_pages(cache_dir, "dev")
     function = function_entries(tokenizer, size)

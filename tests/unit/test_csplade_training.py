@@ -45,7 +45,7 @@ def test_random_negatives_put_the_positive_first_and_never_repeat_it() -> None:
                                   "csplade-causal-raw", "csplade-echo-t1", "csplade-echo-t1-raw", "csplade-echo-terms",
                                   "csplade-bi-terms", "csplade-causal-terms", "csplade-echo-terms-df",
                                   "csplade-echo-terms-long", "csplade-bi-terms-long", "csplade-causal-terms-long",
-                                  "csplade-causal-terms-600"])
+                                  "csplade-causal-terms-600", "csplade-echo-terms-long-qdamp"])
 def test_committed_configs_parse(name: str) -> None:
     kind = CspladeAdaptConfig if name == "csplade-adapt" else CspladeConfig
     config = load_config(ROOT / "configs" / "train" / f"{name}.toml", kind)
@@ -160,3 +160,23 @@ def test_known_item_measure_names_the_function_words_it_counts(tiny_base: None) 
     assert "function_terms" not in training.known_item_measure(module, tok, pages, config,
                                                                torch.zeros(size, dtype=torch.bool))
     assert everything["ndcg10"] == nothing["ndcg10"]  # naming words changes no score
+
+
+def test_query_targets_take_their_own_common_share(tmp_path: Path, tiny_base: None,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    shares: list[float] = []
+    real = training.term_targets
+
+    def spy(*args: object) -> object:
+        shares.append(args[-1])  # type: ignore[arg-type]
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(training, "term_targets", spy)
+    config = dict(variant="echo", steps=1, batch_size=2, group_size=2, negatives="random", query_max_length=8,
+                  passage_max_length=16, query_top_k=4, document_top_k=8, ground_weight=1.0, common_share=0.3)
+    training.run_contrastive(CspladeConfig(output=tmp_path / "own", query_common_share=0.05, **config), tmp_path)
+    training.run_contrastive(CspladeConfig(output=tmp_path / "shared", **config), tmp_path)
+    assert shares == [0.05, 0.3, 0.3, 0.3]  # queries, then passages; unset: the passages' share
+    own = sorted((tmp_path / "own").glob("terms-*.pt"))
+    shared = sorted((tmp_path / "shared").glob("terms-*.pt"))
+    assert len(own) == len(shared) == 2 and {p.name for p in own} != {p.name for p in shared}  # cached apart
