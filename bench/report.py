@@ -1216,6 +1216,7 @@ SECTIONS: dict[str, Callable[..., str]] = {
     "csplade-projection": csplade_projection_section, "csplade-eval": csplade_eval_section,
     "csplade-summary": csplade_summary_section, "csplade-variants": csplade_variants_section,
     "quantisation": quantisation_section,
+    "quantisation-csplade-mini-1": lambda: quantisation_section("quantisation-csplade-mini-1"),
     "gates": gates_section, "dense-view": dense_view_section, "fusion-choice": fusion_choice_section,
     "dense-summary": dense_summary_section, "dense-cost": dense_cost_section,
     "passages-choice": passages_choice_section, "passages-summary": passages_summary_section,
