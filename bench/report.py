@@ -834,25 +834,25 @@ def csplade_eval_section() -> str:
              "|---|---:|---:|---:|---:|---:|"]
     systems = {s["name"].split("[")[0]: s for s in report["systems"]}
     steps = csplade_eval_steps()
-    for key in [k for k in CSPLADE_SYSTEMS if k in systems] + [k for k in systems if k not in CSPLADE_SYSTEMS]:
-        system = systems[key]
+
+    def cells_of(label: str, system: dict[str, Any]) -> list[str]:
         overall, stats = system["metrics"]["overall"], system.get("stats", {})
         doc_terms = stats.get("avg_document_terms", {}).get("pivot")
-        cells = [CSPLADE_SYSTEMS.get(key, key).format(**steps),
-                 *(f"{overall[m]:.3f}" for m in ("ndcg@10", "mrr@10", "recall@100")),
-                 "-" if doc_terms is None else f"{doc_terms:.1f}",
-                 "-" if stats.get("avg_query_terms") is None else f"{stats['avg_query_terms']:.1f}"]
+        return [label, *(f"{overall[m]:.3f}" for m in ("ndcg@10", "mrr@10", "recall@100")),
+                "-" if doc_terms is None else f"{doc_terms:.1f}",
+                "-" if stats.get("avg_query_terms") is None else f"{stats['avg_query_terms']:.1f}"]
+
+    for key in [k for k in CSPLADE_SYSTEMS if k in systems] + [k for k in systems if k not in CSPLADE_SYSTEMS]:
+        cells = cells_of(CSPLADE_SYSTEMS.get(key, key).format(**steps), systems[key])
         if key == f"sparse:csplade-{variant}":
             cells = [f"**{c}**" for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
     earlier = load_report(f"eval/{CSPLADE_V2_EVAL_RUN}")
     v2 = next(s for s in earlier["systems"] if s["name"].startswith("sparse:csplade-echo"))
-    v2_stats = v2["stats"]
     trained = json.loads((MODELS / "csplade_mini" / "2" / "manifest.json").read_text("utf-8"))["training"]["csplade"]
     lr = f"{trained['lr']:.0e}".replace("e-0", "e-")
-    lines.append(f"| csplade-mini@2 (CSPLADE-Echo, {trained['steps']} steps at lr {lr}; its run's report) | "
-                 + " | ".join(f"{v2['metrics']['overall'][m]:.3f}" for m in ("ndcg@10", "mrr@10", "recall@100"))
-                 + f" | {v2_stats['avg_document_terms']['pivot']:.1f} | {v2_stats['avg_query_terms']:.1f} |")
+    label = f"csplade-mini@2 (CSPLADE-Echo, {trained['steps']} steps at lr {lr}; its run's report)"
+    lines.append("| " + " | ".join(cells_of(label, v2)) + " |")
     first = json.loads((ROOT / "milco_os" / "models" / "csplade_mini" / "1" / "manifest.json").read_text("utf-8"))
     v1 = first["evaluation"][CSPLADE_EVAL]
     lines.append("| csplade-mini@1 (CSPLADE-Echo, the first recipe; its recorded run) | "
