@@ -212,8 +212,9 @@ def load_milco_dir(
 
     BERT backbones and heads with ``model.safetensors`` (milco-mini) take the fast path: the plain-torch
     modules of :mod:`milco_os.models.bert` built on the meta device, the weights memory-mapped, tokenizers
-    without transformers (:mod:`milco_os.models.tokenizer`); the outputs are bit-identical to the
-    transformers path, which every other checkpoint takes.
+    without transformers (:mod:`milco_os.models.tokenizer`); the outputs match the transformers path, which every
+    other checkpoint takes, to float32 rounding: the modules compute op for op alike, but mapped weights sit at
+    unaligned addresses, where some CPUs' matrix-vector kernels round the last bit differently.
 
     ``source``: the directory, or it read (:class:`~milco_os.models.layouts.ModelDir`); ``layout``: its
     :func:`~milco_os.models.layouts.milco_layout`, where the caller has it already.

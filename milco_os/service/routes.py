@@ -29,6 +29,7 @@ from milco_os.service.schemas import (
     ERROR_MEANINGS,
     MAX_DOCUMENTS,
     RETRY_AFTER,
+    AsciiJSONResponse,
     DeleteRequest,
     DeleteResponse,
     EncodeRequest,
@@ -124,7 +125,10 @@ async def get_recent(request: Request) -> RecentEncodings:
     return request.app.state.recent_encodings
 
 
-@router.post("/v1/neural-sparse", response_model=NeuralSparseResponse, responses=errors(400, 401, 409, 413, 422))
+@router.post(
+    "/v1/neural-sparse", response_model=NeuralSparseResponse, response_class=AsciiJSONResponse,
+    responses=errors(400, 401, 409, 413, 422),
+)
 def neural_sparse(
     req: NeuralSparseRequest, encoder: Encoder, recent: Annotated[RecentEncodings, Depends(get_recent)],
     request: Request,

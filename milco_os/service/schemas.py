@@ -6,6 +6,7 @@ shape; the routes (:mod:`milco_os.service.routes`) only translate these bodies t
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import HTTPException
@@ -251,6 +252,15 @@ DOCUMENTS_BODY = {
         },
     }
 }
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character written as a ``\\u`` escape. ml-commons' HTTP client decodes each chunk
+    of a connector's response as UTF-8 on its own, so a term such as ``▁forme`` (3 bytes for ``▁``) that straddles
+    two chunks came back as ``\ufffd\ufffd\ufffdforme``; ASCII has no character to split."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 def error_response(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -179,6 +179,16 @@ def test_route_answers_one_map_per_text_in_the_shape_neural_search_reads(http: T
     assert bad.status_code == 422
 
 
+def test_route_answers_in_ascii_so_a_split_chunk_cannot_break_a_character(http: TestClient) -> None:
+    # ml-commons decodes each chunk of the body as UTF-8 on its own: a 3-byte "▁" split across two came back as
+    # three replacement characters.
+    resp = http.post(ROUTE, json={"texts": ["Größe ▁forme ça"], "kind": "document", "view": "echo"})
+    assert resp.status_code == 200, resp.text
+    assert resp.content.isascii()
+    terms = set(resp.json()["response"][0])
+    assert any("▁" in t for t in terms) and any(not t.isascii() for t in terms - {"▁"}), terms
+
+
 def test_route_refuses_another_model_a_bad_view_or_pruning(http: TestClient) -> None:
     other = http.post(ROUTE, json={"texts": ["x"], "kind": "query", "view": "pivot", "model_fingerprint": "sha256:x"})
     assert other.status_code == 409 and "sha256:x" in other.json()["detail"]
