@@ -166,6 +166,8 @@ class CspladeConfig(_CspladeConfig):
     lambda_df: float = Field(0.0, ge=0, description="document-frequency-aware sparsity: each kept term's "
                                                     "weight times its share of training pages, summed per "
                                                     "text, averaged over queries and passages")
+    lambda_df_q: float = Field(0.0, ge=0, description="the same penalty on queries alone (documents keep their "
+                                                      "frequent terms, which a query may still match)")
     eval_every: int = Field(0, ge=0, description="dev nDCG@10 (libreoffice-en dev, in memory) and the share of "
                                                  "dev queries without a function word in their top 5, every N "
                                                  "steps and at the end (0: at the end only)")

@@ -461,7 +461,8 @@ def run_contrastive(config: CspladeConfig, cache_dir: Path, progress: Progress =
                                config.query_common_share or config.common_share)
         d_terms = term_targets(config, cache_dir, tokenizer, passages, config.passage_max_length, size,
                                config.common_share)
-    shares = token_shares(tokenizer, passages, size).to(config.device) if config.lambda_df else None
+    penalise_df = config.lambda_df or config.lambda_df_q
+    shares = token_shares(tokenizer, passages, size).to(config.device) if penalise_df else None
     dev_pages = english_pages(cache_dir, "dev")
     function = function_entries(tokenizer, size)
     optimizer, schedule = optimizer_and_schedule(model, config.lr, config.steps, config.warmup_ratio)
@@ -510,9 +511,10 @@ def run_contrastive(config: CspladeConfig, cache_dir: Path, progress: Progress =
                 loss = loss + config.ground_weight * ground
                 extra["ground"] = ground.item()
             if shares is not None:
-                frequent = ((q * shares).sum(1).mean() + (d * shares).sum(1).mean()) / 2
-                loss = loss + ramp * config.lambda_df * frequent
-                extra["df"] = frequent.item()
+                frequent_q, frequent_d = (q * shares).sum(1).mean(), (d * shares).sum(1).mean()
+                frequent = (frequent_q + frequent_d) / 2
+                loss = loss + ramp * (config.lambda_df * frequent + config.lambda_df_q * frequent_q)
+                extra |= {"df": frequent.item(), "df_q": frequent_q.item()}
             update(optimizer, schedule, loss)
             steps.add(step, loss=loss.item(), rank_loss=rank_loss.item(), flops_q=reg_q.item(), flops_d=reg_d.item(),
                       q_terms=alive(q_all), d_terms=alive(d_all), q_kept=alive(q), d_kept=alive(d),

@@ -107,7 +107,7 @@ def test_adaptation_then_contrastive_writes_a_delta_and_resumes_exactly(tmp_path
         config = CspladeConfig(output=output, init=tmp_path / "adapt", variant="bi", steps=4, batch_size=2,
                                group_size=2, negatives="random", lr=1e-2, checkpoint_every=1,
                                query_max_length=8, passage_max_length=16, query_top_k=4, document_top_k=8,
-                               ground_weight=1.0, lambda_df=0.1, eval_every=2)
+                               ground_weight=1.0, lambda_df=0.1, lambda_df_q=0.1, eval_every=2)
         done = [0]
 
         def progress(_n: int = 1) -> None:
@@ -127,7 +127,7 @@ def test_adaptation_then_contrastive_writes_a_delta_and_resumes_exactly(tmp_path
     assert '"variant": "bi"' in manifest and '"csplade-adapt"' in manifest
     records = [json.loads(line) for line in (whole / "train.log.jsonl").read_text().splitlines()]
     trained_steps = [r for r in records if "loss" in r]
-    assert all(r["ground"] > 0 and r["df"] > 0 for r in trained_steps)  # both extra losses took part
+    assert all(r["ground"] > 0 and r["df"] > 0 and r["df_q"] > 0 for r in trained_steps)  # the extra losses took part
     dev = [r for r in records if "dev" in r]
     assert [r["step"] for r in dev] == [2, 4]  # every eval_every steps and at the end
     assert all(0 <= r["dev"]["ndcg10"] <= 1 and 0 <= r["dev"]["function_free"] <= 1 and r["dev"]["q_terms"] <= 4
