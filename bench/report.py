@@ -464,7 +464,7 @@ def eval_runs_read() -> set[str]:
     dense = {f"dense-{base}-{split}" for base in DENSE_SETS for split in ("dev", "test")} | set(DENSE_WHOLE_RUNS)
     passages = {run for runs in PASSAGE_RUNS.values() for run in runs}
     return (summary | set(ALPHA_RUNS) | set(MODEL_SUMMARY_RUNS) | dense | passages | set(SEISMIC_EVAL_RUNS)
-            | {CSPLADE_EVAL_RUN, CSPLADE_V2_EVAL_RUN})
+            | {CSPLADE_EVAL_RUN} | {p.stem for p in csplade_earlier_eval_reports()})
 
 
 def _run_name(base: str, split: str) -> str:
@@ -676,16 +676,16 @@ CSPLADE_RUNS = {"adapted-causal-T1-flops1": "", "adapted-echo-T1-flops1": "",
 CSPLADE_EVAL = "libreoffice-en-test (OpenSearch, scripts/csplade-eval.sh)"
 #: ``reports/eval/<this>.json``: the report scripts/csplade-eval.sh keeps.
 CSPLADE_EVAL_RUN = "csplade-libreoffice-en-test"
-#: Version 2's report of the same script, kept under this name when version 3's replaced it.
-CSPLADE_V2_EVAL_RUN = "csplade-mini-2-libreoffice-en-test"
-#: The runs that report evaluates: ``configs/train/csplade-<variant><this>.toml`` (scripts/csplade-eval.sh's
-#: CSPLADE_SUFFIX), whose ``steps`` the labels below give.
-CSPLADE_EVAL_SUFFIX = "-terms-long"
+#: The runs that report evaluates: ``configs/train/csplade-<variant><suffix>.toml`` (scripts/csplade-eval.sh's
+#: CSPLADE_RUNS), whose ``steps`` the labels below give.
+CSPLADE_EVAL_RUNS = {"echo": "-terms-long-dfq", "bi": "-terms-long", "causal": "-terms-long"}
+#: The variant comparison at one recipe: the runs ``configs/train/csplade-<variant><this>.toml``.
+CSPLADE_VARIANTS_SUFFIX = "-terms-long"
 CSPLADE_SYSTEMS = {"bm25": "BM25 (English analyzer)", "sparse:splade-tiny": "splade-tiny (English SPLADE, 2 layers)",
                    "sparse:milco-mini": "milco-mini, pivot view only (α = 1)",
-                   "sparse:csplade-echo": "csplade-mini = CSPLADE-Echo ({echo} steps)",
-                   "sparse:csplade-bi": "CSPLADE-Bi ({bi} steps)",
-                   "sparse:csplade-causal": "CSPLADE (causal, {causal} steps)"}
+                   "sparse:csplade-echo": "csplade-mini = CSPLADE-Echo ({echo} steps, DF penalty on queries)",
+                   "sparse:csplade-bi": "CSPLADE-Bi ({bi} steps, no DF penalty)",
+                   "sparse:csplade-causal": "CSPLADE (causal, {causal} steps, no DF penalty)"}
 _BENCH_MODULES: dict[str, Any] = {}
 
 
@@ -707,12 +707,24 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def csplade_eval_steps() -> dict[str, int]:
-    """Each variant's training steps in the evaluated runs (their configs, see ``CSPLADE_EVAL_SUFFIX``)."""
+def csplade_earlier_eval_reports() -> list[Path]:
+    """Earlier versions' reports of scripts/csplade-eval.sh, newest first: each kept as
+    ``reports/eval/csplade-mini-<version>-libreoffice-en-test.json`` when the next version's replaced it."""
+    found = (ROOT / "reports" / "eval").glob("csplade-mini-*-libreoffice-en-test.json")
+    return sorted(found, key=lambda p: int(p.name.split("-")[2]), reverse=True)
+
+
+def csplade_steps(suffixes: dict[str, str]) -> dict[str, int]:
+    """Each variant's training steps in the runs ``csplade-<variant><suffix>`` (their configs)."""
     import tomllib
 
-    return {v: tomllib.loads((ROOT / "configs" / "train" / f"csplade-{v}{CSPLADE_EVAL_SUFFIX}.toml").read_text(
-        encoding="utf-8"))["steps"] for v in ("echo", "bi", "causal")}
+    return {v: tomllib.loads((ROOT / "configs" / "train" / f"csplade-{v}{suffix}.toml").read_text(
+        encoding="utf-8"))["steps"] for v, suffix in suffixes.items()}
+
+
+def csplade_eval_steps() -> dict[str, int]:
+    """Each variant's training steps in the evaluated runs (``CSPLADE_EVAL_RUNS``)."""
+    return csplade_steps(CSPLADE_EVAL_RUNS)
 
 
 def csplade_runs_section() -> str:
@@ -754,13 +766,13 @@ def csplade_dev_section() -> str:
 
 
 def csplade_variants_section() -> str:
-    """docs/csplade.md: the three variants of the evaluated recipe (``CSPLADE_EVAL_SUFFIX``) at the same step, the
-    last dev step of the shorter runs, from their logs in ``docs/csplade/runs/``: dev nDCG@10, function-free share
-    and the seconds the run took to get there (echo reads every text twice)."""
+    """docs/csplade.md: the three variants of one recipe (``CSPLADE_VARIANTS_SUFFIX``) at the same step, the last
+    dev step of the shorter runs, from their logs in ``docs/csplade/runs/``: dev nDCG@10, function-free share and
+    the seconds the run took to get there (echo reads every text twice)."""
     runs = bench_module("csplade_runs")
-    steps = csplade_eval_steps()
+    steps = csplade_steps(dict.fromkeys(("echo", "bi", "causal"), CSPLADE_VARIANTS_SUFFIX))
     runs_dir = ROOT / "docs" / "csplade" / "runs"
-    logs = {v: runs_dir / f"adapted-{v}-T5-topk{CSPLADE_EVAL_SUFFIX}.log.jsonl" for v in steps}
+    logs = {v: runs_dir / f"adapted-{v}-T5-topk{CSPLADE_VARIANTS_SUFFIX}.log.jsonl" for v in steps}
     at = min(steps.values())
     lines = [f"| variant (dev, step {at}) | nDCG@10 | queries without a function word in their top 5 | "
              f"seconds for {at} steps | steps in echo's time |", "|---|---:|---:|---:|---:|"]
@@ -785,7 +797,8 @@ def csplade_summary_section() -> str:
     return (f"csplade-mini@{version} reaches nDCG@10 {ndcg['sparse:csplade-echo']:.2f} on English known-item search "
             f"over held-out help pages ({report['counts']['judged_queries']} queries), against "
             f"{ndcg['bm25']:.2f} for BM25 and {ndcg['sparse:splade-tiny']:.2f} for splade-tiny; the bi and causal "
-            f"variants, trained with the same recipe for {steps['bi']} steps instead of {steps['echo']}: "
+            f"variants, trained for {steps['bi']} steps instead of {steps['echo']} and without its penalty on "
+            "frequent query terms: "
             f"{ndcg['sparse:csplade-bi']:.2f} and {ndcg['sparse:csplade-causal']:.2f}.")
 
 
@@ -793,14 +806,14 @@ def csplade_summary_section() -> str:
 CSPLADE_TARGETS = {"ndcg10": 0.55, "function_free": 0.90}
 
 
-def csplade_projection_section() -> str:
-    """docs/csplade.md: the shipped csplade-mini's dev curve (its ``contrastive.log.jsonl``) fitted as
-    ``value = a + b · log2(step)`` by least squares, and the steps (and CPU hours at the run's own pace) where
-    the fit reaches each target of issue 34 (an extrapolation, stated as one), or the first dev step that
-    reached it."""
+def csplade_projection_section(version: str = "") -> str:
+    """docs/csplade.md: a shipped csplade-mini's dev curve (``csplade-projection@<version>``; the newest without
+    one; its ``contrastive.log.jsonl``) fitted as ``value = a + b · log2(step)`` by least squares, and the steps
+    (and CPU hours at the run's own pace) where the fit reaches each target of issue 34 (an extrapolation,
+    stated as one), or the first dev step that reached it."""
     import math
 
-    delta = newest_delta("csplade_mini")
+    delta = MODELS / "csplade_mini" / version if version else newest_delta("csplade_mini")
     records = _jsonl(delta / "contrastive.log.jsonl")
     dev = bench_module("csplade_runs").read_dev(delta / "contrastive.log.jsonl")
     trained = [r for r in records if "elapsed_s" in r]
@@ -847,12 +860,15 @@ def csplade_eval_section() -> str:
         if key == f"sparse:csplade-{variant}":
             cells = [f"**{c}**" for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
-    earlier = load_report(f"eval/{CSPLADE_V2_EVAL_RUN}")
-    v2 = next(s for s in earlier["systems"] if s["name"].startswith("sparse:csplade-echo"))
-    trained = json.loads((MODELS / "csplade_mini" / "2" / "manifest.json").read_text("utf-8"))["training"]["csplade"]
-    lr = f"{trained['lr']:.0e}".replace("e-0", "e-")
-    label = f"csplade-mini@2 (CSPLADE-Echo, {trained['steps']} steps at lr {lr}; its run's report)"
-    lines.append("| " + " | ".join(cells_of(label, v2)) + " |")
+    for path in csplade_earlier_eval_reports():
+        version = path.name.split("-")[2]
+        earlier = load_report(f"eval/{path.stem}")
+        echo = next(s for s in earlier["systems"] if s["name"].startswith("sparse:csplade-echo"))
+        trained = json.loads((MODELS / "csplade_mini" / version / "manifest.json").read_text("utf-8"))
+        recipe = trained["training"]["csplade"]
+        lr = f"{recipe['lr']:.0e}".replace("e-0", "e-")
+        label = f"csplade-mini@{version} (CSPLADE-Echo, {recipe['steps']} steps at lr {lr}; its run's report)"
+        lines.append("| " + " | ".join(cells_of(label, echo)) + " |")
     first = json.loads((ROOT / "milco_os" / "models" / "csplade_mini" / "1" / "manifest.json").read_text("utf-8"))
     v1 = first["evaluation"][CSPLADE_EVAL]
     lines.append("| csplade-mini@1 (CSPLADE-Echo, the first recipe; its recorded run) | "

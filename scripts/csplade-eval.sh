@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The CSPLADE evaluation of docs/csplade.md: csplade-mini's three variants against BM25, splade-tiny and
 # milco-mini's pivot view, on the English known-item set (libreoffice-en, test split), through OpenSearch.
-# Needs the trained deltas results/train/csplade-<variant><CSPLADE_SUFFIX> (milco-os train csplade
-# configs/train/csplade-<variant>-terms-long.toml; CSPLADE_SUFFIX defaults to -terms-long, the runs whose
-# configs' steps bench/report.py prints): each is assembled into the cache and linked as
-# results/models/csplade-<variant> so the report names the variant. The report is kept as
+# Needs the trained deltas results/train/csplade-<variant><suffix> (milco-os train csplade
+# configs/train/csplade-<variant><suffix>.toml), one suffix per variant in CSPLADE_RUNS (variant:suffix, the runs
+# whose configs' steps bench/report.py prints; its CSPLADE_EVAL_RUNS names the same): each is assembled into the
+# cache and linked as results/models/csplade-<variant> so the report names the variant. The report is kept as
 # reports/eval/csplade-libreoffice-en-test.json (bench/report.py reads it), its chart as docs/eval-en-test.png.
 # Starts its own node on EVAL_PORT and stops it on exit. About 15 minutes on 2 cores.
 set -euo pipefail
@@ -12,13 +12,13 @@ cd "$(dirname "$0")/.."
 BIN=.venv/bin
 PORT=${EVAL_PORT:-9270}
 OUT=${EVAL_OUT:-results/eval/csplade-libreoffice-en-test}
-VARIANTS=${CSPLADE_VARIANTS:-causal echo bi}
-SUFFIX=${CSPLADE_SUFFIX--terms-long}
+RUNS=${CSPLADE_RUNS:-causal:-terms-long echo:-terms-long-dfq bi:-terms-long}
 
 mkdir -p results/models
 models=()
-for v in $VARIANTS; do
-  built=$($BIN/milco-os models build csplade-mini --delta "results/train/csplade-$v$SUFFIX")
+for run in $RUNS; do
+  v=${run%%:*}
+  built=$($BIN/milco-os models build csplade-mini --delta "results/train/csplade-$v${run#*:}")
   ln -sfn "${built#csplade-mini: }" "results/models/csplade-$v"
   models+=(--model "results/models/csplade-$v")
 done

@@ -69,3 +69,12 @@ def test_onnx_int8_is_refused_with_its_reason(cache_dir) -> None:  # noqa: ANN00
         assert "int8 is refused for csplade models" in result.stderr and "fp16" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     assert not (cache_dir / "never").exists()
+
+
+def test_a_question_leads_with_its_content_words(csplade_mini) -> None:  # noqa: ANN001
+    """Issue 34's example: version 1 answered it with `is, does, happens, causes, are` and no `heart`."""
+    from milco_os.evaluation.function_words import is_function_term
+
+    top5 = list(csplade_mini.encode_queries(["what causes heart attacks"])[0].pivot.readable_terms())[:5]
+    assert not any(is_function_term(t) for t in top5), top5
+    assert "heart" in {t.lower() for t in top5}, top5
