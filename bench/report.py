@@ -464,7 +464,7 @@ def eval_runs_read() -> set[str]:
     dense = {f"dense-{base}-{split}" for base in DENSE_SETS for split in ("dev", "test")} | set(DENSE_WHOLE_RUNS)
     passages = {run for runs in PASSAGE_RUNS.values() for run in runs}
     return (summary | set(ALPHA_RUNS) | set(MODEL_SUMMARY_RUNS) | dense | passages | set(SEISMIC_EVAL_RUNS)
-            | {CSPLADE_EVAL_RUN} | {p.stem for p in csplade_earlier_eval_reports()})
+            | {CSPLADE_EVAL_RUN} | {p.stem for _, p in csplade_earlier_eval_reports()})
 
 
 def _run_name(base: str, split: str) -> str:
@@ -707,11 +707,12 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def csplade_earlier_eval_reports() -> list[Path]:
-    """Earlier versions' reports of scripts/csplade-eval.sh, newest first: each kept as
+def csplade_earlier_eval_reports() -> list[tuple[str, Path]]:
+    """(version, report) of earlier versions' runs of scripts/csplade-eval.sh, newest first: each kept as
     ``reports/eval/csplade-mini-<version>-libreoffice-en-test.json`` when the next version's replaced it."""
-    found = (ROOT / "reports" / "eval").glob("csplade-mini-*-libreoffice-en-test.json")
-    return sorted(found, key=lambda p: int(p.name.split("-")[2]), reverse=True)
+    reports = (ROOT / "reports" / "eval").glob("csplade-mini-*-libreoffice-en-test.json")
+    found = {p.name.split("-")[2]: p for p in reports}
+    return sorted(found.items(), key=lambda item: int(item[0]), reverse=True)
 
 
 def csplade_steps(suffixes: dict[str, str]) -> dict[str, int]:
@@ -860,8 +861,7 @@ def csplade_eval_section() -> str:
         if key == f"sparse:csplade-{variant}":
             cells = [f"**{c}**" for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
-    for path in csplade_earlier_eval_reports():
-        version = path.name.split("-")[2]
+    for version, path in csplade_earlier_eval_reports():
         earlier = load_report(f"eval/{path.stem}")
         echo = next(s for s in earlier["systems"] if s["name"].startswith("sparse:csplade-echo"))
         trained = json.loads((MODELS / "csplade_mini" / version / "manifest.json").read_text("utf-8"))

@@ -413,7 +413,7 @@ def known_item_measure(module: CSpladeModule, tokenizer: Any, pages: Sequence[tu
     from collections import Counter
 
     from milco_os.training.gates import ndcg_at_10
-    from milco_os.types import Vocab
+    from milco_os.types import pad_vocab, vocab_from_tokenizer
 
     titles = [title for _, title, _ in pages]
     queries = encode_pooled(module, tokenizer, titles, config.query_max_length, config.query_top_k, config.device)
@@ -425,7 +425,7 @@ def known_item_measure(module: CSpladeModule, tokenizer: Any, pages: Sequence[tu
                               "function_free": round(float((~hits.any(1)).float().mean()), 4),
                               "q_terms": round(alive(queries), 1), "d_terms": round(alive(docs), 1)}
     if name_terms:
-        vocab = Vocab("lm", tuple(t or "" for t in tokenizer.convert_ids_to_tokens(list(range(len(function))))))
+        vocab = pad_vocab(vocab_from_tokenizer(tokenizer, "lm"), len(function))
         counts = Counter(vocab.readable(vocab.tokens[t]) for t in top5[hits].tolist())
         result["function_terms"] = dict(counts.most_common(name_terms))
     return result
