@@ -1222,6 +1222,49 @@ def seismic_section(source: str = "seismic") -> str:
     return out
 
 
+MILCO_DEV_SETS = ("titles-clir", "keywords-clir", "titles-mlir", "keywords-mlir")
+
+
+def milco_dev_report(source: str = "") -> dict[str, Any]:
+    """``reports/milco/<source>.json`` (bench/milco_dev.py), by default the newest milco-mini's dev report."""
+    name = source or f"milco-mini-{newest_delta('milco_mini').name}-dev"
+    return json.loads((ROOT / "reports" / "milco" / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def milco_dev_section(source: str = "") -> str:
+    """docs/models.md: milco-mini on the four dev sets in memory, and the studied changes that need no training."""
+    r = milco_dev_report(source)
+
+    def row(label: str, result: dict[str, Any]) -> list[Any]:
+        s = result["summary"]
+        return [label, *(f"{result['sets'][n]['0.5']['ndcg@10']:.3f}" for n in MILCO_DEV_SETS),
+                f"{s['ndcg@10 a=0.5']:.3f}", f"{s['ndcg@10 a=1.0']:.3f}", f"{s['postings_per_query']:,.0f}",
+                f"`{result['always_on_term']}` {100 * result['always_on']:.0f}%",
+                f"{s['other_language']:.3f} / {s['other_language_blind']:.3f}"]
+
+    headers = ["variant", *(f"{n} α 0.5" for n in MILCO_DEV_SETS), "mean α 0.5", "mean α 1",
+               "postings / query", "always-on (English pages, top 20)", "MLIR hits in another language / blind"]
+    rows = [row(f"{r['model']} as shipped", r)] + [row(st["variant"], st) for st in r.get("studies", [])]
+    return (f"nDCG@10 on {r['split']}, {r['queries_per_set']:,} queries per set, documents cut to their top "
+            f"{r['doc_top_k']} terms per view, exact scores in memory (`bench/milco_dev.py`); postings / query: "
+            "the pivot postings a query's terms point at in its set's 2,560 pages.\n\n" + md_table(headers, rows))
+
+
+def milco_echo_languages_section(source: str = "") -> str:
+    """docs/models.md: what the echo view adds for each query language (nDCG@10 at α 0.5 minus α 1), on dev."""
+    r = milco_dev_report(source)
+    langs = sorted({lang for n in MILCO_DEV_SETS for lang in r["sets"][n]["0.5"]["per_language"]})
+
+    def gain(name: str, lang: str) -> str:
+        by = r["sets"][name]
+        if lang not in by["0.5"]["per_language"]:
+            return "-"
+        return f"{by['0.5']['per_language'][lang] - by['1.0']['per_language'][lang]:+.3f}"
+
+    rows = [[lang, *(gain(n, lang) for n in MILCO_DEV_SETS)] for lang in langs]
+    return md_table(["query language", *MILCO_DEV_SETS], rows)
+
+
 SECTIONS: dict[str, Callable[..., str]] = {
     "machine": machine_section, "encode": encode_section, "latency": latency_section,
     "index_size": index_size_section, "throughput": throughput_section, "quality": quality_section,
@@ -1240,6 +1283,7 @@ SECTIONS: dict[str, Callable[..., str]] = {
     "seismic": seismic_section, "seismic-eval": seismic_eval_section,
     "activation-outliers": activation_outliers_section,
     "seismic-targets": lambda: _targets((("seismic",), seismic_targets)),
+    "milco-dev": milco_dev_section, "milco-echo-languages": milco_echo_languages_section,
 }
 
 
