@@ -51,6 +51,10 @@ def ingest(
                                                                       "longer ones fail (split them).")] = 200_000,
     runtime: RuntimeOpt = "torch",
     quantize: QuantizeOpt = None,
+    refresh: Annotated[bool, typer.Option("--refresh/--no-refresh",
+                                          help="Refresh the index at the end, so the documents are searchable "
+                                               "when the command returns (--no-refresh: at the index's next "
+                                               "refresh).")] = True,
     settings: Any = None,
     ray_options: Any = None,
 ) -> None:
@@ -79,7 +83,7 @@ def ingest(
                         max_retries=max_retries)
     with ProgressBar("ingest") as bar:
         result = ingest_file(client, index, encoder, path, resume=resume, dead_letter=dead_letter, config=config,
-                             max_chars=max_chars, progress=bar, ray=ray)
+                             max_chars=max_chars, progress=bar, ray=ray, refresh=refresh)
     report = result.report
     superseded = f", superseded {report.superseded}" if report.superseded else ""
     out.print(f"indexed {report.indexed}, failed {report.failed}{superseded}, retried {report.retried}, "

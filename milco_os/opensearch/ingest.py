@@ -482,8 +482,10 @@ def ingest_file(
     max_chars: int = MAX_DOCUMENT_CHARS,
     progress: JobProgress | None = None,
     ray: PoolRequest | None = None,
+    refresh: bool = False,
 ) -> FileIngestReport:
-    """Ingest a JSONL file (``None``: stdin), one document per line.
+    """Ingest a JSONL file (``None``: stdin), one document per line; ``refresh``: refresh the index once at the
+    end, so that what was written is searchable when this returns.
 
     From a file the job is resumable: a checkpoint records the last line of every acknowledged batch, an
     outage stops the job (:class:`~milco_os.errors.OpenSearchUnavailable`, its ``checkpoint`` set) and
@@ -507,11 +509,12 @@ def ingest_file(
     with batch_pool(ray, index, config=config or BulkConfig(), max_chars=max_chars) as pool:
         ingester = Ingester(client, index, encoder, config=config, dead_letter=dead, max_chars=max_chars,
                             stop_when_unavailable=path is not None, append_dead_letter=resume, pool=pool)
-        return _ingest_file(ingester, path, resume, dead, progress)
+        return _ingest_file(ingester, path, resume, dead, progress, refresh)
 
 
 def _ingest_file(
-    ingester: Ingester, path: Path | None, resume: bool, dead: Path, progress: JobProgress | None
+    ingester: Ingester, path: Path | None, resume: bool, dead: Path, progress: JobProgress | None,
+    refresh: bool = False,
 ) -> FileIngestReport:
     checkpoint = None
     start = {"line": 0, "done": 0, "failed": 0}
@@ -540,7 +543,7 @@ def _ingest_file(
     if progress is not None:
         progress.start(_count_lines(path) if path is not None else None, start["done"])
     try:
-        report = ingester.run_batches(numbered_batches(), on_batch=acknowledged)
+        report = ingester.run_batches(numbered_batches(), on_batch=acknowledged, refresh=refresh)
     except JobStopped as e:
         e.checkpoint = checkpoint.path if checkpoint else None
         e.dead_letter = dead

@@ -13,7 +13,7 @@ import pytest
 from milco_os.errors import ModelMismatch
 from milco_os.opensearch.bulk import BulkConfig, BulkWriter
 from milco_os.opensearch.indices import create_index
-from milco_os.opensearch.ingest import Ingester, IngestReport, unwrap_dead_letter
+from milco_os.opensearch.ingest import Ingester, IngestReport, ingest_file, unwrap_dead_letter
 from milco_os.specs import IndexSpec
 from tests.conftest import TEST_ENGINES
 from tests.fakes import FakeEncoder
@@ -44,6 +44,19 @@ def test_invalid_documents_go_to_the_dead_letter_file(engine_client, engine_inde
     records = [json.loads(line) for line in dead.read_text().splitlines()]
     assert len(records) == 4 and {"text": 42, "id": "bad-type"} in [r["document"] for r in records]
     assert engine_client.get(index=engine_index, id="ok-extra")["_source"]["lang"] == "de"
+
+
+def test_a_file_ingest_is_searchable_when_it_returns_only_with_refresh(engine_client, engine_index: str,
+                                                                        tmp_path: Path) -> None:
+    encoder = FakeEncoder()
+    create_index(engine_client, engine_index, encoder.info, IndexSpec(replicas=0))
+    engine_client.indices.put_settings(index=engine_index, body={"index": {"refresh_interval": "-1"}})
+    source = tmp_path / "docs.jsonl"
+    source.write_text("".join(json.dumps(d) + "\n" for d in docs(5)))
+    ingest_file(engine_client, engine_index, encoder, source)
+    assert engine_client.count(index=engine_index)["count"] == 0  # written, not yet visible: no refresh
+    ingest_file(engine_client, engine_index, encoder, source, refresh=True)
+    assert engine_client.count(index=engine_index)["count"] == 5
 
 
 def test_writes_are_idempotent_by_id(engine_client, engine_index: str) -> None:
