@@ -240,6 +240,7 @@ class SctData(NamedTuple):
     relevant: list[frozenset[int]]  # every page each query stands for: none of them is its negative
     dropped_as_leaks: int
     english_passages: list[str]  # each passage's page in English, as passages are made (the grounding input)
+    english_titles: list[str]  # the English title of each query's page (the splade teacher's query)
 
 
 def sct_data(config: SctConfig, cache_dir: Path) -> SctData:
@@ -270,7 +271,7 @@ def sct_data(config: SctConfig, cache_dir: Path) -> SctData:
                 english_passages.append(libreoffice.page_text(english, include_title=not config.strip_title)
                                         if english is not None else text)
     held_out = libreoffice.HeldOut.of_pages(pages)
-    queries, positives, leaks = [], [], 0
+    queries, positives, query_paths, leaks = [], [], [], 0
     candidates: list[tuple[str, str]] = []  # (query, page)
     if "titles" in config.query_sources:
         candidates += [(page.title, path) for lang in langs for path, page in sorted(pages[lang].items())
@@ -289,12 +290,15 @@ def sct_data(config: SctConfig, cache_dir: Path) -> SctData:
         if (doc_lang, path) in passage_of:
             queries.append(text)
             positives.append(passage_of[(doc_lang, path)])
+            query_paths.append(path)
     order = rng.sample(range(len(queries)), min(config.max_queries, len(queries)))
     log.warning("SCT: %d queries (of %d, from %s) over %d passages; %d dropped as leaks of %d dev/test titles and "
                 "headings", len(order), len(queries), "+".join(config.query_sources), len(passages), leaks,
                 len(held_out))
+    english_title = {path: page.title for path, page in pages[ENGLISH].items()}
     return SctData([queries[i] for i in order], passages, [positives[i] for i in order], np.array(doc_pages),
-                   [frozenset(relevant[queries[i]]) for i in order], leaks, english_passages)
+                   [frozenset(relevant[queries[i]]) for i in order], leaks, english_passages,
+                   [english_title.get(query_paths[i]) or queries[i] for i in order])
 
 
 def train_keywords(langs: Sequence[str], cache_dir: Path) -> list[tuple[str, str]]:
@@ -335,6 +339,23 @@ def e5_embeddings(cache_dir: Path, queries: Sequence[str], passages: Sequence[st
     d = _cached(out / f"e5-{_texts_key(passages, config.passage_max_length)}.pt",
                 compute(passages, E5_PASSAGE_PREFIX, config.passage_max_length))
     return q.numpy(), d.numpy()
+
+
+def splade_vectors(splade_dir: Path, en_tokenizer: Any, english_titles: Sequence[str],
+                   english_passages: Sequence[str], config: SctConfig) -> tuple[np.ndarray, np.ndarray]:
+    """splade-tiny's vectors [N, V] of each query's English title and each passage's English page (each distinct
+    page encoded once): the English-side teacher, whose dot products mine the negatives and score the groups.
+    Not cached: two layers of width 128 encode the pages in about a minute."""
+    from transformers import AutoModelForMaskedLM
+
+    from milco_os.training.gates import teacher_pivots
+
+    teacher = AutoModelForMaskedLM.from_pretrained(str(splade_dir)).eval()
+    unique = list(dict.fromkeys(english_passages))
+    pages = teacher_pivots(teacher, en_tokenizer, unique, config.passage_max_length).numpy()
+    row = {text: n for n, text in enumerate(unique)}
+    queries = teacher_pivots(teacher, en_tokenizer, english_titles, config.query_max_length).numpy()
+    return queries, pages[[row[t] for t in english_passages]]
 
 
 def grounding_targets(splade_dir: Path, en_tokenizer: Any, english_passages: Sequence[str], vocab: torch.Tensor,
@@ -427,13 +448,16 @@ def run_sct(config: SctConfig, cache_dir: Path, progress: ProgressFactory = _no_
         for p in module.mlm_head.parameters():
             p.requires_grad_(False)
     vocab = active_vocab(module)
-    queries, passages, positives, doc_pages, relevant, dropped_as_leaks, english_passages = sct_data(config, cache_dir)
+    (queries, passages, positives, doc_pages, relevant, dropped_as_leaks, english_passages,
+     english_titles) = sct_data(config, cache_dir)
     k = config.train_top_layers
     q_states = _states(module, tokenizer, queries, config.query_max_length, "queries", progress, k, config.output)
     d_states = _states(module, tokenizer, passages, config.passage_max_length, "passages", progress, k,
                        config.output)
     if config.teacher == "e5":
         q_emb, d_emb = e5_embeddings(cache_dir, queries, passages, config)
+    elif config.teacher == "splade":
+        q_emb, d_emb = splade_vectors(splade_dir, en_tokenizer, english_titles, english_passages, config)
     else:
         q_emb, d_emb = mean_pooled(q_states), mean_pooled(d_states)
     groups, teacher = hard_negative_groups(q_emb, d_emb, positives, config.group_size, doc_pages=doc_pages,

@@ -187,6 +187,9 @@ def test_sap_pairs_and_sct_queries_drop_leaks_and_count_them(monkeypatch: pytest
     for i, page in enumerate(data.doc_pages):
         first = english_rows[[data.doc_pages[r] for r in english_rows].index(page)]
         assert data.english_passages[i] == passages[first]
+    # The splade teacher reads each query's page title in English: a German title's English counterpart.
+    english = dict(zip(queries, data.english_titles, strict=True))
+    assert english["Schriftarten"] == "Fonts" and english["Fonts"] == "Fonts"
 
 
 H1_H2 = """<html><head><title>T</title></head><body><h1 id="hd_1">Page title</h1><p id="p1">Text.</p>

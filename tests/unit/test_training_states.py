@@ -179,6 +179,21 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
         load_config(tmp_path / "broken.toml", SapConfig)
 
 
+MILCO_CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "train").glob("s[ac]*.toml"))
+
+
+@pytest.mark.parametrize("path", MILCO_CONFIGS, ids=lambda p: p.stem)
+def test_every_committed_milco_config_parses(path: Path) -> None:
+    load_config(path, SapConfig if path.stem.startswith("sap") else SctConfig)
+
+
+def test_the_splade_teacher_needs_title_queries(tmp_path: Path) -> None:
+    config = tmp_path / "sct.toml"
+    config.write_text('languages = ["de"]\noutput = "x"\nteacher = "splade"\nquery_sources = ["titles", "keywords"]\n')
+    with pytest.raises(ConfigError, match="teacher splade .* query_sources"):
+        load_config(config, SctConfig)
+
+
 def test_distillation_adds_the_weighted_kl_to_infonce(tmp_path: Path) -> None:
     scores = torch.tensor([[5.0, 1.0, 0.0, 9.0], [0.0, 9.0, 2.0, 1.0]])
     teacher = torch.tensor([[0.9, 0.1], [0.5, 0.5]])
