@@ -1259,7 +1259,7 @@ def milco_echo_languages_section(source: str = "") -> str:
         by = r["sets"][name]
         if lang not in by["0.5"]["per_language"]:
             return "-"
-        return f"{by['0.5']['per_language'][lang] - by['1.0']['per_language'][lang]:+.3f}"
+        return f"{round(by['0.5']['per_language'][lang] - by['1.0']['per_language'][lang], 3) + 0.0:+.3f}"  # no -0.000
 
     rows = [[lang, *(gain(n, lang) for n in MILCO_DEV_SETS)] for lang in langs]
     return md_table(["query language", *MILCO_DEV_SETS], rows)
