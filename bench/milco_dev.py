@@ -249,19 +249,19 @@ def load_data(encoder: Any, cache_dir: Path, split: str, label: str) -> dict[str
     from milco_os.evaluation import runner
 
     data = {}
-    corpora: dict[str, Rows] = {}
+    corpora: dict[tuple[str, ...], Rows] = {}  # the CLIR sets share the English pages, the MLIR sets the mixed ones
     for name, dataset in SETS.items():
         evalset, _ = runner.load_eval_set(dataset, split, None, cache_dir)
         subset, _ = runner.judged_queries(evalset, MAX_QUERIES)
-        texts = [d["text"] for d in subset.corpus]
-        kind = name.split("-")[1]
-        if kind not in corpora:
-            corpora[kind] = Rows.of(encode_cached(encoder, "torch", texts, cache_dir, f"{label}-{kind}")[0])
+        texts = tuple(d["text"] for d in subset.corpus)
+        if texts not in corpora:
+            kind = name.split("-")[1]
+            corpora[texts] = Rows.of(encode_cached(encoder, "torch", texts, cache_dir, f"{label}-{kind}")[0])
         data[name] = EvalData(
             queries=subset.queries, qrels=subset.qrels, doc_ids=[d["id"] for d in subset.corpus],
             doc_langs=[d.get("lang", "en-us") for d in subset.corpus],
             query_rows=Rows.of(encoder.encode_queries([q["text"] for q in subset.queries])),
-            doc_rows=corpora[kind])
+            doc_rows=corpora[texts])
     return data
 
 
