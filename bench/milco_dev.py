@@ -42,7 +42,7 @@ SETS = {"titles-clir": "libreoffice-clir", "keywords-clir": "libreoffice-keyword
 ALPHAS = (0.5, 1.0)
 DOC_TOP_K = 40
 MAX_QUERIES = 1000
-TOP = 20  # the always-on gate's top terms (milco_os.training.gates.always_on)
+TOP = 20  # the always-on gate's top terms (milco_os.training.gates.always_on, which measures it here too)
 #: Training pages that calibrate the term prior: these languages, this many train-split pages of each.
 CALIBRATION_LANGUAGES = ("en-us", "de", "fr", "es", "ja", "zh-cn", "ru", "pt", "it", "nl")
 CALIBRATION_PAGES = 300
@@ -120,16 +120,6 @@ def scores(queries: tuple[list, list], docs: tuple[list, list], alpha: float) ->
     return total
 
 
-def top_share(pivots: list[tuple[np.ndarray, np.ndarray]], top: int = TOP) -> tuple[int, float]:
-    """(term id, share of texts): the term found most often among the texts' ``top`` largest pivot terms."""
-    counts: dict[int, int] = {}
-    for ids, w in pivots:
-        for i in ids[np.argsort(-w, kind="stable")[:top]].tolist():
-            counts[i] = counts.get(i, 0) + 1
-    term = max(counts, key=lambda t: counts[t])
-    return term, counts[term] / max(len(pivots), 1)
-
-
 def cap_delta(logits: np.ndarray, cap: float, top: int = TOP, rounds: int = 30) -> np.ndarray:
     """Per-term logit shifts (>= 0) after which no term is among the ``top`` largest positive entries of more than
     ``cap`` of the rows of ``logits`` ([texts, V]: the positive part of the max-pooled logits). Each round solves
@@ -192,10 +182,14 @@ class EvalData:
     doc_rows: Rows
 
 
-def measure(data: dict[str, EvalData], transform: Transform | None) -> dict[str, Any]:
+def measure(data: dict[str, EvalData], transform: Transform | None, vocab: Any) -> dict[str, Any]:
     """nDCG@10 (overall and per query language) at each α, pivot postings per query, the other-language share of
-    the MLIR hits against a language-blind ranking's, and the always-on term of the English pages."""
+    the MLIR hits against a language-blind ranking's, and the always-on term of the English pages (named in the
+    pivot ``vocab``)."""
+    import torch
+
     from milco_os.evaluation.metrics import evaluate
+    from milco_os.training.gates import always_on
 
     out: dict[str, Any] = {"sets": {}}
     docs_cache: dict[int, tuple[list, list]] = {}
@@ -225,9 +219,12 @@ def measure(data: dict[str, EvalData], transform: Transform | None) -> dict[str,
         out["sets"][name] = result
     english = next(d for name, d in data.items() if name.endswith("clir"))
     pivots = docs_cache[id(english.doc_rows)][0]
-    term, share = top_share(pivots)
+    dense = torch.zeros(len(pivots), len(vocab))
+    for r, (ids, w) in enumerate(pivots):
+        dense[r, torch.from_numpy(ids)] = torch.from_numpy(w).float()
+    term, share = always_on(dense, TOP)
     out["always_on"] = round(share, 4)
-    out["always_on_term"] = term
+    out["always_on_term"] = vocab.tokens[term]
     out["doc_terms"] = round(float(np.mean([len(ids) for ids, _ in pivots])), 1)
     return out
 
@@ -265,7 +262,7 @@ def load_data(encoder: Any, cache_dir: Path, split: str, label: str) -> dict[str
     return data
 
 
-def studies(encoder: Any, cache_dir: Path, data: dict[str, EvalData], label: str, vocab: Any) -> list[dict[str, Any]]:
+def studies(encoder: Any, cache_dir: Path, data: dict[str, EvalData], label: str) -> list[dict[str, Any]]:
     from common import encode_cached, log
 
     calibration = Rows.of(encode_cached(encoder, "torch", calibration_texts(cache_dir), cache_dir,
@@ -276,8 +273,7 @@ def studies(encoder: Any, cache_dir: Path, data: dict[str, EvalData], label: str
     found = []
 
     def study(name: str, transform: Transform, **facts: Any) -> None:
-        result = measure(data, transform)
-        result["always_on_term"] = vocab.tokens[result["always_on_term"]]
+        result = measure(data, transform, encoder.info.pivot_vocab)
         found.append({"variant": name, **facts, "summary": summary(result), **result})
         log(f"{name}: {found[-1]['summary']}")
 
@@ -314,8 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     encoder = load_dir(milco_mini.build_model(cache_dir, delta))
     label = f"milco-dev-{delta.parent.name}-{delta.name}"
     data = load_data(encoder, cache_dir, args.split, label)
-    result = measure(data, None)
-    result["always_on_term"] = encoder.info.pivot_vocab.tokens[result["always_on_term"]]
+    result = measure(data, None, encoder.info.pivot_vocab)
     shipped = delta.parent == ROOT / "milco_os" / "models" / "milco_mini"
     report = {"model": f"{milco_mini.NAME}@{delta.name}" if shipped else str(delta),
               "delta": str(delta.relative_to(ROOT)) if delta.is_relative_to(ROOT) else str(delta),
@@ -324,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{delta}: {report['summary']}")
     if not args.no_studies:
         report["calibration"] = {"languages": list(CALIBRATION_LANGUAGES), "pages_per_language": CALIBRATION_PAGES}
-        report["studies"] = studies(encoder, cache_dir, data, label, encoder.info.pivot_vocab)
+        report["studies"] = studies(encoder, cache_dir, data, label)
     name = f"{delta.parent.name.replace('_', '-')}-{delta.name}-{args.split}.json"
     out = args.out or ROOT / "reports" / "milco" / name
     out.parent.mkdir(parents=True, exist_ok=True)
