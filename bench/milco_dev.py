@@ -12,6 +12,9 @@ training studied on them (issue 30, items 3 and 4):
 The numbers equal the OpenSearch runs of ``bench/evaluate.py`` (same sets, 1,000 queries each, documents pruned
 to their top 40 terms per view, exact scoring without query pruning): what this adds is speed once encoded, so
 a variant or a checkpoint is judged in seconds. Train pages give the calibration; the split's queries judge it.
+The delta as it is is also measured with the product's query pruning (``milco_os.pruning``, document frequencies
+of the set's pruned pages): nDCG@10 at the default α and the pivot postings a query reads, for the default rule
+and :data:`QUERY_PRUNES`, which is what a new version's default query pruning is chosen from.
 
     .venv/bin/python bench/milco_dev.py                      # the newest milco-mini, dev, with the studies
     .venv/bin/python bench/milco_dev.py DELTA_DIR --no-studies
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,6 +52,14 @@ CALIBRATION_LANGUAGES = ("en-us", "de", "fr", "es", "ja", "zh-cn", "ru", "pt", "
 CALIBRATION_PAGES = 300
 TERM_PRIOR_CAPS = (0.10, 0.05)
 ECHO_PRIOR_TAUS = (0.3, 0.1, 0.03)
+#: A name as the help writes it in every language: an all-caps word (TIME, AVEDEV, WMF), a camel-case one
+#: (TimeSerial, IsNumeric, MathML), one with a digit, or dotted / underscored parts (com.sun.star).
+NAME = re.compile(r"\b(?:[A-Z][A-Z0-9_]{2,}|[A-Za-z]*[a-z][A-Z][A-Za-z]*|[A-Za-z]*\d[A-Za-z\d]*|\w+[._][\w.]+)\b")
+#: A name in more than this share of a set's pages (LibreOffice) identifies nothing.
+NAME_MAX_SHARE = 0.02
+#: Query pruning rules measured beside the default (selective:0.2) on the delta as it is: the default to choose with
+#: a new version, as a model that ranks better can afford to read fewer postings (issue 30's postings target).
+QUERY_PRUNES = ("selective:0.3", "selective:0.4", "selective:0.5", "top_k:8", "top_k:16")
 
 
 @dataclass
@@ -95,6 +107,47 @@ def views(rows: Rows, transform: Transform | None, top_k: int | None) -> tuple[l
         pivots.append(out[0])
         echoes.append(out[1])
     return pivots, echoes
+
+
+@dataclass
+class PageStats:
+    """Document frequencies of the pruned pages per view (:class:`milco_os.pruning.TermStats`): what an index of
+    them answers ``selective:R`` query pruning with."""
+
+    n_docs: int
+    df: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, docs: tuple[list, list], sizes: tuple[int, int]) -> PageStats:
+        return cls(len(docs[0]), {view: np.bincount(np.concatenate([ids for ids, _ in rows] + [np.zeros(0, int)]),
+                                                    minlength=size)
+                                  for view, rows, size in zip(("pivot", "echo"), docs, sizes, strict=True)})
+
+    def doc_freq(self, view: str, vec: Any) -> np.ndarray:
+        return self.df[view][vec.ids]
+
+
+def pruned(queries: tuple[list, list], stats: PageStats, pruning: Any, info: Any) -> tuple[list, list]:
+    """``queries`` after the product's query ``pruning`` (:meth:`milco_os.pruning.Pruning.apply`)."""
+    from milco_os.types import Encoded, SparseVector
+
+    pivots, echoes = [], []
+    for (pid, pw), (eid, ew) in zip(*queries, strict=True):
+        kept = pruning.apply(Encoded(SparseVector(pid, pw, info.pivot_vocab), SparseVector(eid, ew, info.echo_vocab)),
+                             stats)
+        pivots.append((kept.pivot.ids, kept.pivot.weights))
+        echoes.append((kept.echo.ids, kept.echo.weights))
+    return pivots, echoes
+
+
+def top10(queries: tuple[list, list], docs: tuple[list, list], alpha: float) -> np.ndarray:
+    """[queries, 10]: the indices of each query's ten best pages."""
+    return np.argsort(-scores(queries, docs, alpha), axis=1, kind="stable")[:, :10]
+
+
+def postings(queries: list, stats: PageStats) -> float:
+    """Mean number of pivot postings a query's clauses visit."""
+    return round(float(np.mean([stats.df["pivot"][ids].sum() for ids, _ in queries])), 1)
 
 
 def dense_over(rows: list[tuple[np.ndarray, np.ndarray]], columns: dict[int, int]) -> np.ndarray:
@@ -180,51 +233,88 @@ class EvalData:
     doc_langs: list[str]
     query_rows: Rows
     doc_rows: Rows
+    #: Per query: whether it asks for an exact name (:func:`name_queries`).
+    names: list[bool]
 
 
-def measure(data: dict[str, EvalData], transform: Transform | None, vocab: Any) -> dict[str, Any]:
-    """nDCG@10 (overall and per query language) at each α, pivot postings per query, the other-language share of
-    the MLIR hits against a language-blind ranking's, and the always-on term of the English pages (named in the
-    pivot ``vocab``)."""
+def ndcg(best: np.ndarray, d: EvalData) -> dict[str, Any]:
+    """nDCG@10, overall and per query language, of the ranking ``best`` ([queries, 10] page indices)."""
+    from milco_os.evaluation.metrics import evaluate
+
+    run = {q["id"]: [d.doc_ids[j] for j in best[i]] for i, q in enumerate(d.queries)}
+    return evaluate(run, d.qrels, {q["id"]: q["lang"] for q in d.queries}, ("ndcg@10",))
+
+
+def name_queries(queries: list[dict[str, Any]], qrels: dict[str, dict[str, int]],
+                 pages: dict[str, str]) -> list[bool]:
+    """Per query, whether it holds a name (:data:`NAME`, not only digits) that a page it is judged against spells
+    the same way and at most :data:`NAME_MAX_SHARE` of ``pages`` (id -> text) hold: the queries only an exact
+    match of that name answers well, in any query language (issue 30, item 4)."""
+    share: dict[str, float] = {}
+
+    def rare(name: str) -> bool:
+        if name not in share:
+            share[name] = sum(name in text for text in pages.values()) / max(len(pages), 1)
+        return share[name] <= NAME_MAX_SHARE
+
+    return [any(not n.isdigit() and rare(n) and any(n in pages.get(doc, "") for doc in qrels.get(q["id"], {}))
+                for n in NAME.findall(q["text"]))
+            for q in queries]
+
+
+def measure(data: dict[str, EvalData], transform: Transform | None, info: Any,
+            query_prunes: Sequence[str] = ()) -> dict[str, Any]:
+    """nDCG@10 (overall and per query language) at each α, pivot postings per query, the same two at the default α
+    with the product's query pruning by each rule of ``query_prunes`` (its default first), the other-language share
+    of the MLIR hits against a language-blind ranking's, and the always-on term of the English pages (``info``: the
+    model's vocabularies)."""
     import torch
 
-    from milco_os.evaluation.metrics import evaluate
+    from milco_os.pruning import Pruning
+    from milco_os.specs import DEFAULT_ALPHA, DEFAULT_QUERY_PRUNE
+
+    query_prunes = list(dict.fromkeys((DEFAULT_QUERY_PRUNE, *query_prunes)))
     from milco_os.training.gates import always_on
 
     out: dict[str, Any] = {"sets": {}}
     docs_cache: dict[int, tuple[list, list]] = {}
+    sizes = (len(info.pivot_vocab), len(info.echo_vocab))
     for name, d in data.items():
         docs = docs_cache.setdefault(id(d.doc_rows), views(d.doc_rows, transform, DOC_TOP_K))
+        stats = PageStats.of(docs, sizes)
         queries = views(d.query_rows, transform, None)
         result: dict[str, Any] = {}
         for alpha in ALPHAS:
-            top10 = np.argsort(-scores(queries, docs, alpha), axis=1, kind="stable")[:, :10]
-            run = {q["id"]: [d.doc_ids[j] for j in top10[i]] for i, q in enumerate(d.queries)}
-            metrics = evaluate(run, d.qrels, {q["id"]: q["lang"] for q in d.queries}, ("ndcg@10",))
+            best = top10(queries, docs, alpha)
+            metrics = ndcg(best, d)
+            names = [metrics["per_query"][q["id"]]["ndcg@10"] for q, name in zip(d.queries, d.names, strict=True)
+                     if name]
             result[str(alpha)] = {"ndcg@10": round(metrics["overall"]["ndcg@10"], 4),
                                   "per_language": {lang: round(m["ndcg@10"], 4)
-                                                   for lang, m in metrics["per_language"].items()}}
+                                                   for lang, m in metrics["per_language"].items()},
+                                  "names": {"ndcg@10": round(float(np.mean(names)), 4) if names else None,
+                                            "queries": len(names)}}
             if name.endswith("mlir") and alpha == 0.5:
-                langs = np.array(d.doc_langs)
+                doc_langs = np.array(d.doc_langs)
                 query_langs = np.array([q["lang"] for q in d.queries])
-                result["other_language"] = round(float((langs[top10] != query_langs[:, None]).mean()), 4)
-                result["other_language_blind"] = round(float(np.mean([1 - (langs == ql).mean()
+                result["other_language"] = round(float((doc_langs[best] != query_langs[:, None]).mean()), 4)
+                result["other_language_blind"] = round(float(np.mean([1 - (doc_langs == ql).mean()
                                                                       for ql in query_langs])), 4)
-        df: dict[int, int] = {}
-        for ids, _ in docs[0]:
-            for i in ids.tolist():
-                df[i] = df.get(i, 0) + 1
-        result["postings_per_query"] = round(float(np.mean([sum(df.get(i, 0) for i in ids.tolist())
-                                                           for ids, _ in queries[0]])), 1)
+        result["postings_per_query"] = postings(queries[0], stats)
+        result["query_prune"] = {}
+        for rule in query_prunes:
+            kept = pruned(queries, stats, Pruning.parse(rule), info)
+            found = ndcg(top10(kept, docs, DEFAULT_ALPHA), d)["overall"]["ndcg@10"]
+            result["query_prune"][rule] = {"ndcg@10": round(found, 4), "postings_per_query": postings(kept[0], stats)}
         out["sets"][name] = result
     english = next(d for name, d in data.items() if name.endswith("clir"))
     pivots = docs_cache[id(english.doc_rows)][0]
-    dense = torch.zeros(len(pivots), len(vocab))
+    dense = torch.zeros(len(pivots), sizes[0])
     for r, (ids, w) in enumerate(pivots):
         dense[r, torch.from_numpy(ids)] = torch.from_numpy(w).float()
     term, share = always_on(dense, TOP)
     out["always_on"] = round(share, 4)
-    out["always_on_term"] = vocab.tokens[term]
+    out["always_on_term"] = info.pivot_vocab.tokens[term]
     out["doc_terms"] = round(float(np.mean([len(ids) for ids, _ in pivots])), 1)
     return out
 
@@ -234,6 +324,14 @@ def summary(result: dict[str, Any]) -> dict[str, float]:
     sets = result["sets"].values()
     out = {f"ndcg@10 a={a}": round(float(np.mean([s[str(a)]["ndcg@10"] for s in sets])), 4) for a in ALPHAS}
     out["postings_per_query"] = round(float(np.mean([s["postings_per_query"] for s in sets])), 1)
+    for a in ALPHAS:  # the name queries of every set pooled
+        names = [s[str(a)]["names"] for s in sets if s[str(a)]["names"]["queries"]]
+        out[f"names ndcg@10 a={a}"] = round(sum(n["ndcg@10"] * n["queries"] for n in names)
+                                            / max(sum(n["queries"] for n in names), 1), 4)
+    out["name_queries"] = sum(s[str(ALPHAS[0])]["names"]["queries"] for s in sets)
+    for rule in next(iter(sets))["query_prune"]:
+        for key in ("ndcg@10", "postings_per_query"):
+            out[f"query prune {rule} {key}"] = round(float(np.mean([s["query_prune"][rule][key] for s in sets])), 4)
     mlir = [s for s in sets if "other_language" in s]
     out["other_language"] = round(float(np.mean([s["other_language"] for s in mlir])), 4)
     out["other_language_blind"] = round(float(np.mean([s["other_language_blind"] for s in mlir])), 4)
@@ -258,7 +356,8 @@ def load_data(encoder: Any, cache_dir: Path, split: str, label: str) -> dict[str
             queries=subset.queries, qrels=subset.qrels, doc_ids=[d["id"] for d in subset.corpus],
             doc_langs=[d.get("lang", "en-us") for d in subset.corpus],
             query_rows=Rows.of(encoder.encode_queries([q["text"] for q in subset.queries])),
-            doc_rows=corpora[texts])
+            doc_rows=corpora[texts],
+            names=name_queries(subset.queries, subset.qrels, {d["id"]: d["text"] for d in subset.corpus}))
     return data
 
 
@@ -273,7 +372,7 @@ def studies(encoder: Any, cache_dir: Path, data: dict[str, EvalData], label: str
     found = []
 
     def study(name: str, transform: Transform, **facts: Any) -> None:
-        result = measure(data, transform, encoder.info.pivot_vocab)
+        result = measure(data, transform, encoder.info)
         found.append({"variant": name, **facts, "summary": summary(result), **result})
         log(f"{name}: {found[-1]['summary']}")
 
@@ -310,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     encoder = load_dir(milco_mini.build_model(cache_dir, delta))
     label = f"milco-dev-{delta.parent.name}-{delta.name}"
     data = load_data(encoder, cache_dir, args.split, label)
-    result = measure(data, None, encoder.info.pivot_vocab)
+    result = measure(data, None, encoder.info, QUERY_PRUNES)
     shipped = delta.parent == ROOT / "milco_os" / "models" / "milco_mini"
     report = {"model": f"{milco_mini.NAME}@{delta.name}" if shipped else str(delta),
               "delta": str(delta.relative_to(ROOT)) if delta.is_relative_to(ROOT) else str(delta),

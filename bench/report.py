@@ -38,7 +38,7 @@ CHART_FILES = ["encode.png", "latency.png", "index_size.png", "throughput.png", 
                "quality-libreoffice-mlir.png", "growth.png", "scale.png", "seismic.png"]
 #: Evaluation charts (``results/eval/<run>/ndcg@10.png``, written by bench/evaluate.py) shown in docs/.
 EVAL_CHARTS = {"titles-clir-test": "eval-clir-test.png", "titles-mlir-test": "eval-mlir-test.png"}
-SECTION = re.compile(r"(<!-- report:([\w:.@-]+) -->\n)(.*?)(<!-- /report:\2 -->)", re.S)
+SECTION = re.compile(r"(<!-- report:([\w:.@,/-]+) -->\n)(.*?)(<!-- /report:\2 -->)", re.S)
 #: Benchmark sections measured before ``reports/`` existed, whose JSON was not kept: left as written until a
 #: run writes ``reports/bench/<name>.json`` (then the section is generated like the others).
 NOT_KEPT = {"machine": "latency", "encode": "encode", "latency": "latency", "index_size": "index_size",
@@ -1240,10 +1240,12 @@ def milco_dev_section(source: str = "") -> str:
         return [label, *(f"{result['sets'][n]['0.5']['ndcg@10']:.3f}" for n in MILCO_DEV_SETS),
                 f"{s['ndcg@10 a=0.5']:.3f}", f"{s['ndcg@10 a=1.0']:.3f}", f"{s['postings_per_query']:,.0f}",
                 f"`{result['always_on_term']}` {100 * result['always_on']:.0f}%",
-                f"{s['other_language']:.3f} / {s['other_language_blind']:.3f}"]
+                f"{s['other_language']:.3f} / {s['other_language_blind']:.3f}",
+                f"{s['names ndcg@10 a=0.5']:.3f} / {s['names ndcg@10 a=1.0']:.3f}"]
 
     headers = ["variant", *(f"{n} α 0.5" for n in MILCO_DEV_SETS), "mean α 0.5", "mean α 1",
-               "postings / query", "always-on (English pages, top 20)", "MLIR hits in another language / blind"]
+               "postings / query", "always-on (English pages, top 20)", "MLIR hits in another language / blind",
+               f"name queries ({r['summary']['name_queries']}) α 0.5 / α 1"]
     rows = [row(f"{r['model']} as shipped", r)] + [row(st["variant"], st) for st in r.get("studies", [])]
     return (f"nDCG@10 on {r['split']}, {r['queries_per_set']:,} queries per set, documents cut to their top "
             f"{r['doc_top_k']} terms per view, exact scores in memory (`bench/milco_dev.py`); postings / query: "
@@ -1265,6 +1267,30 @@ def milco_echo_languages_section(source: str = "") -> str:
     return md_table(["query language", *MILCO_DEV_SETS], rows)
 
 
+def milco_query_prune_section(source: str = "") -> str:
+    """docs/models.md: the product's query pruning rules on dev, for the newest milco-mini and the candidates whose
+    bench/milco_dev.py reports ``source`` names (paths under ``reports/`` without ``.json``, comma-separated)."""
+    from milco_os.specs import DEFAULT_ALPHA, DEFAULT_QUERY_PRUNE
+
+    shipped = milco_dev_report()
+    reports = [shipped] + [json.loads((ROOT / "reports" / f"{name}.json").read_text(encoding="utf-8"))
+                           for name in filter(None, source.split(","))]
+    base = shipped["summary"][f"query prune {DEFAULT_QUERY_PRUNE} postings_per_query"]
+    rows = []
+    for r in reports:
+        s = r["summary"]
+        label = r["model"] if r is shipped else r["delta"].removeprefix("results/train/")
+        rows.append([label, "none", f"{s['ndcg@10 a=0.5']:.3f}", f"{s['postings_per_query']:,.0f}",
+                     f"{s['postings_per_query'] / base:.2f}x"])
+        for rule in next(iter(r["sets"].values()))["query_prune"]:
+            postings = s[f"query prune {rule} postings_per_query"]
+            mark = " (default)" if rule == DEFAULT_QUERY_PRUNE else ""
+            rows.append([label, f"`{rule}`{mark}", f"{s[f'query prune {rule} ndcg@10']:.3f}", f"{postings:,.0f}",
+                         f"{postings / base:.2f}x"])
+    return md_table(["model", "query pruning", f"mean nDCG@10 (α {DEFAULT_ALPHA:g})", "postings / query",
+                     f"vs {shipped['model']} with `{DEFAULT_QUERY_PRUNE}`"], rows)
+
+
 SECTIONS: dict[str, Callable[..., str]] = {
     "machine": machine_section, "encode": encode_section, "latency": latency_section,
     "index_size": index_size_section, "throughput": throughput_section, "quality": quality_section,
@@ -1284,6 +1310,7 @@ SECTIONS: dict[str, Callable[..., str]] = {
     "activation-outliers": activation_outliers_section,
     "seismic-targets": lambda: _targets((("seismic",), seismic_targets)),
     "milco-dev": milco_dev_section, "milco-echo-languages": milco_echo_languages_section,
+    "milco-query-prune": milco_query_prune_section,
 }
 
 

@@ -65,3 +65,32 @@ def test_cap_delta_keeps_every_term_out_of_the_top_of_more_than_the_cap() -> Non
     assert before == 1.0
     assert after <= 0.2
     assert (delta >= 0).all() and delta[:3].min() > 0
+
+
+def test_default_query_pruning_drops_the_clause_every_page_holds_and_its_postings() -> None:
+    from milco_os.pruning import Pruning
+    from milco_os.types import Vocab
+
+    vocab = Vocab("v", tuple(f"t{i}" for i in range(6)))
+    info = type("Info", (), {"pivot_vocab": vocab, "echo_vocab": vocab})()
+    page = (np.array([0, 1]), np.array([1.0, 1.0]))
+    rare = (np.array([0, 2]), np.array([1.0, 1.0]))
+    docs = ([page, page, page, rare], [page, page, page, rare])
+    stats = milco_dev.PageStats.of(docs, (6, 6))
+    np.testing.assert_array_equal(stats.df["pivot"], [4, 3, 1, 0, 0, 0])
+    query = (np.array([0, 2]), np.array([1.0, 1.0]))
+    kept = milco_dev.pruned(([query], [query]), stats, Pruning.parse("selective:0.5"), info)
+    assert [ids.tolist() for ids, _ in kept[0]] == [[2]]  # term 0 (in every page) is worth ln 2 against ln 5
+    assert milco_dev.postings([query], stats) == 5.0
+    assert milco_dev.postings(kept[0], stats) == 1.0
+
+
+def test_name_queries_need_a_rare_name_their_page_spells_the_same() -> None:
+    pages = {f"p{i}": "Über LibreOffice Calc" for i in range(60)} | {"time": "TIME function (LibreOffice)",
+                                                                     "serial": "TimeSerial returns a date"}
+    queries = [{"id": "a", "text": "función TIME"}, {"id": "b", "text": "TimeSerial 関数"},
+               {"id": "c", "text": "versión de LibreOffice"}, {"id": "d", "text": "función TIME"},
+               {"id": "e", "text": "2024 Neuerungen"}]
+    qrels = {"a": {"time": 1}, "b": {"serial": 1}, "c": {"p0": 1}, "d": {"serial": 1}, "e": {"p1": 1}}
+    # c: LibreOffice is on every page; d: its page does not spell TIME; e: digits are not a name
+    assert milco_dev.name_queries(queries, qrels, pages) == [True, True, False, False, False]
