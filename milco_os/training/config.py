@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from milco_os.errors import ConfigError
 
@@ -82,7 +82,7 @@ class SctConfig(_Config):
                           "(query: / passage: prefixes, final layer, normalised mean pooling), the mean of the "
                           "cached backbone states below the trained layers (states; milco-mini@1), or splade-tiny "
                           "on the English side (the English title of the query's page against each passage's "
-                          "English page: titles only)")
+                          "English page; for a keyword, the page it points at)")
     distill_weight: float = Field(0.0, ge=0, description="with loss infonce: weight of KL(teacher || student) over "
                                                          "each query's own group beside it")
     doc_languages: list[str] = Field(["en-us"], min_length=1, description="languages of the positive pages")
@@ -99,13 +99,6 @@ class SctConfig(_Config):
     common_share: float = Field(0.1, gt=0, lt=1, description="also: grounding targets scale each term in the "
                                                              "teacher's top 20 of a share df > this of the pages "
                                                              "by share / df")
-
-    @model_validator(mode="after")
-    def _splade_reads_titles(self) -> SctConfig:
-        if self.teacher == "splade" and self.query_sources != ["titles"]:
-            msg = "teacher splade reads each query's page title in English: query_sources must be [\"titles\"]"
-            raise ValueError(msg)
-        return self
 
 
 class _CspladeConfig(BaseModel):

@@ -190,6 +190,11 @@ def test_sap_pairs_and_sct_queries_drop_leaks_and_count_them(monkeypatch: pytest
     # The splade teacher reads each query's page title in English: a German title's English counterpart.
     english = dict(zip(queries, data.english_titles, strict=True))
     assert english["Schriftarten"] == "Fonts" and english["Fonts"] == "Fonts"
+    # A keyword reads the English title of the page it points at.
+    monkeypatch.setattr(pipeline, "train_keywords", lambda langs, cache: [("Zeichensatz, ändern", TRAIN[0])])
+    with_keywords = pipeline.sct_data(sct.model_copy(update={"query_sources": ["titles", "keywords"]}), tmp_path)
+    english = dict(zip(with_keywords.queries, with_keywords.english_titles, strict=True))
+    assert english["Zeichensatz, ändern"] == "Fonts" and len(english) == len(queries) + 1
 
 
 H1_H2 = """<html><head><title>T</title></head><body><h1 id="hd_1">Page title</h1><p id="p1">Text.</p>

@@ -187,13 +187,6 @@ def test_every_committed_milco_config_parses(path: Path) -> None:
     load_config(path, SapConfig if path.stem.startswith("sap") else SctConfig)
 
 
-def test_the_splade_teacher_needs_title_queries(tmp_path: Path) -> None:
-    config = tmp_path / "sct.toml"
-    config.write_text('languages = ["de"]\noutput = "x"\nteacher = "splade"\nquery_sources = ["titles", "keywords"]\n')
-    with pytest.raises(ConfigError, match="teacher splade .* query_sources"):
-        load_config(config, SctConfig)
-
-
 def test_distillation_adds_the_weighted_kl_to_infonce(tmp_path: Path) -> None:
     scores = torch.tensor([[5.0, 1.0, 0.0, 9.0], [0.0, 9.0, 2.0, 1.0]])
     teacher = torch.tensor([[0.9, 0.1], [0.5, 0.5]])
