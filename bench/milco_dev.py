@@ -14,7 +14,9 @@ to their top 40 terms per view, exact scoring without query pruning): what this 
 a variant or a checkpoint is judged in seconds. Train pages give the calibration; the split's queries judge it.
 The delta as it is is also measured with the product's query pruning (``milco_os.pruning``, document frequencies
 of the set's pruned pages): nDCG@10 at the default α and the pivot postings a query reads, for the default rule
-and :data:`QUERY_PRUNES`, which is what a new version's default query pruning is chosen from.
+and :data:`QUERY_PRUNES`, which is what a new version's default query pruning is chosen from. Each set's name
+queries (:func:`name_queries`: a rare name the judged page spells the same way) are scored apart too: the queries
+only exact matching answers, which the echo view is for.
 
     .venv/bin/python bench/milco_dev.py                      # the newest milco-mini, dev, with the studies
     .venv/bin/python bench/milco_dev.py DELTA_DIR --no-studies
