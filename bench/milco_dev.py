@@ -274,16 +274,17 @@ def measure(data: dict[str, EvalData], transform: Transform | None, info: Any,
 
     from milco_os.pruning import Pruning
     from milco_os.specs import DEFAULT_ALPHA, DEFAULT_QUERY_PRUNE
-
-    query_prunes = list(dict.fromkeys((DEFAULT_QUERY_PRUNE, *query_prunes)))
     from milco_os.training.gates import always_on
 
+    query_prunes = list(dict.fromkeys((DEFAULT_QUERY_PRUNE, *query_prunes)))
     out: dict[str, Any] = {"sets": {}}
-    docs_cache: dict[int, tuple[list, list]] = {}
+    pages: dict[int, tuple[tuple[list, list], PageStats]] = {}  # sets that share their pages share these
     sizes = (len(info.pivot_vocab), len(info.echo_vocab))
     for name, d in data.items():
-        docs = docs_cache.setdefault(id(d.doc_rows), views(d.doc_rows, transform, DOC_TOP_K))
-        stats = PageStats.of(docs, sizes)
+        if id(d.doc_rows) not in pages:
+            docs = views(d.doc_rows, transform, DOC_TOP_K)
+            pages[id(d.doc_rows)] = docs, PageStats.of(docs, sizes)
+        docs, stats = pages[id(d.doc_rows)]
         queries = views(d.query_rows, transform, None)
         result: dict[str, Any] = {}
         for alpha in ALPHAS:
@@ -310,7 +311,7 @@ def measure(data: dict[str, EvalData], transform: Transform | None, info: Any,
             result["query_prune"][rule] = {"ndcg@10": round(found, 4), "postings_per_query": postings(kept[0], stats)}
         out["sets"][name] = result
     english = next(d for name, d in data.items() if name.endswith("clir"))
-    pivots = docs_cache[id(english.doc_rows)][0]
+    pivots = pages[id(english.doc_rows)][0][0]
     dense = torch.zeros(len(pivots), sizes[0])
     for r, (ids, w) in enumerate(pivots):
         dense[r, torch.from_numpy(ids)] = torch.from_numpy(w).float()
