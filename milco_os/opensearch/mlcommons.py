@@ -331,6 +331,17 @@ def _wait_task(client: Client, task_id: str, what: str, timeout: float = 120.0) 
         time.sleep(0.5)
 
 
+def _wait_deployed(client: Client, model_id: str, what: str, timeout: float = 60.0) -> None:
+    """ml-commons marks the deploy task done before it writes the model's own state, so a caller that reads
+    the model right after ``register`` could still see DEPLOYING; wait until the model says DEPLOYED."""
+    deadline = time.monotonic() + timeout
+    while (state := _call(client, "GET", f"{ML}/models/{model_id}", what=what).get("model_state")) != "DEPLOYED":
+        if state == "DEPLOY_FAILED" or time.monotonic() > deadline:
+            msg = f"{what}: the model is {state} (expected DEPLOYED)"
+            raise SearchIndexError(msg)
+        time.sleep(0.5)
+
+
 def ml_node_count(client: Client) -> int:
     nodes = client.nodes.info(metric="settings")["nodes"].values()
     return sum("ml" in node.get("roles", []) for node in nodes)
@@ -463,6 +474,7 @@ def register(
             deploy = _call(client, "POST", f"{ML}/models/{model_id}/_deploy", what=f"deploying the {target.key} model")
             if deploy.get("task_id") and deploy.get("status") != "COMPLETED":
                 _wait_task(client, deploy["task_id"], f"deploying the {target.key} model")
+            _wait_deployed(client, model_id, f"deploying the {target.key} model")
         docs = [(reg["models"][t.key], t.field) for t in targets(record) if t.kind == "document"
                 and t.view != "dense"]
         dense = next(((reg["models"][t.key], t.field) for t in targets(record) if t.key == "document/dense"), None)
