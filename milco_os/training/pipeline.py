@@ -24,7 +24,7 @@ from milco_os.models.sources import milco_mini
 from milco_os.paths import atomic_file
 from milco_os.training.config import SapConfig, SctConfig
 from milco_os.training.states import CachedStates, encode_states
-from milco_os.training.trainer import hardware_facts, seed_everything, train_sap, train_sct
+from milco_os.training.trainer import hardware_facts, seed_everything, train_sap, train_sct, trained_seconds
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,6 @@ def run_sap(config: SapConfig, cache_dir: Path, progress: ProgressFactory = _no_
             keep = bias[vocab].clone()
             bias.fill_(INACTIVE_BIAS)
             bias[vocab] = keep
-    start = time.monotonic()
     steps = -(-len(pairs) // config.batch_size) * config.epochs
     gates = train_sap(module, targets, x_states, en_states, config,
                       vocab=vocab.to(config.device) if vocab is not None else None,
@@ -227,7 +226,7 @@ def run_sap(config: SapConfig, cache_dir: Path, progress: ProgressFactory = _no_
                       on_token_step=progress("token alignment", config.token_epochs * _n_tokens(token_targets,
                                                                                                   config)))
     extra = {"sap_pairs": len(pairs), "sap_pairs_dropped_as_leaks": dropped_as_leaks,
-             "sap_seconds": round(time.monotonic() - start), "gates": gates,
+             "sap_seconds": round(trained_seconds(config.output)), "gates": gates,
              "sap_vocab": len(vocab) if vocab is not None else None}
     return milco_mini.save_delta(module, config.output, _manifest(config, extra))
 
@@ -468,7 +467,6 @@ def run_sct(config: SctConfig, cache_dir: Path, progress: ProgressFactory = _no_
     ground = None
     if config.ground_weight:
         ground = grounding_targets(splade_dir, en_tokenizer, english_passages, vocab, config, progress)
-    start = time.monotonic()
     steps = -(-len(queries) // config.batch_size) * config.epochs
     gates = train_sct(module, q_states, d_states, groups, teacher, config, doc_pages=doc_pages,
                       vocab=vocab if len(vocab) < module.mlm_head.predictions.decoder.out_features else None,
@@ -478,5 +476,5 @@ def run_sct(config: SctConfig, cache_dir: Path, progress: ProgressFactory = _no_
                           module, config.output / f"step-{step}", _manifest(config, {"step": step, "gates": result})))
     extra = {"sct_queries": len(queries), "sct_queries_dropped_as_leaks": dropped_as_leaks,
              "sct_passages": len(passages), "teacher_top1_in_group": teacher_top1,
-             "sct_seconds": round(time.monotonic() - start), "gates": gates}
+             "sct_seconds": round(trained_seconds(config.output)), "gates": gates}
     return milco_mini.save_delta(module, config.output, _manifest(config, extra))

@@ -88,13 +88,13 @@ def hardware_facts(device: str) -> dict[str, Any]:
 
 
 class StepLog:
-    def __init__(self, output: Path, stage: str, total_steps: int, every: int = 20) -> None:
+    def __init__(self, output: Path, stage: str, total_steps: int, every: int = 20, earlier_s: float = 0.0) -> None:
         output.mkdir(parents=True, exist_ok=True)
         self.file = open(output / "train.log.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self.stage, self.total, self.every = stage, total_steps, every
         self.sums: dict[str, float] = {}
         self.count = 0
-        self.start = time.monotonic()
+        self.start = time.monotonic() - earlier_s  # a resumed run counts the time its earlier part trained
 
     def add(self, step: int, **values: float) -> None:
         for k, v in values.items():
@@ -145,6 +145,7 @@ class Run:
         self.path = Path(config.output) / "checkpoint.pt"
         self.resumed = self.path.is_file()
         self.first = 0
+        earlier_s = 0.0
         if self.resumed:
             saved = torch.load(self.path, map_location="cpu", weights_only=True)
             module.load_state_dict(saved["state"], strict=False)
@@ -153,15 +154,21 @@ class Run:
             if "torch_rng" in saved:  # dropout continues as it would have: a resumed run repeats an unbroken one
                 torch.set_rng_state(saved["torch_rng"])
             self.first = int(saved["step"])
+            earlier_s = float(saved.get("seconds", 0.0))
             log.warning("resuming from %s at step %d", self.path, self.first)
-        self.log = StepLog(config.output, stage, total)
+        self.log = StepLog(config.output, stage, total, earlier_s=earlier_s)
 
     def save(self, step: int) -> None:
         from milco_os.models.sources.milco_mini import trained_state
 
         with atomic_file(self.path) as f:
             torch.save({"step": step, "state": trained_state(self.module), "optimizer": self.optimizer.state_dict(),
-                        "schedule": self.schedule.state_dict(), "torch_rng": torch.get_rng_state()}, f)
+                        "schedule": self.schedule.state_dict(), "torch_rng": torch.get_rng_state(),
+                        "seconds": self.seconds()}, f)
+
+    def seconds(self) -> float:
+        """Training time up to now, the parts before any resume included."""
+        return time.monotonic() - self.log.start
 
     def gates(self, step: int) -> dict[str, Any] | None:
         if self.gate_fn is None:
@@ -194,6 +201,11 @@ class Run:
 
     def close(self) -> None:
         self.log.close()
+
+
+def trained_seconds(output: Path) -> float:
+    """How long the stage in ``output`` trained, over all its resumed parts (its last checkpoint says)."""
+    return float(torch.load(Path(output) / "checkpoint.pt", map_location="cpu", weights_only=True).get("seconds", 0.0))
 
 
 # --------------------------------------------------------------------------------------------- SAP

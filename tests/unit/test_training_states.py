@@ -425,3 +425,19 @@ def test_a_resumed_run_draws_the_random_numbers_an_unbroken_one_would(tmp_path: 
     resumed.close()
     assert resumed.first == 2
     torch.testing.assert_close(torch.rand(5), unbroken)
+
+
+def test_a_resumed_run_counts_the_time_its_earlier_part_trained(tmp_path: Path) -> None:
+    from milco_os.training.trainer import Run, trained_seconds
+
+    config = SapConfig(languages=["de"], output=tmp_path, lr=1e-2, batch_size=3, epochs=1, checkpoint_every=1,
+                       english_term=False)
+    first = Run(tiny_module(), config, "sap", 4, None, None)
+    first.log.start -= 100.0  # as if it had trained 100 s
+    first.save(2)
+    first.close()
+    assert trained_seconds(tmp_path) >= 100.0
+    resumed = Run(tiny_module(), config, "sap", 4, None, None)
+    resumed.save(4)
+    resumed.close()
+    assert 100.0 <= trained_seconds(tmp_path) < 110.0
