@@ -138,7 +138,10 @@ def _manifest(config: SapConfig | SctConfig, extra: dict[str, Any]) -> dict[str,
             "english_head": {"package": splade.package, "version": splade.version, "sha256": splade.wheel_sha256},
             "tokenizer": {"package": tok.package, "version": tok.version, "sha256": tok.wheel_sha256},
         },
-        "training": {**earlier.get("training", {}), config.stage: config.model_dump(mode="json"), **extra},
+        # The earlier delta's record of this stage (its sct_queries, sct_seconds, ...) is not this run's.
+        "training": {**{k: v for k, v in earlier.get("training", {}).items()
+                        if k not in ("step", "teacher_top1_in_group") and not k.startswith(f"{config.stage}_")},
+                     config.stage: config.model_dump(mode="json"), **extra},
         "torch": torch.__version__,
     }
 

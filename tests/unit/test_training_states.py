@@ -441,3 +441,20 @@ def test_a_resumed_run_counts_the_time_its_earlier_part_trained(tmp_path: Path) 
     resumed.save(4)
     resumed.close()
     assert 100.0 <= trained_seconds(tmp_path) < 110.0
+
+
+def test_a_continued_deltas_manifest_keeps_the_earlier_stages_not_the_earlier_run_of_its_own(tmp_path: Path) -> None:
+    import json
+
+    from milco_os.training.pipeline import _manifest
+
+    init = tmp_path / "v1"
+    init.mkdir()
+    (init / "manifest.json").write_text(json.dumps({"training": {
+        "sap": {"seed": 1}, "sap_pairs": 16000, "sct": {"seed": 1}, "sct_queries": 10000, "sct_seconds": 1372,
+        "teacher_top1_in_group": 0.002}, "gates": {"sap": {"passed": False}}}))
+    config = SctConfig(languages=["de"], output=tmp_path / "out", init=init)
+    training = _manifest(config, {"step": 100, "gates": {"passed": True}})["training"]
+    assert training["sap_pairs"] == 16000 and training["sap"] == {"seed": 1} and training["step"] == 100
+    assert training["sct"]["init"] == str(init)
+    assert not {"sct_queries", "sct_seconds", "teacher_top1_in_group"} & set(training)
