@@ -899,17 +899,22 @@ def quantisation_section(source: str = "quantisation") -> str:
 
 
 def gates_section() -> str:
-    """docs/models.md: milco-mini's gates after SAP's token alignment (``sap.log.jsonl``, step 0) and those of the
-    SAP and shipped SCT deltas (``manifest.json``, ``gates``)."""
+    """docs/models.md: milco-mini's gates after SAP's token alignment (``sap.log.jsonl``, step 0), those of the SAP
+    delta and those of each shipped version's SCT (``manifest.json``, ``gates``; the newest in bold)."""
+    from milco_os.models.sources.versions import versions
+
     mini = newest_delta("milco_mini")
     manifest = json.loads((mini / "manifest.json").read_text(encoding="utf-8"))
     sap_log = [r for r in _jsonl(mini / "sap.log.jsonl") if r.get("stage") == "sap" and "gates" in r]
-    sct_log = [r for r in _jsonl(mini / "sct.log.jsonl") if r.get("stage") == "sct" and "gates" in r]
-    sct = manifest["training"]["sct"]
     rows = [(f"SAP, after the token alignment alone (step {sap_log[0]['step']})", sap_log[0]["gates"], False),
-            (f"SAP (token alignment + {sap_log[-1]['step']:,} pooled steps)", manifest["gates"]["sap"], True),
-            (f"SCT (shipped; FLOPS λ {sct['lambda_q']:g} / {sct['lambda_d']:g}, {sct_log[-1]['step']} steps)",
-             manifest["gates"]["sct"], True)]
+            (f"SAP (token alignment + {sap_log[-1]['step']:,} pooled steps)", manifest["gates"]["sap"], False)]
+    for version in versions(MODELS / "milco_mini"):
+        delta = MODELS / "milco_mini" / version
+        shipped = json.loads((delta / "manifest.json").read_text(encoding="utf-8"))
+        sct = shipped["training"]["sct"]
+        steps = [r for r in _jsonl(delta / "sct.log.jsonl") if r.get("stage") == "sct" and "gates" in r][-1]["step"]
+        rows.append((f"SCT of milco-mini@{version} (FLOPS λ {sct['lambda_q']:g} / {sct['lambda_d']:g}, {steps} steps)",
+                     shipped["gates"]["sct"], delta == mini))
     lines = ["| Delta | overlap en / foreign | CLIR pivot nDCG@10 (dev gate) | always-on | always-on limit | "
              "terms q / d | passed |", "|---|---|---|---|---|---|---|"]
     for label, g, bold in rows:
@@ -1268,18 +1273,20 @@ def milco_echo_languages_section(source: str = "") -> str:
 
 
 def milco_query_prune_section(source: str = "") -> str:
-    """docs/models.md: the product's query pruning rules on dev, for the newest milco-mini and the candidates whose
-    bench/milco_dev.py reports ``source`` names (paths under ``reports/`` without ``.json``, comma-separated)."""
+    """docs/models.md: the product's query pruning rules on dev, for the bench/milco_dev.py reports ``source`` names
+    (paths under ``reports/`` without ``.json``, comma-separated; the first is the baseline the postings are counted
+    against) and then the newest milco-mini."""
     from milco_os.specs import DEFAULT_ALPHA, DEFAULT_QUERY_PRUNE
 
+    reports = [json.loads((ROOT / "reports" / f"{name}.json").read_text(encoding="utf-8"))
+               for name in filter(None, source.split(","))]
     shipped = milco_dev_report()
-    reports = [shipped] + [json.loads((ROOT / "reports" / f"{name}.json").read_text(encoding="utf-8"))
-                           for name in filter(None, source.split(","))]
-    base = shipped["summary"][f"query prune {DEFAULT_QUERY_PRUNE} postings_per_query"]
+    reports += [shipped] if shipped["model"] not in {r["model"] for r in reports} else []
+    base = reports[0]["summary"][f"query prune {DEFAULT_QUERY_PRUNE} postings_per_query"]
     rows = []
     for r in reports:
         s = r["summary"]
-        label = r["model"] if r is shipped else r["delta"].removeprefix("results/train/")
+        label = r["model"] if r["model"].startswith("milco-mini@") else r["delta"].removeprefix("results/train/")
         rows.append([label, "none", f"{s['ndcg@10 a=0.5']:.3f}", f"{s['postings_per_query']:,.0f}",
                      f"{s['postings_per_query'] / base:.2f}x"])
         for rule in next(iter(r["sets"].values()))["query_prune"]:
@@ -1288,7 +1295,7 @@ def milco_query_prune_section(source: str = "") -> str:
             rows.append([label, f"`{rule}`{mark}", f"{s[f'query prune {rule} ndcg@10']:.3f}", f"{postings:,.0f}",
                          f"{postings / base:.2f}x"])
     return md_table(["model", "query pruning", f"mean nDCG@10 (α {DEFAULT_ALPHA:g})", "postings / query",
-                     f"vs {shipped['model']} with `{DEFAULT_QUERY_PRUNE}`"], rows)
+                     f"vs {reports[0]['model']} with `{DEFAULT_QUERY_PRUNE}`"], rows)
 
 
 SECTIONS: dict[str, Callable[..., str]] = {
