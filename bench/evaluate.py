@@ -11,7 +11,8 @@ Each corpus is encoded once per model and kept under ``<cache>/bench/`` (resumab
 over the same corpus (the CLIR sets share the English pages, the MLIR sets the mixed corpus, dev and test
 alike) reuse it, within one invocation and across invocations; index and search times in these reports are
 therefore not comparable across runs (speed: BENCHMARKS.md). A run whose
-report exists is skipped, so an interrupted invocation resumes with the next run. Choices (α, pruning,
+report exists is skipped, so an interrupted invocation resumes with the next run, unless the report measured one
+of the run's models with another fingerprint than it loads with now (a new version shipped since). Choices (α, pruning,
 hybrid weight) are made on the dev runs; the test runs are reported once. Afterwards ``bench/report.py``
 rewrites the docs' generated sections from the reports.
 """
@@ -135,6 +136,23 @@ RUNS: dict[str, Run] = {
 }
 
 
+def changed_models(report: dict[str, Any], run: Run, encoders: dict[str, Any], cache_dir: Path,
+                   load: Callable[..., Any]) -> list[str]:
+    """The run's models that a report measured with another fingerprint than they load with now (a new version
+    shipped since), so that an invocation after a new version reruns what it changes and skips the rest."""
+    from milco_os.evaluation.systems import MemoEncoder
+
+    models = [s["config"].get("model") for s in report["systems"]]
+    recorded = {m["reference"]: m.get("fingerprint") for m in models if isinstance(m, dict) and "reference" in m}
+    changed = []
+    for model in run.models:
+        if model not in encoders:
+            encoders[model] = MemoEncoder(load(model, cache_dir))
+        if recorded.get(model) != encoders[model].info.fingerprint:
+            changed.append(model)
+    return changed
+
+
 def preload(encoders: dict[str, Any], run: Run, corpus: list[str], cache_dir: Path, runtime: str,
             load: Callable[..., Any]) -> None:
     """Encode the corpus once per model into ``<cache>/bench/`` (resumable, chunk by chunk) or read it back from
@@ -219,8 +237,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.model:
             run = dataclasses.replace(run, models=(args.model,))
         if target.is_file() and not args.force:
-            print(f"{name}: reported already ({target}); --force runs it again", file=sys.stderr)
-            continue
+            changed = changed_models(json.loads(target.read_text(encoding="utf-8")), run, encoders, cache_dir,
+                                     partial(load_encoder, runtime=args.runtime))
+            if not changed:
+                print(f"{name}: reported already ({target}); --force runs it again", file=sys.stderr)
+                continue
+            print(f"{name}: reported with another version of {', '.join(changed)}; running it again", file=sys.stderr)
         start = time.monotonic()
         evalset, langs = runner.load_eval_set(run.dataset, run.split, None, cache_dir, run.whole_pages)
         subset, skipped = runner.judged_queries(evalset, run.max_queries)

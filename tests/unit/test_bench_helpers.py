@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import common  # noqa: E402
+import evaluate  # noqa: E402
 import growth  # noqa: E402
 import latency  # noqa: E402
 import quality  # noqa: E402
@@ -150,3 +151,29 @@ def test_growth_corpus_serves_real_documents_then_deterministic_perturbed_copies
         assert doc.text and set(doc.text) <= set(source_doc.text) and len(doc.text) <= len(source_doc.text)
     kept = [len(c[1].pivot) for c in copies if c[0].id.endswith(":a")]
     assert 0.6 * 30 < np.mean(kept) < 0.95 * 30, "about 80% of the terms stay"
+
+
+def test_an_evaluation_report_is_stale_when_a_model_it_measured_loads_with_another_fingerprint() -> None:
+    def system(kind: str, reference: str | None, fingerprint: str) -> dict:
+        model = {"name": reference or "e5", "fingerprint": fingerprint}
+        if reference:
+            model["reference"] = reference
+        return {"kind": kind, "config": {"model": model}}
+
+    report = {"systems": [{"kind": "bm25", "config": {"analyzer": "language"}}, system("dense", None, "sha256:e5"),
+                          system("sparse", "milco-mini", "sha256:v1"), system("fused", "milco-mini", "sha256:v1"),
+                          system("sparse", "splade-tiny", "sha256:st")]}
+    run = evaluate.RUNS["titles-clir-dev"]
+    assert run.models == ("milco-mini", "splade-tiny")
+
+    def loaded(**fingerprints: str) -> dict:  # what load would give; load itself is never called when preloaded
+        return {name.replace("_", "-"): SimpleNamespace(info=SimpleNamespace(fingerprint=f))
+                for name, f in fingerprints.items()}
+
+    def no_load(*_: object) -> None:
+        pytest.fail("loaded a model that was already loaded")
+
+    same = loaded(milco_mini="sha256:v1", splade_tiny="sha256:st")
+    assert evaluate.changed_models(report, run, same, Path("."), no_load) == []
+    new = loaded(milco_mini="sha256:v2", splade_tiny="sha256:st")
+    assert evaluate.changed_models(report, run, new, Path("."), no_load) == ["milco-mini"]
