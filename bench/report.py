@@ -473,6 +473,11 @@ def _run_name(base: str, split: str) -> str:
     return f"{stem}-{split}{base[len(stem):]}"
 
 
+def model_label(config: dict[str, Any]) -> str:
+    """The model as the run asked for it (``milco-mini``, the newest version), not as it loaded (``milco-mini@2``)."""
+    return config["model"].get("reference") or config["model"]["name"]
+
+
 def system_label(system: dict[str, Any]) -> str:
     """A reader's name for an evaluated system: BM25, dense e5-small, or model and α (models without an echo
     view score the same at every α, so α is left out); a model's dense view, and its fusion with the sparse
@@ -483,12 +488,12 @@ def system_label(system: dict[str, Any]) -> str:
         return "dense multilingual-e5-small"
     config = system["config"]
     if system["kind"] == "dense-view":
-        return f"{config['model']['name']} dense view"
+        return f"{model_label(config)} dense view"
     if system["kind"] == "fused":
         fusion = config["dense"]["fusion"]
         passages = " passages" if config.get("units") == "passages" else ""
-        return f"{config['model']['name']} fused {fusion['norm']}:{fusion['weight']:g}{passages}"
-    name = config["model"]["name"]
+        return f"{model_label(config)} fused {fusion['norm']}:{fusion['weight']:g}{passages}"
+    name = model_label(config)
     terms = system["stats"].get("avg_document_terms") or {}
     label = f"{name} α={config['alpha']:g}" if terms.get("echo") else name
     return label + (" passages" if config.get("units") == "passages" else "")
@@ -522,7 +527,7 @@ def alpha_by_run() -> dict[float, dict[str, float]]:
     for run in ALPHA_RUNS:
         for system in load_report(f"eval/{run}")["systems"]:
             config = system.get("config", {})
-            if system["kind"] == "sparse" and config["model"]["name"] == CHOSEN_MODEL:
+            if system["kind"] == "sparse" and model_label(config) == CHOSEN_MODEL:
                 table.setdefault(float(config["alpha"]), {})[run] = system["metrics"]["overall"]["ndcg@10"]
     return table
 

@@ -35,7 +35,7 @@ MAX_HYBRID_WEIGHT = 1000.0
 DEFAULT_QUERY_PRUNE = "selective:0.2"
 #: Weight of the pivot view in a query (the echo view gets 1 - alpha; 1 = pivot only), chosen on the dev split
 #: (docs/evaluation.md; tests/unit/test_docs_drift.py checks this is the choice).
-DEFAULT_ALPHA = 0.5
+DEFAULT_ALPHA = 0.2
 #: Score normalisations of fused search (``milco_os.opensearch.hybrid``).
 HYBRID_NORMS = ("minmax", "rrf")
 #: How the dense view's k-NN list joins the sparse list on an index with a dense view (``--dense W``, fused by

@@ -72,11 +72,11 @@ def test_shared_options_have_one_name_and_one_default_everywhere() -> None:
         assert options["--replicas"] == 1 and options["--pivot-field"] == "milco_pivot"
     # Search prunes by selectivity by default, as the service does; encode has no index to read df from.
     from milco_os.service.schemas import SearchRequest
-    from milco_os.specs import DEFAULT_QUERY_PRUNE
+    from milco_os.specs import DEFAULT_ALPHA, DEFAULT_QUERY_PRUNE
 
     assert options_of(["search"])["--query-prune"] == DEFAULT_QUERY_PRUNE == "selective:0.2"
     assert SearchRequest(query="x").query_prune == DEFAULT_QUERY_PRUNE
-    assert options_of(["search"])["--alpha"] == 0.5
+    assert options_of(["search"])["--alpha"] == DEFAULT_ALPHA == 0.2
     assert options_of(["encode"])["--doc-prune"] == options_of(["encode"])["--query-prune"] == "none"
     assert "--prune" not in options_of(["encode"]) and "--prune" not in options_of(["reindex"])
 
