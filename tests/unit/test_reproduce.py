@@ -14,20 +14,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import reproduce_milco  # noqa: E402
 
 from milco_os.training.config import SctConfig  # noqa: E402
-from milco_os.training.states import encode_states  # noqa: E402
 from milco_os.training.trainer import train_sct  # noqa: E402
-from tests.unit.test_training_states import tiny_module  # noqa: E402
-from tests.unit.tiny_models import multilingual_tokenizer  # noqa: E402
+from tests.unit.test_training_states import tiny_module, tiny_sct_data  # noqa: E402
 
 
 def trained(output: Path) -> dict[str, torch.Tensor]:
     module = tiny_module()
-    tokenizer = multilingual_tokenizer()
-    docs = ["green tea", "heart attack", "der Hund", "lava flow", "blue sky", "tea pot"]
-    queries = ["tea green", "attack heart", "Hund der", "flow lava"]
-    d_states = encode_states(module.m_model, tokenizer, docs, max_length=16)
-    q_states = encode_states(module.m_model, tokenizer, queries, max_length=16)
-    groups = np.array([[0, 4, 5], [1, 4, 2], [2, 3, 4], [3, 0, 1]])
+    q_states, d_states, groups = tiny_sct_data(module)
     config = SctConfig(languages=["de"], output=output, lr=5e-2, batch_size=2, epochs=3, group_size=3,
                        warmup_ratio=0.0, distill_weight=1.0, checkpoint_every=2, train_top_layers=1)
     train_sct(module, q_states, d_states, groups, np.tile([0.9, 0.5, 0.4], (4, 1)), config)

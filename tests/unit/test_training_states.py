@@ -15,6 +15,7 @@ from milco_os.models.milco import MilcoModule, head_decoder
 from milco_os.models.pooling import masked_max
 from milco_os.training.config import SapConfig, SctConfig, load_config
 from milco_os.training.states import (
+    CachedStates,
     align_pieces,
     damp_common,
     dense_targets,
@@ -140,17 +141,22 @@ def test_batch_scores_are_the_dual_view_dot_products() -> None:
             assert float(scores[b, d]) == pytest.approx(float(q_pivot[b] @ d_pivot[d]) + echo, rel=1e-4, abs=1e-5)
 
 
-@pytest.mark.parametrize("distill_weight", [0.0, 1.0], ids=["infonce", "infonce+kl"])
-def test_sct_steps_learn_to_rank_the_positive_first(tmp_path: Path, distill_weight: float) -> None:
-    module = tiny_module()
-    for p in module.m_model.parameters():
-        p.requires_grad_(False)
+def tiny_sct_data(module: MilcoModule) -> tuple[CachedStates, CachedStates, np.ndarray]:
+    """Four queries over six passages (query i's own passage is row i) and each query's group, positive first."""
     tokenizer = multilingual_tokenizer()
     docs = ["green tea", "heart attack", "der Hund", "lava flow", "blue sky", "tea pot"]
     queries = ["tea green", "attack heart", "Hund der", "flow lava"]
     d_states = encode_states(module.m_model, tokenizer, docs, max_length=16)
     q_states = encode_states(module.m_model, tokenizer, queries, max_length=16)
-    groups = np.array([[0, 4, 5], [1, 4, 2], [2, 3, 4], [3, 0, 1]])
+    return q_states, d_states, np.array([[0, 4, 5], [1, 4, 2], [2, 3, 4], [3, 0, 1]])
+
+
+@pytest.mark.parametrize("distill_weight", [0.0, 1.0], ids=["infonce", "infonce+kl"])
+def test_sct_steps_learn_to_rank_the_positive_first(tmp_path: Path, distill_weight: float) -> None:
+    module = tiny_module()
+    for p in module.m_model.parameters():
+        p.requires_grad_(False)
+    q_states, d_states, groups = tiny_sct_data(module)
     config = SctConfig(languages=["de"], output=tmp_path, lr=5e-2, batch_size=4, epochs=30, loss="infonce",
                        group_size=3, lambda_q=0.0, lambda_d=0.0, warmup_ratio=0.0, distill_weight=distill_weight)
 
