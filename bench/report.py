@@ -539,7 +539,7 @@ def dev_alpha_choice() -> float:
 
 
 def alpha_section() -> str:
-    from milco_os.specs import SearchOptions
+    from milco_os.specs import DEFAULT_ALPHA
 
     table = alpha_by_run()
     rows = [[f"{a:g}", *(round(table[a][run], 3) for run in ALPHA_RUNS),
@@ -547,7 +547,8 @@ def alpha_section() -> str:
     best = dev_alpha_choice()
     return (md_table(["α", *ALPHA_RUNS, "mean"], rows, decimals=3)
             + f"\n\nBest mean on dev: α = {best:g}; the default of `milco-os search`, the service and the library "
-            f"(`SearchOptions.alpha`): {SearchOptions().alpha:g}.")
+            f"(`DEFAULT_ALPHA`): {DEFAULT_ALPHA:g} (on an index an earlier version built, that version's: "
+            "docs/lifecycle.md).")
 
 
 def model_summary_section() -> str:

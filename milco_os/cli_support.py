@@ -23,7 +23,7 @@ from rich.markup import escape
 
 from milco_os.errors import ConfigError, MilcoError
 from milco_os.specs import (
-    DEFAULT_ALPHA,
+    ALPHA_DEFAULT_TEXT,
     DEFAULT_DENSE_WEIGHT,
     DEFAULT_FUSION,
     DEFAULT_PASSAGE_SCORE,
@@ -322,8 +322,8 @@ SEARCH_PANEL = "Search"
 with_search_options = injected("options", [
     option("size", int, "--size", "Hits to return.", SEARCH_PANEL, 10, min=1),
     option("from_", int, "--from", "Offset of the first hit.", SEARCH_PANEL, 0, min=0),
-    option("alpha", float, "--alpha", "Weight of the pivot view (echo: 1-alpha).", SEARCH_PANEL, DEFAULT_ALPHA, min=0,
-           max=1),
+    option("alpha", float | None, "--alpha", f"Weight of the pivot view (echo: 1-alpha). Default: {ALPHA_DEFAULT_TEXT}.",
+           SEARCH_PANEL, min=0, max=1),
     option("query_prune", str, "--query-prune", QUERY_PRUNE_HELP, SEARCH_PANEL, DEFAULT_QUERY_PRUNE),
     option("two_phase", bool, "--two-phase", "Selective terms first (value w*ln(1+N/df) >= 0.2 of the best), the rest "
            "in a rescore window of 10 x size: the full query's top 10 at half its postings.",

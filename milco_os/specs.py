@@ -36,12 +36,27 @@ DEFAULT_QUERY_PRUNE = "selective:0.2"
 #: Weight of the pivot view in a query (the echo view gets 1 - alpha; 1 = pivot only), chosen on the dev split
 #: (docs/evaluation.md; tests/unit/test_docs_drift.py checks this is the choice).
 DEFAULT_ALPHA = 0.2
+#: α of the built-in versions that were the default before: each was chosen on dev while its version was the
+#: default, and search keeps it on an index that version built unless α is given (docs/lifecycle.md).
+EARLIER_ALPHAS = {"milco-mini@1": 0.5}
+#: What ``--alpha`` (and the service's ``alpha``) defaults to, in words.
+ALPHA_DEFAULT_TEXT = (f"the one chosen on dev for the index's model ({DEFAULT_ALPHA:g}; "
+                      + ", ".join(f"{a:g} on indices built with {m}" for m, a in EARLIER_ALPHAS.items()) + ")")
+
+
+def alpha_for_model(name: str | None) -> float:
+    """The default α on an index built with model ``name`` (its ``_meta`` record): :data:`EARLIER_ALPHAS` for an
+    earlier built-in version (a built-in name without a version is from before versions: version 1), else
+    :data:`DEFAULT_ALPHA`."""
+    if name and "@" not in name:
+        name = f"{name}@1"
+    return EARLIER_ALPHAS.get(name or "", DEFAULT_ALPHA)
 #: Score normalisations of fused search (``milco_os.opensearch.hybrid``).
 HYBRID_NORMS = ("minmax", "rrf")
 #: How the dense view's k-NN list joins the sparse list on an index with a dense view (``--dense W``, fused by
 #: ``--hybrid-norm``, else :data:`DEFAULT_FUSION`), chosen on the dev split (docs/dense.md;
 #: tests/unit/test_docs_drift.py checks these are the choice).
-DEFAULT_DENSE_WEIGHT = 1.0
+DEFAULT_DENSE_WEIGHT = 0.5
 DEFAULT_FUSION = "minmax"
 
 
@@ -144,7 +159,8 @@ class SearchOptions:
 
     size: int = 10
     from_: int = 0
-    alpha: float = DEFAULT_ALPHA
+    #: Weight of the pivot view; None: the index's model's (:func:`alpha_for_model`).
+    alpha: float | None = None
     query_pruning: Pruning = field(default_factory=_no_pruning)
     filters: tuple[dict[str, Any], ...] = ()
     two_phase: TwoPhase | None = None
@@ -163,7 +179,7 @@ class SearchOptions:
         if self.size < 1 or self.from_ < 0:
             msg = f"size must be >= 1 and from >= 0, got size={self.size}, from={self.from_}"
             raise ValueError(msg)
-        if not 0 <= self.alpha <= 1:
+        if self.alpha is not None and not 0 <= self.alpha <= 1:
             msg = f"alpha must be in [0, 1], got {self.alpha}"
             raise ValueError(msg)
         if self.hybrid_weight is not None and not 0 < self.hybrid_weight <= MAX_HYBRID_WEIGHT:

@@ -18,7 +18,13 @@ from milco_os.opensearch.query import (
     search_body,
     term_contributions,
 )
-from milco_os.specs import DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION, DEFAULT_QUERY_PRUNE, SearchOptions
+from milco_os.specs import (
+    DEFAULT_DENSE_WEIGHT,
+    DEFAULT_FUSION,
+    DEFAULT_QUERY_PRUNE,
+    SearchOptions,
+    alpha_for_model,
+)
 from milco_os.types import Encoded
 
 if TYPE_CHECKING:
@@ -223,12 +229,15 @@ def query_request(
 
 
 def options_for(record: dict[str, Any], index: str, options: SearchOptions) -> SearchOptions:
-    """``options`` as they apply to the index with ``record``. A SEISMIC index prunes the query itself (``top_n``),
+    """``options`` as they apply to the index with ``record``: α, when not given, is the one of the model that
+    built it. A SEISMIC index prunes the query itself (``top_n``),
     has no term statistics to read and is a first phase of its own: the default query pruning gives way to
     SEISMIC's, and ``selective`` pruning, two-phase or SEISMIC parameters where they cannot apply get one line."""
     from milco_os.errors import ConfigError
     from milco_os.pruning import Pruning
 
+    if options.alpha is None:
+        options = replace(options, alpha=alpha_for_model(record.get("model", {}).get("name")))
     layout = read_layout(record, index)
     if layout.seismic is None:
         if options.seismic is not None:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from milco_os.opensearch.validation import QUERY_CLAUSES
 from milco_os.specs import (
-    DEFAULT_ALPHA,
+    ALPHA_DEFAULT_TEXT,
     DEFAULT_DENSE_WEIGHT,
     DEFAULT_FUSION,
     DEFAULT_PASSAGE_SCORE,
@@ -76,7 +76,10 @@ class SearchRequest(BaseModel):
     query: str = Field(..., max_length=MAX_TEXT_CHARS)
     size: int = Field(10, ge=1, le=1000)
     from_: int = Field(0, ge=0, alias="from")
-    alpha: float = Field(DEFAULT_ALPHA, ge=0, le=1)
+    alpha: float | None = Field(
+        None, ge=0, le=1,
+        description=f"weight of the pivot view (echo: 1 - alpha); default: {ALPHA_DEFAULT_TEXT}",
+    )
     # The schema extras document the formats; the checks (with their one-line reasons) are in the route.
     query_prune: str = Field(
         DEFAULT_QUERY_PRUNE,

@@ -70,12 +70,12 @@ def test_a_changed_number_is_caught(report, tmp_path: Path) -> None:  # noqa: AN
 def test_the_defaults_are_the_dev_choices(report) -> None:  # noqa: ANN001
     """Query pruning, α, the dense view's fusion and how passages score a document are chosen on the dev
     reports; the defaults are what they chose."""
-    from milco_os.specs import DEFAULT_QUERY_PRUNE, SearchOptions
+    from milco_os.specs import DEFAULT_ALPHA, DEFAULT_QUERY_PRUNE, SearchOptions
 
     assert report.load("quality")["settings"]["split"] == "dev"
     assert DEFAULT_QUERY_PRUNE == report.dev_query_prune_choice()
     assert all(report.load_report(f"eval/{run}")["split"] == "dev" for run in report.ALPHA_RUNS)
-    assert SearchOptions().alpha == report.dev_alpha_choice()
+    assert DEFAULT_ALPHA == report.dev_alpha_choice()
     from milco_os.specs import DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION
 
     assert all(report.load_report(f"eval/dense-{base}-dev")["split"] == "dev" for base in report.DENSE_SETS)

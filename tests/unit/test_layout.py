@@ -106,6 +106,23 @@ def test_the_fusion_plan_follows_the_layout_and_the_options() -> None:
         fusion_plan(sparse, "docs", SearchOptions(hybrid_norm="minmax"))
 
 
+def test_alpha_not_given_is_the_one_of_the_model_that_built_the_index() -> None:
+    from milco_os.opensearch.search import options_for
+    from milco_os.specs import DEFAULT_ALPHA, EARLIER_ALPHAS, SearchOptions
+
+    def record(name: str) -> dict:
+        info = dataclasses.replace(model_info(), name=name)
+        return index_body(info, IndexSpec())["mappings"]["_meta"]["milco_os"]
+
+    assert EARLIER_ALPHAS["milco-mini@1"] != DEFAULT_ALPHA
+    earlier = EARLIER_ALPHAS["milco-mini@1"]
+    assert options_for(record("milco-mini@1"), "docs", SearchOptions()).alpha == earlier
+    assert options_for(record("milco-mini"), "docs", SearchOptions()).alpha == earlier  # recorded before versions
+    assert options_for(record("milco-mini@2"), "docs", SearchOptions()).alpha == DEFAULT_ALPHA
+    assert options_for(record("/models/mine"), "docs", SearchOptions()).alpha == DEFAULT_ALPHA
+    assert options_for(record("milco-mini@1"), "docs", SearchOptions(alpha=0.9)).alpha == 0.9  # given: kept
+
+
 def test_an_elasticsearch_index_has_sparse_vector_views_that_never_prune_and_a_float_hnsw_dense_vector() -> None:
     from milco_os.opensearch.engine import ELASTICSEARCH
 
