@@ -40,6 +40,14 @@ CORPUS_LANGUAGES = ["en-us", "de", "fr", "es", "ja", "zh-cn", "ru"]
 MIN_PARAGRAPH_CHARS = 20
 
 
+def model_arg(value: str) -> str:
+    """The ``--model`` argument's type: a built-in name pinned to the version it loads (``milco-mini`` ->
+    ``milco-mini@2``), so that a report names the version it measured after the default moves on."""
+    from milco_os.loading import pinned
+
+    return pinned(value)
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 

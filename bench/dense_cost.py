@@ -32,6 +32,7 @@ from common import (
     load_bench_encoder,
     log,
     machine,
+    model_arg,
     paragraph_corpus,
     text_table,
     title_queries,
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="rounds over the queries for the latency")
     parser.add_argument("--encode-texts", type=int, default=512, help="texts per kind for the encoding cost")
     parser.add_argument("--doc-prune", default="top_k:40")
-    parser.add_argument("--model", default="milco-mini")
+    parser.add_argument("--model", default="milco-mini", type=model_arg)
     parser.add_argument("--runtime", default="onnx", choices=["onnx", "torch"], help="the corpus's encoder")
     args = parser.parse_args(argv)
 

@@ -39,6 +39,7 @@ from common import (
     load_bench_encoder,
     log,
     machine,
+    model_arg,
     paragraph_corpus,
     prune_all,
     pyplot,
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10000,100000,1000000", help="corpus sizes, ascending")
     parser.add_argument("--real", type=int, default=100_000, help="real (encoded) paragraphs; copies beyond")
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--model", default="milco-mini")
+    parser.add_argument("--model", default="milco-mini", type=model_arg)
     parser.add_argument("--runtime", default="onnx", choices=["torch", "onnx", "onnx-int8"])
     parser.add_argument("--doc-prune", default="top_k:40", help="document pruning, PIVOT[,ECHO]")
     parser.add_argument("--concurrency", default="1,4,16")

@@ -27,6 +27,7 @@ from common import (
     log,
     machine,
     mean_terms,
+    model_arg,
     paragraph_corpus,
     prune_all,
     pyplot,
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default=os.environ.get("MILCO_OS_OPENSEARCH_URL", "http://127.0.0.1:9260"))
     parser.add_argument("--corpus-docs", type=int, default=100_000, help="the latency corpus (cache key)")
     parser.add_argument("--docs", type=int, default=20_000, help="documents per index (first of the corpus)")
-    parser.add_argument("--model", default="milco-mini")
+    parser.add_argument("--model", default="milco-mini", type=model_arg)
     parser.add_argument("--runtime", default="onnx", choices=["torch", "onnx", "onnx-int8"])
     parser.add_argument("--levels", default=",".join(DOC_PRUNING), help="document pruning levels")
     parser.add_argument("--cache-dir", type=Path, default=None, help="milco-os cache (default: the usual one)")

@@ -33,6 +33,7 @@ from common import (
     log,
     machine,
     mean_terms,
+    model_arg,
     paragraph_corpus,
     prune_all,
     pyplot,
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default=os.environ.get("MILCO_OS_OPENSEARCH_URL", "http://127.0.0.1:9260"))
     parser.add_argument("--docs", type=int, default=100_000, help="corpus size (paragraphs)")
     parser.add_argument("--queries", type=int, default=200, help="queries per variant and concurrency")
-    parser.add_argument("--model", default="milco-mini")
+    parser.add_argument("--model", default="milco-mini", type=model_arg)
     parser.add_argument("--runtime", default="onnx", choices=["torch", "onnx", "onnx-int8"],
                         help="encoder runtime for documents and queries (onnx = fp32 onnxruntime, exact)")
     parser.add_argument("--doc-prune", default="top_k:40", help="document pruning, PIVOT[,ECHO]")

@@ -27,7 +27,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import log, machine, text_table, write_json
+from common import log, machine, model_arg, text_table, write_json
 from throughput import page_documents
 
 from milco_os.opensearch.indices import create_index, delete_index, index_record
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=9291, help="port of the node with plugins this script starts")
     parser.add_argument("--docs", type=int, default=256, help="help pages (~150 tokens each)")
     parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--model", default="milco-mini")
+    parser.add_argument("--model", default="milco-mini", type=model_arg)
     parser.add_argument("--doc-prune", default="top_k:40", help="document pruning, PIVOT[,ECHO]")
     parser.add_argument("--cache-dir", type=Path, default=None, help="milco-os cache (default: the usual one)")
     args = parser.parse_args(argv)

@@ -44,6 +44,7 @@ from common import (
     log,
     machine,
     merged_from_passages,
+    model_arg,
     text_table,
     title_queries,
     write_json,
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3, help="rounds over the queries for the latency")
     parser.add_argument("--doc-prune", default="none", help="document pruning of both layouts (index create's default)")
-    parser.add_argument("--model", default="milco-mini")
+    parser.add_argument("--model", default="milco-mini", type=model_arg)
     parser.add_argument("--runtime", default="torch", choices=["onnx", "torch"],
                         help="the corpus's encoder (torch: bench/passages.py's encodings of the eval sets serve)")
     parser.add_argument("--encode-only", action="store_true", help="encode (and cache) the corpus, then stop")

@@ -34,6 +34,7 @@ from common import (
     log,
     machine,
     mean_terms,
+    model_arg,
     prune_all,
     pyplot,
     save_chart,
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="dev", choices=["dev", "test"],
                         help="dev (where defaults are chosen) or test (a choice reported once)")
     parser.add_argument("--max-queries", type=int, default=300, help="judged queries per set (all languages)")
-    parser.add_argument("--model", default="milco-mini")
+    parser.add_argument("--model", default="milco-mini", type=model_arg)
     parser.add_argument("--runtime", default="onnx", choices=["torch", "onnx", "onnx-int8"])
     parser.add_argument("--doc-levels", default=",".join([*DOC_PRUNING, "top_k:40"]))
     parser.add_argument("--hybrid-level", default="top_k:40", help="document pruning of the hybrid comparison")

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import log, machine, pyplot, save_chart, text_table, write_json
+from common import log, machine, model_arg, pyplot, save_chart, text_table, write_json
 from throughput import page_documents
 
 from milco_os.opensearch.bulk import BulkConfig
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default=os.environ.get("MILCO_OS_OPENSEARCH_URL", "http://127.0.0.1:9260"))
     parser.add_argument("--docs", type=int, default=600, help="help pages (~150 tokens each) per timed run")
     parser.add_argument("--actors", default="1,2,4", help="comma-separated actor counts")
-    parser.add_argument("--model", default="milco-mini")
+    parser.add_argument("--model", default="milco-mini", type=model_arg)
     parser.add_argument("--runtime", default="onnx", choices=["torch", "onnx"])
     parser.add_argument("--doc-prune", default="top_k:40", help="document pruning, PIVOT[,ECHO]")
     parser.add_argument("--cache-dir", type=Path, default=None, help="milco-os cache (default: the usual one)")

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import log, machine, text_table, write_json
+from common import log, machine, model_arg, text_table, write_json
 
 QUERIES = ["Seitenränder ändern", "insert a page break", "modifier la police", "cambiar el idioma",
            "numérotation des pages", "Tabelle sortieren", "print selection only", "guardar como PDF"]
@@ -43,7 +43,7 @@ def median_of(runs: int, args: list[str], env: dict[str, str], stdin: str | None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True)
-    parser.add_argument("--model", default="milco-mini")
+    parser.add_argument("--model", default="milco-mini", type=model_arg)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     env = {**os.environ, "MILCO_OS_OPENSEARCH_URL": args.url, "MILCO_OS_MODEL": args.model}

@@ -30,6 +30,7 @@ from common import (
     load_bench_encoder,
     log,
     machine,
+    model_arg,
     prune_all,
     pyplot,
     save_chart,
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default=os.environ.get("MILCO_OS_OPENSEARCH_URL", "http://127.0.0.1:9260"))
     parser.add_argument("--docs", type=int, default=1000, help="help pages (~150 tokens each)")
-    parser.add_argument("--model", default="milco-mini")
+    parser.add_argument("--model", default="milco-mini", type=model_arg)
     parser.add_argument("--runtime", default="onnx", choices=["torch", "onnx", "onnx-int8"])
     parser.add_argument("--doc-prune", default="top_k:40", help="document pruning, PIVOT[,ECHO]")
     parser.add_argument("--cache-dir", type=Path, default=None, help="milco-os cache (default: the usual one)")
