@@ -63,6 +63,8 @@ class Run:
     fusions: tuple[str, ...] = ()
     #: What the model systems index per document: ``merged`` and/or ``passages`` (docs/passages.md).
     units: tuple[str, ...] = ("merged",)
+    #: The eval set's languages (None: the dataset's defaults).
+    languages: tuple[str, ...] | None = None
 
 
 def _keyword_runs() -> dict[str, Run]:
@@ -123,10 +125,26 @@ def _seismic_runs() -> dict[str, Run]:
                                        systems="sparse,seismic") for base, dataset in FUSION_SETS.items()}
 
 
+#: The demo's six languages (``milco_os.demo.HELP_LANGUAGES``, spelled out to keep the demo's imports out).
+DEMO_LANGUAGES = ("en-us", "de", "fr", "es", "ja", "zh-cn")
+
+
+def _balance_runs() -> dict[str, Run]:
+    """``titles-mlir6-dev``: the MLIR set in the demo's six languages, each page once in one of them. With a sixth of
+    the pages in the query's language (a 34th in titles-mlir), it shows how much a system prefers the query's own
+    language (the reports' ``other_language@10`` against a ranking blind to language); α and the fusion are chosen
+    under that constraint (bench/report.py ``LANGUAGE_BALANCE``). ``dense-titles-mlir6-dev``: the fusions there."""
+    sparse = Run("libreoffice-mlir", "dev", alphas=DEV_ALPHAS, languages=DEMO_LANGUAGES)
+    fused = Run("libreoffice-mlir", "dev", models=("milco-mini",), alphas=(DEFAULT_ALPHA,), systems="sparse,fused",
+                fusions=DEV_FUSIONS, languages=DEMO_LANGUAGES)
+    return {"titles-mlir6-dev": sparse, "dense-titles-mlir6-dev": fused}
+
+
 #: Every run a doc quotes, cheapest first within each corpus (the cut pages, then whole pages).
 RUNS: dict[str, Run] = {
     "titles-clir-dev": Run("libreoffice-clir", "dev", alphas=DEV_ALPHAS),
     "titles-mlir-dev": Run("libreoffice-mlir", "dev", alphas=DEV_ALPHAS),
+    **_balance_runs(),
     **{k: v for k, v in _keyword_runs().items() if not v.whole_pages},
     "titles-clir-test": Run("libreoffice-clir", "test", doc_prunes=("none", "top_k:40")),
     "titles-mlir-test": Run("libreoffice-mlir", "test", doc_prunes=("none", "top_k:40")),
@@ -246,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"{name}: reported with another version of {', '.join(changed)}; running it again", file=sys.stderr)
         start = time.monotonic()
-        evalset, langs = runner.load_eval_set(run.dataset, run.split, None, cache_dir, run.whole_pages)
+        evalset, langs = runner.load_eval_set(run.dataset, run.split, run.languages, cache_dir, run.whole_pages)
         subset, skipped = runner.judged_queries(evalset, run.max_queries)
         specs = runner.plan_systems(run.systems.split(","), models=run.models, doc_prunes=run.doc_prunes,
                                     alpha=run.alphas, fusions=run.fusions, units=run.units)

@@ -51,12 +51,14 @@ def alpha_for_model(name: str | None) -> float:
     if name and "@" not in name:
         name = f"{name}@1"
     return EARLIER_ALPHAS.get(name or "", DEFAULT_ALPHA)
+
+
 #: Score normalisations of fused search (``milco_os.opensearch.hybrid``).
 HYBRID_NORMS = ("minmax", "rrf")
 #: How the dense view's k-NN list joins the sparse list on an index with a dense view (``--dense W``, fused by
 #: ``--hybrid-norm``, else :data:`DEFAULT_FUSION`), chosen on the dev split (docs/dense.md;
 #: tests/unit/test_docs_drift.py checks these are the choice).
-DEFAULT_DENSE_WEIGHT = 0.5
+DEFAULT_DENSE_WEIGHT = 0.25
 DEFAULT_FUSION = "minmax"
 
 

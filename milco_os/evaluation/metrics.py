@@ -124,3 +124,23 @@ def evaluate(run: Run, qrels: Qrels, query_lang: Mapping[str, str], metrics: Seq
     """:func:`per_query` then :func:`aggregate`; ``"per_query"`` holds the per-query values too."""
     scores = per_query(run, qrels, metrics)
     return {**aggregate(scores, query_lang, metrics), "per_query": scores}
+
+
+def other_language_share(run: Run, query_lang: Mapping[str, str], doc_lang: Mapping[str, str], k: int = 10) -> float:
+    """Mean over the run's queries of the share of their top ``k`` hits in another language than the query."""
+    shares = []
+    for qid, ranked in run.items():
+        langs = [doc_lang[d] for d in _unique(ranked)[:k] if d in doc_lang]
+        if qid in query_lang and langs:
+            shares.append(sum(lang != query_lang[qid] for lang in langs) / len(langs))
+    return mean(shares)
+
+
+def language_blind_share(query_lang: Mapping[str, str], doc_lang: Mapping[str, str]) -> float:
+    """What :func:`other_language_share` gives for a ranking blind to language: mean over the queries of the
+    corpus share in another language than the query (a lower share means a bias towards the query's language)."""
+    counts: dict[str, int] = {}
+    for lang in doc_lang.values():
+        counts[lang] = counts.get(lang, 0) + 1
+    total = len(doc_lang)
+    return mean([1 - counts.get(lang, 0) / total for lang in query_lang.values()]) if total else 0.0

@@ -23,12 +23,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from milco_os import __version__
-from milco_os.evaluation.metrics import METRICS, evaluate
+from milco_os.evaluation.metrics import METRICS, evaluate, language_blind_share, other_language_share
 from milco_os.evaluation.systems import EvalSetLike, SystemResult
 
 REPORT_FILE = "report.json"
 PER_QUERY_FILE = "per_query.json"
 CHART_FILE = "ndcg@10.png"
+#: The overall metric of a system on a corpus in several languages: its top-10 hits in another language than
+#: the query (a share); the report carries a ranking blind to language's as ``other_language@10_blind``.
+OTHER_LANGUAGE = "other_language@10"
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -61,10 +64,18 @@ def build_report(
     query_ids = {q["id"] for q in evalset.queries}
     qrels = {qid: docs for qid, docs in evalset.qrels.items() if qid in query_ids}
     query_lang = {q["id"]: q["lang"] for q in evalset.queries}
+    # A corpus in several languages: how often hits are in another language than their query (and what a
+    # ranking blind to language would give), the preference for the query's own language that nDCG hides.
+    doc_lang = {d["id"]: d["lang"] for d in evalset.corpus if "lang" in d}
+    balance = len(set(doc_lang.values())) > 1
+    judged_lang = {qid: lang for qid, lang in query_lang.items() if qid in qrels}
     systems, per_query = [], {}
     for result in results:
         scores = evaluate(result.run, qrels, query_lang)
         per_query[result.name] = scores.pop("per_query")
+        if balance:
+            run = {qid: ranked for qid, ranked in result.run.items() if qid in judged_lang}
+            scores["overall"][OTHER_LANGUAGE] = other_language_share(run, judged_lang, doc_lang)
         systems.append({
             "name": result.name,
             "kind": result.kind,
@@ -83,6 +94,7 @@ def build_report(
         "counts": eval_counts(evalset),
         "metrics": list(METRICS),
         "systems": systems,
+        **({f"{OTHER_LANGUAGE}_blind": language_blind_share(judged_lang, doc_lang)} if balance else {}),
         **dict(extra or {}),
     }
     return report, per_query

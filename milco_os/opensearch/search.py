@@ -435,8 +435,9 @@ def fusion_plan(record: dict[str, Any], index: str, options: SearchOptions) -> F
     weights = {"sparse": 1.0}
     if options.hybrid_norm is not None and options.hybrid_weight is not None:
         weights["bm25"] = options.hybrid_weight
-    if dense is not None and dense_weight != 0:
-        weights["dense"] = DEFAULT_DENSE_WEIGHT if dense_weight is None else dense_weight
+    dense_weight = DEFAULT_DENSE_WEIGHT if dense_weight is None else dense_weight
+    if dense is not None and dense_weight != 0:  # 0, given or the default: the sparse views alone
+        weights["dense"] = dense_weight
     if len(weights) == 1:
         if options.hybrid_norm is not None:
             msg = f"--hybrid-norm: nothing to fuse on index {index!r} (no --hybrid weight, no dense view)"

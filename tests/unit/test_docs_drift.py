@@ -67,6 +67,14 @@ def test_a_changed_number_is_caught(report, tmp_path: Path) -> None:  # noqa: AN
     assert report.drifted(tmp_path) == [f"{doc}: {section}"]
 
 
+def test_a_default_is_the_best_mean_among_choices_that_keep_the_language_balance(report) -> None:  # noqa: ANN001
+    table = {0.2: {"a": 0.5, "b": 0.4}, 0.5: {"a": 0.45, "b": 0.4}, 1.0: {"a": 0.3, "b": 0.3}}
+    assert report.balanced_choice(table, {0.2: 0.9, 0.5: 0.95, 1.0: 0.99}) == 0.2
+    assert report.balanced_choice(table, {0.2: 0.6, 0.5: 0.8, 1.0: 0.99}) == 0.5  # 0.2 leans to the query's language
+    assert report.balanced_choice(table, {0.2: 0.6, 0.5: 0.7}) == 0.5  # none balanced: the best balanced
+    assert report.balanced_choice(table, {}) in table
+
+
 def test_the_defaults_are_the_dev_choices(report) -> None:  # noqa: ANN001
     """Query pruning, α, the dense view's fusion and how passages score a document are chosen on the dev
     reports; the defaults are what they chose."""
@@ -75,6 +83,7 @@ def test_the_defaults_are_the_dev_choices(report) -> None:  # noqa: ANN001
     assert report.load("quality")["settings"]["split"] == "dev"
     assert DEFAULT_QUERY_PRUNE == report.dev_query_prune_choice()
     assert all(report.load_report(f"eval/{run}")["split"] == "dev" for run in report.ALPHA_RUNS)
+    assert report.load_report(f"eval/{report.BALANCE_RUN}")["split"] == "dev"
     assert DEFAULT_ALPHA == report.dev_alpha_choice()
     from milco_os.specs import DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION
 

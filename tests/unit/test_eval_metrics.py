@@ -86,3 +86,15 @@ def test_aggregate_empty_and_unknown_language() -> None:
     assert aggregate({}, {})["overall"] == {"ndcg@10": 0.0, "mrr@10": 0.0, "recall@100": 0.0, "queries": 0}
     result = aggregate({"q": {"ndcg@10": 1.0, "mrr@10": 1.0, "recall@100": 1.0}}, {})
     assert list(result["per_language"]) == ["?"]
+
+
+def test_other_language_share_counts_top_hits_in_another_language_against_a_language_blind_ranking() -> None:
+    from milco_os.evaluation.metrics import language_blind_share, other_language_share
+
+    doc_lang = {"d1": "de", "d2": "de", "f1": "fr", "e1": "en", "e2": "en", "e3": "en"}
+    query_lang = {"q1": "de", "q2": "en"}
+    run = {"q1": ["d1", "d1", "f1", "x"], "q2": ["e1", "e2", "e3", "d1"]}  # x: unknown, d1 twice counts once
+    assert other_language_share(run, query_lang, doc_lang, k=3) == (1 / 2 + 0 / 3) / 2
+    assert other_language_share(run, query_lang, doc_lang, k=4) == (1 / 2 + 1 / 4) / 2
+    assert language_blind_share(query_lang, doc_lang) == ((1 - 2 / 6) + (1 - 3 / 6)) / 2
+    assert language_blind_share(query_lang, {}) == 0.0
