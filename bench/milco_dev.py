@@ -45,6 +45,8 @@ sys.path.insert(0, str(ROOT))
 #: Short name -> dataset (bench/evaluate.py's runs without their split).
 SETS = {"titles-clir": "libreoffice-clir", "keywords-clir": "libreoffice-keywords-clir",
         "titles-mlir": "libreoffice-mlir", "keywords-mlir": "libreoffice-keywords-mlir"}
+#: α of the measures (the first also scores the query pruning rules): fixed, so that deltas stay comparable across
+#: versions whatever the default α (bench/report.py ``MILCO_DEV_ALPHA``).
 ALPHAS = (0.5, 1.0)
 DOC_TOP_K = 40
 MAX_QUERIES = 1000
@@ -273,7 +275,7 @@ def measure(data: dict[str, EvalData], transform: Transform | None, info: Any,
     import torch
 
     from milco_os.pruning import Pruning
-    from milco_os.specs import DEFAULT_ALPHA, DEFAULT_QUERY_PRUNE
+    from milco_os.specs import DEFAULT_QUERY_PRUNE
     from milco_os.training.gates import always_on
 
     query_prunes = list(dict.fromkeys((DEFAULT_QUERY_PRUNE, *query_prunes)))
@@ -307,7 +309,7 @@ def measure(data: dict[str, EvalData], transform: Transform | None, info: Any,
         result["query_prune"] = {}
         for rule in query_prunes:
             kept = pruned(queries, stats, Pruning.parse(rule), info)
-            found = ndcg(top10(kept, docs, DEFAULT_ALPHA), d)["overall"]["ndcg@10"]
+            found = ndcg(top10(kept, docs, ALPHAS[0]), d)["overall"]["ndcg@10"]
             result["query_prune"][rule] = {"ndcg@10": round(found, 4), "postings_per_query": postings(kept[0], stats)}
         out["sets"][name] = result
     english = next(d for name, d in data.items() if name.endswith("clir"))

@@ -1062,11 +1062,11 @@ def dense_summary_section(split: str = "test") -> str:
     """Sparse, dense view and fused (the default) against BM25 and plain e5-small, per set; the fused list's
     ratio to the better of its two parts (the target: at least 1.1). ``split`` test or dev (cut pages), or whole
     (whole pages, test)."""
-    from milco_os.specs import DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION
+    from milco_os.specs import DEFAULT_ALPHA, DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION
 
     default = f"{CHOSEN_MODEL} fused {DEFAULT_FUSION}:{DEFAULT_DENSE_WEIGHT:g}"
-    columns = [f"{CHOSEN_MODEL} α=0.5", f"{CHOSEN_MODEL} dense view", default, "BM25 (language analyzers)",
-               "dense multilingual-e5-small"]
+    columns = [f"{CHOSEN_MODEL} α={DEFAULT_ALPHA:g}", f"{CHOSEN_MODEL} dense view", default,
+               "BM25 (language analyzers)", "dense multilingual-e5-small"]
     rows = []
     runs = DENSE_WHOLE_RUNS if split == "whole" else [f"dense-{base}-{split}" for base in DENSE_SETS]
     for run in runs:
@@ -1147,7 +1147,7 @@ def passages_choice_section(source: str = "passages-choice") -> str:
 def passages_summary_section() -> str:
     """Whole pages on test, through the engine: BM25, merged and passages per model and milco-mini fused, and the
     targets (met or missed, for the sparse and the fused systems)."""
-    from milco_os.specs import DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION
+    from milco_os.specs import DEFAULT_ALPHA, DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION
 
     rows, verdicts = [], {"sparse": [], "fused": []}
     fused = f"milco-mini fused {DEFAULT_FUSION}:{DEFAULT_DENSE_WEIGHT:g}"
@@ -1155,7 +1155,7 @@ def passages_summary_section() -> str:
         values = _overall(load_report(f"eval/{run}")) | _overall(load_report(f"eval/{fused_run}"))
         bm25 = values["BM25 (language analyzers)"]
         row: list[Any] = [base, round(bm25, 3)]
-        for kind, model in (("sparse", "milco-mini α=0.5"), ("sparse", "splade-tiny"), ("fused", fused)):
+        for kind, model in (("sparse", f"milco-mini α={DEFAULT_ALPHA:g}"), ("sparse", "splade-tiny"), ("fused", fused)):
             merged, passages = values[model], values[f"{model} passages"]
             row += [round(merged, 3), round(passages, 3), f"{passages / merged:.2f}×"]
             if base in PASSAGE_TARGET_SETS and model != "splade-tiny":
@@ -1291,6 +1291,8 @@ def seismic_section(source: str = "seismic") -> str:
 
 
 MILCO_DEV_SETS = ("titles-clir", "keywords-clir", "titles-mlir", "keywords-mlir")
+#: The α bench/milco_dev.py measures at beside pivot-only (its ``ALPHAS[0]``), query pruning included.
+MILCO_DEV_ALPHA = 0.5
 
 
 def milco_dev_report(source: str = "") -> dict[str, Any]:
@@ -1339,7 +1341,7 @@ def milco_query_prune_section(source: str = "") -> str:
     """docs/models.md: the product's query pruning rules on dev, for the bench/milco_dev.py reports ``source`` names
     (paths under ``reports/`` without ``.json``, comma-separated; the first is the baseline the postings are counted
     against) and then the newest milco-mini."""
-    from milco_os.specs import DEFAULT_ALPHA, DEFAULT_QUERY_PRUNE
+    from milco_os.specs import DEFAULT_QUERY_PRUNE
 
     reports = [json.loads((ROOT / "reports" / f"{name}.json").read_text(encoding="utf-8"))
                for name in filter(None, source.split(","))]
@@ -1350,14 +1352,14 @@ def milco_query_prune_section(source: str = "") -> str:
     for r in reports:
         s = r["summary"]
         label = r["model"] if r["model"].startswith("milco-mini@") else r["delta"].removeprefix("results/train/")
-        rows.append([label, "none", f"{s['ndcg@10 a=0.5']:.3f}", f"{s['postings_per_query']:,.0f}",
+        rows.append([label, "none", f"{s[f'ndcg@10 a={MILCO_DEV_ALPHA}']:.3f}", f"{s['postings_per_query']:,.0f}",
                      f"{s['postings_per_query'] / base:.2f}x"])
         for rule in next(iter(r["sets"].values()))["query_prune"]:
             postings = s[f"query prune {rule} postings_per_query"]
             mark = " (default)" if rule == DEFAULT_QUERY_PRUNE else ""
             rows.append([label, f"`{rule}`{mark}", f"{s[f'query prune {rule} ndcg@10']:.3f}", f"{postings:,.0f}",
                          f"{postings / base:.2f}x"])
-    return md_table(["model", "query pruning", f"mean nDCG@10 (α {DEFAULT_ALPHA:g})", "postings / query",
+    return md_table(["model", "query pruning", f"mean nDCG@10 (α {MILCO_DEV_ALPHA:g})", "postings / query",
                      f"vs {reports[0]['model']} with `{DEFAULT_QUERY_PRUNE}`"], rows)
 
 
