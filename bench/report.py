@@ -256,8 +256,11 @@ def seismic_eval_section() -> str:
     """nDCG@10 of milco-mini on the exact index and on a SEISMIC one, on dev (BENCHMARKS.md §16, docs/seismic.md)."""
     rows = [[run, round(exact, 3), round(approx, 3), f"{(approx - exact) / exact:+.1%}"]
             for run, exact, approx in seismic_quality()]
-    version = load_report(f"eval/{SEISMIC_EVAL_RUNS[0]}")["opensearch"]["version"]
-    head = (f"milco-mini (α 0.5, the full query) on OpenSearch {version}: the exact `rank_features` index against a "
+    first = load_report(f"eval/{SEISMIC_EVAL_RUNS[0]}")
+    version = first["opensearch"]["version"]
+    sparse = next(s["config"] for s in first["systems"] if s["kind"] == "sparse")
+    head = (f"{sparse['model']['name']} (α {sparse['alpha']:g}, the full query) on OpenSearch {version}: the exact "
+            "`rank_features` index against a "
             "SEISMIC index with milco-os's default build and query parameters, the same dev queries, corpus and "
             "encodings (`bench/evaluate.py --runs seismic-...`); nDCG@10.\n\n")
     return head + md_table(["run", "exact", "SEISMIC", "difference"], rows)
