@@ -17,7 +17,7 @@ from milco_os.opensearch.ingest import MAX_DOCUMENT_CHARS, Ingester, ingest
 from milco_os.opensearch.search import search
 from milco_os.opensearch.stats import IndexTermStats
 from milco_os.pruning import Pruning
-from milco_os.specs import IndexSpec, SearchOptions, TwoPhase
+from milco_os.specs import IndexSpec, SearchOptions, TwoPhase, alpha_for_model
 
 PRECISION = 0.01  # Lucene keeps 9 significant bits of each stored feature value
 
@@ -79,8 +79,8 @@ def test_the_passage_returned_holds_the_querys_topic_and_scores_the_document_exa
         words = {t: passage.text.lower().count(keyword) for t, keyword in KEYWORDS.items()}
         assert max(words, key=words.get) == topic, (query, words)
         # The document's score is its best passage's exact dot product, computed here from the same encoder.
-        q = result.query
-        best = max(options.alpha * q.pivot.dot(p.encoded.pivot) + (1 - options.alpha) * q.echo.dot(p.encoded.echo)
+        q, alpha = result.query, alpha_for_model(milco_mini.info.name)  # α not given: the index's model's
+        best = max(alpha * q.pivot.dot(p.encoded.pivot) + (1 - alpha) * q.echo.dot(p.encoded.echo)
                    for p in milco_mini.encode_passages([text])[0])
         assert top.score == pytest.approx(best, rel=PRECISION)
         assert passage.score == pytest.approx(top.score)
