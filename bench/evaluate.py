@@ -125,18 +125,17 @@ def _seismic_runs() -> dict[str, Run]:
                                        systems="sparse,seismic") for base, dataset in FUSION_SETS.items()}
 
 
-#: The demo's six languages (``milco_os.demo.HELP_LANGUAGES``, spelled out to keep the demo's imports out).
-DEMO_LANGUAGES = ("en-us", "de", "fr", "es", "ja", "zh-cn")
-
-
 def _balance_runs() -> dict[str, Run]:
     """``titles-mlir6-dev``: the MLIR set in the demo's six languages, each page once in one of them. With a sixth of
     the pages in the query's language (a 34th in titles-mlir), it shows how much a system prefers the query's own
     language (the reports' ``other_language@10`` against a ranking blind to language); α and the fusion are chosen
     under that constraint (bench/report.py ``LANGUAGE_BALANCE``). ``dense-titles-mlir6-dev``: the fusions there."""
-    sparse = Run("libreoffice-mlir", "dev", alphas=DEV_ALPHAS, languages=DEMO_LANGUAGES)
+    from milco_os.demo import HELP_LANGUAGES
+
+    languages = tuple(HELP_LANGUAGES)
+    sparse = Run("libreoffice-mlir", "dev", alphas=DEV_ALPHAS, languages=languages)
     fused = Run("libreoffice-mlir", "dev", models=("milco-mini",), alphas=(DEFAULT_ALPHA,), systems="sparse,fused",
-                fusions=DEV_FUSIONS, languages=DEMO_LANGUAGES)
+                fusions=DEV_FUSIONS, languages=languages)
     return {"titles-mlir6-dev": sparse, "dense-titles-mlir6-dev": fused}
 
 

@@ -1033,10 +1033,15 @@ def sparse_by_run() -> dict[str, float]:
                        if s["kind"] == "sparse") for base in DENSE_SETS}
 
 
+def fusion_candidates() -> dict[str, dict[str, float]]:
+    """:func:`fusion_by_run` and the sparse views alone (``minmax:0``): the choices of the default fusion."""
+    return {**fusion_by_run(), "minmax:0": sparse_by_run()}
+
+
 def dev_fusion_choice() -> tuple[str, float]:
     """(normalisation, dense weight) with the best mean nDCG@10 over the dense dev runs that keeps the language
     balance; a weight of 0 (the sparse views alone) is a choice too."""
-    best = balanced_choice({**fusion_by_run(), "minmax:0": sparse_by_run()}, fusion_balance())
+    best = balanced_choice(fusion_candidates(), fusion_balance())
     norm, _, weight = best.partition(":")
     return norm, float(weight)
 
@@ -1044,7 +1049,7 @@ def dev_fusion_choice() -> tuple[str, float]:
 def fusion_choice_section() -> str:
     from milco_os.specs import DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION
 
-    table, balance = {**fusion_by_run(), "minmax:0": sparse_by_run()}, fusion_balance()
+    table, balance = fusion_candidates(), fusion_balance()
     rows = [[key if key != "minmax:0" else "none (sparse views alone)",
              *(round(table[key][base], 3) for base in DENSE_SETS),
              round(sum(table[key].values()) / len(table[key]), 3), round(balance[key], 2) if key in balance else None]

@@ -48,8 +48,10 @@ def alpha_for_model(name: str | None) -> float:
     """The default α on an index built with model ``name`` (its ``_meta`` record): :data:`EARLIER_ALPHAS` for an
     earlier built-in version (a built-in name without a version is from before versions: version 1), else
     :data:`DEFAULT_ALPHA`."""
-    if name and "@" not in name:
-        name = f"{name}@1"
+    from milco_os.models.sources.versions import FIRST_VERSION, SEPARATOR, pinned_name
+
+    if name and SEPARATOR not in name:
+        name = pinned_name(name, FIRST_VERSION)
     return EARLIER_ALPHAS.get(name or "", DEFAULT_ALPHA)
 
 

@@ -73,9 +73,8 @@ def build_report(
     for result in results:
         scores = evaluate(result.run, qrels, query_lang)
         per_query[result.name] = scores.pop("per_query")
-        if balance:
-            run = {qid: ranked for qid, ranked in result.run.items() if qid in judged_lang}
-            scores["overall"][OTHER_LANGUAGE] = other_language_share(run, judged_lang, doc_lang)
+        if balance:  # over the judged queries: the share skips queries that judged_lang leaves out
+            scores["overall"][OTHER_LANGUAGE] = other_language_share(result.run, judged_lang, doc_lang)
         systems.append({
             "name": result.name,
             "kind": result.kind,
