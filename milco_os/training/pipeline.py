@@ -28,12 +28,13 @@ from milco_os.training.trainer import hardware_facts, seed_everything, train_sap
 
 log = logging.getLogger(__name__)
 
-ProgressFactory = Callable[[str, int], Callable[[int], None]]
+#: ``progress(label, total) -> advance``; ``advance(n=1)``: the trainers call it once per step with no argument.
+ProgressFactory = Callable[[str, int], Callable[..., None]]
 ENGLISH = "en-us"
 
 
-def _no_progress(_label: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
+def _no_progress(_label: str, _total: int) -> Callable[..., None]:
+    return lambda _n=1: None
 
 
 def _setup(config: SapConfig | SctConfig, cache_dir: Path) -> tuple[Any, Any, Any, Path, Path]:

@@ -390,6 +390,15 @@ def test_token_targets_follow_the_student_tokens_and_train_the_connector() -> No
     assert loss.item() < 0.5 * before
 
 
+def test_training_without_a_progress_display_advances_as_the_trainers_call_it() -> None:
+    # run_sap/run_sct called as a library (bench/reproduce_milco.py) pass no progress: the trainers advance per
+    # step with no argument, the state encoders by a count.
+    from milco_os.training.pipeline import _no_progress
+
+    advance = _no_progress("SCT", 10)
+    assert advance() is None and advance(4) is None
+
+
 def test_sct_refuses_a_sap_delta_that_failed_its_gates(tmp_path: Path) -> None:
     import json
 
